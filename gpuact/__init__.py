@@ -1,0 +1,18 @@
+"""gpuact: Keras's activation functions as GPU kernels for CuPy and Numba arrays, NumPy on the CPU."""
+
+from gpuact.activations import *  # noqa: F403
+from gpuact.activations import __all__ as _activation_names
+from gpuact.registry import deserialize, get, serialize
+
+__version__ = "0.1.0"
+
+__all__ = [*_activation_names, "get", "serialize", "deserialize", "layers"]
+
+
+def __getattr__(name):
+    # Layers load on first use, so `import gpuact` stays as small as the activations.
+    if name == "layers":
+        import importlib
+
+        return importlib.import_module("gpuact.layers")
+    raise AttributeError(f"module 'gpuact' has no attribute {name!r}")

@@ -1,0 +1,394 @@
+"""Keras's activation functions, one small public function each.
+
+Every function is ``f(x, <keyword parameters>, *, out=None, backend=None, stream=None)`` and
+returns an array of the same kind as ``x`` (see ``gpuact._dispatch``). ``stream`` is used by the
+Numba backend (and as a CuPy stream context by the CuPy backend); the NumPy backend ignores it.
+
+Non-finite inputs: NaN gives NaN everywhere, and ±inf gives the mathematical limit, also where
+Keras produces ``inf * 0 = NaN`` (``silu``, ``gelu``, ``mish``, ``hard_silu`` at ``-inf``,
+``softsign`` at ``±inf``, ``relu`` with a threshold at ``-inf``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from gpuact import _dispatch
+
+
+class _UnsetFloat(float):
+    """A default that compares like its value but tells "not given" from "given"."""
+
+    def __repr__(self):
+        return float.__repr__(self)
+
+
+_ALPHA_UNSET = _UnsetFloat(0.0)
+
+
+def _elementwise(op, x, params, out, backend, stream):
+    return _dispatch.elementwise(op, x, params, out=out, backend=backend, stream=stream)
+
+
+def relu(x, alpha=_ALPHA_UNSET, max_value=None, threshold=0.0, *, negative_slope=None, out=None, backend=None,
+         stream=None):
+    """Rectified linear unit, with tf.keras's ``alpha``, ``max_value`` and ``threshold``.
+
+    ``f(x) = clip(x if x > threshold else 0, 0, max_value) - alpha * max(threshold - x, 0)``;
+    with ``max_value=None`` nothing is clipped (tf.keras: for a negative threshold, inputs in
+    ``(threshold, 0]`` pass through). ``x == threshold`` gives 0. ``negative_slope`` is Keras 3's
+    name for ``alpha``; giving both raises ``TypeError``.
+
+    >>> import numpy as np, gpuact
+    >>> foo = np.array([-10, -5, 0.0, 5, 10], dtype=np.float32)
+    >>> gpuact.relu(foo)
+    array([ 0.,  0.,  0.,  5., 10.], dtype=float32)
+    >>> gpuact.relu(foo, alpha=0.5)
+    array([-5. , -2.5,  0. ,  5. , 10. ], dtype=float32)
+    >>> gpuact.relu(foo, max_value=5.)
+    array([0., 0., 0., 5., 5.], dtype=float32)
+    >>> gpuact.relu(foo, threshold=5.)
+    array([ 0.,  0.,  0.,  0., 10.], dtype=float32)
+    """
+    if negative_slope is not None:
+        if alpha is not _ALPHA_UNSET:
+            raise TypeError("relu() got both alpha and negative_slope; they name the same parameter")
+        alpha = negative_slope
+    alpha = _dispatch.as_param("alpha", alpha)
+    threshold = _dispatch.as_param("threshold", threshold)
+    if max_value is None:
+        lo, hi = -math.inf, math.inf
+    else:
+        lo, hi = 0.0, _dispatch.as_param("max_value", max_value)
+    return _elementwise("relu", x, (alpha, threshold, lo, hi), out, backend, stream)
+
+
+def sigmoid(x, *, out=None, backend=None, stream=None):
+    """Logistic sigmoid, ``1 / (1 + exp(-x))``, without overflow for either sign.
+
+    >>> import numpy as np, gpuact
+    >>> a = np.array([-20, -1.0, 0.0, 1.0, 20], dtype=np.float32)
+    >>> gpuact.sigmoid(a)
+    array([2.0611537e-09, 2.6894143e-01, 5.0000000e-01, 7.3105860e-01,
+           1.0000000e+00], dtype=float32)
+    """
+    return _elementwise("sigmoid", x, (), out, backend, stream)
+
+
+def softmax(x, axis=-1, *, out=None, backend=None, stream=None):
+    """Softmax along ``axis`` (an int or a tuple of ints): ``exp(x - max) / sum(exp(x - max))``.
+
+    A slice of all ``-inf`` gives NaN (as TF, PyTorch and JAX); ``-inf`` among finite values gives
+    exactly 0. 1-D input is allowed.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.softmax(np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]], dtype=np.float32))
+    array([[0.09003057, 0.24472848, 0.66524094],
+           [0.33333334, 0.33333334, 0.33333334]], dtype=float32)
+    """
+    return _dispatch.softmax(x, axis, log=False, out=out, backend=backend, stream=stream)
+
+
+def softplus(x, *, out=None, backend=None, stream=None):
+    """``log(exp(x) + 1)``, computed as ``max(x, 0) + log1p(exp(-|x|))`` so it never overflows.
+
+    >>> import numpy as np, gpuact
+    >>> a = np.array([-20, -1.0, 0.0, 1.0, 20], dtype=np.float32)
+    >>> gpuact.softplus(a)
+    array([2.0611537e-09, 3.1326169e-01, 6.9314718e-01, 1.3132616e+00,
+           2.0000000e+01], dtype=float32)
+    """
+    return _elementwise("softplus", x, (), out, backend, stream)
+
+
+def softsign(x, *, out=None, backend=None, stream=None):
+    """``x / (|x| + 1)``; ``softsign(±inf) = ±1``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.softsign(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
+    array([-0.5,  0. ,  0.5], dtype=float32)
+    """
+    return _elementwise("softsign", x, (), out, backend, stream)
+
+
+def tanh(x, *, out=None, backend=None, stream=None):
+    """Hyperbolic tangent, ``(exp(x) - exp(-x)) / (exp(x) + exp(-x))``.
+
+    >>> import numpy as np, gpuact
+    >>> a = np.array([-3.0, -1.0, 0.0, 1.0, 3.0], dtype=np.float32)
+    >>> gpuact.tanh(a)
+    array([-0.9950548, -0.7615942,  0.       ,  0.7615942,  0.9950548], dtype=float32)
+    """
+    return _elementwise("tanh", x, (), out, backend, stream)
+
+
+def selu(x, *, out=None, backend=None, stream=None):
+    """Scaled exponential linear unit: ``scale * elu(x, alpha)`` with Keras's constants
+    ``alpha = 1.67326324...`` and ``scale = 1.05070098...``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.selu(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
+    array([-1.1113307,  0.       ,  1.050701 ], dtype=float32)
+    """
+    return _elementwise("selu", x, (), out, backend, stream)
+
+
+def elu(x, alpha=1.0, *, out=None, backend=None, stream=None):
+    """Exponential linear unit: ``x`` if ``x > 0`` else ``alpha * expm1(x)``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.elu(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
+    array([-0.63212055,  0.        ,  1.        ], dtype=float32)
+    """
+    return _elementwise("elu", x, (_dispatch.as_param("alpha", alpha),), out, backend, stream)
+
+
+def exponential(x, *, out=None, backend=None, stream=None):
+    """``exp(x)``; overflows to ``inf`` like ``exp``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.exponential(np.array([0.0, 1.0], dtype=np.float32))
+    array([1.       , 2.7182817], dtype=float32)
+    """
+    return _elementwise("exponential", x, (), out, backend, stream)
+
+
+def linear(x, *, out=None, backend=None, stream=None):
+    """The identity, ``f(x) = x``, returned as a new array (or written to ``out``).
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.linear(np.array([-1.0, 2.0], dtype=np.float32))
+    array([-1.,  2.], dtype=float32)
+    """
+    return _elementwise("linear", x, (), out, backend, stream)
+
+
+def relu6(x, *, out=None, backend=None, stream=None):
+    """``min(max(x, 0), 6)``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.relu6(np.array([-1.0, 3.0, 7.0], dtype=np.float32))
+    array([0., 3., 6.], dtype=float32)
+    """
+    return _elementwise("relu6", x, (), out, backend, stream)
+
+
+def leaky_relu(x, negative_slope=0.2, *, out=None, backend=None, stream=None):
+    """``x`` if ``x >= 0`` else ``negative_slope * x``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.leaky_relu(np.array([-10.0, 5.0], dtype=np.float32))
+    array([-2.,  5.], dtype=float32)
+    """
+    params = (_dispatch.as_param("negative_slope", negative_slope),)
+    return _elementwise("leaky_relu", x, params, out, backend, stream)
+
+
+def silu(x, *, out=None, backend=None, stream=None):
+    """Sigmoid linear unit (swish): ``x * sigmoid(x)``; ``silu(-inf) = 0``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.silu(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
+    array([-0.26894143,  0.        ,  0.7310586 ], dtype=float32)
+    """
+    return _elementwise("silu", x, (), out, backend, stream)
+
+
+def gelu(x, approximate=False, *, out=None, backend=None, stream=None):
+    """Gaussian error linear unit: ``x * Phi(x) = 0.5 * x * erfc(-x / sqrt(2))``, or with
+    ``approximate=True``: ``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x**3)))``, evaluated
+    as ``x * sigmoid(2 * sqrt(2/pi) * (x + 0.044715 * x**3))``, the same function without the
+    cancellation of ``1 + tanh`` for negative ``x``. ``gelu(-inf) = 0``.
+
+    >>> import numpy as np, gpuact
+    >>> a = np.array([-3.0, -1.0, 0.0, 1.0, 3.0], dtype=np.float32)
+    >>> gpuact.gelu(a)
+    array([-0.00404951, -0.15865526,  0.        ,  0.8413447 ,  2.9959507 ], dtype=float32)
+    >>> gpuact.gelu(a, approximate=True)
+    array([-0.00363752, -0.15880796,  0.        ,  0.841192  ,  2.9963627 ], dtype=float32)
+    """
+    if not isinstance(approximate, bool):
+        raise TypeError(f"approximate must be a bool; got {approximate!r}")
+    return _elementwise("gelu_tanh" if approximate else "gelu", x, (), out, backend, stream)
+
+
+def hard_sigmoid(x, *, out=None, backend=None, stream=None):
+    """Keras 3's hard sigmoid, ``relu6(x + 3) / 6``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.hard_sigmoid(np.array([-4.0, 0.0, 1.5, 4.0], dtype=np.float32))
+    array([0.  , 0.5 , 0.75, 1.  ], dtype=float32)
+    """
+    return _elementwise("hard_sigmoid", x, (), out, backend, stream)
+
+
+def hard_silu(x, *, out=None, backend=None, stream=None):
+    """Hard SiLU (hard swish): ``x * relu6(x + 3) / 6``; ``hard_silu(-inf) = 0``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.hard_silu(np.array([-4.0, 0.0, 1.5, 4.0], dtype=np.float32))
+    array([-0.   ,  0.   ,  1.125,  4.   ], dtype=float32)
+    """
+    return _elementwise("hard_silu", x, (), out, backend, stream)
+
+
+def mish(x, *, out=None, backend=None, stream=None):
+    """``x * tanh(softplus(x))``; ``mish(-inf) = 0``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.mish(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
+    array([-0.30340147,  0.        ,  0.86509836], dtype=float32)
+    """
+    return _elementwise("mish", x, (), out, backend, stream)
+
+
+def log_sigmoid(x, *, out=None, backend=None, stream=None):
+    """``log(sigmoid(x)) = -softplus(-x) = min(x, 0) - log1p(exp(-|x|))``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.log_sigmoid(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
+    array([-1.3132616 , -0.6931472 , -0.31326166], dtype=float32)
+    """
+    return _elementwise("log_sigmoid", x, (), out, backend, stream)
+
+
+def celu(x, alpha=1.0, *, out=None, backend=None, stream=None):
+    """Continuously differentiable ELU: ``x`` if ``x >= 0`` else ``alpha * expm1(x / alpha)``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.celu(np.array([-1.0, 0.0, 1.0], dtype=np.float32), alpha=2.0)
+    array([-0.7869387,  0.       ,  1.       ], dtype=float32)
+    """
+    return _elementwise("celu", x, (_dispatch.as_param("alpha", alpha),), out, backend, stream)
+
+
+def hard_tanh(x, *, out=None, backend=None, stream=None):
+    """``clip(x, -1, 1)``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.hard_tanh(np.array([-2.0, 0.5, 2.0], dtype=np.float32))
+    array([-1. ,  0.5,  1. ], dtype=float32)
+    """
+    return _elementwise("hard_tanh", x, (), out, backend, stream)
+
+
+def hard_shrink(x, threshold=0.5, *, out=None, backend=None, stream=None):
+    """``x`` if ``|x| > threshold`` else 0.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.hard_shrink(np.array([-1.0, 0.25, 1.0], dtype=np.float32))
+    array([-1.,  0.,  1.], dtype=float32)
+    """
+    params = (_dispatch.as_param("threshold", threshold),)
+    return _elementwise("hard_shrink", x, params, out, backend, stream)
+
+
+def soft_shrink(x, threshold=0.5, *, out=None, backend=None, stream=None):
+    """``x - threshold`` if ``x > threshold``, ``x + threshold`` if ``x < -threshold``, else 0.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.soft_shrink(np.array([-1.0, 0.25, 1.0], dtype=np.float32))
+    array([-0.5,  0. ,  0.5], dtype=float32)
+    """
+    params = (_dispatch.as_param("threshold", threshold),)
+    return _elementwise("soft_shrink", x, params, out, backend, stream)
+
+
+def tanh_shrink(x, *, out=None, backend=None, stream=None):
+    """``x - tanh(x)``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.tanh_shrink(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
+    array([-0.23840582,  0.        ,  0.23840582], dtype=float32)
+    """
+    return _elementwise("tanh_shrink", x, (), out, backend, stream)
+
+
+def threshold(x, threshold, default_value, *, out=None, backend=None, stream=None):
+    """``x`` if ``x > threshold`` else ``default_value``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.threshold(np.array([-1.0, 0.5, 2.0], dtype=np.float32), 1.0, -5.0)
+    array([-5., -5.,  2.], dtype=float32)
+    """
+    params = (_dispatch.as_param("threshold", threshold), _dispatch.as_param("default_value", default_value))
+    return _elementwise("threshold", x, params, out, backend, stream)
+
+
+def squareplus(x, b=4, *, out=None, backend=None, stream=None):
+    """``(x + sqrt(x**2 + b)) / 2``, evaluated without overflow (``b / (2 (sqrt(x**2 + b) - x))``
+    for negative ``x``).
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.squareplus(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
+    array([0.618034, 1.      , 1.618034], dtype=float32)
+    """
+    b = _dispatch.as_param("b", b)
+    if b < 0:
+        raise ValueError(f"squareplus needs b >= 0; got {b}")
+    return _elementwise("squareplus", x, (b,), out, backend, stream)
+
+
+def sparse_plus(x, *, out=None, backend=None, stream=None):
+    """0 for ``x <= -1``, ``(x + 1)**2 / 4`` for ``-1 < x < 1``, ``x`` for ``x >= 1``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.sparse_plus(np.array([-2.0, 0.0, 2.0], dtype=np.float32))
+    array([0.  , 0.25, 2.  ], dtype=float32)
+    """
+    return _elementwise("sparse_plus", x, (), out, backend, stream)
+
+
+def sparse_sigmoid(x, *, out=None, backend=None, stream=None):
+    """0 for ``x <= -1``, ``(x + 1) / 2`` for ``-1 < x < 1``, 1 for ``x >= 1``.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.sparse_sigmoid(np.array([-2.0, 0.0, 0.5, 2.0], dtype=np.float32))
+    array([0.  , 0.5 , 0.75, 1.  ], dtype=float32)
+    """
+    return _elementwise("sparse_sigmoid", x, (), out, backend, stream)
+
+
+def log_softmax(x, axis=-1, *, out=None, backend=None, stream=None):
+    """``x - max - log(sum(exp(x - max)))`` along ``axis`` (an int or a tuple of ints).
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.log_softmax(np.array([1.0, 2.0, 3.0], dtype=np.float32))
+    array([-2.407606  , -1.4076059 , -0.40760595], dtype=float32)
+    """
+    return _dispatch.softmax(x, axis, log=True, out=out, backend=backend, stream=stream)
+
+
+def glu(x, axis=-1, *, out=None, backend=None, stream=None):
+    """Gated linear unit: split ``x`` in halves ``a, b`` along ``axis``; ``a * sigmoid(b)``.
+    The axis length must be even (``ValueError`` otherwise).
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.glu(np.array([1.0, 2.0, 0.0, 1.0], dtype=np.float32))
+    array([0.5      , 1.4621172], dtype=float32)
+    """
+    return _dispatch.glu(x, axis, out=out, backend=backend, stream=stream)
+
+
+def sparsemax(x, axis=-1, *, out=None, backend=None, stream=None):
+    """Sparsemax: the Euclidean projection of ``x`` onto the probability simplex along ``axis``,
+    ``max(x - tau, 0)`` with ``tau`` chosen so that the slice sums to 1.
+
+    >>> import numpy as np, gpuact
+    >>> gpuact.sparsemax(np.array([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]], dtype=np.float32))
+    array([[0.        , 0.        , 1.        ],
+           [0.33333334, 0.33333334, 0.33333334]], dtype=float32)
+    """
+    return _dispatch.sparsemax(x, axis, out=out, backend=backend, stream=stream)
+
+
+swish = silu
+hard_swish = hard_silu
+
+__all__ = [
+    "relu", "sigmoid", "softmax", "softplus", "softsign", "tanh", "selu", "elu", "exponential",
+    "linear", "relu6", "leaky_relu", "silu", "swish", "gelu", "hard_sigmoid", "hard_silu",
+    "hard_swish", "mish", "log_softmax", "log_sigmoid", "celu", "glu", "hard_tanh", "hard_shrink",
+    "soft_shrink", "tanh_shrink", "threshold", "squareplus", "sparse_plus", "sparse_sigmoid",
+    "sparsemax",
+]

@@ -1,0 +1,518 @@
+"""The CPU path: NumPy ufuncs applied block by block, on every core.
+
+Multi-step formulas (``sigmoid`` is four ufunc passes) would each stream the whole array through
+memory if applied to it at once. Instead the array is cut into blocks small enough that a block,
+its scratch buffers and its output stay in the core's cache; each step runs in place on the block;
+and the blocks are shared out among threads, since ufuncs release the GIL. Every step writes into
+``out`` or a scratch buffer, in the compute dtype: float32 stays float32, and float16 and integers
+are computed in float32.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from gpuact._ops import NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
+
+# 8192 elements: 32 KiB per float32 buffer, so input, output and two scratch buffers of one
+# thread fit in a 256 KiB-2 MiB L2 with room to spare. Measured by `gpuact-bench` (see README).
+BLOCK = 8192
+# Below this many elements a second thread costs more (start-up, cache traffic) than it saves.
+PARALLEL_MIN = 1 << 16
+THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="gpuact")
+    return _pool
+
+
+def unavailable_reason():
+    return None
+
+
+def owns(x) -> bool:
+    return isinstance(x, np.ndarray)
+
+
+def asarray(x):
+    return np.asarray(x)
+
+
+def as_mask(mask, shape):
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_:
+        mask = mask > 0.5
+    return np.broadcast_to(mask, shape)
+
+
+def as_param_array(alpha, shape, dtype):
+    return np.broadcast_to(np.asarray(alpha, dtype=_compute_dtype(dtype)), shape)
+
+
+def _compute_dtype(dtype) -> np.dtype:
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Elementwise math: f(x, y, t, u, *params) on 1-D contiguous blocks of the compute dtype.
+# ``x`` is read only and never aliases ``y``; ``t``, ``u`` are scratch buffers of the same size.
+
+
+def _relu(x, y, t, u, alpha, threshold, lo, hi):
+    if threshold == 0.0 and lo == 0.0 and alpha == 0.0:
+        np.maximum(x, 0.0, out=y)  # the common case: one pass, NaN propagates
+    else:
+        np.copyto(y, x)
+        # x <= t is False for NaN, so NaN stays NaN; a select, not x * (x > t), so -inf gives 0
+        mask = u.view(np.bool_)[: x.size]
+        np.less_equal(x, threshold, out=mask)
+        np.copyto(y, 0.0, where=mask)
+        if lo > -math.inf:
+            np.maximum(y, lo, out=y)
+    if hi < math.inf:
+        np.minimum(y, hi, out=y)
+    if alpha != 0.0:
+        np.subtract(threshold, x, out=t)
+        np.maximum(t, 0.0, out=t)
+        np.multiply(t, alpha, out=t)
+        np.subtract(y, t, out=y)
+
+
+def _sigmoid(x, y, t, u):
+    # 1 / (1 + exp(-x)): exp overflows to inf for x < -88 and 1 / inf = 0, which is the right
+    # answer, and the relative error stays that of exp for both signs.
+    np.negative(x, out=y)
+    np.exp(y, out=y)
+    np.add(y, 1.0, out=y)
+    np.reciprocal(y, out=y)
+
+
+def _log1p_exp_neg_abs(x, t):
+    """t = log1p(exp(-|x|)), the smooth part of softplus."""
+    np.abs(x, out=t)
+    np.negative(t, out=t)
+    np.exp(t, out=t)
+    np.log1p(t, out=t)
+
+
+def _softplus(x, y, t, u):
+    _log1p_exp_neg_abs(x, t)
+    np.maximum(x, 0.0, out=y)
+    np.add(y, t, out=y)
+
+
+def _log_sigmoid(x, y, t, u):
+    _log1p_exp_neg_abs(x, t)
+    np.minimum(x, 0.0, out=y)
+    np.subtract(y, t, out=y)
+
+
+def _softsign(x, y, t, u):
+    # Clamping to the largest finite value makes ±inf give ±max / (max + 1) = ±1, not inf / inf.
+    big = np.finfo(x.dtype).max
+    np.clip(x, -big, big, out=t)
+    np.abs(t, out=y)
+    np.add(y, 1.0, out=y)
+    np.divide(t, y, out=y)
+
+
+def _tanh(x, y, t, u):
+    np.tanh(x, out=y)
+
+
+def _elu_into(x, y, t, alpha, inner_scale=1.0):
+    """y = max(x, 0) + alpha * expm1(min(x, 0) * inner_scale): no mask, NaN propagates."""
+    np.minimum(x, 0.0, out=t)
+    if inner_scale != 1.0:
+        np.multiply(t, inner_scale, out=t)
+    np.expm1(t, out=t)
+    np.multiply(t, alpha, out=t)
+    np.maximum(x, 0.0, out=y)
+    np.add(y, t, out=y)
+
+
+def _elu(x, y, t, u, alpha):
+    _elu_into(x, y, t, alpha)
+
+
+def _selu(x, y, t, u):
+    _elu_into(x, y, t, SELU_ALPHA)
+    np.multiply(y, SELU_SCALE, out=y)
+
+
+def _celu(x, y, t, u, alpha):
+    _elu_into(x, y, t, alpha, 1.0 / alpha)
+
+
+def _exponential(x, y, t, u):
+    np.exp(x, out=y)
+
+
+def _linear(x, y, t, u):
+    np.copyto(y, x)
+
+
+def _relu6(x, y, t, u):
+    np.maximum(x, 0.0, out=y)
+    np.minimum(y, 6.0, out=y)
+
+
+def _leaky_relu(x, y, t, u, negative_slope):
+    # max(x, 0) + slope * min(x, 0): -inf gives slope * -inf, not the -inf + inf of x + (slope-1)*min(x,0)
+    np.minimum(x, 0.0, out=t)
+    if negative_slope == 0.0:
+        t.fill(0.0)
+        np.copyto(t, x, where=np.isnan(x))
+    else:
+        np.multiply(t, negative_slope, out=t)
+    np.maximum(x, 0.0, out=y)
+    np.add(y, t, out=y)
+
+
+def _x_times_sigmoid_of(x, y, t):
+    """y = x / (1 + exp(-t)) with t already holding the sigmoid's argument."""
+    np.negative(t, out=t)
+    np.exp(t, out=t)
+    np.add(t, 1.0, out=t)
+    np.divide(x, t, out=y)
+
+
+def _silu(x, y, t, u):
+    np.maximum(x, NEGATIVE_SATURATION, out=u)
+    np.copyto(t, u)
+    _x_times_sigmoid_of(u, y, t)
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _gelu_tanh(x, y, t, u):
+    # 0.5 * x * (1 + tanh(z)) == x * sigmoid(2 z), z = sqrt(2/pi) * (x + 0.044715 x^3)
+    np.maximum(x, NEGATIVE_SATURATION, out=u)
+    np.multiply(u, u, out=t)
+    np.multiply(t, 0.044715, out=t)
+    np.add(t, 1.0, out=t)
+    np.multiply(t, u, out=t)
+    np.multiply(t, 2.0 * _SQRT_2_OVER_PI, out=t)
+    _x_times_sigmoid_of(u, y, t)
+
+
+def _gelu(x, y, t, u):
+    # x * Phi(x) = 0.5 * x * erfc(-x / sqrt(2)); erfc keeps full relative accuracy for x << 0
+    np.maximum(x, NEGATIVE_SATURATION, out=u)
+    np.multiply(u, -math.sqrt(0.5), out=t)
+    _erfc(t, y)
+    np.multiply(y, 0.5, out=y)
+    np.multiply(y, u, out=y)
+
+
+def _hard_sigmoid_into(x, y):
+    np.add(x, 3.0, out=y)
+    np.maximum(y, 0.0, out=y)
+    np.minimum(y, 6.0, out=y)
+    np.divide(y, 6.0, out=y)
+
+
+def _hard_sigmoid(x, y, t, u):
+    _hard_sigmoid_into(x, y)
+
+
+def _hard_silu(x, y, t, u):
+    _hard_sigmoid_into(x, y)
+    # below -3 the sigmoid part is 0; max(x, -3) keeps -inf * 0 from making NaN
+    np.maximum(x, -3.0, out=t)
+    np.multiply(y, t, out=y)
+
+
+def _mish(x, y, t, u):
+    np.maximum(x, NEGATIVE_SATURATION, out=u)
+    _log1p_exp_neg_abs(u, t)
+    np.maximum(u, 0.0, out=y)
+    np.add(y, t, out=y)
+    np.tanh(y, out=y)
+    np.multiply(y, u, out=y)
+
+
+def _hard_tanh(x, y, t, u):
+    np.clip(x, -1.0, 1.0, out=y)
+
+
+def _hard_shrink(x, y, t, u, threshold):
+    np.copyto(y, x)
+    mask = u.view(np.bool_)[: x.size]
+    np.abs(x, out=t)
+    np.less_equal(t, threshold, out=mask)
+    np.copyto(y, 0.0, where=mask)
+
+
+def _soft_shrink(x, y, t, u, threshold):
+    # x - clip(x, -t, t) is x - t above t, x + t below -t and 0 between, with NaN kept.
+    np.clip(x, -threshold, threshold, out=t)
+    np.subtract(x, t, out=y)
+
+
+def _tanh_shrink(x, y, t, u):
+    np.tanh(x, out=t)
+    np.subtract(x, t, out=y)
+
+
+def _threshold(x, y, t, u, threshold, default_value):
+    np.copyto(y, x)
+    mask = u.view(np.bool_)[: x.size]
+    np.less_equal(x, threshold, out=mask)
+    np.copyto(y, default_value, where=mask)
+
+
+def _squareplus(x, y, t, u, b):
+    # s = hypot(x, sqrt(b)) never overflows; for x < 0, (x + s) / 2 = b / (2 (s - x)) avoids the
+    # cancellation of x + s.
+    np.hypot(x, math.sqrt(b), out=t)
+    np.add(x, t, out=y)
+    np.multiply(y, 0.5, out=y)
+    np.subtract(t, x, out=t)
+    np.multiply(t, 2.0, out=t)
+    np.divide(b, t, out=t)
+    mask = u.view(np.bool_)[: x.size]
+    np.less(x, 0.0, out=mask)
+    np.copyto(y, t, where=mask)
+
+
+def _sparse_plus(x, y, t, u):
+    np.clip(x, -1.0, 1.0, out=y)
+    np.add(y, 1.0, out=y)
+    np.multiply(y, y, out=y)
+    np.multiply(y, 0.25, out=y)
+    mask = u.view(np.bool_)[: x.size]
+    np.greater_equal(x, 1.0, out=mask)
+    np.copyto(y, x, where=mask)
+
+
+def _sparse_sigmoid(x, y, t, u):
+    np.add(x, 1.0, out=y)
+    np.multiply(y, 0.5, out=y)
+    np.clip(y, 0.0, 1.0, out=y)
+
+
+_KERNELS = {
+    "relu": _relu, "sigmoid": _sigmoid, "softplus": _softplus, "softsign": _softsign, "tanh": _tanh,
+    "selu": _selu, "elu": _elu, "exponential": _exponential, "linear": _linear, "relu6": _relu6,
+    "leaky_relu": _leaky_relu, "silu": _silu, "gelu": _gelu, "gelu_tanh": _gelu_tanh,
+    "hard_sigmoid": _hard_sigmoid, "hard_silu": _hard_silu, "mish": _mish, "log_sigmoid": _log_sigmoid,
+    "celu": _celu, "hard_tanh": _hard_tanh, "hard_shrink": _hard_shrink, "soft_shrink": _soft_shrink,
+    "tanh_shrink": _tanh_shrink, "threshold": _threshold, "squareplus": _squareplus,
+    "sparse_plus": _sparse_plus, "sparse_sigmoid": _sparse_sigmoid,
+}
+
+
+def _erfc(z, y):
+    """y = erfc(z): SciPy's ufunc when SciPy is installed, else the C library's, one element at a time."""
+    global _erfc_ufunc
+    if _erfc_ufunc is None:
+        try:
+            from scipy.special import erfc as scipy_erfc
+        except ImportError:
+            _erfc_ufunc = np.frompyfunc(math.erfc, 1, 1)
+        else:
+            _erfc_ufunc = scipy_erfc
+    if isinstance(_erfc_ufunc, np.ufunc) and _erfc_ufunc.nout == 1 and _erfc_ufunc.types != ["O->O"]:
+        _erfc_ufunc(z, out=y)
+    else:
+        np.copyto(y, _erfc_ufunc(z).astype(y.dtype), casting="unsafe")
+
+
+_erfc_ufunc = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The block driver.
+
+
+def _split(n: int) -> list[tuple[int, int]]:
+    """Contiguous ranges, one per thread, each a whole number of blocks where possible."""
+    if n < PARALLEL_MIN or THREADS == 1:
+        return [(0, n)]
+    blocks = -(-n // BLOCK)
+    per = -(-blocks // THREADS)
+    return [(i * per * BLOCK, min(n, (i + 1) * per * BLOCK)) for i in range(THREADS) if i * per * BLOCK < n]
+
+
+def _run_parallel(fn, ranges):
+    if len(ranges) == 1:
+        fn(*ranges[0])
+        return
+    futures = [_executor().submit(fn, lo, hi) for lo, hi in ranges[1:]]
+    fn(*ranges[0])
+    for f in futures:
+        f.result()
+
+
+def _as_flat_input(x):
+    return x.reshape(-1) if x.flags.c_contiguous else np.ascontiguousarray(x).reshape(-1)
+
+
+def _output(x_shape, out, dtype):
+    """The caller's ``out`` or a new array, plus a contiguous flat view to write blocks into."""
+    y = np.empty(x_shape, dtype) if out is None else out
+    flat = y.reshape(-1) if y.flags.c_contiguous else np.empty(y.size, dtype)
+    return y, flat
+
+
+def _finish(y, flat):
+    if not y.flags.c_contiguous:
+        np.copyto(y, flat.reshape(y.shape))
+    return y
+
+
+def elementwise(op, x, params, out, dtype, stream=None):
+    kernel = _KERNELS[op]
+    compute = _compute_dtype(dtype)
+    xf = _as_flat_input(x)
+    y, yf = _output(x.shape, out, dtype)
+    n = xf.size
+    # x aliasing the output would let a kernel read what it already overwrote: go through a buffer.
+    stage_in = xf.dtype != compute or np.may_share_memory(xf, yf)
+    stage_out = yf.dtype != compute
+
+    def run(lo, hi):
+        size = min(BLOCK, hi - lo)
+        t, u = np.empty(size, compute), np.empty(size, compute)
+        xin = np.empty(size, compute) if stage_in else None
+        yout = np.empty(size, compute) if stage_out else None
+        with np.errstate(all="ignore"):  # inf and NaN results are intended, never warned about
+            for start in range(lo, hi, BLOCK):
+                stop = min(start + BLOCK, hi)
+                m = stop - start
+                xb = xf[start:stop]
+                if stage_in:
+                    np.copyto(xin[:m], xb, casting="unsafe")
+                    xb = xin[:m]
+                yb = yout[:m] if stage_out else yf[start:stop]
+                kernel(xb, yb, t[:m], u[:m], *params)
+                if stage_out:
+                    np.copyto(yf[start:stop], yb, casting="unsafe")
+
+    if n:
+        _run_parallel(run, _split(n))
+    return _finish(y, yf)
+
+
+# ---------------------------------------------------------------------------------------------
+# Softmax family: rows of the (reduced) axes, several rows per block.
+
+
+def _rows_view(x, axes):
+    """(x as a C-contiguous 2-D (rows, row_length) array, the permutation that made it)."""
+    rest = [a for a in range(x.ndim) if a not in axes]
+    perm = rest + list(axes)
+    moved = x.transpose(perm)
+    row_length = math.prod(x.shape[a] for a in axes)
+    return np.ascontiguousarray(moved).reshape(-1, row_length), perm
+
+
+def _softmax_rows(x, y, log, mask):
+    """Softmax of each row of 2-D ``x`` into ``y`` (both C-contiguous, compute dtype)."""
+    if mask is not None:
+        x = np.where(mask, x, -np.inf)
+    m = np.max(x, axis=1, keepdims=True)
+    np.subtract(x, m, out=y)
+    if log:
+        e = np.exp(y)
+        s = np.sum(e, axis=1, keepdims=True)
+        np.log(s, out=s)
+        np.subtract(y, s, out=y)
+    else:
+        np.exp(y, out=y)
+        s = np.sum(y, axis=1, keepdims=True)
+        np.divide(y, s, out=y)
+    if mask is not None:
+        # masked positions are 0, also in a fully masked row, whose -inf - -inf made NaN
+        np.copyto(y, 0.0, where=~mask)
+
+
+def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
+    compute = _compute_dtype(dtype)
+    y = np.empty(x.shape, dtype) if out is None else out
+    if x.size == 0:
+        return y
+    rows, perm = _rows_view(x, axes)
+    if rows.dtype != compute or np.may_share_memory(rows, y):
+        rows = rows.astype(compute)
+    mask_rows = None if mask is None else _rows_view(mask, axes)[0]
+    direct = perm == list(range(x.ndim)) and y.flags.c_contiguous and y.dtype == compute
+    result = y.reshape(rows.shape) if direct else np.empty(rows.shape, compute)
+    n_rows, row_length = rows.shape
+    rows_per_block = max(1, BLOCK // max(row_length, 1))
+
+    def run(lo, hi):
+        with np.errstate(all="ignore"):
+            for start in range(lo, hi, rows_per_block):
+                stop = min(start + rows_per_block, hi)
+                block_mask = None if mask_rows is None else mask_rows[start:stop]
+                _softmax_rows(rows[start:stop], result[start:stop], log, block_mask)
+
+    if n_rows * row_length < PARALLEL_MIN or n_rows < THREADS:
+        run(0, n_rows)
+    else:
+        per = -(-n_rows // THREADS)
+        _run_parallel(run, [(i * per, min(n_rows, (i + 1) * per)) for i in range(THREADS) if i * per < n_rows])
+    if not direct:
+        moved_shape = [x.shape[a] for a in perm]
+        np.copyto(y.transpose(perm), result.reshape(moved_shape), casting="unsafe")
+    return y
+
+
+def glu(x, axis, out, dtype, stream=None):
+    compute = _compute_dtype(dtype)
+    half = x.shape[axis] // 2
+    a = np.take(x, np.arange(half), axis=axis).astype(compute, copy=False)
+    b = np.take(x, np.arange(half, 2 * half), axis=axis)
+    sig = elementwise("sigmoid", b, (), None, compute)
+    y = np.empty(a.shape, dtype) if out is None else out
+    np.multiply(a, sig, out=sig)
+    np.copyto(y, sig, casting="unsafe")
+    return y
+
+
+def sparsemax(x, axis, out, dtype, stream=None):
+    compute = _compute_dtype(dtype)
+    y = np.empty(x.shape, dtype) if out is None else out
+    if x.size == 0:
+        return y
+    z = np.moveaxis(x, axis, -1).astype(compute)
+    n = z.shape[-1]
+    z_sorted = -np.sort(-z, axis=-1)
+    cumsum = np.cumsum(z_sorted, axis=-1)
+    k = np.arange(1, n + 1, dtype=compute)
+    # the support is {z_(k) : 1 + k z_(k) > sum_{j<=k} z_(j)}; tau = (sum over support - 1) / |support|
+    support = 1 + k * z_sorted > cumsum
+    support_size = np.sum(support, axis=-1, keepdims=True)
+    tau_index = np.maximum(support_size - 1, 0)
+    tau = (np.take_along_axis(cumsum, tau_index, axis=-1) - 1) / np.maximum(support_size, 1).astype(compute)
+    with np.errstate(invalid="ignore"):
+        result = np.maximum(z - tau, 0)
+    # a slice holding NaN has no defined projection: NaN throughout
+    result[np.isnan(z).any(axis=-1)] = np.nan
+    np.copyto(np.moveaxis(y, axis, -1), result, casting="unsafe")
+    return y
+
+
+def prelu(x, alpha, out, dtype, stream=None):
+    compute = _compute_dtype(dtype)
+    xc = x.astype(compute, copy=False)
+    y = np.empty(x.shape, dtype) if out is None else out
+    with np.errstate(all="ignore"):
+        pos = np.maximum(xc, 0)
+        neg = np.minimum(xc, 0)
+        np.multiply(neg, alpha, out=neg)
+        np.add(pos, neg, out=pos)
+    np.copyto(y, pos, casting="unsafe")
+    return y

@@ -1,0 +1,194 @@
+"""Keras's activation layers as plain callable objects with ``get_config()`` / ``from_config()``.
+
+Constructor arguments are checked at construction: ``None`` or a negative value where Keras
+forbids one raises ``ValueError`` there, not at the first call.
+"""
+
+from __future__ import annotations
+
+from gpuact import _dispatch, activations
+from gpuact.registry import get, serialize
+
+
+def _non_negative(layer: str, name: str, value) -> float:
+    if value is None:
+        raise ValueError(f"{name} of a {layer} layer cannot be None")
+    value = _dispatch.as_param(name, value)
+    if value < 0:
+        raise ValueError(f"{name} of a {layer} layer cannot be negative; got {name}={value}")
+    return value
+
+
+class _Layer:
+    _config_keys: tuple[str, ...] = ()
+
+    def get_config(self) -> dict:
+        return {key: getattr(self, key) for key in self._config_keys}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Activation(_Layer):
+    """Applies an activation given by name, alias or callable.
+
+    >>> import numpy as np
+    >>> from gpuact.layers import Activation
+    >>> Activation("relu")(np.array([-1.0, 2.0], dtype=np.float32))
+    array([0., 2.], dtype=float32)
+    """
+
+    def __init__(self, activation):
+        if activation is None:
+            raise ValueError("Activation layer needs an activation; got None")
+        self.activation = get(activation)
+
+    def __call__(self, x, **kwargs):
+        return self.activation(x, **kwargs)
+
+    def get_config(self):
+        return {"activation": serialize(self.activation)}
+
+
+class ReLU(_Layer):
+    """``relu(x, negative_slope, max_value, threshold)``, all non-negative.
+
+    >>> import numpy as np
+    >>> from gpuact.layers import ReLU
+    >>> ReLU(max_value=1.0)(np.array([-3.0, 0.5, 2.0], dtype=np.float32))
+    array([0. , 0.5, 1. ], dtype=float32)
+    """
+
+    _config_keys = ("max_value", "negative_slope", "threshold")
+
+    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0):
+        self.max_value = None if max_value is None else _non_negative("ReLU", "max_value", max_value)
+        self.negative_slope = _non_negative("ReLU", "negative_slope", negative_slope)
+        self.threshold = _non_negative("ReLU", "threshold", threshold)
+
+    def __call__(self, x, **kwargs):
+        return activations.relu(x, negative_slope=self.negative_slope, max_value=self.max_value,
+                                threshold=self.threshold, **kwargs)
+
+
+class LeakyReLU(_Layer):
+    """``x`` if ``x >= 0`` else ``negative_slope * x``; ``alpha=`` is accepted as the Keras 2 name.
+
+    >>> import numpy as np
+    >>> from gpuact.layers import LeakyReLU
+    >>> LeakyReLU()(np.array([-10.0, 5.0], dtype=np.float32))
+    array([-3.,  5.], dtype=float32)
+    """
+
+    _config_keys = ("negative_slope",)
+
+    def __init__(self, negative_slope=0.3, *, alpha=None):
+        if alpha is not None:
+            negative_slope = alpha
+        self.negative_slope = _non_negative("LeakyReLU", "negative_slope", negative_slope)
+
+    def __call__(self, x, **kwargs):
+        return activations.leaky_relu(x, self.negative_slope, **kwargs)
+
+
+class PReLU(_Layer):
+    """Parametric ReLU with a given ``alpha`` array broadcast against ``x``:
+    ``relu(x) - alpha * relu(-x)``.
+
+    ``shared_axes`` lists axes of ``x`` (Keras numbering: axis 0 is the batch) along which ``alpha``
+    is shared, i.e. where ``alpha`` must have length 1 once aligned with ``x``.
+
+    >>> import numpy as np
+    >>> from gpuact.layers import PReLU
+    >>> PReLU(np.array([0.1, 0.5], dtype=np.float32))(np.array([[-2.0, -2.0], [3.0, 3.0]], dtype=np.float32))
+    array([[-0.2, -1. ],
+           [ 3. ,  3. ]], dtype=float32)
+    """
+
+    _config_keys = ("alpha", "shared_axes")
+
+    def __init__(self, alpha, shared_axes=None):
+        if alpha is None:
+            raise ValueError("alpha of a PReLU layer cannot be None")
+        if shared_axes is not None:
+            shared_axes = (shared_axes,) if isinstance(shared_axes, int) else tuple(shared_axes)
+            if any(not isinstance(a, int) or a < 1 for a in shared_axes):
+                raise ValueError(f"shared_axes must be positive ints (axis 0 is the batch); got {shared_axes}")
+        self.alpha = alpha
+        self.shared_axes = shared_axes
+
+    def __call__(self, x, **kwargs):
+        if self.shared_axes is not None:
+            ndim, alpha_shape = len(x.shape), tuple(self.alpha.shape) if hasattr(self.alpha, "shape") else ()
+            aligned = (1,) * (ndim - len(alpha_shape)) + alpha_shape
+            for axis in self.shared_axes:
+                if axis >= ndim or aligned[axis] != 1:
+                    raise ValueError(f"alpha of shape {alpha_shape} is not shared along axis {axis} of {tuple(x.shape)}")
+        return _dispatch.prelu(x, self.alpha, **kwargs)
+
+
+class ELU(_Layer):
+    """``elu(x, alpha)``.
+
+    >>> import numpy as np
+    >>> from gpuact.layers import ELU
+    >>> ELU(alpha=2.0)(np.array([-1.0, 1.0], dtype=np.float32))
+    array([-1.2642411,  1.       ], dtype=float32)
+    """
+
+    _config_keys = ("alpha",)
+
+    def __init__(self, alpha=1.0):
+        if alpha is None:
+            raise ValueError("alpha of an ELU layer cannot be None")
+        self.alpha = _dispatch.as_param("alpha", alpha)
+
+    def __call__(self, x, **kwargs):
+        return activations.elu(x, self.alpha, **kwargs)
+
+
+class Softmax(_Layer):
+    """Softmax along ``axis``; with ``mask`` (bool, or numbers where > 0.5 keeps), masked positions
+    get 0 and a fully masked slice is all 0.
+
+    >>> import numpy as np
+    >>> from gpuact.layers import Softmax
+    >>> Softmax()(np.array([1.0, 1.0, 5.0], dtype=np.float32), mask=np.array([True, True, False]))
+    array([0.5, 0.5, 0. ], dtype=float32)
+    """
+
+    _config_keys = ("axis",)
+
+    def __init__(self, axis=-1):
+        if axis is None:
+            raise ValueError("axis of a Softmax layer cannot be None")
+        self.axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis
+
+    def __call__(self, x, mask=None, **kwargs):
+        return _dispatch.softmax(x, self.axis, log=False, mask=mask, **kwargs)
+
+
+class ThresholdedReLU(_Layer):
+    """``x`` if ``x > theta`` else 0 (tf.keras 2).
+
+    >>> import numpy as np
+    >>> from gpuact.layers import ThresholdedReLU
+    >>> ThresholdedReLU()(np.array([0.5, 1.0, 2.0], dtype=np.float32))
+    array([0., 0., 2.], dtype=float32)
+    """
+
+    _config_keys = ("theta",)
+
+    def __init__(self, theta=1.0):
+        self.theta = _non_negative("ThresholdedReLU", "theta", theta)
+
+    def __call__(self, x, **kwargs):
+        return activations.threshold(x, self.theta, 0.0, **kwargs)
+
+
+__all__ = ["Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "ThresholdedReLU"]

@@ -1,0 +1,60 @@
+"""Look up activations by name, as ``keras.activations.get`` / ``serialize`` / ``deserialize`` do."""
+
+from __future__ import annotations
+
+from gpuact import activations
+
+ALL_OBJECTS = {
+    name: getattr(activations, name)
+    for name in activations.__all__
+    if name not in ("swish", "hard_swish")
+}
+ALIASES = {"swish": activations.silu, "hard_swish": activations.hard_silu}
+_BY_NAME = {**ALL_OBJECTS, **ALIASES}
+_NAME_OF = {fn: name for name, fn in ALL_OBJECTS.items()}
+
+
+def serialize(activation) -> str:
+    """The registered name of a gpuact activation (an alias serializes to its function's name).
+
+    >>> import gpuact
+    >>> gpuact.serialize(gpuact.swish)
+    'silu'
+    """
+    try:
+        return _NAME_OF[activation]
+    except (KeyError, TypeError):
+        raise ValueError(f"{activation!r} is not a gpuact activation and cannot be serialized") from None
+
+
+def deserialize(config):
+    """The activation named by ``config``: a name or alias, or a Keras-style
+    ``{"class_name": name}`` dict. An unknown name raises ``ValueError``.
+
+    >>> import gpuact
+    >>> gpuact.deserialize("hard_swish") is gpuact.hard_silu
+    True
+    """
+    name = config
+    if isinstance(config, dict):
+        name = config.get("class_name", config.get("config"))
+    if isinstance(name, str) and name in _BY_NAME:
+        return _BY_NAME[name]
+    raise ValueError(f"Unknown activation function: {config!r}")
+
+
+def get(identifier):
+    """``None`` → ``linear``; a name, alias or config dict → the function; a callable → itself.
+    Anything else raises ``ValueError`` naming the identifier.
+
+    >>> import gpuact
+    >>> gpuact.get("relu") is gpuact.relu, gpuact.get(None) is gpuact.linear
+    (True, True)
+    """
+    if identifier is None:
+        return activations.linear
+    if isinstance(identifier, (str, dict)):
+        return deserialize(identifier)
+    if callable(identifier):
+        return identifier
+    raise ValueError(f"Could not interpret activation function identifier: {identifier!r}")
