@@ -1,0 +1,155 @@
+"""Shared test machinery: the backends every public test runs on, and how arrays move to them.
+
+Each test that takes the ``be`` fixture runs once per backend: ``numpy`` always; ``cupy`` and
+``numba`` where a GPU is usable, and skipped with the reason elsewhere. The Numba backend also
+runs here without a GPU, in a separate process under Numba's CUDA simulator
+(``tests/test_numba_simulator.py`` starts it with ``GPUACT_TEST_BACKENDS=numba``).
+
+``GPUACT_REQUIRE_GPU=1`` (set by ``bench/gpu_check.sh``) turns every "no GPU" skip into a failure,
+so a GPU run cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+ALL_BACKENDS = ("numpy", "cupy", "numba")
+SELECTED = tuple(b for b in os.environ.get("GPUACT_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if b)
+REQUIRE_GPU = os.environ.get("GPUACT_REQUIRE_GPU") == "1"
+CUDASIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def _cupy_unusable() -> str | None:
+    if importlib.util.find_spec("cupy") is None:
+        return "cupy is not installed"
+    import cupy
+
+    try:
+        if cupy.is_available():
+            return None
+    except Exception as exc:  # a broken driver install reports itself here
+        return f"cupy cannot use a GPU: {exc}"
+    return "no usable CUDA GPU (cupy.is_available() is False)"
+
+
+def _numba_unusable() -> str | None:
+    if importlib.util.find_spec("numba") is None:
+        return "numba is not installed"
+    from numba import cuda
+
+    if CUDASIM:
+        return None
+    try:
+        if cuda.is_available():
+            return None
+    except Exception as exc:
+        return f"numba cannot use a GPU: {exc}"
+    return ("no usable CUDA GPU for numba; the Numba kernels run under the CUDA simulator in "
+            "tests/test_numba_simulator.py instead")
+
+
+_UNUSABLE = {"numpy": lambda: None, "cupy": _cupy_unusable, "numba": _numba_unusable}
+_reasons: dict[str, str | None] = {}
+
+
+def backend_unusable(name: str) -> str | None:
+    if name not in _reasons:
+        _reasons[name] = _UNUSABLE[name]()
+    return _reasons[name]
+
+
+def skip_unless_usable(name: str):
+    reason = backend_unusable(name)
+    if reason is None:
+        return
+    if REQUIRE_GPU and not CUDASIM:
+        pytest.fail(f"GPUACT_REQUIRE_GPU=1 but backend {name} is unusable: {reason}")
+    pytest.skip(reason)
+
+
+class Backend:
+    """Moves host arrays to a backend and back, so one test body serves all three."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+    def asarray(self, a):
+        a = np.asarray(a)
+        if self.name == "cupy":
+            import cupy
+
+            return cupy.asarray(a)
+        if self.name == "numba":
+            from numba import cuda
+
+            return cuda.to_device(np.ascontiguousarray(a))
+        return a
+
+    def empty(self, shape, dtype):
+        if self.name == "cupy":
+            import cupy
+
+            return cupy.empty(shape, dtype)
+        if self.name == "numba":
+            from numba import cuda
+
+            return cuda.device_array(shape, dtype)
+        return np.empty(shape, dtype)
+
+    def to_numpy(self, a):
+        if self.name == "cupy":
+            return a.get()
+        if self.name == "numba":
+            return a.copy_to_host()
+        return np.asarray(a)
+
+    def array_type(self):
+        if self.name == "cupy":
+            import cupy
+
+            return cupy.ndarray
+        if self.name == "numba":
+            from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+            return DeviceNDArray
+        return np.ndarray
+
+
+@pytest.fixture(params=[b for b in ALL_BACKENDS if b in SELECTED])
+def be(request) -> Backend:
+    skip_unless_usable(request.param)
+    return Backend(request.param)
+
+
+def pytest_report_header(config):
+    lines = []
+    for name in ("cupy", "numba"):
+        if name not in SELECTED:
+            continue
+        reason = backend_unusable(name)
+        lines.append(f"{name}: {'usable' if reason is None else reason}")
+    gpu = [n for n in ("cupy", "numba") if n in SELECTED and backend_unusable(n) is None]
+    if CUDASIM:
+        head = "gpuact: Numba CUDA simulator run (no real GPU involved)"
+    elif gpu:
+        head = f"gpuact: GPU tests ENABLED for {', '.join(gpu)}{_device_name()}"
+    else:
+        head = "gpuact: no usable GPU, GPU tests skipped; running the CPU fallback"
+    return [head, *("  " + line for line in lines)]
+
+
+def _device_name() -> str:
+    try:
+        import cupy
+
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        return f" on {props['name'].decode()}"
+    except Exception:
+        return ""
