@@ -138,7 +138,7 @@ class ELU(_Layer):
     >>> import numpy as np
     >>> from gpuact.layers import ELU
     >>> ELU(alpha=2.0)(np.array([-1.0, 1.0], dtype=np.float32))
-    array([-1.2642411,  1.       ], dtype=float32)
+    array([-1.26424,  1.     ], dtype=float32)
     """
 
     _config_keys = ("alpha",)

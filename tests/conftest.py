@@ -16,11 +16,18 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 ALL_BACKENDS = ("numpy", "cupy", "numba")
 SELECTED = tuple(b for b in os.environ.get("GPUACT_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if b)
 REQUIRE_GPU = os.environ.get("GPUACT_REQUIRE_GPU") == "1"
 CUDASIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+# The `be` fixture holds no state, so sharing it across hypothesis examples is safe. The CUDA
+# simulator runs a thread per CUDA thread: fewer examples keep that process within minutes.
+settings.register_profile("gpuact", suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+settings.register_profile("gpuact-sim", parent=settings.get_profile("gpuact"), max_examples=8)
+settings.load_profile("gpuact-sim" if CUDASIM else "gpuact")
 
 
 def _cupy_unusable() -> str | None:

@@ -1,0 +1,147 @@
+"""Float64 references, written independently of every backend: one scalar function per op, on
+Python's ``math``, with the limits of SPEC §3 spelled out case by case."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+INF = math.inf
+
+
+def _exp(v):
+    try:
+        return math.exp(v)
+    except OverflowError:
+        return INF
+
+
+def sigmoid(x):
+    if x >= 0:
+        return 1.0 / (1.0 + _exp(-x))
+    e = _exp(x)
+    return e / (1.0 + e)
+
+
+def softplus(x):
+    return max(x, 0.0) + math.log1p(_exp(-abs(x)))
+
+
+def relu(x, alpha=0.0, max_value=None, threshold=0.0):
+    pos = x if x > threshold else 0.0
+    if max_value is not None:
+        pos = min(max(pos, 0.0), max_value)
+    neg = max(threshold - x, 0.0)
+    return pos - alpha * neg if alpha else pos
+
+
+def elu(x, alpha=1.0):
+    return x if x > 0 else alpha * math.expm1(x)
+
+
+def gelu(x, approximate=False):
+    if x == -INF:
+        return 0.0
+    if approximate:
+        z = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+        return x * sigmoid(2 * z)  # == 0.5 x (1 + tanh z), without cancellation
+    return 0.5 * x * math.erfc(-x / math.sqrt(2))
+
+
+def hard_sigmoid(x):
+    return min(max(x + 3.0, 0.0), 6.0) / 6.0
+
+
+def squareplus(x, b=4.0):
+    s = math.hypot(x, math.sqrt(b))
+    return (x + s) / 2 if x >= 0 else b / (2 * (s - x))
+
+
+SCALAR = {
+    "relu": relu,
+    "sigmoid": sigmoid,
+    "softplus": softplus,
+    "softsign": lambda x: math.copysign(1.0, x) if math.isinf(x) else x / (abs(x) + 1.0),
+    "tanh": math.tanh,
+    "selu": lambda x: SELU_SCALE * elu(x, SELU_ALPHA),
+    "elu": elu,
+    "exponential": _exp,
+    "linear": lambda x: x,
+    "relu6": lambda x: min(max(x, 0.0), 6.0),
+    "leaky_relu": lambda x, negative_slope=0.2: x if x >= 0 else (negative_slope * x if negative_slope else 0.0),
+    "silu": lambda x: 0.0 if x == -INF else x * sigmoid(x),
+    "gelu": gelu,
+    "hard_sigmoid": hard_sigmoid,
+    "hard_silu": lambda x: 0.0 if x <= -3 else x * hard_sigmoid(x),
+    "mish": lambda x: 0.0 if x == -INF else x * math.tanh(softplus(x)),
+    "log_sigmoid": lambda x: -softplus(-x),
+    "celu": lambda x, alpha=1.0: x if x >= 0 else alpha * math.expm1(x / alpha),
+    "hard_tanh": lambda x: min(max(x, -1.0), 1.0),
+    "hard_shrink": lambda x, threshold=0.5: x if abs(x) > threshold else 0.0,
+    "soft_shrink": lambda x, threshold=0.5: x - threshold if x > threshold else (x + threshold if x < -threshold else 0.0),
+    "tanh_shrink": lambda x: x - math.tanh(x),
+    "threshold": lambda x, threshold, default_value: x if x > threshold else default_value,
+    "squareplus": squareplus,
+    "sparse_plus": lambda x: 0.0 if x <= -1 else (x if x >= 1 else (x + 1) ** 2 / 4),
+    "sparse_sigmoid": lambda x: 0.0 if x <= -1 else (1.0 if x >= 1 else (x + 1) / 2),
+}
+
+
+def elementwise(name: str, x: np.ndarray, **params) -> np.ndarray:
+    """The reference of one elementwise op on float64 values; NaN in gives NaN out."""
+    fn = SCALAR[name]
+    flat = [math.nan if math.isnan(v) else fn(v, **params) for v in np.asarray(x, np.float64).ravel().tolist()]
+    return np.array(flat, dtype=np.float64).reshape(np.shape(x))
+
+
+def softmax(x: np.ndarray, axis=-1, log: bool = False) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.max(x, axis=axis, keepdims=True)
+        shifted = x - m
+        e = np.exp(shifted)
+        s = np.sum(e, axis=axis, keepdims=True)
+        return shifted - np.log(s) if log else e / s
+
+
+def sparsemax(x: np.ndarray, axis=-1) -> np.ndarray:
+    """Sparsemax by bisection on tau (independent of the sort-based backends)."""
+    z = np.moveaxis(np.asarray(x, np.float64), axis, -1)
+    out = np.empty_like(z)
+    for idx in np.ndindex(z.shape[:-1]):
+        row = z[idx]
+        lo, hi = row.max() - 1.0, row.max()
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            if np.maximum(row - mid, 0).sum() > 1:
+                lo = mid
+            else:
+                hi = mid
+        out[idx] = np.maximum(row - (lo + hi) / 2, 0)
+    return np.moveaxis(out, -1, axis)
+
+
+def glu(x: np.ndarray, axis=-1) -> np.ndarray:
+    a, b = np.split(np.asarray(x, np.float64), 2, axis=axis)
+    return a * elementwise("sigmoid", b)
+
+
+# SPEC §3 accuracy against the float64 reference. float16 results are rounded to 11 bits
+# (half an ulp is 4.9e-4 relative), so 1e-3 allows that rounding plus the float32 compute.
+TOLERANCE = {
+    np.dtype(np.float16): dict(rtol=1e-3, atol=1e-3),
+    np.dtype(np.float32): dict(rtol=1e-5, atol=1e-6),
+    np.dtype(np.float64): dict(rtol=1e-12, atol=1e-14),
+}
+
+
+def assert_close(actual, expected, dtype):
+    """Compare with SPEC's tolerance for ``dtype``; NaN must meet NaN, inf must meet the same inf."""
+    dtype = np.dtype(dtype)
+    expected = np.asarray(expected, np.float64)
+    with np.errstate(over="ignore"):
+        rounded = expected.astype(dtype).astype(np.float64)  # overflow to inf happens as in the dtype
+    np.testing.assert_allclose(np.asarray(actual, np.float64), rounded, equal_nan=True, **TOLERANCE[dtype])

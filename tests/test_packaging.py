@@ -1,0 +1,37 @@
+"""The wheel: built from the checkout, installed into a fresh venv, imported from elsewhere."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_installs_into_a_fresh_venv_and_ships_the_kernels(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
+                   check=True, capture_output=True)
+    (wheel,) = dist.glob("gpuact-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], check=True)
+    code = (
+        "import sys, pathlib, gpuact\n"
+        "assert 'site-packages' in gpuact.__file__, gpuact.__file__\n"
+        "kernels = pathlib.Path(gpuact.__file__).parent / 'kernels'\n"
+        "sources = sorted(p.name for p in kernels.iterdir())\n"
+        "assert any(s.endswith(('.cuh', '.cu', '.h')) for s in sources), sources\n"
+        "print(gpuact.relu([1.0, -1.0]), sources)\n"
+        "assert 'cupy' not in sys.modules and 'numba' not in sys.modules\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([str(python), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
