@@ -1,7 +1,7 @@
 """Parity with Keras 3 itself, where Keras 3 (with its NumPy backend) is installed.
 
-Keras is not a dependency (its NumPy backend pulls in JAX, ~600 MB), so CI skips this file; it runs
-on a developer machine after `pip install keras jax`. Inputs are finite: at ±inf and NaN gpuact
+Keras is not a dependency of gpuact (its NumPy backend pulls in JAX, ~600 MB); the `parity` extra
+installs it, and `.ci/run` uses that extra. Inputs are finite: at ±inf and NaN gpuact
 deliberately differs where Keras computes `inf * 0` (see README).
 """
 
