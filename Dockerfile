@@ -38,8 +38,10 @@ RUN if ! python3 -m venv "$VIRTUAL_ENV" >/dev/null 2>&1; then \
         && python3 -m venv "$VIRTUAL_ENV"; \
     fi \
     && python --version \
-    && useradd --no-log-init --create-home --uid 10001 --user-group gpuact
+    && useradd --no-log-init --create-home --uid 10001 --user-group gpuact \
+    && install -d -o gpuact -g gpuact /home/gpuact/gpuact
 
+# The tests write caches (.pytest_cache, .hypothesis) here: owned by the user.
 WORKDIR /home/gpuact/gpuact
 
 # Dependencies first, from pyproject.toml alone, so that a change to the code

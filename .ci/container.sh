@@ -69,7 +69,7 @@ if ((${#missing[@]})); then
     apt-get install -y -qq podman runc debootstrap >/dev/null \
         || die "apt-get install podman runc debootstrap failed"
 fi
-say "$(podman --version), $(runc --version | head -n 1)"
+say "$(podman --version), $(runc --version | sed -n 1p)"
 
 # --- cleanup (always) --------------------------------------------------------
 podman_ready=0
@@ -87,6 +87,8 @@ cleanup() {
         awk -v w="$WORK/" 'index($2, w) == 1 { print $2 }' /proc/self/mounts \
             | sort -r | while read -r m; do umount -l "$m"; done
         rm -rf --one-file-system "$WORK"
+        # The default work folder's parent (.ci-work) goes too if now empty.
+        [[ -n ${GPUACT_CI_WORK:-} ]] || rmdir "$REPO/.ci-work" 2>/dev/null
     fi
     # Processes this step started (conmon, container processes) must be gone.
     local left
@@ -175,7 +177,7 @@ find_mirror() {
     done
     shopt -u nullglob
 }
-MIRROR=${GPUACT_CI_MIRROR:-$(find_mirror | head -n 1)}
+MIRROR=${GPUACT_CI_MIRROR:-$(find_mirror | sed -n 1p)}
 [[ -n $MIRROR ]] || die "no apt source for '$SUITE' found in /etc/apt/sources.list{,.d/}; set GPUACT_CI_MIRROR"
 
 cache_key="$SUITE $MIRROR $(date -u +%G-W%V) ca:$(sha256sum <"$CA_BUNDLE" | cut -c1-16)"
@@ -232,11 +234,9 @@ say "image built in $((SECONDS - t0))s: $IMAGE, $(podman image inspect --format 
 # --- test --------------------------------------------------------------------
 say "running the test suite inside the container (image default command)"
 t0=$SECONDS
-set +e
+test_rc=0
 timeout 2400 podman run --rm --network=host --name gpuact-ci-test "$IMAGE" 2>&1 \
-    | tee "$WORK/test.log"
-test_rc=${PIPESTATUS[0]}
-set -e
+    | tee "$WORK/test.log" || test_rc=${PIPESTATUS[0]}
 header=$(grep -m 1 '^gpuact:' "$WORK/test.log" || true)
 if [[ -n $header ]]; then
     say "pytest header in the container: $header"

@@ -64,12 +64,15 @@ def load_backend(name: str) -> ModuleType:
         raise ValueError(f"unknown backend {name!r}; expected one of {BACKENDS}")
     try:
         module = importlib.import_module(f"gpuact.backends.{name}_backend")
-    except ImportError as exc:
+    except Exception as exc:  # ImportError, or a CUDA library the loader cannot find
         raise RuntimeError(
             f"gpuact backend {name!r} is not usable: {exc}. "
             "Install the GPU extras with `pip install gpuact[cuda12]`."
         ) from exc
-    reason = module.unavailable_reason()
+    try:
+        reason = module.unavailable_reason()
+    except Exception as exc:  # a driver that fails its own probe
+        reason = f"{type(exc).__name__}: {exc}"
     if reason:
         raise RuntimeError(f"gpuact backend {name!r} is not usable here: {reason}")
     _loaded[name] = module

@@ -33,9 +33,9 @@ settings.load_profile("gpuact-sim" if CUDASIM else "gpuact")
 def _cupy_unusable() -> str | None:
     if importlib.util.find_spec("cupy") is None:
         return "cupy is not installed"
-    import cupy
-
     try:
+        import cupy
+
         if cupy.is_available():
             return None
     except Exception as exc:  # a broken driver install reports itself here
@@ -46,11 +46,12 @@ def _cupy_unusable() -> str | None:
 def _numba_unusable() -> str | None:
     if importlib.util.find_spec("numba") is None:
         return "numba is not installed"
-    from numba import cuda
-
-    if CUDASIM:
-        return None
     try:
+        # Without a CUDA runtime library even this import fails (a loader error, not ImportError).
+        from numba import cuda
+
+        if CUDASIM:
+            return None
         if cuda.is_available():
             return None
     except Exception as exc:
