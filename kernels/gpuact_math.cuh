@@ -1,0 +1,183 @@
+// gpuact: the elementwise activations' math, written once for device and host.
+//
+// Every function is  T ga::<op>(T x, T p0, T p1, T p2, T p3)  for a compute type T (float or
+// double; float16 data is computed in float). p0..p3 are the op's canonical parameters in the
+// order of gpuact._ops.ELEMENTWISE_PARAMS (unused ones are ignored), so one signature serves
+// every op and a new parameter value is a new kernel argument, never a recompile.
+//
+// The formulas, and the order of their roundings, follow gpuact/backends/numpy_backend.py, the
+// reference: NaN in gives NaN out (max/min here propagate NaN like np.maximum/np.minimum, unlike
+// fmaxf), and +-inf give the mathematical limits (inputs clamped at NEGATIVE_SATURATION for
+// silu/gelu/mish, softsign clamped to the largest finite value, ...).
+//
+// Compiles as CUDA (nvcc, NVRTC: no headers needed) and as plain C++ (g++ -O2, for the host
+// comparison tests; never with -ffast-math, which would break the NaN tests).
+// All constants are written as T(...): in the float path every literal is folded to float at
+// compile time, so no double-precision instruction is emitted (checked by a test that compiles
+// the float32 code with --warn-on-double-precision-use).
+#ifndef GPUACT_MATH_CUH
+#define GPUACT_MATH_CUH
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define GA_HD __host__ __device__ __forceinline__
+#else
+#include <cmath>
+#define GA_HD inline
+#endif
+
+namespace ga {
+
+// ---- the math library, overloaded on float / double ----------------------------------------
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+GA_HD float exp_(float x) { return ::expf(x); }
+GA_HD double exp_(double x) { return ::exp(x); }
+GA_HD float expm1_(float x) { return ::expm1f(x); }
+GA_HD double expm1_(double x) { return ::expm1(x); }
+GA_HD float log1p_(float x) { return ::log1pf(x); }
+GA_HD double log1p_(double x) { return ::log1p(x); }
+GA_HD float log_(float x) { return ::logf(x); }
+GA_HD double log_(double x) { return ::log(x); }
+GA_HD float tanh_(float x) { return ::tanhf(x); }
+GA_HD double tanh_(double x) { return ::tanh(x); }
+GA_HD float erfc_(float x) { return ::erfcf(x); }
+GA_HD double erfc_(double x) { return ::erfc(x); }
+GA_HD float sqrt_(float x) { return ::sqrtf(x); }
+GA_HD double sqrt_(double x) { return ::sqrt(x); }
+GA_HD float hypot_(float x, float y) { return ::hypotf(x, y); }
+GA_HD double hypot_(double x, double y) { return ::hypot(x, y); }
+GA_HD float abs_(float x) { return ::fabsf(x); }
+GA_HD double abs_(double x) { return ::fabs(x); }
+#else
+GA_HD float exp_(float x) { return std::exp(x); }
+GA_HD double exp_(double x) { return std::exp(x); }
+GA_HD float expm1_(float x) { return std::expm1(x); }
+GA_HD double expm1_(double x) { return std::expm1(x); }
+GA_HD float log1p_(float x) { return std::log1p(x); }
+GA_HD double log1p_(double x) { return std::log1p(x); }
+GA_HD float log_(float x) { return std::log(x); }
+GA_HD double log_(double x) { return std::log(x); }
+GA_HD float tanh_(float x) { return std::tanh(x); }
+GA_HD double tanh_(double x) { return std::tanh(x); }
+GA_HD float erfc_(float x) { return std::erfc(x); }
+GA_HD double erfc_(double x) { return std::erfc(x); }
+GA_HD float sqrt_(float x) { return std::sqrt(x); }
+GA_HD double sqrt_(double x) { return std::sqrt(x); }
+GA_HD float hypot_(float x, float y) { return std::hypot(x, y); }
+GA_HD double hypot_(double x, double y) { return std::hypot(x, y); }
+GA_HD float abs_(float x) { return std::fabs(x); }
+GA_HD double abs_(double x) { return std::fabs(x); }
+#endif
+
+// NaN-propagating max / min (np.maximum / np.minimum): a NaN in either argument comes out.
+template <typename T> GA_HD T max_(T a, T b) { return (a > b || a != a) ? a : b; }
+template <typename T> GA_HD T min_(T a, T b) { return (a < b || a != a) ? a : b; }
+// np.clip(x, lo, hi) for lo <= hi, NaN kept.
+template <typename T> GA_HD T clip_(T x, T lo, T hi) { return min_(max_(x, lo), hi); }
+
+template <typename T> struct limits;
+template <> struct limits<float> {
+    GA_HD static float max() { return 3.40282346638528859812e+38f; }
+};
+template <> struct limits<double> {
+    GA_HD static double max() { return 1.79769313486231570815e+308; }
+};
+
+// gpuact._ops.NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
+#define GA_NEG_SAT T(-1.0e4)
+#define GA_SELU_ALPHA T(1.6732632423543772848170429916717)
+#define GA_SELU_SCALE T(1.0507009873554804934193349852946)
+#define GA_OP(name) template <typename T> GA_HD T name(T x, T p0, T p1, T p2, T p3)
+#define GA_UNUSED (void)p0; (void)p1; (void)p2; (void)p3
+
+// log1p(exp(-|x|)), the smooth part of softplus / log_sigmoid / mish
+template <typename T> GA_HD T log1p_exp_neg_abs(T x) { return log1p_(exp_(-abs_(x))); }
+// y = max(x, 0) + alpha * expm1(min(x, 0) * inner_scale)
+template <typename T> GA_HD T elu_core(T x, T alpha, T inner_scale) {
+    return max_(x, T(0)) + alpha * expm1_(min_(x, T(0)) * inner_scale);
+}
+// x / (1 + exp(-t))
+template <typename T> GA_HD T x_times_sigmoid_of(T x, T t) { return x / (T(1) + exp_(-t)); }
+
+// ---- the activations -------------------------------------------------------------------------
+
+// relu(alpha, threshold, lo, hi): clamp(x if x > threshold else 0, lo, hi) - alpha * max(threshold - x, 0)
+GA_OP(relu) {
+    T y = (x <= p1) ? T(0) : x;  // NaN: the comparison is false, NaN stays
+    y = min_(max_(y, p2), p3);    // lo = -inf, hi = inf when max_value is None: no-ops
+    if (p0 != T(0)) y = y - p0 * max_(p1 - x, T(0));
+    return y;
+}
+GA_OP(sigmoid) { GA_UNUSED; return T(1) / (T(1) + exp_(-x)); }
+GA_OP(softplus) { GA_UNUSED; return max_(x, T(0)) + log1p_exp_neg_abs(x); }
+GA_OP(log_sigmoid) { GA_UNUSED; return min_(x, T(0)) - log1p_exp_neg_abs(x); }
+GA_OP(softsign) {
+    GA_UNUSED;
+    T t = clip_(x, -limits<T>::max(), limits<T>::max());  // +-inf -> +-max / (max + 1) = +-1
+    return t / (abs_(t) + T(1));
+}
+GA_OP(tanh) { GA_UNUSED; return tanh_(x); }
+GA_OP(elu) { GA_UNUSED; return elu_core(x, p0, T(1)); }
+GA_OP(selu) { GA_UNUSED; return elu_core(x, GA_SELU_ALPHA, T(1)) * GA_SELU_SCALE; }
+GA_OP(celu) { GA_UNUSED; return elu_core(x, p0, T(1) / p0); }
+GA_OP(exponential) { GA_UNUSED; return exp_(x); }
+GA_OP(linear) { GA_UNUSED; return x; }
+GA_OP(relu6) { GA_UNUSED; return min_(max_(x, T(0)), T(6)); }
+// max(x, 0) + slope * min(x, 0); slope 0 gives 0 for x <= 0 (also -inf) and keeps NaN
+GA_OP(leaky_relu) {
+    GA_UNUSED;
+    T t = (p0 == T(0)) ? ((x != x) ? x : T(0)) : min_(x, T(0)) * p0;
+    return max_(x, T(0)) + t;
+}
+GA_OP(silu) {
+    GA_UNUSED;
+    T u = max_(x, GA_NEG_SAT);
+    return x_times_sigmoid_of(u, u);
+}
+// 0.5 x (1 + tanh(z)) = x * sigmoid(2 z), z = sqrt(2/pi) (x + 0.044715 x^3)
+GA_OP(gelu_tanh) {
+    GA_UNUSED;
+    T u = max_(x, GA_NEG_SAT);
+    T t = (u * u * T(0.044715) + T(1)) * u * T(1.5957691216057307117597842397375);  // 2 sqrt(2/pi)
+    return x_times_sigmoid_of(u, t);
+}
+// x * Phi(x) = 0.5 * x * erfc(-x / sqrt(2))
+GA_OP(gelu) {
+    GA_UNUSED;
+    T u = max_(x, GA_NEG_SAT);
+    return erfc_(u * T(-0.70710678118654752440084436210485)) * T(0.5) * u;
+}
+template <typename T> GA_HD T hard_sigmoid_core(T x) { return min_(max_(x + T(3), T(0)), T(6)) / T(6); }
+GA_OP(hard_sigmoid) { GA_UNUSED; return hard_sigmoid_core(x); }
+GA_OP(hard_silu) { GA_UNUSED; return hard_sigmoid_core(x) * max_(x, T(-3)); }
+GA_OP(mish) {
+    GA_UNUSED;
+    T u = max_(x, GA_NEG_SAT);
+    return tanh_(max_(u, T(0)) + log1p_exp_neg_abs(u)) * u;
+}
+GA_OP(hard_tanh) { GA_UNUSED; return clip_(x, T(-1), T(1)); }
+GA_OP(hard_shrink) { GA_UNUSED; return (abs_(x) <= p0) ? T(0) : x; }
+GA_OP(soft_shrink) { GA_UNUSED; return x - clip_(x, -p0, p0); }
+GA_OP(tanh_shrink) { GA_UNUSED; return x - tanh_(x); }
+GA_OP(threshold) { GA_UNUSED; return (x <= p0) ? p1 : x; }
+// s = hypot(x, sqrt(b)) never overflows; for x < 0, (x + s) / 2 = b / (2 (s - x)) has no cancellation
+GA_OP(squareplus) {
+    GA_UNUSED;
+    T s = hypot_(x, sqrt_(p0));
+    return (x < T(0)) ? p0 / ((s - x) * T(2)) : (x + s) * T(0.5);
+}
+GA_OP(sparse_plus) {
+    GA_UNUSED;
+    T c = clip_(x, T(-1), T(1)) + T(1);
+    return (x >= T(1)) ? x : c * c * T(0.25);
+}
+GA_OP(sparse_sigmoid) { GA_UNUSED; return clip_((x + T(1)) * T(0.5), T(0), T(1)); }
+
+#undef GA_OP
+#undef GA_UNUSED
+#undef GA_NEG_SAT
+#undef GA_SELU_ALPHA
+#undef GA_SELU_SCALE
+
+}  // namespace ga
+
+#endif  // GPUACT_MATH_CUH

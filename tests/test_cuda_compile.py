@@ -1,0 +1,215 @@
+"""Every CUDA source of the CuPy backend compiles, without a GPU, for sm_80 and sm_90, through
+NVRTC (the compiler CuPy uses at run time) and through nvcc, with ptxas's resource report:
+
+* the vectorised elementwise RawKernels, every op, float16 / float32 / float64;
+* the code CuPy's ElementwiseKernel generates from the same math (every op and dtype);
+* the fused softmax kernels of kernels/gpuact_softmax.cu.
+
+Registers, spills, stack and shared memory of every kernel go to a JSON file under the test's
+temporary directory (path printed; ``pytest -s`` shows the table). Any spill fails the test, and
+so does any double-precision instruction in float16/float32 code (ptxas
+--warn-on-double-precision-use).
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from tests.cuda_shim import gpuact_cuda_build as build
+
+from gpuact import _kernel_sources as ks  # noqa: E402
+from gpuact._ops import ELEMENTWISE_OPS  # noqa: E402
+
+ARCHS = (80, 90)
+TAGS = ("f16", "f32", "f64")
+DTYPES = {"f16": np.float16, "f32": np.float32, "f64": np.float64}
+DOUBLE_WARN = "--warn-on-double-precision-use"
+
+
+def _have_nvrtc() -> str | None:
+    try:
+        from cupy.cuda import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as exc:  # no cupy, or no libnvrtc
+        return f"NVRTC is not usable: {exc}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The translation units: one per (family, dtype), all ops together, to keep CI time low.
+
+
+def vec_unit(tag: str) -> str:
+    return ks.vec_headers() + "".join(ks.vec_kernel_code(op, tag) for op in ELEMENTWISE_OPS)
+
+
+def _cupy_headers() -> tuple[str, tuple[str, ...]]:
+    """CuPy's own prelude for ElementwiseKernel code and its include options."""
+    from cupy._core import core
+
+    prelude = "".join(f"#include <{h}>\n" for h in core._cupy_header_list)
+    # included once at file scope, so that the copies inside the per-op namespaces are no-ops
+    prelude += '#include "cupy/float16.cuh"\n' + ks.read(ks.MATH_HEADER)
+    options = tuple(o for o in core.assemble_cupy_compiler_options(()) if not o.startswith("--std"))
+    return prelude, options
+
+
+def _ek_code(op: str, dtype) -> str:
+    """The source CuPy's ElementwiseKernel generates for ``op`` on a 2-D strided ``dtype`` array.
+
+    Taken from CuPy's own code generator (a private function: if its signature ever changes,
+    the equivalent code is written out here instead, to the same template).
+    """
+    import cupy
+    import cupy._core._kernel as _k
+
+    spec = ks.ew_kernel_spec(op)
+    kernel = cupy.ElementwiseKernel(**spec)
+    dt = np.dtype(dtype)
+    compute = np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
+    try:
+        from cupy._core import _carray, _scalar
+
+        _, _, type_map = kernel._decide_params_type((dt,) + (compute,) * 4, (dt,))
+        args = ((_k._ArgInfo(1, cupy.ndarray, dt, 2, False, False),)
+                + (_k._ArgInfo(3, _scalar.CScalar, compute, 0, True, False),) * 4
+                + (_k._ArgInfo(1, cupy.ndarray, dt, 2, False, False), _k._ArgInfo(2, _carray.Indexer, None, 2, True, False)))
+        return _k._get_elementwise_kernel_code(args, type_map, kernel.params, kernel.operation, kernel.name,
+                                               kernel.preamble)
+    except Exception:  # pragma: no cover - CuPy internals moved: the same code, by hand
+        ct = {"float16": "float16", "float32": "float", "float64": "double"}[dt.name]
+        cc = {"float32": "float", "float64": "double"}[compute.name]
+        return (f'#include "cupy/float16.cuh"\ntypedef {cc} C;\ntypedef {ct} X;\ntypedef {ct} Y;\n'
+                + spec["preamble"]
+                + f'extern "C" __global__ void {spec["name"]}(const CArray<{ct}, 2, 0, 0> _raw_x, const {cc} p0, '
+                f"const {cc} p1, const {cc} p2, const {cc} p3, CArray<{ct}, 2, 0, 0> _raw_y, CIndexer<2, 0> _ind) {{\n"
+                f"  CUPY_FOR(i, _ind.size()) {{ _ind.set(i); const X &x = _raw_x[_ind.get()]; "
+                f"Y &y = _raw_y[_ind.get()]; {spec['operation']}; }}\n}}\n")
+
+
+def ek_unit(tag: str) -> tuple[str, tuple[str, ...]]:
+    prelude, options = _cupy_headers()
+    parts = [prelude]
+    for op in ELEMENTWISE_OPS:
+        # each generated kernel declares typedefs at file scope: a namespace apiece keeps them apart
+        parts.append(f"namespace gpuact_ek_{op} {{\n{_ek_code(op, DTYPES[tag])}\n}}\n")
+    return "".join(parts), options
+
+
+def softmax_unit(tag: str) -> str:
+    return f"#define GA_ONLY_DTYPE {tag[1:]}\n" + ks.softmax_source()
+
+
+def _units():
+    units = []
+    for tag in TAGS:
+        units.append((f"vec_{tag}", vec_unit(tag), (), tag != "f64"))
+        units.append((f"softmax_{tag}", softmax_unit(tag), (), tag != "f64"))
+    return units
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    table: dict = {}
+    yield table
+    path = tmp_path_factory.mktemp("gpuact_cuda_resources") / "resource_usage.json"
+    path.write_text(json.dumps(table, indent=1, sort_keys=True))
+    print(f"\n[gpuact] kernel resource usage written to {path}")
+    for compiler in sorted(table):
+        for key, kernels in sorted(table[compiler].items()):
+            regs = [k["registers"] for k in kernels.values() if k["registers"] is not None]
+            spills = sum(k["spill_stores"] + k["spill_loads"] for k in kernels.values())
+            print(f"  {compiler:6s} {key:18s} kernels={len(kernels):3d} registers {min(regs, default=0)}-"
+                  f"{max(regs, default=0)} spills={spills} max smem={max((k['smem'] for k in kernels.values()), default=0)}")
+
+
+def _check(name, compiler, arch, ok, log, no_double, report):
+    assert ok, f"{compiler} failed on {name} for sm_{arch}:\n{log[-8000:]}"
+    usage = build.parse_resource_usage(log)
+    assert usage, f"no ptxas resource report from {compiler} for {name}:\n{log[-3000:]}"
+    report.setdefault(compiler, {})[f"{name}_sm{arch}"] = usage
+    spilled = {k: v for k, v in usage.items() if v["spill_stores"] or v["spill_loads"]}
+    assert not spilled, f"{compiler} {name} sm_{arch}: kernels spill registers: {spilled}"
+    if no_double:
+        warnings = build.double_warnings(log)
+        assert not warnings, f"{compiler} {name} sm_{arch}: double precision in 16/32-bit code:\n" + "\n".join(
+            warnings[:20])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_nvrtc_compiles_every_kernel(arch, report):
+    reason = _have_nvrtc()
+    if reason:
+        pytest.skip(reason)
+    units = _units()
+    for tag in TAGS:
+        src, opts = ek_unit(tag)
+        units.append((f"elementwise_{tag}", src, opts + ("--std=c++17",), tag != "f64"))
+
+    def one(unit):
+        name, src, opts, no_double = unit
+        extra = tuple(opts) + ((f"-Xptxas={DOUBLE_WARN}",) if no_double else ())
+        return unit, build.nvrtc_compile(src, arch, extra)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(one, units))
+    for (name, _src, _opts, no_double), (ok, log) in results:
+        _check(name, "nvrtc", arch, ok, log, no_double, report)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_nvcc_compiles_every_kernel(arch, report, tmp_path):
+    if build.nvcc() is None:
+        pytest.skip("nvcc is not installed")
+    reason = _have_nvrtc()  # only for CuPy's headers of the ElementwiseKernel code
+    units = _units()
+    if not reason:
+        for tag in TAGS:
+            src, opts = ek_unit(tag)
+            units.append((f"elementwise_{tag}", src, opts, tag != "f64"))
+
+    def one(unit):
+        name, src, opts, no_double = unit
+        extra = tuple(opts) + ((f"-Xptxas={DOUBLE_WARN}",) if no_double else ())
+        return unit, build.nvcc_compile(src, arch, tmp_path, extra)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(one, units))
+    for (name, _src, _opts, no_double), (ok, log) in results:
+        _check(name, "nvcc", arch, ok, log, no_double, report)
+
+
+def test_vectorised_kernels_use_16_byte_loads():
+    """The contiguous kernels move 16 bytes per load and store (ld.global.nc.v4.f32, ...)."""
+    reason = _have_nvrtc()
+    if reason:
+        pytest.skip(reason)
+    from cupy.cuda import nvrtc
+
+    for tag, load, store in (("f32", "ld.global.nc.v4.f32", "st.global.v4.f32"),
+                             ("f64", "ld.global.nc.v2.f64", "st.global.v2.f64"),
+                             ("f16", "ld.global.nc.v4.u32", "st.global.v4.u32")):
+        prog = nvrtc.createProgram(ks.vec_source("silu", tag), "v.cu", [], [])
+        nvrtc.compileProgram(prog, ["-arch=compute_90"])
+        ptx = nvrtc.getPTX(prog).decode() if isinstance(nvrtc.getPTX(prog), bytes) else nvrtc.getPTX(prog)
+        assert load in ptx, f"{tag}: no {load} in the PTX"
+        assert store in ptx, f"{tag}: no {store} in the PTX"
+
+
+def test_kernel_sources_are_found():
+    d = ks.kernels_dir()
+    for name in (ks.MATH_HEADER, ks.HALF_HEADER, ks.ELEMENTWISE_HEADER, ks.SOFTMAX_SOURCE):
+        assert (d / name).is_file()
+    src = ks.softmax_source()
+    assert '#include "' not in src  # inlined: self-contained for CuPy's cache key
+    for tag in TAGS:
+        for name in ks.softmax_kernel_names(tag):
+            assert name in src.replace("##DT##", "").replace("_##DT", "") or "GA_WARP_KERNEL" in src
