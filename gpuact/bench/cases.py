@@ -1,0 +1,301 @@
+"""The benchmark's case list, inputs, float64 references and tolerances.
+
+One source for the ``gpuact-bench`` CLI and the pytest-benchmark suites in ``bench/``: a *case* is
+one op on one array (dtype, shape, axis); the harness times it on every backend and checks every
+result against a NumPy float64 reference first.
+
+Inputs are uniform in [-8, 8] (both branches of every activation, no overflow in float16), drawn
+with a fixed seed, so every backend sees the same values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+# The seed's nine (the tf.keras 2 reference page), then three of Keras 3's.
+DEFAULT_OPS = ("relu", "sigmoid", "softmax", "softplus", "softsign", "tanh", "selu", "elu", "exponential",
+               "gelu", "silu", "log_softmax")
+QUICK_OPS = ("relu", "sigmoid", "gelu", "softmax")
+SOFTMAX_OPS = ("softmax", "log_softmax")
+ALL_OPS = DEFAULT_OPS
+
+DTYPES = ("float16", "float32", "float64")
+
+# Size ladders: every other power of two (4x a rung), so a default run stays short.
+CPU_SIZES = tuple(2**k for k in range(10, 25, 2))          # 2**10 ... 2**24
+GPU_SIZES = tuple(2**k for k in range(10, 29, 2))          # 2**10 ... 2**28
+QUICK_CPU_SIZES = (2**10, 2**14, 2**18)
+QUICK_GPU_SIZES = (2**10, 2**16, 2**20, 2**24)
+
+# Softmax rows: row lengths along the last axis and along axis 0.
+SOFTMAX_ROWS = (32, 1024, 4096, 65536)
+QUICK_SOFTMAX_ROWS = (32, 4096)
+SOFTMAX_AXES = (-1, 0)
+# Softmax shapes multiply the case count by 8, so each (row length, axis) gets at most this many
+# sizes of the ladder: its smallest, largest and middle rung that hold at least one row.
+SOFTMAX_MAX_SIZES = 3
+# ... and on the CPU no softmax case above this many elements (the default run stays under 3 minutes
+# on 2 cores); the GPU takes its whole ladder.
+SOFTMAX_CPU_MAX = 2**22
+
+INPUT_LOW, INPUT_HIGH = -8.0, 8.0
+
+# Above this many elements the check compares a deterministic sample (whole slices for softmax).
+CHECK_FULL_MAX = 1 << 20
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@dataclass(frozen=True)
+class Case:
+    op: str
+    dtype: str
+    shape: tuple[int, ...]
+    axis: int | None  # softmax family only
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+    @property
+    def bytes_moved(self) -> int:
+        """Input read once plus output written once."""
+        return 2 * self.elements * self.itemsize
+
+    @property
+    def row_length(self) -> int | None:
+        return None if self.axis is None else self.shape[self.axis]
+
+    @property
+    def label(self) -> str:
+        """Short text for tables and test ids: ``2**20`` or ``1024x1024/ax-1``."""
+        if self.axis is None:
+            return size_label(self.elements)
+        return f"{'x'.join(map(str, self.shape))}/ax{self.axis}"
+
+    def key(self):
+        return (self.op, self.dtype, self.shape, self.axis)
+
+
+def size_label(n: int) -> str:
+    k = int(n).bit_length() - 1
+    return f"2**{k}" if n == 1 << k else str(n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and building the case list
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``"2**10,2**20,4096"`` or an exponent range ``"10:24"`` / ``"10:24:2"`` (inclusive)."""
+    sizes: list[int] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        m = re.fullmatch(r"(\d+):(\d+)(?::(\d+))?", item)
+        if m:
+            lo, hi, step = int(m[1]), int(m[2]), int(m[3] or 1)
+            if step <= 0 or lo > hi:
+                raise ValueError(f"bad exponent range {item!r}: use LO:HI[:STEP] with LO <= HI")
+            sizes.extend(2**k for k in range(lo, hi + 1, step))
+            continue
+        m = re.fullmatch(r"2\s*\*\*\s*(\d+)", item)
+        if m:
+            sizes.append(2 ** int(m[1]))
+            continue
+        try:
+            value = int(float(item)) if re.fullmatch(r"[\d.]+[eE]\d+", item) else int(item)
+        except ValueError:
+            raise ValueError(f"bad size {item!r}: use an integer, 2**K or an exponent range LO:HI[:STEP]") from None
+        sizes.append(value)
+    if not sizes or any(s <= 0 for s in sizes):
+        raise ValueError(f"sizes must be positive integers; got {text!r}")
+    return tuple(sorted(set(sizes)))
+
+
+def parse_list(text: str, allowed, what: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    bad = [s for s in items if s not in allowed]
+    if bad or not items:
+        raise ValueError(f"unknown {what} {', '.join(bad) or text!r}; choose from {', '.join(allowed)}")
+    return items
+
+
+def softmax_sizes(sizes, row_length: int, limit: int = SOFTMAX_MAX_SIZES) -> list[int]:
+    """Rungs of the ladder that hold at least one row, thinned to ``limit`` (ends and middle)."""
+    fit = [n for n in sorted(sizes) if n >= row_length]
+    if len(fit) <= limit:
+        return fit
+    if limit == 1:
+        return [fit[-1]]
+    picks = {round(i * (len(fit) - 1) / (limit - 1)) for i in range(limit)}
+    return [fit[i] for i in sorted(picks)]
+
+
+def build_cases(ops=DEFAULT_OPS, dtypes=("float32",), sizes=CPU_SIZES, rows=SOFTMAX_ROWS,
+                axes=SOFTMAX_AXES, softmax_limit=SOFTMAX_MAX_SIZES, softmax_max=None) -> list[Case]:
+    """Every case of the run, in the order they are timed (op, dtype, size).
+
+    Softmax-family ops take the sizes at most ``softmax_max`` (when given; all sizes if none is
+    that small), thinned by ``softmax_sizes``.
+    """
+    cases: list[Case] = []
+    if softmax_max is not None and any(n <= softmax_max for n in sizes):
+        softmax_ladder = [n for n in sizes if n <= softmax_max]
+    else:
+        softmax_ladder = list(sizes)
+    for op in ops:
+        for dtype in dtypes:
+            if op in SOFTMAX_OPS:
+                for row_length in rows:
+                    for n in softmax_sizes(softmax_ladder, row_length, softmax_limit):
+                        for axis in axes:
+                            outer = n // row_length
+                            shape = (outer, row_length) if axis == -1 else (row_length, outer)
+                            cases.append(Case(op, dtype, shape, axis))
+            else:
+                for n in sorted(sizes):
+                    cases.append(Case(op, dtype, (n,), None))
+    return cases
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def make_input(shape, dtype, seed: int = 0) -> np.ndarray:
+    """Uniform in [INPUT_LOW, INPUT_HIGH], of the case's dtype (float16 rounded from float32)."""
+    rng = np.random.default_rng(seed)
+    n = math.prod(shape)
+    compute = np.float64 if np.dtype(dtype) == np.float64 else np.float32
+    x = rng.random(n, dtype=compute)
+    x *= INPUT_HIGH - INPUT_LOW
+    x += INPUT_LOW
+    return x.astype(dtype, copy=False).reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# float64 references (SPEC §2 definitions)
+
+
+def _erfc(z: np.ndarray) -> np.ndarray:
+    try:
+        from scipy.special import erfc
+    except ImportError:
+        return np.vectorize(math.erfc, otypes=[np.float64])(z)
+    return erfc(z)
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _softmax(x, axis, log=False):
+    z = x - np.max(x, axis=axis, keepdims=True)
+    s = np.sum(np.exp(z), axis=axis, keepdims=True)
+    return z - np.log(s) if log else np.exp(z) / s
+
+
+REFERENCES = {
+    "relu": lambda x: np.maximum(x, 0.0),
+    "sigmoid": _sigmoid,
+    "softplus": lambda x: np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x))),
+    "softsign": lambda x: x / (np.abs(x) + 1.0),
+    "tanh": np.tanh,
+    "selu": lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+    "exponential": np.exp,
+    "gelu": lambda x: 0.5 * x * _erfc(-x / math.sqrt(2.0)),
+    "silu": lambda x: x * _sigmoid(x),
+}
+
+
+def reference(op: str, x: np.ndarray, axis=None) -> np.ndarray:
+    """The float64 result of ``op`` on ``x`` (which is converted to float64 first)."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        if op in SOFTMAX_OPS:
+            return _softmax(x, -1 if axis is None else axis, log=op == "log_softmax")
+        return REFERENCES[op](x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tolerances and the check
+
+# SPEC §3, for gpuact's own paths.
+GPUACT_TOLERANCE = {"float16": (1e-3, 1e-3), "float32": (1e-5, 1e-6), "float64": (1e-12, 1e-14)}
+# Peers (TensorFlow, PyTorch, JAX, naive expressions) are not held to gpuact's contract: XLA and
+# cuDNN use approximate exp/tanh/erf and the naive formulas round in the input dtype, so they are
+# checked 10x (float16), 10x/10x (float32) and 1000x (float64) looser. A peer outside even these
+# is computing something else and is reported wrong.
+PEER_TOLERANCE = {"float16": (1e-2, 1e-2), "float32": (1e-4, 1e-5), "float64": (1e-9, 1e-11)}
+
+
+def tolerance(dtype: str, gpuact: bool) -> tuple[float, float]:
+    """(rtol, atol) for a result of ``dtype``; gpuact's own paths get SPEC §3's."""
+    return (GPUACT_TOLERANCE if gpuact else PEER_TOLERANCE)[str(np.dtype(dtype))]
+
+
+def check_slices(case: Case, limit: int = CHECK_FULL_MAX):
+    """The part of a case's flat C-order array that the check compares.
+
+    Returns ``None`` (compare everything) when the case has at most ``limit`` elements, else an
+    index array into the array viewed as 2-D: rows of ``(n // chunk, chunk)`` for elementwise ops,
+    or whole softmax slices (rows for axis -1, columns for axis 0). Chosen evenly spaced, with the
+    first and last always included.
+    """
+    n = case.elements
+    if n <= limit:
+        return None
+    if case.axis is None:
+        chunk = 4096
+        count = n // chunk
+    else:
+        chunk = case.row_length
+        count = n // chunk
+    take = max(2, min(count, limit // chunk))
+    return np.unique(np.linspace(0, count - 1, take).round().astype(np.int64))
+
+
+def sample_view(case: Case, a, slices):
+    """``a`` (NumPy or CuPy, the case's shape) restricted to the checked slices, same axis layout."""
+    if slices is None:
+        return a
+    if case.axis is None:
+        return a.reshape(-1, 4096)[slices]
+    if case.axis == -1:
+        return a[slices]
+    return a[:, slices]
+
+
+def compare(case: Case, got: np.ndarray, x_sample: np.ndarray, gpuact: bool):
+    """(ok, message) for ``got`` against the float64 reference computed from ``x_sample``."""
+    got = np.asarray(got)
+    axis = None if case.axis is None else case.axis
+    ref = reference(case.op, x_sample, axis=axis)
+    if got.shape != ref.shape:
+        return False, f"shape {got.shape}, expected {ref.shape}"
+    if np.dtype(got.dtype) != np.dtype(case.dtype):
+        return False, f"dtype {got.dtype}, expected {case.dtype}"
+    rtol, atol = tolerance(case.dtype, gpuact)
+    g = got.astype(np.float64)
+    with np.errstate(all="ignore"):
+        err = np.abs(g - ref)
+        bad = ~(err <= atol + rtol * np.abs(ref))  # NaN counts as bad
+    nbad = int(np.count_nonzero(bad))
+    if nbad == 0:
+        return True, ""
+    i = int(np.flatnonzero(bad.reshape(-1))[0])
+    return False, (f"{nbad} of {bad.size} checked values outside rtol={rtol:g} atol={atol:g}; "
+                   f"first: got {g.reshape(-1)[i]!r}, expected {ref.reshape(-1)[i]!r}")

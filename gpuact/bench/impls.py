@@ -1,0 +1,406 @@
+"""What the benchmark times: gpuact's own paths and the peers found installed.
+
+Each implementation is one (backend, device) pair. ``discover()`` decides which are used and
+says why the others are skipped. Peers are found with ``importlib.util.find_spec`` and imported
+only when they will be used.
+
+Backends in the results:
+
+=================  ======  ================================================================
+``numpy``          cpu     gpuact's NumPy path (the baseline of ``speedup_vs_numpy``)
+``cupy``           gpu     gpuact's CuPy kernels (``gpuact.relu(cupy_array)``)
+``numba``          gpu     gpuact's Numba kernels (input a Numba device array)
+``numpy-naive``    cpu     the textbook NumPy expression, e.g. ``1/(1+np.exp(-x))``
+``cupy-naive``     gpu     the same expression in CuPy; ``cupyx.scipy.special.(log_)softmax``
+``torch``          both    ``torch.nn.functional`` / ``torch.softmax`` (eager)
+``jax``            both    ``jax.nn`` under ``jax.jit``
+``tensorflow``     cpu     ``tf.keras.activations`` (the reference implementation), eager
+=================  ======  ================================================================
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gpuact.bench.cases import SELU_ALPHA, SELU_SCALE, SOFTMAX_OPS, Case
+
+GPUACT_BACKENDS = ("numpy", "cupy", "numba")
+PEERS = ("numpy-naive", "cupy-naive", "torch", "jax", "tensorflow")
+ALL_BACKENDS = GPUACT_BACKENDS + PEERS
+
+
+@dataclass
+class Status:
+    backend: str
+    device: str
+    used: bool
+    reason: str = ""
+
+    def as_dict(self):
+        return {"backend": self.backend, "device": self.device, "used": self.used, "reason": self.reason or None}
+
+
+@dataclass
+class Impl:
+    """One backend on one device.
+
+    ``timer`` is how its GPU time is taken: ``"cpu"`` (perf_counter_ns), ``"cuda-event"`` (CuPy
+    events on the current CuPy stream), ``"torch-event"`` (torch.cuda.Event on torch's stream) or
+    ``"wall-sync"`` (wall clock around the call and ``block_until_ready``).
+    """
+
+    backend: str
+    device: str
+    gpuact: bool
+    timer: str
+    _make: object = None           # (op, axis) -> callable(x) -> y
+    _wrap: object = None           # host ndarray (cpu) / cupy array (gpu) -> native input
+    _to_array: object = None       # native output -> np.ndarray (cpu) / cupy.ndarray (gpu)
+    _sync: object = None           # y -> None: waits until y is computed (overhead loop)
+    _supports: object = None       # Case -> reason or None
+    _cache: dict = field(default_factory=dict)
+
+    def function(self, case: Case):
+        key = (case.op, case.axis)
+        fn = self._cache.get(key)
+        if fn is None:
+            fn = self._cache[key] = self._make(case.op, case.axis)
+        return fn
+
+    def wrap(self, a):
+        return self._wrap(a) if self._wrap else a
+
+    def to_array(self, y):
+        return self._to_array(y) if self._to_array else y
+
+    def sync(self, y):
+        if self._sync:
+            self._sync(y)
+
+    def unsupported(self, case: Case):
+        return self._supports(case) if self._supports else None
+
+    @property
+    def name(self):
+        return f"{self.backend}@{self.device}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The implementations
+
+
+def _gpuact_fn(op, axis):
+    import gpuact
+
+    f = getattr(gpuact, op)
+    if op in SOFTMAX_OPS:
+        return functools.partial(f, axis=axis)
+    return f
+
+
+def _naive(xp, special, op, axis):
+    """The expression a user would write in NumPy/CuPy, no gpuact involved."""
+    if op == "relu":
+        return lambda x: xp.maximum(x, 0)
+    if op == "sigmoid":
+        return lambda x: 1 / (1 + xp.exp(-x))
+    if op == "softplus":
+        return lambda x: xp.log1p(xp.exp(x))
+    if op == "softsign":
+        return lambda x: x / (1 + xp.abs(x))
+    if op == "tanh":
+        return xp.tanh
+    if op == "selu":
+        return lambda x: SELU_SCALE * xp.where(x > 0, x, SELU_ALPHA * xp.expm1(x))
+    if op == "elu":
+        return lambda x: xp.where(x > 0, x, xp.expm1(x))
+    if op == "exponential":
+        return xp.exp
+    if op == "silu":
+        return lambda x: x / (1 + xp.exp(-x))
+    if op == "gelu":
+        erf = special.erf
+        return lambda x: 0.5 * x * (1 + erf(x * (1 / math.sqrt(2))))
+    if op in SOFTMAX_OPS:
+        if xp.__name__ == "cupy":  # the library routine CuPy users reach for
+            return functools.partial(special.log_softmax if op == "log_softmax" else special.softmax, axis=axis)
+
+        def softmax(x):
+            z = x - x.max(axis=axis, keepdims=True)
+            if op == "log_softmax":
+                return z - xp.log(xp.exp(z).sum(axis=axis, keepdims=True))
+            e = xp.exp(z)
+            return e / e.sum(axis=axis, keepdims=True)
+
+        return softmax
+    raise KeyError(op)
+
+
+def _torch_fn(op, axis):
+    import torch
+    import torch.nn.functional as F
+
+    table = {
+        "relu": F.relu, "sigmoid": torch.sigmoid, "softplus": F.softplus, "softsign": F.softsign,
+        "tanh": torch.tanh, "selu": F.selu, "elu": F.elu, "exponential": torch.exp, "gelu": F.gelu,
+        "silu": F.silu,
+    }
+    if op == "softmax":
+        return lambda x: torch.softmax(x, dim=axis)
+    if op == "log_softmax":
+        return lambda x: torch.log_softmax(x, dim=axis)
+    return table[op]
+
+
+def _jax_fn(op, axis, block: bool):
+    import jax
+    import jax.numpy as jnp
+
+    table = {
+        "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "softplus": jax.nn.softplus, "softsign": jax.nn.soft_sign,
+        "tanh": jnp.tanh, "selu": jax.nn.selu, "elu": jax.nn.elu, "exponential": jnp.exp, "silu": jax.nn.silu,
+        "gelu": functools.partial(jax.nn.gelu, approximate=False),  # jax's default is the tanh form
+        "softmax": functools.partial(jax.nn.softmax, axis=axis),
+        "log_softmax": functools.partial(jax.nn.log_softmax, axis=axis),
+    }
+    f = jax.jit(table[op])
+    if block:
+        return lambda x: f(x).block_until_ready()
+    return f
+
+
+def _tf_fn(op, axis):
+    import tensorflow as tf
+
+    acts = tf.keras.activations
+    if op == "softmax":
+        f = functools.partial(acts.softmax, axis=axis)
+    elif op == "log_softmax":
+        f = getattr(acts, "log_softmax", None)
+        f = functools.partial(f, axis=axis) if f else (lambda x: tf.nn.log_softmax(x, axis=axis))
+    elif op == "gelu":
+        f = functools.partial(acts.gelu, approximate=False)
+    elif op == "silu":
+        f = getattr(acts, "silu", None) or acts.swish
+    else:
+        f = getattr(acts, op)
+
+    def call(x):
+        with tf.device("/CPU:0"):
+            return f(x)
+
+    return call
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovery
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def gpu_unusable() -> str | None:
+    """Why the GPU part of the benchmark cannot run here (it needs CuPy for events and buffers)."""
+    if os.environ.get("GPUACT_BENCH_NO_GPU") == "1":
+        return "GPUACT_BENCH_NO_GPU=1"
+    if not _installed("cupy"):
+        return "cupy is not installed (pip install gpuact[cuda12])"
+    try:
+        import cupy
+
+        if cupy.is_available():
+            return None
+    except Exception as exc:  # a broken CUDA install says so here
+        return f"cupy cannot use a GPU: {exc}"
+    return "no usable CUDA GPU (cupy.is_available() is False)"
+
+
+def discover(selected=None, devices=("cpu", "gpu"), need_x64=False):
+    """(impls, statuses): what will be timed, and every backend/device with used or skip reason."""
+    selected = set(ALL_BACKENDS if selected is None else selected)
+    impls: list[Impl] = []
+    statuses: list[Status] = []
+
+    def add(backend, device, make_impl, reason=None):
+        if backend not in selected:
+            statuses.append(Status(backend, device, False, "not selected (--backends)"))
+            return
+        if device not in devices:
+            statuses.append(Status(backend, device, False, f"--device excludes {device}"))
+            return
+        if reason:
+            statuses.append(Status(backend, device, False, reason))
+            return
+        try:
+            impl = make_impl()
+        except Exception as exc:  # an installed but broken peer is skipped, with why
+            statuses.append(Status(backend, device, False, f"{type(exc).__name__}: {exc}"))
+            return
+        impls.append(impl)
+        statuses.append(Status(backend, device, True, _describe(impl)))
+
+    gpu_reason = gpu_unusable() if "gpu" in devices else "--device excludes gpu"
+
+    # --- CPU
+    add("numpy", "cpu", lambda: Impl("numpy", "cpu", True, "cpu", _make=_gpuact_fn))
+    add("numpy-naive", "cpu", _numpy_naive)
+    add("torch", "cpu", _torch_cpu, None if _installed("torch") else "torch is not installed")
+    add("jax", "cpu", lambda: _jax_impl("cpu", need_x64), None if _installed("jax") else "jax is not installed")
+    add("tensorflow", "cpu", _tf_cpu, None if _installed("tensorflow") else "tensorflow is not installed")
+
+    # --- GPU
+    add("cupy", "gpu", _gpuact_cupy, gpu_reason)
+    numba_reason = gpu_reason
+    if numba_reason is None and not _installed("numba"):
+        numba_reason = "numba is not installed (pip install gpuact[cuda12])"
+    add("numba", "gpu", _gpuact_numba, numba_reason)
+    add("cupy-naive", "gpu", _cupy_naive, gpu_reason)
+    add("torch", "gpu", _torch_gpu, gpu_reason or (None if _installed("torch") else "torch is not installed"))
+    add("jax", "gpu", lambda: _jax_impl("gpu", need_x64), gpu_reason or (None if _installed("jax") else "jax is not installed"))
+    statuses.append(Status("tensorflow", "gpu", False, "tensorflow is timed on the CPU only"))
+    return impls, statuses
+
+
+def _describe(impl: Impl) -> str:
+    return {"cpu": "perf_counter_ns", "cuda-event": "CUDA events (cupy.cuda.Event)",
+            "torch-event": "CUDA events (torch.cuda.Event)",
+            "wall-sync": "wall clock + block_until_ready"}[impl.timer]
+
+
+def _numpy_naive():
+    special = None
+    if _installed("scipy"):
+        import scipy.special as special
+
+    def make(op, axis):
+        if op == "gelu" and special is None:
+            raise NotImplementedError("naive gelu needs scipy.special.erf (pip install scipy)")
+        return _naive(np, special, op, axis)
+
+    return Impl("numpy-naive", "cpu", False, "cpu", _make=make)
+
+
+def _torch_cpu():
+    import torch
+
+    return Impl("torch", "cpu", False, "cpu", _make=_torch_fn, _wrap=torch.from_numpy,
+                _to_array=lambda y: y.numpy())
+
+
+def _jax_impl(device, need_x64):
+    # JAX would otherwise take 75 % of the GPU's memory at its first use, leaving CuPy and
+    # PyTorch to run out; the benchmark's buffers come from CuPy.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    import jax
+
+    if need_x64:
+        jax.config.update("jax_enable_x64", True)
+    try:
+        dev = jax.devices(device)[0]
+    except RuntimeError as exc:
+        raise RuntimeError(f"jax has no {device} device ({str(exc).splitlines()[0]})") from None
+    if device == "cpu":
+        return Impl("jax", "cpu", False, "cpu", _make=lambda op, axis: _jax_fn(op, axis, block=True),
+                    _wrap=lambda a: jax.device_put(a, dev), _to_array=np.asarray,
+                    _sync=lambda y: y.block_until_ready())
+    import cupy
+
+    def wrap(a):
+        try:
+            return jax.dlpack.from_dlpack(a)
+        except Exception:
+            return jax.device_put(cupy.asnumpy(a), dev)
+
+    return Impl("jax", "gpu", False, "wall-sync", _make=lambda op, axis: _jax_fn(op, axis, block=False),
+                _wrap=wrap, _to_array=lambda y: cupy.from_dlpack(y), _sync=lambda y: y.block_until_ready())
+
+
+def _tf_cpu():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # no start-up chatter on stderr
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import tensorflow as tf
+
+    try:
+        tf.get_logger().setLevel("ERROR")
+    except Exception:
+        pass
+
+    def wrap(a):
+        with tf.device("/CPU:0"):
+            return tf.constant(a)
+
+    return Impl("tensorflow", "cpu", False, "cpu", _make=_tf_fn, _wrap=wrap, _to_array=lambda y: np.asarray(y))
+
+
+def _cupy_sync(_y=None):
+    import cupy
+
+    cupy.cuda.Device().synchronize()
+
+
+def _gpuact_cupy():
+    import cupy
+
+    import gpuact  # noqa: F401
+
+    return Impl("cupy", "gpu", True, "cuda-event", _make=_gpuact_fn, _to_array=cupy.asarray, _sync=_cupy_sync)
+
+
+def _gpuact_numba():
+    import cupy
+    from numba import cuda
+
+    if not cuda.is_available():
+        raise RuntimeError("numba sees no usable CUDA GPU")
+    # A Numba device array viewing the CuPy buffer: the same type cuda.to_device returns, no copy.
+    return Impl("numba", "gpu", True, "cuda-event", _make=_gpuact_fn, _wrap=cuda.as_cuda_array,
+                _to_array=cupy.asarray, _sync=_cupy_sync)
+
+
+def _cupy_naive():
+    import cupy
+    import cupyx.scipy.special as special
+
+    return Impl("cupy-naive", "gpu", False, "cuda-event", _make=lambda op, axis: _naive(cupy, special, op, axis),
+                _sync=_cupy_sync)
+
+
+def _torch_gpu():
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("torch was built without CUDA or sees no GPU")
+    import cupy
+
+    return Impl("torch", "gpu", False, "torch-event", _make=_torch_fn,
+                _wrap=lambda a: torch.as_tensor(a, device="cuda"), _to_array=cupy.asarray,
+                _sync=lambda y: torch.cuda.synchronize())
+
+
+def library_versions() -> dict:
+    """Versions of everything that may take part, without importing what is not loaded yet."""
+    out = {"python": sys.version.split()[0]}
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return out
+    for dist in ("gpuact", "numpy", "scipy", "cupy-cuda12x", "cupy-cuda13x", "cupy", "numba", "numba-cuda",
+                 "torch", "jax", "jaxlib", "tensorflow", "keras", "matplotlib", "rich"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+        except Exception:
+            pass
+    return out
