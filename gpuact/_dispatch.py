@@ -81,6 +81,8 @@ def load_backend(name: str) -> ModuleType:
 
 def result_dtype(dtype) -> np.dtype:
     """float16/32/64 keep their dtype; integers and bool compute in float32; the rest is refused."""
+    if dtype in _FLOAT_DTYPES:
+        return dtype
     dtype = np.dtype(dtype)
     if dtype in _FLOAT_DTYPES:
         return dtype
@@ -164,6 +166,9 @@ def as_param(name: str, value) -> float:
 
 
 def elementwise(op: str, x, params: tuple = (), *, out=None, backend=None, stream=None):
+    if out is None and backend is None and type(x) is np.ndarray:
+        # The common CPU call, a plain ndarray and nothing else to check: skip detection.
+        return load_backend("numpy").elementwise(op, x, params, None, result_dtype(x.dtype))
     call = Call(x, backend, stream)
     checked_out = call.check_out(out, call.x.shape)
     result = call.backend.elementwise(op, call.x, params, checked_out, call.dtype, **call.options)

@@ -412,8 +412,13 @@ def elementwise(op, x, params, out, dtype, stream=None):
     y, yf = _output(x.shape, out, dtype)
     n = xf.size
     # x aliasing the output would let a kernel read what it already overwrote: go through a buffer.
-    stage_in = xf.dtype != compute or np.may_share_memory(xf, yf)
+    stage_in = xf.dtype != compute or (out is not None and np.may_share_memory(xf, yf))
     stage_out = yf.dtype != compute
+    if n <= BLOCK and not (stage_in or stage_out):
+        # Small and clean (the common inference call): one block, no closures, no threads.
+        with np.errstate(all="ignore"):
+            kernel(xf, yf, np.empty(n, compute), np.empty(n, compute), *params)
+        return _finish(y, yf)
 
     def run(lo, hi):
         size = min(block, hi - lo)
