@@ -35,7 +35,11 @@ def _is_numba_device_array(x) -> bool:
     if "numba" not in sys.modules and "numba_cuda" not in sys.modules:
         return False
     module = type(x).__module__ or ""
-    return module.startswith(("numba.cuda", "numba_cuda")) and hasattr(x, "__cuda_array_interface__")
+    if not module.startswith(("numba.cuda", "numba_cuda")):
+        return False
+    # The CUDA simulator's FakeCUDAArray exports no __cuda_array_interface__ but, like the real
+    # DeviceNDArray, sets __cuda_ndarray__.
+    return hasattr(x, "__cuda_array_interface__") or bool(getattr(type(x), "__cuda_ndarray__", False))
 
 
 def detect_backend(x) -> str:

@@ -97,7 +97,7 @@ class Backend:
         if self.name == "numba":
             from numba import cuda
 
-            return cuda.to_device(np.ascontiguousarray(a))
+            return cuda.to_device(np.array(a, order="C", copy=True))  # ascontiguousarray makes 0-d 1-d
         return a
 
     def empty(self, shape, dtype):
@@ -124,9 +124,9 @@ class Backend:
 
             return cupy.ndarray
         if self.name == "numba":
-            from numba.cuda.cudadrv.devicearray import DeviceNDArray
+            from numba.cuda.cudadrv import devicearray  # the simulator's module under NUMBA_ENABLE_CUDASIM
 
-            return DeviceNDArray
+            return getattr(devicearray, "DeviceNDArray", None) or devicearray.FakeCUDAArray
         return np.ndarray
 
 

@@ -68,8 +68,10 @@ def test_non_finite_rows(be):
 def test_strided_and_negative_stride_views(be, view):
     if be.name == "numba" and view == "reversed":
         pytest.skip("Numba device arrays cannot be sliced with a negative step")
+    if be.name == "numba" and view == "transposed":
+        pytest.skip("Numba device arrays transpose only in 2-D (test_strided_views covers that)")
     host = _inputs((12, 10, 6), np.float32, seed=5)
-    select = {"transposed": lambda a: a.transpose(2, 0, 1) if hasattr(a, "transpose") else a.T,
+    select = {"transposed": lambda a: a.transpose(2, 0, 1),
               "step": lambda a: a[::2, 1::3, :],
               "reversed": lambda a: a[::-1, :, ::-2]}[view]
     x = select(be.asarray(host))

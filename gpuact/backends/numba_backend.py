@@ -1,24 +1,420 @@
-"""The Numba path (issue 4): not written yet."""
+"""The Numba path (issue 4): Numba CUDA kernels on Numba device arrays.
 
+Imported only when a Numba device array arrives or ``backend="numba"`` is forced (see
+``gpuact._dispatch``). Kernels come from ``gpuact.backends._numba.kernels``; each is compiled on
+first use for one (kernel, input dtype, output dtype, rank) with an explicit signature, so a call
+never re-dispatches on types, and its launch configuration ``kernel[grid, block, stream]`` is
+cached. Parameters are kernel arguments: a new value never recompiles.
+
+Arrays: Numba device arrays are used as they are; any other object with
+``__cuda_array_interface__`` (CuPy, PyTorch, ...) zero-copy through ``numba.cuda.as_cuda_array``;
+host arrays are copied with ``numba.cuda.to_device``. Work runs on ``stream`` (default: the
+default stream); nothing synchronises the host.
+
+Under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) the same kernels run as Python; device
+arrays are the simulator's ``FakeCUDAArray`` and a ``__cuda_array_interface__`` pointer is host
+memory, which ``asarray`` wraps the same way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
 from numba import cuda
+
+from gpuact.backends._numba import kernels as K
+from gpuact.backends._numba.scalar import SIMULATOR, host_params
+
+if SIMULATOR:
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _DeviceArray
+else:
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray as _DeviceArray
+
+# Launch shape. Elementwise: 256 threads, at most BLOCKS_PER_SM blocks per SM, grid-stride loop.
+THREADS = 256 if not SIMULATOR else 32
+BLOCKS_PER_SM = 8
+_SIM_MAX_BLOCKS = 4  # the simulator runs a Python thread per GPU thread: keep grids small there
+_LAUNCH_CACHE_MAX = 4096
 
 
 def unavailable_reason():
-    if not cuda.is_available():
-        return "Numba sees no usable CUDA device"
+    if SIMULATOR:
+        return None
+    try:
+        if not cuda.is_available():
+            return "Numba sees no usable CUDA device"
+    except Exception as exc:  # pragma: no cover - broken driver installs
+        return f"Numba cannot use CUDA: {exc}"
     return None
 
 
-def owns(x):
-    return cuda.is_cuda_array(x) and type(x).__module__.startswith(("numba", "numba_cuda"))
+def owns(x) -> bool:
+    return isinstance(x, _DeviceArray)
+
+
+def _has_cai(x) -> bool:
+    return hasattr(x, "__cuda_array_interface__")
+
+
+class _HostInterface:
+    """Under the simulator a CUDA array interface points at host memory: wrap it for NumPy."""
+
+    def __init__(self, owner, cai):
+        self._owner = owner
+        self.__array_interface__ = {
+            "shape": tuple(cai["shape"]), "typestr": cai["typestr"], "data": cai["data"],
+            "strides": cai.get("strides"), "version": 3,
+        }
 
 
 def asarray(x):
-    return cuda.as_cuda_array(x) if cuda.is_cuda_array(x) else cuda.to_device(x)
+    """A device array of this backend for ``x``: zero-copy for CUDA arrays, else a copy."""
+    if owns(x):
+        return x
+    if _has_cai(x):
+        if SIMULATOR:
+            host = np.asarray(_HostInterface(x, x.__cuda_array_interface__))
+            return _DeviceArray(host)
+        return cuda.as_cuda_array(x)
+    if SIMULATOR and getattr(x, "__cuda_ndarray__", False) and hasattr(x, "_ary"):
+        return _DeviceArray(x._ary)
+    host = np.asarray(x)
+    if host.dtype == object:
+        raise TypeError("gpuact activations take real numbers; got an array of dtype object")
+    return cuda.to_device(np.ascontiguousarray(host))
 
 
-def _not_yet(*args, **kwargs):
-    raise NotImplementedError("the Numba backend is not implemented yet")
+def _device_of(a, stream=0):
+    return a if owns(a) else asarray(a)
 
 
-elementwise = softmax = glu = sparsemax = prelu = as_mask = as_param_array = _not_yet
+def as_mask(mask, shape):
+    """The mask broadcast to ``shape`` as a C-contiguous uint8 device array (1 = keep)."""
+    shape = tuple(shape)
+    if owns(mask) or _has_cai(mask):
+        m = asarray(mask)
+        view = _broadcast_view(m, shape)
+        result = cuda.device_array(shape, np.uint8)
+        n = result.size
+        if n:
+            nd = max(len(shape), 1)
+            kern = _kernel(("mask", np.dtype(m.dtype), nd), lambda: K.mask_nd(nd, m.dtype),
+                           lambda: K.mask_nd_signature(m.dtype, nd))
+            _launch(kern, n, 0)(_nd(view), _nd(result), np.int64(n))
+        return result
+    host = np.asarray(mask)
+    if host.dtype != np.bool_:
+        host = host > 0.5
+    return cuda.to_device(np.ascontiguousarray(np.broadcast_to(host, shape)).view(np.uint8))
+
+
+def as_param_array(alpha, shape, dtype):
+    """``alpha`` broadcast against ``shape`` (a zero-stride device view), in the compute dtype."""
+    shape = tuple(shape)
+    if owns(alpha) or _has_cai(alpha):
+        return _broadcast_view(asarray(alpha), shape)
+    host = np.asarray(alpha, dtype=K.compute_type(dtype))
+    np.broadcast_shapes(host.shape, shape)  # ValueError now when they do not broadcast
+    return _broadcast_view(cuda.to_device(np.ascontiguousarray(host)), shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# views, kernels and launches
+
+
+def _view(a, shape, strides):
+    """A view of ``a``'s memory with the given shape and byte strides (same element 0)."""
+    shape, strides = tuple(int(s) for s in shape), tuple(int(s) for s in strides)
+    if SIMULATOR:
+        return _DeviceArray(np.lib.stride_tricks.as_strided(a._ary, shape, strides))
+    return _DeviceArray(shape, strides, a.dtype, stream=a.stream, gpu_data=a.gpu_data)
+
+
+def _broadcast_view(a, shape):
+    if tuple(a.shape) == tuple(shape):
+        return a
+    np.broadcast_shapes(tuple(a.shape), tuple(shape))  # the ValueError NumPy gives
+    if len(a.shape) > len(shape):
+        raise ValueError(f"cannot broadcast an array of shape {tuple(a.shape)} to {tuple(shape)}")
+    lead = len(shape) - len(a.shape)
+    strides = [0] * lead
+    for dim, size, stride in zip(shape[lead:], a.shape, a.strides):
+        strides.append(stride if size == dim else 0)
+    return _view(a, shape, strides)
+
+
+def _nd(a):
+    """0-d arrays travel as 1-element 1-D views, the rank the N-D kernels are built for."""
+    if len(a.shape) == 0:
+        return _view(a, (1,), (a.dtype.itemsize,))
+    return a
+
+
+def _flat(a):
+    """A 1-D view of a C-contiguous array."""
+    if len(a.shape) == 1:
+        return a
+    return _view(a, (a.size,), (a.dtype.itemsize,))
+
+
+_kernels: dict = {}
+
+
+def _kernel(key, make, make_signature):
+    kern = _kernels.get(key)
+    if kern is None:
+        fn = make()
+        kern = cuda.jit(K.for_simulator(fn)) if SIMULATOR else cuda.jit(make_signature())(fn)
+        _kernels[key] = kern
+    return kern
+
+
+_sm_count = None
+
+
+def _max_blocks():
+    global _sm_count
+    if SIMULATOR:
+        return _SIM_MAX_BLOCKS
+    if _sm_count is None:
+        _sm_count = cuda.get_current_device().MULTIPROCESSOR_COUNT
+    return _sm_count * BLOCKS_PER_SM
+
+
+_launches: dict = {}
+
+
+def _launch(kern, work, stream, threads=THREADS, blocks=None):
+    """``kern[grid, threads, stream]``, cached: grid = enough blocks for ``work`` threads, at most
+    a few per SM (the kernels loop)."""
+    if blocks is None:
+        blocks = min(-(-work // threads), _max_blocks())
+    blocks = max(1, blocks)
+    key = (kern, blocks, threads, stream)
+    try:
+        return _launches[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable stream object
+        return kern[blocks, threads, stream]
+    if len(_launches) > _LAUNCH_CACHE_MAX:
+        _launches.clear()
+    cfg = _launches[key] = kern[blocks, threads, stream]
+    return cfg
+
+
+def _stream(stream):
+    return 0 if stream is None else stream
+
+
+def _empty(shape, dtype, stream):
+    return cuda.device_array(tuple(shape), np.dtype(dtype), stream=stream)
+
+
+def _contiguous(a):
+    return a.is_c_contiguous()
+
+
+def _copy(src, dst, stream):
+    """dst[...] = src on the device (any strides, same shape, dtype conversion)."""
+    n = dst.size
+    if n == 0:
+        return dst
+    src, dst_nd = _nd(src), _nd(dst)
+    nd = len(dst_nd.shape)
+    sd, dd = np.dtype(src.dtype), np.dtype(dst.dtype)
+    kern = _kernel(("copy", sd, dd, nd), lambda: K.copy_nd(nd, sd, dd), lambda: K.copy_nd_signature(sd, dd, nd))
+    _launch(kern, n, stream)(src, dst_nd, np.int64(n))
+    return dst
+
+
+# ---------------------------------------------------------------------------------------------
+# the ops
+
+
+def elementwise(op, x, params, out, dtype, stream=None):
+    stream = _stream(stream)
+    dtype = np.dtype(dtype)
+    y = _empty(x.shape, dtype, stream) if out is None else out
+    n = x.size
+    if n == 0:
+        return y
+    ft = K.compute_type(dtype)
+    p = [ft(v) for v in host_params(op, params)]
+    xd = np.dtype(x.dtype)
+    if _contiguous(x) and _contiguous(y):
+        kern = _kernel((op, xd, dtype, 0), lambda: K.elementwise_contig(op, ft),
+                       lambda: K.elementwise_contig_signature(xd, dtype))
+        _launch(kern, n, stream)(_flat(x), _flat(y), np.int64(n), *p)
+        return y
+    xv, yv = _nd(x), _nd(y)
+    nd = len(yv.shape)
+    kern = _kernel((op, xd, dtype, nd), lambda: K.elementwise_nd(op, ft, nd),
+                   lambda: K.elementwise_nd_signature(xd, dtype, nd))
+    _launch(kern, n, stream)(xv, yv, np.int64(n), *p)
+    return y
+
+
+def _rows_layout(shape, axes):
+    """(outer, L, inner) when ``axes`` is a run of adjacent axes of a C-contiguous array."""
+    if list(axes) != list(range(axes[0], axes[-1] + 1)):
+        return None
+    outer = math.prod(shape[: axes[0]])
+    length = math.prod(shape[a] for a in axes)
+    inner = math.prod(shape[axes[-1] + 1:])
+    return outer, length, inner
+
+
+def _moved(a, perm):
+    """The view of ``a`` with axes in the order ``perm``."""
+    return _view(a, [a.shape[p] for p in perm], [a.strides[p] for p in perm])
+
+
+def _to_layout(a, perm, dtype, stream):
+    """``a`` with axes ``perm`` as a C-contiguous array of ``dtype`` (a copy when needed)."""
+    if perm == list(range(len(a.shape))) and _contiguous(a) and np.dtype(a.dtype) == np.dtype(dtype):
+        return a
+    src = _moved(a, perm)
+    dst = _empty(src.shape, dtype, stream)
+    return _copy(src, dst, stream)
+
+
+def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
+    stream = _stream(stream)
+    dtype = np.dtype(dtype)
+    shape = tuple(x.shape)
+    y = _empty(shape, dtype, stream) if out is None else out
+    if x.size == 0:
+        return y
+    ndim = len(shape)
+    axes = tuple(axes)
+    layout = _rows_layout(shape, axes)
+    if layout is not None and _contiguous(x):
+        perm = list(range(ndim))
+        xin = x
+    else:
+        perm = [a for a in range(ndim) if a not in axes] + list(axes)
+        xin = _to_layout(x, perm, x.dtype, stream)
+        moved_shape = [shape[p] for p in perm]
+        layout = _rows_layout(moved_shape, list(range(ndim - len(axes), ndim)))
+    outer, length, inner = layout
+    masked = mask is not None
+    if masked:
+        m = _flat(_to_layout(mask, perm, np.uint8, stream))
+    else:
+        m = _dummy_mask(stream)
+    identity = perm == list(range(ndim))
+    direct = identity and _contiguous(y)
+    # x aliasing a y of another layout could be overwritten before it is read: go through a buffer
+    result = y if direct else _empty([shape[p] for p in perm], dtype, stream)
+
+    xd = np.dtype(x.dtype)
+    ft = K.compute_type(dtype)
+    xf, rf = _flat(xin), _flat(result)
+    if inner == 1 and length >= 64:
+        threads = min(K.SOFTMAX_BLOCK, 1 << (length - 1).bit_length()) if not SIMULATOR else 32
+        kern = _kernel(("softmax_rows", xd, dtype, log, masked), lambda: K.softmax_rows(ft, log, masked),
+                       lambda: K.softmax_rows_signature(xd, dtype))
+        blocks = min(outer, _max_blocks() * (8 if not SIMULATOR else 1))
+        _launch(kern, 0, stream, threads=threads, blocks=blocks)(xf, rf, m, np.int64(outer), np.int64(length))
+    else:
+        cols = outer * inner
+        kern = _kernel(("softmax_cols", xd, dtype, log, masked), lambda: K.softmax_cols(ft, log, masked),
+                       lambda: K.softmax_cols_signature(xd, dtype))
+        _launch(kern, cols, stream)(xf, rf, m, np.int64(cols), np.int64(length), np.int64(inner))
+    if not direct:
+        _copy(result, _moved(y, perm), stream)
+    return y
+
+
+_dummy_masks: dict = {}
+
+
+def _dummy_mask(stream):
+    m = _dummy_masks.get("m")
+    if m is None:
+        m = _dummy_masks["m"] = cuda.to_device(np.ones(1, np.uint8))
+    return m
+
+
+def glu(x, axis, out, dtype, stream=None):
+    stream = _stream(stream)
+    dtype = np.dtype(dtype)
+    half = x.shape[axis] // 2
+    shape = tuple(x.shape[:axis]) + (half,) + tuple(x.shape[axis + 1:])
+    y = _empty(shape, dtype, stream) if out is None else out
+    n = y.size
+    if n == 0:
+        return y
+    # the two halves as strided views of x: a = x[..., :half, ...], b = x[..., half:, ...]
+    a = _view(x, shape, x.strides)
+    b = _offset_view(x, axis, half, shape)
+    ft = K.compute_type(dtype)
+    xd = np.dtype(x.dtype)
+    nd = len(shape)
+    kern = _kernel(("glu", xd, dtype, nd), lambda: K.binary_nd("glu", ft, nd),
+                   lambda: K.binary_nd_signature(xd, xd, dtype, nd))
+    _launch(kern, n, stream)(a, b, y, np.int64(n))
+    return y
+
+
+def _offset_view(x, axis, start, shape):
+    """The view of ``x`` starting at index ``start`` along ``axis``, with ``shape``."""
+    index = tuple(slice(None) for _ in range(axis)) + (slice(start, start + shape[axis]),)
+    return x[index]
+
+
+def sparsemax(x, axis, out, dtype, stream=None):
+    stream = _stream(stream)
+    dtype = np.dtype(dtype)
+    shape = tuple(x.shape)
+    y = _empty(shape, dtype, stream) if out is None else out
+    if x.size == 0:
+        return y
+    ndim = len(shape)
+    if ndim == 0:
+        xin, perm = x, []
+    elif _contiguous(x):
+        xin, perm = x, list(range(ndim))
+    else:
+        perm = list(range(ndim))
+        xin = _to_layout(x, perm, x.dtype, stream)
+    outer, length, inner = _rows_layout(shape, (axis,)) if ndim else (1, 1, 1)
+    direct = _contiguous(y) and not _may_alias(x, y)
+    result = y if direct else _empty(shape, dtype, stream)
+    ft = K.compute_type(dtype)
+    xd = np.dtype(x.dtype)
+    kern = _kernel(("sparsemax", xd, dtype), lambda: K.sparsemax_cols(ft),
+                   lambda: K.sparsemax_cols_signature(xd, dtype))
+    cols = outer * inner
+    _launch(kern, cols, stream)(_flat(xin), _flat(result), np.int64(cols), np.int64(length), np.int64(inner))
+    if not direct:
+        _copy(result, y, stream)
+    return y
+
+
+def _may_alias(a, b):
+    """Whether two device arrays may share memory (sparsemax reads a slice many times)."""
+    if SIMULATOR:
+        return np.may_share_memory(a._ary, b._ary)
+    pa, pb = a.__cuda_array_interface__["data"][0], b.__cuda_array_interface__["data"][0]
+    ea, eb = pa + max(a.alloc_size, 1), pb + max(b.alloc_size, 1)
+    return pa < eb and pb < ea
+
+
+def prelu(x, alpha, out, dtype, stream=None):
+    stream = _stream(stream)
+    dtype = np.dtype(dtype)
+    y = _empty(x.shape, dtype, stream) if out is None else out
+    n = y.size
+    if n == 0:
+        return y
+    xv, av, yv = _nd(x), _nd(alpha), _nd(y)
+    ft = K.compute_type(dtype)
+    xd, ad = np.dtype(x.dtype), np.dtype(alpha.dtype)
+    nd = len(yv.shape)
+    kern = _kernel(("prelu", xd, ad, dtype, nd), lambda: K.binary_nd("prelu", ft, nd),
+                   lambda: K.binary_nd_signature(xd, ad, dtype, nd))
+    _launch(kern, n, stream)(xv, av, yv, np.int64(n))
+    return y

@@ -1,0 +1,389 @@
+"""Kernel factories: each returns a plain Python kernel function closing over device functions
+from ``scalar``, and ``signature(...)`` builds the explicit Numba signature it is compiled with.
+
+Every kernel uses 64-bit indices (``n``, loop counters and offsets are int64) and a grid-stride
+loop, so a grid of a few blocks per SM covers any size. Arrays are passed as Numba arrays:
+
+* ``elementwise_contig``  x, y 1-D contiguous: the fast path, one load and one store per element.
+* ``elementwise_nd``      x, y N-D of the same shape, any strides (layout "A", negative and zero
+                          strides included): the flat index is unravelled against ``y.shape``.
+* ``copy_nd``, ``mask_nd`` the same N-D walk for copies (with dtype conversion) and masks.
+* ``binary_nd``           glu (``a * sigmoid(b)`` over two views of x) and prelu (x, alpha).
+* ``softmax_rows``        one block per row of a contiguous (rows, L) array; max and sum by a
+                          shared-memory tree reduction (no warp shuffles, so the CUDA simulator
+                          runs the very same code).
+* ``softmax_cols``        one thread per (outer, inner) column of a contiguous (outer, L, inner)
+                          array: any axis without a transposing copy, coalesced across threads.
+* ``sparsemax_cols``      one thread per column; tau = max_k (S_k - 1) / k over the sorted
+                          prefix sums (Condat 2016), found without sorting in O(L^2).
+
+float16 data is loaded, converted to float32, computed, and converted back on store.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, types
+from numba.np.numpy_support import from_dtype
+
+from gpuact.backends._numba.scalar import M, device_functions
+
+SOFTMAX_BLOCK = 256  # threads (and shared-memory slots) per block of softmax_rows, at most
+
+
+def compute_type(out_dtype):
+    """numpy scalar type the math runs in: float64 for float64 results, else float32."""
+    return np.float64 if np.dtype(out_dtype) == np.float64 else np.float32
+
+
+@cuda.jit(device=True)
+def store(a, i, v):
+    """a[i] = v (converting to a's dtype; float16 rounds beyond its range to ±inf)."""
+    a[i] = v
+
+
+def for_simulator(fn):
+    """``fn`` wrapped to run under ``numpy.errstate(all="ignore")`` in the simulator, whose NumPy
+    scalars warn (and under ``-W error`` raise) where CUDA silently gives inf or NaN. The wrapper
+    shares ``fn``'s globals, so the simulator's swap of the ``cuda`` module reaches ``fn`` too."""
+    import types as pytypes
+
+    def make(inner):
+        def kernel(*args):
+            with np.errstate(all="ignore"):
+                inner(*args)
+
+        return kernel
+
+    w = make(fn)
+    return pytypes.FunctionType(w.__code__, fn.__globals__, fn.__name__, w.__defaults__, w.__closure__)
+
+
+# ---------------------------------------------------------------------------------------------
+# signatures
+
+
+def array_type(dtype, ndim, layout="A"):
+    return types.Array(from_dtype(np.dtype(dtype)), ndim, layout)
+
+
+def signature(*args):
+    """``void(args...)``: dtype-like → its Numba scalar type; (dtype, ndim, layout) → an array."""
+    converted = []
+    for a in args:
+        if isinstance(a, tuple):
+            converted.append(array_type(*a))
+        elif isinstance(a, types.Type):
+            converted.append(a)
+        else:
+            converted.append(from_dtype(np.dtype(a)))
+    return types.void(*converted)
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise
+
+
+def elementwise_contig(op, ft):
+    f = device_functions(ft)[op]
+
+    def kernel(x, y, n, p0, p1, p2, p3):
+        i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+        step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
+        while i < n:
+            store(y, i, f(ft(x[i]), p0, p1, p2, p3))
+            i += step
+
+    kernel.__name__ = f"gpuact_{op}_contig"
+    return kernel
+
+
+def elementwise_contig_signature(in_dtype, out_dtype):
+    ft = compute_type(out_dtype)
+    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64, ft, ft, ft, ft)
+
+
+def _nd_kernel(name, ndim, args, body, namespace):
+    """exec a grid-stride kernel over ``n`` elements of N-D arrays shaped like ``shape_of``."""
+    lines = [f"def {name}({', '.join(args)}):",
+             "    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x",
+             "    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x",
+             "    while i < n:",
+             "        r = i"]
+    for k in range(ndim - 1, 0, -1):
+        lines += [f"        s{k} = {args[-1] if False else 'SHAPE'}.shape[{k}]".replace("SHAPE", namespace["_shape_of"]),
+                  f"        i{k} = r % s{k}",
+                  f"        r = r // s{k}"]
+    lines.append("        i0 = r")
+    idx = ", ".join(f"i{k}" for k in range(ndim))
+    lines += [f"        {line}".replace("IDX", idx) for line in body]
+    lines.append("        i += step")
+    ns = {"np": np, "cuda": cuda, "store": store, **namespace}
+    exec("\n".join(lines), ns)  # noqa: S102 - generated from the fixed templates above
+    return ns[name]
+
+
+def elementwise_nd(op, ft, ndim):
+    f = device_functions(ft)[op]
+    return _nd_kernel(f"gpuact_{op}_nd{ndim}", ndim, ["x", "y", "n", "p0", "p1", "p2", "p3"],
+                      ["store(y, (IDX), f(ft(x[IDX]), p0, p1, p2, p3))"], {"f": f, "ft": ft, "_shape_of": "y"})
+
+
+def elementwise_nd_signature(in_dtype, out_dtype, ndim):
+    ft = compute_type(out_dtype)
+    return signature((in_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64, ft, ft, ft, ft)
+
+
+def copy_nd(ndim, in_dtype, out_dtype):
+    """y = x elementwise with a dtype conversion (float16 goes through float32)."""
+    in_dtype, out_dtype = np.dtype(in_dtype), np.dtype(out_dtype)
+    if np.float16 in (in_dtype, out_dtype) and in_dtype != out_dtype:
+        body = ["store(y, (IDX), np.float32(x[IDX]))"]
+    else:
+        body = ["store(y, (IDX), x[IDX])"]
+    return _nd_kernel(f"gpuact_copy_nd{ndim}", ndim, ["x", "y", "n"], body, {"_shape_of": "y"})
+
+
+def copy_nd_signature(in_dtype, out_dtype, ndim):
+    return signature((in_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64)
+
+
+def mask_nd(ndim, in_dtype):
+    """y (uint8) = 1 where the mask is set: bool → itself, numbers → ``> 0.5`` (as NumPy's path)."""
+    if np.dtype(in_dtype) == np.bool_:
+        body = ["y[IDX] = np.uint8(1) if x[IDX] else np.uint8(0)"]
+    else:
+        body = ["y[IDX] = np.uint8(1) if np.float64(x[IDX]) > 0.5 else np.uint8(0)"]
+    return _nd_kernel(f"gpuact_mask_nd{ndim}", ndim, ["x", "y", "n"], body, {"_shape_of": "y"})
+
+
+def mask_nd_signature(in_dtype, ndim):
+    return signature((in_dtype, ndim, "A"), (np.uint8, ndim, "A"), np.int64)
+
+
+def binary_nd(kind, ft, ndim):
+    """glu: y = a * sigmoid(b); prelu: y = max(x, 0) + alpha * min(x, 0) (a = x, b = alpha)."""
+    fns = device_functions(ft)
+    if kind == "glu":
+        body = ["store(y, (IDX), ft(a[IDX]) * sig(ft(b[IDX])))"]
+    elif kind == "prelu":
+        body = ["v = ft(a[IDX])", "store(y, (IDX), fmax(v, zero) + ft(b[IDX]) * fmin(v, zero))"]
+    else:  # pragma: no cover
+        raise ValueError(kind)
+    ns = {"ft": ft, "sig": fns["_sigmoid_of"], "fmax": fns["_fmax"], "fmin": fns["_fmin"], "zero": ft(0),
+          "_shape_of": "y"}
+    return _nd_kernel(f"gpuact_{kind}_nd{ndim}", ndim, ["a", "b", "y", "n"], body, ns)
+
+
+def binary_nd_signature(a_dtype, b_dtype, out_dtype, ndim):
+    return signature((a_dtype, ndim, "A"), (b_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax / log_softmax
+
+
+def softmax_rows(ft, log, masked):
+    """One block per row of the contiguous (rows, L) data; blockDim a power of two <= SOFTMAX_BLOCK."""
+    fns = device_functions(ft)
+    fmax = fns["_fmax"]
+    zero, ninf = ft(0), ft(-math.inf)
+    nblock = SOFTMAX_BLOCK
+
+    def kernel(x, y, m, rows, L):
+        sh = cuda.shared.array(nblock, ft)
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        r = np.int64(cuda.blockIdx.x)
+        while r < rows:
+            base = r * L
+            # 1. the row's maximum (NaN-propagating, as numpy.max)
+            mx = ninf
+            k = np.int64(tid)
+            while k < L:
+                v = ft(x[base + k])
+                if masked and m[base + k] == 0:
+                    v = ninf
+                mx = fmax(mx, v)
+                k += nt
+            sh[tid] = mx
+            cuda.syncthreads()
+            s = nt // 2
+            while s > 0:
+                if tid < s:
+                    sh[tid] = fmax(sh[tid], sh[tid + s])
+                cuda.syncthreads()
+                s //= 2
+            mx = sh[0]
+            cuda.syncthreads()
+            # 2. sum of exp(x - max)
+            acc = zero
+            k = np.int64(tid)
+            while k < L:
+                v = ft(x[base + k])
+                if masked and m[base + k] == 0:
+                    v = ninf
+                acc += M.exp(v - mx)
+                k += nt
+            sh[tid] = acc
+            cuda.syncthreads()
+            s = nt // 2
+            while s > 0:
+                if tid < s:
+                    sh[tid] = sh[tid] + sh[tid + s]
+                cuda.syncthreads()
+                s //= 2
+            total = sh[0]
+            cuda.syncthreads()
+            # 3. the result
+            lt = M.log(total)
+            k = np.int64(tid)
+            while k < L:
+                v = ft(x[base + k])
+                if masked and m[base + k] == 0:
+                    v = ninf
+                if log:
+                    res = (v - mx) - lt
+                else:
+                    res = M.exp(v - mx) / total
+                if masked and m[base + k] == 0:
+                    res = zero  # masked positions are 0, also in a fully masked row
+                store(y, base + k, res)
+                k += nt
+            r += cuda.gridDim.x
+
+    kernel.__name__ = f"gpuact_{'log_' if log else ''}softmax_rows{'_masked' if masked else ''}"
+    return kernel
+
+
+def softmax_cols(ft, log, masked):
+    """One thread per column (o, j) of the contiguous (outer, L, inner) data."""
+    fns = device_functions(ft)
+    fmax = fns["_fmax"]
+    zero, ninf = ft(0), ft(-math.inf)
+
+    def kernel(x, y, m, cols, L, inner):
+        c = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+        step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
+        while c < cols:
+            o = c // inner
+            base = o * L * inner + (c - o * inner)
+            mx = ninf
+            for k in range(L):
+                v = ft(x[base + k * inner])
+                if masked and m[base + k * inner] == 0:
+                    v = ninf
+                mx = fmax(mx, v)
+            acc = zero
+            for k in range(L):
+                v = ft(x[base + k * inner])
+                if masked and m[base + k * inner] == 0:
+                    v = ninf
+                acc += M.exp(v - mx)
+            lt = M.log(acc)
+            for k in range(L):
+                v = ft(x[base + k * inner])
+                if masked and m[base + k * inner] == 0:
+                    v = ninf
+                if log:
+                    res = (v - mx) - lt
+                else:
+                    res = M.exp(v - mx) / acc
+                if masked and m[base + k * inner] == 0:
+                    res = zero
+                store(y, base + k * inner, res)
+            c += step
+
+    kernel.__name__ = f"gpuact_{'log_' if log else ''}softmax_cols{'_masked' if masked else ''}"
+    return kernel
+
+
+def softmax_rows_signature(in_dtype, out_dtype):
+    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"), np.int64, np.int64)
+
+
+def softmax_cols_signature(in_dtype, out_dtype):
+    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"), np.int64, np.int64, np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# sparsemax
+
+
+def sparsemax_cols(ft):
+    fns = device_functions(ft)
+    fmax = fns["_fmax"]
+    zero, one, ninf, nan = ft(0), ft(1), ft(-math.inf), ft(math.nan)
+
+    def kernel(x, y, cols, L, inner):
+        c = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+        step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
+        while c < cols:
+            o = c // inner
+            base = o * L * inner + (c - o * inner)
+            has_nan = False
+            for k in range(L):
+                v = ft(x[base + k * inner])
+                if v != v:
+                    has_nan = True
+            if has_nan:  # a slice holding NaN has no defined projection: NaN throughout
+                for k in range(L):
+                    y[base + k * inner] = nan
+            else:
+                # z_i's rank among the sorted values is cnt = #{z_j >= z_i} and the prefix sum
+                # there is s = sum{z_j >= z_i}; tau is the largest (s - 1) / cnt.
+                tau = ninf
+                for i in range(L):
+                    zi = ft(x[base + i * inner])
+                    cnt = 0
+                    s = zero
+                    for j in range(L):
+                        zj = ft(x[base + j * inner])
+                        if zj >= zi:
+                            cnt += 1
+                            s += zj
+                    t = (s - one) / ft(cnt)
+                    if t > tau:
+                        tau = t
+                for k in range(L):
+                    store(y, base + k * inner, fmax(ft(x[base + k * inner]) - tau, zero))
+            c += step
+
+    kernel.__name__ = "gpuact_sparsemax_cols"
+    return kernel
+
+
+def sparsemax_cols_signature(in_dtype, out_dtype):
+    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64, np.int64, np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# the catalogue (for the PTX test)
+
+
+def catalogue(dtype, ndims=(1, 3)):
+    """(name, python kernel, signature) of every kernel for data of ``dtype`` (float16/32/64)
+    in and out, N-D kernels at the ranks ``ndims``."""
+    from gpuact._ops import ELEMENTWISE_OPS
+
+    dtype = np.dtype(dtype)
+    ft = compute_type(dtype)
+    out = []
+    for op in ELEMENTWISE_OPS:
+        out.append((f"{op}_contig", elementwise_contig(op, ft), elementwise_contig_signature(dtype, dtype)))
+        for nd in ndims:
+            out.append((f"{op}_nd{nd}", elementwise_nd(op, ft, nd), elementwise_nd_signature(dtype, dtype, nd)))
+    for log in (False, True):
+        for masked in (False, True):
+            name = f"{'log_' if log else ''}softmax{'_masked' if masked else ''}"
+            out.append((f"{name}_rows", softmax_rows(ft, log, masked), softmax_rows_signature(dtype, dtype)))
+            out.append((f"{name}_cols", softmax_cols(ft, log, masked), softmax_cols_signature(dtype, dtype)))
+    out.append(("sparsemax_cols", sparsemax_cols(ft), sparsemax_cols_signature(dtype, dtype)))
+    for nd in ndims:
+        out.append((f"glu_nd{nd}", binary_nd("glu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
+        out.append((f"prelu_nd{nd}", binary_nd("prelu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
+        out.append((f"copy_nd{nd}", copy_nd(nd, dtype, dtype), copy_nd_signature(dtype, dtype, nd)))
+        out.append((f"mask_nd{nd}", mask_nd(nd, dtype), mask_nd_signature(dtype, nd)))
+    return out

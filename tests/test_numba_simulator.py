@@ -1,0 +1,54 @@
+"""Runs the Numba backend's kernels without a GPU: the public test suite and
+``tests/test_numba_backend.py`` in a child pytest under Numba's CUDA simulator.
+
+The simulator must be switched on before numba is imported, hence a separate process, with
+``NUMBA_ENABLE_CUDASIM=1`` and ``GPUACT_TEST_BACKENDS=numba`` (the ``be`` fixture then runs the
+public tests on the Numba path only). The child runs only the files in ``INCLUDED``;
+this test skips itself inside the simulator (no recursion).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# The public suite (the `be` fixture runs it on the Numba path) and the Numba backend's own tests.
+INCLUDED = ("test_activations.py", "test_softmax.py", "test_properties.py", "test_api*.py", "test_numpy*.py",
+            "test_numba_backend.py")
+MIN_PASSED = 400
+# The only skips the child may report: documented limits of Numba device arrays, and tests the
+# public suite hands over to tests/test_numba_backend.py.
+ALLOWED_SKIPS = ("cannot be sliced with a negative step", "covered by tests/test_numba_backend.py",
+                 "transpose only in 2-D")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="already inside the simulator run")
+def test_numba_backend_under_the_cuda_simulator():
+    pytest.importorskip("numba")
+    pytest.importorskip("numba.cuda")
+    files = sorted({str(p.relative_to(ROOT)) for pattern in INCLUDED for p in HERE.glob(pattern)})
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", GPUACT_TEST_BACKENDS="numba")
+    env.pop("GPUACT_REQUIRE_GPU", None)
+    cmd = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider", "-rs", "--no-header"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    elapsed = time.perf_counter() - start
+    output = proc.stdout + proc.stderr
+    lines = output.strip().splitlines()
+    summary = lines[-1] if lines else ""
+    print(f"\nCUDA simulator run ({elapsed:.0f} s): {' '.join(cmd[3:])}\n  {summary}")
+    assert proc.returncode == 0, f"the simulator run failed:\n{output[-20000:]}"
+    counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)", summary)}
+    assert counts.get("passed", 0) >= MIN_PASSED, f"only {counts.get('passed', 0)} tests ran:\n{summary}"
+    skips = [line for line in lines if line.startswith("SKIPPED")]
+    unexpected = [line for line in skips if not any(reason in line for reason in ALLOWED_SKIPS)]
+    assert not unexpected, "unexpected skips in the simulator run:\n" + "\n".join(unexpected)
