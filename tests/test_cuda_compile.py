@@ -30,6 +30,9 @@ DTYPES = {"f16": np.float16, "f32": np.float32, "f64": np.float64}
 DOUBLE_WARN = "--warn-on-double-precision-use"
 
 
+pytestmark = pytest.mark.cpu_proxy
+
+
 def _have_nvrtc() -> str | None:
     try:
         from cupy.cuda import nvrtc

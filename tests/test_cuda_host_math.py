@@ -18,7 +18,7 @@ from tests.cuda_shim import gpuact_cuda_build as build
 from gpuact._ops import ELEMENTWISE_OPS  # noqa: E402
 from gpuact.backends import numpy_backend  # noqa: E402
 
-pytestmark = pytest.mark.skipif(build.gxx() is None, reason="no host C++ compiler (g++)")
+pytestmark = [pytest.mark.cpu_proxy, pytest.mark.skipif(build.gxx() is None, reason="no host C++ compiler (g++)")]
 
 INF = math.inf
 # parameter sets per op (canonical order of gpuact._ops), several where the code branches

@@ -18,7 +18,7 @@ from tests.cuda_shim import gpuact_cuda_build as build
 from gpuact import _kernel_sources as ks  # noqa: E402
 from gpuact.backends import numpy_backend  # noqa: E402
 
-pytestmark = pytest.mark.skipif(build.gxx() is None, reason="no host C++ compiler (g++)")
+pytestmark = [pytest.mark.cpu_proxy, pytest.mark.skipif(build.gxx() is None, reason="no host C++ compiler (g++)")]
 
 TOL = {np.float16: (2e-3, 1e-3), np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-14)}
 

@@ -19,8 +19,9 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1",
-                                reason="PTX is compiled outside the CUDA simulator")
+pytestmark = [pytest.mark.cpu_proxy,
+              pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1",
+                                 reason="PTX is compiled outside the CUDA simulator")]
 
 CCS = [(8, 0), (9, 0)]
 DTYPES = [np.float16, np.float32, np.float64]
@@ -80,8 +81,8 @@ def test_kernels_compile_to_ptx_without_spills(dtype, cc):
                 problems.append(f"{name}: ptxas failed:\n{report}")
                 continue
             regs = max((int(r) for r in _REGS.findall(report)), default=-1)
-            spills = [(int(s), int(l)) for s, l in _SPILL.findall(report)]
-            spill = max((s + l for s, l in spills), default=0)
+            spills = [(int(st), int(ld)) for st, ld in _SPILL.findall(report)]
+            spill = max((st + ld for st, ld in spills), default=0)
             rows.append((name, regs, spill))
             if spill:
                 problems.append(f"{name}: {spill} bytes of spills")

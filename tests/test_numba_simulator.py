@@ -30,6 +30,9 @@ ALLOWED_SKIPS = ("cannot be sliced with a negative step", "covered by tests/test
                  "transpose only in 2-D")
 
 
+pytestmark = pytest.mark.cpu_proxy
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="already inside the simulator run")
 def test_numba_backend_under_the_cuda_simulator():

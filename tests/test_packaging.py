@@ -13,6 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+pytestmark = pytest.mark.needs_network
+
+
 @pytest.mark.slow
 def test_wheel_installs_into_a_fresh_venv_and_ships_the_kernels(tmp_path):
     dist = tmp_path / "dist"
