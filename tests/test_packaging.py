@@ -29,9 +29,12 @@ def test_wheel_installs_into_a_fresh_venv_and_ships_the_kernels(tmp_path):
     code = (
         "import sys, pathlib, gpuact\n"
         "assert 'site-packages' in gpuact.__file__, gpuact.__file__\n"
-        "kernels = pathlib.Path(gpuact.__file__).parent / 'kernels'\n"
+        "from gpuact import _kernel_sources\n"
+        "kernels = _kernel_sources.kernels_dir()\n"
+        "assert kernels == pathlib.Path(gpuact.__file__).parent / 'kernels', kernels\n"
         "sources = sorted(p.name for p in kernels.iterdir())\n"
         "assert any(s.endswith(('.cuh', '.cu', '.h')) for s in sources), sources\n"
+        "assert '__global__' in _kernel_sources.softmax_source()\n"
         "print(gpuact.relu([1.0, -1.0]), sources)\n"
         "assert 'cupy' not in sys.modules and 'numba' not in sys.modules\n"
     )
