@@ -115,18 +115,23 @@ def vec_source(op: str, tag: str) -> str:
     return vec_headers() + vec_kernel_code(op, tag)
 
 
-def ew_kernel_spec(op: str) -> dict:
+def ew_kernel_spec(op: str, compute) -> dict:
     """The ``cupy.ElementwiseKernel`` arguments of one op, for any strides and input dtype.
 
-    ``X`` is the input's dtype (float, int or bool: cast to the compute type ``C``, which the
-    float parameters fix), ``Y`` the result's dtype.
+    ``X`` is the input's dtype (float, int or bool: cast to the compute type), ``Y`` the
+    result's dtype. ``compute`` is the compute dtype (float32 for float16/float32 results,
+    float64 for float64), written into the parameters' declarations: CuPy types a placeholder
+    only from array arguments, never from scalar ones (``_decide_params_type`` gets ``None``
+    for a scalar), so a placeholder used only by the scalar parameters would be undecidable.
     """
     if op not in ELEMENTWISE_OPS:
         raise ValueError(f"unknown elementwise op {op!r}")
+    compute = np.dtype(compute)
+    ctype = {"float32": "float", "float64": "double"}[compute.name]
     return {
-        "in_params": "X x, C p0, C p1, C p2, C p3",
+        "in_params": f"X x, {compute.name} p0, {compute.name} p1, {compute.name} p2, {compute.name} p3",
         "out_params": "Y y",
-        "operation": f"y = (Y)(ga::{op}<C>((C)x, p0, p1, p2, p3))",
+        "operation": f"y = (Y)(ga::{op}<{ctype}>(({ctype})x, p0, p1, p2, p3))",
         "name": f"gpuact_ew_{op}",
         "preamble": read(MATH_HEADER),
     }

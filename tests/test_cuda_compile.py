@@ -14,6 +14,7 @@ so does any double-precision instruction in float16/float32 code (ptxas
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -51,7 +52,7 @@ def vec_unit(tag: str) -> str:
     return ks.vec_headers() + "".join(ks.vec_kernel_code(op, tag) for op in ELEMENTWISE_OPS)
 
 
-def _cupy_headers() -> tuple[str, tuple[str, ...]]:
+def _cupy_headers(for_nvcc: bool) -> tuple[str, tuple[str, ...]]:
     """CuPy's own prelude for ElementwiseKernel code and its include options."""
     from cupy._core import core
 
@@ -59,6 +60,12 @@ def _cupy_headers() -> tuple[str, tuple[str, ...]]:
     # included once at file scope, so that the copies inside the per-op namespaces are no-ops
     prelude += '#include "cupy/float16.cuh"\n' + ks.read(ks.MATH_HEADER)
     options = tuple(o for o in core.assemble_cupy_compiler_options(()) if not o.startswith("--std"))
+    if for_nvcc:
+        # NVRTC gets exactly what CuPy gives it at run time. nvcc brings its own toolkit headers,
+        # which must match it: keep CuPy's own include folders only (CuPy may point at a pip CUDA
+        # 12 runtime while the nvcc on PATH is CUDA 13).
+        cupy_root = os.path.dirname(core.__file__)
+        options = tuple(o for o in options if o.startswith("-I") and o[2:].startswith(cupy_root))
     return prelude, options
 
 
@@ -71,19 +78,22 @@ def _ek_code(op: str, dtype) -> str:
     import cupy
     import cupy._core._kernel as _k
 
-    spec = ks.ew_kernel_spec(op)
-    kernel = cupy.ElementwiseKernel(**spec)
     dt = np.dtype(dtype)
     compute = np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
+    spec = ks.ew_kernel_spec(op, compute)
+    kernel = cupy.ElementwiseKernel(**spec)
     try:
         from cupy._core import _carray, _scalar
 
-        _, _, type_map = kernel._decide_params_type((dt,) + (compute,) * 4, (dt,))
+        # scalars are typed None, as ElementwiseKernel.__call__ does: only arrays fix placeholders
+        _, _, type_map = kernel._decide_params_type((dt,) + (None,) * 4, (dt,))
         args = ((_k._ArgInfo(1, cupy.ndarray, dt, 2, False, False),)
                 + (_k._ArgInfo(3, _scalar.CScalar, compute, 0, True, False),) * 4
                 + (_k._ArgInfo(1, cupy.ndarray, dt, 2, False, False), _k._ArgInfo(2, _carray.Indexer, None, 2, True, False)))
         return _k._get_elementwise_kernel_code(args, type_map, kernel.params, kernel.operation, kernel.name,
                                                kernel.preamble)
+    except KeyError:  # a placeholder CuPy cannot type at run time (the bug this guards against)
+        raise
     except Exception:  # pragma: no cover - CuPy internals moved: the same code, by hand
         ct = {"float16": "float16", "float32": "float", "float64": "double"}[dt.name]
         cc = {"float32": "float", "float64": "double"}[compute.name]
@@ -95,8 +105,8 @@ def _ek_code(op: str, dtype) -> str:
                 f"Y &y = _raw_y[_ind.get()]; {spec['operation']}; }}\n}}\n")
 
 
-def ek_unit(tag: str) -> tuple[str, tuple[str, ...]]:
-    prelude, options = _cupy_headers()
+def ek_unit(tag: str, for_nvcc: bool = False) -> tuple[str, tuple[str, ...]]:
+    prelude, options = _cupy_headers(for_nvcc)
     parts = [prelude]
     for op in ELEMENTWISE_OPS:
         # each generated kernel declares typedefs at file scope: a namespace apiece keeps them apart
@@ -176,7 +186,7 @@ def test_nvcc_compiles_every_kernel(arch, report, tmp_path):
     units = _units()
     if not reason:
         for tag in TAGS:
-            src, opts = ek_unit(tag)
+            src, opts = ek_unit(tag, for_nvcc=True)
             units.append((f"elementwise_{tag}", src, opts, tag != "f64"))
 
     def one(unit):

@@ -82,6 +82,7 @@ _vec_kernels: dict = {}
 _ew_kernels: dict = {}
 _softmax_modules: dict = {}
 _sm_counts: dict = {}
+_smem_optins: dict = {}
 
 
 def _device_id() -> int:
@@ -106,12 +107,13 @@ def _vec_kernel(op: str, tag: str):
     return kernel
 
 
-def _ew_kernel(op: str):
+def _ew_kernel(op: str, compute: np.dtype):
     # CuPy's ElementwiseKernel compiles and caches one binary per (argument types, device) itself.
-    kernel = _ew_kernels.get(op)
+    key = (op, compute)
+    kernel = _ew_kernels.get(key)
     if kernel is None:
-        kernel = cupy.ElementwiseKernel(**ks.ew_kernel_spec(op))
-        _ew_kernels[op] = kernel
+        kernel = cupy.ElementwiseKernel(**ks.ew_kernel_spec(op, compute))
+        _ew_kernels[key] = kernel
     return kernel
 
 
@@ -164,7 +166,7 @@ def elementwise(op, x, params, out, dtype, stream=None):
             _vec_kernel(op, tag)((blocks,), (threads,), (x, y, np.int64(n), *p))
         else:
             # any strides, in-place or not; int/bool inputs are cast in the kernel
-            _ew_kernel(op)(x, *p, y)
+            _ew_kernel(op, compute)(x, *p, y)
         return y
 
 
@@ -205,13 +207,29 @@ def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
         return y
 
 
+def _smem_optin() -> int:
+    """The most shared memory (static + dynamic) one block may opt in to on this device."""
+    dev = _device_id()
+    optin = _smem_optins.get(dev)
+    if optin is None:
+        rt = cupy.cuda.runtime
+        optin = rt.deviceGetAttribute(rt.cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)
+        _smem_optins[dev] = optin
+    return optin
+
+
 def _launch_softmax(x, y, mask, oli, dtype, log):
     outer, length, inner = oli
     tag = ks.DTYPE_TAG[dtype]
-    plan = ks.softmax_plan(outer, length, inner, tag, log=log, max_blocks=_sm_count() * 32)
+    # the column kernel's static shared memory: red_m and red_s, SM_THREADS compute values each
+    static = 2 * ks.SM_THREADS * ks.COMPUTE_DTYPE[tag].itemsize
+    plan = ks.softmax_plan(outer, length, inner, tag, log=log, max_blocks=_sm_count() * 32,
+                           smem_limit=min(ks.SMEM_CACHE_LIMIT, _smem_optin() - static))
     kernel = _softmax_kernel(plan["name"])
-    if plan["smem"] > 48 * 1024:
-        kernel.max_dynamic_shared_size_bytes = max(kernel.max_dynamic_shared_size_bytes, plan["smem"])
+    if plan["smem"] + static > 48 * 1024:
+        # without the opt-in a block gets 48 KiB, static and dynamic together
+        if kernel.max_dynamic_shared_size_bytes < plan["smem"]:
+            kernel.max_dynamic_shared_size_bytes = plan["smem"]
     ints = tuple(np.dtype(t).type(v) for v, t in zip(plan["args"], plan["arg_types"]))
     mask_arg = mask if mask is not None else np.uint64(0)  # a null pointer
     kernel(plan["grid"], (plan["block"],), (x, y, mask_arg, *ints), shared_mem=plan["smem"])
