@@ -81,6 +81,7 @@ def _on(x, stream):
 _vec_kernels: dict = {}
 _ew_kernels: dict = {}
 _softmax_modules: dict = {}
+_softmax_functions: dict = {}
 _sm_counts: dict = {}
 _smem_optins: dict = {}
 
@@ -118,12 +119,16 @@ def _ew_kernel(op: str, compute: np.dtype):
 
 
 def _softmax_kernel(name: str):
+    # get_function builds a new RawKernel each time: keep one per (device, kernel) off the hot path
     dev = _device_id()
-    module = _softmax_modules.get(dev)
-    if module is None:
-        module = cupy.RawModule(code=ks.softmax_source(), options=_NVRTC_OPTIONS)
-        _softmax_modules[dev] = module
-    return module.get_function(name)
+    kernel = _softmax_functions.get((dev, name))
+    if kernel is None:
+        module = _softmax_modules.get(dev)
+        if module is None:
+            module = cupy.RawModule(code=ks.softmax_source(), options=_NVRTC_OPTIONS)
+            _softmax_modules[dev] = module
+        kernel = _softmax_functions[(dev, name)] = module.get_function(name)
+    return kernel
 
 
 # ---------------------------------------------------------------------------------------------
