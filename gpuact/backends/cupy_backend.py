@@ -26,6 +26,7 @@ import numpy as np
 
 from gpuact import _kernel_sources as ks
 from gpuact._ops import ELEMENTWISE_PARAMS
+from gpuact.backends import _composite
 
 _NVRTC_OPTIONS = ()  # CuPy adds its own (--std=c++17, include paths)
 
@@ -262,38 +263,14 @@ def glu(x, axis, out, dtype, stream=None):
 
 
 def sparsemax(x, axis, out, dtype, stream=None):
-    dtype = np.dtype(dtype)
-    compute = _compute_dtype(dtype)
     with _on(x, stream):
         y = cupy.empty(x.shape, dtype) if out is None else out
-        if x.size == 0:
-            return y
-        z = cupy.moveaxis(x, axis, -1).astype(compute)
-        n = z.shape[-1]
-        z_sorted = -cupy.sort(-z, axis=-1)
-        cumsum = cupy.cumsum(z_sorted, axis=-1)
-        k = cupy.arange(1, n + 1, dtype=compute)
-        support = 1 + k * z_sorted > cumsum
-        support_size = cupy.sum(support, axis=-1, keepdims=True)
-        tau_index = cupy.maximum(support_size - 1, 0)
-        tau = (cupy.take_along_axis(cumsum, tau_index, axis=-1) - 1) / cupy.maximum(support_size, 1).astype(compute)
-        result = cupy.maximum(z - tau, 0)
-        # a slice holding NaN has no defined projection: NaN throughout (no host sync: a where)
-        has_nan = cupy.isnan(z).any(axis=-1, keepdims=True)
-        result = cupy.where(has_nan, cupy.asarray(np.nan, dtype=compute), result)
-        cupy.moveaxis(y, axis, -1)[...] = result
+        if x.size:
+            _composite.sparsemax_into(cupy, x, axis, y, _compute_dtype(dtype))
         return y
 
 
 def prelu(x, alpha, out, dtype, stream=None):
-    dtype = np.dtype(dtype)
-    compute = _compute_dtype(dtype)
     with _on(x, stream):
-        xc = x.astype(compute, copy=False)
         y = cupy.empty(x.shape, dtype) if out is None else out
-        pos = cupy.maximum(xc, 0)
-        neg = cupy.minimum(xc, 0)
-        cupy.multiply(neg, alpha, out=neg)
-        cupy.add(pos, neg, out=pos)
-        y[...] = pos
-        return y
+        return _composite.prelu_into(cupy, x, alpha, y, _compute_dtype(dtype))

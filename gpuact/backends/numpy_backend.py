@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from gpuact._ops import NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
+from gpuact.backends import _composite
 
 # 131072 elements: 512 KiB per float32 buffer, so a thread's input, output and two scratch
 # blocks (2 MiB) stay in the shared L3 while every ufunc call has enough work that its Python
@@ -619,36 +620,14 @@ def glu(x, axis, out, dtype, stream=None):
 
 
 def sparsemax(x, axis, out, dtype, stream=None):
-    compute = _compute_dtype(dtype)
     y = np.empty(x.shape, dtype) if out is None else out
-    if x.size == 0:
-        return y
-    z = np.moveaxis(x, axis, -1).astype(compute)
-    n = z.shape[-1]
-    z_sorted = -np.sort(-z, axis=-1)
-    cumsum = np.cumsum(z_sorted, axis=-1)
-    k = np.arange(1, n + 1, dtype=compute)
-    # the support is {z_(k) : 1 + k z_(k) > sum_{j<=k} z_(j)}; tau = (sum over support - 1) / |support|
-    support = 1 + k * z_sorted > cumsum
-    support_size = np.sum(support, axis=-1, keepdims=True)
-    tau_index = np.maximum(support_size - 1, 0)
-    tau = (np.take_along_axis(cumsum, tau_index, axis=-1) - 1) / np.maximum(support_size, 1).astype(compute)
-    with np.errstate(invalid="ignore"):
-        result = np.maximum(z - tau, 0)
-    # a slice holding NaN has no defined projection: NaN throughout
-    result[np.isnan(z).any(axis=-1)] = np.nan
-    np.copyto(np.moveaxis(y, axis, -1), result, casting="unsafe")
+    if x.size:
+        with np.errstate(invalid="ignore"):
+            _composite.sparsemax_into(np, x, axis, y, _compute_dtype(dtype))
     return y
 
 
 def prelu(x, alpha, out, dtype, stream=None):
-    compute = _compute_dtype(dtype)
-    xc = x.astype(compute, copy=False)
     y = np.empty(x.shape, dtype) if out is None else out
     with np.errstate(all="ignore"):
-        pos = np.maximum(xc, 0)
-        neg = np.minimum(xc, 0)
-        np.multiply(neg, alpha, out=neg)
-        np.add(pos, neg, out=pos)
-    np.copyto(y, pos, casting="unsafe")
-    return y
+        return _composite.prelu_into(np, x, alpha, y, _compute_dtype(dtype))

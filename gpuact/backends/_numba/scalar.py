@@ -92,7 +92,6 @@ def device_functions(ft) -> dict:
 
 def _build(ft):  # noqa: C901 - one small function per op, on purpose
     zero, one, half, two, three, six = ft(0), ft(1), ft(0.5), ft(2), ft(3), ft(6)
-    inf, ninf = ft(math.inf), ft(-math.inf)
     big = ft(np.finfo(ft).max)
     neg_sat = ft(NEGATIVE_SATURATION)
     selu_alpha, selu_scale = ft(SELU_ALPHA), ft(SELU_SCALE)
