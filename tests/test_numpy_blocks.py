@@ -55,3 +55,19 @@ def test_masked_softmax_in_blocks_and_slabs(small_blocks, shape, axis):
     y = Softmax(axis=axis)(x, mask=mask)
     expected = np.nan_to_num(reference.softmax(np.where(mask, x.astype(np.float64), -np.inf), axis)) * mask
     assert_close(y, expected, np.float32)
+
+
+def test_threads_work_in_a_forked_child():
+    # The pool's threads do not survive fork; a child that reused the pool object would hang.
+    import multiprocessing
+
+    x = np.linspace(-5, 5, 4 * numpy_backend.PARALLEL_MIN, dtype=np.float32)
+    gpuact.sigmoid(x)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        result = pool.apply_async(_sigmoid_sum, (x,)).get(timeout=60)
+    np.testing.assert_allclose(result, float(gpuact.sigmoid(x).astype(np.float64).sum()), rtol=1e-6)
+
+
+def _sigmoid_sum(x):
+    return float(gpuact.sigmoid(x).astype(np.float64).sum())

@@ -40,6 +40,17 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
+def _forget_pool_after_fork():
+    # A forked child inherits the pool object but not its threads: work submitted to it would
+    # wait forever (multiprocessing with fork, DataLoader workers). The child starts a new pool.
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def unavailable_reason():
     return None
 
