@@ -103,9 +103,7 @@ class Call:
     def __init__(self, x, backend: str | None, stream):
         name = backend if backend is not None else detect_backend(x)
         if name == "numpy" and backend is None and not isinstance(x, np.ndarray):
-            x = np.asarray(x)
-            if x.dtype == object:
-                raise TypeError("gpuact activations take real numbers; got an array of dtype object")
+            x = np.asarray(x)  # object, string and complex arrays are refused by result_dtype below
         self.backend = load_backend(name)
         self._foreign = x if not self.backend.owns(x) else None
         self.x = self.backend.asarray(x) if self._foreign is not None else x

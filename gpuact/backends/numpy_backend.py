@@ -380,13 +380,18 @@ _KERNELS = {
 # The block driver.
 
 
+def _parallel_ranges(count: int, work: int) -> list[tuple[int, int]]:
+    """``count`` items (blocks, rows, ...) cut into one contiguous range per thread, or a single
+    range when the ``work`` (elements) is too small for a second thread to pay off."""
+    if work < PARALLEL_MIN or count < 2 or THREADS == 1:
+        return [(0, count)]
+    per = -(-count // THREADS)
+    return [(i * per, min(count, (i + 1) * per)) for i in range(THREADS) if i * per < count]
+
+
 def _split(n: int) -> list[tuple[int, int]]:
-    """Contiguous ranges, one per thread, each a whole number of blocks where possible."""
-    if n < PARALLEL_MIN or THREADS == 1:
-        return [(0, n)]
-    blocks = -(-n // BLOCK)
-    per = -(-blocks // THREADS)
-    return [(i * per * BLOCK, min(n, (i + 1) * per * BLOCK)) for i in range(THREADS) if i * per * BLOCK < n]
+    """Element ranges, one per thread, each a whole number of blocks (but the last)."""
+    return [(lo * BLOCK, min(n, hi * BLOCK)) for lo, hi in _parallel_ranges(-(-n // BLOCK), n)]
 
 
 def _run_parallel(fn, ranges):
@@ -504,13 +509,6 @@ def _softmax_block(x, y, log, mask):
         np.copyto(y, 0.0, where=~mask)
 
 
-def _parallel_ranges(count: int, work: int) -> list[tuple[int, int]]:
-    if work < PARALLEL_MIN or count < 2 or THREADS == 1:
-        return [(0, count)]
-    per = -(-count // THREADS)
-    return [(i * per, min(count, (i + 1) * per)) for i in range(THREADS) if i * per < count]
-
-
 def _softmax_slabs(x3, y3, log, mask3):
     """Slices along the softmax axis whose (inner) rows are long: every block is a run of whole
     rows, contiguous in memory. Three passes: the max, then exp(x - max) and its sum, then the
@@ -577,7 +575,7 @@ def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
     y = np.empty(x.shape, dtype) if out is None else out
     if x.size == 0:
         return y
-    src, dst, perm = x, y, None
+    src, dst = x, y
     merged = _merged_axis(x.shape, axes)
     if merged is None:
         # Axes that are not adjacent: move them to the end (a transposing copy), then one axis.
