@@ -23,6 +23,9 @@
 #else
 #include <cmath>
 #define GA_HD inline
+#ifdef GA_HOST_SIMD
+#include "gpuact_host_simd.h"
+#endif
 #endif
 
 namespace ga {
@@ -47,30 +50,44 @@ GA_HD float hypot_(float x, float y) { return ::hypotf(x, y); }
 GA_HD double hypot_(double x, double y) { return ::hypot(x, y); }
 GA_HD float abs_(float x) { return ::fabsf(x); }
 GA_HD double abs_(double x) { return ::fabs(x); }
+#elif defined(GA_HOST_SIMD)
+// the CPU build (kernels/gpuact_cpu.cc): float32 math that vectorizes, double from the C library
+GA_HD float exp_(float x) { return simd::exp(x); }
+GA_HD float expm1_(float x) { return simd::expm1(x); }
+GA_HD float log1p_(float x) { return simd::log1p(x); }
+GA_HD float log1p_unit_(float x) { return simd::log1p_unit(x); }
+GA_HD float log_(float x) { return simd::log(x); }
+GA_HD float tanh_(float x) { return simd::tanh(x); }
+GA_HD float erfc_(float x) { return simd::erfc(x); }
+GA_HD float hypot_(float x, float y) { return simd::hypot(x, y); }
 #else
 GA_HD float exp_(float x) { return std::exp(x); }
-GA_HD double exp_(double x) { return std::exp(x); }
 GA_HD float expm1_(float x) { return std::expm1(x); }
-GA_HD double expm1_(double x) { return std::expm1(x); }
 GA_HD float log1p_(float x) { return std::log1p(x); }
-GA_HD double log1p_(double x) { return std::log1p(x); }
 GA_HD float log_(float x) { return std::log(x); }
-GA_HD double log_(double x) { return std::log(x); }
 GA_HD float tanh_(float x) { return std::tanh(x); }
-GA_HD double tanh_(double x) { return std::tanh(x); }
 GA_HD float erfc_(float x) { return std::erfc(x); }
+GA_HD float hypot_(float x, float y) { return std::hypot(x, y); }
+#endif
+#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__)
+GA_HD double exp_(double x) { return std::exp(x); }
+GA_HD double expm1_(double x) { return std::expm1(x); }
+GA_HD double log1p_(double x) { return std::log1p(x); }
+GA_HD double log_(double x) { return std::log(x); }
+GA_HD double tanh_(double x) { return std::tanh(x); }
 GA_HD double erfc_(double x) { return std::erfc(x); }
 GA_HD float sqrt_(float x) { return std::sqrt(x); }
 GA_HD double sqrt_(double x) { return std::sqrt(x); }
-GA_HD float hypot_(float x, float y) { return std::hypot(x, y); }
 GA_HD double hypot_(double x, double y) { return std::hypot(x, y); }
 GA_HD float abs_(float x) { return std::fabs(x); }
 GA_HD double abs_(double x) { return std::fabs(x); }
 #endif
 
-// NaN-propagating max / min (np.maximum / np.minimum): a NaN in either argument comes out.
-template <typename T> GA_HD T max_(T a, T b) { return (a > b || a != a) ? a : b; }
-template <typename T> GA_HD T min_(T a, T b) { return (a < b || a != a) ? a : b; }
+// max / min that keep a NaN in their first argument, as np.maximum / np.minimum do (fmaxf would
+// drop it). The second argument is always a bound or 0 here, never NaN. One compare and one
+// select: the host build's loops vectorize them to a single maxps / minps.
+template <typename T> GA_HD T max_(T a, T b) { return a < b ? b : a; }
+template <typename T> GA_HD T min_(T a, T b) { return b < a ? b : a; }
 // np.clip(x, lo, hi) for lo <= hi, NaN kept.
 template <typename T> GA_HD T clip_(T x, T lo, T hi) { return min_(max_(x, lo), hi); }
 
@@ -89,8 +106,12 @@ template <> struct limits<double> {
 #define GA_OP(name) template <typename T> GA_HD T name(T x, T p0, T p1, T p2, T p3)
 #define GA_UNUSED (void)p0; (void)p1; (void)p2; (void)p3
 
+#if !defined(GA_HOST_SIMD) || defined(__CUDACC__) || defined(__CUDACC_RTC__)
+GA_HD float log1p_unit_(float x) { return log1p_(x); }
+#endif
+GA_HD double log1p_unit_(double x) { return log1p_(x); }  // ln(1 + x) for x in [0, 1]
 // log1p(exp(-|x|)), the smooth part of softplus / log_sigmoid / mish
-template <typename T> GA_HD T log1p_exp_neg_abs(T x) { return log1p_(exp_(-abs_(x))); }
+template <typename T> GA_HD T log1p_exp_neg_abs(T x) { return log1p_unit_(exp_(-abs_(x))); }
 // y = max(x, 0) + alpha * expm1(min(x, 0) * inner_scale)
 template <typename T> GA_HD T elu_core(T x, T alpha, T inner_scale) {
     return max_(x, T(0)) + alpha * expm1_(min_(x, T(0)) * inner_scale);

@@ -130,8 +130,29 @@ class Backend:
         return np.ndarray
 
 
-@pytest.fixture(params=[b for b in ALL_BACKENDS if b in SELECTED])
-def be(request) -> Backend:
+# "numpy" runs the NumPy path as installed: its compiled kernels (gpuact/backends/_native.py) where
+# they were built. "numpy-ufunc" runs the same tests with those turned off, on the NumPy ufunc
+# formulas that machines without a C++ compiler get.
+FIXTURE_BACKENDS = ("numpy", "numpy-ufunc", "cupy", "numba")
+
+
+def _turn_off_native(monkeypatch):
+    from gpuact.backends import _native
+
+    monkeypatch.setattr(_native, "_state", {"lib": None, "reason": "turned off by the test"})
+
+
+@pytest.fixture
+def numpy_ufunc_path(monkeypatch):
+    """The NumPy path on its ufunc formulas, the compiled CPU kernels turned off."""
+    _turn_off_native(monkeypatch)
+
+
+@pytest.fixture(params=[b for b in FIXTURE_BACKENDS if b in SELECTED or (b == "numpy-ufunc" and "numpy" in SELECTED)])
+def be(request, monkeypatch) -> Backend:
+    if request.param == "numpy-ufunc":
+        _turn_off_native(monkeypatch)
+        return Backend("numpy")
     skip_unless_usable(request.param)
     return Backend(request.param)
 
@@ -150,6 +171,11 @@ def pytest_report_header(config):
         head = f"gpuact: GPU tests ENABLED for {', '.join(gpu)}{_device_name()}"
     else:
         head = "gpuact: no usable GPU, GPU tests skipped; running the CPU fallback"
+    if "numpy" in SELECTED:
+        from gpuact.backends import _native
+
+        reason = _native.unavailable_reason()
+        lines.append(f"numpy: compiled CPU kernels {'loaded' if reason is None else 'NOT used: ' + reason}")
     return [head, *("  " + line for line in lines)]
 
 

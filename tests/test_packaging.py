@@ -6,11 +6,14 @@ import os
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import hatch_build  # noqa: E402
 
 
 pytestmark = pytest.mark.needs_network
@@ -22,6 +25,10 @@ def test_wheel_installs_into_a_fresh_venv_and_ships_the_kernels(tmp_path):
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
                    check=True, capture_output=True)
     (wheel,) = dist.glob("gpuact-*.whl")
+    # hatch_build.py compiles the CPU kernels into the wheel wherever a C++ compiler is found
+    native_expected = hatch_build.compiler() is not None and os.environ.get("GPUACT_BUILD_NATIVE", "1") != "0"
+    with zipfile.ZipFile(wheel) as archive:
+        assert ("gpuact/_gpuact_cpu.so" in archive.namelist()) == native_expected
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
@@ -37,6 +44,8 @@ def test_wheel_installs_into_a_fresh_venv_and_ships_the_kernels(tmp_path):
         "assert '__global__' in _kernel_sources.softmax_source()\n"
         "print(gpuact.relu([1.0, -1.0]), sources)\n"
         "assert 'cupy' not in sys.modules and 'numba' not in sys.modules\n"
+        "from gpuact.backends import _native\n"
+        f"assert _native.available() or not {native_expected!r}, _native.unavailable_reason()\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([str(python), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)

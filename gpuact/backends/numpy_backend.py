@@ -1,4 +1,9 @@
-"""The CPU path: NumPy ufuncs applied block by block, on every core.
+"""The CPU path: compiled fused kernels where they were built, else NumPy ufuncs block by block.
+
+float32 and float64 arrays go to ``kernels/gpuact_cpu.cc`` (see ``_native.py``) when the package
+was installed with a C++ compiler: one vectorized pass per op, on every core. What follows is the
+path for everything else (float16 and integer inputs, masked softmax, non-last softmax axes, and
+installs without the compiled library), and the formulas those kernels are tested against.
 
 Multi-step formulas (``sigmoid`` is four ufunc passes) would each stream the whole array through
 memory if applied to it at once. Instead the array is cut into blocks small enough that a block,
@@ -17,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from gpuact._ops import NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
-from gpuact.backends import _composite
+from gpuact.backends import _composite, _native
 
 # 131072 elements: 512 KiB per float32 buffer, so a thread's input, output and two scratch
 # blocks (2 MiB) stay in the shared L3 while every ufunc call has enough work that its Python
@@ -423,6 +428,26 @@ def _finish(y, flat):
 
 # One ufunc pass each: cutting them into blocks only adds call overhead.
 _SINGLE_PASS = {"tanh", "exponential", "linear", "hard_tanh"}
+# The compiled kernels run in chunks of whole cache lines, one contiguous range a thread.
+_NATIVE_CHUNK = 1024
+
+
+def _native_elementwise(kernel, xf, yf, params):
+    """``yf = op(xf)`` by a compiled kernel, on every core for large arrays; ``xf`` is ``yf`` or
+    does not overlap it."""
+    n = xf.size
+    p = tuple(params) + (0.0,) * (4 - len(params))
+    xp, yp, item = xf.ctypes.data, yf.ctypes.data, xf.itemsize
+    if n < PARALLEL_MIN:
+        kernel(xp, yp, n, *p)
+        return
+    chunks = -(-n // _NATIVE_CHUNK)
+
+    def run(lo, hi):
+        lo, hi = lo * _NATIVE_CHUNK, min(n, hi * _NATIVE_CHUNK)
+        kernel(xp + lo * item, yp + lo * item, hi - lo, *p)
+
+    _run_parallel(run, _parallel_ranges(chunks, n))
 
 
 def elementwise(op, x, params, out, dtype, stream=None):
@@ -435,6 +460,14 @@ def elementwise(op, x, params, out, dtype, stream=None):
     xf = _as_flat_input(x)
     y, yf = _output(x.shape, out, dtype)
     n = xf.size
+    # The compiled kernel when there is one: one pass for every op, on every core. Single-pass ops
+    # gain too (exponential, 2**22 float32 on the 2-core EPYC: 1.2 ms against 2.6 ms for np.exp).
+    native = _native.elementwise_kernel(op, compute)
+    if native is not None and xf.dtype == compute and yf.dtype == compute:
+        if out is not None and np.may_share_memory(xf, yf) and xf.ctypes.data != yf.ctypes.data:
+            xf = xf.copy()  # partly overlapping: the kernel would read what it already wrote
+        _native_elementwise(native, xf, yf, params)
+        return _finish(y, yf)
     # x aliasing the output would let a kernel read what it already overwrote: go through a buffer.
     stage_in = xf.dtype != compute or (out is not None and np.may_share_memory(xf, yf))
     stage_out = yf.dtype != compute
@@ -593,7 +626,16 @@ def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
     outer, length, inner = merged
     x3, y3 = src.reshape(merged), result.reshape(merged)
     mask3 = None if mask is None else np.ascontiguousarray(mask).reshape(merged)
-    if inner > 1 and length * inner > BLOCK:
+    rows_kernel = _native.softmax_rows_kernel(compute) if inner == 1 and mask3 is None else None
+    if rows_kernel is not None:
+        # contiguous rows along the last axis: one fused compiled pass a row, rows shared out
+        xp, yp, row_bytes = x3.ctypes.data, y3.ctypes.data, length * x3.itemsize
+
+        def run_rows(lo, hi):
+            rows_kernel(xp + lo * row_bytes, yp + lo * row_bytes, hi - lo, length, int(log))
+
+        _run_parallel(run_rows, _parallel_ranges(outer, x.size))
+    elif inner > 1 and length * inner > BLOCK:
         _softmax_slabs(x3, y3, log, mask3)
     else:
         # Whole (length, inner) slices, several per block: each block is contiguous. With

@@ -1,0 +1,111 @@
+"""The NumPy path's compiled kernels: ``kernels/gpuact_cpu.cc`` loaded through ctypes.
+
+A NumPy formula of k steps streams its data k times (in cache-sized blocks, but still k ufunc
+calls); the same formula compiled from ``kernels/gpuact_math.cuh`` (the CUDA kernels' own math)
+reads the input once and writes the output once, vectorized. ``hatch_build.py`` compiles the
+library when the package is installed (``pip install .`` or ``-e .``) if a C++ compiler is there;
+without one, or with ``GPUACT_NATIVE=0`` in the environment, everything runs on NumPy ufuncs and
+gives the same results within the float32/float64 tolerances of SPEC §3.
+
+ctypes releases the GIL for the duration of each call, so the NumPy backend's thread pool runs
+the kernels on disjoint ranges in parallel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import numpy as np
+
+from gpuact._ops import ELEMENTWISE_OPS
+
+LIBRARY_NAME = "_gpuact_cpu.so"
+# kernels/gpuact_cpu.cc's ga_cpu_abi_version(): a library built from other sources is not used.
+ABI_VERSION = 1
+
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_C_SCALAR = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+
+_state: dict = {}
+
+
+def library_path() -> Path:
+    return Path(__file__).resolve().parent.parent / LIBRARY_NAME
+
+
+def _load():
+    if "lib" in _state:
+        return _state["lib"]
+    lib, reason = None, None
+    path = library_path()
+    if os.environ.get("GPUACT_NATIVE", "1").strip() == "0":
+        reason = "turned off by GPUACT_NATIVE=0"
+    elif not path.exists():
+        reason = f"{path.name} was not built (no C++ compiler when gpuact was installed)"
+    else:
+        try:
+            candidate = ctypes.CDLL(str(path))
+            candidate.ga_cpu_abi_version.restype = ctypes.c_int
+            version = candidate.ga_cpu_abi_version()
+            if version != ABI_VERSION:
+                reason = f"{path} has ABI {version}, this gpuact needs {ABI_VERSION}: reinstall gpuact"
+            else:
+                lib = candidate
+        except (OSError, AttributeError) as exc:
+            reason = f"{path} could not be loaded: {exc}"
+    _state["lib"], _state["reason"] = lib, reason
+    return lib
+
+
+def unavailable_reason() -> str | None:
+    """Why the compiled kernels are not used, or None when they are."""
+    _load()
+    return _state["reason"]
+
+
+def available() -> bool:
+    return _load() is not None
+
+
+def elementwise_kernel(op: str, dtype):
+    """``f(x, y, n, p0, p1, p2, p3)`` on raw pointers for ``op`` in ``dtype`` (float32 or float64),
+    or None when there is no compiled kernel for it."""
+    dtype = np.dtype(dtype)
+    key = ("ew", op, dtype)
+    if key not in _state:
+        lib = _load()
+        fn = None
+        if lib is not None and dtype in _SUFFIX and op in ELEMENTWISE_OPS:
+            fn = getattr(lib, f"ga_cpu_{op}_{_SUFFIX[dtype]}")
+            scalar = _C_SCALAR[dtype]
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, scalar, scalar, scalar, scalar]
+            fn.restype = None
+        _state[key] = fn
+    return _state[key]
+
+
+def softmax_rows_kernel(dtype):
+    """``f(x, y, rows, length, log)``: softmax (or log-softmax) of contiguous rows, or None."""
+    dtype = np.dtype(dtype)
+    key = ("softmax", dtype)
+    if key not in _state:
+        lib = _load()
+        fn = None
+        if lib is not None and dtype in _SUFFIX:
+            fn = getattr(lib, f"ga_cpu_softmax_rows_{_SUFFIX[dtype]}")
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+            fn.restype = None
+        _state[key] = fn
+    return _state[key]
+
+
+def exported_ops() -> list[str]:
+    """The elementwise ops the loaded library exports (for the tests)."""
+    lib = _load()
+    return [op for op in ELEMENTWISE_OPS if lib is not None and hasattr(lib, f"ga_cpu_{op}_f32")]
+
+
+def _reset_for_tests():
+    _state.clear()

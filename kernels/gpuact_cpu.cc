@@ -1,0 +1,137 @@
+// gpuact: the CPU kernels behind the NumPy path, for float32 and float64 contiguous arrays.
+//
+// The math is gpuact_math.cuh's, the same templates the CUDA kernels use, compiled for the host
+// with GA_HOST_SIMD so that float32 exp, expm1, log1p, tanh and erfc are gpuact_host_simd.h's
+// vectorizable versions. Each op is one fused pass (input read once, output written once), where
+// NumPy needs a ufunc pass per step. Threads are the caller's: gpuact/backends/_native.py calls
+// these on disjoint ranges from its thread pool (ctypes drops the GIL for the call).
+//
+// Built by hatch_build.py when the package is installed:
+//   g++ -O3 -fno-math-errno -fno-trapping-math -fPIC -shared -std=c++17 (never -ffast-math: the
+//   NaN and inf rules need IEEE semantics, and its start-up code would set flush-to-zero for the
+//   whole process)
+// On x86-64 every loop is cloned for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the baseline, and the loader
+// picks the clone the CPU supports (GCC target_clones), so a wheel built here runs anywhere.
+#define GA_HOST_SIMD 1
+#include "gpuact_math.cuh"
+
+#include <cstdint>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define GA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define GA_CLONES
+#endif
+
+#define GA_EXPORT extern "C" __attribute__((visibility("default")))
+
+// Bumped whenever an exported signature changes; gpuact/backends/_native.py refuses another.
+GA_EXPORT int ga_cpu_abi_version() { return 1; }
+
+namespace {
+
+// y may be x itself (out=x): element i is read once, before it is written, and no other element
+// is touched in between, so there is no dependence between iterations. ivdep says so to GCC, which
+// would otherwise add a run-time overlap check and take its scalar loop for exactly that case.
+// Partly overlapping x and y are never passed (gpuact/backends/numpy_backend.py copies x first).
+template <typename T, T (*Op)(T, T, T, T, T)>
+inline void elementwise_loop(const T* x, T* y, int64_t n, T p0, T p1, T p2, T p3) {
+#pragma GCC ivdep
+    for (int64_t i = 0; i < n; ++i) y[i] = Op(x[i], p0, p1, p2, p3);
+}
+
+// Softmax of `rows` contiguous rows of `length` (y may not alias x). The row max and sum go
+// through 64-byte GCC vector types: written as plain loops GCC leaves both reductions scalar
+// (it may not reassociate them). The max ignores NaN, which changes nothing: a NaN still reaches
+// the row's sum, and so every output of that row, as with NumPy's max.
+template <typename T>
+inline void softmax_rows(const T* x, T* y, int64_t rows, int64_t length, int log) {
+    typedef T vec __attribute__((vector_size(64)));
+    const int W = int(sizeof(vec) / sizeof(T));
+    const T neg_inf = -__builtin_inf();
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* xr = x + r * length;
+        T* yr = y + r * length;
+        vec vmax = vec{} + neg_inf;
+        int64_t i = 0;
+        for (; i + W <= length; i += W) {
+            vec v;
+            __builtin_memcpy(&v, xr + i, sizeof v);
+            vmax = v > vmax ? v : vmax;
+        }
+        T m = neg_inf;
+        for (int j = 0; j < W; ++j) m = vmax[j] > m ? vmax[j] : m;
+        for (; i < length; ++i) m = xr[i] > m ? xr[i] : m;
+
+#pragma GCC ivdep
+        for (int64_t k = 0; k < length; ++k) yr[k] = ga::exp_(T(xr[k] - m));
+        vec vsum = vec{};
+        i = 0;
+        for (; i + W <= length; i += W) {
+            vec v;
+            __builtin_memcpy(&v, yr + i, sizeof v);
+            vsum += v;
+        }
+        T s = T(0);
+        for (int j = 0; j < W; ++j) s += vsum[j];
+        for (; i < length; ++i) s += yr[i];
+
+        if (log) {
+            T log_s = ga::log_(s);
+#pragma GCC ivdep
+            for (int64_t k = 0; k < length; ++k) yr[k] = T(xr[k] - m) - log_s;
+        } else {
+            T inv = T(1) / s;
+            for (int64_t k = 0; k < length; ++k) yr[k] *= inv;
+        }
+    }
+}
+
+}  // namespace
+
+#define GA_CPU_OP(name)                                                                                   \
+    GA_EXPORT GA_CLONES void ga_cpu_##name##_f32(const float* x, float* y, int64_t n, float p0, float p1,  \
+                                                 float p2, float p3) {                                    \
+        elementwise_loop<float, ga::name<float>>(x, y, n, p0, p1, p2, p3);                                \
+    }                                                                                                     \
+    GA_EXPORT GA_CLONES void ga_cpu_##name##_f64(const double* x, double* y, int64_t n, double p0,        \
+                                                 double p1, double p2, double p3) {                       \
+        elementwise_loop<double, ga::name<double>>(x, y, n, p0, p1, p2, p3);                              \
+    }
+
+// every op of gpuact._ops.ELEMENTWISE_PARAMS (tests/test_native_cpu.py checks the list)
+GA_CPU_OP(relu)
+GA_CPU_OP(sigmoid)
+GA_CPU_OP(softplus)
+GA_CPU_OP(log_sigmoid)
+GA_CPU_OP(softsign)
+GA_CPU_OP(tanh)
+GA_CPU_OP(elu)
+GA_CPU_OP(selu)
+GA_CPU_OP(celu)
+GA_CPU_OP(exponential)
+GA_CPU_OP(linear)
+GA_CPU_OP(relu6)
+GA_CPU_OP(leaky_relu)
+GA_CPU_OP(silu)
+GA_CPU_OP(gelu_tanh)
+GA_CPU_OP(gelu)
+GA_CPU_OP(hard_sigmoid)
+GA_CPU_OP(hard_silu)
+GA_CPU_OP(mish)
+GA_CPU_OP(hard_tanh)
+GA_CPU_OP(hard_shrink)
+GA_CPU_OP(soft_shrink)
+GA_CPU_OP(tanh_shrink)
+GA_CPU_OP(threshold)
+GA_CPU_OP(squareplus)
+GA_CPU_OP(sparse_plus)
+GA_CPU_OP(sparse_sigmoid)
+
+GA_EXPORT GA_CLONES void ga_cpu_softmax_rows_f32(const float* x, float* y, int64_t rows, int64_t length, int log) {
+    softmax_rows<float>(x, y, rows, length, log);
+}
+GA_EXPORT GA_CLONES void ga_cpu_softmax_rows_f64(const double* x, double* y, int64_t rows, int64_t length,
+                                                 int log) {
+    softmax_rows<double>(x, y, rows, length, log);
+}

@@ -1,0 +1,200 @@
+// gpuact: float32 exp, expm1, log, log1p, tanh, erfc and hypot for the CPU build, written so that
+// GCC vectorizes a loop that calls them (no branches, no calls, no errno): every special case is a
+// select at the end, never an early return. Included by gpuact_math.cuh only when GA_HOST_SIMD is
+// defined (kernels/gpuact_cpu.cc); the CUDA build and the plain host tests use the C library.
+//
+// Accuracy, checked against float64 NumPy over the whole float32 range by tests/test_native_cpu.py:
+// exp and expm1 within 2 ulp, log1p within 4, tanh within 5, erfc as gelu's NumPy path (its fitted
+// polynomial, shared with gpuact/backends/numpy_backend.py). Subnormal inputs and results are kept
+// (no flush to zero), NaN propagates, and +-inf give the limits.
+#ifndef GPUACT_HOST_SIMD_H
+#define GPUACT_HOST_SIMD_H
+
+#include <cstdint>
+#include <cstring>
+
+namespace ga {
+namespace simd {
+
+inline float bits_to_float(int32_t i) { float f; std::memcpy(&f, &i, sizeof f); return f; }
+inline int32_t float_to_bits(float f) { int32_t i; std::memcpy(&i, &f, sizeof i); return i; }
+inline bool is_nan(float x) { return x != x; }
+inline float abs(float x) { return bits_to_float(float_to_bits(x) & 0x7fffffff); }
+// x with the sign of s
+inline float copy_sign(float x, float s) {
+    return bits_to_float((float_to_bits(x) & 0x7fffffff) | (float_to_bits(s) & int32_t(0x80000000u)));
+}
+// round to nearest integer for |v| < 2**22 without roundps (absent from baseline x86-64)
+inline float round_small(float v) { return (v + 12582912.0f) - 12582912.0f; }
+// 2**n for integer n in [-126, 127], built in the exponent field
+inline float pow2i(int32_t n) { return bits_to_float((n + 127) << 23); }
+
+const float kLog2e = 1.44269504088896341f;
+// ln 2 split so that n * kLn2Hi is exact for |n| < 2**9 (Cephes)
+const float kLn2Hi = 0.693359375f;
+const float kLn2Lo = -2.12194440e-4f;
+
+// e**r - 1 - r for |r| <= ln2 / 2, Taylor to r**8 (truncation below 1e-9 relative)
+inline float expm1_poly_tail(float r) {
+    float p = 1.0f / 40320.0f;
+    p = p * r + 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    return p * r * r;
+}
+
+// e**x: x = n ln2 + r, e**r by its polynomial, times 2**n applied in two halves so that results
+// down to the smallest subnormal (n = -149) and up to overflow come out right.
+inline float exp(float x) {
+    float xc = x < -104.0f ? -104.0f : x;  // below: 0 in float32; NaN passes and is fixed below
+    xc = xc > 89.0f ? 89.0f : xc;          // above: inf in float32
+    xc = is_nan(x) ? 0.0f : xc;
+    float n = round_small(xc * kLog2e);
+    float r = xc - n * kLn2Hi - n * kLn2Lo;
+    float er = 1.0f + r + expm1_poly_tail(r);
+    int32_t ni = int32_t(n);
+    int32_t half = ni >> 1;
+    float y = er * pow2i(half) * pow2i(ni - half);
+    return is_nan(x) ? x : y;
+}
+
+// e**x - 1 = 2**n (e**r - 1) + (2**n - 1), evaluated as 2 (h (e**r - 1) + (h - 1/2)) with
+// h = 2**(n-1) so that n = 128 (x near the float32 overflow) needs no 2**128.
+inline float expm1(float x) {
+    float xc = x < -25.0f ? -25.0f : x;  // e**-25 - 1 rounds to -1 in float32
+    xc = xc > 89.0f ? 89.0f : xc;
+    xc = is_nan(x) ? 0.0f : xc;
+    float n = round_small(xc * kLog2e);
+    float r = xc - n * kLn2Hi - n * kLn2Lo;
+    float em1 = r + expm1_poly_tail(r);
+    float h = pow2i(int32_t(n) - 1);
+    float y = 2.0f * (h * em1 + (h - 0.5f));
+    return is_nan(x) ? x : y;
+}
+
+// ln x for x > 0 (Cephes logf): x = 2**e m, m in [sqrt(1/2), sqrt 2), ln m by a polynomial in m - 1.
+inline float log(float x) {
+    const float kMinNormal = 1.17549435e-38f;
+    bool subnormal = x < kMinNormal;
+    float xs = subnormal ? x * 16777216.0f : x;  // 2**24: subnormals become normal
+    int32_t bits = float_to_bits(xs);
+    int32_t e = ((bits >> 23) & 0xff) - 126;
+    float m = bits_to_float((bits & 0x007fffff) | 0x3f000000);  // [0.5, 1)
+    bool small = m < 0.707106781186547524f;
+    float f = small ? m + m - 1.0f : m - 1.0f;
+    float ef = float(small ? e - 1 : e) - (subnormal ? 24.0f : 0.0f);
+    float z = f * f;
+    float p = 7.0376836292E-2f;
+    p = p * f - 1.1514610310E-1f;
+    p = p * f + 1.1676998740E-1f;
+    p = p * f - 1.2420140846E-1f;
+    p = p * f + 1.4249322787E-1f;
+    p = p * f - 1.6668057665E-1f;
+    p = p * f + 2.0000714765E-1f;
+    p = p * f - 2.4999993993E-1f;
+    p = p * f + 3.3333331174E-1f;
+    float y = p * f * z + ef * kLn2Lo - 0.5f * z;
+    y = (f + y) + ef * kLn2Hi;
+    const float inf = __builtin_inff();
+    y = x == inf ? inf : y;
+    y = x == 0.0f ? -inf : y;
+    y = (x < 0.0f || is_nan(x)) ? __builtin_nanf("") : y;
+    return is_nan(x) ? x : y;
+}
+
+// ln(1 + x): with u = 1 + x rounded, ln u * x / (u - 1) cancels u's rounding error (Goldberg).
+inline float log1p(float x) {
+    float u = 1.0f + x;
+    float d = u - 1.0f;
+    float y = log(u) * (x / (d == 0.0f ? 1.0f : d));
+    y = d == 0.0f ? x : y;                    // tiny x (and +-0)
+    y = x == __builtin_inff() ? x : y;        // inf / inf above
+    return is_nan(x) ? x : y;
+}
+
+// ln(1 + e) for e in [0, 1] (NaN passes): Cephes's log polynomial applied to f = e itself (or to
+// (e - 1) / 2 above sqrt 2 - 1, with ln 2 added), so 1 + e is never rounded and no division or
+// special-case select is needed. softplus, log_sigmoid and mish call it with e = e**-|x|.
+inline float log1p_unit(float e) {
+    bool big = e > 0.41421356237309505f;
+    float f = big ? (e - 1.0f) * 0.5f : e;
+    float k = big ? 1.0f : 0.0f;
+    float z = f * f;
+    float p = 7.0376836292E-2f;
+    p = p * f - 1.1514610310E-1f;
+    p = p * f + 1.1676998740E-1f;
+    p = p * f - 1.2420140846E-1f;
+    p = p * f + 1.4249322787E-1f;
+    p = p * f - 1.6668057665E-1f;
+    p = p * f + 2.0000714765E-1f;
+    p = p * f - 2.4999993993E-1f;
+    p = p * f + 3.3333331174E-1f;
+    float y = p * f * z + k * kLn2Lo - 0.5f * z;
+    return (f + y) + k * kLn2Hi;
+}
+
+// tanh x as Eigen's rational approximation (odd degree-13 numerator over even degree-6
+// denominator, x clamped where it reaches 1): no exp and one division, 1.5x the speed of
+// -expm1(-2|x|) / (expm1(-2|x|) + 2), and within 5 ulp of float64 over the float32 range.
+inline float tanh(float x) {
+    const float kClamp = 7.90531110763549805f;
+    float c = x > kClamp ? kClamp : x;
+    c = c < -kClamp ? -kClamp : c;
+    float x2 = c * c;
+    float p = -2.76076847742355e-16f;
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 - 8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    p = p * c;
+    float q = 1.19825839466702e-06f;
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    float y = p / q;
+    y = abs(x) < 0.0004f ? x : y;  // tanh x rounds to x there; keeps -0 and subnormals exact
+    return is_nan(x) ? x : y;
+}
+
+// erfc(a) for a >= 0 as s * e**(-a**2 + g(2s - 1)), s = 1 / (1 + a/2): g is
+// gpuact/backends/numpy_backend.py's _ERFC_G32 (relative error below 1e-7); negative z by
+// erfc(z) = 2 - erfc(-z).
+inline float erfc(float z) {
+    float a = abs(z);
+    a = a > 1.0e4f ? 1.0e4f : a;  // e**(-a**2) is 0 long before; keeps inf * 0 out
+    float s = 1.0f / (1.0f + 0.5f * a);
+    float w = 2.0f * s - 1.0f;
+    float g = 7.86440864730578e-06f;
+    g = g * w + 0.0003338040634112046f;
+    g = g * w - 0.00022760422912714836f;
+    g = g * w - 0.002048871097483392f;
+    g = g * w + 0.0017938276801523656f;
+    g = g * w + 0.008703901505034192f;
+    g = g * w - 0.009879944772132698f;
+    g = g * w - 0.046874909480877386f;
+    g = g * w + 0.047343879625403464f;
+    g = g * w + 0.6726422184868442f;
+    g = g * w - 0.6717940915476512f;
+    float e = s * exp(g - a * a);
+    float y = z < 0.0f ? 2.0f - e : e;
+    return is_nan(z) ? z : y;
+}
+
+// sqrt(x**2 + y**2) in double: exact enough, never overflows for float inputs, and vectorizes.
+inline float hypot(float x, float y) {
+    double dx = x, dy = y;
+    float h = float(__builtin_sqrt(dx * dx + dy * dy));
+    const float inf = __builtin_inff();
+    h = (is_nan(x) || is_nan(y)) ? __builtin_nanf("") : h;
+    return (abs(x) == inf || abs(y) == inf) ? inf : h;  // hypot(inf, NaN) is inf, as in C
+}
+
+}  // namespace simd
+}  // namespace ga
+
+#endif  // GPUACT_HOST_SIMD_H

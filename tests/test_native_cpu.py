@@ -1,0 +1,174 @@
+"""The NumPy path's compiled kernels (kernels/gpuact_cpu.cc through gpuact/backends/_native.py).
+
+The public tests already run every activation twice on the CPU: as installed (``be`` = numpy, the
+compiled kernels where they were built) and with them turned off (``be`` = numpy-ufunc). These
+tests add what those cannot see: that the library is built wherever it can be, that it exports
+every op, the accuracy of its own float32 math over the whole float32 range in ulps, large arrays
+cut across threads, in-place and overlapping ``out``, and that loading it leaves the process's
+floating-point state alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpuact
+from gpuact._ops import ELEMENTWISE_OPS
+from gpuact.backends import _native, numpy_backend
+from tests import reference
+from tests.reference import assert_close
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import hatch_build  # noqa: E402
+
+
+def _skip_unless_loaded():
+    reason = _native.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"compiled CPU kernels not in use: {reason}")
+
+
+def test_library_is_built_wherever_a_compiler_is():
+    if os.environ.get("GPUACT_NATIVE", "1") == "0" or os.environ.get("GPUACT_BUILD_NATIVE", "1") == "0":
+        pytest.skip("turned off in the environment")
+    if hatch_build.compiler() is None:
+        pytest.skip("no C++ compiler here: the ufunc path is all there is (tested as be=numpy-ufunc)")
+    # an install with a compiler that silently fell back to ufuncs would pass every other test
+    assert _native.available(), _native.unavailable_reason()
+
+
+def test_every_op_is_exported():
+    _skip_unless_loaded()
+    assert _native.exported_ops() == list(ELEMENTWISE_OPS)
+    for dtype in (np.float32, np.float64):
+        assert _native.softmax_rows_kernel(dtype) is not None
+    assert _native.elementwise_kernel("relu", np.float16) is None  # float16 takes the ufunc path
+
+
+def _all_floats32(lo: float, hi: float, step: int) -> np.ndarray:
+    """Every ``step``-th float32 between ``lo`` and ``hi`` (both of one sign)."""
+    a, b = sorted((np.float32(lo).view(np.int32), np.float32(hi).view(np.int32)))
+    return np.arange(a, b, step, dtype=np.int32).view(np.float32)
+
+
+def _ulps(actual32: np.ndarray, exact64: np.ndarray) -> np.ndarray:
+    spacing = np.spacing(np.abs(exact64).astype(np.float32)).astype(np.float64)
+    return np.abs(actual32.astype(np.float64) - exact64) / spacing
+
+
+def _run(op, x, *params):
+    kernel = _native.elementwise_kernel(op, x.dtype)
+    y = np.empty_like(x)
+    numpy_backend._native_elementwise(kernel, x, y, params)
+    return y
+
+
+# (op, params, exact float64 function, input ranges, ulp bound). The bounds are what
+# kernels/gpuact_host_simd.h promises for its math, measured here on ~10**6 points per range;
+# SPEC's float32 tolerance (1e-5 relative, ~84 ulp) is far looser.
+ULP_CASES = [
+    ("exponential", (), np.exp, [(-87.0, -1e-6), (1e-6, 88.0)], 2.0),
+    ("elu", (1.0,), np.expm1, [(-80.0, -1e-30)], 2.0),
+    ("tanh", (), np.tanh, [(-9.0, -1e-30), (1e-30, 9.0)], 5.0),
+    ("sigmoid", (), lambda v: 1.0 / (1.0 + np.exp(-v)), [(-80.0, -1e-6), (1e-6, 80.0)], 4.0),
+    ("softplus", (), lambda v: np.logaddexp(v, 0.0), [(-80.0, -1e-6), (1e-6, 80.0)], 4.0),
+    ("log_sigmoid", (), lambda v: -np.logaddexp(-v, 0.0), [(-80.0, -1e-6), (1e-6, 15.0)], 4.0),
+]
+
+
+@pytest.mark.parametrize("op, params, exact, ranges, bound", ULP_CASES, ids=[c[0] for c in ULP_CASES])
+def test_float32_math_is_within_its_ulp_bound(op, params, exact, ranges, bound):
+    _skip_unless_loaded()
+    for lo, hi in ranges:
+        x = _all_floats32(lo, hi, 997)
+        ulps = _ulps(_run(op, x, *params), exact(x.astype(np.float64)))
+        worst = int(np.argmax(ulps))
+        assert ulps[worst] <= bound, f"{op}({x[worst]!r}): {ulps[worst]:.2f} ulp"
+
+
+def test_gelu_erfc_matches_scipy():
+    _skip_unless_loaded()
+    special = pytest.importorskip("scipy.special")
+    x = np.concatenate([_all_floats32(-14.0, -1e-6, 331), _all_floats32(1e-6, 14.0, 331)])
+    exact = 0.5 * x.astype(np.float64) * special.erfc(-x.astype(np.float64) / np.sqrt(2.0))
+    # the fitted erfc is good to 1e-7 relative; its e**(-a**2) in float32 adds a**2 * 2**-24
+    assert_close(_run("gelu", x), exact, np.float32)
+
+
+EDGES = [0.0, -0.0, 1e-7, -1e-7, 1e-40, -1e-40, 1.0, -1.0, 20.0, -20.0, 88.0, -88.0, 89.0, -89.0,
+         1e4, -1e4, 3e38, -3e38, np.inf, -np.inf, np.nan]
+PARAMS = {"relu": [(0.0, 0.0, -np.inf, np.inf), (0.3, -2.0, -np.inf, 6.0), (0.0, 5.0, -np.inf, np.inf)],
+          "elu": [(1.0,), (0.5,)], "celu": [(2.0,)], "leaky_relu": [(0.2,), (0.0,)],
+          "hard_shrink": [(0.5,)], "soft_shrink": [(0.5,)], "threshold": [(0.1, -1.0)], "squareplus": [(4.0,)]}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op", ELEMENTWISE_OPS)
+def test_compiled_kernels_agree_with_the_ufunc_formulas_across_threads(op, dtype):
+    """Edge values and a random array long enough to be cut across every thread (not a whole
+    number of chunks), against the ufunc formulas they replace: same NaN and inf positions, values
+    within SPEC's tolerance."""
+    _skip_unless_loaded()
+    rng = np.random.default_rng(7)
+    n = 3 * numpy_backend.PARALLEL_MIN + 12345
+    x = (rng.standard_normal(n) * rng.choice([0.01, 1.0, 10.0, 100.0], n)).astype(dtype)
+    x[: len(EDGES)] = EDGES
+    for params in PARAMS.get(op, [()]):
+        with np.errstate(all="ignore"):
+            expected = np.empty_like(x)
+            numpy_backend._KERNELS[op](x, expected, np.empty_like(x), np.empty_like(x), *params)
+        assert_close(_run(op, x, *params), expected, dtype)
+
+
+def test_public_calls_use_the_compiled_kernels_and_threads():
+    _skip_unless_loaded()
+    x = np.random.default_rng(3).standard_normal(4 * numpy_backend.PARALLEL_MIN + 7).astype(np.float32)
+    expected = reference.elementwise("gelu", x)
+    assert_close(gpuact.gelu(x), expected, np.float32)
+    out = np.full_like(x, np.nan)
+    assert gpuact.gelu(x, out=out) is out
+    assert_close(out, expected, np.float32)
+
+
+def test_out_is_the_input_or_overlaps_it():
+    _skip_unless_loaded()
+    x = np.linspace(-6.0, 6.0, 2 * numpy_backend.PARALLEL_MIN + 3, dtype=np.float32)
+    expected = reference.elementwise("silu", x)
+    y = x.copy()
+    gpuact.silu(y, out=y)  # exactly the same memory: allowed in place
+    assert_close(y, expected, np.float32)
+    buf = np.concatenate([x, [0.0]]).astype(np.float32)
+    gpuact.silu(buf[:-1], out=buf[1:])  # shifted by one element: must read x before it is overwritten
+    assert_close(buf[1:], expected, np.float32)
+
+
+@pytest.mark.parametrize("length", [1, 15, 16, 17, 1000, 4099])
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_rows(length, log, dtype):
+    _skip_unless_loaded()
+    rng = np.random.default_rng(length)
+    rows = max(2, 3 * numpy_backend.PARALLEL_MIN // length)
+    x = (rng.standard_normal((rows, length)) * 20).astype(dtype)
+    x[0, 0] = np.nan                                 # a NaN row stays all NaN
+    x[1] = -np.inf                                   # all -inf: NaN, as NumPy's exp(-inf - -inf)
+    if length > 1:
+        x[-1, :] = -np.inf
+        x[-1, length // 2] = 3.0                     # one finite value among -inf: 1 there, 0 elsewhere
+    fn = gpuact.log_softmax if log else gpuact.softmax
+    with np.errstate(all="ignore"):
+        assert_close(fn(x), reference.softmax(x.astype(np.float64), axis=-1, log=log), dtype)
+
+
+def test_loading_the_library_keeps_subnormals():
+    """A library built with -ffast-math would turn on flush-to-zero for the whole process."""
+    _skip_unless_loaded()
+    tiny = np.float32(1e-40)
+    assert tiny * np.float32(0.5) != 0.0
+    assert _run("exponential", np.array([-100.0], np.float32))[0] == np.float32(np.exp(-100.0))
