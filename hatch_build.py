@@ -23,7 +23,7 @@ SOURCE = ROOT / "kernels" / "gpuact_cpu.cc"
 LIBRARY = ROOT / "gpuact" / "_gpuact_cpu.so"
 # -ffast-math never: NaN and inf must follow IEEE rules (SPEC §3), and its start-up code would
 # turn on flush-to-zero for the whole process that loads the library.
-FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-std=c++17", "-fvisibility=hidden"]
+FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC", "-shared", "-std=c++17", "-fvisibility=hidden"]
 
 
 def compiler() -> list[str] | None:

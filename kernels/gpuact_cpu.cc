@@ -7,7 +7,7 @@
 // these on disjoint ranges from its thread pool (ctypes drops the GIL for the call).
 //
 // Built by hatch_build.py when the package is installed:
-//   g++ -O3 -fno-math-errno -fno-trapping-math -fPIC -shared -std=c++17 (never -ffast-math: the
+//   g++ -O3 -fno-math-errno -fno-trapping-math -fopenmp-simd -fPIC -shared -std=c++17 (never -ffast-math: the
 //   NaN and inf rules need IEEE semantics, and its start-up code would set flush-to-zero for the
 //   whole process)
 // On x86-64 every loop is cloned for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the baseline, and the loader
@@ -35,53 +35,43 @@ namespace {
 // would otherwise add a run-time overlap check and take its scalar loop for exactly that case.
 // Partly overlapping x and y are never passed (gpuact/backends/numpy_backend.py copies x first).
 template <typename T, T (*Op)(T, T, T, T, T)>
-inline void elementwise_loop(const T* x, T* y, int64_t n, T p0, T p1, T p2, T p3) {
+GA_HD void elementwise_loop(const T* x, T* y, int64_t n, T p0, T p1, T p2, T p3) {
 #pragma GCC ivdep
     for (int64_t i = 0; i < n; ++i) y[i] = Op(x[i], p0, p1, p2, p3);
 }
 
-// Softmax of `rows` contiguous rows of `length` (y may not alias x). The row max and sum go
-// through 64-byte GCC vector types: written as plain loops GCC leaves both reductions scalar
-// (it may not reassociate them). The max ignores NaN, which changes nothing: a NaN still reaches
-// the row's sum, and so every output of that row, as with NumPy's max.
+// Softmax of `rows` contiguous rows of `length` (y may not alias x): the row max, then
+// y = exp(x - max) summed in the same pass, then the scaling. `omp simd reduction` (compiled with
+// -fopenmp-simd: the pragmas only, no OpenMP runtime) lets GCC keep vector partial maxima and
+// sums, which it may not do on its own without reassociation flags. The max may ignore a NaN;
+// that changes nothing, since the NaN still reaches the row's sum and so every output of the row,
+// as with NumPy's max.
 template <typename T>
-inline void softmax_rows(const T* x, T* y, int64_t rows, int64_t length, int log) {
-    typedef T vec __attribute__((vector_size(64)));
-    const int W = int(sizeof(vec) / sizeof(T));
-    const T neg_inf = -__builtin_inf();
+GA_HD void softmax_rows(const T* x, T* y, int64_t rows, int64_t length, int log) {
     for (int64_t r = 0; r < rows; ++r) {
         const T* xr = x + r * length;
         T* yr = y + r * length;
-        vec vmax = vec{} + neg_inf;
-        int64_t i = 0;
-        for (; i + W <= length; i += W) {
-            vec v;
-            __builtin_memcpy(&v, xr + i, sizeof v);
-            vmax = v > vmax ? v : vmax;
-        }
-        T m = neg_inf;
-        for (int j = 0; j < W; ++j) m = vmax[j] > m ? vmax[j] : m;
-        for (; i < length; ++i) m = xr[i] > m ? xr[i] : m;
-
-#pragma GCC ivdep
-        for (int64_t k = 0; k < length; ++k) yr[k] = ga::exp_(T(xr[k] - m));
-        vec vsum = vec{};
-        i = 0;
-        for (; i + W <= length; i += W) {
-            vec v;
-            __builtin_memcpy(&v, yr + i, sizeof v);
-            vsum += v;
-        }
+        T m = -__builtin_inf();
+#pragma omp simd reduction(max : m)
+        for (int64_t k = 0; k < length; ++k) m = xr[k] > m ? xr[k] : m;
+        // The next row streams in while this one is computed on from L1; left to the hardware
+        // prefetcher, the max pass of every row would wait on memory with the vector units idle.
+        if (r + 1 < rows && length <= 16384)
+            for (int64_t k = 0; k < length; k += int64_t(64 / sizeof(T))) __builtin_prefetch(xr + length + k);
         T s = T(0);
-        for (int j = 0; j < W; ++j) s += vsum[j];
-        for (; i < length; ++i) s += yr[i];
-
+#pragma omp simd reduction(+ : s)
+        for (int64_t k = 0; k < length; ++k) {
+            T e = ga::exp_(T(xr[k] - m));
+            yr[k] = e;
+            s += e;
+        }
         if (log) {
             T log_s = ga::log_(s);
-#pragma GCC ivdep
+#pragma omp simd
             for (int64_t k = 0; k < length; ++k) yr[k] = T(xr[k] - m) - log_s;
         } else {
             T inv = T(1) / s;
+#pragma omp simd
             for (int64_t k = 0; k < length; ++k) yr[k] *= inv;
         }
     }

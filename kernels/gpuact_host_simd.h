@@ -13,21 +13,24 @@
 #include <cstdint>
 #include <cstring>
 
+// always inlined, so that each instruction-set clone of the calling loop vectorizes it for itself
+#define GA_SIMD_INLINE inline __attribute__((always_inline))
+
 namespace ga {
 namespace simd {
 
-inline float bits_to_float(int32_t i) { float f; std::memcpy(&f, &i, sizeof f); return f; }
-inline int32_t float_to_bits(float f) { int32_t i; std::memcpy(&i, &f, sizeof i); return i; }
-inline bool is_nan(float x) { return x != x; }
-inline float abs(float x) { return bits_to_float(float_to_bits(x) & 0x7fffffff); }
+GA_SIMD_INLINE float bits_to_float(int32_t i) { float f; std::memcpy(&f, &i, sizeof f); return f; }
+GA_SIMD_INLINE int32_t float_to_bits(float f) { int32_t i; std::memcpy(&i, &f, sizeof i); return i; }
+GA_SIMD_INLINE bool is_nan(float x) { return x != x; }
+GA_SIMD_INLINE float abs(float x) { return bits_to_float(float_to_bits(x) & 0x7fffffff); }
 // x with the sign of s
-inline float copy_sign(float x, float s) {
+GA_SIMD_INLINE float copy_sign(float x, float s) {
     return bits_to_float((float_to_bits(x) & 0x7fffffff) | (float_to_bits(s) & int32_t(0x80000000u)));
 }
 // round to nearest integer for |v| < 2**22 without roundps (absent from baseline x86-64)
-inline float round_small(float v) { return (v + 12582912.0f) - 12582912.0f; }
+GA_SIMD_INLINE float round_small(float v) { return (v + 12582912.0f) - 12582912.0f; }
 // 2**n for integer n in [-126, 127], built in the exponent field
-inline float pow2i(int32_t n) { return bits_to_float((n + 127) << 23); }
+GA_SIMD_INLINE float pow2i(int32_t n) { return bits_to_float((n + 127) << 23); }
 
 const float kLog2e = 1.44269504088896341f;
 // ln 2 split so that n * kLn2Hi is exact for |n| < 2**9 (Cephes)
@@ -35,7 +38,7 @@ const float kLn2Hi = 0.693359375f;
 const float kLn2Lo = -2.12194440e-4f;
 
 // e**r - 1 - r for |r| <= ln2 / 2, Taylor to r**8 (truncation below 1e-9 relative)
-inline float expm1_poly_tail(float r) {
+GA_SIMD_INLINE float expm1_poly_tail(float r) {
     float p = 1.0f / 40320.0f;
     p = p * r + 1.0f / 5040.0f;
     p = p * r + 1.0f / 720.0f;
@@ -48,7 +51,7 @@ inline float expm1_poly_tail(float r) {
 
 // e**x: x = n ln2 + r, e**r by its polynomial, times 2**n applied in two halves so that results
 // down to the smallest subnormal (n = -149) and up to overflow come out right.
-inline float exp(float x) {
+GA_SIMD_INLINE float exp(float x) {
     float xc = x < -104.0f ? -104.0f : x;  // below: 0 in float32; NaN passes and is fixed below
     xc = xc > 89.0f ? 89.0f : xc;          // above: inf in float32
     xc = is_nan(x) ? 0.0f : xc;
@@ -63,7 +66,7 @@ inline float exp(float x) {
 
 // e**x - 1 = 2**n (e**r - 1) + (2**n - 1), evaluated as 2 (h (e**r - 1) + (h - 1/2)) with
 // h = 2**(n-1) so that n = 128 (x near the float32 overflow) needs no 2**128.
-inline float expm1(float x) {
+GA_SIMD_INLINE float expm1(float x) {
     float xc = x < -25.0f ? -25.0f : x;  // e**-25 - 1 rounds to -1 in float32
     xc = xc > 89.0f ? 89.0f : xc;
     xc = is_nan(x) ? 0.0f : xc;
@@ -76,7 +79,7 @@ inline float expm1(float x) {
 }
 
 // ln x for x > 0 (Cephes logf): x = 2**e m, m in [sqrt(1/2), sqrt 2), ln m by a polynomial in m - 1.
-inline float log(float x) {
+GA_SIMD_INLINE float log(float x) {
     const float kMinNormal = 1.17549435e-38f;
     bool subnormal = x < kMinNormal;
     float xs = subnormal ? x * 16777216.0f : x;  // 2**24: subnormals become normal
@@ -106,7 +109,7 @@ inline float log(float x) {
 }
 
 // ln(1 + x): with u = 1 + x rounded, ln u * x / (u - 1) cancels u's rounding error (Goldberg).
-inline float log1p(float x) {
+GA_SIMD_INLINE float log1p(float x) {
     float u = 1.0f + x;
     float d = u - 1.0f;
     float y = log(u) * (x / (d == 0.0f ? 1.0f : d));
@@ -118,7 +121,7 @@ inline float log1p(float x) {
 // ln(1 + e) for e in [0, 1] (NaN passes): Cephes's log polynomial applied to f = e itself (or to
 // (e - 1) / 2 above sqrt 2 - 1, with ln 2 added), so 1 + e is never rounded and no division or
 // special-case select is needed. softplus, log_sigmoid and mish call it with e = e**-|x|.
-inline float log1p_unit(float e) {
+GA_SIMD_INLINE float log1p_unit(float e) {
     bool big = e > 0.41421356237309505f;
     float f = big ? (e - 1.0f) * 0.5f : e;
     float k = big ? 1.0f : 0.0f;
@@ -139,7 +142,7 @@ inline float log1p_unit(float e) {
 // tanh x as Eigen's rational approximation (odd degree-13 numerator over even degree-6
 // denominator, x clamped where it reaches 1): no exp and one division, 1.5x the speed of
 // -expm1(-2|x|) / (expm1(-2|x|) + 2), and within 5 ulp of float64 over the float32 range.
-inline float tanh(float x) {
+GA_SIMD_INLINE float tanh(float x) {
     const float kClamp = 7.90531110763549805f;
     float c = x > kClamp ? kClamp : x;
     c = c < -kClamp ? -kClamp : c;
@@ -164,7 +167,7 @@ inline float tanh(float x) {
 // erfc(a) for a >= 0 as s * e**(-a**2 + g(2s - 1)), s = 1 / (1 + a/2): g is
 // gpuact/backends/numpy_backend.py's _ERFC_G32 (relative error below 1e-7); negative z by
 // erfc(z) = 2 - erfc(-z).
-inline float erfc(float z) {
+GA_SIMD_INLINE float erfc(float z) {
     float a = abs(z);
     a = a > 1.0e4f ? 1.0e4f : a;  // e**(-a**2) is 0 long before; keeps inf * 0 out
     float s = 1.0f / (1.0f + 0.5f * a);
@@ -186,7 +189,7 @@ inline float erfc(float z) {
 }
 
 // sqrt(x**2 + y**2) in double: exact enough, never overflows for float inputs, and vectorizes.
-inline float hypot(float x, float y) {
+GA_SIMD_INLINE float hypot(float x, float y) {
     double dx = x, dy = y;
     float h = float(__builtin_sqrt(dx * dx + dy * dy));
     const float inf = __builtin_inff();

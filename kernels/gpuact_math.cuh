@@ -22,9 +22,13 @@
 #define GA_HD __host__ __device__ __forceinline__
 #else
 #include <cmath>
-#define GA_HD inline
 #ifdef GA_HOST_SIMD
+// The CPU build's loops are cloned per instruction set (gpuact_cpu.cc): the math must be inlined
+// into each clone to be vectorized for it, not called as one baseline copy.
+#define GA_HD inline __attribute__((always_inline))
 #include "gpuact_host_simd.h"
+#else
+#define GA_HD inline
 #endif
 #endif
 
