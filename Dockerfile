@@ -23,21 +23,26 @@ ENV DEBIAN_FRONTEND=noninteractive \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
-# A private venv, whatever Python layout the base has. apt is used only when
-# the base cannot make a venv itself (the CUDA images ship no Python at all).
+# A private venv, whatever Python layout the base has, and a C++ compiler, which
+# `pip install .` below uses to build the NumPy path's compiled kernels
+# (hatch_build.py). python3 comes from apt only when the base cannot make a venv
+# itself (the CUDA images ship no Python at all).
 # DL3008 (pin apt package versions) is ignored: the apt release depends on
 # BASE, a build argument; a pin valid for one base (e.g. Ubuntu 24.04) does not
 # exist on another (e.g. Debian 12), so the base image tag pins these packages.
-# hadolint ignore=DL3008
-RUN if ! python3 -m venv "$VIRTUAL_ENV" >/dev/null 2>&1; then \
-        rm -rf "$VIRTUAL_ENV" \
-        && apt-get update \
-        && apt-get install -y --no-install-recommends \
-            ca-certificates python3 python3-venv \
-        && rm -rf /var/lib/apt/lists/* \
-        && python3 -m venv "$VIRTUAL_ENV"; \
+# SC2086: ${python_pkgs} is meant to split into package names (or nothing).
+# hadolint ignore=DL3008,SC2086
+RUN python_pkgs="" \
+    && if ! python3 -m venv /tmp/venv-probe >/dev/null 2>&1; then \
+        python_pkgs="ca-certificates python3 python3-venv"; \
     fi \
+    && rm -rf /tmp/venv-probe \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends g++ ${python_pkgs} \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv "$VIRTUAL_ENV" \
     && python --version \
+    && g++ -dumpfullversion \
     && useradd --no-log-init --create-home --uid 10001 --user-group gpuact \
     && install -d -o gpuact -g gpuact /home/gpuact/gpuact
 
@@ -70,7 +75,9 @@ open('/tmp/requirements.txt', 'w').write(''.join(x + '\n' for x in out))" \
     && rm /tmp/requirements.txt
 
 # The project itself: only what .dockerignore lets through (package, CUDA
-# sources, tests). No network needed here: dependencies are already present.
+# sources, tests, the build hook). No network needed here: dependencies are
+# already present. The build hook compiles gpuact/_gpuact_cpu.so in this tree,
+# which is where the tests import gpuact from.
 COPY --chown=10001:10001 . ./
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && pip check

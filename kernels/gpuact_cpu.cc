@@ -61,7 +61,7 @@ GA_HD void softmax_rows(const T* x, T* y, int64_t rows, int64_t length, int log)
         T s = T(0);
 #pragma omp simd reduction(+ : s)
         for (int64_t k = 0; k < length; ++k) {
-            T e = ga::exp_(T(xr[k] - m));
+            T e = ga::exp_nonpositive_(T(xr[k] - m));
             yr[k] = e;
             s += e;
         }

@@ -37,7 +37,8 @@ const float kLog2e = 1.44269504088896341f;
 const float kLn2Hi = 0.693359375f;
 const float kLn2Lo = -2.12194440e-4f;
 
-// e**r - 1 - r for |r| <= ln2 / 2, Taylor to r**8 (truncation below 1e-9 relative)
+// e**r - 1 - r for |r| <= ln2 / 2, Taylor to r**8 (truncation below 1e-9 relative to r, which
+// expm1 of a small x needs; exp, whose result is near 1, has a cheaper polynomial)
 GA_SIMD_INLINE float expm1_poly_tail(float r) {
     float p = 1.0f / 40320.0f;
     p = p * r + 1.0f / 5040.0f;
@@ -49,27 +50,53 @@ GA_SIMD_INLINE float expm1_poly_tail(float r) {
     return p * r * r;
 }
 
-// e**x: x = n ln2 + r, e**r by its polynomial, times 2**n applied in two halves so that results
-// down to the smallest subnormal (n = -149) and up to overflow come out right.
+// e**x: x = n ln2 + r, e**r by Cephes's degree-6 polynomial (within 1 ulp on |r| <= ln2 / 2),
+// times 2**n applied in two halves so that results down to the smallest subnormal (n = -149) and
+// up to overflow come out right. The clamps are written so that NaN fails both comparisons and
+// becomes -104 (a harmless finite input), and is put back by the last select.
 GA_SIMD_INLINE float exp(float x) {
-    float xc = x < -104.0f ? -104.0f : x;  // below: 0 in float32; NaN passes and is fixed below
-    xc = xc > 89.0f ? 89.0f : xc;          // above: inf in float32
-    xc = is_nan(x) ? 0.0f : xc;
+    float xc = x > -104.0f ? x : -104.0f;  // below: 0 in float32
+    xc = xc < 89.0f ? xc : 89.0f;          // above: inf in float32
     float n = round_small(xc * kLog2e);
     float r = xc - n * kLn2Hi - n * kLn2Lo;
-    float er = 1.0f + r + expm1_poly_tail(r);
+    float p = 1.9875691500E-4f;
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    float er = p * (r * r) + r + 1.0f;
     int32_t ni = int32_t(n);
     int32_t half = ni >> 1;
     float y = er * pow2i(half) * pow2i(ni - half);
     return is_nan(x) ? x : y;
 }
 
+// e**t for t <= 0 (or NaN), softmax's exp(x - max): no overflow to handle, and results below the
+// smallest normal float (t < -87.34) come out as 0 instead of subnormal, so 2**n is one exponent
+// field. Those results are below 1.2e-38, which no softmax output or row sum can tell from 0;
+// dropping the two-step scaling and the upper clamp makes it a fifth cheaper than exp.
+GA_SIMD_INLINE float exp_nonpositive(float t) {
+    const float kMinArg = -87.33654475f;  // ln 2**-126
+    float tc = t > kMinArg ? t : kMinArg;  // NaN fails the comparison too; the last select keeps it
+    float n = round_small(tc * kLog2e);
+    float r = tc - n * kLn2Hi - n * kLn2Lo;
+    float p = 1.9875691500E-4f;
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    float y = (p * (r * r) + r + 1.0f) * pow2i(int32_t(n));
+    y = t < kMinArg ? 0.0f : y;
+    return is_nan(t) ? t : y;
+}
+
 // e**x - 1 = 2**n (e**r - 1) + (2**n - 1), evaluated as 2 (h (e**r - 1) + (h - 1/2)) with
 // h = 2**(n-1) so that n = 128 (x near the float32 overflow) needs no 2**128.
 GA_SIMD_INLINE float expm1(float x) {
-    float xc = x < -25.0f ? -25.0f : x;  // e**-25 - 1 rounds to -1 in float32
-    xc = xc > 89.0f ? 89.0f : xc;
-    xc = is_nan(x) ? 0.0f : xc;
+    float xc = x > -25.0f ? x : -25.0f;  // e**-25 - 1 rounds to -1 in float32; NaN -> -25
+    xc = xc < 89.0f ? xc : 89.0f;
     float n = round_small(xc * kLog2e);
     float r = xc - n * kLn2Hi - n * kLn2Lo;
     float em1 = r + expm1_poly_tail(r);

@@ -60,6 +60,7 @@ GA_HD float exp_(float x) { return simd::exp(x); }
 GA_HD float expm1_(float x) { return simd::expm1(x); }
 GA_HD float log1p_(float x) { return simd::log1p(x); }
 GA_HD float log1p_unit_(float x) { return simd::log1p_unit(x); }
+GA_HD float exp_nonpositive_(float x) { return simd::exp_nonpositive(x); }
 GA_HD float log_(float x) { return simd::log(x); }
 GA_HD float tanh_(float x) { return simd::tanh(x); }
 GA_HD float erfc_(float x) { return simd::erfc(x); }
@@ -112,7 +113,9 @@ template <> struct limits<double> {
 
 #if !defined(GA_HOST_SIMD) || defined(__CUDACC__) || defined(__CUDACC_RTC__)
 GA_HD float log1p_unit_(float x) { return log1p_(x); }
+GA_HD float exp_nonpositive_(float x) { return exp_(x); }
 #endif
+GA_HD double exp_nonpositive_(double x) { return exp_(x); }  // e**x for x <= 0 (softmax)
 GA_HD double log1p_unit_(double x) { return log1p_(x); }  // ln(1 + x) for x in [0, 1]
 // log1p(exp(-|x|)), the smooth part of softplus / log_sigmoid / mish
 template <typename T> GA_HD T log1p_exp_neg_abs(T x) { return log1p_unit_(exp_(-abs_(x))); }

@@ -101,6 +101,15 @@ def softmax_rows_kernel(dtype):
     return _state[key]
 
 
+def address(a: np.ndarray) -> int:
+    """The data pointer of a non-empty contiguous array. A ctypes view of a writable buffer gives
+    it in a quarter of the time of ``a.ctypes.data`` (which builds a helper object), and that is
+    most of the cost of a small call."""
+    if a.flags.writeable:
+        return ctypes.addressof(ctypes.c_char.from_buffer(a))
+    return a.ctypes.data
+
+
 def exported_ops() -> list[str]:
     """The elementwise ops the loaded library exports (for the tests)."""
     lib = _load()

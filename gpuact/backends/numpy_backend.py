@@ -436,8 +436,10 @@ def _native_elementwise(kernel, xf, yf, params):
     """``yf = op(xf)`` by a compiled kernel, on every core for large arrays; ``xf`` is ``yf`` or
     does not overlap it."""
     n = xf.size
+    if n == 0:
+        return
     p = tuple(params) + (0.0,) * (4 - len(params))
-    xp, yp, item = xf.ctypes.data, yf.ctypes.data, xf.itemsize
+    xp, yp, item = _native.address(xf), _native.address(yf), xf.itemsize
     if n < PARALLEL_MIN:
         kernel(xp, yp, n, *p)
         return
@@ -629,7 +631,7 @@ def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
     rows_kernel = _native.softmax_rows_kernel(compute) if inner == 1 and mask3 is None else None
     if rows_kernel is not None:
         # contiguous rows along the last axis: one fused compiled pass a row, rows shared out
-        xp, yp, row_bytes = x3.ctypes.data, y3.ctypes.data, length * x3.itemsize
+        xp, yp, row_bytes = _native.address(x3), _native.address(y3), length * x3.itemsize
 
         def run_rows(lo, hi):
             rows_kernel(xp + lo * row_bytes, yp + lo * row_bytes, hi - lo, length, int(log))
