@@ -1,4 +1,6 @@
 // gpuact: the CPU kernels behind the NumPy path, for float32 and float64 contiguous arrays.
+// (gpuact/backends/_native.py routes float32 here, and the float64 ops whose math needs no C
+// library call: scalar libm exp/tanh in double is slower than NumPy's SIMD loops.)
 //
 // The math is gpuact_math.cuh's, the same templates the CUDA kernels use, compiled for the host
 // with GA_HOST_SIMD so that float32 exp, expm1, log1p, tanh and erfc are gpuact_host_simd.h's

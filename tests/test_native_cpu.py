@@ -47,8 +47,13 @@ def test_every_op_is_exported():
     _skip_unless_loaded()
     assert _native.exported_ops() == list(ELEMENTWISE_OPS)
     for dtype in (np.float32, np.float64):
-        assert _native.softmax_rows_kernel(dtype) is not None
+        assert _native.compiled_softmax_rows(dtype) is not None
     assert _native.elementwise_kernel("relu", np.float16) is None  # float16 takes the ufunc path
+    # what the NumPy path routes to the library
+    assert all(_native.elementwise_kernel(op, np.float32) is not None for op in ELEMENTWISE_OPS)
+    assert _native.elementwise_kernel("softsign", np.float64) is not None
+    assert _native.elementwise_kernel("tanh", np.float64) is None
+    assert _native.softmax_rows_kernel(np.float64) is None
 
 
 def _all_floats32(lo: float, hi: float, step: int) -> np.ndarray:
@@ -63,7 +68,7 @@ def _ulps(actual32: np.ndarray, exact64: np.ndarray) -> np.ndarray:
 
 
 def _run(op, x, *params):
-    kernel = _native.elementwise_kernel(op, x.dtype)
+    kernel = _native.compiled_elementwise(op, x.dtype)  # also the float64 kernels the path does not route to
     y = np.empty_like(x)
     numpy_backend._native_elementwise(kernel, x, y, params)
     return y
@@ -161,9 +166,13 @@ def test_softmax_rows(length, log, dtype):
     if length > 1:
         x[-1, :] = -np.inf
         x[-1, length // 2] = 3.0                     # one finite value among -inf: 1 there, 0 elsewhere
-    fn = gpuact.log_softmax if log else gpuact.softmax
     with np.errstate(all="ignore"):
-        assert_close(fn(x), reference.softmax(x.astype(np.float64), axis=-1, log=log), dtype)
+        expected = reference.softmax(x.astype(np.float64), axis=-1, log=log)
+    y = np.empty_like(x)
+    _native.compiled_softmax_rows(dtype)(x.ctypes.data, y.ctypes.data, rows, length, int(log))
+    assert_close(y, expected, dtype)
+    if dtype == np.float32:  # the public call: the same kernel, rows shared among the threads
+        assert_close((gpuact.log_softmax if log else gpuact.softmax)(x), expected, dtype)
 
 
 def test_loading_the_library_keeps_subnormals():

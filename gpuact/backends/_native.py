@@ -1,5 +1,8 @@
 """The NumPy path's compiled kernels: ``kernels/gpuact_cpu.cc`` loaded through ctypes.
 
+Used for float32 (every elementwise op, softmax along the last axis) and for the float64 ops in
+FLOAT64_OPS; everything else stays on the NumPy ufunc formulas of ``numpy_backend``.
+
 A NumPy formula of k steps streams its data k times (in cache-sized blocks, but still k ufunc
 calls); the same formula compiled from ``kernels/gpuact_math.cuh`` (the CUDA kernels' own math)
 reads the input once and writes the output once, vectorized. ``hatch_build.py`` compiles the
@@ -69,9 +72,20 @@ def available() -> bool:
     return _load() is not None
 
 
-def elementwise_kernel(op: str, dtype):
-    """``f(x, y, n, p0, p1, p2, p3)`` on raw pointers for ``op`` in ``dtype`` (float32 or float64),
-    or None when there is no compiled kernel for it."""
+# float64 math comes from the C library one element at a time (gpuact_host_simd.h is float32
+# only), slower than NumPy's SIMD float64 loops: measured at 2**21 float64 on the 2-core EPYC,
+# compiled / ufunc time was tanh 4.5x, softplus 5x, mish 8x, exponential 2.3x, softmax 1.7x.
+# float64 therefore takes the compiled kernels only for the ops that need no such function
+# (softsign 2.4x faster, relu 1.2x) and gelu (glibc's erfc beats the 23-term ufunc fit, 1.2x).
+FLOAT64_OPS = frozenset({
+    "relu", "linear", "relu6", "leaky_relu", "softsign", "hard_sigmoid", "hard_silu", "hard_tanh",
+    "hard_shrink", "soft_shrink", "threshold", "sparse_plus", "sparse_sigmoid", "gelu",
+})
+
+
+def compiled_elementwise(op: str, dtype):
+    """``f(x, y, n, p0, p1, p2, p3)`` on raw pointers: the library's kernel for ``op`` in
+    ``dtype`` (float32 or float64), or None when the library or the kernel is not there."""
     dtype = np.dtype(dtype)
     key = ("ew", op, dtype)
     if key not in _state:
@@ -86,8 +100,22 @@ def elementwise_kernel(op: str, dtype):
     return _state[key]
 
 
+def elementwise_kernel(op: str, dtype):
+    """The compiled kernel the NumPy path uses for ``op`` in ``dtype``, or None where its ufunc
+    formula is the better choice (float64 ops in need of exp, log or tanh) or the only one."""
+    if np.dtype(dtype) == np.float64 and op not in FLOAT64_OPS:
+        return None
+    return compiled_elementwise(op, dtype)
+
+
 def softmax_rows_kernel(dtype):
-    """``f(x, y, rows, length, log)``: softmax (or log-softmax) of contiguous rows, or None."""
+    """``f(x, y, rows, length, log)``: softmax (or log-softmax) of contiguous float32 rows, or
+    None (float64 rows are faster on NumPy's SIMD exp, see FLOAT64_OPS)."""
+    dtype = np.dtype(dtype)
+    return compiled_softmax_rows(dtype) if dtype == np.float32 else None
+
+
+def compiled_softmax_rows(dtype):
     dtype = np.dtype(dtype)
     key = ("softmax", dtype)
     if key not in _state:
