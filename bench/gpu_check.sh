@@ -39,6 +39,10 @@ else
     echo "==> using the source tree (PYTHONPATH=.)"
 fi
 
+# The NumPy path's CPU kernels: built in the tree if a compiler is there (a pip install would do it),
+# so the CPU figures of the benchmark are those of an installed gpuact.
+"$PY" hatch_build.py || echo "==> CPU kernels not built: the NumPy path runs on ufuncs alone"
+
 # 1. the device
 {
     echo "==> date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
