@@ -25,7 +25,7 @@ from tests.reference import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import hatch_build  # noqa: E402
+import hatch_build
 
 
 def _skip_unless_loaded():

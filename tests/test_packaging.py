@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import hatch_build  # noqa: E402
+import hatch_build
 
 
 pytestmark = pytest.mark.needs_network
