@@ -181,3 +181,22 @@ def test_loading_the_library_keeps_subnormals():
     tiny = np.float32(1e-40)
     assert tiny * np.float32(0.5) != 0.0
     assert _run("exponential", np.array([-100.0], np.float32))[0] == np.float32(np.exp(-100.0))
+
+
+@pytest.mark.parametrize("shape, axis", [((5, 300, 17), 1), ((3000, 64), 0), ((16, 7, 40, 3), 2), ((2, 70000, 2), 1)])
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_columns(shape, axis, log):
+    """Softmax along a non-last axis: the column kernel, several work units a thread, a last unit
+    narrower than the others, NaN and all--inf columns."""
+    _skip_unless_loaded()
+    x = (np.random.default_rng(sum(shape)).standard_normal(shape) * 20).astype(np.float32)
+    index = [0] * x.ndim
+    index[axis] = slice(None)
+    x[tuple(index)] = -np.inf                        # a column of -inf: NaN
+    index[-1 if axis != x.ndim - 1 else 0] = 1
+    x[tuple(index)] = np.linspace(-5, 5, shape[axis])
+    x[tuple(index[:axis] + [0] + index[axis + 1:])] = np.nan  # a column with a NaN: NaN
+    fn = gpuact.log_softmax if log else gpuact.softmax
+    with np.errstate(all="ignore"):
+        expected = reference.softmax(x.astype(np.float64), axis=axis, log=log)
+    assert_close(fn(x, axis=axis), expected, np.float32)

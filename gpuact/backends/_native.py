@@ -26,7 +26,7 @@ from gpuact._ops import ELEMENTWISE_OPS
 
 LIBRARY_NAME = "_gpuact_cpu.so"
 # kernels/gpuact_cpu.cc's ga_cpu_abi_version(): a library built from other sources is not used.
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _C_SCALAR = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
@@ -113,6 +113,23 @@ def softmax_rows_kernel(dtype):
     None (float64 rows are faster on NumPy's SIMD exp, see FLOAT64_OPS)."""
     dtype = np.dtype(dtype)
     return compiled_softmax_rows(dtype) if dtype == np.float32 else None
+
+
+def softmax_columns_kernel(dtype):
+    """``f(x, y, length, inner, width, u0, u1, log)``: softmax along the middle axis of a
+    contiguous float32 (outer, length, inner) array, work units [u0, u1), or None."""
+    if np.dtype(dtype) != np.float32:
+        return None
+    key = ("softmax-columns", np.dtype(dtype))
+    if key not in _state:
+        lib = _load()
+        fn = None
+        if lib is not None:
+            fn = lib.ga_cpu_softmax_columns_f32
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 5 + [ctypes.c_int]
+            fn.restype = None
+        _state[key] = fn
+    return _state[key]
 
 
 def compiled_softmax_rows(dtype):
