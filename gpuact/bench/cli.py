@@ -477,17 +477,20 @@ def _memory_bytes():
 
 def machine_info() -> dict:
     try:
-        from gpuact.backends import numpy_backend
+        from gpuact.backends import _native, numpy_backend
 
         threads = numpy_backend.THREADS
+        reason = _native.unavailable_reason()
+        cpu_kernels = "compiled kernels loaded" if reason is None else f"NumPy ufuncs only: {reason}"
     except Exception:
-        threads = None
+        threads, cpu_kernels = None, None
     return {
         "platform": platform.platform(),
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "gpuact_numpy_threads": threads,
+        "gpuact_numpy_path": cpu_kernels,
         "memory_bytes": _memory_bytes(),
         "python": sys.version.split()[0],
         "versions": library_versions(),

@@ -248,7 +248,13 @@ def discover(selected=None, devices=("cpu", "gpu"), need_x64=False):
             statuses.append(Status(backend, device, False, f"{type(exc).__name__}: {exc}"))
             return
         impls.append(impl)
-        statuses.append(Status(backend, device, True, _describe(impl)))
+        how = _describe(impl)
+        if backend == "numpy":  # which NumPy path is being timed
+            from gpuact.backends import _native
+
+            off = _native.unavailable_reason()
+            how += "; compiled CPU kernels" if off is None else f"; NumPy ufuncs only ({off})"
+        statuses.append(Status(backend, device, True, how))
 
     gpu_reason = gpu_unusable() if "gpu" in devices else "--device excludes gpu"
 
@@ -396,7 +402,7 @@ def library_versions() -> dict:
     except ImportError:  # pragma: no cover
         return out
     for dist in ("gpuact", "numpy", "scipy", "cupy-cuda12x", "cupy-cuda13x", "cupy", "numba", "numba-cuda",
-                 "torch", "jax", "jaxlib", "tensorflow", "keras", "matplotlib", "rich"):
+                 "torch", "jax", "jaxlib", "tensorflow", "tensorflow-cpu", "keras", "matplotlib", "rich"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
