@@ -74,7 +74,11 @@ class NativeKernelsHook(BuildHookInterface):
         build_data["artifacts"].append("gpuact/_gpuact_cpu.so")
         if version == "standard":
             build_data["pure_python"] = False
-            build_data["infer_tag"] = True
+            # ctypes, not the Python C API: any Python 3 on this platform can load the library
+            from packaging.tags import sys_tags
+
+            platform = next(t.platform for t in sys_tags() if not t.platform.startswith(("manylinux", "musllinux")))
+            build_data["tag"] = f"py3-none-{platform}"
 
 
 if __name__ == "__main__":
