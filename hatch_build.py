@@ -23,7 +23,8 @@ SOURCE = ROOT / "kernels" / "gpuact_cpu.cc"
 LIBRARY = ROOT / "gpuact" / "_gpuact_cpu.so"
 # -ffast-math never: NaN and inf must follow IEEE rules (SPEC §3), and its start-up code would
 # turn on flush-to-zero for the whole process that loads the library.
-FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC", "-shared", "-std=c++17", "-fvisibility=hidden"]
+FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
+         "-fPIC", "-shared", "-std=c++17", "-fvisibility=hidden"]
 
 
 def compiler() -> list[str] | None:
@@ -77,8 +78,8 @@ class NativeKernelsHook(BuildHookInterface):
             # ctypes, not the Python C API: any Python 3 on this platform can load the library
             from packaging.tags import sys_tags
 
-            platform = next(t.platform for t in sys_tags() if not t.platform.startswith(("manylinux", "musllinux")))
-            build_data["tag"] = f"py3-none-{platform}"
+            generic = (t.platform for t in sys_tags() if not t.platform.startswith(("manylinux", "musllinux")))
+            build_data["tag"] = f"py3-none-{next(generic)}"
 
 
 if __name__ == "__main__":

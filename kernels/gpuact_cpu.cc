@@ -9,11 +9,12 @@
 // these on disjoint ranges from its thread pool (ctypes drops the GIL for the call).
 //
 // Built by hatch_build.py when the package is installed:
-//   g++ -O3 -fno-math-errno -fno-trapping-math -fopenmp-simd -fPIC -shared -std=c++17 (never -ffast-math: the
-//   NaN and inf rules need IEEE semantics, and its start-up code would set flush-to-zero for the
-//   whole process)
-// On x86-64 every loop is cloned for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the baseline, and the loader
-// picks the clone the CPU supports (GCC target_clones), so a wheel built here runs anywhere.
+//   c++ -O3 -fno-math-errno -fno-trapping-math -fopenmp-simd -fPIC -shared -std=c++17
+// never with -ffast-math: the NaN and inf rules need IEEE semantics, and its start-up code would
+// set flush-to-zero for the whole process. -fopenmp-simd only enables the `omp simd` pragmas (no
+// OpenMP runtime). On x86-64 Linux every exported loop is cloned for x86-64-v4 (AVX-512),
+// x86-64-v3 (AVX2 + FMA) and the baseline, and the loader picks the clone the CPU supports (GCC
+// target_clones), so a wheel built on one x86-64 machine runs on any other.
 #define GA_HOST_SIMD 1
 #include "gpuact_math.cuh"
 
@@ -27,7 +28,7 @@
 
 #define GA_EXPORT extern "C" __attribute__((visibility("default")))
 
-// Bumped whenever an exported signature changes; gpuact/backends/_native.py refuses another.
+// Bumped whenever an export is added or changes; gpuact/backends/_native.py refuses another.
 GA_EXPORT int ga_cpu_abi_version() { return 2; }
 
 namespace {

@@ -1,9 +1,10 @@
 """The CPU path: compiled fused kernels where they were built, else NumPy ufuncs block by block.
 
-float32 and float64 arrays go to ``kernels/gpuact_cpu.cc`` (see ``_native.py``) when the package
-was installed with a C++ compiler: one vectorized pass per op, on every core. What follows is the
-path for everything else (float16 and integer inputs, masked softmax, non-last softmax axes, and
-installs without the compiled library), and the formulas those kernels are tested against.
+float32 arrays (and float64 ones for the ops in ``_native.FLOAT64_OPS``) go to
+``kernels/gpuact_cpu.cc`` (see ``_native.py``) when the package was installed with a C++
+compiler: one vectorized pass per op, softmax along any axis, on every core. What follows is the
+path for everything else (float16 and integer inputs, masked softmax, float64 exp/log/tanh ops and
+softmax, installs without the compiled library), and the formulas those kernels are tested against.
 
 Multi-step formulas (``sigmoid`` is four ufunc passes) would each stream the whole array through
 memory if applied to it at once. Instead the array is cut into blocks small enough that a block,
