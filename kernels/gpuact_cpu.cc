@@ -69,7 +69,9 @@ GA_HD void softmax_rows(const T* x, T* y, int64_t rows, int64_t length, int log)
             s += e;
         }
         if (log) {
-            T log_s = ga::log_(s);
+            // one scalar log a row: the C library's, not simd::log, whose selects cost more than the
+            // whole row for short rows (rows of 32: 1.67 against 0.95 ns an element)
+            T log_s = std::log(s);
 #pragma omp simd
             for (int64_t k = 0; k < length; ++k) yr[k] = T(xr[k] - m) - log_s;
         } else {
