@@ -37,6 +37,39 @@ const float kLog2e = 1.44269504088896341f;
 const float kLn2Hi = 0.693359375f;
 const float kLn2Lo = -2.12194440e-4f;
 
+// x = n ln2 + r with n = round(x / ln2), |r| <= ln2 / 2 (Cody-Waite: r is exact to float32)
+GA_SIMD_INLINE float reduce_ln2(float x, float& n) {
+    n = round_small(x * kLog2e);
+    return x - n * kLn2Hi - n * kLn2Lo;
+}
+
+// e**r for |r| <= ln2 / 2, Cephes's degree-6 polynomial (within 1 ulp)
+GA_SIMD_INLINE float exp_reduced(float r) {
+    float p = 1.9875691500E-4f;
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    return p * (r * r) + r + 1.0f;
+}
+
+// ln(2**k (1 + f)) for f in [sqrt(1/2) - 1, sqrt 2 - 1], Cephes logf's polynomial in f
+GA_SIMD_INLINE float log_reduced(float f, float k) {
+    float z = f * f;
+    float p = 7.0376836292E-2f;
+    p = p * f - 1.1514610310E-1f;
+    p = p * f + 1.1676998740E-1f;
+    p = p * f - 1.2420140846E-1f;
+    p = p * f + 1.4249322787E-1f;
+    p = p * f - 1.6668057665E-1f;
+    p = p * f + 2.0000714765E-1f;
+    p = p * f - 2.4999993993E-1f;
+    p = p * f + 3.3333331174E-1f;
+    float y = p * f * z + k * kLn2Lo - 0.5f * z;
+    return (f + y) + k * kLn2Hi;
+}
+
 // e**r - 1 - r for |r| <= ln2 / 2, Taylor to r**8 (truncation below 1e-9 relative to r, which
 // expm1 of a small x needs; exp, whose result is near 1, has a cheaper polynomial)
 GA_SIMD_INLINE float expm1_poly_tail(float r) {
@@ -50,22 +83,14 @@ GA_SIMD_INLINE float expm1_poly_tail(float r) {
     return p * r * r;
 }
 
-// e**x: x = n ln2 + r, e**r by Cephes's degree-6 polynomial (within 1 ulp on |r| <= ln2 / 2),
-// times 2**n applied in two halves so that results down to the smallest subnormal (n = -149) and
-// up to overflow come out right. The clamps are written so that NaN fails both comparisons and
+// e**x: x = n ln2 + r, e**r by exp_reduced, times 2**n applied in two halves so that results
+// down to the smallest subnormal (n = -149) and up to overflow come out right. The clamps are written so that NaN fails both comparisons and
 // becomes -104 (a harmless finite input), and is put back by the last select.
 GA_SIMD_INLINE float exp(float x) {
     float xc = x > -104.0f ? x : -104.0f;  // below: 0 in float32
     xc = xc < 89.0f ? xc : 89.0f;          // above: inf in float32
-    float n = round_small(xc * kLog2e);
-    float r = xc - n * kLn2Hi - n * kLn2Lo;
-    float p = 1.9875691500E-4f;
-    p = p * r + 1.3981999507E-3f;
-    p = p * r + 8.3334519073E-3f;
-    p = p * r + 4.1665795894E-2f;
-    p = p * r + 1.6666665459E-1f;
-    p = p * r + 5.0000001201E-1f;
-    float er = p * (r * r) + r + 1.0f;
+    float n;
+    float er = exp_reduced(reduce_ln2(xc, n));
     int32_t ni = int32_t(n);
     int32_t half = ni >> 1;
     float y = er * pow2i(half) * pow2i(ni - half);
@@ -79,15 +104,8 @@ GA_SIMD_INLINE float exp(float x) {
 GA_SIMD_INLINE float exp_nonpositive(float t) {
     const float kMinArg = -87.33654475f;  // ln 2**-126
     float tc = t > kMinArg ? t : kMinArg;  // NaN fails the comparison too; the last select keeps it
-    float n = round_small(tc * kLog2e);
-    float r = tc - n * kLn2Hi - n * kLn2Lo;
-    float p = 1.9875691500E-4f;
-    p = p * r + 1.3981999507E-3f;
-    p = p * r + 8.3334519073E-3f;
-    p = p * r + 4.1665795894E-2f;
-    p = p * r + 1.6666665459E-1f;
-    p = p * r + 5.0000001201E-1f;
-    float y = (p * (r * r) + r + 1.0f) * pow2i(int32_t(n));
+    float n;
+    float y = exp_reduced(reduce_ln2(tc, n)) * pow2i(int32_t(n));
     y = t < kMinArg ? 0.0f : y;
     return is_nan(t) ? t : y;
 }
@@ -97,15 +115,15 @@ GA_SIMD_INLINE float exp_nonpositive(float t) {
 GA_SIMD_INLINE float expm1(float x) {
     float xc = x > -25.0f ? x : -25.0f;  // e**-25 - 1 rounds to -1 in float32; NaN -> -25
     xc = xc < 89.0f ? xc : 89.0f;
-    float n = round_small(xc * kLog2e);
-    float r = xc - n * kLn2Hi - n * kLn2Lo;
+    float n;
+    float r = reduce_ln2(xc, n);
     float em1 = r + expm1_poly_tail(r);
     float h = pow2i(int32_t(n) - 1);
     float y = 2.0f * (h * em1 + (h - 0.5f));
     return is_nan(x) ? x : y;
 }
 
-// ln x for x > 0 (Cephes logf): x = 2**e m, m in [sqrt(1/2), sqrt 2), ln m by a polynomial in m - 1.
+// ln x for x > 0 (Cephes logf): x = 2**e m, m in [sqrt(1/2), sqrt 2), ln m by log_reduced(m - 1).
 GA_SIMD_INLINE float log(float x) {
     const float kMinNormal = 1.17549435e-38f;
     bool subnormal = x < kMinNormal;
@@ -116,18 +134,7 @@ GA_SIMD_INLINE float log(float x) {
     bool small = m < 0.707106781186547524f;
     float f = small ? m + m - 1.0f : m - 1.0f;
     float ef = float(small ? e - 1 : e) - (subnormal ? 24.0f : 0.0f);
-    float z = f * f;
-    float p = 7.0376836292E-2f;
-    p = p * f - 1.1514610310E-1f;
-    p = p * f + 1.1676998740E-1f;
-    p = p * f - 1.2420140846E-1f;
-    p = p * f + 1.4249322787E-1f;
-    p = p * f - 1.6668057665E-1f;
-    p = p * f + 2.0000714765E-1f;
-    p = p * f - 2.4999993993E-1f;
-    p = p * f + 3.3333331174E-1f;
-    float y = p * f * z + ef * kLn2Lo - 0.5f * z;
-    y = (f + y) + ef * kLn2Hi;
+    float y = log_reduced(f, ef);
     const float inf = __builtin_inff();
     y = x == inf ? inf : y;
     y = x == 0.0f ? -inf : y;
@@ -145,25 +152,13 @@ GA_SIMD_INLINE float log1p(float x) {
     return is_nan(x) ? x : y;
 }
 
-// ln(1 + e) for e in [0, 1] (NaN passes): Cephes's log polynomial applied to f = e itself (or to
+// ln(1 + e) for e in [0, 1] (NaN passes): log_reduced applied to f = e itself (or to
 // (e - 1) / 2 above sqrt 2 - 1, with ln 2 added), so 1 + e is never rounded and no division or
 // special-case select is needed. softplus, log_sigmoid and mish call it with e = e**-|x|.
 GA_SIMD_INLINE float log1p_unit(float e) {
     bool big = e > 0.41421356237309505f;
     float f = big ? (e - 1.0f) * 0.5f : e;
-    float k = big ? 1.0f : 0.0f;
-    float z = f * f;
-    float p = 7.0376836292E-2f;
-    p = p * f - 1.1514610310E-1f;
-    p = p * f + 1.1676998740E-1f;
-    p = p * f - 1.2420140846E-1f;
-    p = p * f + 1.4249322787E-1f;
-    p = p * f - 1.6668057665E-1f;
-    p = p * f + 2.0000714765E-1f;
-    p = p * f - 2.4999993993E-1f;
-    p = p * f + 3.3333331174E-1f;
-    float y = p * f * z + k * kLn2Lo - 0.5f * z;
-    return (f + y) + k * kLn2Hi;
+    return log_reduced(f, big ? 1.0f : 0.0f);
 }
 
 // tanh x as Eigen's rational approximation (odd degree-13 numerator over even degree-6

@@ -83,21 +83,33 @@ FLOAT64_OPS = frozenset({
 })
 
 
+_POINTERS = [ctypes.c_void_p, ctypes.c_void_p]
+_ELEMENTWISE_ARGTYPES = {dtype: _POINTERS + [ctypes.c_int64] + [scalar] * 4 for dtype, scalar in _C_SCALAR.items()}
+_ROWS_ARGTYPES = _POINTERS + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+_COLUMNS_ARGTYPES = _POINTERS + [ctypes.c_int64] * 5 + [ctypes.c_int]
+
+
+def _bound(symbol: str, argtypes):
+    """The library's ``symbol`` with its argument types, bound on first use and kept; None
+    without the library."""
+    if symbol not in _state:
+        lib = _load()
+        fn = None
+        if lib is not None:
+            fn = getattr(lib, symbol)
+            fn.argtypes = argtypes
+            fn.restype = None
+        _state[symbol] = fn
+    return _state[symbol]
+
+
 def compiled_elementwise(op: str, dtype):
     """``f(x, y, n, p0, p1, p2, p3)`` on raw pointers: the library's kernel for ``op`` in
     ``dtype`` (float32 or float64), or None when the library or the kernel is not there."""
     dtype = np.dtype(dtype)
-    key = ("ew", op, dtype)
-    if key not in _state:
-        lib = _load()
-        fn = None
-        if lib is not None and dtype in _SUFFIX and op in ELEMENTWISE_OPS:
-            fn = getattr(lib, f"ga_cpu_{op}_{_SUFFIX[dtype]}")
-            scalar = _C_SCALAR[dtype]
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, scalar, scalar, scalar, scalar]
-            fn.restype = None
-        _state[key] = fn
-    return _state[key]
+    if dtype not in _SUFFIX or op not in ELEMENTWISE_OPS:
+        return None
+    return _bound(f"ga_cpu_{op}_{_SUFFIX[dtype]}", _ELEMENTWISE_ARGTYPES[dtype])
 
 
 def elementwise_kernel(op: str, dtype):
@@ -108,11 +120,17 @@ def elementwise_kernel(op: str, dtype):
     return compiled_elementwise(op, dtype)
 
 
-def softmax_rows_kernel(dtype):
-    """``f(x, y, rows, length, log)``: softmax (or log-softmax) of contiguous float32 rows, or
-    None (float64 rows are faster on NumPy's SIMD exp, see FLOAT64_OPS)."""
+def compiled_softmax_rows(dtype):
+    """``f(x, y, rows, length, log)``: softmax (or log-softmax) of contiguous rows in ``dtype``
+    (float32 or float64), or None."""
     dtype = np.dtype(dtype)
-    return compiled_softmax_rows(dtype) if dtype == np.float32 else None
+    return _bound(f"ga_cpu_softmax_rows_{_SUFFIX[dtype]}", _ROWS_ARGTYPES) if dtype in _SUFFIX else None
+
+
+def softmax_rows_kernel(dtype):
+    """The row softmax the NumPy path uses: float32 only (float64 rows are faster on NumPy's SIMD
+    exp, see FLOAT64_OPS)."""
+    return compiled_softmax_rows(dtype) if np.dtype(dtype) == np.float32 else None
 
 
 def softmax_columns_kernel(dtype):
@@ -120,30 +138,7 @@ def softmax_columns_kernel(dtype):
     contiguous float32 (outer, length, inner) array, work units [u0, u1), or None."""
     if np.dtype(dtype) != np.float32:
         return None
-    key = ("softmax-columns", np.dtype(dtype))
-    if key not in _state:
-        lib = _load()
-        fn = None
-        if lib is not None:
-            fn = lib.ga_cpu_softmax_columns_f32
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 5 + [ctypes.c_int]
-            fn.restype = None
-        _state[key] = fn
-    return _state[key]
-
-
-def compiled_softmax_rows(dtype):
-    dtype = np.dtype(dtype)
-    key = ("softmax", dtype)
-    if key not in _state:
-        lib = _load()
-        fn = None
-        if lib is not None and dtype in _SUFFIX:
-            fn = getattr(lib, f"ga_cpu_softmax_rows_{_SUFFIX[dtype]}")
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
-            fn.restype = None
-        _state[key] = fn
-    return _state[key]
+    return _bound("ga_cpu_softmax_columns_f32", _COLUMNS_ARGTYPES)
 
 
 def address(a: np.ndarray) -> int:
@@ -160,6 +155,3 @@ def exported_ops() -> list[str]:
     lib = _load()
     return [op for op in ELEMENTWISE_OPS if lib is not None and hasattr(lib, f"ga_cpu_{op}_f32")]
 
-
-def _reset_for_tests():
-    _state.clear()

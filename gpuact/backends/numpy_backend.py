@@ -603,6 +603,18 @@ def _softmax_slabs(x3, y3, log, mask3):
 _COLUMN_WIDTH = 256
 
 
+def _native_softmax_rows(kernel, x2, y2, log):
+    """Softmax along the last axis of contiguous 2-D arrays: one fused compiled pass a row, the
+    rows shared among the threads."""
+    rows, length = x2.shape
+    xp, yp, row_bytes = _native.address(x2), _native.address(y2), length * x2.itemsize
+
+    def run(lo, hi):
+        kernel(xp + lo * row_bytes, yp + lo * row_bytes, hi - lo, length, int(log))
+
+    _run_parallel(run, _parallel_ranges(rows, x2.size))
+
+
 def _native_softmax_columns(kernel, x3, y3, log):
     outer, length, inner = x3.shape
     width = min(_COLUMN_WIDTH, inner)
@@ -653,13 +665,7 @@ def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
     if columns_kernel is not None:
         _native_softmax_columns(columns_kernel, x3, y3, log)
     elif rows_kernel is not None:
-        # contiguous rows along the last axis: one fused compiled pass a row, rows shared out
-        xp, yp, row_bytes = _native.address(x3), _native.address(y3), length * x3.itemsize
-
-        def run_rows(lo, hi):
-            rows_kernel(xp + lo * row_bytes, yp + lo * row_bytes, hi - lo, length, int(log))
-
-        _run_parallel(run_rows, _parallel_ranges(outer, x.size))
+        _native_softmax_rows(rows_kernel, x3[:, :, 0], y3[:, :, 0], log)
     elif inner > 1 and length * inner > BLOCK:
         _softmax_slabs(x3, y3, log, mask3)
     else:
