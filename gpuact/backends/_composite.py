@@ -10,11 +10,17 @@ from __future__ import annotations
 def sparsemax_into(xp, x, axis, y, compute):
     """``y = max(x - tau, 0)`` along ``axis``, ``tau`` such that each slice sums to 1.
 
-    The support is ``{z_(k) : 1 + k z_(k) > sum_{j<=k} z_(j)}`` of the values sorted in decreasing
-    order, and ``tau = (sum over the support - 1) / |support|``. A slice holding NaN has no
-    projection and becomes NaN throughout (a ``where``, so a GPU module needs no host sync).
+    The projection is shift-invariant, so the slice's maximum is subtracted first (``z <= 0``,
+    with one 0): without that, ``[1e8, 0]`` in float32 gave ``[0, 0]``. The support is
+    ``{z_(k) : 1 + k z_(k) > sum_{j<=k} z_(j)}`` of the values sorted in decreasing order, and
+    ``tau = (sum over the support - 1) / |support|``. A slice holding NaN, or whose maximum is
+    not finite (a ``+inf``, or all ``-inf``), has no projection and becomes NaN throughout, as
+    softmax does (a ``where``, so a GPU module needs no host sync); ``-inf`` among finite values
+    gives 0.
     """
     z = xp.moveaxis(x, axis, -1).astype(compute)
+    # max - max is NaN for an infinite max: such slices then take the NaN branch below
+    z = z - xp.max(z, axis=-1, keepdims=True)
     n = z.shape[-1]
     z_sorted = -xp.sort(-z, axis=-1)
     cumsum = xp.cumsum(z_sorted, axis=-1)
