@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -25,6 +26,17 @@ LIBRARY = ROOT / "gpuact" / "_gpuact_cpu.so"
 # turn on flush-to-zero for the whole process that loads the library.
 FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
          "-fPIC", "-shared", "-std=c++17", "-fvisibility=hidden"]
+# The stable ABI from Python 3.11 (the first with the buffer protocol in it): one build then
+# serves every later Python; 3.10 gets a build for itself.
+LIMITED_API = 0x030B0000
+
+
+def python_flags() -> list[str]:
+    """Where Python.h is, and the ABI the extension module is built for."""
+    flags = ["-I", sysconfig.get_paths()["include"]]
+    if sys.version_info >= (3, 11):
+        flags.append(f"-DGA_LIMITED_API={LIMITED_API:#x}")
+    return flags
 
 
 def compiler() -> list[str] | None:
@@ -48,7 +60,7 @@ def build_library(log=sys.stderr) -> Path | None:
         print("gpuact: no C++ compiler found (set CXX); the NumPy path will use plain ufuncs", file=log)
         return None
     tmp = LIBRARY.with_suffix(".so.tmp")
-    cmd = [*cxx, *FLAGS, "-I", str(SOURCE.parent), str(SOURCE), "-o", str(tmp)]
+    cmd = [*cxx, *FLAGS, *python_flags(), "-I", str(SOURCE.parent), str(SOURCE), "-o", str(tmp)]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         print(f"gpuact: compiling the CPU kernels failed ({shlex.join(cmd)}):\n{result.stderr}", file=log)
@@ -75,11 +87,15 @@ class NativeKernelsHook(BuildHookInterface):
         build_data["artifacts"].append("gpuact/_gpuact_cpu.so")
         if version == "standard":
             build_data["pure_python"] = False
-            # ctypes, not the Python C API: any Python 3 on this platform can load the library
+            # an extension module: the stable ABI from 3.11 on (cp311-abi3), else this Python's own
             from packaging.tags import sys_tags
 
             generic = (t.platform for t in sys_tags() if not t.platform.startswith(("manylinux", "musllinux")))
-            build_data["tag"] = f"py3-none-{next(generic)}"
+            platform = next(generic)
+            if sys.version_info >= (3, 11):
+                build_data["tag"] = f"cp311-abi3-{platform}"
+            else:
+                build_data["infer_tag"] = True
 
 
 if __name__ == "__main__":

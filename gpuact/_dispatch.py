@@ -16,10 +16,13 @@ only ever passes NumPy arrays never loads either (the pattern of einops and arra
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from types import ModuleType
 
 import numpy as np
+
+from gpuact.backends import _interop
 
 try:  # numpy >= 2.0
     from numpy.lib.array_utils import normalize_axis_tuple
@@ -49,11 +52,23 @@ def detect_backend(x) -> str:
         return "cupy"
     if _is_numba_device_array(x):
         return "numba"
-    if hasattr(x, "__cuda_array_interface__"):
-        # A foreign CUDA array (PyTorch, JAX, ...): CuPy wraps it zero-copy when installed,
-        # else Numba does.
-        return "cupy" if importlib.util.find_spec("cupy") is not None else "numba"
+    if _interop.is_cuda_array(x):
+        # A foreign CUDA array (PyTorch, JAX, ...): CuPy wraps it zero-copy when installed, else Numba.
+        for name, module in (("cupy", "cupy"), ("numba", "numba.cuda")):
+            if name in sys.modules or _installed(module):
+                return name
+        raise RuntimeError(
+            f"{type(x).__module__}.{type(x).__name__} is a CUDA array, and neither CuPy nor Numba is "
+            "installed to run gpuact's kernels on it: pip install gpuact[cuda12]"
+        )
     return "numpy"
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a broken module
+        return False
 
 
 _loaded: dict[str, ModuleType] = {}
@@ -96,38 +111,54 @@ def result_dtype(dtype) -> np.dtype:
 
 
 class Call:
-    """One validated call: the backend module, its input array and how to hand the result back."""
+    """One validated call: the backend, its input array, the launch stream, and how to hand the
+    result back.
 
-    __slots__ = ("backend", "x", "dtype", "options", "_foreign")
+    ``backend.accept`` resolves where the work runs: the device that holds ``x`` and the stream
+    (``stream=`` when given, else the convention of ``x``'s library), and orders the launch after
+    the stream that produced a foreign ``x``. ``with call.scope():`` then makes that device and
+    stream current, so every array the call allocates (auxiliary arrays, copies, the result) is
+    made there.
+    """
+
+    __slots__ = ("backend", "x", "dtype", "stream", "_foreign")
 
     def __init__(self, x, backend: str | None, stream):
         name = backend if backend is not None else detect_backend(x)
         if name == "numpy" and backend is None and not isinstance(x, np.ndarray):
+            _interop.refuse_grad_tensor(x)
             x = np.asarray(x)  # object, string and complex arrays are refused by result_dtype below
         self.backend = load_backend(name)
-        self._foreign = x if not self.backend.owns(x) else None
-        self.x = self.backend.asarray(x) if self._foreign is not None else x
+        self.x, self.stream, self._foreign = self.backend.accept(x, stream)
         self.dtype = result_dtype(self.x.dtype)
-        self.options = {} if stream is None else {"stream": stream}
+
+    def scope(self):
+        return self.backend.scope(self.x, self.stream)
 
     def check_out(self, out, shape):
-        """Validate ``out`` against the result's kind, shape and dtype, before any work."""
+        """Validate ``out`` against the result's kind, device, shape, dtype and writeability, before
+        any work; an ``out`` sharing memory with ``x`` must be ``x`` itself or ``x`` is copied."""
         if out is None:
             return None
-        if self._foreign is not None and not self.backend.owns(out):
-            if not hasattr(out, "__cuda_array_interface__"):
-                raise TypeError(f"out must be a CUDA array like the input; got {type(out).__name__}")
-            out = self.backend.asarray(out)
-        elif not self.backend.owns(out):
-            raise TypeError(
-                f"out must be an array of the same kind as the input "
-                f"({type(self.x).__module__}.{type(self.x).__name__}); got {type(out).__name__}"
-            )
+        out = self.backend.accept_out(out, self.x, self._foreign is not None)
         if tuple(out.shape) != tuple(shape):
             raise ValueError(f"out has shape {tuple(out.shape)}; the result has shape {tuple(shape)}")
         if np.dtype(out.dtype) != self.dtype:
             raise TypeError(f"out has dtype {np.dtype(out.dtype)}; the result has dtype {self.dtype}")
+        flags = getattr(out, "flags", None)
+        if flags is not None and getattr(flags, "writeable", True) is False:
+            raise ValueError("out is read-only; gpuact writes its result into out")
         return out
+
+    def unalias(self, a, out, *, same_ok: bool):
+        """``a``, or a copy of it when writing ``out`` could change it while it is read: ``out``
+        shares memory with ``a`` and is not (``same_ok``) the very same view."""
+        if out is None or a is None:
+            return a
+        overlap = self.backend.overlap(a, out)
+        if overlap == OVERLAP_NONE or (overlap == OVERLAP_SAME and same_ok):
+            return a
+        return self.backend.copy(a, self.stream)
 
     def finish(self, result, original_out):
         # A foreign input gets its own kind back: the caller's ``out`` when given, else the
@@ -136,10 +167,14 @@ class Call:
             return result
         if original_out is not None:
             return original_out
-        torch = sys.modules.get("torch")
-        if torch is not None and isinstance(self._foreign, torch.Tensor):
+        torch = _interop.torch_tensor_module(self._foreign)
+        if torch is not None:
             return torch.as_tensor(result, device=self._foreign.device)
         return result
+
+
+# What ``backend.overlap(a, b)`` answers.
+OVERLAP_NONE, OVERLAP_SAME, OVERLAP_PARTIAL = 0, 1, 2
 
 
 def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
@@ -161,29 +196,57 @@ def _check_int_axis(a):
 
 def as_param(name: str, value) -> float:
     """A scalar parameter as a Python float; arrays and strings are refused."""
+    if type(value) is float:
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         if not (isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf"):
             raise TypeError(f"{name} must be a real number; got {value!r}")
     return float(value)
 
 
+_numpy_backend: ModuleType | None = None
+
+
+def numpy_elementwise(op: str, x: np.ndarray, params: tuple = ()):
+    """The common CPU call, a plain ndarray with no ``out``, ``backend`` or ``stream``: nothing to
+    detect or check but the dtype (the public functions call this directly)."""
+    global _numpy_backend
+    if _numpy_backend is None:
+        _numpy_backend = load_backend("numpy")
+    dtype = x.dtype
+    if dtype not in _FLOAT_DTYPES:
+        dtype = result_dtype(dtype)
+    return _numpy_backend.elementwise(op, x, params, None, dtype)
+
+
 def elementwise(op: str, x, params: tuple = (), *, out=None, backend=None, stream=None):
     if out is None and backend is None and type(x) is np.ndarray:
-        # The common CPU call, a plain ndarray and nothing else to check: skip detection.
-        return load_backend("numpy").elementwise(op, x, params, None, result_dtype(x.dtype))
+        return numpy_elementwise(op, x, params)
     call = Call(x, backend, stream)
-    checked_out = call.check_out(out, call.x.shape)
-    result = call.backend.elementwise(op, call.x, params, checked_out, call.dtype, **call.options)
+    with call.scope():
+        checked_out = call.check_out(out, call.x.shape)
+        xa = call.unalias(call.x, checked_out, same_ok=True)
+        result = call.backend.elementwise(op, xa, params, checked_out, call.dtype, stream=call.stream)
     return call.finish(result, out)
 
 
 def softmax(x, axis, *, log: bool, mask=None, out=None, backend=None, stream=None):
+    if out is None and backend is None and mask is None and type(x) is np.ndarray and type(axis) is int \
+            and axis == -1 and x.ndim:
+        # the common CPU call (a plain ndarray, the last axis): nothing to detect or convert
+        global _numpy_backend
+        if _numpy_backend is None:
+            _numpy_backend = load_backend("numpy")
+        return _numpy_backend.softmax(x, (x.ndim - 1,), None, result_dtype(x.dtype), log=log)
     call = Call(x, backend, stream)
     axes = normalize_axes(axis, call.x.ndim)
-    checked_out = call.check_out(out, call.x.shape)
-    if mask is not None:
-        mask = call.backend.as_mask(mask, call.x.shape)
-    result = call.backend.softmax(call.x, axes, checked_out, call.dtype, log=log, mask=mask, **call.options)
+    with call.scope():
+        checked_out = call.check_out(out, call.x.shape)
+        xa = call.unalias(call.x, checked_out, same_ok=True)
+        if mask is not None:
+            mask = call.backend.as_mask(mask, call.x.shape, call.stream)
+            mask = call.unalias(mask, checked_out, same_ok=False)
+        result = call.backend.softmax(xa, axes, checked_out, call.dtype, log=log, mask=mask, stream=call.stream)
     return call.finish(result, out)
 
 
@@ -194,24 +257,31 @@ def glu(x, axis, *, out=None, backend=None, stream=None):
     if length % 2:
         raise ValueError(f"glu splits axis {axis} in two halves; its length {length} is odd")
     shape = tuple(call.x.shape[:ax]) + (length // 2,) + tuple(call.x.shape[ax + 1 :])
-    checked_out = call.check_out(out, shape)
-    result = call.backend.glu(call.x, ax, checked_out, call.dtype, **call.options)
+    with call.scope():
+        checked_out = call.check_out(out, shape)
+        xa = call.unalias(call.x, checked_out, same_ok=False)
+        result = call.backend.glu(xa, ax, checked_out, call.dtype, stream=call.stream)
     return call.finish(result, out)
 
 
 def sparsemax(x, axis, *, out=None, backend=None, stream=None):
     call = Call(x, backend, stream)
     ax = single_axis(axis, call.x.ndim)
-    checked_out = call.check_out(out, call.x.shape)
-    result = call.backend.sparsemax(call.x, ax, checked_out, call.dtype, **call.options)
+    with call.scope():
+        checked_out = call.check_out(out, call.x.shape)
+        xa = call.unalias(call.x, checked_out, same_ok=True)
+        result = call.backend.sparsemax(xa, ax, checked_out, call.dtype, stream=call.stream)
     return call.finish(result, out)
 
 
 def prelu(x, alpha, *, out=None, backend=None, stream=None):
     call = Call(x, backend, stream)
-    checked_out = call.check_out(out, call.x.shape)
-    alpha = call.backend.as_param_array(alpha, call.x.shape, call.dtype)
-    result = call.backend.prelu(call.x, alpha, checked_out, call.dtype, **call.options)
+    with call.scope():
+        checked_out = call.check_out(out, call.x.shape)
+        xa = call.unalias(call.x, checked_out, same_ok=True)
+        alpha = call.backend.as_param_array(alpha, call.x.shape, call.dtype, call.stream)
+        alpha = call.unalias(alpha, checked_out, same_ok=False)
+        result = call.backend.prelu(xa, alpha, checked_out, call.dtype, stream=call.stream)
     return call.finish(result, out)
 
 

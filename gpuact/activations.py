@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+from numpy import ndarray as _ndarray
+
 from gpuact import _dispatch
 
 
@@ -27,6 +29,8 @@ _ALPHA_UNSET = _UnsetFloat(0.0)
 
 
 def _elementwise(op, x, params, out, backend, stream):
+    if out is None and backend is None and type(x) is _ndarray:
+        return _dispatch.numpy_elementwise(op, x, params)
     return _dispatch.elementwise(op, x, params, out=out, backend=backend, stream=stream)
 
 
@@ -54,7 +58,7 @@ def relu(x, alpha=_ALPHA_UNSET, max_value=None, threshold=0.0, *, negative_slope
         if alpha is not _ALPHA_UNSET:
             raise TypeError("relu() got both alpha and negative_slope; they name the same parameter")
         alpha = negative_slope
-    alpha = _dispatch.as_param("alpha", alpha)
+    alpha = 0.0 if alpha is _ALPHA_UNSET else _dispatch.as_param("alpha", alpha)
     threshold = _dispatch.as_param("threshold", threshold)
     if max_value is None:
         lo, hi = -math.inf, math.inf

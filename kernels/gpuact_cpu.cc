@@ -1,20 +1,33 @@
-// gpuact: the CPU kernels behind the NumPy path, for float32 and float64 contiguous arrays.
-// (gpuact/backends/_native.py routes float32 here, and the float64 ops whose math needs no C
-// library call: scalar libm exp/tanh in double is slower than NumPy's SIMD loops.)
+// gpuact: the CPU kernels behind the NumPy path, for float32 and float64 contiguous arrays, and the
+// small Python extension module (gpuact._gpuact_cpu) through which gpuact/backends/_native.py calls
+// them. (_native.py routes float32 here, and the float64 ops whose math needs no C library call:
+// scalar libm exp/tanh in double is slower than NumPy's SIMD loops.)
 //
 // The math is gpuact_math.cuh's, the same templates the CUDA kernels use, compiled for the host
 // with GA_HOST_SIMD so that float32 exp, expm1, log1p, tanh and erfc are gpuact_host_simd.h's
 // vectorizable versions. Each op is one fused pass (input read once, output written once), where
-// NumPy needs a ufunc pass per step. Threads are the caller's: gpuact/backends/_native.py calls
-// these on disjoint ranges from its thread pool (ctypes drops the GIL for the call).
+// NumPy needs a ufunc pass per step. Threads are the caller's: _native.py calls these on disjoint
+// ranges from its thread pool, and the module releases the GIL for any range worth it.
+//
+// The entry points take Python buffers, not raw addresses: the buffer protocol checks that an
+// output is writeable and every range lies inside its buffers, so a wrong call raises instead of
+// writing elsewhere, and a call costs a fraction of a microsecond (ctypes took about 3).
 //
 // Built by hatch_build.py when the package is installed:
-//   c++ -O3 -fno-math-errno -fno-trapping-math -fopenmp-simd -fPIC -shared -std=c++17
+//   c++ -O3 -fno-math-errno -fno-trapping-math -fopenmp-simd -fPIC -shared -std=c++17 -I<Python.h>
 // never with -ffast-math: the NaN and inf rules need IEEE semantics, and its start-up code would
 // set flush-to-zero for the whole process. -fopenmp-simd only enables the `omp simd` pragmas (no
-// OpenMP runtime). On x86-64 Linux every exported loop is cloned for x86-64-v4 (AVX-512),
-// x86-64-v3 (AVX2 + FMA) and the baseline, and the loader picks the clone the CPU supports (GCC
-// target_clones), so a wheel built on one x86-64 machine runs on any other.
+// OpenMP runtime). On x86-64 Linux every loop is cloned for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 +
+// FMA) and the baseline, and the loader picks the clone the CPU supports (GCC target_clones), so a
+// wheel built on one x86-64 machine runs on any other. On Python >= 3.11 the module uses only the
+// stable ABI (Py_LIMITED_API), so one build serves every later Python too.
+// Python.h first, as the C API asks (it may set feature macros the C++ headers read).
+#ifdef GA_LIMITED_API
+#define Py_LIMITED_API GA_LIMITED_API  // hatch_build.py: 0x030B0000 on Python >= 3.11
+#endif
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
 #define GA_HOST_SIMD 1
 #include "gpuact_math.cuh"
 
@@ -26,10 +39,8 @@
 #define GA_CLONES
 #endif
 
-#define GA_EXPORT extern "C" __attribute__((visibility("default")))
-
-// Bumped whenever an export is added or changes; gpuact/backends/_native.py refuses another.
-GA_EXPORT int ga_cpu_abi_version() { return 2; }
+// Bumped whenever an entry point is added or changes; gpuact/backends/_native.py refuses another.
+const int kAbiVersion = 3;
 
 namespace {
 
@@ -48,7 +59,9 @@ GA_HD void elementwise_loop(const T* x, T* y, int64_t n, T p0, T p1, T p2, T p3)
 // -fopenmp-simd: the pragmas only, no OpenMP runtime) lets GCC keep vector partial maxima and
 // sums, which it may not do on its own without reassociation flags. The max may ignore a NaN;
 // that changes nothing, since the NaN still reaches the row's sum and so every output of the row,
-// as with NumPy's max.
+// as with NumPy's max. The sum is accumulated in double whatever T is: a float32 sum of 2**25
+// terms drifts by ~1e-4 relative (and stops growing at 2**24 ones), where the documented
+// tolerance holds for any length only with the wider accumulator.
 template <typename T>
 GA_HD void softmax_rows(const T* x, T* y, int64_t rows, int64_t length, int log) {
     for (int64_t r = 0; r < rows; ++r) {
@@ -61,21 +74,21 @@ GA_HD void softmax_rows(const T* x, T* y, int64_t rows, int64_t length, int log)
         // prefetcher, the max pass of every row would wait on memory with the vector units idle.
         if (r + 1 < rows && length <= 16384)
             for (int64_t k = 0; k < length; k += int64_t(64 / sizeof(T))) __builtin_prefetch(xr + length + k);
-        T s = T(0);
+        double s = 0.0;
 #pragma omp simd reduction(+ : s)
         for (int64_t k = 0; k < length; ++k) {
             T e = ga::exp_nonpositive_(T(xr[k] - m));
             yr[k] = e;
-            s += e;
+            s += double(e);
         }
         if (log) {
             // one scalar log a row: the C library's, not simd::log, whose selects cost more than the
             // whole row for short rows (rows of 32: 1.67 against 0.95 ns an element)
-            T log_s = std::log(s);
+            T log_s = T(std::log(s));
 #pragma omp simd
             for (int64_t k = 0; k < length; ++k) yr[k] = T(xr[k] - m) - log_s;
         } else {
-            T inv = T(1) / s;
+            T inv = T(1.0 / s);
 #pragma omp simd
             for (int64_t k = 0; k < length; ++k) yr[k] *= inv;
         }
@@ -86,7 +99,7 @@ GA_HD void softmax_rows(const T* x, T* y, int64_t rows, int64_t length, int log)
 // work unit is one outer index and `width` neighbouring columns, whose maxima and sums are
 // vectors along inner (contiguous in memory), so every loop below vectorizes without gathers.
 // Units [u0, u1) of outer * ceil(inner / width) are done; the threads take disjoint ranges.
-// NaN and -inf behave as in softmax_rows, column by column.
+// NaN and -inf behave as in softmax_rows, column by column; sums are in double, as there.
 const int64_t kMaxColumnWidth = 256;
 
 template <typename T>
@@ -94,7 +107,8 @@ GA_HD void softmax_columns(const T* x, T* y, int64_t length, int64_t inner, int6
                            int64_t u1, int log) {
     width = width < 1 ? 1 : (width > kMaxColumnWidth ? kMaxColumnWidth : width);
     const int64_t chunks = (inner + width - 1) / width;
-    T m[kMaxColumnWidth], s[kMaxColumnWidth];
+    T m[kMaxColumnWidth], f[kMaxColumnWidth];
+    double s[kMaxColumnWidth];
     for (int64_t u = u0; u < u1; ++u) {
         const int64_t o = u / chunks, j0 = (u % chunks) * width;
         const int64_t w = inner - j0 < width ? inner - j0 : width;
@@ -106,7 +120,7 @@ GA_HD void softmax_columns(const T* x, T* y, int64_t length, int64_t inner, int6
 #pragma omp simd
             for (int64_t j = 0; j < w; ++j) m[j] = xl[j] > m[j] ? xl[j] : m[j];
         }
-        for (int64_t j = 0; j < w; ++j) s[j] = T(0);
+        for (int64_t j = 0; j < w; ++j) s[j] = 0.0;
         for (int64_t l = 0; l < length; ++l) {
             const T* xl = xo + l * inner;
             T* yl = yo + l * inner;
@@ -114,23 +128,23 @@ GA_HD void softmax_columns(const T* x, T* y, int64_t length, int64_t inner, int6
             for (int64_t j = 0; j < w; ++j) {
                 T e = ga::exp_nonpositive_(T(xl[j] - m[j]));
                 yl[j] = e;
-                s[j] += e;
+                s[j] += double(e);
             }
         }
         if (log) {
-            for (int64_t j = 0; j < w; ++j) s[j] = ga::log_(s[j]);
+            for (int64_t j = 0; j < w; ++j) f[j] = T(std::log(s[j]));
             for (int64_t l = 0; l < length; ++l) {
                 const T* xl = xo + l * inner;
                 T* yl = yo + l * inner;
 #pragma omp simd
-                for (int64_t j = 0; j < w; ++j) yl[j] = T(xl[j] - m[j]) - s[j];
+                for (int64_t j = 0; j < w; ++j) yl[j] = T(xl[j] - m[j]) - f[j];
             }
         } else {
-            for (int64_t j = 0; j < w; ++j) s[j] = T(1) / s[j];
+            for (int64_t j = 0; j < w; ++j) f[j] = T(1.0 / s[j]);
             for (int64_t l = 0; l < length; ++l) {
                 T* yl = yo + l * inner;
 #pragma omp simd
-                for (int64_t j = 0; j < w; ++j) yl[j] *= s[j];
+                for (int64_t j = 0; j < w; ++j) yl[j] *= f[j];
             }
         }
     }
@@ -138,53 +152,229 @@ GA_HD void softmax_columns(const T* x, T* y, int64_t length, int64_t inner, int6
 
 }  // namespace
 
-#define GA_CPU_OP(name)                                                                                   \
-    GA_EXPORT GA_CLONES void ga_cpu_##name##_f32(const float* x, float* y, int64_t n, float p0, float p1,  \
-                                                 float p2, float p3) {                                    \
-        elementwise_loop<float, ga::name<float>>(x, y, n, p0, p1, p2, p3);                                \
+
+// ---- the entry points ----------------------------------------------------------------------------
+// One function per (op, dtype) with the instruction-set clones, collected in a table the module
+// indexes: gpuact/backends/_native.py reads the names once and keeps the indices.
+
+#define GA_CPU_OP(name)                                                                                    \
+    GA_CLONES static void name##_f32(const float* x, float* y, int64_t n, double p0, double p1, double p2,  \
+                                     double p3) {                                                         \
+        elementwise_loop<float, ga::name<float>>(x, y, n, float(p0), float(p1), float(p2), float(p3));   \
     }                                                                                                     \
-    GA_EXPORT GA_CLONES void ga_cpu_##name##_f64(const double* x, double* y, int64_t n, double p0,        \
-                                                 double p1, double p2, double p3) {                       \
-        elementwise_loop<double, ga::name<double>>(x, y, n, p0, p1, p2, p3);                              \
+    GA_CLONES static void name##_f64(const double* x, double* y, int64_t n, double p0, double p1,        \
+                                     double p2, double p3) {                                              \
+        elementwise_loop<double, ga::name<double>>(x, y, n, p0, p1, p2, p3);                             \
     }
 
 // every op of gpuact._ops.ELEMENTWISE_PARAMS (tests/test_native_cpu.py checks the list)
-GA_CPU_OP(relu)
-GA_CPU_OP(sigmoid)
-GA_CPU_OP(softplus)
-GA_CPU_OP(log_sigmoid)
-GA_CPU_OP(softsign)
-GA_CPU_OP(tanh)
-GA_CPU_OP(elu)
-GA_CPU_OP(selu)
-GA_CPU_OP(celu)
-GA_CPU_OP(exponential)
-GA_CPU_OP(linear)
-GA_CPU_OP(relu6)
-GA_CPU_OP(leaky_relu)
-GA_CPU_OP(silu)
-GA_CPU_OP(gelu_tanh)
-GA_CPU_OP(gelu)
-GA_CPU_OP(hard_sigmoid)
-GA_CPU_OP(hard_silu)
-GA_CPU_OP(mish)
-GA_CPU_OP(hard_tanh)
-GA_CPU_OP(hard_shrink)
-GA_CPU_OP(soft_shrink)
-GA_CPU_OP(tanh_shrink)
-GA_CPU_OP(threshold)
-GA_CPU_OP(squareplus)
-GA_CPU_OP(sparse_plus)
-GA_CPU_OP(sparse_sigmoid)
+#define GA_CPU_OPS(X)                                                                                     \
+    X(relu) X(sigmoid) X(softplus) X(log_sigmoid) X(softsign) X(tanh) X(elu) X(selu) X(celu)              \
+    X(exponential) X(linear) X(relu6) X(leaky_relu) X(silu) X(gelu_tanh) X(gelu) X(hard_sigmoid)          \
+    X(hard_silu) X(mish) X(hard_tanh) X(hard_shrink) X(soft_shrink) X(tanh_shrink) X(threshold)           \
+    X(squareplus) X(sparse_plus) X(sparse_sigmoid)
 
-GA_EXPORT GA_CLONES void ga_cpu_softmax_rows_f32(const float* x, float* y, int64_t rows, int64_t length, int log) {
+GA_CPU_OPS(GA_CPU_OP)
+
+GA_CLONES static void softmax_rows_f32(const float* x, float* y, int64_t rows, int64_t length, int log) {
     softmax_rows<float>(x, y, rows, length, log);
 }
-GA_EXPORT GA_CLONES void ga_cpu_softmax_rows_f64(const double* x, double* y, int64_t rows, int64_t length,
-                                                 int log) {
+GA_CLONES static void softmax_rows_f64(const double* x, double* y, int64_t rows, int64_t length, int log) {
     softmax_rows<double>(x, y, rows, length, log);
 }
-GA_EXPORT GA_CLONES void ga_cpu_softmax_columns_f32(const float* x, float* y, int64_t length, int64_t inner,
-                                                    int64_t width, int64_t u0, int64_t u1, int log) {
+GA_CLONES static void softmax_columns_f32(const float* x, float* y, int64_t length, int64_t inner, int64_t width,
+                                          int64_t u0, int64_t u1, int log) {
     softmax_columns<float>(x, y, length, inner, width, u0, u1, log);
 }
+GA_CLONES static void softmax_columns_f64(const double* x, double* y, int64_t length, int64_t inner,
+                                          int64_t width, int64_t u0, int64_t u1, int log) {
+    softmax_columns<double>(x, y, length, inner, width, u0, u1, log);
+}
+
+typedef void (*UnaryF32)(const float*, float*, int64_t, double, double, double, double);
+typedef void (*UnaryF64)(const double*, double*, int64_t, double, double, double, double);
+struct UnaryEntry {
+    const char* name;
+    UnaryF32 f32;
+    UnaryF64 f64;
+};
+#define GA_CPU_ENTRY(name) {#name, name##_f32, name##_f64},
+const UnaryEntry kUnary[] = {GA_CPU_OPS(GA_CPU_ENTRY)};
+const int kUnaryCount = int(sizeof(kUnary) / sizeof(kUnary[0]));
+
+// ---- the Python module -------------------------------------------------------------------------------
+
+namespace {
+
+// Below this many elements a call keeps the GIL: releasing and taking it back costs more.
+const int64_t kReleaseGilFrom = 16384;
+
+// A contiguous buffer of float32 ('f') or float64 ('d') in native byte order, released on scope exit.
+struct Buffer {
+    Py_buffer view;
+    bool held = false;
+    ~Buffer() {
+        if (held) PyBuffer_Release(&view);
+    }
+    // 0 on success; -1 with a Python exception set
+    int get(PyObject* obj, char type, bool writable, const char* what) {
+        if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+            return -1;
+        held = true;
+        const char* f = view.format ? view.format : "B";
+        if (*f == '@' || *f == '=' || *f == '<') ++f;  // numpy writes native float32 as "f" (or "<f")
+        if (f[0] != type || f[1] != '\0' || view.itemsize != (type == 'f' ? 4 : 8)) {
+            PyErr_Format(PyExc_TypeError, "%s must be a contiguous native %s buffer", what,
+                         type == 'f' ? "float32" : "float64");
+            return -1;
+        }
+        return 0;
+    }
+    int64_t size() const { return int64_t(view.len / view.itemsize); }
+    void* data() const { return view.buf; }
+};
+
+bool as_int64(PyObject* o, int64_t& v) {
+    v = PyLong_AsLongLong(o);
+    return !(v == -1 && PyErr_Occurred());
+}
+
+bool as_double(PyObject* o, double& v) {
+    v = PyFloat_AsDouble(o);
+    return !(v == -1.0 && PyErr_Occurred());
+}
+
+bool check_nargs(Py_ssize_t nargs, Py_ssize_t want, const char* name) {
+    if (nargs == want) return true;
+    PyErr_Format(PyExc_TypeError, "%s takes %d arguments (%d given)", name, int(want), int(nargs));
+    return false;
+}
+
+bool check_range(int64_t start, int64_t stop, int64_t size) {
+    if (0 <= start && start <= stop && stop <= size) return true;
+    PyErr_SetString(PyExc_IndexError, "range outside the buffers");
+    return false;
+}
+
+// unary(index, type, x, y, start, stop, p0, p1, p2, p3): y[start:stop] = op(x[start:stop]).
+// y may be x itself; it must not partly overlap it (the caller copies first).
+PyObject* unary(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 10, "unary")) return nullptr;
+    int64_t index, start, stop;
+    double p[4];
+    if (!as_int64(args[0], index) || !as_int64(args[4], start) || !as_int64(args[5], stop)) return nullptr;
+    for (int k = 0; k < 4; ++k)
+        if (!as_double(args[6 + k], p[k])) return nullptr;
+    if (index < 0 || index >= kUnaryCount) {
+        PyErr_SetString(PyExc_IndexError, "no such kernel");
+        return nullptr;
+    }
+    const int64_t type = PyLong_AsLongLong(args[1]);
+    if (type != 'f' && type != 'd') {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "type must be ord('f') or ord('d')");
+        return nullptr;
+    }
+    Buffer x, y;
+    if (x.get(args[2], char(type), false, "x") < 0 || y.get(args[3], char(type), true, "y") < 0) return nullptr;
+    if (!check_range(start, stop, x.size()) || !check_range(start, stop, y.size())) return nullptr;
+    const int64_t n = stop - start;
+    PyThreadState* saved = n >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
+    if (type == 'f')
+        kUnary[index].f32(static_cast<const float*>(x.data()) + start, static_cast<float*>(y.data()) + start, n,
+                          p[0], p[1], p[2], p[3]);
+    else
+        kUnary[index].f64(static_cast<const double*>(x.data()) + start, static_cast<double*>(y.data()) + start, n,
+                          p[0], p[1], p[2], p[3]);
+    if (saved) PyEval_RestoreThread(saved);
+    Py_RETURN_NONE;
+}
+
+// softmax_rows(type, x, y, row0, row1, length, log): rows [row0, row1) of a (rows, length) array.
+PyObject* py_softmax_rows(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 7, "softmax_rows")) return nullptr;
+    int64_t type, row0, row1, length, log;
+    if (!as_int64(args[0], type) || !as_int64(args[3], row0) || !as_int64(args[4], row1) ||
+        !as_int64(args[5], length) || !as_int64(args[6], log))
+        return nullptr;
+    if ((type != 'f' && type != 'd') || length < 1) {
+        PyErr_SetString(PyExc_ValueError, "softmax_rows: bad type or length");
+        return nullptr;
+    }
+    Buffer x, y;
+    if (x.get(args[1], char(type), false, "x") < 0 || y.get(args[2], char(type), true, "y") < 0) return nullptr;
+    const int64_t rows = x.size() / length;
+    if (x.size() != y.size() || !check_range(row0, row1, rows)) return nullptr;
+    PyThreadState* saved = (row1 - row0) * length >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
+    if (type == 'f')
+        softmax_rows_f32(static_cast<const float*>(x.data()) + row0 * length,
+                         static_cast<float*>(y.data()) + row0 * length, row1 - row0, length, int(log));
+    else
+        softmax_rows_f64(static_cast<const double*>(x.data()) + row0 * length,
+                         static_cast<double*>(y.data()) + row0 * length, row1 - row0, length, int(log));
+    if (saved) PyEval_RestoreThread(saved);
+    Py_RETURN_NONE;
+}
+
+// softmax_columns(type, x, y, length, inner, width, u0, u1, log): work units [u0, u1) of a contiguous
+// (outer, length, inner) array (see softmax_columns above).
+PyObject* py_softmax_columns(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 9, "softmax_columns")) return nullptr;
+    int64_t type, length, inner, width, u0, u1, log;
+    if (!as_int64(args[0], type) || !as_int64(args[3], length) || !as_int64(args[4], inner) ||
+        !as_int64(args[5], width) || !as_int64(args[6], u0) || !as_int64(args[7], u1) || !as_int64(args[8], log))
+        return nullptr;
+    if ((type != 'f' && type != 'd') || length < 1 || inner < 1 || width < 1 || width > kMaxColumnWidth) {
+        PyErr_SetString(PyExc_ValueError, "softmax_columns: bad type or shape");
+        return nullptr;
+    }
+    Buffer x, y;
+    if (x.get(args[1], char(type), false, "x") < 0 || y.get(args[2], char(type), true, "y") < 0) return nullptr;
+    const int64_t slice = length * inner;
+    const int64_t outer = x.size() / slice;
+    const int64_t units = outer * ((inner + width - 1) / width);
+    if (x.size() != y.size() || x.size() != outer * slice || !check_range(u0, u1, units)) return nullptr;
+    PyThreadState* saved = (u1 - u0) * width * length >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
+    if (type == 'f')
+        softmax_columns_f32(static_cast<const float*>(x.data()), static_cast<float*>(y.data()), length, inner, width,
+                            u0, u1, int(log));
+    else
+        softmax_columns_f64(static_cast<const double*>(x.data()), static_cast<double*>(y.data()), length, inner,
+                            width, u0, u1, int(log));
+    if (saved) PyEval_RestoreThread(saved);
+    Py_RETURN_NONE;
+}
+
+PyObject* abi_version(PyObject*, PyObject*) { return PyLong_FromLong(kAbiVersion); }
+
+PyObject* unary_names(PyObject*, PyObject*) {
+    PyObject* names = PyTuple_New(kUnaryCount);
+    if (!names) return nullptr;
+    for (int i = 0; i < kUnaryCount; ++i) {
+        PyObject* name = PyUnicode_FromString(kUnary[i].name);
+        if (!name) {
+            Py_DECREF(names);
+            return nullptr;
+        }
+        PyTuple_SetItem(names, i, name);
+    }
+    return names;
+}
+
+PyMethodDef kMethods[] = {
+    {"abi_version", abi_version, METH_NOARGS, "The version of these entry points."},
+    {"unary_names", unary_names, METH_NOARGS, "The elementwise ops, in the order unary() indexes them."},
+    {"unary", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(unary)), METH_FASTCALL,
+     "unary(index, type, x, y, start, stop, p0, p1, p2, p3)"},
+    {"softmax_rows", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(py_softmax_rows)),
+     METH_FASTCALL, "softmax_rows(type, x, y, row0, row1, length, log)"},
+    {"softmax_columns", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(py_softmax_columns)),
+     METH_FASTCALL, "softmax_columns(type, x, y, length, inner, width, u0, u1, log)"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_gpuact_cpu", "gpuact's compiled CPU kernels", -1, kMethods,
+                       nullptr, nullptr, nullptr, nullptr};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__gpuact_cpu(void) { return PyModule_Create(&kModule); }

@@ -25,6 +25,8 @@ def test_wheel_installs_into_a_fresh_venv_and_ships_the_kernels(tmp_path):
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
                    check=True, capture_output=True)
     (wheel,) = dist.glob("gpuact-*.whl")
+    if sys.version_info >= (3, 11) and hatch_build.compiler() is not None:
+        assert "-cp311-abi3-" in wheel.name, wheel.name  # the extension module uses the stable ABI
     # hatch_build.py compiles the CPU kernels into the wheel wherever a C++ compiler is found
     native_expected = hatch_build.compiler() is not None and os.environ.get("GPUACT_BUILD_NATIVE", "1") != "0"
     with zipfile.ZipFile(wheel) as archive:

@@ -1,63 +1,58 @@
-"""The NumPy path's compiled kernels: ``kernels/gpuact_cpu.cc`` loaded through ctypes.
+"""The NumPy path's compiled kernels: ``kernels/gpuact_cpu.cc``, built as the extension module
+``gpuact._gpuact_cpu``.
 
-Used for float32 (every elementwise op, softmax along the last axis) and for the float64 ops in
+Used for float32 (every elementwise op, softmax along any axis) and for the float64 ops in
 FLOAT64_OPS; everything else stays on the NumPy ufunc formulas of ``numpy_backend``.
 
 A NumPy formula of k steps streams its data k times (in cache-sized blocks, but still k ufunc
 calls); the same formula compiled from ``kernels/gpuact_math.cuh`` (the CUDA kernels' own math)
 reads the input once and writes the output once, vectorized. ``hatch_build.py`` compiles the
-library when the package is installed (``pip install .`` or ``-e .``) if a C++ compiler is there;
+module when the package is installed (``pip install .`` or ``-e .``) if a C++ compiler is there;
 without one, or with ``GPUACT_NATIVE=0`` in the environment, everything runs on NumPy ufuncs and
-gives the same results within the float32/float64 tolerances of SPEC §3.
+gives the same results within the documented float32/float64 tolerances.
 
-ctypes releases the GIL for the duration of each call, so the NumPy backend's thread pool runs
-the kernels on disjoint ranges in parallel.
+The module takes NumPy arrays through the buffer protocol (a read-only or too-short buffer raises
+instead of being written) and releases the GIL for any range worth it, so the NumPy backend's
+thread pool runs it on disjoint ranges in parallel.
 """
 
 from __future__ import annotations
 
-import ctypes
+import importlib
 import os
-from pathlib import Path
 
 import numpy as np
 
 from gpuact._ops import ELEMENTWISE_OPS
 
-LIBRARY_NAME = "_gpuact_cpu.so"
-# kernels/gpuact_cpu.cc's ga_cpu_abi_version(): a library built from other sources is not used.
-ABI_VERSION = 2
+MODULE_NAME = "gpuact._gpuact_cpu"
+# kernels/gpuact_cpu.cc's kAbiVersion: a module built from other sources is not used.
+ABI_VERSION = 3
 
-_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
-_C_SCALAR = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+# what the entry points call float32 and float64 (the buffer format characters)
+TYPE_CODE = {np.dtype(np.float32): ord("f"), np.dtype(np.float64): ord("d")}
 
 _state: dict = {}
-
-
-def library_path() -> Path:
-    return Path(__file__).resolve().parent.parent / LIBRARY_NAME
 
 
 def _load():
     if "lib" in _state:
         return _state["lib"]
     lib, reason = None, None
-    path = library_path()
     if os.environ.get("GPUACT_NATIVE", "1").strip() == "0":
         reason = "turned off by GPUACT_NATIVE=0"
-    elif not path.exists():
-        reason = f"{path.name} was not built (no C++ compiler when gpuact was installed)"
     else:
         try:
-            candidate = ctypes.CDLL(str(path))
-            candidate.ga_cpu_abi_version.restype = ctypes.c_int
-            version = candidate.ga_cpu_abi_version()
+            candidate = importlib.import_module(MODULE_NAME)
+        except ImportError as exc:
+            reason = f"{MODULE_NAME} was not built (no C++ compiler when gpuact was installed?): {exc}"
+        else:
+            version = candidate.abi_version()
             if version != ABI_VERSION:
-                reason = f"{path} has ABI {version}, this gpuact needs {ABI_VERSION}: reinstall gpuact"
+                reason = f"{candidate.__file__} has ABI {version}, this gpuact needs {ABI_VERSION}: reinstall gpuact"
             else:
                 lib = candidate
-        except (OSError, AttributeError) as exc:
-            reason = f"{path} could not be loaded: {exc}"
+                _state["unary_index"] = {name: i for i, name in enumerate(lib.unary_names())}
     _state["lib"], _state["reason"] = lib, reason
     return lib
 
@@ -83,33 +78,60 @@ FLOAT64_OPS = frozenset({
 })
 
 
-_POINTERS = [ctypes.c_void_p, ctypes.c_void_p]
-_ELEMENTWISE_ARGTYPES = {dtype: _POINTERS + [ctypes.c_int64] + [scalar] * 4 for dtype, scalar in _C_SCALAR.items()}
-_ROWS_ARGTYPES = _POINTERS + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
-_COLUMNS_ARGTYPES = _POINTERS + [ctypes.c_int64] * 5 + [ctypes.c_int]
+class Unary:
+    """One compiled elementwise op in one dtype: ``kernel(x, y, start, stop, p0, p1, p2, p3)``
+    writes ``y[start:stop] = op(x[start:stop])`` for contiguous arrays of that dtype."""
+
+    __slots__ = ("op", "dtype", "_run", "_index", "_type")
+
+    def __init__(self, lib, op: str, dtype: np.dtype):
+        self.op, self.dtype = op, dtype
+        self._run, self._index, self._type = lib.unary, _state["unary_index"][op], TYPE_CODE[dtype]
+
+    def __call__(self, x, y, start, stop, p0=0.0, p1=0.0, p2=0.0, p3=0.0):
+        self._run(self._index, self._type, x, y, start, stop, p0, p1, p2, p3)
 
 
-def _bound(symbol: str, argtypes):
-    """The library's ``symbol`` with its argument types, bound on first use and kept; None
-    without the library."""
-    if symbol not in _state:
-        lib = _load()
-        fn = None
-        if lib is not None:
-            fn = getattr(lib, symbol)
-            fn.argtypes = argtypes
-            fn.restype = None
-        _state[symbol] = fn
-    return _state[symbol]
+def _cache(name: str) -> dict:
+    # caches live in _state, so that replacing _state (the tests turn the module off that way)
+    # empties them too
+    cache = _state.get(name)
+    if cache is None:
+        cache = _state[name] = {}
+    return cache
 
 
 def compiled_elementwise(op: str, dtype):
-    """``f(x, y, n, p0, p1, p2, p3)`` on raw pointers: the library's kernel for ``op`` in
-    ``dtype`` (float32 or float64), or None when the library or the kernel is not there."""
+    """The module's kernel for ``op`` in ``dtype`` (float32 or float64), or None when the module
+    or the kernel is not there."""
     dtype = np.dtype(dtype)
-    if dtype not in _SUFFIX or op not in ELEMENTWISE_OPS:
-        return None
-    return _bound(f"ga_cpu_{op}_{_SUFFIX[dtype]}", _ELEMENTWISE_ARGTYPES[dtype])
+    cache = _cache("unary")
+    key = (op, dtype)
+    if key not in cache:
+        lib = _load()
+        ok = lib is not None and dtype in TYPE_CODE and op in _state["unary_index"]
+        cache[key] = Unary(lib, op, dtype) if ok else None
+    return cache[key]
+
+
+def fast_unary(op: str, dtype):
+    """``(run, index, type)`` such that ``run(index, type, x, y, start, stop, p0, p1, p2, p3)`` is
+    the NumPy path's kernel for ``op`` in ``dtype`` with no wrapper object on the call, or False."""
+    cache = _cache("fast_unary")
+    entry = cache.get((op, dtype))
+    if entry is None:
+        kernel = elementwise_kernel(op, dtype)
+        entry = cache[(op, dtype)] = False if kernel is None else (kernel._run, kernel._index, kernel._type)
+    return entry
+
+
+def fast_softmax_rows(dtype):
+    """``softmax_rows_kernel(dtype)``, cached, or False."""
+    cache = _cache("fast_softmax_rows")
+    entry = cache.get(dtype)
+    if entry is None:
+        entry = cache[dtype] = softmax_rows_kernel(dtype) or False
+    return entry
 
 
 def elementwise_kernel(op: str, dtype):
@@ -121,10 +143,14 @@ def elementwise_kernel(op: str, dtype):
 
 
 def compiled_softmax_rows(dtype):
-    """``f(x, y, rows, length, log)``: softmax (or log-softmax) of contiguous rows in ``dtype``
-    (float32 or float64), or None."""
+    """``f(x, y, row0, row1, length, log)``: softmax (or log-softmax) of rows [row0, row1) of a
+    contiguous (rows, length) array in ``dtype`` (float32 or float64), or None."""
     dtype = np.dtype(dtype)
-    return _bound(f"ga_cpu_softmax_rows_{_SUFFIX[dtype]}", _ROWS_ARGTYPES) if dtype in _SUFFIX else None
+    lib = _load()
+    if lib is None or dtype not in TYPE_CODE:
+        return None
+    run, code = lib.softmax_rows, TYPE_CODE[dtype]
+    return lambda x, y, row0, row1, length, log: run(code, x, y, row0, row1, length, log)
 
 
 def softmax_rows_kernel(dtype):
@@ -136,22 +162,15 @@ def softmax_rows_kernel(dtype):
 def softmax_columns_kernel(dtype):
     """``f(x, y, length, inner, width, u0, u1, log)``: softmax along the middle axis of a
     contiguous float32 (outer, length, inner) array, work units [u0, u1), or None."""
-    if np.dtype(dtype) != np.float32:
+    lib = _load()
+    if lib is None or np.dtype(dtype) != np.float32:
         return None
-    return _bound("ga_cpu_softmax_columns_f32", _COLUMNS_ARGTYPES)
-
-
-def address(a: np.ndarray) -> int:
-    """The data pointer of a non-empty contiguous array. A ctypes view of a writable buffer gives
-    it in a quarter of the time of ``a.ctypes.data`` (which builds a helper object), and that is
-    most of the cost of a small call."""
-    if a.flags.writeable:
-        return ctypes.addressof(ctypes.c_char.from_buffer(a))
-    return a.ctypes.data
+    run, code = lib.softmax_columns, TYPE_CODE[np.dtype(np.float32)]
+    return lambda x, y, length, inner, width, u0, u1, log: run(code, x, y, length, inner, width, u0, u1, log)
 
 
 def exported_ops() -> list[str]:
-    """The elementwise ops the loaded library exports (for the tests)."""
-    lib = _load()
-    return [op for op in ELEMENTWISE_OPS if lib is not None and hasattr(lib, f"ga_cpu_{op}_f32")]
-
+    """The elementwise ops the loaded module exports, in ``ELEMENTWISE_OPS`` order (for the tests)."""
+    if _load() is None:
+        return []
+    return [op for op in ELEMENTWISE_OPS if op in _state["unary_index"]]

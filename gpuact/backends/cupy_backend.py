@@ -26,7 +26,7 @@ import numpy as np
 
 from gpuact import _kernel_sources as ks
 from gpuact._ops import ELEMENTWISE_PARAMS
-from gpuact.backends import _composite
+from gpuact.backends import _composite, _interop
 
 _NVRTC_OPTIONS = ()  # CuPy adds its own (--std=c++17, include paths)
 
@@ -44,21 +44,142 @@ def owns(x) -> bool:
     return isinstance(x, cupy.ndarray)
 
 
-def asarray(x):
-    """Zero-copy for anything with ``__cuda_array_interface__``; host arrays are copied over."""
-    return cupy.asarray(x)
+def accept(x, stream):
+    """``(x as a cupy.ndarray, the launch stream, the foreign original or None)``.
+
+    The launch stream is ``stream`` when given (any library's stream), else for a PyTorch tensor
+    PyTorch's current stream on the tensor's device (torch exports no stream in its
+    ``__cuda_array_interface__``, and its side streams do not synchronize with CuPy's), else for a
+    foreign array whose interface names its stream that stream, else None: CuPy's current stream.
+    A foreign array is wrapped zero-copy and without the host synchronization CuPy would do on an
+    interface's stream; when the launch runs on another stream, that stream waits for the producer's
+    (an event), so the input is complete before it is read. Host data (``backend="cupy"``) is
+    copied to the current device on the launch stream.
+    """
+    foreign = producer = None
+    if isinstance(x, cupy.ndarray):
+        xa = x
+    elif _interop.is_cuda_array(x):
+        _interop.refuse_grad_tensor(x)
+        foreign = x
+        view, producer = _interop.split_stream(x)
+        xa = cupy.asarray(view)
+    else:
+        xa = None
+    device = xa.device.id if xa is not None else cupy.cuda.runtime.getDevice()
+    if stream is not None:
+        launch = _as_stream(stream, device)
+    elif _interop.torch_tensor_module(x) is not None:
+        torch = _interop.torch_tensor_module(x)
+        launch = _external(torch.cuda.current_stream(x.device))
+    elif producer is not None:
+        launch = _external(_interop.StreamProtocol(producer))
+    else:
+        launch = None
+    if producer is not None and (launch is None or launch.ptr != producer):
+        with cupy.cuda.Device(device):
+            _wait_for(producer, launch)
+    if xa is None:
+        with cupy.cuda.Device(device), _current(launch):
+            xa = cupy.asarray(x)
+    return xa, launch, foreign
 
 
-def as_mask(mask, shape):
-    mask = cupy.asarray(mask)
+def _external(obj):
+    """A CuPy stream for any object with ``__cuda_stream__`` (kept alive by the CuPy stream)."""
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)
+    if from_external is not None:  # CuPy >= 14
+        return from_external(obj)
+    return cupy.cuda.ExternalStream(_interop.stream_handle(obj))  # pragma: no cover - CuPy 13
+
+
+def _as_stream(stream, device: int):
+    """``stream=`` as a CuPy stream, refused (before any work) when it belongs to another device."""
+    if isinstance(stream, cupy.cuda.Stream) or isinstance(stream, getattr(cupy.cuda, "ExternalStream", ())):
+        stream_device = stream.device_id
+    else:
+        handle = _interop.stream_handle(stream)  # TypeError for what is not a stream
+        stream_device = _interop.torch_stream_device(stream)
+        protocol = stream if hasattr(stream, "__cuda_stream__") else _interop.StreamProtocol(handle, stream)
+        stream = _external(protocol)
+    if stream_device is not None and stream_device >= 0 and stream_device != device:
+        raise ValueError(f"stream belongs to device {stream_device}; the input is on device {device}")
+    return stream
+
+
+def _wait_for(producer: int, launch):
+    """Order work on ``launch`` (None: the current stream) after what is queued on ``producer``."""
+    event = cupy.cuda.Event(block=False, disable_timing=True, interprocess=False)
+    event.record(_external(_interop.StreamProtocol(producer)))
+    (launch if launch is not None else cupy.cuda.get_current_stream()).wait_event(event)
+
+
+def _current(stream):
+    return stream if stream is not None else contextlib.nullcontext()
+
+
+def scope(x, stream):
+    """The device holding ``x`` and the launch stream, current for the rest of the call."""
+    return _on(x, stream)
+
+
+def accept_out(out, x, foreign: bool):
+    if not isinstance(out, cupy.ndarray):
+        if not (foreign and _interop.is_cuda_array(out)):
+            raise TypeError(
+                f"out must be an array of the same kind as the input "
+                f"({type(x).__module__}.{type(x).__name__}); got {type(out).__name__}"
+            )
+        _interop.refuse_grad_tensor(out)
+        out = cupy.asarray(_interop.split_stream(out)[0])
+    if out.device.id != x.device.id:
+        raise ValueError(f"out is on device {out.device.id}; the input is on device {x.device.id}")
+    return out
+
+
+def overlap(a, b) -> int:
+    """0: no shared memory, 1: the same view, 2: partly shared (see ``gpuact._dispatch``)."""
+    ea = _interop.extent(a.data.ptr, a.shape, a.strides, a.itemsize)
+    eb = _interop.extent(b.data.ptr, b.shape, b.strides, b.itemsize)
+    if not _interop.ranges_overlap(ea, eb):
+        return 0
+    same = a.data.ptr == b.data.ptr and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+    return 1 if same else 2
+
+
+def copy(a, stream=None):
+    return a.copy()
+
+
+def as_mask(mask, shape, stream=None):
+    """The mask (host or device) as a boolean device array broadcast to ``shape``; called inside
+    the call's scope, so it is made on the input's device and the launch stream."""
+    if isinstance(mask, cupy.ndarray) or _interop.is_cuda_array(mask):
+        mask = _on_this_device(mask, "mask")
+    else:
+        mask = cupy.asarray(np.asarray(mask))
     if mask.dtype != np.bool_:
         mask = mask > 0.5
     return cupy.broadcast_to(mask, shape)
 
 
-def as_param_array(alpha, shape, dtype):
+def as_param_array(alpha, shape, dtype, stream=None):
     compute = _compute_dtype(dtype)
-    return cupy.broadcast_to(cupy.asarray(alpha, dtype=compute), shape)
+    if isinstance(alpha, cupy.ndarray) or _interop.is_cuda_array(alpha):
+        alpha = _on_this_device(alpha, "alpha").astype(compute, copy=False)
+    else:
+        alpha = cupy.asarray(np.asarray(alpha, dtype=compute))
+    return cupy.broadcast_to(alpha, shape)
+
+
+def _on_this_device(a, name: str):
+    """A device array argument as a cupy array, refused when it lives on another device."""
+    if not isinstance(a, cupy.ndarray):
+        a = cupy.asarray(_interop.split_stream(a)[0])
+    device = cupy.cuda.runtime.getDevice()
+    if a.device.id != device:
+        raise ValueError(f"{name} is on device {a.device.id}; the input is on device {device}")
+    return a
 
 
 def _compute_dtype(dtype) -> np.dtype:

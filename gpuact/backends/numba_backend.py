@@ -18,18 +18,34 @@ memory, which ``asarray`` wraps the same way.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
+import weakref
+from collections import OrderedDict
 
 import numpy as np
 from numba import cuda
+
+from gpuact.backends import _interop
+
+try:
+    from numba.cuda.core.errors import NumbaPerformanceWarning
+except ImportError:  # pragma: no cover - numba-cuda before 0.20
+    from numba.core.errors import NumbaPerformanceWarning
 
 from gpuact.backends._numba import kernels as K
 from gpuact.backends._numba.scalar import SIMULATOR, host_params
 
 if SIMULATOR:
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _DeviceArray
+
+    _NUMBA_STREAM_TYPES = (cuda.stream,)
 else:
     from numba.cuda.cudadrv.devicearray import DeviceNDArray as _DeviceArray
+    from numba.cuda.cudadrv.driver import Stream as _Stream
+
+    _NUMBA_STREAM_TYPES = (_Stream,)
 
 # Launch shape. Elementwise: 256 threads, at most BLOCKS_PER_SM blocks per SM, grid-stride loop.
 THREADS = 256 if not SIMULATOR else 32
@@ -54,7 +70,7 @@ def owns(x) -> bool:
 
 
 def _has_cai(x) -> bool:
-    return hasattr(x, "__cuda_array_interface__")
+    return _interop.is_cuda_array(x)
 
 
 class _HostInterface:
@@ -68,55 +84,173 @@ class _HostInterface:
         }
 
 
-def asarray(x):
-    """A device array of this backend for ``x``: zero-copy for CUDA arrays, else a copy."""
+def _wrap(x):
+    """A zero-copy device array for a CUDA array (its interface's stream dropped: see ``accept``)."""
     if owns(x):
         return x
-    if _has_cai(x):
-        if SIMULATOR:
-            host = np.asarray(_HostInterface(x, x.__cuda_array_interface__))
-            return _DeviceArray(host)
-        return cuda.as_cuda_array(x)
-    if SIMULATOR and getattr(x, "__cuda_ndarray__", False) and hasattr(x, "_ary"):
-        return _DeviceArray(x._ary)
-    host = np.asarray(x)
-    if host.dtype == object:
-        raise TypeError("gpuact activations take real numbers; got an array of dtype object")
-    return cuda.to_device(np.ascontiguousarray(host))
+    view, _ = _interop.split_stream(x)
+    if SIMULATOR:
+        return _DeviceArray(np.asarray(_HostInterface(view, view.__cuda_array_interface__)))
+    return cuda.as_cuda_array(view, sync=False)
 
 
-def _device_of(a, stream=0):
-    return a if owns(a) else asarray(a)
+def accept(x, stream):
+    """``(x as a Numba device array, the launch stream, the foreign original or None)``.
+
+    The launch stream is ``stream`` when given (any library's stream), else for a PyTorch tensor
+    PyTorch's current stream on its device, else the stream of ``x`` itself: a Numba device array's
+    own ``stream`` (Numba's rule for operations on an array), or the stream a foreign array's
+    ``__cuda_array_interface__`` names; else the default stream. Foreign arrays are wrapped
+    zero-copy without synchronizing the host (``as_cuda_array(sync=False)``): when the launch runs
+    on another stream than the producer's, it waits for it through an event instead. Host data
+    (``backend="numba"``) is copied to the device on the launch stream.
+    """
+    foreign = producer = None
+    if owns(x):
+        xa = x
+        producer = x.stream or None
+    elif SIMULATOR and getattr(x, "__cuda_ndarray__", False) and hasattr(x, "_ary"):
+        xa = _DeviceArray(x._ary)
+    elif _has_cai(x):
+        _interop.refuse_grad_tensor(x)
+        foreign = x
+        xa = _wrap(x)
+        handle = _interop.split_stream(x)[1]
+        producer = None if handle is None else _external_stream(handle)
+    else:
+        xa = None
+    if stream is not None:
+        launch = _as_stream(stream)
+    elif _interop.torch_tensor_module(x) is not None:
+        torch = _interop.torch_tensor_module(x)
+        launch = _external_stream(torch.cuda.current_stream(x.device).cuda_stream)
+    else:
+        launch = producer or 0
+    if producer is not None and launch is not producer:
+        event = cuda.event(timing=False)
+        event.record(producer)
+        event.wait(launch)
+    if xa is None:
+        host = np.asarray(x)
+        if host.dtype == object:
+            raise TypeError("gpuact activations take real numbers; got an array of dtype object")
+        xa = cuda.to_device(np.ascontiguousarray(host), stream=launch)
+    return xa, launch, foreign
 
 
-def as_mask(mask, shape):
-    """The mask broadcast to ``shape`` as a C-contiguous uint8 device array (1 = keep)."""
+# Numba wrappers of foreign streams, by handle: the same stream gets the same object (so launch
+# configurations cached per stream are reused), and a wrapper does not own its stream.
+_external_streams: OrderedDict = OrderedDict()
+_EXTERNAL_STREAMS_MAX = 64
+
+
+def _external_stream(handle: int):
+    stream = _external_streams.get(handle)
+    if stream is None:
+        # the simulator cannot wrap a real handle; any stream object stands for it there
+        stream = cuda.stream() if SIMULATOR else cuda.external_stream(handle)
+        _external_streams[handle] = stream
+        if len(_external_streams) > _EXTERNAL_STREAMS_MAX:
+            _external_streams.popitem(last=False)
+    else:
+        _external_streams.move_to_end(handle)
+    return stream
+
+
+def _as_stream(stream):
+    """``stream=`` as a Numba stream: Numba's own as they are, any other library's by its handle."""
+    if isinstance(stream, _NUMBA_STREAM_TYPES):
+        return stream
+    return _external_stream(_interop.stream_handle(stream))
+
+
+def _device_id(a) -> int:
+    if SIMULATOR:
+        return 0
+    context = getattr(getattr(a, "gpu_data", None), "context", None)
+    return context.device.id if context is not None else cuda.get_current_device().id
+
+
+def scope(x, stream):
+    """The device holding ``x`` current for the call (Numba launches in the current context)."""
+    if SIMULATOR:
+        return contextlib.nullcontext()
+    device = _device_id(x)
+    if device == cuda.get_current_device().id:
+        return contextlib.nullcontext()
+    return cuda.gpus[device]
+
+
+def accept_out(out, x, foreign: bool):
+    if not owns(out):
+        if not (foreign and _has_cai(out)):
+            raise TypeError(
+                f"out must be an array of the same kind as the input "
+                f"({type(x).__module__}.{type(x).__name__}); got {type(out).__name__}"
+            )
+        _interop.refuse_grad_tensor(out)
+        out = _wrap(out)
+    if _device_id(out) != _device_id(x):
+        raise ValueError(f"out is on device {_device_id(out)}; the input is on device {_device_id(x)}")
+    return out
+
+
+def _pointer(a) -> int:
+    return a._ary.__array_interface__["data"][0] if SIMULATOR else a.__cuda_array_interface__["data"][0]
+
+
+def overlap(a, b) -> int:
+    """0: no shared memory, 1: the same view, 2: partly shared (see ``gpuact._dispatch``)."""
+    pa, pb = _pointer(a), _pointer(b)
+    ea = _interop.extent(pa, a.shape, a.strides, a.dtype.itemsize)
+    eb = _interop.extent(pb, b.shape, b.strides, b.dtype.itemsize)
+    if not _interop.ranges_overlap(ea, eb):
+        return 0
+    same = pa == pb and tuple(a.shape) == tuple(b.shape) and tuple(a.strides) == tuple(b.strides) \
+        and a.dtype == b.dtype
+    return 1 if same else 2
+
+
+def copy(a, stream):
+    return _copy(a, _empty(a.shape, a.dtype, stream), stream)
+
+
+def as_mask(mask, shape, stream):
+    """The mask broadcast to ``shape`` as a C-contiguous uint8 device array (1 = keep), made on
+    ``stream``."""
     shape = tuple(shape)
     if owns(mask) or _has_cai(mask):
-        m = asarray(mask)
+        m = _on_this_device(_wrap(mask), "mask")
         view = _broadcast_view(m, shape)
-        result = cuda.device_array(shape, np.uint8)
+        result = _empty(shape, np.uint8, stream)
         n = result.size
         if n:
             nd = max(len(shape), 1)
             kern = _kernel(("mask", np.dtype(m.dtype), nd), lambda: K.mask_nd(nd, m.dtype),
                            lambda: K.mask_nd_signature(m.dtype, nd))
-            _launch(kern, n, 0)(_nd(view), _nd(result), np.int64(n))
+            _launch(kern, n, stream)(_nd(view), _nd(result), np.int64(n))
         return result
     host = np.asarray(mask)
     if host.dtype != np.bool_:
         host = host > 0.5
-    return cuda.to_device(np.ascontiguousarray(np.broadcast_to(host, shape)).view(np.uint8))
+    return cuda.to_device(np.ascontiguousarray(np.broadcast_to(host, shape)).view(np.uint8), stream=stream)
 
 
-def as_param_array(alpha, shape, dtype):
+def as_param_array(alpha, shape, dtype, stream):
     """``alpha`` broadcast against ``shape`` (a zero-stride device view), in the compute dtype."""
     shape = tuple(shape)
     if owns(alpha) or _has_cai(alpha):
-        return _broadcast_view(asarray(alpha), shape)
+        return _broadcast_view(_on_this_device(_wrap(alpha), "alpha"), shape)
     host = np.asarray(alpha, dtype=K.compute_type(dtype))
     np.broadcast_shapes(host.shape, shape)  # ValueError now when they do not broadcast
-    return _broadcast_view(cuda.to_device(np.ascontiguousarray(host)), shape)
+    return _broadcast_view(cuda.to_device(np.ascontiguousarray(host), stream=stream), shape)
+
+
+def _on_this_device(a, name: str):
+    device = 0 if SIMULATOR else cuda.get_current_device().id
+    if _device_id(a) != device:
+        raise ValueError(f"{name} is on device {_device_id(a)}; the input is on device {device}")
+    return a
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,7 +316,10 @@ def _max_blocks():
     return _sm_count * BLOCKS_PER_SM
 
 
-_launches: dict = {}
+# Launch configurations per stream: the default stream's in a plain dict, other streams' in a
+# weak dictionary, so a stream the caller drops (one per batch, say) is not kept alive here.
+_launches_default: dict = {}
+_launches_by_stream: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _launch(kern, work, stream, threads=THREADS, blocks=None):
@@ -191,16 +328,22 @@ def _launch(kern, work, stream, threads=THREADS, blocks=None):
     if blocks is None:
         blocks = min(-(-work // threads), _max_blocks())
     blocks = max(1, blocks)
-    key = (kern, blocks, threads, stream)
-    try:
-        return _launches[key]
-    except KeyError:
-        pass
-    except TypeError:  # an unhashable stream object
-        return kern[blocks, threads, stream]
-    if len(_launches) > _LAUNCH_CACHE_MAX:
-        _launches.clear()
-    cfg = _launches[key] = kern[blocks, threads, stream]
+    if stream == 0:
+        configs = _launches_default
+    else:
+        configs = _launches_by_stream.get(stream)
+        if configs is None:
+            configs = _launches_by_stream[stream] = {}
+    key = (kern, blocks, threads)
+    cfg = configs.get(key)
+    if cfg is None:
+        if len(configs) > _LAUNCH_CACHE_MAX:
+            configs.clear()
+        with warnings.catch_warnings():
+            # Small grids are deliberate here (small inputs, a block per softmax row): numba-cuda's
+            # low-occupancy warning is about beginners' launch shapes, not gpuact's.
+            warnings.simplefilter("ignore", NumbaPerformanceWarning)
+            cfg = configs[key] = kern[blocks, threads, stream]
     return cfg
 
 
@@ -332,9 +475,12 @@ _dummy_masks: dict = {}
 
 
 def _dummy_mask(stream):
-    m = _dummy_masks.get("m")
+    """A 1-element mask for the unmasked kernels' mask argument: one per device (an array of
+    another device's memory cannot be passed), made once and never written."""
+    device = 0 if SIMULATOR else cuda.get_current_device().id
+    m = _dummy_masks.get(device)
     if m is None:
-        m = _dummy_masks["m"] = cuda.to_device(np.ones(1, np.uint8))
+        m = _dummy_masks[device] = cuda.to_device(np.ones(1, np.uint8), stream=stream)
     return m
 
 

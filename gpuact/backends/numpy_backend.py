@@ -16,8 +16,11 @@ are computed in float32.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -65,23 +68,43 @@ def owns(x) -> bool:
     return isinstance(x, np.ndarray)
 
 
-def asarray(x):
-    return np.asarray(x)
+def accept(x, stream):
+    """``(x, None, None)``: the CPU has no streams (``stream`` is ignored) and no foreign kinds."""
+    return np.asarray(x), None, None
 
 
-def as_mask(mask, shape):
+def scope(x, stream):
+    return contextlib.nullcontext()
+
+
+def accept_out(out, x, foreign: bool):
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray like the input; got {type(out).__name__}")
+    return out
+
+
+def overlap(a, b) -> int:
+    """0: no shared memory, 1: the same view, 2: partly shared (see ``gpuact._dispatch``)."""
+    if not np.may_share_memory(a, b):
+        return 0
+    same = (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+    return 1 if same else 2
+
+
+def copy(a, stream=None):
+    return np.array(a, copy=True)
+
+
+def as_mask(mask, shape, stream=None):
     mask = np.asarray(mask)
     if mask.dtype != np.bool_:
         mask = mask > 0.5
     return np.broadcast_to(mask, shape)
 
 
-def as_param_array(alpha, shape, dtype):
+def as_param_array(alpha, shape, dtype, stream=None):
     return np.broadcast_to(np.asarray(alpha, dtype=_compute_dtype(dtype)), shape)
-
-
-def _compute_dtype(dtype) -> np.dtype:
-    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
 
 
 # np.clip(x, lo, inf) rather than np.maximum(x, lo): with a scalar bound NumPy 2's maximum and
@@ -400,118 +423,172 @@ def _split(n: int) -> list[tuple[int, int]]:
     return [(lo * BLOCK, min(n, hi * BLOCK)) for lo, hi in _parallel_ranges(-(-n // BLOCK), n)]
 
 
+class _Stop(Exception):
+    """Raised inside a pool task told to stop (its call was interrupted, or failed elsewhere)."""
+
+
 def _run_parallel(fn, ranges):
+    """``fn(lo, hi, stop)`` for each range: the first on this thread, the others on the pool.
+
+    ``stop`` is a ``threading.Event`` (None for a lone range) that ``fn`` checks between pieces of
+    its range (see ``_pieces``). When this thread is interrupted (Ctrl-C) or any range fails, the
+    others are told to stop and are waited for before the exception propagates: no thread keeps
+    writing into the caller's arrays after the call has returned.
+    """
     if len(ranges) == 1:
-        fn(*ranges[0])
+        fn(*ranges[0], None)
         return
-    futures = [_executor().submit(fn, lo, hi) for lo, hi in ranges[1:]]
-    fn(*ranges[0])
-    for f in futures:
-        f.result()
+    stop = threading.Event()
+    futures = [_executor().submit(fn, lo, hi, stop) for lo, hi in ranges[1:]]
+    try:
+        fn(*ranges[0], stop)
+        for f in futures:
+            f.result()
+    except BaseException:
+        stop.set()
+        concurrent.futures.wait(futures)
+        raise
 
 
-def _as_flat_input(x):
-    return x.reshape(-1) if x.flags.c_contiguous else np.ascontiguousarray(x).reshape(-1)
+# The largest piece of a range a thread works on between two checks for a stop: 4 MiB of float32,
+# about a millisecond, so an interrupted call returns promptly and the checks cost nothing.
+_PIECE = 1 << 20
 
 
-def _output(x_shape, out, dtype):
-    """The caller's ``out`` or a new array, plus a contiguous flat view to write blocks into."""
-    y = np.empty(x_shape, dtype) if out is None else out
-    flat = y.reshape(-1) if y.flags.c_contiguous else np.empty(y.size, dtype)
-    return y, flat
+def _pieces(lo: int, hi: int, stop, step: int = _PIECE):
+    """``(start, end)`` pieces of ``[lo, hi)``; raises ``_Stop`` once ``stop`` is set."""
+    for start in range(lo, hi, step):
+        if stop is not None and stop.is_set():
+            raise _Stop
+        yield start, min(start + step, hi)
 
 
-def _finish(y, flat):
-    if not y.flags.c_contiguous:
-        np.copyto(y, flat.reshape(y.shape))
-    return y
+def _compute_dtype(dtype) -> np.dtype:
+    return _F64 if dtype == _F64 else _F32
 
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_NO_PARAMS = ((0.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0), (0.0,), ())
 # One ufunc pass each: cutting them into blocks only adds call overhead.
 _SINGLE_PASS = {"tanh", "exponential", "linear", "hard_tanh"}
 # The compiled kernels run in chunks of whole cache lines, one contiguous range a thread.
 _NATIVE_CHUNK = 1024
 
 
-def _native_elementwise(kernel, xf, yf, params):
-    """``yf = op(xf)`` by a compiled kernel, on every core for large arrays; ``xf`` is ``yf`` or
-    does not overlap it."""
-    n = xf.size
+def elementwise(op, x, params, out, dtype, stream=None):
+    """``out = op(x)``: the compiled kernel where there is one, else the ufunc formula.
+
+    Contiguous arrays of the compute dtype run in place in one pass. Anything else (strides,
+    broadcast zero strides, float16 and integer inputs, a float16 or non-contiguous ``out``) is
+    read and written through ``numpy.nditer``'s buffers, in blocks: no copy of the whole input or
+    output is ever made, so peak memory stays at the output plus a few blocks.
+    """
+    n = x.size
+    if out is None and n < PARALLEL_MIN and x.dtype is dtype and x.flags.c_contiguous:
+        # The small common call, kept to a few hundred nanoseconds on top of the kernel itself.
+        entry = _native.fast_unary(op, dtype)
+        if entry:
+            run, index, code = entry
+            y = np.empty_like(x)
+            run(index, code, x, y, 0, n, *params, *_NO_PARAMS[len(params)])
+            return y
+    compute = _compute_dtype(dtype)
+    y = np.empty(x.shape, dtype) if out is None else out
     if n == 0:
-        return
-    p = tuple(params) + (0.0,) * (4 - len(params))
-    xp, yp, item = _native.address(xf), _native.address(yf), xf.itemsize
+        return y
+    native = _native.elementwise_kernel(op, compute)
+    direct = y.dtype == compute and y.flags.c_contiguous
+    if x.dtype == compute and x.flags.c_contiguous and direct:
+        xf, yf = x.reshape(-1), y.reshape(-1)
+    elif n <= BLOCK:
+        # small: a private contiguous copy is cheaper than setting up the buffered iterator
+        xf = np.array(x, dtype=compute, order="C").reshape(-1)
+        yf = y.reshape(-1) if direct else np.empty(n, compute)
+    else:
+        _buffered_elementwise(op, native, x, y, params, compute)
+        return y
+    if native is not None:
+        _native_elementwise(native, xf, yf, tuple(params) + _NO_PARAMS[len(params)])
+    else:
+        _ufunc_elementwise(op, xf, yf, params, compute)
+    if yf.base is not y and yf is not y:
+        with np.errstate(all="ignore"):  # float16 results beyond its range are inf, as intended
+            np.copyto(y, yf.reshape(y.shape), casting="unsafe")
+    return y
+
+
+def _native_elementwise(kernel, xf, yf, params):
+    """``yf = op(xf)`` by a compiled kernel (``params`` padded to 4), on every core for large
+    arrays; ``xf`` is ``yf`` or does not overlap it."""
+    n = xf.size
     if n < PARALLEL_MIN:
-        kernel(xp, yp, n, *p)
+        kernel(xf, yf, 0, n, *params)
         return
     chunks = -(-n // _NATIVE_CHUNK)
 
-    def run(lo, hi):
-        lo, hi = lo * _NATIVE_CHUNK, min(n, hi * _NATIVE_CHUNK)
-        kernel(xp + lo * item, yp + lo * item, hi - lo, *p)
+    def run(lo, hi, stop):
+        for start, end in _pieces(lo * _NATIVE_CHUNK, min(n, hi * _NATIVE_CHUNK), stop):
+            kernel(xf, yf, start, end, *params)
 
     _run_parallel(run, _parallel_ranges(chunks, n))
 
 
-def elementwise(op, x, params, out, dtype, stream=None):
+def _ufunc_elementwise(op, xf, yf, params, compute):
+    """``yf = op(xf)`` by the ufunc formula on flat contiguous arrays of the compute dtype, in
+    blocks that stay in cache, on every core for large arrays."""
     kernel = _KERNELS[op]
-    block = BLOCK
-    single_pass = op in _SINGLE_PASS or (op == "relu" and _is_plain_relu(*params))
-    if single_pass:
-        block = max(x.size, 1)
-    compute = _compute_dtype(dtype)
-    xf = _as_flat_input(x)
-    y, yf = _output(x.shape, out, dtype)
     n = xf.size
-    # The compiled kernel when there is one: one pass for every op, on every core. Single-pass ops
-    # gain too (exponential, 2**22 float32 on the 2-core EPYC: 1.2 ms against 2.6 ms for np.exp).
-    native = _native.elementwise_kernel(op, compute)
-    if native is not None and xf.dtype == compute and yf.dtype == compute:
-        if out is not None and np.may_share_memory(xf, yf) and xf.ctypes.data != yf.ctypes.data:
-            xf = xf.copy()  # partly overlapping: the kernel would read what it already wrote
-        _native_elementwise(native, xf, yf, params)
-        return _finish(y, yf)
-    # x aliasing the output would let a kernel read what it already overwrote: go through a buffer.
-    stage_in = xf.dtype != compute or (out is not None and np.may_share_memory(xf, yf))
-    stage_out = yf.dtype != compute
-    if n <= BLOCK and not (stage_in or stage_out):
-        # Small and clean (the common inference call): one block, no closures, no threads.
+    single_pass = op in _SINGLE_PASS or (op == "relu" and _is_plain_relu(*params))
+    # the formulas write y before they are done reading x: an in-place block is staged
+    stage_in = np.may_share_memory(xf, yf)
+    if n <= BLOCK and not stage_in:
+        # small (the common inference call): one block, no closures, no threads
         with np.errstate(all="ignore"):
             kernel(xf, yf, np.empty(n, compute), np.empty(n, compute), *params)
-        return _finish(y, yf)
+        return
+    block = n if single_pass and not stage_in else BLOCK
 
-    def run(lo, hi):
+    def run(lo, hi, stop):
         size = min(block, hi - lo)
         t, u = np.empty(size, compute), np.empty(size, compute)
         xin = np.empty(size, compute) if stage_in else None
-        yout = np.empty(size, compute) if stage_out else None
         with np.errstate(all="ignore"):  # inf and NaN results are intended, never warned about
-            for start in range(lo, hi, block):
-                stop = min(start + block, hi)
-                m = stop - start
-                xb = xf[start:stop]
+            for start, end in _pieces(lo, hi, stop, block):
+                m = end - start
+                xb = xf[start:end]
                 if stage_in:
-                    np.copyto(xin[:m], xb, casting="unsafe")
+                    np.copyto(xin[:m], xb)
                     xb = xin[:m]
-                yb = yout[:m] if stage_out else yf[start:stop]
-                kernel(xb, yb, t[:m], u[:m], *params)
-                if stage_out:
-                    np.copyto(yf[start:stop], yb, casting="unsafe")
+                kernel(xb, yf[start:end], t[:m], u[:m], *params)
 
-    if n:
-        # A single memory-bound pass into a new array gains nothing from a second thread: the
-        # two threads' first touches of the fresh pages contend (measured 1.5-2x slower).
-        _run_parallel(run, [(0, n)] if single_pass and out is None else _split(n))
-    return _finish(y, yf)
+    # A single memory-bound pass gains nothing from a second thread: the two threads' first
+    # touches of fresh pages contend (measured 1.5-2x slower).
+    _run_parallel(run, [(0, n)] if single_pass else _split(n))
+
+
+def _buffered_elementwise(op, native, x, y, params, compute):
+    """``y = op(x)`` for any layouts and dtypes, through ``_buffered_map``'s contiguous blocks."""
+    kernel = _KERNELS[op]
+    p4 = tuple(params) + _NO_PARAMS[len(params)]
+
+    def apply(xb, yb, scratch):
+        m = xb.size
+        if native is not None:
+            native(xb, yb, 0, m, *p4)
+            return
+        if np.may_share_memory(xb, yb):  # the formulas write y before they are done reading x
+            xin = _scratch(scratch, "x", m, compute)
+            np.copyto(xin, xb)
+            xb = xin
+        kernel(xb, yb, _scratch(scratch, "t", m, compute), _scratch(scratch, "u", m, compute), *params)
+
+    _buffered_map(apply, [x], y, compute)
 
 
 # ---------------------------------------------------------------------------------------------
 # Softmax family: rows of the (reduced) axes, several rows per block.
 
 
-# Softmax blocks may be larger than elementwise ones (two reductions a block); at BLOCK = 128K
-# elements a factor above 1 measured within noise.
-_SOFTMAX_BLOCK_FACTOR = 1
 
 
 def _merged_axis(shape, axes):
@@ -546,11 +623,12 @@ def _softmax_block(x, y, log, mask):
 
 
 def _softmax_slabs(x3, y3, log, mask3):
-    """Slices along the softmax axis whose (inner) rows are long: every block is a run of whole
-    rows, contiguous in memory. Three passes: the max, then exp(x - max) and its sum, then the
-    scaling; each pass is cut into blocks of rows shared among the threads."""
+    """Softmax along the middle axis of contiguous (outer, length, inner) arrays whose (inner) rows
+    are long: every block is a run of whole rows, contiguous in memory. Three passes: the max, then
+    exp(x - max) and its sum (accumulated in float64: a float32 sum over 2**25 rows drifts by ~1e-4),
+    then the scaling; each pass is cut into blocks of rows shared among the threads."""
     outer, length, inner = x3.shape
-    rows_per_block = max(1, _SOFTMAX_BLOCK_FACTOR * BLOCK // inner)
+    rows_per_block = max(1, BLOCK // inner)
     chunks = [(r, min(r + rows_per_block, length)) for r in range(0, length, rows_per_block)]
     ranges = _parallel_ranges(len(chunks), length * inner)
     for o in range(outer):
@@ -559,27 +637,30 @@ def _softmax_slabs(x3, y3, log, mask3):
         partial_max = [None] * len(ranges)
         partial_sum = [None] * len(ranges)
 
-        def reduce_max(k):
+        def reduce_max(k, stop):
             lo, hi = ranges[k]
             m = np.full(inner, -np.inf, x2.dtype)
             for a, b in chunks[lo:hi]:
+                _check(stop)
                 block = x2[a:b] if keep is None else np.where(keep[a:b], x2[a:b], -np.inf)
                 np.maximum(m, np.max(block, axis=0), out=m)
             partial_max[k] = m
 
-        def exp_and_sum(k, m):
+        def exp_and_sum(k, stop, m):
             lo, hi = ranges[k]
-            s = np.zeros(inner, x2.dtype)
+            s = np.zeros(inner, np.float64)
             for a, b in chunks[lo:hi]:
+                _check(stop)
                 block = x2[a:b] if keep is None else np.where(keep[a:b], x2[a:b], -np.inf)
                 np.subtract(block, m, out=y2[a:b])
                 e = np.exp(y2[a:b]) if log else np.exp(y2[a:b], out=y2[a:b])
-                np.add(s, np.sum(e, axis=0), out=s)
+                np.add(s, np.sum(e, axis=0, dtype=np.float64), out=s)
             partial_sum[k] = s
 
-        def scale(k, s):
+        def scale(k, stop, s):
             lo, hi = ranges[k]
             for a, b in chunks[lo:hi]:
+                _check(stop)
                 if log:
                     np.subtract(y2[a:b], s, out=y2[a:b])
                 else:
@@ -589,11 +670,16 @@ def _softmax_slabs(x3, y3, log, mask3):
 
         _each_in_parallel(reduce_max, len(ranges))
         m = np.max(np.stack(partial_max), axis=0)
-        _each_in_parallel(lambda k: exp_and_sum(k, m), len(ranges))
+        _each_in_parallel(lambda k, stop: exp_and_sum(k, stop, m), len(ranges))
         s = np.sum(np.stack(partial_sum), axis=0)
         with np.errstate(all="ignore"):
-            np.log(s, out=s) if log else np.divide(1.0, s, out=s)
-        _each_in_parallel(lambda k: scale(k, s), len(ranges))
+            s = (np.log(s) if log else 1.0 / s).astype(x2.dtype)
+        _each_in_parallel(lambda k, stop: scale(k, stop, s), len(ranges))
+
+
+def _check(stop):
+    if stop is not None and stop.is_set():
+        raise _Stop
 
 
 # Columns a work unit of the compiled column softmax takes (the kernel's maximum). Narrower units
@@ -605,12 +691,13 @@ _COLUMN_WIDTH = 256
 
 def _native_softmax_rows(kernel, x2, y2, log):
     """Softmax along the last axis of contiguous 2-D arrays: one fused compiled pass a row, the
-    rows shared among the threads."""
+    rows shared among the threads (in pieces of about ``_PIECE`` elements between stop checks)."""
     rows, length = x2.shape
-    xp, yp, row_bytes = _native.address(x2), _native.address(y2), length * x2.itemsize
+    step = max(1, _PIECE // length)
 
-    def run(lo, hi):
-        kernel(xp + lo * row_bytes, yp + lo * row_bytes, hi - lo, length, int(log))
+    def run(lo, hi, stop):
+        for start, end in _pieces(lo, hi, stop, step):
+            kernel(x2, y2, start, end, length, int(log))
 
     _run_parallel(run, _parallel_ranges(rows, x2.size))
 
@@ -619,85 +706,179 @@ def _native_softmax_columns(kernel, x3, y3, log):
     outer, length, inner = x3.shape
     width = min(_COLUMN_WIDTH, inner)
     units = outer * -(-inner // width)
-    xp, yp = _native.address(x3), _native.address(y3)
+    step = max(1, _PIECE // (length * width))
 
-    def run(lo, hi):
-        kernel(xp, yp, length, inner, width, lo, hi, int(log))
+    def run(lo, hi, stop):
+        for start, end in _pieces(lo, hi, stop, step):
+            kernel(x3, y3, length, inner, width, start, end, int(log))
 
     _run_parallel(run, _parallel_ranges(units, x3.size))
 
 
 def _each_in_parallel(fn, count):
-    """fn(0) ... fn(count - 1), one per thread; warnings are off in each (errstate is per thread)."""
-    def body(lo, hi):
+    """fn(0, stop) ... fn(count - 1, stop), one per thread; warnings are off in each (errstate is
+    per thread)."""
+    def body(lo, hi, stop):
         with np.errstate(all="ignore"):
             for k in range(lo, hi):
-                fn(k)
+                fn(k, stop)
 
     _run_parallel(body, [(k, k + 1) for k in range(count)])
 
 
 def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
+    """Softmax along ``axes``. Three routes, by what the arrays allow:
+
+    * contiguous float32 without a mask, written into a separate contiguous result: the compiled
+      row kernel (last axes) or column kernel (any other adjacent axes), in place on the arrays;
+    * contiguous float64 (or no compiled module) with long inner rows: ``_softmax_slabs``;
+    * anything else (float16 and integer inputs, views, non-adjacent axes, masks, in place): slices
+      gathered a chunk at a time into contiguous scratch rows of the compute dtype, computed there,
+      and written back, so memory beyond the result stays at a few chunks (at least one slice).
+    """
+    n = x.size
+    if out is None and mask is None and n < PARALLEL_MIN and axes[0] == x.ndim - 1 and x.dtype is dtype \
+            and x.flags.c_contiguous:
+        # the small common call: one compiled pass over the rows, nothing else
+        entry = _native.fast_softmax_rows(dtype)
+        if entry and n:
+            y = np.empty_like(x)
+            length = x.shape[-1]
+            entry(x, y, 0, n // length, length, int(log))
+            return y
     compute = _compute_dtype(dtype)
     y = np.empty(x.shape, dtype) if out is None else out
-    if x.size == 0:
+    if n == 0:
         return y
-    src, dst = x, y
     merged = _merged_axis(x.shape, axes)
-    if merged is None:
-        # Axes that are not adjacent: move them to the end (a transposing copy), then one axis.
-        rest = [a for a in range(x.ndim) if a not in axes]
-        perm = rest + list(axes)
-        src, dst = x.transpose(perm), y.transpose(perm)
-        if mask is not None:
-            mask = mask.transpose(perm)
-        merged = _merged_axis(src.shape, tuple(range(len(rest), x.ndim)))
-    src = np.ascontiguousarray(src, dtype=compute)
-    if np.may_share_memory(src, dst):
-        src = src.copy()
-    direct = dst.flags.c_contiguous and dst.dtype == compute
-    result = dst if direct else np.empty(src.shape, compute)
-    outer, length, inner = merged
-    x3, y3 = src.reshape(merged), result.reshape(merged)
-    mask3 = None if mask is None else np.ascontiguousarray(mask).reshape(merged)
-    rows_kernel = _native.softmax_rows_kernel(compute) if inner == 1 and mask3 is None else None
-    columns_kernel = _native.softmax_columns_kernel(compute) if inner > 1 and mask3 is None else None
-    if columns_kernel is not None:
-        _native_softmax_columns(columns_kernel, x3, y3, log)
-    elif rows_kernel is not None:
-        _native_softmax_rows(rows_kernel, x3[:, :, 0], y3[:, :, 0], log)
-    elif inner > 1 and length * inner > BLOCK:
-        _softmax_slabs(x3, y3, log, mask3)
-    else:
-        # Whole (length, inner) slices, several per block: each block is contiguous. With
-        # inner == 1 they are plain rows, reduced along the last axis.
-        if inner == 1:
-            x3, y3 = x3[:, :, 0], y3[:, :, 0]
-            mask3 = None if mask3 is None else mask3[:, :, 0]
-        per_block = max(1, _SOFTMAX_BLOCK_FACTOR * BLOCK // (length * inner))
-        starts = list(range(0, outer, per_block))
-
-        def run(lo, hi):
-            with np.errstate(all="ignore"):
-                for start in starts[lo:hi]:
-                    sl = slice(start, start + per_block)
-                    _softmax_block(x3[sl], y3[sl], log, None if mask3 is None else mask3[sl])
-
-        _run_parallel(run, _parallel_ranges(len(starts), x.size))
-    if not direct:
-        np.copyto(dst, result, casting="unsafe")
+    contiguous = (merged is not None and x.dtype == compute and y.dtype == compute and x.flags.c_contiguous
+                  and y.flags.c_contiguous and not np.may_share_memory(x, y))
+    if contiguous:
+        outer, length, inner = merged
+        x3, y3 = x.reshape(merged), y.reshape(merged)
+        if mask is None and inner == 1 and (kernel := _native.softmax_rows_kernel(compute)) is not None:
+            _native_softmax_rows(kernel, x3[:, :, 0], y3[:, :, 0], log)
+            return y
+        if mask is None and inner > 1 and (kernel := _native.softmax_columns_kernel(compute)) is not None:
+            _native_softmax_columns(kernel, x3, y3, log)
+            return y
+        if inner > 1 and length * inner > BLOCK:
+            mask3 = None if mask is None else np.ascontiguousarray(mask).reshape(merged)
+            _softmax_slabs(x3, y3, log, mask3)
+            return y
+    _softmax_gathered(x, axes, y, compute, log, mask)
     return y
 
 
+def _softmax_gathered(x, axes, y, compute, log, mask):
+    """Softmax of the slices along ``axes`` (any of them, any layouts and dtypes), a chunk of
+    slices at a time: gathered into contiguous (rows, length) scratch of the compute dtype, computed
+    by the compiled row kernel (float32, no mask) or ``_softmax_block``, scattered into ``y``. The
+    chunks are independent, so ``y`` may be ``x`` itself."""
+    rest = [a for a in range(x.ndim) if a not in axes]
+    perm = rest + list(axes)
+    xt, yt = x.transpose(perm), y.transpose(perm)
+    mt = None if mask is None else mask.transpose(perm)
+    rest_shape = xt.shape[: len(rest)]
+    length = math.prod(xt.shape[len(rest):])
+    rows_kernel = _native.softmax_rows_kernel(compute) if mask is None else None
+    chunks = list(_row_chunks(rest_shape, max(1, BLOCK // length)))
+
+    def run(lo, hi, stop):
+        scratch = None
+        with np.errstate(all="ignore"):
+            for index in chunks[lo:hi]:
+                _check(stop)
+                xc, yc = xt[index], yt[index]
+                rows = xc.size // length
+                if scratch is None:
+                    size = max(rows, max(1, BLOCK // length)) * length
+                    scratch = (np.empty(size, compute), np.empty(size, compute))
+                src = scratch[0][: xc.size].reshape(xc.shape)
+                np.copyto(src, xc, casting="unsafe")
+                res = scratch[1][: xc.size]
+                src2, res2 = src.reshape(rows, length), res.reshape(rows, length)
+                if rows_kernel is not None:
+                    rows_kernel(src2, res2, 0, rows, length, int(log))
+                else:
+                    keep = None if mt is None else np.reshape(mt[index], (rows, length))
+                    _softmax_block(src2, res2, log, keep)
+                np.copyto(yc, res.reshape(xc.shape), casting="unsafe")
+
+    _run_parallel(run, _parallel_ranges(len(chunks), x.size))
+
+
+def _row_chunks(shape, max_rows: int):
+    """Index tuples cutting the row-major index space of ``shape`` into boxes of at most
+    ``max_rows`` entries (at least one each)."""
+    if not shape:
+        yield ()
+        return
+    below = math.prod(shape[1:])
+    if below <= max_rows:
+        step = max(1, max_rows // max(below, 1))
+        for i in range(0, shape[0], step):
+            yield (slice(i, min(i + step, shape[0])),)
+        return
+    for i in range(shape[0]):
+        for index in _row_chunks(shape[1:], max_rows):
+            yield (slice(i, i + 1), *index)
+
+
+def _buffered_map(fn, inputs, y, compute):
+    """``fn(*input_blocks, y_block, scratch)`` on contiguous blocks of the compute dtype of the
+    inputs (broadcast against ``y``) and of ``y``, which NumPy's buffered iterator gathers, casts
+    and writes back, a range of blocks per thread. ``scratch`` is a per-thread dict. An input block
+    may be ``y``'s block itself (an unbuffered in-place operand): ``fn`` must allow it."""
+    operands = [*inputs, y]
+    op_flags = [["readonly", "contig", "aligned"]] * len(inputs) + [["writeonly", "contig", "aligned"]]
+    it = np.nditer(operands, flags=["external_loop", "buffered", "zerosize_ok", "ranged", "delay_bufalloc"],
+                   op_flags=op_flags, op_dtypes=[compute] * len(operands), casting="unsafe",
+                   buffersize=BLOCK, order="C")
+
+    def run(lo, hi, stop):
+        sub = it.copy()
+        sub.iterrange = (lo, hi)
+        sub.reset()
+        scratch: dict = {}
+        # errstate outermost: the iterator's last write-back (a float16 cast) happens as it closes
+        with np.errstate(all="ignore"), sub:
+            for blocks in sub:
+                _check(stop)
+                fn(*blocks, scratch)
+
+    _run_parallel(run, _split(it.itersize))
+
+
+def _scratch(scratch: dict, name: str, m: int, compute):
+    buf = scratch.get(name)
+    if buf is None:
+        buf = scratch[name] = np.empty(BLOCK, compute)
+    return buf[:m]
+
+
 def glu(x, axis, out, dtype, stream=None):
+    """``a * sigmoid(b)`` for the halves ``a, b`` of ``x`` along ``axis``: views of ``x`` read
+    block by block, no copy of either half."""
     compute = _compute_dtype(dtype)
     half = x.shape[axis] // 2
-    a = np.take(x, np.arange(half), axis=axis).astype(compute, copy=False)
-    b = np.take(x, np.arange(half, 2 * half), axis=axis)
-    sig = elementwise("sigmoid", b, (), None, compute)
+    a = x[(slice(None),) * axis + (slice(0, half),)]
+    b = x[(slice(None),) * axis + (slice(half, 2 * half),)]
     y = np.empty(a.shape, dtype) if out is None else out
-    np.multiply(a, sig, out=sig)
-    np.copyto(y, sig, casting="unsafe")
+    if y.size == 0:
+        return y
+    sigmoid = _native.elementwise_kernel("sigmoid", compute)
+
+    def gate(ab, bb, yb, scratch):
+        m = yb.size
+        s = _scratch(scratch, "s", m, compute)
+        if sigmoid is not None:
+            sigmoid(bb, s, 0, m)
+        else:
+            _sigmoid(bb, s, _scratch(scratch, "t", m, compute), None)
+        np.multiply(ab, s, out=yb)
+
+    _buffered_map(gate, [a, b], y, compute)
     return y
 
 
@@ -710,6 +891,18 @@ def sparsemax(x, axis, out, dtype, stream=None):
 
 
 def prelu(x, alpha, out, dtype, stream=None):
+    """``max(x, 0) + alpha * min(x, 0)``, block by block: ``alpha`` stays a broadcast view."""
+    compute = _compute_dtype(dtype)
     y = np.empty(x.shape, dtype) if out is None else out
-    with np.errstate(all="ignore"):
-        return _composite.prelu_into(np, x, alpha, y, _compute_dtype(dtype))
+    if y.size == 0:
+        return y
+
+    def leaky(xb, ab, yb, scratch):
+        neg = _scratch(scratch, "neg", yb.size, compute)
+        np.minimum(xb, 0.0, out=neg)
+        np.multiply(neg, ab, out=neg)
+        np.maximum(xb, 0.0, out=yb)  # after xb's last read: yb may be xb (in place)
+        np.add(yb, neg, out=yb)
+
+    _buffered_map(leaky, [x, alpha], y, compute)
+    return y
