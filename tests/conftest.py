@@ -157,6 +157,17 @@ def be(request, monkeypatch) -> Backend:
     return Backend(request.param)
 
 
+@pytest.fixture(autouse=True)
+def _numba_launch_checks(monkeypatch):
+    """Under the CUDA simulator, every Numba launch is typed as on a GPU and recorded
+    (tests/numba_launch_checks.py)."""
+    if CUDASIM:
+        from tests import numba_launch_checks
+
+        numba_launch_checks.install(monkeypatch)
+    yield
+
+
 def pytest_report_header(config):
     lines = []
     for name in ("cupy", "numba"):

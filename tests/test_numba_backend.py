@@ -326,3 +326,95 @@ def test_bad_out_is_refused_before_work():
         gpuact.relu(x, out=cuda.device_array((3, 4), np.float64), backend="numba")
     with pytest.raises(TypeError):
         gpuact.relu(x, out=np.empty((3, 4), np.float32), backend="numba")
+
+
+# --- the launch contract (tests/numba_launch_checks.py checks every launch's types) ------------
+
+
+def _stream_calls(x, mask):
+    """One call of every public function, each taking ``stream=``."""
+    from gpuact.layers import PReLU, Softmax
+
+    return {
+        "relu": lambda s: gpuact.relu(x, stream=s),
+        "gelu_strided": lambda s: gpuact.gelu(x[:, ::2], stream=s),
+        "softmax": lambda s: gpuact.softmax(x, axis=0, stream=s),
+        "log_softmax": lambda s: gpuact.log_softmax(x, axis=(0, 1), stream=s),
+        "masked_softmax": lambda s: Softmax(axis=-1)(x, mask=mask, stream=s),
+        "host_mask_softmax": lambda s: Softmax(axis=-1)(x, mask=host(mask), stream=s),
+        "glu": lambda s: gpuact.glu(x, axis=1, stream=s),
+        "sparsemax": lambda s: gpuact.sparsemax(x, axis=1, stream=s),
+        "prelu": lambda s: PReLU(np.linspace(0, 1, x.shape[1]))(x, stream=s),
+        "host_input": lambda s: gpuact.sigmoid(host(x), backend="numba", stream=s),
+    }
+
+
+@pytest.mark.parametrize("name", list(_stream_calls(None, None)))
+def test_every_launch_of_a_call_runs_on_its_stream(name):
+    from numba import cuda
+
+    from tests import numba_launch_checks as checks
+
+    if not __import__("gpuact.backends.numba_backend", fromlist=["x"]).SIMULATOR:
+        pytest.skip("the launch recorder runs under the CUDA simulator")
+    x = dev(np.random.default_rng(0).normal(0, 2, (6, 8)).astype(np.float32))
+    mask = dev(np.random.default_rng(1).random((6, 8)) > 0.3)
+    stream = cuda.stream()
+    mark = len(checks.LAUNCHES)
+    y = _stream_calls(x, mask)[name](stream)
+    launched = checks.LAUNCHES[mark:]
+    assert launched, "no kernel launched"
+    assert all(launch.stream is stream for launch in launched), [(launch.kernel, launch.stream) for launch in launched]
+    assert y.stream is stream  # the result was allocated on the call's stream
+
+
+class _ProtocolStream:
+    """A stream of another library: only the CUDA stream protocol."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __cuda_stream__(self):
+        return (0, self.handle)
+
+
+def test_a_foreign_stream_object_is_taken_by_its_handle():
+    from tests import numba_launch_checks as checks
+
+    x = dev(np.linspace(-3, 3, 12, dtype=np.float32))
+    mark = len(checks.LAUNCHES)
+    gpuact.relu(x, stream=_ProtocolStream(1234))
+    gpuact.softmax(x, stream=_ProtocolStream(1234))
+    streams = {id(launch.stream) for launch in checks.LAUNCHES[mark:]}
+    assert len(streams) == 1 and 0 not in streams  # one wrapper per handle, not the default stream
+    with pytest.raises(TypeError, match="stream"):
+        gpuact.relu(x, stream="not a stream")
+
+
+def test_the_launch_checker_catches_a_mistyped_launch():
+    from tests import numba_launch_checks as checks
+
+    from gpuact.backends import numba_backend
+    from gpuact.backends._numba import kernels as K
+
+    kern = numba_backend._kernel(("relu", np.dtype(np.float32), np.dtype(np.float32), 0),
+                                 lambda: K.elementwise_contig("relu", np.float32),
+                                 lambda: K.elementwise_contig_signature(np.float32, np.float32))
+    x = dev(np.ones((4, 4), np.float32))
+    y = dev(np.ones(16, np.float32))
+    p = [np.float32(0)] * 4
+    with pytest.raises(checks.LaunchSignatureError, match="argument 0"):
+        kern[1, 32, 0](x[:, ::2], y, np.int64(8), *p)  # strided where the signature says C
+    with pytest.raises(checks.LaunchSignatureError, match="argument 3"):
+        kern[1, 32, 0](y, y, np.int64(16), np.float64(0), *p[1:])  # float64 for a float32 parameter
+
+
+def test_no_performance_warning_for_small_launches():
+    import warnings
+
+    x = dev(np.linspace(-3, 3, 64, dtype=np.float32).reshape(8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gpuact.relu(x, backend="numba")
+        gpuact.softmax(x, axis=0, backend="numba")
+        gpuact.softmax(x, backend="numba")

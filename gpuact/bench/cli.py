@@ -18,7 +18,11 @@ from gpuact.bench.impls import ALL_BACKENDS, discover, library_versions
 SCHEMA = "gpuact-bench/1"
 SUSPICIOUS_FRAC = 1.1  # faster than 1.1x the same-size copy: physically implausible, flagged
 OVERHEAD_OPS = ("relu", "sigmoid", "softmax")
-OVERHEAD_ELEMENTS = 1 << 10
+# The per-call section: elementwise ops at 16 elements (where the call is all overhead), softmax
+# at 32x32; each against its reference in the same run (the plain NumPy expression on the CPU, a
+# bare CuPy RawKernel launch on the GPU).
+OVERHEAD_ELEMENTS = 16
+OVERHEAD_SOFTMAX_SHAPE = (32, 32)
 CPU_LARGE_COPY_BYTES = 64 << 20   # "copy_gbps" is also measured at this size at least (DRAM, not cache)
 GPU_LARGE_COPY_BYTES = 1 << 30
 
@@ -311,7 +315,7 @@ class Run:
             if not impls:
                 continue
             for op in ops:
-                shape = (32, 32) if op in C.SOFTMAX_OPS else (OVERHEAD_ELEMENTS,)
+                shape = OVERHEAD_SOFTMAX_SHAPE if op in C.SOFTMAX_OPS else (OVERHEAD_ELEMENTS,)
                 case = C.Case(op, dtype, shape, -1 if op in C.SOFTMAX_OPS else None)
                 if device == "cpu":
                     x = C.make_input(shape, dtype)
@@ -330,11 +334,15 @@ class Run:
                     except Exception as exc:
                         self.out.note(f"overhead of {op} on {impl.name} failed: {type(exc).__name__}: {exc}")
                         continue
-                    self.overhead.append({
-                        "op": op, "dtype": dtype, "shape": list(shape), "axis": case.axis, "elements": case.elements,
-                        "device": device, "backend": impl.backend, "calls": 200,
-                        "median_s": t.median, "min_s": t.min, "max_s": t.max, "samples_s": t.samples,
-                    })
+                    self.overhead.append(_overhead_entry(case, device, impl.backend, t))
+                if device == "gpu":
+                    try:
+                        t = timing.host_overhead(*_bare_cupy_launch(x))
+                    except Exception as exc:
+                        self.out.note(f"overhead of a bare CuPy launch failed: {type(exc).__name__}: {exc}")
+                    else:
+                        self.overhead.append(_overhead_entry(case, device, "cupy-launch", t))
+        _overhead_ratios(self.overhead)
 
     # -- bookkeeping
 
@@ -419,7 +427,9 @@ METHOD = {
                   "no host sync between calls, inputs rotated over >= 2x L2; jax: wall clock + block_until_ready",
     "check": "every result is compared with a float64 NumPy reference before it is timed (all elements up to "
              "2**20, else a deterministic sample of whole slices); gpuact within SPEC tolerances, peers 10x looser",
-    "overhead": "wall time of 200 back-to-back calls / 200 with one sync at the end, median of 5",
+    "overhead": "wall time of 200 back-to-back calls / 200 with one sync at the end, median of 5; elementwise at "
+                "16 elements, softmax at 32x32; vs_reference = gpuact / (CPU: the plain NumPy expression, "
+                "numpy-naive; GPU: a bare CuPy RawKernel launch, cupy-launch), added_s = the difference",
 }
 
 
@@ -450,6 +460,51 @@ def _result(case, impl, ok, t, msg):
         "frac_of_copy": None, "speedup_vs_numpy": None,
         "error": msg or None,
     }
+
+
+def _overhead_entry(case, device, backend, t):
+    return {"op": case.op, "dtype": case.dtype, "shape": list(case.shape), "axis": case.axis,
+            "elements": case.elements, "device": device, "backend": backend, "calls": 200,
+            "median_s": t.median, "min_s": t.min, "max_s": t.max, "samples_s": t.samples}
+
+
+# the per-call reference each device's gpuact rows are held against
+OVERHEAD_REFERENCE = {"cpu": "numpy-naive", "gpu": "cupy-launch"}
+
+
+def _overhead_ratios(entries):
+    """``vs_reference``: a gpuact call's time over its reference's in the same run (CPU: the plain
+    NumPy expression; GPU: a bare CuPy launch, also as ``added_s``, the host time gpuact adds)."""
+    for e in entries:
+        ref = next((r for r in entries if r["op"] == e["op"] and r["device"] == e["device"]
+                    and r["backend"] == OVERHEAD_REFERENCE[e["device"]]), None)
+        if ref is None or e["backend"] not in ("numpy", "cupy", "numba"):
+            continue
+        e["vs_reference"] = e["median_s"] / ref["median_s"]
+        e["added_s"] = e["median_s"] - ref["median_s"]
+
+
+_NOOP_SOURCE = '''extern "C" __global__ void gpuact_bench_noop(const float* x, float* y, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = x[i];
+}'''
+
+
+def _bare_cupy_launch(x):
+    """(fn, x, sync) for a CuPy RawKernel launch with no Python around it: a copy kernel on ``x``'s
+    float32 data, the floor any CuPy-launched call pays."""
+    import cupy
+
+    kernel = cupy.RawKernel(_NOOP_SOURCE, "gpuact_bench_noop")
+    xf = cupy.ascontiguousarray(x, dtype=cupy.float32)
+    y = cupy.empty_like(xf)
+    n = np.int64(xf.size)
+
+    def launch(a):
+        kernel((1,), (256,), (a, y, n))
+        return y
+
+    return launch, xf, lambda _y: cupy.cuda.Device().synchronize()
 
 
 def _error_entry(case, impl, kind, text):

@@ -177,10 +177,14 @@ class Output:
             parts.append(f"GPU {fmt_gbps(cg['gpu'])} / {fmt_gbps(large.get('gpu'))} GB/s")
         print("; ".join(parts))
         if doc["overhead"]:
-            print("Per-call host overhead (200 back-to-back calls, one sync):")
+            print("Per-call host overhead (200 back-to-back calls, one sync; gpuact against the plain NumPy "
+                  "expression on the CPU, a bare CuPy launch on the GPU):")
             for o in doc["overhead"]:
+                versus = ""
+                if o.get("vs_reference") is not None:
+                    versus = f"  {o['vs_reference']:.2f}x the reference ({fmt_time(o['added_s'])} added)"
                 print(f"  {o['op']:<10} {case_label(o):<14} {o['backend'] + '@' + o['device']:<18} "
-                      f"{fmt_time(o['median_s'])}")
+                      f"{fmt_time(o['median_s'])}{versus}")
         wrong = [r for r in doc["results"] if not r["correct"]]
         for r in wrong:
             print(f"WRONG: {r['op']} {r['dtype']} {case_label(r)} {r['backend']}@{r['device']}: {r['error']}")
