@@ -62,7 +62,7 @@ def relu(x, alpha=_ALPHA_UNSET, max_value=None, threshold=0.0, *, negative_slope
     """
     if (alpha is _ALPHA_UNSET and max_value is None and negative_slope is None and out is None and backend is None
             and type(x) is _ndarray and type(threshold) is float and threshold == 0.0 and x.dtype in _MAXIMUM_KEEPS_RELU
-            and x.size < _SMALL):
+            and x.ndim and x.size < _SMALL):
         # The plain call on a small float32/float64 array: np.maximum(x, 0.0) is this very function
         # there (NaN kept, -0.0 gives +0.0), and nothing else costs less per call.
         return _maximum(x, 0.0)
