@@ -22,7 +22,10 @@ from types import ModuleType
 
 import numpy as np
 
+from gpuact import _masked
 from gpuact.backends import _interop
+
+_AxisError = getattr(np, "exceptions", np).AxisError  # numpy.exceptions from 1.25
 
 try:  # numpy >= 2.0
     from numpy.lib.array_utils import normalize_axis_tuple
@@ -107,6 +110,8 @@ def result_dtype(dtype) -> np.dtype:
         return dtype
     if dtype.kind in "biu":
         return np.dtype(np.float32)
+    if dtype.kind == "f" and dtype.itemsize in (2, 4, 8):
+        return dtype.newbyteorder("=")  # another byte order: computed like NumPy, into native order
     raise TypeError(f"gpuact activations take real numbers; got an array of dtype {dtype}")
 
 
@@ -125,9 +130,13 @@ class Call:
 
     def __init__(self, x, backend: str | None, stream):
         name = backend if backend is not None else detect_backend(x)
-        if name == "numpy" and backend is None and not isinstance(x, np.ndarray):
+        if name == "numpy" and type(x) is not np.ndarray:
             _interop.refuse_grad_tensor(x)
-            x = np.asarray(x)  # object, string and complex arrays are refused by result_dtype below
+            # Sequences, scalars and ndarray subclasses (np.matrix, np.memmap, ...) are computed as
+            # the plain ndarray they hold, and the result is a plain ndarray (masked arrays are
+            # handled before this, in gpuact._masked). Object, string and complex arrays are
+            # refused by result_dtype below.
+            x = np.asarray(x)
         self.backend = load_backend(name)
         self.x, self.stream, self._foreign = self.backend.accept(x, stream)
         self.dtype = result_dtype(self.x.dtype)
@@ -161,12 +170,13 @@ class Call:
         return self.backend.copy(a, self.stream)
 
     def finish(self, result, original_out):
-        # A foreign input gets its own kind back: the caller's ``out`` when given, else the
+        # The caller's ``out`` itself when given (also an ndarray subclass or a foreign array
+        # that was written through a view); else a foreign input gets its own kind back, the
         # result wrapped zero-copy (``torch.as_tensor`` reads ``__cuda_array_interface__``).
-        if self._foreign is None:
-            return result
         if original_out is not None:
             return original_out
+        if self._foreign is None:
+            return result
         torch = _interop.torch_tensor_module(self._foreign)
         if torch is not None:
             return torch.as_tensor(result, device=self._foreign.device)
@@ -194,14 +204,20 @@ def _check_int_axis(a):
         raise TypeError(f"axis must be an int or a tuple of ints; got {a!r}")
 
 
-def as_param(name: str, value) -> float:
-    """A scalar parameter as a Python float; arrays and strings are refused."""
-    if type(value) is float:
+def as_param(name: str, value, *, allow_nan: bool = False) -> float:
+    """A scalar parameter as a Python float; arrays, strings and complex numbers are refused
+    (``TypeError``), and so is NaN (``ValueError``: no parameter of an activation means anything
+    at NaN, and the paths would disagree on it) unless ``allow_nan`` (``threshold``'s
+    ``default_value``, which is only ever copied out)."""
+    if type(value) is float and value == value:
         return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         if not (isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf"):
             raise TypeError(f"{name} must be a real number; got {value!r}")
-    return float(value)
+    value = float(value)
+    if value != value and not allow_nan:
+        raise ValueError(f"{name} must not be NaN")
+    return value
 
 
 _numpy_backend: ModuleType | None = None
@@ -222,6 +238,8 @@ def numpy_elementwise(op: str, x: np.ndarray, params: tuple = ()):
 def elementwise(op: str, x, params: tuple = (), *, out=None, backend=None, stream=None):
     if out is None and backend is None and type(x) is np.ndarray:
         return numpy_elementwise(op, x, params)
+    if _masked.is_masked(x):
+        return _masked.elementwise(_this, op, x, params, out=out, backend=backend)
     call = Call(x, backend, stream)
     with call.scope():
         checked_out = call.check_out(out, call.x.shape)
@@ -238,7 +256,12 @@ def softmax(x, axis, *, log: bool, mask=None, out=None, backend=None, stream=Non
         if _numpy_backend is None:
             _numpy_backend = load_backend("numpy")
         return _numpy_backend.softmax(x, (x.ndim - 1,), None, result_dtype(x.dtype), log=log)
+    if _masked.is_masked(x):
+        return _masked.softmax(_this, x, axis, log=log, mask=mask, out=out, backend=backend)
     call = Call(x, backend, stream)
+    if call.x.ndim == 0:
+        raise _AxisError(
+            f"softmax normalizes along an axis, and a 0-d array has none (axis={axis!r}); reshape it to 1-d")
     axes = normalize_axes(axis, call.x.ndim)
     with call.scope():
         checked_out = call.check_out(out, call.x.shape)
@@ -251,6 +274,8 @@ def softmax(x, axis, *, log: bool, mask=None, out=None, backend=None, stream=Non
 
 
 def glu(x, axis, *, out=None, backend=None, stream=None):
+    if _masked.is_masked(x):
+        return _masked.glu(_this, x, axis, out=out, backend=backend)
     call = Call(x, backend, stream)
     ax = single_axis(axis, call.x.ndim)
     length = call.x.shape[ax]
@@ -265,6 +290,8 @@ def glu(x, axis, *, out=None, backend=None, stream=None):
 
 
 def sparsemax(x, axis, *, out=None, backend=None, stream=None):
+    if _masked.is_masked(x):
+        return _masked.sparsemax(_this, x, axis, out=out, backend=backend)
     call = Call(x, backend, stream)
     ax = single_axis(axis, call.x.ndim)
     with call.scope():
@@ -275,6 +302,8 @@ def sparsemax(x, axis, *, out=None, backend=None, stream=None):
 
 
 def prelu(x, alpha, *, out=None, backend=None, stream=None):
+    if _masked.is_masked(x):
+        return _masked.prelu(_this, x, alpha, out=out, backend=backend)
     call = Call(x, backend, stream)
     with call.scope():
         checked_out = call.check_out(out, call.x.shape)
@@ -292,3 +321,6 @@ def single_axis(axis, ndim: int) -> int:
             raise ValueError(f"this function takes a single axis; got {axis!r}")
         axis = axis[0]
     return normalize_axes(axis, ndim)[0]
+
+
+_this = sys.modules[__name__]  # what gpuact._masked calls back into

@@ -6,7 +6,9 @@ a kernel takes them as arguments and a new value never recompiles anything.
 ``relu`` takes ``(alpha, threshold, lo, hi)``: ``y = clamp(x if x > threshold else 0, lo, hi)
 - alpha * max(threshold - x, 0)``, where ``lo, hi = 0, max_value`` when ``max_value`` is given and
 ``-inf, inf`` (no clip at all) when it is not, as tf.keras does.
-``gelu`` is the erf form and ``gelu_tanh`` the tanh approximation.
+``gelu`` is the erf form and ``gelu_tanh`` the tanh approximation. ``squareplus`` takes ``sqrt(b)``,
+computed in double precision by the public function, so that no kernel forms ``b`` (which may lie
+beyond the float32 range while its square root does not).
 """
 
 ELEMENTWISE_PARAMS: dict[str, tuple[str, ...]] = {
@@ -34,7 +36,7 @@ ELEMENTWISE_PARAMS: dict[str, tuple[str, ...]] = {
     "soft_shrink": ("threshold",),
     "tanh_shrink": (),
     "threshold": ("threshold", "default_value"),
-    "squareplus": ("b",),
+    "squareplus": ("sqrt_b",),
     "sparse_plus": (),
     "sparse_sigmoid": (),
 }

@@ -271,11 +271,16 @@ def log_sigmoid(x, *, out=None, backend=None, stream=None):
 def celu(x, alpha=1.0, *, out=None, backend=None, stream=None):
     """Continuously differentiable ELU: ``x`` if ``x >= 0`` else ``alpha * expm1(x / alpha)``.
 
+    ``alpha`` must not be 0 (``ValueError``: the function is undefined there).
+
     >>> import numpy as np, gpuact
     >>> gpuact.celu(np.array([-1.0, 0.0, 1.0], dtype=np.float32), alpha=2.0)
     array([-0.78694,  0.     ,  1.     ], dtype=float32)
     """
-    return _elementwise("celu", x, (_dispatch.as_param("alpha", alpha),), out, backend, stream)
+    alpha = _dispatch.as_param("alpha", alpha)
+    if alpha == 0.0:
+        raise ValueError("celu needs alpha != 0: alpha * expm1(x / alpha) is undefined at alpha = 0")
+    return _elementwise("celu", x, (alpha,), out, backend, stream)
 
 
 def hard_tanh(x, *, out=None, backend=None, stream=None):
@@ -327,7 +332,8 @@ def threshold(x, threshold, default_value, *, out=None, backend=None, stream=Non
     >>> gpuact.threshold(np.array([-1.0, 0.5, 2.0], dtype=np.float32), 1.0, -5.0)
     array([-5., -5.,  2.], dtype=float32)
     """
-    params = (_dispatch.as_param("threshold", threshold), _dispatch.as_param("default_value", default_value))
+    params = (_dispatch.as_param("threshold", threshold),
+              _dispatch.as_param("default_value", default_value, allow_nan=True))
     return _elementwise("threshold", x, params, out, backend, stream)
 
 
@@ -342,7 +348,8 @@ def squareplus(x, b=4, *, out=None, backend=None, stream=None):
     b = _dispatch.as_param("b", b)
     if b < 0:
         raise ValueError(f"squareplus needs b >= 0; got {b}")
-    return _elementwise("squareplus", x, (b,), out, backend, stream)
+    # the kernels take sqrt(b), taken here in double precision (b may be beyond float32's range)
+    return _elementwise("squareplus", x, (math.sqrt(b),), out, backend, stream)
 
 
 def sparse_plus(x, *, out=None, backend=None, stream=None):

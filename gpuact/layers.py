@@ -2,12 +2,22 @@
 
 Constructor arguments are checked at construction: ``None`` or a negative value where Keras
 forbids one raises ``ValueError`` there, not at the first call.
+
+``from_config`` also takes what the matching Keras 3 layer's ``get_config()`` returns: its
+``name``, ``trainable`` and ``dtype`` entries (a Keras layer's bookkeeping, meaningless here) are
+ignored, and PReLU reads a constant ``alpha_initializer`` (Keras initializes alpha to zeros).
+``deserialize`` takes a whole ``keras.saving.serialize_keras_object(layer)`` dict.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from gpuact import _dispatch, activations
 from gpuact.registry import get, serialize
+
+# entries of a Keras 3 layer config that describe the Keras layer object, not the activation
+_KERAS_BOOKKEEPING = ("name", "trainable", "dtype")
 
 
 def _non_negative(layer: str, name: str, value) -> float:
@@ -27,7 +37,7 @@ class _Layer:
 
     @classmethod
     def from_config(cls, config: dict):
-        return cls(**config)
+        return cls(**{k: v for k, v in config.items() if k not in _KERAS_BOOKKEEPING})
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -115,21 +125,51 @@ class PReLU(_Layer):
     def __init__(self, alpha, shared_axes=None):
         if alpha is None:
             raise ValueError("alpha of a PReLU layer cannot be None")
+        kind = np.dtype(alpha.dtype).kind if hasattr(alpha, "dtype") else np.asarray(alpha).dtype.kind
+        if kind not in "biuf":
+            raise TypeError(f"alpha of a PReLU layer must be real numbers; got dtype kind {kind!r}")
         if shared_axes is not None:
-            shared_axes = (shared_axes,) if isinstance(shared_axes, int) else tuple(shared_axes)
-            if any(not isinstance(a, int) or a < 1 for a in shared_axes):
+            shared_axes = (shared_axes,) if isinstance(shared_axes, (int, np.integer)) else tuple(shared_axes)
+            if any(isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) or a < 1
+                   for a in shared_axes):
                 raise ValueError(f"shared_axes must be positive ints (axis 0 is the batch); got {shared_axes}")
+            shared_axes = tuple(int(a) for a in shared_axes)
         self.alpha = alpha
         self.shared_axes = shared_axes
 
+    @classmethod
+    def from_config(cls, config: dict):
+        config = {k: v for k, v in config.items() if k not in _KERAS_BOOKKEEPING}
+        if "alpha" not in config and "alpha_initializer" in config:
+            config["alpha"] = _constant_initializer(config.pop("alpha_initializer"))
+        for key in ("alpha_regularizer", "alpha_constraint"):
+            if config.pop(key, None) is not None:
+                raise ValueError(f"PReLU's {key} acts on training, which gpuact's PReLU does not do")
+        return cls(**config)
+
     def __call__(self, x, **kwargs):
         if self.shared_axes is not None:
-            ndim, alpha_shape = len(x.shape), tuple(self.alpha.shape) if hasattr(self.alpha, "shape") else ()
+            ndim, alpha_shape = len(x.shape), tuple(np.shape(self.alpha))
             aligned = (1,) * (ndim - len(alpha_shape)) + alpha_shape
             for axis in self.shared_axes:
                 if axis >= ndim or aligned[axis] != 1:
                     raise ValueError(f"alpha of shape {alpha_shape} is not shared along axis {axis} of {tuple(x.shape)}")
         return _dispatch.prelu(x, self.alpha, **kwargs)
+
+
+def _constant_initializer(initializer) -> float:
+    """alpha from a Keras initializer config: Zeros, Ones or Constant (a PReLU built from a saved
+    config starts from its initializer; learned weights come separately)."""
+    if isinstance(initializer, str):
+        initializer = {"class_name": initializer, "config": {}}
+    name = initializer.get("class_name", "")
+    if name in ("Zeros", "zeros"):
+        return 0.0
+    if name in ("Ones", "ones"):
+        return 1.0
+    if name in ("Constant", "constant"):
+        return _dispatch.as_param("alpha", initializer.get("config", {}).get("value", 0.0))
+    raise ValueError(f"PReLU's alpha_initializer {name!r} is not a constant: pass alpha= explicitly")
 
 
 class ELU(_Layer):
@@ -191,4 +231,22 @@ class ThresholdedReLU(_Layer):
         return activations.threshold(x, self.theta, 0.0, **kwargs)
 
 
-__all__ = ["Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "ThresholdedReLU"]
+LAYERS = {cls.__name__: cls for cls in (Activation, ReLU, LeakyReLU, PReLU, ELU, Softmax, ThresholdedReLU)}
+
+
+def deserialize(config: dict):
+    """A layer from ``{"class_name": name, "config": {...}}``, which is what
+    ``keras.saving.serialize_keras_object(layer)`` writes for the matching Keras 3 layer.
+
+    >>> from gpuact.layers import deserialize
+    >>> deserialize({"module": "keras.layers", "class_name": "ReLU",
+    ...              "config": {"name": "re_lu", "trainable": True, "max_value": 6.0}})
+    ReLU(max_value=6.0, negative_slope=0.0, threshold=0.0)
+    """
+    name = config.get("class_name") if isinstance(config, dict) else None
+    if name not in LAYERS:
+        raise ValueError(f"Unknown layer: {config!r}")
+    return LAYERS[name].from_config(config.get("config", {}))
+
+
+__all__ = ["Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "ThresholdedReLU", "deserialize"]

@@ -28,16 +28,23 @@ def serialize(activation) -> str:
 
 
 def deserialize(config):
-    """The activation named by ``config``: a name or alias, or a Keras-style
-    ``{"class_name": name}`` dict. An unknown name raises ``ValueError``.
+    """The activation named by ``config``: a name or alias; a Keras-style ``{"class_name": name}``
+    dict; or what Keras 3 writes for a function, ``keras.saving.serialize_keras_object(fn)``:
+    ``{"module": "builtins", "class_name": "function", "config": name, ...}``. An unknown name
+    raises ``ValueError``.
 
     >>> import gpuact
     >>> gpuact.deserialize("hard_swish") is gpuact.hard_silu
+    True
+    >>> gpuact.deserialize({"module": "builtins", "class_name": "function", "config": "gelu",
+    ...                     "registered_name": "function"}) is gpuact.gelu
     True
     """
     name = config
     if isinstance(config, dict):
         name = config.get("class_name", config.get("config"))
+        if name == "function":  # Keras 3: the function's name is the config
+            name = config.get("config")
     if isinstance(name, str) and name in _BY_NAME:
         return _BY_NAME[name]
     raise ValueError(f"Unknown activation function: {config!r}")

@@ -40,7 +40,7 @@
 #endif
 
 // Bumped whenever an entry point is added or changes; gpuact/backends/_native.py refuses another.
-const int kAbiVersion = 3;
+const int kAbiVersion = 4;
 
 namespace {
 
@@ -150,6 +150,70 @@ GA_HD void softmax_columns(const T* x, T* y, int64_t length, int64_t inner, int6
     }
 }
 
+// Sparsemax of `rows` contiguous rows of `length` (y may be x): the Euclidean projection of each row
+// onto the probability simplex, max(z - tau, 0) with z = x - max(x) (shift-invariant) and tau the
+// number that makes the row sum to 1. tau lies in [-1, 0]. Each pass over the row evaluates, at two
+// points t (the current lower bound `lo` of tau and the midpoint towards the upper bound), the
+// sum S and count C of the z above t; f(t) = S - t C is the row's sum at t, decreasing in t. Then
+//   * Michelot's step g(t) = (S - 1) / C never overshoots: t <= g(t) <= tau for t <= tau, and
+//     g(t) = tau exactly once {z > t} is the support, so the exact formula ends the search;
+//   * the midpoint halves [lo, hi] (f(mid) >= 1 means tau >= mid, and g(mid) is then a better lo),
+//     which bounds the number of passes by the float's bits however the values lie.
+// The search stops when a Michelot step removes nothing from the support: then g(t) is tau. Sums
+// are in double. A row holding NaN, or whose max is not finite (+inf, or all -inf), is NaN.
+template <typename T>
+GA_HD void sparsemax_rows(const T* x, T* y, int64_t rows, int64_t length) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* xr = x + r * length;
+        T* yr = y + r * length;
+        T m = -__builtin_inf();
+        bool nan = false;
+        for (int64_t k = 0; k < length; ++k) {
+            nan = nan || xr[k] != xr[k];
+            m = xr[k] > m ? xr[k] : m;
+        }
+        if (nan || !(m > -__builtin_inf() && m < __builtin_inf())) {
+            for (int64_t k = 0; k < length; ++k) yr[k] = T(__builtin_nan(""));
+            continue;
+        }
+        double lo = -1.0, hi = 0.0, tau = -1.0;
+        int64_t last_count = -1;  // the support size the last Michelot step started from
+        for (int pass = 0; pass < 200; ++pass) {
+            const double mid = 0.5 * (lo + hi);
+            double s_lo = 0.0, s_mid = 0.0;
+            int64_t c_lo = 0, c_mid = 0;
+            for (int64_t k = 0; k < length; ++k) {
+                const double z = double(T(xr[k] - m));
+                if (z > lo) {
+                    s_lo += z;
+                    ++c_lo;
+                    if (z > mid) {
+                        s_mid += z;
+                        ++c_mid;
+                    }
+                }
+            }
+            if (c_lo == last_count) {  // the step from the previous point removed nothing: lo is tau
+                tau = lo;
+                break;
+            }
+            if (c_mid > 0 && s_mid - mid * double(c_mid) >= 1.0) {
+                last_count = c_mid;
+                tau = lo = (s_mid - 1.0) / double(c_mid);
+            } else {
+                hi = mid;
+                last_count = c_lo;
+                tau = lo = (s_lo - 1.0) / double(c_lo);
+            }
+        }
+        const T t = T(tau);
+        for (int64_t k = 0; k < length; ++k) {
+            const T v = T(xr[k] - m) - t;
+            yr[k] = v > T(0) ? v : T(0);
+        }
+    }
+}
+
 }  // namespace
 
 
@@ -189,6 +253,13 @@ GA_CLONES static void softmax_columns_f32(const float* x, float* y, int64_t leng
 GA_CLONES static void softmax_columns_f64(const double* x, double* y, int64_t length, int64_t inner,
                                           int64_t width, int64_t u0, int64_t u1, int log) {
     softmax_columns<double>(x, y, length, inner, width, u0, u1, log);
+}
+
+GA_CLONES static void sparsemax_rows_f32(const float* x, float* y, int64_t rows, int64_t length) {
+    sparsemax_rows<float>(x, y, rows, length);
+}
+GA_CLONES static void sparsemax_rows_f64(const double* x, double* y, int64_t rows, int64_t length) {
+    sparsemax_rows<double>(x, y, rows, length);
 }
 
 typedef void (*UnaryF32)(const float*, float*, int64_t, double, double, double, double);
@@ -344,6 +415,32 @@ PyObject* py_softmax_columns(PyObject*, PyObject* const* args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+// sparsemax_rows(type, x, y, row0, row1, length): rows [row0, row1) of a (rows, length) array; y may be x.
+PyObject* py_sparsemax_rows(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 6, "sparsemax_rows")) return nullptr;
+    int64_t type, row0, row1, length;
+    if (!as_int64(args[0], type) || !as_int64(args[3], row0) || !as_int64(args[4], row1) ||
+        !as_int64(args[5], length))
+        return nullptr;
+    if ((type != 'f' && type != 'd') || length < 1) {
+        PyErr_SetString(PyExc_ValueError, "sparsemax_rows: bad type or length");
+        return nullptr;
+    }
+    Buffer x, y;
+    if (x.get(args[1], char(type), false, "x") < 0 || y.get(args[2], char(type), true, "y") < 0) return nullptr;
+    const int64_t rows = x.size() / length;
+    if (x.size() != y.size() || !check_range(row0, row1, rows)) return nullptr;
+    PyThreadState* saved = (row1 - row0) * length >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
+    if (type == 'f')
+        sparsemax_rows_f32(static_cast<const float*>(x.data()) + row0 * length,
+                           static_cast<float*>(y.data()) + row0 * length, row1 - row0, length);
+    else
+        sparsemax_rows_f64(static_cast<const double*>(x.data()) + row0 * length,
+                           static_cast<double*>(y.data()) + row0 * length, row1 - row0, length);
+    if (saved) PyEval_RestoreThread(saved);
+    Py_RETURN_NONE;
+}
+
 PyObject* abi_version(PyObject*, PyObject*) { return PyLong_FromLong(kAbiVersion); }
 
 PyObject* unary_names(PyObject*, PyObject*) {
@@ -369,6 +466,8 @@ PyMethodDef kMethods[] = {
      METH_FASTCALL, "softmax_rows(type, x, y, row0, row1, length, log)"},
     {"softmax_columns", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(py_softmax_columns)),
      METH_FASTCALL, "softmax_columns(type, x, y, length, inner, width, u0, u1, log)"},
+    {"sparsemax_rows", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(py_sparsemax_rows)),
+     METH_FASTCALL, "sparsemax_rows(type, x, y, row0, row1, length)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

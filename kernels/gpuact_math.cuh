@@ -119,12 +119,21 @@ GA_HD double exp_nonpositive_(double x) { return exp_(x); }  // e**x for x <= 0 
 GA_HD double log1p_unit_(double x) { return log1p_(x); }  // ln(1 + x) for x in [0, 1]
 // log1p(exp(-|x|)), the smooth part of softplus / log_sigmoid / mish
 template <typename T> GA_HD T log1p_exp_neg_abs(T x) { return log1p_unit_(exp_(-abs_(x))); }
-// y = max(x, 0) + alpha * expm1(min(x, 0) * inner_scale)
-template <typename T> GA_HD T elu_core(T x, T alpha, T inner_scale) {
-    return max_(x, T(0)) + alpha * expm1_(min_(x, T(0)) * inner_scale);
+// y = max(x, 0) + alpha * expm1(min(x, 0) / divisor): a division, not a product with 1 / divisor,
+// so that a tiny celu alpha (1 / alpha = inf) still gives x for x >= 0, not 0 * inf = NaN
+template <typename T> GA_HD T elu_core(T x, T alpha, T divisor) {
+    return max_(x, T(0)) + alpha * expm1_(min_(x, T(0)) / divisor);
 }
-// x / (1 + exp(-t))
-template <typename T> GA_HD T x_times_sigmoid_of(T x, T t) { return x / (T(1) + exp_(-t)); }
+// 1 / (1 + e**-t) for t >= 0, e**t / (1 + e**t) below: one exp of -|t|, which never overflows, and
+// results below the smallest normal float stay subnormal (sigmoid(-100) in float32 is 3.8e-44,
+// where 1 / (1 + e**100) = 1 / inf gives 0). NaN fails the comparison and stays NaN.
+template <typename T> GA_HD T sigmoid_core(T t) {
+    T e = exp_(-abs_(t));
+    T r = T(1) / (T(1) + e);
+    return t >= T(0) ? r : e * r;
+}
+// x * sigmoid(t)
+template <typename T> GA_HD T x_times_sigmoid_of(T x, T t) { return x * sigmoid_core(t); }
 
 // ---- the activations -------------------------------------------------------------------------
 
@@ -135,7 +144,7 @@ GA_OP(relu) {
     if (p0 != T(0)) y = y - p0 * max_(p1 - x, T(0));
     return y;
 }
-GA_OP(sigmoid) { GA_UNUSED; return T(1) / (T(1) + exp_(-x)); }
+GA_OP(sigmoid) { GA_UNUSED; return sigmoid_core(x); }
 GA_OP(softplus) { GA_UNUSED; return max_(x, T(0)) + log1p_exp_neg_abs(x); }
 GA_OP(log_sigmoid) { GA_UNUSED; return min_(x, T(0)) - log1p_exp_neg_abs(x); }
 GA_OP(softsign) {
@@ -146,7 +155,7 @@ GA_OP(softsign) {
 GA_OP(tanh) { GA_UNUSED; return tanh_(x); }
 GA_OP(elu) { GA_UNUSED; return elu_core(x, p0, T(1)); }
 GA_OP(selu) { GA_UNUSED; return elu_core(x, GA_SELU_ALPHA, T(1)) * GA_SELU_SCALE; }
-GA_OP(celu) { GA_UNUSED; return elu_core(x, p0, T(1) / p0); }
+GA_OP(celu) { GA_UNUSED; return elu_core(x, p0, p0); }
 GA_OP(exponential) { GA_UNUSED; return exp_(x); }
 GA_OP(linear) { GA_UNUSED; return x; }
 GA_OP(relu6) { GA_UNUSED; return min_(max_(x, T(0)), T(6)); }
@@ -187,11 +196,14 @@ GA_OP(hard_shrink) { GA_UNUSED; return (abs_(x) <= p0) ? T(0) : x; }
 GA_OP(soft_shrink) { GA_UNUSED; return x - clip_(x, -p0, p0); }
 GA_OP(tanh_shrink) { GA_UNUSED; return x - tanh_(x); }
 GA_OP(threshold) { GA_UNUSED; return (x <= p0) ? p1 : x; }
-// s = hypot(x, sqrt(b)) never overflows; for x < 0, (x + s) / 2 = b / (2 (s - x)) has no cancellation
+// p0 = sqrt(b), computed in double on the host (b itself may be beyond the float range).
+// s = hypot(x, sqrt b) never overflows; for x < 0, (x + s) / 2 = b / (2 (s - x)) has no
+// cancellation, written sqrt b * (sqrt b / (2 (s - x))) so that b is never formed; for x >= 0,
+// x / 2 + s / 2 stays finite up to the largest float, where (x + s) / 2 overflowed above max / 2.
 GA_OP(squareplus) {
     GA_UNUSED;
-    T s = hypot_(x, sqrt_(p0));
-    return (x < T(0)) ? p0 / ((s - x) * T(2)) : (x + s) * T(0.5);
+    T s = hypot_(x, p0);
+    return (x < T(0)) ? p0 * (p0 / ((s - x) * T(2))) : x * T(0.5) + s * T(0.5);
 }
 GA_OP(sparse_plus) {
     GA_UNUSED;

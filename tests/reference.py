@@ -108,12 +108,17 @@ def softmax(x: np.ndarray, axis=-1, log: bool = False) -> np.ndarray:
 
 
 def sparsemax(x: np.ndarray, axis=-1) -> np.ndarray:
-    """Sparsemax by bisection on tau (independent of the sort-based backends)."""
+    """Sparsemax by bisection on tau (independent of the backends' methods), on the row minus its
+    max (the projection is shift-invariant); a row with NaN or a non-finite max is NaN."""
     z = np.moveaxis(np.asarray(x, np.float64), axis, -1)
     out = np.empty_like(z)
     for idx in np.ndindex(z.shape[:-1]):
         row = z[idx]
-        lo, hi = row.max() - 1.0, row.max()
+        if np.isnan(row).any() or not np.isfinite(row.max()):
+            out[idx] = np.nan
+            continue
+        row = row - row.max()
+        lo, hi = -1.0, 0.0
         for _ in range(200):
             mid = (lo + hi) / 2
             if np.maximum(row - mid, 0).sum() > 1:

@@ -121,9 +121,12 @@ def test_numbers_are_consistent(quick):
         copy = copies[(r["device"], nbytes // 2)]
         assert copy["gbps"] == pytest.approx(nbytes / copy["median_s"] / 1e9, rel=1e-9)
         assert r["frac_of_copy"] == pytest.approx(r["gbps"] / copy["gbps"], rel=1e-9)
-        # flagged exactly when faster than 1.1x the same-size copy, and never faster than the peak copy
+        # flagged exactly when faster than 1.1x the same-size copy; gpuact's own paths never beat
+        # the peak copy (a peer can, in cache: PyTorch's relu at 1 MiB on its own threads, say,
+        # and is then reported as suspicious, which the line above checks)
         assert r["suspicious"] == (r["frac_of_copy"] > cli.SUSPICIOUS_FRAC)
-        assert r["gbps"] <= cli.SUSPICIOUS_FRAC * doc["copy_gbps"][r["device"]], r
+        if r["backend"] in ("numpy", "cupy", "numba"):
+            assert r["gbps"] <= cli.SUSPICIOUS_FRAC * doc["copy_gbps"][r["device"]], r
         base = numpy_time.get((r["op"], r["dtype"], tuple(r["shape"]), r["axis"]))
         if base is not None:
             assert r["speedup_vs_numpy"] == pytest.approx(base / r["median_s"], rel=1e-9)

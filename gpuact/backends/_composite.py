@@ -36,11 +36,13 @@ def sparsemax_into(xp, x, axis, y, compute):
 
 
 def prelu_into(xp, x, alpha, y, compute):
-    """``y = max(x, 0) + alpha * min(x, 0)``, which is ``relu(x) - alpha * relu(-x)``."""
+    """``y = max(x, 0) + alpha * min(x, 0)``, which is ``relu(x) - alpha * relu(-x)``; where
+    ``alpha`` is 0 the second term is 0, also at ``x = -inf`` (not 0 * -inf = NaN)."""
     xc = x.astype(compute, copy=False)
     pos = xp.maximum(xc, 0)
     neg = xp.minimum(xc, 0)
     xp.multiply(neg, alpha, out=neg)
+    neg = xp.where(alpha == 0, xp.zeros((), compute), neg)
     xp.add(pos, neg, out=pos)
     y[...] = pos
     return y

@@ -27,7 +27,7 @@ from gpuact._ops import ELEMENTWISE_OPS
 
 MODULE_NAME = "gpuact._gpuact_cpu"
 # kernels/gpuact_cpu.cc's kAbiVersion: a module built from other sources is not used.
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 # what the entry points call float32 and float64 (the buffer format characters)
 TYPE_CODE = {np.dtype(np.float32): ord("f"), np.dtype(np.float64): ord("d")}
@@ -167,6 +167,17 @@ def softmax_columns_kernel(dtype):
         return None
     run, code = lib.softmax_columns, TYPE_CODE[np.dtype(np.float32)]
     return lambda x, y, length, inner, width, u0, u1, log: run(code, x, y, length, inner, width, u0, u1, log)
+
+
+def sparsemax_rows_kernel(dtype):
+    """``f(x, y, row0, row1, length)``: sparsemax of rows [row0, row1) of a contiguous
+    (rows, length) array in ``dtype`` (float32 or float64; ``y`` may be ``x``), or None."""
+    dtype = np.dtype(dtype)
+    lib = _load()
+    if lib is None or dtype not in TYPE_CODE:
+        return None
+    run, code = lib.sparsemax_rows, TYPE_CODE[dtype]
+    return lambda x, y, row0, row1, length: run(code, x, y, row0, row1, length)
 
 
 def exported_ops() -> list[str]:

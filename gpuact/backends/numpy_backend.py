@@ -142,13 +142,22 @@ def _relu(x, y, t, u, alpha, threshold, lo, hi):
         np.subtract(y, t, out=y)
 
 
+def _times_sigmoid(v, y, t, negative):
+    """y = v * sigmoid(t), with ``t`` holding the sigmoid's argument (overwritten) and
+    ``negative`` where it is below 0: kernels/gpuact_math.cuh's sigmoid_core, one exp of -|t|
+    (no overflow), and e / (1 + e) below 0, so subnormal results stay subnormal."""
+    np.abs(t, out=t)
+    np.negative(t, out=t)
+    np.exp(t, out=t)                # e = exp(-|t|)
+    np.add(t, 1.0, out=y)
+    np.divide(v, y, out=y)          # v / (1 + e)
+    np.multiply(y, t, out=t)
+    np.copyto(y, t, where=negative)
+
+
 def _sigmoid(x, y, t, u):
-    # 1 / (1 + exp(-x)): exp overflows to inf for x < -88 and 1 / inf = 0, which is the right
-    # answer, and the relative error stays that of exp for both signs.
-    np.negative(x, out=y)
-    np.exp(y, out=y)
-    np.add(y, 1.0, out=y)
-    np.divide(1.0, y, out=y)
+    np.copyto(t, x)
+    _times_sigmoid(1.0, y, t, np.less(x, 0.0, out=u.view(np.bool_)[: x.size]))
 
 
 def _log1p_exp_neg_abs(x, t):
@@ -184,11 +193,12 @@ def _tanh(x, y, t, u):
     np.tanh(x, out=y)
 
 
-def _elu_into(x, y, t, alpha, inner_scale=1.0):
-    """y = max(x, 0) + alpha * expm1(min(x, 0) * inner_scale): no mask, NaN propagates."""
+def _elu_into(x, y, t, alpha, divisor=1.0):
+    """y = max(x, 0) + alpha * expm1(min(x, 0) / divisor): no mask, NaN propagates; divided, as
+    the kernels do (a tiny celu alpha must not make 0 * inf)."""
     np.clip(x, -_INF, 0.0, out=t)
-    if inner_scale != 1.0:
-        np.multiply(t, inner_scale, out=t)
+    if divisor != 1.0:
+        np.divide(t, divisor, out=t)
     np.expm1(t, out=t)
     np.multiply(t, alpha, out=t)
     np.clip(x, 0.0, _INF, out=y)
@@ -205,7 +215,7 @@ def _selu(x, y, t, u):
 
 
 def _celu(x, y, t, u, alpha):
-    _elu_into(x, y, t, alpha, 1.0 / alpha)
+    _elu_into(x, y, t, alpha, alpha)
 
 
 def _exponential(x, y, t, u):
@@ -232,32 +242,26 @@ def _leaky_relu(x, y, t, u, negative_slope):
     np.add(y, t, out=y)
 
 
-def _x_times_sigmoid_of(x, y, t):
-    """y = x / (1 + exp(-t)) with t already holding the sigmoid's argument."""
-    np.negative(t, out=t)
-    np.exp(t, out=t)
-    np.add(t, 1.0, out=t)
-    np.divide(x, t, out=y)
-
-
 def _silu(x, y, t, u):
+    # u * sigmoid(u) with u = max(x, -1e4): -inf gives the limit 0, not -inf * 0
     np.clip(x, NEGATIVE_SATURATION, _INF, out=u)
     np.copyto(t, u)
-    _x_times_sigmoid_of(u, y, t)
+    _times_sigmoid(u, y, t, np.less(x, 0.0))
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 def _gelu_tanh(x, y, t, u):
-    # 0.5 * x * (1 + tanh(z)) == x * sigmoid(2 z), z = sqrt(2/pi) * (x + 0.044715 x^3)
+    # 0.5 * x * (1 + tanh(z)) == x * sigmoid(2 z), z = sqrt(2/pi) * (x + 0.044715 x^3), which has
+    # the sign of x
     np.clip(x, NEGATIVE_SATURATION, _INF, out=u)
     np.multiply(u, u, out=t)
     np.multiply(t, 0.044715, out=t)
     np.add(t, 1.0, out=t)
     np.multiply(t, u, out=t)
     np.multiply(t, 2.0 * _SQRT_2_OVER_PI, out=t)
-    _x_times_sigmoid_of(u, y, t)
+    _times_sigmoid(u, y, t, np.less(x, 0.0))
 
 
 # erfc(a) for a >= 0 as t * exp(-a^2 + g(2t - 1)), t = 1 / (1 + a/2): g is smooth on [-1, 1] and
@@ -362,18 +366,18 @@ def _threshold(x, y, t, u, threshold, default_value):
     np.copyto(y, default_value, where=mask)
 
 
-def _squareplus(x, y, t, u, b):
-    # s = hypot(x, sqrt(b)) never overflows; for x < 0, (x + s) / 2 = b / (2 (s - x)) avoids the
-    # cancellation of x + s.
-    np.hypot(x, math.sqrt(b), out=t)
-    np.add(x, t, out=y)
-    np.multiply(y, 0.5, out=y)
+def _squareplus(x, y, t, u, sqrt_b):
+    # as kernels/gpuact_math.cuh: s = hypot(x, sqrt b) never overflows; x / 2 + s / 2 for x >= 0,
+    # sqrt b * (sqrt b / (2 (s - x))) for x < 0 (no cancellation, and b is never formed)
+    np.hypot(x, sqrt_b, out=t)
+    np.multiply(x, 0.5, out=y)
+    np.multiply(t, 0.5, out=u)
+    np.add(y, u, out=y)
     np.subtract(t, x, out=t)
     np.multiply(t, 2.0, out=t)
-    np.divide(b, t, out=t)
-    mask = u.view(np.bool_)[: x.size]
-    np.less(x, 0.0, out=mask)
-    np.copyto(y, t, where=mask)
+    np.divide(sqrt_b, t, out=t)
+    np.multiply(t, sqrt_b, out=t)
+    np.copyto(y, t, where=np.less(x, 0.0))
 
 
 def _sparse_plus(x, y, t, u):
@@ -517,6 +521,12 @@ def elementwise(op, x, params, out, dtype, stream=None):
     return y
 
 
+def _in_compute_dtype(params, compute):
+    """The parameters rounded to the compute dtype, as the compiled kernels receive them: a slope
+    of 1e-50 is 0 in float32 on both paths, and a float32 formula never sees a float64 scalar."""
+    return tuple(compute.type(p) for p in params)
+
+
 def _native_elementwise(kernel, xf, yf, params):
     """``yf = op(xf)`` by a compiled kernel (``params`` padded to 4), on every core for large
     arrays; ``xf`` is ``yf`` or does not overlap it."""
@@ -537,6 +547,7 @@ def _ufunc_elementwise(op, xf, yf, params, compute):
     """``yf = op(xf)`` by the ufunc formula on flat contiguous arrays of the compute dtype, in
     blocks that stay in cache, on every core for large arrays."""
     kernel = _KERNELS[op]
+    params = _in_compute_dtype(params, compute)
     n = xf.size
     single_pass = op in _SINGLE_PASS or (op == "relu" and _is_plain_relu(*params))
     # the formulas write y before they are done reading x: an in-place block is staged
@@ -570,6 +581,7 @@ def _buffered_elementwise(op, native, x, y, params, compute):
     """``y = op(x)`` for any layouts and dtypes, through ``_buffered_map``'s contiguous blocks."""
     kernel = _KERNELS[op]
     p4 = tuple(params) + _NO_PARAMS[len(params)]
+    params = _in_compute_dtype(params, compute)
 
     def apply(xb, yb, scratch):
         m = xb.size
@@ -771,17 +783,31 @@ def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
 
 
 def _softmax_gathered(x, axes, y, compute, log, mask):
-    """Softmax of the slices along ``axes`` (any of them, any layouts and dtypes), a chunk of
-    slices at a time: gathered into contiguous (rows, length) scratch of the compute dtype, computed
-    by the compiled row kernel (float32, no mask) or ``_softmax_block``, scattered into ``y``. The
-    chunks are independent, so ``y`` may be ``x`` itself."""
+    """Softmax of the slices along ``axes`` through ``_gathered_rows``: the compiled row kernel
+    (float32, no mask) or ``_softmax_block``."""
+    rows_kernel = _native.softmax_rows_kernel(compute) if mask is None else None
+
+    def rows_fn(src, res, keep):
+        if rows_kernel is not None:
+            rows_kernel(src, res, 0, src.shape[0], src.shape[1], int(log))
+        else:
+            _softmax_block(src, res, log, keep)
+
+    _gathered_rows(x, axes, y, compute, rows_fn, mask)
+
+
+def _gathered_rows(x, axes, y, compute, rows_fn, mask=None):
+    """``rows_fn(src, res, keep)`` on the slices along ``axes`` (any of them, any layouts and
+    dtypes), a chunk of slices at a time: gathered into a contiguous (rows, length) ``src`` of the
+    compute dtype, computed into ``res`` (``keep``: the mask's chunk, or None), scattered into
+    ``y``. Chunks are independent, so ``y`` may be ``x`` itself, and memory beyond the result is
+    two chunks a thread (at least one slice each)."""
     rest = [a for a in range(x.ndim) if a not in axes]
     perm = rest + list(axes)
     xt, yt = x.transpose(perm), y.transpose(perm)
     mt = None if mask is None else mask.transpose(perm)
     rest_shape = xt.shape[: len(rest)]
     length = math.prod(xt.shape[len(rest):])
-    rows_kernel = _native.softmax_rows_kernel(compute) if mask is None else None
     chunks = list(_row_chunks(rest_shape, max(1, BLOCK // length)))
 
     def run(lo, hi, stop):
@@ -797,12 +823,8 @@ def _softmax_gathered(x, axes, y, compute, log, mask):
                 src = scratch[0][: xc.size].reshape(xc.shape)
                 np.copyto(src, xc, casting="unsafe")
                 res = scratch[1][: xc.size]
-                src2, res2 = src.reshape(rows, length), res.reshape(rows, length)
-                if rows_kernel is not None:
-                    rows_kernel(src2, res2, 0, rows, length, int(log))
-                else:
-                    keep = None if mt is None else np.reshape(mt[index], (rows, length))
-                    _softmax_block(src2, res2, log, keep)
+                keep = None if mt is None else np.reshape(mt[index], (rows, length))
+                rows_fn(src.reshape(rows, length), res.reshape(rows, length), keep)
                 np.copyto(yc, res.reshape(xc.shape), casting="unsafe")
 
     _run_parallel(run, _parallel_ranges(len(chunks), x.size))
@@ -875,7 +897,7 @@ def glu(x, axis, out, dtype, stream=None):
         if sigmoid is not None:
             sigmoid(bb, s, 0, m)
         else:
-            _sigmoid(bb, s, _scratch(scratch, "t", m, compute), None)
+            _sigmoid(bb, s, _scratch(scratch, "t", m, compute), _scratch(scratch, "u", m, compute))
         np.multiply(ab, s, out=yb)
 
     _buffered_map(gate, [a, b], y, compute)
@@ -883,15 +905,28 @@ def glu(x, axis, out, dtype, stream=None):
 
 
 def sparsemax(x, axis, out, dtype, stream=None):
+    """Sparsemax along ``axis``, slices gathered in chunks (``_gathered_rows``): the compiled row
+    kernel (bisection and Michelot steps on tau, O(length) a pass, float32 and float64) or, without
+    it, the sort-based NumPy composition on each chunk."""
+    compute = _compute_dtype(dtype)
     y = np.empty(x.shape, dtype) if out is None else out
-    if x.size:
-        with np.errstate(invalid="ignore"):
-            _composite.sparsemax_into(np, x, axis, y, _compute_dtype(dtype))
+    if x.size == 0:
+        return y
+    kernel = _native.sparsemax_rows_kernel(compute)
+
+    def rows_fn(src, res, keep):
+        if kernel is not None:
+            kernel(src, res, 0, src.shape[0], src.shape[1])
+        else:
+            _composite.sparsemax_into(np, src, 1, res, compute)
+
+    _gathered_rows(x, (axis,), y, compute, rows_fn)
     return y
 
 
 def prelu(x, alpha, out, dtype, stream=None):
-    """``max(x, 0) + alpha * min(x, 0)``, block by block: ``alpha`` stays a broadcast view."""
+    """``max(x, 0) + alpha * min(x, 0)``, block by block: ``alpha`` stays a broadcast view. Where
+    ``alpha`` is 0 the second term is 0, also at ``x = -inf`` (the limit, as leaky_relu)."""
     compute = _compute_dtype(dtype)
     y = np.empty(x.shape, dtype) if out is None else out
     if y.size == 0:
@@ -901,6 +936,7 @@ def prelu(x, alpha, out, dtype, stream=None):
         neg = _scratch(scratch, "neg", yb.size, compute)
         np.minimum(xb, 0.0, out=neg)
         np.multiply(neg, ab, out=neg)
+        np.copyto(neg, 0.0, where=ab == 0)  # alpha 0 (Keras's initial PReLU) at -inf: 0, not 0 * -inf
         np.maximum(xb, 0.0, out=yb)  # after xb's last read: yb may be xb (in place)
         np.add(yb, neg, out=yb)
 

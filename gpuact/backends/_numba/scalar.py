@@ -120,7 +120,10 @@ def _build(ft):  # noqa: C901 - one small function per op, on purpose
 
     @dev
     def sigmoid_of(t):
-        return one / (one + M.exp(-t))
+        # one exp of -|t| (never overflows); below 0 e / (1 + e), which keeps subnormal results
+        e = M.exp(-abs(t))
+        r = one / (one + e)
+        return r if t >= zero else e * r
 
     @dev
     def relu(x, alpha, threshold, lo, hi):
@@ -152,8 +155,9 @@ def _build(ft):  # noqa: C901 - one small function per op, on purpose
         return M.tanh(x)
 
     @dev
-    def elu_of(x, alpha, inner_scale):
-        return fmax(x, zero) + alpha * M.expm1(fmin(x, zero) * inner_scale)
+    def elu_of(x, alpha, divisor):
+        # divided, not multiplied by 1 / divisor: a tiny celu alpha must not make 0 * inf
+        return fmax(x, zero) + alpha * M.expm1(fmin(x, zero) / divisor)
 
     @dev
     def elu(x, alpha, p1, p2, p3):
@@ -164,8 +168,8 @@ def _build(ft):  # noqa: C901 - one small function per op, on purpose
         return elu_of(x, selu_alpha, one) * selu_scale
 
     @dev
-    def celu(x, alpha, inv_alpha, p2, p3):
-        return elu_of(x, alpha, inv_alpha)
+    def celu(x, alpha, p1, p2, p3):
+        return elu_of(x, alpha, alpha)
 
     @dev
     def exponential(x, p0, p1, p2, p3):
@@ -187,14 +191,14 @@ def _build(ft):  # noqa: C901 - one small function per op, on purpose
     @dev
     def silu(x, p0, p1, p2, p3):
         u = fmax(x, neg_sat)  # -inf → -1e4: the result is the limit 0, not -inf * 0
-        return u / (one + M.exp(-u))
+        return u * sigmoid_of(u)
 
     @dev
     def gelu_tanh(x, p0, p1, p2, p3):
         # 0.5 x (1 + tanh(z)) == x sigmoid(2 z), z = sqrt(2/pi) (x + 0.044715 x^3)
         u = fmax(x, neg_sat)
         t = (u * u * gelu_c1 + one) * u * gelu_c2
-        return u / (one + M.exp(-t))
+        return u * sigmoid_of(t)
 
     @dev
     def gelu(x, p0, p1, p2, p3):
@@ -239,12 +243,12 @@ def _build(ft):  # noqa: C901 - one small function per op, on purpose
         return default_value if x <= threshold else x
 
     @dev
-    def squareplus(x, b, sqrt_b, p2, p3):
-        # s = hypot(x, sqrt(b)) never overflows; for x < 0, b / (2 (s - x)) avoids x + s cancelling
+    def squareplus(x, sqrt_b, p1, p2, p3):
+        # as kernels/gpuact_math.cuh: b is never formed, x / 2 + s / 2 does not overflow
         s = M.hypot(x, sqrt_b)
         if x < zero:
-            return b / ((s - x) * two)
-        return (x + s) * half
+            return sqrt_b * (sqrt_b / ((s - x) * two))
+        return x * half + s * half
 
     @dev
     def sparse_plus(x, p0, p1, p2, p3):
@@ -272,12 +276,5 @@ def _build(ft):  # noqa: C901 - one small function per op, on purpose
 
 
 def host_params(op: str, params: tuple) -> tuple:
-    """The op's canonical parameters → the four kernel parameters (derived values precomputed
-    in double precision on the host, as the NumPy backend does)."""
-    if op == "celu":
-        (alpha,) = params
-        params = (alpha, 1.0 / alpha)
-    elif op == "squareplus":
-        (b,) = params
-        params = (b, math.sqrt(b))
+    """The op's canonical parameters → the four kernel parameters."""
     return tuple(params) + (0.0,) * (4 - len(params))
