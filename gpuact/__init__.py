@@ -6,13 +6,13 @@ from gpuact.registry import deserialize, get, serialize
 
 __version__ = "0.1.0"
 
-__all__ = [*_activation_names, "get", "serialize", "deserialize", "layers"]
+__all__ = [*_activation_names, "get", "serialize", "deserialize", "layers", "backward"]
 
 
 def __getattr__(name):
-    # Layers load on first use, so `import gpuact` stays as small as the activations.
-    if name == "layers":
+    # Layers and gradients load on first use, so `import gpuact` stays as small as the activations.
+    if name in ("layers", "backward"):
         import importlib
 
-        return importlib.import_module("gpuact.layers")
+        return importlib.import_module(f"gpuact.{name}")
     raise AttributeError(f"module 'gpuact' has no attribute {name!r}")

@@ -126,9 +126,13 @@ class Call:
     made there.
     """
 
-    __slots__ = ("backend", "x", "dtype", "stream", "_foreign")
+    __slots__ = ("backend", "x", "dy", "dtype", "stream", "_foreign")
 
-    def __init__(self, x, backend: str | None, stream):
+    def __init__(self, x, backend: str | None, stream, *, grad_of=None, grad_shape=True):
+        """``grad_of``: a backward call's ``dy``, which must be an array of ``x``'s kind (and, unless
+        ``grad_shape`` is None, of its shape); the result dtype then follows both."""
+        if _masked.is_masked(x) or _masked.is_masked(grad_of):
+            raise TypeError("gpuact.backward takes plain arrays: pass the masked arrays' data (and mask dy)")
         name = backend if backend is not None else detect_backend(x)
         if name == "numpy" and type(x) is not np.ndarray:
             _interop.refuse_grad_tensor(x)
@@ -140,6 +144,38 @@ class Call:
         self.backend = load_backend(name)
         self.x, self.stream, self._foreign = self.backend.accept(x, stream)
         self.dtype = result_dtype(self.x.dtype)
+        self.dy = None
+        if grad_of is not None:
+            self.dy = self.backend.accept_operand(grad_of, self.x, self._foreign is not None, "dy")
+            if grad_shape is not None and tuple(self.dy.shape) != tuple(self.x.shape):
+                raise ValueError(f"dy has shape {tuple(self.dy.shape)}; x has shape {tuple(self.x.shape)}")
+            self.dtype = result_dtype(np.result_type(np.dtype(self.dy.dtype), np.dtype(self.x.dtype)))
+
+    def bias(self, bias, out):
+        """``bias`` as an array of the call's kind, on its device, broadcastable to ``x`` (a scalar
+        too); copied first if ``out`` shares memory with it."""
+        if bias is None:
+            return None
+        if np.ndim(bias) == 0 and isinstance(bias, (int, float, np.integer, np.floating)):
+            value = as_param("bias", bias)
+            bias = self.backend.as_param_array(value, (), self.dtype, self.stream)
+        else:
+            bias = self.backend.accept_operand(bias, self.x, self._foreign is not None, "bias")
+        try:
+            shape = np.broadcast_shapes(tuple(bias.shape), tuple(self.x.shape))
+        except ValueError:
+            shape = None
+        if shape != tuple(self.x.shape):
+            raise ValueError(f"bias of shape {tuple(bias.shape)} does not broadcast to x's shape {tuple(self.x.shape)}")
+        if np.dtype(bias.dtype).kind not in "biuf":
+            raise TypeError(f"bias must be real numbers; got dtype {np.dtype(bias.dtype)}")
+        return self.unalias(bias, out, same_ok=False)
+
+    def mask(self, mask, out):
+        if mask is None:
+            return None
+        mask = self.backend.as_mask(mask, self.x.shape, self.stream)
+        return self.unalias(mask, out, same_ok=False)
 
     def scope(self):
         return self.backend.scope(self.x, self.stream)
@@ -235,41 +271,80 @@ def numpy_elementwise(op: str, x: np.ndarray, params: tuple = ()):
     return _numpy_backend.elementwise(op, x, params, None, dtype)
 
 
-def elementwise(op: str, x, params: tuple = (), *, out=None, backend=None, stream=None):
-    if out is None and backend is None and type(x) is np.ndarray:
+def elementwise(op: str, x, params: tuple = (), *, bias=None, out=None, backend=None, stream=None):
+    if out is None and backend is None and bias is None and type(x) is np.ndarray:
         return numpy_elementwise(op, x, params)
     if _masked.is_masked(x):
+        if bias is not None:
+            raise TypeError("bias= does not take masked arrays; add the bias to x first")
         return _masked.elementwise(_this, op, x, params, out=out, backend=backend)
     call = Call(x, backend, stream)
     with call.scope():
         checked_out = call.check_out(out, call.x.shape)
         xa = call.unalias(call.x, checked_out, same_ok=True)
-        result = call.backend.elementwise(op, xa, params, checked_out, call.dtype, stream=call.stream)
+        b = call.bias(bias, checked_out)
+        options = {} if b is None else {"bias": b}
+        result = call.backend.elementwise(op, xa, params, checked_out, call.dtype, stream=call.stream, **options)
     return call.finish(result, out)
 
 
-def softmax(x, axis, *, log: bool, mask=None, out=None, backend=None, stream=None):
-    if out is None and backend is None and mask is None and type(x) is np.ndarray and type(axis) is int \
-            and axis == -1 and x.ndim:
+def elementwise_grad(op: str, dy, x, params: tuple = (), *, bias=None, out=None, backend=None, stream=None):
+    """``dx = dy * op'(x + bias)`` (see ``gpuact.backward``)."""
+    call = Call(x, backend, stream, grad_of=dy)
+    with call.scope():
+        checked_out = call.check_out(out, call.x.shape)
+        xa = call.unalias(call.x, checked_out, same_ok=True)
+        dya = call.unalias(call.dy, checked_out, same_ok=True)
+        b = call.bias(bias, checked_out)
+        result = call.backend.elementwise_grad(op, dya, xa, params, checked_out, call.dtype, stream=call.stream,
+                                               bias=b)
+    return call.finish(result, out)
+
+
+def softmax(x, axis, *, log: bool, mask=None, bias=None, out=None, backend=None, stream=None):
+    if out is None and backend is None and mask is None and bias is None and type(x) is np.ndarray \
+            and type(axis) is int and axis == -1 and x.ndim:
         # the common CPU call (a plain ndarray, the last axis): nothing to detect or convert
         global _numpy_backend
         if _numpy_backend is None:
             _numpy_backend = load_backend("numpy")
         return _numpy_backend.softmax(x, (x.ndim - 1,), None, result_dtype(x.dtype), log=log)
     if _masked.is_masked(x):
+        if bias is not None:
+            raise TypeError("bias= does not take masked arrays; add the bias to x first")
         return _masked.softmax(_this, x, axis, log=log, mask=mask, out=out, backend=backend)
     call = Call(x, backend, stream)
-    if call.x.ndim == 0:
-        raise _AxisError(
-            f"softmax normalizes along an axis, and a 0-d array has none (axis={axis!r}); reshape it to 1-d")
-    axes = normalize_axes(axis, call.x.ndim)
+    axes = _softmax_axes(axis, call.x.ndim)
     with call.scope():
         checked_out = call.check_out(out, call.x.shape)
         xa = call.unalias(call.x, checked_out, same_ok=True)
-        if mask is not None:
-            mask = call.backend.as_mask(mask, call.x.shape, call.stream)
-            mask = call.unalias(mask, checked_out, same_ok=False)
-        result = call.backend.softmax(xa, axes, checked_out, call.dtype, log=log, mask=mask, stream=call.stream)
+        mask = call.mask(mask, checked_out)
+        b = call.bias(bias, checked_out)
+        options = {} if b is None else {"bias": b}
+        result = call.backend.softmax(xa, axes, checked_out, call.dtype, log=log, mask=mask, stream=call.stream,
+                                      **options)
+    return call.finish(result, out)
+
+
+def _softmax_axes(axis, ndim):
+    if ndim == 0:
+        raise _AxisError(
+            f"softmax normalizes along an axis, and a 0-d array has none (axis={axis!r}); reshape it to 1-d")
+    return normalize_axes(axis, ndim)
+
+
+def softmax_grad(dy, x, axis, *, log: bool, mask=None, bias=None, out=None, backend=None, stream=None):
+    """softmax: ``dx = y (dy - sum(dy y))``; log_softmax: ``dx = dy - softmax(x) sum(dy)``."""
+    call = Call(x, backend, stream, grad_of=dy)
+    axes = _softmax_axes(axis, call.x.ndim)
+    with call.scope():
+        checked_out = call.check_out(out, call.x.shape)
+        xa = call.unalias(call.x, checked_out, same_ok=True)
+        dya = call.unalias(call.dy, checked_out, same_ok=True)
+        mask = call.mask(mask, checked_out)
+        b = call.bias(bias, checked_out)
+        result = call.backend.softmax_grad(dya, xa, axes, checked_out, call.dtype, log=log, mask=mask, bias=b,
+                                           stream=call.stream)
     return call.finish(result, out)
 
 
@@ -286,6 +361,48 @@ def glu(x, axis, *, out=None, backend=None, stream=None):
         checked_out = call.check_out(out, shape)
         xa = call.unalias(call.x, checked_out, same_ok=False)
         result = call.backend.glu(xa, ax, checked_out, call.dtype, stream=call.stream)
+    return call.finish(result, out)
+
+
+def glu_grad(dy, x, axis, *, out=None, backend=None, stream=None):
+    """``dx`` (x's shape) from ``dy`` (the output's shape): da = dy sigmoid(b), db = dy a sigmoid'(b)."""
+    call = Call(x, backend, stream, grad_of=dy, grad_shape=None)
+    ax = single_axis(axis, call.x.ndim)
+    length = call.x.shape[ax]
+    if length % 2:
+        raise ValueError(f"glu splits axis {axis} in two halves; its length {length} is odd")
+    half = tuple(call.x.shape[:ax]) + (length // 2,) + tuple(call.x.shape[ax + 1 :])
+    if tuple(call.dy.shape) != half:
+        raise ValueError(f"dy has shape {tuple(call.dy.shape)}; glu's output, and so dy, has shape {half}")
+    with call.scope():
+        checked_out = call.check_out(out, call.x.shape)
+        xa = call.unalias(call.x, checked_out, same_ok=False)
+        dya = call.unalias(call.dy, checked_out, same_ok=False)
+        result = call.backend.glu_grad(dya, xa, ax, checked_out, call.dtype, stream=call.stream)
+    return call.finish(result, out)
+
+
+def sparsemax_grad(dy, x, axis, *, out=None, backend=None, stream=None):
+    """``dx = s (dy - mean of dy over the support)``, ``s`` the support indicator."""
+    call = Call(x, backend, stream, grad_of=dy)
+    ax = single_axis(axis, call.x.ndim)
+    with call.scope():
+        checked_out = call.check_out(out, call.x.shape)
+        xa = call.unalias(call.x, checked_out, same_ok=True)
+        dya = call.unalias(call.dy, checked_out, same_ok=True)
+        result = call.backend.sparsemax_grad(dya, xa, ax, checked_out, call.dtype, stream=call.stream)
+    return call.finish(result, out)
+
+
+def prelu_grad(dy, x, alpha, *, out=None, backend=None, stream=None):
+    call = Call(x, backend, stream, grad_of=dy)
+    with call.scope():
+        checked_out = call.check_out(out, call.x.shape)
+        xa = call.unalias(call.x, checked_out, same_ok=True)
+        dya = call.unalias(call.dy, checked_out, same_ok=True)
+        alpha = call.backend.as_param_array(alpha, call.x.shape, call.dtype, call.stream)
+        alpha = call.unalias(alpha, checked_out, same_ok=False)
+        result = call.backend.prelu_grad(dya, xa, alpha, checked_out, call.dtype, stream=call.stream)
     return call.finish(result, out)
 
 

@@ -30,6 +30,7 @@
 
 #define GA_HOST_SIMD 1
 #include "gpuact_math.cuh"
+#include "gpuact_grad.cuh"
 
 #include <cstdint>
 
@@ -40,7 +41,7 @@
 #endif
 
 // Bumped whenever an entry point is added or changes; gpuact/backends/_native.py refuses another.
-const int kAbiVersion = 4;
+const int kAbiVersion = 5;
 
 namespace {
 
@@ -214,6 +215,116 @@ GA_HD void sparsemax_rows(const T* x, T* y, int64_t rows, int64_t length) {
     }
 }
 
+// ---- training: the fused bias and the backward passes ------------------------------------------
+
+// y = op(x + b) for contiguous x, y whose elements [start, stop) are taken in rows of nb, b being
+// the (contiguous) trailing-axes bias: row by row, so the inner loop reads b contiguously and
+// vectorizes, and the index wraps once a row instead of a modulo per element.
+template <typename T, T (*Op)(T, T, T, T, T)>
+GA_HD void bias_loop(const T* x, const T* b, T* y, int64_t start, int64_t stop, int64_t nb, T p0, T p1, T p2,
+                     T p3) {
+    for (int64_t i = start; i < stop;) {
+        const int64_t c = i % nb;
+        const int64_t m = (stop - i < nb - c) ? stop - i : nb - c;
+        const T* xi = x + i;
+        const T* bc = b + c;
+        T* yi = y + i;
+#pragma GCC ivdep
+        for (int64_t k = 0; k < m; ++k) yi[k] = Op(T(xi[k] + bc[k]), p0, p1, p2, p3);
+        i += m;
+    }
+}
+
+// dx = dy * f'(x) (dx may be dy or x itself: element k is read before it is written)
+template <typename T, T (*Grad)(T, T, T, T, T)>
+GA_HD void grad_loop(const T* dy, const T* x, T* dx, int64_t n, T p0, T p1, T p2, T p3) {
+#pragma GCC ivdep
+    for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * Grad(x[i], p0, p1, p2, p3);
+}
+
+// dx = dy * f'(x + b), b as in bias_loop
+template <typename T, T (*Grad)(T, T, T, T, T)>
+GA_HD void grad_bias_loop(const T* dy, const T* x, const T* b, T* dx, int64_t start, int64_t stop, int64_t nb, T p0,
+                          T p1, T p2, T p3) {
+    for (int64_t i = start; i < stop;) {
+        const int64_t c = i % nb;
+        const int64_t m = (stop - i < nb - c) ? stop - i : nb - c;
+        const T* dyi = dy + i;
+        const T* xi = x + i;
+        const T* bc = b + c;
+        T* dxi = dx + i;
+#pragma GCC ivdep
+        for (int64_t k = 0; k < m; ++k) dxi[k] = dyi[k] * Grad(T(xi[k] + bc[k]), p0, p1, p2, p3);
+        i += m;
+    }
+}
+
+// The softmax backward of `rows` contiguous rows, the forward recomputed in the row (in cache):
+// softmax: dx = y (dy - sum(dy y)); log_softmax: dx = dy - softmax(x) sum(dy). y is written into
+// dx first and overwritten in the last pass. Sums in double, as the forward. Rows whose max is not
+// finite (all -inf, +inf, NaN) give NaN, as the forward does.
+template <typename T>
+GA_HD void softmax_grad_rows(const T* dy, const T* x, T* dx, int64_t rows, int64_t length, int log) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* xr = x + r * length;
+        const T* dyr = dy + r * length;
+        T* dxr = dx + r * length;
+        T m = -__builtin_inf();
+#pragma omp simd reduction(max : m)
+        for (int64_t k = 0; k < length; ++k) m = xr[k] > m ? xr[k] : m;
+        double s = 0.0, sdy = 0.0;
+#pragma omp simd reduction(+ : s, sdy)
+        for (int64_t k = 0; k < length; ++k) {
+            s += double(ga::exp_nonpositive_(T(xr[k] - m)));
+            sdy += double(dyr[k]);
+        }
+        if (!(m > -__builtin_inf() && m < __builtin_inf())) s = __builtin_nan("");
+        const T inv = T(1.0 / s);
+        if (log) {
+            const T scale = T(sdy / s);
+#pragma omp simd
+            for (int64_t k = 0; k < length; ++k) dxr[k] = dyr[k] - ga::exp_nonpositive_(T(xr[k] - m)) * scale;
+        } else {
+            double dot = 0.0;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t k = 0; k < length; ++k) {
+                const T y = ga::exp_nonpositive_(T(xr[k] - m)) * inv;
+                dot += double(dyr[k]) * double(y);
+            }
+            const T d = T(dot);
+#pragma omp simd
+            for (int64_t k = 0; k < length; ++k) {
+                const T y = ga::exp_nonpositive_(T(xr[k] - m)) * inv;
+                dxr[k] = y * (dyr[k] - d);
+            }
+        }
+    }
+}
+
+// The sparsemax backward of `rows` contiguous rows: the support (y > 0) recomputed as the forward
+// does (sparsemax_rows into dx first), then dx = s (dy - mean of dy over the support).
+template <typename T>
+GA_HD void sparsemax_grad_rows(const T* dy, const T* x, T* dx, int64_t rows, int64_t length) {
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* dyr = dy + r * length;
+        T* dxr = dx + r * length;
+        sparsemax_rows<T>(x + r * length, dxr, 1, length);
+        double sum = 0.0;
+        int64_t count = 0;
+        bool nan = false;
+        for (int64_t k = 0; k < length; ++k) {
+            nan = nan || dxr[k] != dxr[k];
+            if (dxr[k] > T(0)) {
+                sum += double(dyr[k]);
+                ++count;
+            }
+        }
+        const T mean = T(count ? sum / double(count) : 0.0);
+        for (int64_t k = 0; k < length; ++k)
+            dxr[k] = nan ? T(__builtin_nan("")) : (dxr[k] > T(0) ? T(dyr[k] - mean) : T(0));
+    }
+}
+
 }  // namespace
 
 
@@ -221,15 +332,26 @@ GA_HD void sparsemax_rows(const T* x, T* y, int64_t rows, int64_t length) {
 // One function per (op, dtype) with the instruction-set clones, collected in a table the module
 // indexes: gpuact/backends/_native.py reads the names once and keeps the indices.
 
-#define GA_CPU_OP(name)                                                                                    \
-    GA_CLONES static void name##_f32(const float* x, float* y, int64_t n, double p0, double p1, double p2,  \
-                                     double p3) {                                                         \
-        elementwise_loop<float, ga::name<float>>(x, y, n, float(p0), float(p1), float(p2), float(p3));   \
+// Each op in float32 and float64: forward, forward with a bias, backward, backward with a bias.
+#define GA_CPU_TYPED(name, T, tag)                                                                        \
+    GA_CLONES static void name##_##tag(const T* x, T* y, int64_t n, double p0, double p1, double p2,      \
+                                       double p3) {                                                       \
+        elementwise_loop<T, ga::name<T>>(x, y, n, T(p0), T(p1), T(p2), T(p3));                            \
     }                                                                                                     \
-    GA_CLONES static void name##_f64(const double* x, double* y, int64_t n, double p0, double p1,        \
-                                     double p2, double p3) {                                              \
-        elementwise_loop<double, ga::name<double>>(x, y, n, p0, p1, p2, p3);                             \
+    GA_CLONES static void name##_bias_##tag(const T* x, const T* b, T* y, int64_t start, int64_t stop,    \
+                                            int64_t nb, double p0, double p1, double p2, double p3) {     \
+        bias_loop<T, ga::name<T>>(x, b, y, start, stop, nb, T(p0), T(p1), T(p2), T(p3));                  \
+    }                                                                                                     \
+    GA_CLONES static void name##_grad_##tag(const T* dy, const T* x, T* dx, int64_t n, double p0,        \
+                                            double p1, double p2, double p3) {                            \
+        grad_loop<T, ga::grad_##name<T>>(dy, x, dx, n, T(p0), T(p1), T(p2), T(p3));                       \
+    }                                                                                                     \
+    GA_CLONES static void name##_grad_bias_##tag(const T* dy, const T* x, const T* b, T* dx, int64_t start, \
+                                                 int64_t stop, int64_t nb, double p0, double p1, double p2, \
+                                                 double p3) {                                             \
+        grad_bias_loop<T, ga::grad_##name<T>>(dy, x, b, dx, start, stop, nb, T(p0), T(p1), T(p2), T(p3)); \
     }
+#define GA_CPU_OP(name) GA_CPU_TYPED(name, float, f32) GA_CPU_TYPED(name, double, f64)
 
 // every op of gpuact._ops.ELEMENTWISE_PARAMS (tests/test_native_cpu.py checks the list)
 #define GA_CPU_OPS(X)                                                                                     \
@@ -262,14 +384,38 @@ GA_CLONES static void sparsemax_rows_f64(const double* x, double* y, int64_t row
     sparsemax_rows<double>(x, y, rows, length);
 }
 
-typedef void (*UnaryF32)(const float*, float*, int64_t, double, double, double, double);
-typedef void (*UnaryF64)(const double*, double*, int64_t, double, double, double, double);
+GA_CLONES static void softmax_grad_rows_f32(const float* dy, const float* x, float* dx, int64_t rows, int64_t length,
+                                            int log) {
+    softmax_grad_rows<float>(dy, x, dx, rows, length, log);
+}
+GA_CLONES static void softmax_grad_rows_f64(const double* dy, const double* x, double* dx, int64_t rows,
+                                            int64_t length, int log) {
+    softmax_grad_rows<double>(dy, x, dx, rows, length, log);
+}
+GA_CLONES static void sparsemax_grad_rows_f32(const float* dy, const float* x, float* dx, int64_t rows,
+                                              int64_t length) {
+    sparsemax_grad_rows<float>(dy, x, dx, rows, length);
+}
+GA_CLONES static void sparsemax_grad_rows_f64(const double* dy, const double* x, double* dx, int64_t rows,
+                                              int64_t length) {
+    sparsemax_grad_rows<double>(dy, x, dx, rows, length);
+}
+
+template <typename T> struct UnaryFns {
+    void (*forward)(const T*, T*, int64_t, double, double, double, double);
+    void (*forward_bias)(const T*, const T*, T*, int64_t, int64_t, int64_t, double, double, double, double);
+    void (*grad)(const T*, const T*, T*, int64_t, double, double, double, double);
+    void (*grad_bias)(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t, double, double, double, double);
+};
 struct UnaryEntry {
     const char* name;
-    UnaryF32 f32;
-    UnaryF64 f64;
+    UnaryFns<float> f32;
+    UnaryFns<double> f64;
 };
-#define GA_CPU_ENTRY(name) {#name, name##_f32, name##_f64},
+#define GA_CPU_ENTRY(name)                                                                                \
+    {#name,                                                                                               \
+     {name##_f32, name##_bias_f32, name##_grad_f32, name##_grad_bias_f32},                                 \
+     {name##_f64, name##_bias_f64, name##_grad_f64, name##_grad_bias_f64}},
 const UnaryEntry kUnary[] = {GA_CPU_OPS(GA_CPU_ENTRY)};
 const int kUnaryCount = int(sizeof(kUnary) / sizeof(kUnary[0]));
 
@@ -351,11 +497,140 @@ PyObject* unary(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     const int64_t n = stop - start;
     PyThreadState* saved = n >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
     if (type == 'f')
-        kUnary[index].f32(static_cast<const float*>(x.data()) + start, static_cast<float*>(y.data()) + start, n,
-                          p[0], p[1], p[2], p[3]);
+        kUnary[index].f32.forward(static_cast<const float*>(x.data()) + start, static_cast<float*>(y.data()) + start,
+                                  n, p[0], p[1], p[2], p[3]);
     else
-        kUnary[index].f64(static_cast<const double*>(x.data()) + start, static_cast<double*>(y.data()) + start, n,
-                          p[0], p[1], p[2], p[3]);
+        kUnary[index].f64.forward(static_cast<const double*>(x.data()) + start,
+                                  static_cast<double*>(y.data()) + start, n, p[0], p[1], p[2], p[3]);
+    if (saved) PyEval_RestoreThread(saved);
+    Py_RETURN_NONE;
+}
+
+// The index and type of an op (args[0], args[1]) and its parameters (the last 4 arguments).
+bool op_args(PyObject* const* args, Py_ssize_t nargs, int64_t& index, int64_t& type, double* p) {
+    if (!as_int64(args[0], index) || !as_int64(args[1], type)) return false;
+    for (int k = 0; k < 4; ++k)
+        if (!as_double(args[nargs - 4 + k], p[k])) return false;
+    if (index < 0 || index >= kUnaryCount) {
+        PyErr_SetString(PyExc_IndexError, "no such kernel");
+        return false;
+    }
+    if (type != 'f' && type != 'd') {
+        PyErr_SetString(PyExc_ValueError, "type must be ord('f') or ord('d')");
+        return false;
+    }
+    return true;
+}
+
+// unary_bias(index, type, x, b, y, start, stop, p0..p3): y[i] = op(x[i] + b[i % len(b)]).
+PyObject* unary_bias(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 11, "unary_bias")) return nullptr;
+    int64_t index, type, start, stop;
+    double p[4];
+    if (!op_args(args, nargs, index, type, p) || !as_int64(args[5], start) || !as_int64(args[6], stop))
+        return nullptr;
+    Buffer x, b, y;
+    if (x.get(args[2], char(type), false, "x") < 0 || b.get(args[3], char(type), false, "bias") < 0 ||
+        y.get(args[4], char(type), true, "y") < 0)
+        return nullptr;
+    if (!check_range(start, stop, x.size()) || !check_range(start, stop, y.size()) || b.size() < 1) return nullptr;
+    PyThreadState* saved = stop - start >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
+    if (type == 'f')
+        kUnary[index].f32.forward_bias(static_cast<const float*>(x.data()), static_cast<const float*>(b.data()),
+                                       static_cast<float*>(y.data()), start, stop, b.size(), p[0], p[1], p[2], p[3]);
+    else
+        kUnary[index].f64.forward_bias(static_cast<const double*>(x.data()), static_cast<const double*>(b.data()),
+                                       static_cast<double*>(y.data()), start, stop, b.size(), p[0], p[1], p[2], p[3]);
+    if (saved) PyEval_RestoreThread(saved);
+    Py_RETURN_NONE;
+}
+
+// grad(index, type, dy, x, dx, start, stop, p0..p3): dx = dy * f'(x) on [start, stop).
+PyObject* grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 11, "grad")) return nullptr;
+    int64_t index, type, start, stop;
+    double p[4];
+    if (!op_args(args, nargs, index, type, p) || !as_int64(args[5], start) || !as_int64(args[6], stop))
+        return nullptr;
+    Buffer dy, x, dx;
+    if (dy.get(args[2], char(type), false, "dy") < 0 || x.get(args[3], char(type), false, "x") < 0 ||
+        dx.get(args[4], char(type), true, "dx") < 0)
+        return nullptr;
+    if (!check_range(start, stop, dy.size()) || !check_range(start, stop, x.size()) ||
+        !check_range(start, stop, dx.size()))
+        return nullptr;
+    const int64_t n = stop - start;
+    PyThreadState* saved = n >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
+    if (type == 'f')
+        kUnary[index].f32.grad(static_cast<const float*>(dy.data()) + start, static_cast<const float*>(x.data()) + start,
+                               static_cast<float*>(dx.data()) + start, n, p[0], p[1], p[2], p[3]);
+    else
+        kUnary[index].f64.grad(static_cast<const double*>(dy.data()) + start,
+                               static_cast<const double*>(x.data()) + start, static_cast<double*>(dx.data()) + start,
+                               n, p[0], p[1], p[2], p[3]);
+    if (saved) PyEval_RestoreThread(saved);
+    Py_RETURN_NONE;
+}
+
+// grad_bias(index, type, dy, x, b, dx, start, stop, p0..p3): dx = dy * f'(x + b[i % len(b)]).
+PyObject* grad_bias(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 12, "grad_bias")) return nullptr;
+    int64_t index, type, start, stop;
+    double p[4];
+    if (!op_args(args, nargs, index, type, p) || !as_int64(args[6], start) || !as_int64(args[7], stop))
+        return nullptr;
+    Buffer dy, x, b, dx;
+    if (dy.get(args[2], char(type), false, "dy") < 0 || x.get(args[3], char(type), false, "x") < 0 ||
+        b.get(args[4], char(type), false, "bias") < 0 || dx.get(args[5], char(type), true, "dx") < 0)
+        return nullptr;
+    if (!check_range(start, stop, dy.size()) || !check_range(start, stop, x.size()) ||
+        !check_range(start, stop, dx.size()) || b.size() < 1)
+        return nullptr;
+    PyThreadState* saved = stop - start >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
+    if (type == 'f')
+        kUnary[index].f32.grad_bias(static_cast<const float*>(dy.data()), static_cast<const float*>(x.data()),
+                                    static_cast<const float*>(b.data()), static_cast<float*>(dx.data()), start, stop,
+                                    b.size(), p[0], p[1], p[2], p[3]);
+    else
+        kUnary[index].f64.grad_bias(static_cast<const double*>(dy.data()), static_cast<const double*>(x.data()),
+                                    static_cast<const double*>(b.data()), static_cast<double*>(dx.data()), start,
+                                    stop, b.size(), p[0], p[1], p[2], p[3]);
+    if (saved) PyEval_RestoreThread(saved);
+    Py_RETURN_NONE;
+}
+
+// rows_grad(kind, type, dy, x, dx, row0, row1, length, log): the softmax (kind 0) or sparsemax
+// (kind 1) backward of rows [row0, row1) of (rows, length) arrays.
+PyObject* rows_grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 9, "rows_grad")) return nullptr;
+    int64_t kind, type, row0, row1, length, log;
+    if (!as_int64(args[0], kind) || !as_int64(args[1], type) || !as_int64(args[5], row0) ||
+        !as_int64(args[6], row1) || !as_int64(args[7], length) || !as_int64(args[8], log))
+        return nullptr;
+    if ((type != 'f' && type != 'd') || length < 1 || (kind != 0 && kind != 1)) {
+        PyErr_SetString(PyExc_ValueError, "rows_grad: bad kind, type or length");
+        return nullptr;
+    }
+    Buffer dy, x, dx;
+    if (dy.get(args[2], char(type), false, "dy") < 0 || x.get(args[3], char(type), false, "x") < 0 ||
+        dx.get(args[4], char(type), true, "dx") < 0)
+        return nullptr;
+    const int64_t rows = x.size() / length;
+    if (x.size() != dy.size() || x.size() != dx.size() || !check_range(row0, row1, rows)) return nullptr;
+    const int64_t off = row0 * length, count = row1 - row0;
+    PyThreadState* saved = count * length >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
+    if (type == 'f') {
+        const float *pdy = static_cast<const float*>(dy.data()) + off, *px = static_cast<const float*>(x.data()) + off;
+        float* pdx = static_cast<float*>(dx.data()) + off;
+        if (kind == 0) softmax_grad_rows_f32(pdy, px, pdx, count, length, int(log));
+        else sparsemax_grad_rows_f32(pdy, px, pdx, count, length);
+    } else {
+        const double *pdy = static_cast<const double*>(dy.data()) + off,
+                     *px = static_cast<const double*>(x.data()) + off;
+        double* pdx = static_cast<double*>(dx.data()) + off;
+        if (kind == 0) softmax_grad_rows_f64(pdy, px, pdx, count, length, int(log));
+        else sparsemax_grad_rows_f64(pdy, px, pdx, count, length);
+    }
     if (saved) PyEval_RestoreThread(saved);
     Py_RETURN_NONE;
 }
@@ -468,6 +743,14 @@ PyMethodDef kMethods[] = {
      METH_FASTCALL, "softmax_columns(type, x, y, length, inner, width, u0, u1, log)"},
     {"sparsemax_rows", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(py_sparsemax_rows)),
      METH_FASTCALL, "sparsemax_rows(type, x, y, row0, row1, length)"},
+    {"unary_bias", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(unary_bias)), METH_FASTCALL,
+     "unary_bias(index, type, x, b, y, start, stop, p0, p1, p2, p3)"},
+    {"grad", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(grad)), METH_FASTCALL,
+     "grad(index, type, dy, x, dx, start, stop, p0, p1, p2, p3)"},
+    {"grad_bias", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(grad_bias)), METH_FASTCALL,
+     "grad_bias(index, type, dy, x, b, dx, start, stop, p0, p1, p2, p3)"},
+    {"rows_grad", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(rows_grad)), METH_FASTCALL,
+     "rows_grad(kind, type, dy, x, dx, row0, row1, length, log)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

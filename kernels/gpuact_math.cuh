@@ -106,8 +106,8 @@ template <> struct limits<double> {
 
 // gpuact._ops.NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
 #define GA_NEG_SAT T(-1.0e4)
-#define GA_SELU_ALPHA T(1.6732632423543772848170429916717)
-#define GA_SELU_SCALE T(1.0507009873554804934193349852946)
+template <typename T> GA_HD T selu_alpha() { return T(1.6732632423543772848170429916717); }
+template <typename T> GA_HD T selu_scale() { return T(1.0507009873554804934193349852946); }
 #define GA_OP(name) template <typename T> GA_HD T name(T x, T p0, T p1, T p2, T p3)
 #define GA_UNUSED (void)p0; (void)p1; (void)p2; (void)p3
 
@@ -154,7 +154,7 @@ GA_OP(softsign) {
 }
 GA_OP(tanh) { GA_UNUSED; return tanh_(x); }
 GA_OP(elu) { GA_UNUSED; return elu_core(x, p0, T(1)); }
-GA_OP(selu) { GA_UNUSED; return elu_core(x, GA_SELU_ALPHA, T(1)) * GA_SELU_SCALE; }
+GA_OP(selu) { GA_UNUSED; return elu_core(x, selu_alpha<T>(), T(1)) * selu_scale<T>(); }
 GA_OP(celu) { GA_UNUSED; return elu_core(x, p0, p0); }
 GA_OP(exponential) { GA_UNUSED; return exp_(x); }
 GA_OP(linear) { GA_UNUSED; return x; }
@@ -215,8 +215,6 @@ GA_OP(sparse_sigmoid) { GA_UNUSED; return clip_((x + T(1)) * T(0.5), T(0), T(1))
 #undef GA_OP
 #undef GA_UNUSED
 #undef GA_NEG_SAT
-#undef GA_SELU_ALPHA
-#undef GA_SELU_SCALE
 
 }  // namespace ga
 

@@ -90,6 +90,97 @@ SCALAR = {
 }
 
 
+# ---- derivatives (gpuact.backward): f'(x), the left derivative at a kink, the limit at +-inf ---------
+
+
+def _sigmoid_grad(x):
+    e = _exp(-abs(x))
+    return e / (1.0 + e) ** 2
+
+
+def _sech2(x):
+    e2 = _exp(-2.0 * abs(x))
+    return 4.0 * e2 / (1.0 + e2) ** 2
+
+
+def relu_grad(x, alpha=0.0, max_value=None, threshold=0.0):
+    if x <= threshold:
+        return alpha
+    if max_value is None:
+        return 1.0
+    return 1.0 if 0.0 < x <= max_value else 0.0
+
+
+def gelu_grad(x, approximate=False):
+    if math.isinf(x):
+        return 0.0 if x < 0 else 1.0
+    if approximate:
+        c = math.sqrt(2 / math.pi)
+        t = 2 * c * (x + 0.044715 * x**3)
+        dt = 2 * c * (1 + 3 * 0.044715 * x**2)
+        return sigmoid(t) + x * _sigmoid_grad(t) * dt
+    return 0.5 * math.erfc(-x / math.sqrt(2)) + x * math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+
+
+def _silu_grad(x):
+    if math.isinf(x):
+        return 0.0 if x < 0 else 1.0
+    return sigmoid(x) * (1.0 + x * sigmoid(-x))
+
+
+def _mish_grad(x):
+    if math.isinf(x):
+        return 0.0 if x < 0 else 1.0
+    sp = softplus(x)
+    return math.tanh(sp) + x * _sech2(sp) * sigmoid(x)
+
+
+def _squareplus_grad(x, b=4.0):
+    if b == 0:
+        return 1.0 if x > 0 else 0.0
+    if x == INF:
+        return 1.0
+    s = math.hypot(x, math.sqrt(b))
+    return b / (2 * s * (s - x)) if x < 0 else 0.5 + 0.5 * x / s
+
+
+GRAD = {
+    "relu": relu_grad,
+    "sigmoid": _sigmoid_grad,
+    "softplus": sigmoid,
+    "softsign": lambda x: 0.0 if math.isinf(x) else 1.0 / (1.0 + abs(x)) ** 2,
+    "tanh": _sech2,
+    "selu": lambda x: SELU_SCALE * (1.0 if x > 0 else SELU_ALPHA * _exp(x)),
+    "elu": lambda x, alpha=1.0: 1.0 if x > 0 else alpha * _exp(x),
+    "exponential": _exp,
+    "linear": lambda x: 1.0,
+    "relu6": lambda x: 1.0 if 0.0 < x <= 6.0 else 0.0,
+    "leaky_relu": lambda x, negative_slope=0.2: 1.0 if x > 0 else negative_slope,
+    "silu": _silu_grad,
+    "gelu": gelu_grad,
+    "hard_sigmoid": lambda x: 1.0 / 6.0 if -3.0 < x <= 3.0 else 0.0,
+    "hard_silu": lambda x: hard_sigmoid(x) + (x / 6.0 if -3.0 < x <= 3.0 else 0.0),
+    "mish": _mish_grad,
+    "log_sigmoid": lambda x: sigmoid(-x),
+    "celu": lambda x, alpha=1.0: 1.0 if x >= 0 else _exp(x / alpha),
+    "hard_tanh": lambda x: 1.0 if -1.0 < x <= 1.0 else 0.0,
+    "hard_shrink": lambda x, threshold=0.5: 1.0 if (x > threshold or x <= -threshold) else 0.0,
+    "soft_shrink": lambda x, threshold=0.5: 1.0 if (x > threshold or x <= -threshold) else 0.0,
+    "tanh_shrink": lambda x: math.tanh(x) ** 2,
+    "threshold": lambda x, threshold, default_value: 1.0 if x > threshold else 0.0,
+    "squareplus": _squareplus_grad,
+    "sparse_plus": lambda x: 0.0 if x <= -1 else (1.0 if x >= 1 else (x + 1) / 2),
+    "sparse_sigmoid": lambda x: 0.5 if -1.0 < x <= 1.0 else 0.0,
+}
+
+
+def grad(name: str, x: np.ndarray, **params) -> np.ndarray:
+    """The reference derivative f'(x) of one elementwise op on float64 values; NaN gives NaN."""
+    fn = GRAD[name]
+    flat = [math.nan if math.isnan(v) else fn(v, **params) for v in np.asarray(x, np.float64).ravel().tolist()]
+    return np.array(flat, dtype=np.float64).reshape(np.shape(x))
+
+
 def elementwise(name: str, x: np.ndarray, **params) -> np.ndarray:
     """The reference of one elementwise op on float64 values; NaN in gives NaN out."""
     fn = SCALAR[name]

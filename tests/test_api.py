@@ -12,6 +12,7 @@ import pytest
 
 import gpuact
 import gpuact.activations
+import gpuact.backward
 import gpuact.layers
 import gpuact.registry
 from gpuact import layers
@@ -24,7 +25,7 @@ KERAS3_NAMES = [
 ]
 
 
-@pytest.mark.parametrize("module", [gpuact.activations, gpuact.registry, gpuact.layers])
+@pytest.mark.parametrize("module", [gpuact.activations, gpuact.registry, gpuact.layers, gpuact.backward])
 def test_doctests(module):
     # Examples print 5 significant digits: the last ulp of exp or tanh differs between CPUs' SIMD paths.
     with np.printoptions(precision=5):
@@ -34,8 +35,9 @@ def test_doctests(module):
 
 def test_every_function_has_math_in_its_docstring():
     for name in KERAS3_NAMES:
-        doc = getattr(gpuact, name).__doc__
-        assert doc and ">>>" in doc, name
+        for module in (gpuact, gpuact.backward):
+            doc = getattr(module, name).__doc__
+            assert doc and ">>>" in doc, f"{module.__name__}.{name}"
 
 
 # --- registry ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from gpuact._ops import ELEMENTWISE_OPS
 
 MODULE_NAME = "gpuact._gpuact_cpu"
 # kernels/gpuact_cpu.cc's kAbiVersion: a module built from other sources is not used.
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 # what the entry points call float32 and float64 (the buffer format characters)
 TYPE_CODE = {np.dtype(np.float32): ord("f"), np.dtype(np.float64): ord("d")}
@@ -79,17 +79,34 @@ FLOAT64_OPS = frozenset({
 
 
 class Unary:
-    """One compiled elementwise op in one dtype: ``kernel(x, y, start, stop, p0, p1, p2, p3)``
-    writes ``y[start:stop] = op(x[start:stop])`` for contiguous arrays of that dtype."""
+    """One compiled elementwise op in one dtype, on contiguous arrays of that dtype:
 
-    __slots__ = ("op", "dtype", "_run", "_index", "_type")
+    * ``kernel(x, y, start, stop, *p)``: ``y[start:stop] = op(x[start:stop])``;
+    * ``kernel.bias(x, b, y, start, stop, *p)``: ``op(x + b)``, ``b`` the trailing-axes bias
+      (``x.flat[i]`` takes ``b.flat[i % b.size]``);
+    * ``kernel.grad(dy, x, dx, start, stop, *p)``: ``dx = dy * op'(x)``;
+    * ``kernel.grad_bias(dy, x, b, dx, start, stop, *p)``: ``dx = dy * op'(x + b)``.
+
+    ``p`` are the op's four canonical parameters.
+    """
+
+    __slots__ = ("op", "dtype", "_lib", "_run", "_index", "_type")
 
     def __init__(self, lib, op: str, dtype: np.dtype):
-        self.op, self.dtype = op, dtype
+        self.op, self.dtype, self._lib = op, dtype, lib
         self._run, self._index, self._type = lib.unary, _state["unary_index"][op], TYPE_CODE[dtype]
 
     def __call__(self, x, y, start, stop, p0=0.0, p1=0.0, p2=0.0, p3=0.0):
         self._run(self._index, self._type, x, y, start, stop, p0, p1, p2, p3)
+
+    def bias(self, x, b, y, start, stop, p0=0.0, p1=0.0, p2=0.0, p3=0.0):
+        self._lib.unary_bias(self._index, self._type, x, b, y, start, stop, p0, p1, p2, p3)
+
+    def grad(self, dy, x, dx, start, stop, p0=0.0, p1=0.0, p2=0.0, p3=0.0):
+        self._lib.grad(self._index, self._type, dy, x, dx, start, stop, p0, p1, p2, p3)
+
+    def grad_bias(self, dy, x, b, dx, start, stop, p0=0.0, p1=0.0, p2=0.0, p3=0.0):
+        self._lib.grad_bias(self._index, self._type, dy, x, b, dx, start, stop, p0, p1, p2, p3)
 
 
 def _cache(name: str) -> dict:
@@ -178,6 +195,25 @@ def sparsemax_rows_kernel(dtype):
         return None
     run, code = lib.sparsemax_rows, TYPE_CODE[dtype]
     return lambda x, y, row0, row1, length: run(code, x, y, row0, row1, length)
+
+
+def grad_kernel(op: str, dtype):
+    """The compiled kernel whose ``grad`` / ``grad_bias`` the NumPy path's backward uses for ``op``
+    in ``dtype``: float32 and float64 alike (a derivative is several ufunc passes, which the one
+    compiled pass beats even on the C library's scalar float64 math), or None."""
+    return compiled_elementwise(op, dtype)
+
+
+def rows_grad_kernel(kind: str, dtype):
+    """``f(dy, x, dx, row0, row1, length, log)``: the backward of softmax (``kind="softmax"``,
+    ``log`` selecting log_softmax) or sparsemax over rows [row0, row1) of contiguous (rows, length)
+    arrays in ``dtype``, the forward recomputed per row; or None."""
+    dtype = np.dtype(dtype)
+    lib = _load()
+    if lib is None or dtype not in TYPE_CODE:
+        return None
+    run, code, which = lib.rows_grad, TYPE_CODE[dtype], {"softmax": 0, "sparsemax": 1}[kind]
+    return lambda dy, x, dx, row0, row1, length, log=0: run(which, code, dy, x, dx, row0, row1, length, log)
 
 
 def exported_ops() -> list[str]:

@@ -137,6 +137,20 @@ def accept_out(out, x, foreign: bool):
     return out
 
 
+def accept_operand(a, x, foreign: bool, name: str):
+    """An array argument beside x (dy, bias): a CuPy array (or, for a foreign x, any CUDA array)
+    on x's device; host data is refused (it is not of x's kind)."""
+    if not isinstance(a, cupy.ndarray):
+        if not (foreign and _interop.is_cuda_array(a)):
+            raise TypeError(f"{name} must be a {type(x).__module__}.{type(x).__name__} like x; "
+                            f"got {type(a).__module__}.{type(a).__name__}")
+        _interop.refuse_grad_tensor(a)
+        a = cupy.asarray(_interop.split_stream(a)[0])
+    if a.device.id != x.device.id:
+        raise ValueError(f"{name} is on device {a.device.id}; x is on device {x.device.id}")
+    return a
+
+
 def overlap(a, b) -> int:
     """0: no shared memory, 1: the same view, 2: partly shared (see ``gpuact._dispatch``)."""
     ea = _interop.extent(a.data.ptr, a.shape, a.strides, a.itemsize)

@@ -195,6 +195,20 @@ def accept_out(out, x, foreign: bool):
     return out
 
 
+def accept_operand(a, x, foreign: bool, name: str):
+    """An array argument beside x (dy, bias): a Numba device array (or, for a foreign x, any CUDA
+    array) on x's device; host data is refused (it is not of x's kind)."""
+    if not owns(a):
+        if not (foreign and _has_cai(a)):
+            raise TypeError(f"{name} must be a {type(x).__module__}.{type(x).__name__} like x; "
+                            f"got {type(a).__module__}.{type(a).__name__}")
+        _interop.refuse_grad_tensor(a)
+        a = _wrap(a)
+    if _device_id(a) != _device_id(x):
+        raise ValueError(f"{name} is on device {_device_id(a)}; x is on device {_device_id(x)}")
+    return a
+
+
 def _pointer(a) -> int:
     return a._ary.__array_interface__["data"][0] if SIMULATOR else a.__cuda_array_interface__["data"][0]
 

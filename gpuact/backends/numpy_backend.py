@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from gpuact._ops import NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
-from gpuact.backends import _composite, _native
+from gpuact.backends import _composite, _interop, _native
 
 # 131072 elements: 512 KiB per float32 buffer, so a thread's input, output and two scratch
 # blocks (2 MiB) stay in the shared L3 while every ufunc call has enough work that its Python
@@ -81,6 +81,15 @@ def accept_out(out, x, foreign: bool):
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray like the input; got {type(out).__name__}")
     return out
+
+
+def accept_operand(a, x, foreign: bool, name: str):
+    """An array argument beside x (dy, bias): host data like x (a device array is refused)."""
+    if _interop.is_cuda_array(a) or type(a).__module__.split(".")[0] in ("cupy", "numba"):
+        raise TypeError(f"{name} must be a host array like x; got {type(a).__module__}.{type(a).__name__}")
+    a = np.asarray(a)
+    result_dtype_of(a.dtype)
+    return a
 
 
 def overlap(a, b) -> int:
@@ -280,9 +289,8 @@ _ERFC_G64 = (9.45898465584964e-10, -1.1804295622892343e-07, 1.5900650470828688e-
 _GELU_CLIP = 1.0e4  # |x| beyond this: Phi(x) is exactly 0 or 1 in every format
 
 
-def _gelu(x, y, t, u):
-    # gelu = x Phi(x) = max(x, 0) - |x| h with h = erfc(|x| / sqrt 2) / 2: for x <= 0 that is x h,
-    # for x > 0 x (1 - h); no cancellation, and the clip keeps inf * 0 out of both ends.
+def _half_erfc_abs(x, h, y, t):
+    """h = erfc(|x| / sqrt 2) / 2 = Phi(-|x|) (y, t scratch), x clipped to +-1e4 first."""
     coefficients = _ERFC_G64 if x.dtype == np.float64 else _ERFC_G32
     np.clip(x, -_GELU_CLIP, _GELU_CLIP, out=t)
     np.abs(t, out=t)
@@ -292,17 +300,23 @@ def _gelu(x, y, t, u):
     np.divide(1.0, y, out=y)                        # y = 1 / (1 + a/2)
     np.multiply(y, 2.0, out=t)
     np.subtract(t, 1.0, out=t)                     # t = 2y - 1
-    u.fill(coefficients[0])
+    h.fill(coefficients[0])
     for c in coefficients[1:]:
-        np.multiply(u, t, out=u)
-        np.add(u, c, out=u)                        # u = g(2y - 1)
+        np.multiply(h, t, out=h)
+        np.add(h, c, out=h)                        # h = g(2y - 1)
     np.clip(x, -_GELU_CLIP, _GELU_CLIP, out=t)
     np.multiply(t, t, out=t)
     np.multiply(t, 0.5, out=t)                     # t = a^2
-    np.subtract(u, t, out=u)
-    np.exp(u, out=u)
-    np.multiply(u, y, out=u)
-    np.multiply(u, 0.5, out=u)                     # u = h = erfc(a) / 2
+    np.subtract(h, t, out=h)
+    np.exp(h, out=h)
+    np.multiply(h, y, out=h)
+    np.multiply(h, 0.5, out=h)                     # h = erfc(a) / 2
+
+
+def _gelu(x, y, t, u):
+    # gelu = x Phi(x) = max(x, 0) - |x| h with h = erfc(|x| / sqrt 2) / 2: for x <= 0 that is x h,
+    # for x > 0 x (1 - h); no cancellation, and the clip keeps inf * 0 out of both ends.
+    _half_erfc_abs(x, u, y, t)
     np.clip(x, -_GELU_CLIP, _GELU_CLIP, out=t)
     np.abs(t, out=t)
     np.multiply(t, u, out=t)
@@ -407,6 +421,267 @@ _KERNELS = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# Derivatives: g = f'(x) on 1-D contiguous blocks of the compute dtype, the ufunc twins of
+# kernels/gpuact_grad.cuh (its rules: the left derivative at a kink, the limit at +-inf, NaN kept,
+# stable forms). ``x`` is read only; ``g``, ``t``, ``u`` are scratch of the same size; the driver
+# then writes dx = dy * g.
+
+
+def _keep_nan(x, g):
+    np.copyto(g, x, where=np.isnan(x))
+
+
+def _indicator(g, condition, value=1.0):
+    """g = value where condition, else 0."""
+    np.multiply(condition, value, out=g, casting="unsafe")
+
+
+def _clamp_grad(x, lo, hi):
+    """The left derivative of clamp(x, lo, hi): lo < x <= hi."""
+    return np.greater(x, lo) & np.less_equal(x, hi)
+
+
+def _sigmoid_grad_into(v, g, t):
+    """g = sigmoid'(v) = e / (1 + e)**2, e = exp(-|v|)."""
+    np.abs(v, out=t)
+    np.negative(t, out=t)
+    np.exp(t, out=t)
+    np.add(t, 1.0, out=g)
+    np.divide(1.0, g, out=g)
+    np.multiply(g, g, out=g)
+    np.multiply(g, t, out=g)
+
+
+def _sigmoid_into(v, g, t):
+    """g = sigmoid(v) (v may be g)."""
+    negative = np.less(v, 0.0)
+    np.copyto(t, v)
+    _times_sigmoid(1.0, g, t, negative)
+
+
+def _sech2_into(v, g, t):
+    """g = sech(v)**2 = 4 e2 / (1 + e2)**2, e2 = exp(-2|v|)."""
+    np.abs(v, out=t)
+    np.multiply(t, -2.0, out=t)
+    np.exp(t, out=t)
+    np.add(t, 1.0, out=g)
+    np.divide(1.0, g, out=g)
+    np.multiply(g, g, out=g)
+    np.multiply(g, t, out=g)
+    np.multiply(g, 4.0, out=g)
+
+
+def _g_relu(x, g, t, u, alpha, threshold, lo, hi):
+    _indicator(g, np.greater(x, threshold) & _clamp_grad(x, lo, hi))
+    if alpha != 0:
+        np.add(g, np.less_equal(x, threshold) * alpha, out=g, casting="unsafe")
+    _keep_nan(x, g)
+
+
+def _g_sigmoid(x, g, t, u):
+    _sigmoid_grad_into(x, g, t)
+
+
+def _g_softplus(x, g, t, u):
+    _sigmoid_into(x, g, t)
+
+
+def _g_log_sigmoid(x, g, t, u):
+    np.negative(x, out=u)
+    _sigmoid_into(u, g, t)
+
+
+def _g_softsign(x, g, t, u):
+    np.abs(x, out=g)
+    np.add(g, 1.0, out=g)
+    np.divide(1.0, g, out=g)
+    np.multiply(g, g, out=g)
+
+
+def _g_tanh(x, g, t, u):
+    _sech2_into(x, g, t)
+
+
+def _elu_grad_into(x, g, t, alpha, divisor):
+    np.clip(x, -_INF, 0.0, out=t)
+    if divisor != 1.0:
+        np.divide(t, divisor, out=t)
+    np.exp(t, out=g)
+    np.multiply(g, alpha / divisor, out=g)
+    np.copyto(g, 1.0, where=np.greater(x, 0.0))
+    _keep_nan(x, g)
+
+
+def _g_elu(x, g, t, u, alpha):
+    _elu_grad_into(x, g, t, alpha, 1.0)
+
+
+def _g_selu(x, g, t, u):
+    _elu_grad_into(x, g, t, SELU_ALPHA, 1.0)
+    np.multiply(g, SELU_SCALE, out=g)
+
+
+def _g_celu(x, g, t, u, alpha):
+    _elu_grad_into(x, g, t, alpha, alpha)
+
+
+def _g_exponential(x, g, t, u):
+    np.exp(x, out=g)
+
+
+def _g_linear(x, g, t, u):
+    g.fill(1.0)
+    _keep_nan(x, g)
+
+
+def _g_relu6(x, g, t, u):
+    _indicator(g, _clamp_grad(x, 0.0, 6.0))
+    _keep_nan(x, g)
+
+
+def _g_leaky_relu(x, g, t, u, negative_slope):
+    g.fill(negative_slope)
+    np.copyto(g, 1.0, where=np.greater(x, 0.0))
+    _keep_nan(x, g)
+
+
+def _g_silu(x, g, t, u):
+    # s(u) (1 + u s(-u)), u = clip(x, -1e4, 1e4)
+    np.clip(x, -_GELU_CLIP, _GELU_CLIP, out=u)
+    np.negative(u, out=g)
+    _sigmoid_into(g, g, t)
+    np.multiply(g, u, out=g)
+    np.add(g, 1.0, out=g)
+    v = np.empty_like(u)
+    _sigmoid_into(u, v, t)
+    np.multiply(g, v, out=g)
+
+
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _g_gelu(x, g, t, u):
+    # Phi(u) + u phi(u): Phi(u) = h below 0, 1 - h above, h = erfc(|u| / sqrt 2) / 2
+    h = np.empty_like(g)
+    _half_erfc_abs(x, h, t, u)
+    np.subtract(1.0, h, out=g)
+    np.copyto(g, h, where=np.less(x, 0.0))
+    np.clip(x, -_GELU_CLIP, _GELU_CLIP, out=u)
+    np.multiply(u, u, out=t)
+    np.multiply(t, -0.5, out=t)
+    np.exp(t, out=t)
+    np.multiply(t, _INV_SQRT_2PI, out=t)
+    np.multiply(t, u, out=t)
+    np.add(g, t, out=g)
+    _keep_nan(x, g)
+
+
+def _g_gelu_tanh(x, g, t, u):
+    # s(2z) + u s'(2z) (2z)', 2z = 2 sqrt(2/pi) (u + 0.044715 u**3)
+    c = 2.0 * _SQRT_2_OVER_PI
+    np.clip(x, -_GELU_CLIP, _GELU_CLIP, out=u)
+    z2 = np.multiply(u, u)
+    np.multiply(z2, 0.044715, out=z2)
+    np.add(z2, 1.0, out=z2)
+    np.multiply(z2, u, out=z2)
+    np.multiply(z2, c, out=z2)                     # 2z
+    _sigmoid_grad_into(z2, g, t)
+    np.multiply(u, u, out=t)
+    np.multiply(t, 3 * 0.044715, out=t)
+    np.add(t, 1.0, out=t)
+    np.multiply(t, c, out=t)                       # (2z)'
+    np.multiply(g, t, out=g)
+    np.multiply(g, u, out=g)
+    _sigmoid_into(z2, z2, t)
+    np.add(g, z2, out=g)
+
+
+def _g_hard_sigmoid(x, g, t, u):
+    _indicator(g, _clamp_grad(x, -3.0, 3.0), 1.0 / 6.0)
+    _keep_nan(x, g)
+
+
+def _g_hard_silu(x, g, t, u):
+    _hard_sigmoid_into(x, g)
+    np.divide(x, 6.0, out=t)
+    np.copyto(t, 0.0, where=~_clamp_grad(x, -3.0, 3.0))
+    np.add(g, t, out=g)
+
+
+def _g_mish(x, g, t, u):
+    # tanh(sp) + u sech(sp)**2 s(u), sp = softplus(u), u = clip(x, -1e4, 1e4)
+    np.clip(x, -_GELU_CLIP, _GELU_CLIP, out=u)
+    sp = np.empty_like(u)
+    _log1p_exp_neg_abs(u, sp)
+    np.add(sp, np.maximum(u, 0.0), out=sp)
+    _sech2_into(sp, g, t)
+    np.multiply(g, u, out=g)
+    _sigmoid_into(u, t, np.empty_like(u))
+    np.multiply(g, t, out=g)
+    np.tanh(sp, out=sp)
+    np.add(g, sp, out=g)
+
+
+def _g_hard_tanh(x, g, t, u):
+    _indicator(g, _clamp_grad(x, -1.0, 1.0))
+    _keep_nan(x, g)
+
+
+def _g_shrink(x, g, t, u, threshold):
+    _indicator(g, np.greater(x, threshold) | np.less_equal(x, -threshold))
+    _keep_nan(x, g)
+
+
+def _g_tanh_shrink(x, g, t, u):
+    np.tanh(x, out=g)
+    np.multiply(g, g, out=g)
+
+
+def _g_threshold(x, g, t, u, threshold, default_value):
+    _indicator(g, np.greater(x, threshold))
+    _keep_nan(x, g)
+
+
+def _g_squareplus(x, g, t, u, sqrt_b):
+    if sqrt_b == 0:
+        _indicator(g, np.greater(x, 0.0))
+        _keep_nan(x, g)
+        return
+    np.hypot(x, sqrt_b, out=t)                     # s
+    np.divide(x, t, out=g)
+    np.multiply(g, 0.5, out=g)
+    np.add(g, 0.5, out=g)
+    np.copyto(g, 1.0, where=np.equal(x, t))        # +inf, or s rounded to x
+    np.subtract(t, x, out=u)
+    np.multiply(u, t, out=u)                       # s (s - x)
+    np.divide(sqrt_b, u, out=u)
+    np.multiply(u, sqrt_b * 0.5, out=u)
+    np.copyto(g, u, where=np.less(x, 0.0))
+
+
+def _g_sparse_plus(x, g, t, u):
+    np.clip(x, -1.0, 1.0, out=g)
+    np.add(g, 1.0, out=g)
+    np.multiply(g, 0.5, out=g)
+
+
+def _g_sparse_sigmoid(x, g, t, u):
+    _indicator(g, _clamp_grad(x, -1.0, 1.0), 0.5)
+    _keep_nan(x, g)
+
+
+_GRADS = {
+    "relu": _g_relu, "sigmoid": _g_sigmoid, "softplus": _g_softplus, "softsign": _g_softsign, "tanh": _g_tanh,
+    "selu": _g_selu, "elu": _g_elu, "exponential": _g_exponential, "linear": _g_linear, "relu6": _g_relu6,
+    "leaky_relu": _g_leaky_relu, "silu": _g_silu, "gelu": _g_gelu, "gelu_tanh": _g_gelu_tanh,
+    "hard_sigmoid": _g_hard_sigmoid, "hard_silu": _g_hard_silu, "mish": _g_mish, "log_sigmoid": _g_log_sigmoid,
+    "celu": _g_celu, "hard_tanh": _g_hard_tanh, "hard_shrink": _g_shrink, "soft_shrink": _g_shrink,
+    "tanh_shrink": _g_tanh_shrink, "threshold": _g_threshold, "squareplus": _g_squareplus,
+    "sparse_plus": _g_sparse_plus, "sparse_sigmoid": _g_sparse_sigmoid,
+}
+
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -471,6 +746,12 @@ def _compute_dtype(dtype) -> np.dtype:
     return _F64 if dtype == _F64 else _F32
 
 
+def result_dtype_of(dtype):
+    """Refuses what is not real numbers (TypeError), as gpuact._dispatch.result_dtype does."""
+    if np.dtype(dtype).kind not in "biuf":
+        raise TypeError(f"gpuact activations take real numbers; got an array of dtype {np.dtype(dtype)}")
+
+
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _NO_PARAMS = ((0.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0), (0.0,), ())
 # One ufunc pass each: cutting them into blocks only adds call overhead.
@@ -479,14 +760,17 @@ _SINGLE_PASS = {"tanh", "exponential", "linear", "hard_tanh"}
 _NATIVE_CHUNK = 1024
 
 
-def elementwise(op, x, params, out, dtype, stream=None):
-    """``out = op(x)``: the compiled kernel where there is one, else the ufunc formula.
+def elementwise(op, x, params, out, dtype, stream=None, bias=None):
+    """``out = op(x)`` (``op(x + bias)`` with a bias): the compiled kernel where there is one, else
+    the ufunc formula.
 
     Contiguous arrays of the compute dtype run in place in one pass. Anything else (strides,
     broadcast zero strides, float16 and integer inputs, a float16 or non-contiguous ``out``) is
     read and written through ``numpy.nditer``'s buffers, in blocks: no copy of the whole input or
     output is ever made, so peak memory stays at the output plus a few blocks.
     """
+    if bias is not None:
+        return _elementwise_bias(op, x, params, out, dtype, bias)
     n = x.size
     if out is None and n < PARALLEL_MIN and x.dtype is dtype and x.flags.c_contiguous:
         # The small common call, kept to a few hundred nanoseconds on top of the kernel itself.
@@ -527,20 +811,25 @@ def _in_compute_dtype(params, compute):
     return tuple(compute.type(p) for p in params)
 
 
-def _native_elementwise(kernel, xf, yf, params):
-    """``yf = op(xf)`` by a compiled kernel (``params`` padded to 4), on every core for large
-    arrays; ``xf`` is ``yf`` or does not overlap it."""
-    n = xf.size
+def _run_ranges(n: int, call):
+    """``call(start, end)`` over [0, n) in whole cache lines, on every core for large ``n``, in
+    pieces between stop checks (see ``_run_parallel``)."""
     if n < PARALLEL_MIN:
-        kernel(xf, yf, 0, n, *params)
+        call(0, n)
         return
     chunks = -(-n // _NATIVE_CHUNK)
 
     def run(lo, hi, stop):
         for start, end in _pieces(lo * _NATIVE_CHUNK, min(n, hi * _NATIVE_CHUNK), stop):
-            kernel(xf, yf, start, end, *params)
+            call(start, end)
 
     _run_parallel(run, _parallel_ranges(chunks, n))
+
+
+def _native_elementwise(kernel, xf, yf, params):
+    """``yf = op(xf)`` by a compiled kernel (``params`` padded to 4), on every core for large
+    arrays; ``xf`` is ``yf`` or does not overlap it."""
+    _run_ranges(xf.size, lambda start, end: kernel(xf, yf, start, end, *params))
 
 
 def _ufunc_elementwise(op, xf, yf, params, compute):
@@ -738,7 +1027,7 @@ def _each_in_parallel(fn, count):
     _run_parallel(body, [(k, k + 1) for k in range(count)])
 
 
-def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
+def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
     """Softmax along ``axes``. Three routes, by what the arrays allow:
 
     * contiguous float32 without a mask, written into a separate contiguous result: the compiled
@@ -749,6 +1038,11 @@ def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
       and written back, so memory beyond the result stays at a few chunks (at least one slice).
     """
     n = x.size
+    if bias is not None:
+        y = np.empty(x.shape, dtype) if out is None else out
+        if n:
+            _softmax_gathered(x, axes, y, _compute_dtype(dtype), log, mask, bias)
+        return y
     if out is None and mask is None and n < PARALLEL_MIN and axes[0] == x.ndim - 1 and x.dtype is dtype \
             and x.flags.c_contiguous:
         # the small common call: one compiled pass over the rows, nothing else
@@ -782,9 +1076,9 @@ def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
     return y
 
 
-def _softmax_gathered(x, axes, y, compute, log, mask):
-    """Softmax of the slices along ``axes`` through ``_gathered_rows``: the compiled row kernel
-    (float32, no mask) or ``_softmax_block``."""
+def _softmax_gathered(x, axes, y, compute, log, mask, bias=None):
+    """Softmax of the slices along ``axes`` (of ``x + bias``) through ``_gathered_rows``: the
+    compiled row kernel (float32, no mask) or ``_softmax_block``."""
     rows_kernel = _native.softmax_rows_kernel(compute) if mask is None else None
 
     def rows_fn(src, res, keep):
@@ -793,19 +1087,23 @@ def _softmax_gathered(x, axes, y, compute, log, mask):
         else:
             _softmax_block(src, res, log, keep)
 
-    _gathered_rows(x, axes, y, compute, rows_fn, mask)
+    _gathered_rows(x, axes, y, compute, rows_fn, mask, add=bias)
 
 
-def _gathered_rows(x, axes, y, compute, rows_fn, mask=None):
-    """``rows_fn(src, res, keep)`` on the slices along ``axes`` (any of them, any layouts and
-    dtypes), a chunk of slices at a time: gathered into a contiguous (rows, length) ``src`` of the
-    compute dtype, computed into ``res`` (``keep``: the mask's chunk, or None), scattered into
-    ``y``. Chunks are independent, so ``y`` may be ``x`` itself, and memory beyond the result is
-    two chunks a thread (at least one slice each)."""
+def _gathered_rows(x, axes, y, compute, rows_fn, mask=None, extra=(), add=None):
+    """``rows_fn(src, res, keep, *extra_rows)`` on the slices along ``axes`` (any of them, any
+    layouts and dtypes), a chunk of slices at a time: gathered into a contiguous (rows, length)
+    ``src`` of the compute dtype (``x + add`` when ``add``, an array broadcastable to x, is given:
+    the fused bias), computed into ``res``, scattered into ``y``. ``keep`` is the mask's chunk (or
+    None); ``extra`` are arrays of x's shape (dy) gathered alike. Chunks are independent, so ``y``
+    may be ``x`` itself, and memory beyond the result is a few chunks a thread (at least one slice
+    each)."""
     rest = [a for a in range(x.ndim) if a not in axes]
     perm = rest + list(axes)
     xt, yt = x.transpose(perm), y.transpose(perm)
     mt = None if mask is None else mask.transpose(perm)
+    at = None if add is None else np.broadcast_to(add, x.shape).transpose(perm)
+    et = [np.broadcast_to(e, x.shape).transpose(perm) for e in extra]
     rest_shape = xt.shape[: len(rest)]
     length = math.prod(xt.shape[len(rest):])
     chunks = list(_row_chunks(rest_shape, max(1, BLOCK // length)))
@@ -819,12 +1117,20 @@ def _gathered_rows(x, axes, y, compute, rows_fn, mask=None):
                 rows = xc.size // length
                 if scratch is None:
                     size = max(rows, max(1, BLOCK // length)) * length
-                    scratch = (np.empty(size, compute), np.empty(size, compute))
+                    scratch = [np.empty(size, compute) for _ in range(2 + len(et))]
                 src = scratch[0][: xc.size].reshape(xc.shape)
-                np.copyto(src, xc, casting="unsafe")
+                if at is None:
+                    np.copyto(src, xc, casting="unsafe")
+                else:
+                    np.add(xc, at[index], out=src, casting="unsafe")
                 res = scratch[1][: xc.size]
+                gathered = []
+                for k, e in enumerate(et):
+                    buf = scratch[2 + k][: xc.size].reshape(xc.shape)
+                    np.copyto(buf, e[index], casting="unsafe")
+                    gathered.append(buf.reshape(rows, length))
                 keep = None if mt is None else np.reshape(mt[index], (rows, length))
-                rows_fn(src.reshape(rows, length), res.reshape(rows, length), keep)
+                rows_fn(src.reshape(rows, length), res.reshape(rows, length), keep, *gathered)
                 np.copyto(yc, res.reshape(xc.shape), casting="unsafe")
 
     _run_parallel(run, _parallel_ranges(len(chunks), x.size))
@@ -848,12 +1154,14 @@ def _row_chunks(shape, max_rows: int):
 
 
 def _buffered_map(fn, inputs, y, compute):
-    """``fn(*input_blocks, y_block, scratch)`` on contiguous blocks of the compute dtype of the
-    inputs (broadcast against ``y``) and of ``y``, which NumPy's buffered iterator gathers, casts
-    and writes back, a range of blocks per thread. ``scratch`` is a per-thread dict. An input block
-    may be ``y``'s block itself (an unbuffered in-place operand): ``fn`` must allow it."""
-    operands = [*inputs, y]
-    op_flags = [["readonly", "contig", "aligned"]] * len(inputs) + [["writeonly", "contig", "aligned"]]
+    """``fn(*input_blocks, *output_blocks, scratch)`` on contiguous blocks of the compute dtype of
+    the inputs (broadcast against the outputs) and of ``y`` (an array, or a list of arrays of one
+    shape), which NumPy's buffered iterator gathers, casts and writes back, a range of blocks per
+    thread. ``scratch`` is a per-thread dict. An input block may be an output's block itself (an
+    unbuffered in-place operand): ``fn`` must allow it."""
+    outputs = list(y) if isinstance(y, (list, tuple)) else [y]
+    operands = [*inputs, *outputs]
+    op_flags = [["readonly", "contig", "aligned"]] * len(inputs) + [["writeonly", "contig", "aligned"]] * len(outputs)
     it = np.nditer(operands, flags=["external_loop", "buffered", "zerosize_ok", "ranged", "delay_bufalloc"],
                    op_flags=op_flags, op_dtypes=[compute] * len(operands), casting="unsafe",
                    buffersize=BLOCK, order="C")
@@ -942,3 +1250,203 @@ def prelu(x, alpha, out, dtype, stream=None):
 
     _buffered_map(leaky, [x, alpha], y, compute)
     return y
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: the fused bias and the backward passes (gpuact.backward).
+
+
+def _contiguous_in(a, compute) -> bool:
+    return a.dtype == compute and a.flags.c_contiguous
+
+
+def _trailing_bias(b, shape, compute):
+    """``b`` flat, when it is a contiguous array of the compute dtype that broadcasts along the
+    trailing axes of ``shape`` (the flat element i of x takes ``b.flat[i % b.size]``), else None."""
+    if not _contiguous_in(b, compute) or b.size == 0:
+        return None
+    core = b.shape
+    while core and core[0] == 1:
+        core = core[1:]
+    if len(core) > len(shape) or tuple(shape[len(shape) - len(core):]) != tuple(core):
+        return None
+    return b.reshape(-1)
+
+
+def _add_bias(xb, bb, scratch, compute):
+    """The block x + bias, in scratch (a block, in cache: never a temporary of x's size)."""
+    s = _scratch(scratch, "biased", xb.size, compute)
+    np.add(xb, bb, out=s)
+    return s
+
+
+def _elementwise_bias(op, x, params, out, dtype, bias):
+    """``op(x + bias)``: one compiled pass reading x and the bias along x's trailing axes when the
+    arrays allow it, else block by block with the add in a cache-sized block."""
+    compute = _compute_dtype(dtype)
+    y = np.empty(x.shape, dtype) if out is None else out
+    if y.size == 0:
+        return y
+    native = _native.elementwise_kernel(op, compute)
+    p4 = tuple(params) + _NO_PARAMS[len(params)]
+    flat_bias = _trailing_bias(bias, x.shape, compute)
+    if native is not None and flat_bias is not None and _contiguous_in(x, compute) and _contiguous_in(y, compute):
+        xf, yf = x.reshape(-1), y.reshape(-1)
+        _run_ranges(xf.size, lambda start, end: native.bias(xf, flat_bias, yf, start, end, *p4))
+        return y
+    kernel, cparams = _KERNELS[op], _in_compute_dtype(params, compute)
+
+    def apply(xb, bb, yb, scratch):
+        xs = _add_bias(xb, bb, scratch, compute)
+        m = xs.size
+        if native is not None:
+            native(xs, yb, 0, m, *p4)
+        else:
+            kernel(xs, yb, _scratch(scratch, "t", m, compute), _scratch(scratch, "u", m, compute), *cparams)
+
+    _buffered_map(apply, [x, bias], y, compute)
+    return y
+
+
+def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
+    """``dx = dy * op'(x)`` (``op'(x + bias)`` with a bias) in one pass: the compiled kernel reads
+    dy and x (and the bias) once and writes dx, for float32 and float64; float16, integer and
+    strided operands go block by block; without the compiled module, the ufunc derivative."""
+    compute = _compute_dtype(dtype)
+    dx = np.empty(x.shape, dtype) if out is None else out
+    if dx.size == 0:
+        return dx
+    kernel = _native.grad_kernel(op, compute)
+    p4 = tuple(params) + _NO_PARAMS[len(params)]
+    flat_bias = None if bias is None else _trailing_bias(bias, x.shape, compute)
+    if (kernel is not None and _contiguous_in(dy, compute) and _contiguous_in(x, compute)
+            and _contiguous_in(dx, compute) and (bias is None or flat_bias is not None)):
+        dyf, xf, dxf = dy.reshape(-1), x.reshape(-1), dx.reshape(-1)
+        if bias is None:
+            _run_ranges(xf.size, lambda start, end: kernel.grad(dyf, xf, dxf, start, end, *p4))
+        else:
+            _run_ranges(xf.size, lambda start, end: kernel.grad_bias(dyf, xf, flat_bias, dxf, start, end, *p4))
+        return dx
+    derivative, cparams = _GRADS[op], _in_compute_dtype(params, compute)
+
+    def apply(*blocks):
+        if bias is None:
+            dyb, xb, dxb, scratch = blocks
+        else:
+            dyb, xb, bb, dxb, scratch = blocks
+            xb = _add_bias(xb, bb, scratch, compute)
+        m = xb.size
+        if kernel is not None:
+            kernel.grad(dyb, xb, dxb, 0, m, *p4)
+            return
+        g = _scratch(scratch, "g", m, compute)
+        derivative(xb, g, _scratch(scratch, "t", m, compute), _scratch(scratch, "u", m, compute), *cparams)
+        np.multiply(dyb, g, out=dxb)
+
+    _buffered_map(apply, [dy, x] if bias is None else [dy, x, bias], dx, compute)
+    return dx
+
+
+def _softmax_grad_block(dy, x, dx, log, keep):
+    """The softmax / log_softmax backward along axis 1 of (rows, length) blocks, the forward
+    recomputed by ``_softmax_block`` (into dx first)."""
+    _softmax_block(x, dx, False, keep)  # y = softmax(x), 0 where masked
+    if keep is not None:
+        dy = np.where(keep, dy, 0.0)
+    if log:
+        total = np.add.reduce(dy, axis=1, keepdims=True, dtype=np.float64).astype(dx.dtype)
+        np.multiply(dx, total, out=dx)
+        np.subtract(dy, dx, out=dx)
+        if keep is not None:
+            np.copyto(dx, 0.0, where=~keep)
+    else:
+        dot = np.add.reduce(dy * dx, axis=1, keepdims=True, dtype=np.float64).astype(dx.dtype)
+        np.multiply(dx, np.subtract(dy, dot), out=dx)
+
+
+def softmax_grad(dy, x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
+    """The softmax / log_softmax backward along ``axes``: slices of x (plus the bias) and dy
+    gathered in chunks, the forward recomputed per slice, one compiled pass (float32 and float64,
+    no mask) or the ufunc block."""
+    compute = _compute_dtype(dtype)
+    dx = np.empty(x.shape, dtype) if out is None else out
+    if dx.size == 0:
+        return dx
+    kernel = _native.rows_grad_kernel("softmax", compute) if mask is None else None
+
+    def rows_fn(src, res, keep, dyc):
+        if kernel is not None:
+            kernel(dyc, src, res, 0, src.shape[0], src.shape[1], int(log))
+        else:
+            _softmax_grad_block(dyc, src, res, log, keep)
+
+    _gathered_rows(x, axes, dx, compute, rows_fn, mask, extra=(dy,), add=bias)
+    return dx
+
+
+def sparsemax_grad(dy, x, axis, out, dtype, stream=None):
+    """The sparsemax backward along ``axis``: dx = s (dy - mean of dy over the support), the support
+    s recomputed per slice (gathered in chunks)."""
+    compute = _compute_dtype(dtype)
+    dx = np.empty(x.shape, dtype) if out is None else out
+    if dx.size == 0:
+        return dx
+    kernel = _native.rows_grad_kernel("sparsemax", compute)
+
+    def rows_fn(src, res, keep, dyc):
+        if kernel is not None:
+            kernel(dyc, src, res, 0, src.shape[0], src.shape[1])
+            return
+        _composite.sparsemax_into(np, src, 1, res, compute)
+        support = res > 0
+        count = np.maximum(support.sum(axis=1, keepdims=True), 1)
+        mean = np.add.reduce(np.where(support, dyc, 0.0), axis=1, keepdims=True, dtype=np.float64) / count
+        nan = np.isnan(res).any(axis=1, keepdims=True)
+        np.subtract(dyc, mean.astype(compute), out=res, where=support)
+        np.copyto(res, 0.0, where=~support)
+        np.copyto(res, np.nan, where=nan)
+
+    _gathered_rows(x, (axis,), dx, compute, rows_fn, extra=(dy,))
+    return dx
+
+
+def glu_grad(dy, x, axis, out, dtype, stream=None):
+    """glu's backward, both halves in one pass: da = dy sigmoid(b), db = dy a sigmoid'(b)."""
+    compute = _compute_dtype(dtype)
+    dx = np.empty(x.shape, dtype) if out is None else out
+    if dx.size == 0:
+        return dx
+    half = x.shape[axis] // 2
+    first, second = (slice(None),) * axis + (slice(0, half),), (slice(None),) * axis + (slice(half, 2 * half),)
+
+    def gate_grad(ab, bb, dyb, dab, dbb, scratch):
+        m = dyb.size
+        s = _scratch(scratch, "s", m, compute)
+        t = _scratch(scratch, "t", m, compute)
+        ds = _scratch(scratch, "ds", m, compute)
+        _sigmoid_into(bb, s, t)
+        _sigmoid_grad_into(bb, ds, t)
+        np.multiply(ds, ab, out=ds)
+        np.multiply(ds, dyb, out=dbb)
+        np.multiply(s, dyb, out=dab)
+
+    _buffered_map(gate_grad, [x[first], x[second], dy], [dx[first], dx[second]], compute)
+    return dx
+
+
+def prelu_grad(dy, x, alpha, out, dtype, stream=None):
+    """``dx = dy`` where x > 0, ``dy * alpha`` elsewhere (the left derivative at 0); NaN kept."""
+    compute = _compute_dtype(dtype)
+    dx = np.empty(x.shape, dtype) if out is None else out
+    if dx.size == 0:
+        return dx
+
+    def leaky_grad(dyb, xb, ab, dxb, scratch):
+        g = _scratch(scratch, "g", dxb.size, compute)
+        np.copyto(g, ab)
+        np.copyto(g, 1.0, where=np.greater(xb, 0.0))
+        _keep_nan(xb, g)
+        np.multiply(dyb, g, out=dxb)
+
+    _buffered_map(leaky_grad, [dy, x, alpha], dx, compute)
+    return dx
