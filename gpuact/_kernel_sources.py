@@ -26,6 +26,7 @@ HALF_HEADER = "gpuact_half.cuh"
 ELEMENTWISE_HEADER = "gpuact_elementwise.cuh"
 REDUCE_HEADER = "gpuact_reduce.cuh"
 SOFTMAX_SOURCE = "gpuact_softmax.cu"
+SPARSEMAX_SOURCE = "gpuact_sparsemax.cu"
 
 # launch shapes shared by the backend and the tests (they must match the .cu/.cuh files)
 EW_THREADS = 256  # GA_EW_THREADS
@@ -151,7 +152,7 @@ def ew_kernel_spec(op: str, compute) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# The fused kernels (softmax): templates in kernels/*.cu, one extern "C" wrapper each,
+# The fused kernels (softmax, sparsemax): templates in kernels/*.cu, one extern "C" wrapper each,
 # generated here from one table, so the sources, the plans' argument types and the tests' CPU
 # shim all come from the same parameter lists.
 
@@ -174,6 +175,9 @@ FUSED_FAMILIES = {
     "softmax_split_finish": (SOFTMAX_SOURCE, (_X, _Y, _MASK, ("const C*", "ws"), (_I8, "L"), (_I8, "inner"),
                                               (_I4, "ct"), (_I4, "tiles"), (_I4, "segs"), (_I8, "seg_len"),
                                               (_I4, "log_mode"))),
+    "sparsemax_warp": (SPARSEMAX_SOURCE, (_X, _Y, (_I8, "rows"), (_I4, "L"))),
+    "sparsemax_cols": (SPARSEMAX_SOURCE, (_X, _Y, (_I8, "outer"), (_I8, "L"), (_I8, "inner"), (_I4, "ct"),
+                                          (_I4, "cache"))),
 }
 
 
@@ -221,6 +225,10 @@ def softmax_kernel_names(tag: str) -> list[str]:
     return [n for n, s in fused_kernels().items() if s.tag == tag and s.family.startswith("softmax")]
 
 
+def sparsemax_kernel_names(tag: str) -> list[str]:
+    return [n for n, s in fused_kernels().items() if s.tag == tag and s.family.startswith("sparsemax")]
+
+
 def kernel_wrapper(spec: KernelSpec) -> str:
     """The extern "C" entry point of one fused kernel.
 
@@ -257,6 +265,8 @@ def _static_smem(family: str, tag: str) -> int:
     csize = COMPUTE_DTYPE[tag].itemsize
     if family.endswith("_warp"):
         return 0
+    if family == "sparsemax_cols":
+        return TILE_THREADS * (2 * csize + 2 * 4)  # SupportSums: two sums, two int counts
     return TILE_THREADS * 2 * csize  # MaxSum: max and sum
 
 
@@ -400,3 +410,18 @@ def softmax_plan(outer: int, length: int, inner: int, tag: str, *, log: bool, sm
     finish = _launch(f"gpuact_softmax_split_finish_{tag}", grid, TILE_THREADS, log_mode=log_mode, **shape)
     workspace = outer * segs * inner * 2 * COMPUTE_DTYPE[tag].itemsize  # a (max, sum) pair each
     return Plan((partials, finish), workspace)
+
+
+@functools.lru_cache(maxsize=4096)
+def sparsemax_plan(outer: int, length: int, inner: int, tag: str, *, sm_count: int, max_blocks: int,
+                   smem_optin: int = SMEM_OPTIN_DEFAULT) -> Plan:
+    """The launch of an (outer, L, inner) sparsemax: one block (or group of lanes) per slice."""
+    if length > 2**31 - 1:
+        raise ValueError(f"sparsemax: slices of {length} elements are beyond the kernels' 32-bit counts")
+    if inner == 1 and length <= WARP_MAX_ROW:
+        return Plan((_warp_launch("sparsemax_warp", tag, outer, length, _fill(sm_count, max_blocks), max_blocks),), 0)
+    ct, tiles = _column_tile(inner, "sparsemax")
+    cache = _cache_bytes("sparsemax_cols", tag, ct, length, smem_optin)
+    launch = _launch(f"gpuact_sparsemax_cols_{tag}", _cols_grid(outer, tiles, max_blocks), TILE_THREADS, cache,
+                     outer=outer, L=length, inner=inner, ct=ct, cache=int(cache > 0))
+    return Plan((launch,), 0)

@@ -1,4 +1,4 @@
-"""``gpuact.backends.cupy_backend.softmax`` end to end without a GPU: CuPy's
+"""``gpuact.backends.cupy_backend.softmax`` / ``sparsemax`` end to end without a GPU: CuPy's
 array functions are stood in for by NumPy's and each compiled kernel by the same kernel on the
 CPU threads shim, so what runs is the backend's own code (layout handling, plans, workspace,
 argument lists: every integer a NumPy scalar of its C parameter's width) launching the kernels.
@@ -55,7 +55,7 @@ def backend(monkeypatch, tmp_path_factory):
     pytest.importorskip("cupy")
     from gpuact.backends import cupy_backend as cb
 
-    libs = {what: fused_shim.library(tmp_path_factory.getbasetemp(), what) for what in ("softmax",)}
+    libs = {what: fused_shim.library(tmp_path_factory.getbasetemp(), what) for what in ("softmax", "sparsemax")}
     fake = types.SimpleNamespace(empty=np.empty, ascontiguousarray=np.ascontiguousarray)
     monkeypatch.setattr(cb, "cupy", fake)
     monkeypatch.setattr(cb, "_on", lambda x, stream: contextlib.nullcontext())
@@ -93,3 +93,21 @@ def test_softmax_in_place_and_strided_out(backend):
     out = np.zeros((3, 140000), np.float32)[:, ::2]
     backend.softmax(x, (1,), out, np.dtype(np.float32), log=False)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, axis", [((5, 40), 1), ((2, 3000), 1), ((30, 4), 0), ((3, 50, 6), 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int32])
+def test_sparsemax(backend, shape, axis, dtype):
+    x = (np.random.default_rng(3).normal(0, 2, shape) * (4 if dtype == np.int32 else 1)).astype(dtype)
+    result = np.dtype(np.float32) if dtype == np.int32 else np.dtype(dtype)
+    got = backend.sparsemax(x, axis, None, result)
+    want = numpy_backend.sparsemax(x, axis, None, result)
+    rtol, atol = {np.float16: (2e-3, 1e-3), np.float64: (1e-12, 1e-14)}.get(result.type, (1e-5, 1e-6))
+    np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol)
+    if dtype != np.int32:
+        y = x.copy()
+        backend.sparsemax(y, axis, y, result)  # in place
+        np.testing.assert_allclose(y.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol)
+        out = np.zeros(shape[:-1] + (2 * shape[-1],), result)[..., ::2]
+        backend.sparsemax(x, axis, out, result)  # a strided out
+        np.testing.assert_allclose(out.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol)

@@ -1,4 +1,4 @@
-"""The fused kernels' launch plans (gpuact._kernel_sources.softmax_plan), pure
+"""The fused kernels' launch plans (gpuact._kernel_sources.softmax_plan / sparsemax_plan), pure
 Python: every shape and axis of at least 2**20 elements gets at least 2 blocks an SM, within the
 grid and shared-memory limits, with integer arguments of exactly the kernels' C widths."""
 
@@ -75,16 +75,29 @@ def test_small_inputs_take_one_launch():
         assert len(ks.softmax_plan(*oli, "f32", log=False, **H100).launches) == 1
 
 
+@pytest.mark.parametrize("tag", ["f32", "f16", "f64"])
+def test_sparsemax_plans_stay_within_the_limits(tag):
+    for oli in _shapes(min_elements=1, max_elements=2**34):
+        _check_limits(ks.sparsemax_plan(*oli, tag, **H100), H100)
+
+
 def test_plans_are_memoised_and_immutable():
     ks.softmax_plan.cache_clear()
     a = ks.softmax_plan(16, 256000, 1, "f32", log=False, **H100)
     b = ks.softmax_plan(16, 256000, 1, "f32", log=False, **H100)
     assert a is b and ks.softmax_plan.cache_info().hits == 1
     assert isinstance(a.launches, tuple) and isinstance(a.launches[0].ints, tuple)
+    c = ks.sparsemax_plan(16, 2560, 1, "f32", **H100)
+    assert c is ks.sparsemax_plan(16, 2560, 1, "f32", **H100)
 
 
 def test_small_shared_memory_turns_the_cache_off():
     plan = ks.softmax_plan(1000, 5000, 1, "f32", log=False, sm_count=132, max_blocks=4224, smem_optin=16 * 1024)
     assert plan.launches[0].args()["cache"] == 0 and plan.launches[0].smem == 0
-    plan = ks.softmax_plan(1000, 5000, 1, "f64", log=False, sm_count=132, max_blocks=4224, smem_optin=48 * 1024)
+    plan = ks.sparsemax_plan(1000, 5000, 1, "f64", sm_count=132, max_blocks=4224, smem_optin=48 * 1024)
     assert plan.launches[0].args()["cache"] == 1 and plan.launches[0].smem == 5000 * 8
+
+
+def test_arguments_out_of_range_are_refused():
+    with pytest.raises(ValueError):
+        ks.sparsemax_plan(1, 2**31, 1, "f32", **H100)

@@ -7,11 +7,11 @@
   handles any strides and casts the input. Parameters are kernel arguments, so a new value never
   recompiles. Kernels are memoised here per (op, dtype, device); CuPy also caches the compiled
   binaries on disk (keyed on the self-contained source text).
-* softmax / log_softmax (+ mask): the fused kernels of ``kernels/gpuact_softmax.cu`` on the
-  (outer, L, inner) view of the input, launched as ``gpuact._kernel_sources`` plans them (one
-  launch; two with a small workspace where rows are split over blocks to fill the GPU). Each
-  kernel is compiled on its first use, on its own.
-* glu, sparsemax, prelu: compositions of CuPy operations, all on the device.
+* softmax / log_softmax (+ mask) and sparsemax: the fused kernels of ``kernels/gpuact_softmax.cu``
+  and ``kernels/gpuact_sparsemax.cu`` on the (outer, L, inner) view of the input, launched as
+  ``gpuact._kernel_sources`` plans them (one launch; two with a small workspace where rows are
+  split over blocks to fill the GPU). Each kernel is compiled on its first use, on its own.
+* glu, prelu: compositions of CuPy operations, all on the device.
 
 Everything launches on the device that holds the input (``with x.device``) and on the current
 CuPy stream, or ``stream`` (a ``cupy.cuda.Stream``) when given. Nothing synchronises with the
@@ -121,7 +121,7 @@ def _ew_kernel(op: str, compute: np.dtype):
 
 
 def _fused_kernel(name: str):
-    """One fused kernel, its own module compiled on first use on this device."""
+    """One fused kernel (softmax, sparsemax), its own module compiled on first use on this device."""
     key = (_device_id(), name)
     kernel = _fused_kernels.get(key)
     if kernel is None:
@@ -252,7 +252,7 @@ def _run_plan(plan, arrays):
 
 
 # ---------------------------------------------------------------------------------------------
-# glu, sparsemax, prelu: CuPy compositions, all on the device
+# glu, prelu: CuPy compositions, all on the device; sparsemax: a fused kernel
 
 
 def glu(x, axis, out, dtype, stream=None):
@@ -273,10 +273,20 @@ def glu(x, axis, out, dtype, stream=None):
 
 
 def sparsemax(x, axis, out, dtype, stream=None):
+    dtype = np.dtype(dtype)
     with _on(x, stream):
         y = cupy.empty(x.shape, dtype) if out is None else out
-        if x.size:
-            _composite.sparsemax_into(cupy, x, axis, y, _compute_dtype(dtype))
+        if x.size == 0:
+            return y
+        if x.dtype != dtype or not x.flags.c_contiguous:
+            x = cupy.ascontiguousarray(x, dtype=dtype)
+        oli = ks.outer_axis_inner(x.shape, (axis,))
+        res = y if y.flags.c_contiguous else cupy.empty(x.shape, dtype)
+        plan = ks.sparsemax_plan(*oli, ks.DTYPE_TAG[dtype], sm_count=_sm_count(), max_blocks=_max_blocks(),
+                                 smem_optin=_smem_optin())
+        _run_plan(plan, {"x": x, "y": res})
+        if res is not y:
+            y[...] = res
         return y
 
 

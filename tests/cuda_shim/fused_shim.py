@@ -1,4 +1,4 @@
-"""The fused kernels (softmax) on the CPU threads shim (cuda_shim.h): the very source
+"""The fused kernels (softmax, sparsemax) on the CPU threads shim (cuda_shim.h): the very source
 the CuPy backend compiles, built with g++, and a runner that executes a plan's launches the way
 ``gpuact.backends.cupy_backend`` does (same kernels, grids, blocks, shared memory, arguments).
 """
@@ -42,7 +42,7 @@ def _dispatch_source(names) -> str:
 
 @functools.lru_cache(maxsize=None)
 def library(build_dir: Path, what: str) -> ctypes.CDLL:
-    """The shim library of every ``what`` ("softmax") kernel, all dtypes; built
+    """The shim library of every ``what`` ("softmax" or "sparsemax") kernel, all dtypes; built
     once per build folder (the tests pass the session's)."""
     names = [n for tag in ks.STORAGE_CTYPE for n in getattr(ks, f"{what}_kernel_names")(tag)]
     so = build.build_shared(_dispatch_source(names), Path(build_dir), std="c++20")
