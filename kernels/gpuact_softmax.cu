@@ -1,51 +1,35 @@
-// gpuact: fused softmax / log_softmax (with the Softmax layer's mask), one launch each, reading
-// the input once and writing the output once.
+// gpuact: fused softmax / log_softmax (with the Softmax layer's mask) on the (outer, L, inner) view
+// of a C-contiguous input (gpuact_reduce.cuh), reading the input at most twice and writing the
+// output once. Kernel templates only: gpuact._kernel_sources generates one extern "C" wrapper per
+// kernel (and dtype) and compiles each kernel on its own.
 //
-// The input is C-contiguous and seen as (outer, L, inner): softmax runs along L, the element
-// (o, k, i) sits at (o * L + k) * inner + i. Two kernel families:
-//
-//  * gpuact_softmax_warp_<dt>_w<W>_e<E>  (inner == 1, L <= 1024): a group of W lanes (W = 32, or
-//    a power of two < 32 packing several short rows in one warp) holds a row in registers, E
-//    values per lane (W * E >= L); max and sum are reduced with __shfl_xor_sync. Lanes read
-//    consecutive elements, so every load is coalesced.
-//  * gpuact_softmax_cols_<dt>  (everything else): a block of 256 threads takes a tile of CT
-//    columns (CT = min(inner, 32); CT = 1 for long last-axis rows) and TY = 256 / CT threads per
-//    column; thread (tx, ty) reads elements k = ty, ty + TY, ... of column tx, so consecutive
-//    threads read consecutive addresses: coalesced across `inner` without a transposing copy.
-//    One pass computes an online (running max, rescaled sum) per thread and keeps the values in
-//    dynamic shared memory when CT * L of them fit (cache = 1; otherwise the second pass reads
-//    the input again, from L2 mostly); (max, sum) pairs are merged over ty in shared memory;
-//    a second pass writes.
+//  * softmax_warp<S, E, W>  (inner == 1, L <= 1024): a group of W lanes (W = 32, or a power of
+//    two < 32 packing several short rows in one warp) holds a row in registers, E values per lane
+//    (W * E >= L); max and sum are reduced with __shfl_xor_sync. Lanes read consecutive elements,
+//    so every load is coalesced. The block size (32, 64 or 128) is the launch's choice.
+//  * softmax_cols<S>  (the rest, when the (tile, outer) blocks fill the GPU): a block of
+//    GA_TILE_THREADS threads on a tile of ct columns (ct = min(inner, 32)). One pass computes
+//    each thread's online (max, sum) and keeps the values in dynamic shared memory when ct * L of
+//    them fit (cache = 1; otherwise the second pass reads the input again, from L2 mostly); the
+//    pairs are merged over the tile's rows; a second pass writes.
+//  * softmax_split_partials<S> + softmax_split_finish<S>  (too few rows or tiles to fill the GPU:
+//    long rows, or a non-last axis with a small inner size): L is cut into segments of seg_len,
+//    one block per (slice, tile, segment). The first kernel writes each segment's (max, sum) per
+//    column into a small workspace; the second merges a column's partials (every block of a
+//    slice the same way, so they agree to the bit) and writes its segment. It visits the blocks
+//    in the reverse order of the first, so the segments read last, still in L2, are re-read first.
 //
 // Semantics (gpuact.backends.numpy_backend.softmax): a row whose max is -inf (all -inf), +inf
 // or NaN gives NaN throughout; -inf among finite values gives exactly 0 (log_softmax: -inf);
 // masked positions (mask[e] == 0) count as -inf and are written as 0, so a fully masked row is
 // all 0. float16 is computed in float32. x and y may be the same array (in place): every element
 // is read before it is written, by the same thread, and no pointer is declared __restrict__.
-#include "gpuact_math.cuh"
-#include "gpuact_half.cuh"
+#ifndef GPUACT_SOFTMAX_CU
+#define GPUACT_SOFTMAX_CU
 
-#ifndef GA_EXTERN_SHARED
-#define GA_EXTERN_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
-#endif
-
-#define GA_SM_THREADS 256
-#define GA_WARP_THREADS 128
+#include "gpuact_reduce.cuh"
 
 namespace ga {
-
-__device__ __forceinline__ float neg_inf(float) { return __int_as_float(0xff800000); }
-__device__ __forceinline__ double neg_inf(double) { return __longlong_as_double(0xfff0000000000000ULL); }
-__device__ __forceinline__ float qnan(float) { return __int_as_float(0x7fffffff); }
-__device__ __forceinline__ double qnan(double) { return __longlong_as_double(0x7ff8000000000000ULL); }
-// 1 / s, once per row. For double, div.rn.f64 becomes a call to a slow-path subroutine in SASS,
-// and the call makes ptxas spill the row held in registers; the reciprocal intrinsic does not.
-__device__ __forceinline__ float recip(float s) { return 1.0f / s; }
-#if defined(__CUDA_ARCH__)
-__device__ __forceinline__ double recip(double s) { return __drcp_rn(s); }
-#else
-__device__ __forceinline__ double recip(double s) { return 1.0 / s; }
-#endif
 
 template <typename S, int E, int W>
 __device__ __forceinline__ void softmax_warp(const S* x, S* y, const unsigned char* mask, long long rows, int L,
@@ -108,126 +92,183 @@ __device__ __forceinline__ void softmax_warp(const S* x, S* y, const unsigned ch
     }
 }
 
-// One element into a thread's running (max m, sum s of exp(. - m)).
-template <typename C>
-__device__ __forceinline__ void online_add(C& m, C& s, C v) {
-    if (v > m) {
-        s = s * exp_(m - v) + C(1);  // m = -inf at first: exp(-inf) = 0
-        m = v;
-    } else if (v == m) {
-        s += C(1);  // also -inf == -inf: the count is harmless, a -inf max makes NaN at the end
-    } else {
-        s += exp_(v - m);  // NaN v: s becomes NaN, and so does the whole row
+// A (max m, sum s of exp(. - m)) pair: a row, a segment or a thread's share of one.
+template <typename C> struct MaxSum {
+    C m, s;
+};
+
+// Two pairs into one (the tree merges).
+struct MergeMaxSum {
+    template <typename C>
+    __device__ __forceinline__ MaxSum<C> operator()(MaxSum<C> a, MaxSum<C> b) const {
+        const C mm = a.m > b.m ? a.m : b.m;
+        MaxSum<C> r;
+        r.s = (a.m == mm ? a.s : a.s * exp_(a.m - mm)) + (b.m == mm ? b.s : b.s * exp_(b.m - mm));
+        r.m = mm;
+        return r;
     }
+};
+
+// A thread's running pair over many elements or partial pairs, its sum Kahan-compensated (c).
+// The reference m moves only to a value more than 1 above it, so m stays within 1 below the
+// true max (every term is at most e) and each rescale multiplies the sum by less than 1/e, which
+// damps that rescale's own rounding: moving m at every new max drifts by about an ulp per
+// element on an ascending row (2.6e-5 over 10**4 float32 elements; 1e-7 this way).
+template <typename C> struct OnlineSoftmax {
+    C m, s, c;
+    __device__ __forceinline__ void init() {
+        m = neg_inf(C());
+        s = C(0);
+        c = C(0);
+    }
+    // merge in the pair (m2, s2); one element v is (v, 1)
+    __device__ __forceinline__ void add(C m2, C s2) {
+        if (m2 > m + C(1)) {  // also the first element above -inf: exp(-inf) = 0 clears the sum
+            const C f = exp_(m - m2);
+            s *= f;
+            c *= f;
+            m = m2;
+            kahan_add(s, c, s2);
+        } else {
+            // m2 == m: no exp(-inf - -inf) = NaN for an all--inf start; a NaN m2 makes s NaN
+            kahan_add(s, c, m2 == m ? s2 : s2 * exp_(m2 - m));
+        }
+    }
+    __device__ __forceinline__ MaxSum<C> total() const {
+        MaxSum<C> r;
+        r.m = m;
+        r.s = s - c;
+        return r;
+    }
+};
+
+// What turns an element into its output once its row's pair (M, S) is known: exp(v - M) / S, or
+// (v - M) - log S. NaN throughout when M is not finite (the max is +inf, or all is -inf) or S is
+// NaN (the row holds a NaN). One log or one reciprocal per row.
+template <typename C> struct RowScale {
+    C m, k;
+    int log_mode;
+    __device__ __forceinline__ RowScale(MaxSum<C> row, int log_mode_) : m(row.m), log_mode(log_mode_) {
+        const C s = is_finite(row.m) ? row.s : qnan(C());
+        k = log_mode ? log_(s) : recip(s);
+    }
+    __device__ __forceinline__ C operator()(C v) const { return log_mode ? (v - m) - k : exp_(v - m) * k; }
+};
+
+template <typename S>
+__device__ __forceinline__ typename compute_of<S>::type masked_load(const S* x, const unsigned char* mask,
+                                                                    long long e) {
+    typedef typename compute_of<S>::type C;
+    return (mask && !mask[e]) ? neg_inf(C()) : to_c(x[e]);
 }
 
-template <typename C>
-__device__ __forceinline__ void online_merge(C& m, C& s, C m2, C s2) {
-    const C mm = m > m2 ? m : m2;
-    s = (m == mm ? s : s * exp_(m - mm)) + (m2 == mm ? s2 : s2 * exp_(m2 - mm));
-    m = mm;
+// Rows k0 <= k < k1 of the thread's column (element base + k * inner) into their outputs, from
+// the shared-memory copy when there is one.
+template <typename S, typename C>
+__device__ __forceinline__ void softmax_write(const S* x, S* y, const unsigned char* mask, long long base,
+                                              long long inner, long long k0, long long k1, const Tile& tile,
+                                              const RowScale<C>& scale, const C* cached) {
+    for (long long k = k0 + tile.ty; k < k1; k += tile.ny) {
+        const long long e = base + k * inner;
+        C r = scale(cached ? cached[k * tile.ct + tile.tx] : masked_load(x, mask, e));
+        if (mask && !mask[e]) r = C(0);
+        y[e] = to_s(r, (S*)0);
+    }
 }
 
 template <typename S>
 __device__ __forceinline__ void softmax_cols(const S* x, S* y, const unsigned char* mask, long long outer, long long L,
-                                             long long inner, int CT, int log_mode, int cache) {
+                                             long long inner, int ct, int log_mode, int cache) {
     typedef typename compute_of<S>::type C;
-    __shared__ C red_m[GA_SM_THREADS];
-    __shared__ C red_s[GA_SM_THREADS];
+    __shared__ MaxSum<C> red[GA_TILE_THREADS];
     GA_EXTERN_SHARED(ga_dyn_smem);
-    C* cached = reinterpret_cast<C*>(ga_dyn_smem);
-    const C ninf = neg_inf(C());
-    const int t = threadIdx.x;
-    const int TY = blockDim.x / CT;
-    const int tx = t % CT;
-    const int ty = t / CT;
-    int pow2 = 1;
-    while (pow2 < TY) pow2 *= 2;
-    // blockIdx.x: the tile of CT columns; blockIdx.y strides over `outer` (the same count for the
-    // whole block). No 64-bit division anywhere: in SASS it is a subroutine call, and the call
-    // makes ptxas spill.
-    const long long i = (long long)blockIdx.x * CT + tx;
+    C* cached = cache ? reinterpret_cast<C*>(ga_dyn_smem) : (C*)0;
+    const Tile tile = make_tile(ct);
+    // blockIdx.x: the tile of ct columns; blockIdx.y strides over `outer` (the same count for the
+    // whole block, so every thread reaches the same barriers).
+    const long long i = (long long)blockIdx.x * ct + tile.tx;
+    const bool active = tile.in_tile && i < inner;
     for (long long o = blockIdx.y; o < outer; o += gridDim.y) {
-        const bool active = ty < TY && i < inner;
         const long long base = o * L * inner + i;
-        C m = ninf, s = C(0);
+        OnlineSoftmax<C> acc;
+        acc.init();
         if (active) {
-            for (long long k = ty; k < L; k += TY) {
-                const long long e = base + k * inner;
-                C v = to_c(x[e]);
-                if (mask && !mask[e]) v = ninf;
-                if (cache) cached[k * CT + tx] = v;
-                online_add(m, s, v);
+            for (long long k = tile.ty; k < L; k += tile.ny) {
+                const C v = masked_load(x, mask, base + k * inner);
+                if (cached) cached[k * ct + tile.tx] = v;  // read back by this same thread only
+                acc.add(v, C(1));
             }
         }
-        red_m[t] = m;
-        red_s[t] = s;
-        __syncthreads();
-        for (int d = pow2 / 2; d > 0; d /= 2) {
-            if (ty < d && ty + d < TY) {
-                C mm = red_m[t], ss = red_s[t];
-                online_merge(mm, ss, red_m[t + d * CT], red_s[t + d * CT]);
-                red_m[t] = mm;
-                red_s[t] = ss;
-            }
-            __syncthreads();
-        }
-        const C M = red_m[tx];
-        C Ssum = red_s[tx];
-        if (!(M > ninf && M < -ninf)) Ssum = qnan(C());  // max -inf, +inf or NaN: NaN throughout
-        const C lsum = log_mode ? log_(Ssum) : recip(Ssum);
-        if (active) {
-            for (long long k = ty; k < L; k += TY) {
-                const long long e = base + k * inner;
-                C v;
-                if (cache) {
-                    v = cached[k * CT + tx];
-                } else {
-                    v = to_c(x[e]);
-                }
-                C r = log_mode ? (v - M) - lsum : exp_(v - M) * lsum;
-                if (mask && !mask[e]) r = C(0);
-                y[e] = to_s(r, (S*)0);
-            }
-        }
-        __syncthreads();  // red_m / red_s / cached are reused by the next tile
+        const RowScale<C> scale(tile_reduce(acc.total(), red, tile, MergeMaxSum()), log_mode);
+        if (active) softmax_write(x, y, mask, base, inner, (long long)0, L, tile, scale, (const C*)cached);
     }
+}
+
+// Block b of the split kernels' 1-D grid: segment b % segs of column tile (b / segs) % tiles of
+// slice b / (segs * tiles). The plan keeps the grid below 2**31 blocks: 32-bit division.
+struct SplitBlock {
+    unsigned seg, tile, o;
+};
+
+__device__ __forceinline__ SplitBlock split_block(unsigned b, unsigned segs, unsigned tiles) {
+    SplitBlock r;
+    r.seg = b % segs;
+    b /= segs;
+    r.tile = b % tiles;
+    r.o = b / tiles;
+    return r;
+}
+
+// The split kernels' workspace: the pair of (slice o, segment, column i) at (o * segs + segment) * inner + i.
+template <typename S>
+__device__ __forceinline__ void softmax_split_partials(const S* x, const unsigned char* mask,
+                                                       typename compute_of<S>::type* ws, long long L, long long inner,
+                                                       int ct, int tiles, int segs, long long seg_len) {
+    typedef typename compute_of<S>::type C;
+    __shared__ MaxSum<C> red[GA_TILE_THREADS];
+    const SplitBlock blk = split_block(blockIdx.x, segs, tiles);
+    const Tile tile = make_tile(ct);
+    const long long i = (long long)blk.tile * ct + tile.tx;
+    const bool active = tile.in_tile && i < inner;
+    const long long base = (long long)blk.o * L * inner + i;
+    const long long k0 = (long long)blk.seg * seg_len;
+    const long long k1 = k0 + seg_len < L ? k0 + seg_len : L;
+    OnlineSoftmax<C> acc;
+    acc.init();
+    if (active) {
+        for (long long k = k0 + tile.ty; k < k1; k += tile.ny) acc.add(masked_load(x, mask, base + k * inner), C(1));
+    }
+    const MaxSum<C> part = tile_reduce(acc.total(), red, tile, MergeMaxSum());
+    MaxSum<C>* parts = reinterpret_cast<MaxSum<C>*>(ws);
+    if (active && tile.ty == 0) parts[((long long)blk.o * segs + blk.seg) * inner + i] = part;
+}
+
+template <typename S>
+__device__ __forceinline__ void softmax_split_finish(const S* x, S* y, const unsigned char* mask,
+                                                     const typename compute_of<S>::type* ws, long long L,
+                                                     long long inner, int ct, int tiles, int segs, long long seg_len,
+                                                     int log_mode) {
+    typedef typename compute_of<S>::type C;
+    __shared__ MaxSum<C> red[GA_TILE_THREADS];
+    const SplitBlock blk = split_block(gridDim.x - 1 - blockIdx.x, segs, tiles);
+    const Tile tile = make_tile(ct);
+    const long long i = (long long)blk.tile * ct + tile.tx;
+    const bool active = tile.in_tile && i < inner;
+    const MaxSum<C>* parts = reinterpret_cast<const MaxSum<C>*>(ws) + (long long)blk.o * segs * inner + i;
+    OnlineSoftmax<C> acc;
+    acc.init();
+    if (active) {
+        for (int j = tile.ty; j < segs; j += tile.ny) {
+            const MaxSum<C> p = parts[(long long)j * inner];
+            acc.add(p.m, p.s);
+        }
+    }
+    const RowScale<C> scale(tile_reduce(acc.total(), red, tile, MergeMaxSum()), log_mode);
+    const long long k0 = (long long)blk.seg * seg_len;
+    const long long k1 = k0 + seg_len < L ? k0 + seg_len : L;
+    if (active) softmax_write(x, y, mask, (long long)blk.o * L * inner + i, inner, k0, k1, tile, scale, (const C*)0);
 }
 
 }  // namespace ga
 
-// No __launch_bounds__ on these kernels: with it, ptxas (sm_90) caps some variants'
-// registers low enough to spill; without it they get what they need (<= 255) and never spill.
-#define GA_WARP_KERNEL(DT, S, W, E)                                                                          \
-    extern "C" __global__ void gpuact_softmax_warp_##DT##_w##W##_e##E(                                         \
-        const S* x, S* y, const unsigned char* mask, long long rows, int L, int log_mode) {                  \
-        ga::softmax_warp<S, E, W>(x, y, mask, rows, L, log_mode);                                            \
-    }
-
-#define GA_DTYPE_KERNELS(DT, S)                                                                              \
-    GA_WARP_KERNEL(DT, S, 1, 1)                                                                              \
-    GA_WARP_KERNEL(DT, S, 2, 1)                                                                              \
-    GA_WARP_KERNEL(DT, S, 4, 1)                                                                              \
-    GA_WARP_KERNEL(DT, S, 8, 1)                                                                              \
-    GA_WARP_KERNEL(DT, S, 16, 1)                                                                             \
-    GA_WARP_KERNEL(DT, S, 32, 1)                                                                             \
-    GA_WARP_KERNEL(DT, S, 32, 2)                                                                             \
-    GA_WARP_KERNEL(DT, S, 32, 4)                                                                             \
-    GA_WARP_KERNEL(DT, S, 32, 8)                                                                             \
-    GA_WARP_KERNEL(DT, S, 32, 16)                                                                            \
-    GA_WARP_KERNEL(DT, S, 32, 32)                                                                            \
-    extern "C" __global__ void gpuact_softmax_cols_##DT(                                                      \
-        const S* x, S* y, const unsigned char* mask, long long outer, long long L, long long inner, int CT,   \
-        int log_mode, int cache) {                                                                           \
-        ga::softmax_cols<S>(x, y, mask, outer, L, inner, CT, log_mode, cache);                               \
-    }
-
-#if !defined(GA_ONLY_DTYPE) || GA_ONLY_DTYPE == 16
-GA_DTYPE_KERNELS(f16, unsigned short)
-#endif
-#if !defined(GA_ONLY_DTYPE) || GA_ONLY_DTYPE == 32
-GA_DTYPE_KERNELS(f32, float)
-#endif
-#if !defined(GA_ONLY_DTYPE) || GA_ONLY_DTYPE == 64
-GA_DTYPE_KERNELS(f64, double)
-#endif
+#endif  // GPUACT_SOFTMAX_CU

@@ -43,7 +43,7 @@ def test_wheel_installs_into_a_fresh_venv_and_ships_the_kernels(tmp_path):
         "assert kernels == pathlib.Path(gpuact.__file__).parent / 'kernels', kernels\n"
         "sources = sorted(p.name for p in kernels.iterdir())\n"
         "assert any(s.endswith(('.cuh', '.cu', '.h')) for s in sources), sources\n"
-        "assert '__global__' in _kernel_sources.softmax_source()\n"
+        "assert '__global__' in _kernel_sources.kernel_source('gpuact_softmax_cols_f32')\n"
         "print(gpuact.relu([1.0, -1.0]), sources)\n"
         "assert 'cupy' not in sys.modules and 'numba' not in sys.modules\n"
         "from gpuact.backends import _native\n"

@@ -7,9 +7,11 @@
   handles any strides and casts the input. Parameters are kernel arguments, so a new value never
   recompiles. Kernels are memoised here per (op, dtype, device); CuPy also caches the compiled
   binaries on disk (keyed on the self-contained source text).
-* softmax / log_softmax (+ mask): one fused launch of the kernels of ``kernels/gpuact_softmax.cu``
-  on the (outer, L, inner) view of the input; see that file.
-* glu, sparsemax, prelu: compositions of CuPy operations, all on the device.
+* softmax / log_softmax (+ mask) and sparsemax: the fused kernels of ``kernels/gpuact_softmax.cu``
+  and ``kernels/gpuact_sparsemax.cu`` on the (outer, L, inner) view of the input, launched as
+  ``gpuact._kernel_sources`` plans them (one launch; two with a small workspace where rows are
+  split over blocks to fill the GPU). Each kernel is compiled on its first use, on its own.
+* glu, prelu: compositions of CuPy operations, all on the device.
 
 Everything launches on the device that holds the input (``with x.device``) and on the current
 CuPy stream, or ``stream`` (a ``cupy.cuda.Stream``) when given. Nothing synchronises with the
@@ -216,8 +218,7 @@ def _on(x, stream):
 
 _vec_kernels: dict = {}
 _ew_kernels: dict = {}
-_softmax_modules: dict = {}
-_softmax_functions: dict = {}
+_fused_kernels: dict = {}
 _sm_counts: dict = {}
 _smem_optins: dict = {}
 
@@ -254,16 +255,13 @@ def _ew_kernel(op: str, compute: np.dtype):
     return kernel
 
 
-def _softmax_kernel(name: str):
-    # get_function builds a new RawKernel each time: keep one per (device, kernel) off the hot path
-    dev = _device_id()
-    kernel = _softmax_functions.get((dev, name))
+def _fused_kernel(name: str):
+    """One fused kernel (softmax, sparsemax), its own module compiled on first use on this device."""
+    key = (_device_id(), name)
+    kernel = _fused_kernels.get(key)
     if kernel is None:
-        module = _softmax_modules.get(dev)
-        if module is None:
-            module = cupy.RawModule(code=ks.softmax_source(), options=_NVRTC_OPTIONS)
-            _softmax_modules[dev] = module
-        kernel = _softmax_functions[(dev, name)] = module.get_function(name)
+        module = cupy.RawModule(code=ks.kernel_source(name), options=_NVRTC_OPTIONS)
+        kernel = _fused_kernels[key] = module.get_function(name)
     return kernel
 
 
@@ -359,25 +357,37 @@ def _smem_optin() -> int:
     return optin
 
 
+def _max_blocks() -> int:
+    # the grid-stride kernels' cap; the plans fill the GPU with fewer where that is enough
+    return _sm_count() * 32
+
+
 def _launch_softmax(x, y, mask, oli, dtype, log):
-    outer, length, inner = oli
-    tag = ks.DTYPE_TAG[dtype]
-    # the column kernel's static shared memory: red_m and red_s, SM_THREADS compute values each
-    static = 2 * ks.SM_THREADS * ks.COMPUTE_DTYPE[tag].itemsize
-    plan = ks.softmax_plan(outer, length, inner, tag, log=log, max_blocks=_sm_count() * 32,
-                           smem_limit=min(ks.SMEM_CACHE_LIMIT, _smem_optin() - static))
-    kernel = _softmax_kernel(plan["name"])
-    if plan["smem"] + static > 48 * 1024:
-        # without the opt-in a block gets 48 KiB, static and dynamic together
-        if kernel.max_dynamic_shared_size_bytes < plan["smem"]:
-            kernel.max_dynamic_shared_size_bytes = plan["smem"]
-    ints = tuple(np.dtype(t).type(v) for v, t in zip(plan["args"], plan["arg_types"]))
-    mask_arg = mask if mask is not None else np.uint64(0)  # a null pointer
-    kernel(plan["grid"], (plan["block"],), (x, y, mask_arg, *ints), shared_mem=plan["smem"])
+    plan = ks.softmax_plan(*oli, ks.DTYPE_TAG[dtype], log=log, sm_count=_sm_count(), max_blocks=_max_blocks(),
+                           smem_optin=_smem_optin())
+    _run_plan(plan, {"x": x, "y": y, "mask": mask if mask is not None else _NULL})
+
+
+_NULL = np.uint64(0)  # a null pointer argument (no mask)
+
+
+def _run_plan(plan, arrays):
+    """A fused plan's launches on the current device and stream; ``arrays`` binds the kernels'
+    pointer parameters by name. The workspace is allocated here, on the same device and stream."""
+    if plan.workspace:
+        arrays["ws"] = cupy.empty(plan.workspace, np.uint8)
+    for launch in plan.launches:
+        kernel = _fused_kernel(launch.name)
+        if launch.smem + launch.static_smem > 48 * 1024:
+            # without the opt-in a block gets 48 KiB, static and dynamic together
+            if kernel.max_dynamic_shared_size_bytes < launch.smem:
+                kernel.max_dynamic_shared_size_bytes = launch.smem
+        args = tuple(arrays[p] for p in launch.pointers) + launch.ints
+        kernel(launch.grid, (launch.block,), args, shared_mem=launch.smem)
 
 
 # ---------------------------------------------------------------------------------------------
-# glu, sparsemax, prelu: CuPy compositions, all on the device
+# glu, prelu: CuPy compositions, all on the device; sparsemax: a fused kernel
 
 
 def glu(x, axis, out, dtype, stream=None):
@@ -398,10 +408,20 @@ def glu(x, axis, out, dtype, stream=None):
 
 
 def sparsemax(x, axis, out, dtype, stream=None):
+    dtype = np.dtype(dtype)
     with _on(x, stream):
         y = cupy.empty(x.shape, dtype) if out is None else out
-        if x.size:
-            _composite.sparsemax_into(cupy, x, axis, y, _compute_dtype(dtype))
+        if x.size == 0:
+            return y
+        if x.dtype != dtype or not x.flags.c_contiguous:
+            x = cupy.ascontiguousarray(x, dtype=dtype)
+        oli = ks.outer_axis_inner(x.shape, (axis,))
+        res = y if y.flags.c_contiguous else cupy.empty(x.shape, dtype)
+        plan = ks.sparsemax_plan(*oli, ks.DTYPE_TAG[dtype], sm_count=_sm_count(), max_blocks=_max_blocks(),
+                                 smem_optin=_smem_optin())
+        _run_plan(plan, {"x": x, "y": res})
+        if res is not y:
+            y[...] = res
         return y
 
 
