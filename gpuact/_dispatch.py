@@ -149,7 +149,8 @@ class Call:
             self.dy = self.backend.accept_operand(grad_of, self.x, self._foreign is not None, "dy")
             if grad_shape is not None and tuple(self.dy.shape) != tuple(self.x.shape):
                 raise ValueError(f"dy has shape {tuple(self.dy.shape)}; x has shape {tuple(self.x.shape)}")
-            self.dtype = result_dtype(np.result_type(np.dtype(self.dy.dtype), np.dtype(self.x.dtype)))
+            # each side by the forward's rule (integers as float32), then the wider of the two
+            self.dtype = np.promote_types(result_dtype(self.dy.dtype), self.dtype)
 
     def bias(self, bias, out):
         """``bias`` as an array of the call's kind, on its device, broadcastable to ``x`` (a scalar

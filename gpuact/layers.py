@@ -1,4 +1,5 @@
-"""Keras's activation layers as plain callable objects with ``get_config()`` / ``from_config()``.
+"""Keras's activation layers as plain callable objects with ``get_config()`` / ``from_config()``,
+and ``backward(dy, x)`` for training (``gpuact.backward``).
 
 Constructor arguments are checked at construction: ``None`` or a negative value where Keras
 forbids one raises ``ValueError`` there, not at the first call.
@@ -61,6 +62,10 @@ class Activation(_Layer):
     def __call__(self, x, **kwargs):
         return self.activation(x, **kwargs)
 
+    def backward(self, dy, x, **kwargs):
+        """``dx`` for ``dy``, the gradient at this layer's output (``gpuact.backward.<name>``)."""
+        return _backward_of(self.activation)(dy, x, **kwargs)
+
     def get_config(self):
         return {"activation": serialize(self.activation)}
 
@@ -85,6 +90,10 @@ class ReLU(_Layer):
         return activations.relu(x, negative_slope=self.negative_slope, max_value=self.max_value,
                                 threshold=self.threshold, **kwargs)
 
+    def backward(self, dy, x, **kwargs):
+        return _backward().relu(dy, x, negative_slope=self.negative_slope, max_value=self.max_value,
+                                threshold=self.threshold, **kwargs)
+
 
 class LeakyReLU(_Layer):
     """``x`` if ``x >= 0`` else ``negative_slope * x``; ``alpha=`` is accepted as the Keras 2 name.
@@ -104,6 +113,9 @@ class LeakyReLU(_Layer):
 
     def __call__(self, x, **kwargs):
         return activations.leaky_relu(x, self.negative_slope, **kwargs)
+
+    def backward(self, dy, x, **kwargs):
+        return _backward().leaky_relu(dy, x, self.negative_slope, **kwargs)
 
 
 class PReLU(_Layer):
@@ -156,6 +168,23 @@ class PReLU(_Layer):
                     raise ValueError(f"alpha of shape {alpha_shape} is not shared along axis {axis} of {tuple(x.shape)}")
         return _dispatch.prelu(x, self.alpha, **kwargs)
 
+    def backward(self, dy, x, **kwargs):
+        """``dx = dy`` where ``x > 0``, ``dy * alpha`` elsewhere (the left derivative at 0). alpha's own
+        gradient, ``dy * min(x, 0)`` summed over the axes it is broadcast along, is not computed."""
+        return _dispatch.prelu_grad(dy, x, self.alpha, **kwargs)
+
+
+def _backward():
+    from gpuact import backward
+
+    return backward
+
+
+def _backward_of(fn):
+    """The gradient function of a gpuact activation (a foreign callable has none)."""
+    name = serialize(fn)  # ValueError for a function gpuact does not know
+    return getattr(_backward(), name)
+
 
 def _constant_initializer(initializer) -> float:
     """alpha from a Keras initializer config: Zeros, Ones or Constant (a PReLU built from a saved
@@ -191,6 +220,9 @@ class ELU(_Layer):
     def __call__(self, x, **kwargs):
         return activations.elu(x, self.alpha, **kwargs)
 
+    def backward(self, dy, x, **kwargs):
+        return _backward().elu(dy, x, self.alpha, **kwargs)
+
 
 class Softmax(_Layer):
     """Softmax along ``axis``; with ``mask`` (bool, or numbers where > 0.5 keeps), masked positions
@@ -212,6 +244,10 @@ class Softmax(_Layer):
     def __call__(self, x, mask=None, **kwargs):
         return _dispatch.softmax(x, self.axis, log=False, mask=mask, **kwargs)
 
+    def backward(self, dy, x, mask=None, **kwargs):
+        """``dx = y (dy - sum(dy y))`` with the forward's mask (masked positions get 0)."""
+        return _dispatch.softmax_grad(dy, x, self.axis, log=False, mask=mask, **kwargs)
+
 
 class ThresholdedReLU(_Layer):
     """``x`` if ``x > theta`` else 0 (tf.keras 2).
@@ -229,6 +265,9 @@ class ThresholdedReLU(_Layer):
 
     def __call__(self, x, **kwargs):
         return activations.threshold(x, self.theta, 0.0, **kwargs)
+
+    def backward(self, dy, x, **kwargs):
+        return _backward().threshold(dy, x, self.theta, 0.0, **kwargs)
 
 
 LAYERS = {cls.__name__: cls for cls in (Activation, ReLU, LeakyReLU, PReLU, ELU, Softmax, ThresholdedReLU)}
