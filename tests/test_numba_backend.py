@@ -326,3 +326,115 @@ def test_bad_out_is_refused_before_work():
         gpuact.relu(x, out=cuda.device_array((3, 4), np.float64), backend="numba")
     with pytest.raises(TypeError):
         gpuact.relu(x, out=np.empty((3, 4), np.float32), backend="numba")
+
+
+# ---------------------------------------------------------------------------------------------
+# N-D kernels: merged axes and the odometer walk (every rank, strides of every sign)
+
+
+def _backend():
+    from gpuact.backends import numba_backend
+
+    return numba_backend
+
+
+@pytest.fixture(params=[1, 3], ids=["grid1", "grid3"])
+def sim_grid(request, monkeypatch):
+    """Under the simulator, grids of 1 and 3 blocks: grid strides of 32 and 96 threads, so the
+    odometer's digits carry in different patterns. On a GPU the grid is the device's."""
+    nb = _backend()
+    if nb.SIMULATOR:
+        monkeypatch.setattr(nb, "_SIM_MAX_BLOCKS", request.param)
+    return request.param
+
+
+ND_VIEWS = {
+    "transposed3": lambda a: a.transpose(2, 0, 1),
+    "sliced3": lambda a: a[1:, ::2, 1::3],
+    "rank4": lambda a: a.reshape(2, 3, 4, 10)[:, ::2, 1:, ::3],
+    "rank5": lambda a: a.reshape(2, 3, 2, 2, 10).transpose(4, 0, 2, 1, 3),
+    "column": lambda a: a[:, 3, :],
+}
+
+
+def _device_view(base_dev, base_host, select):
+    """The device view of ``base_dev`` that ``select`` makes of ``base_host`` (NumPy slicing,
+    transposes and reshapes of any rank, which Numba device arrays lack), and that host view."""
+    nb = _backend()
+    view = select(base_host)
+    offset = view.__array_interface__["data"][0] - base_host.__array_interface__["data"][0]
+    start = nb._flat(base_dev)[offset // base_host.itemsize:]
+    return nb._view(start, view.shape, view.strides), view
+
+
+@pytest.mark.parametrize("view", ND_VIEWS, ids=list(ND_VIEWS))
+def test_elementwise_and_copies_over_strided_views(view, sim_grid):
+    nb = _backend()
+    base_host = np.random.default_rng(20).normal(0, 3, (6, 4, 10)).astype(np.float32)
+    base = dev(base_host)
+    src, src_host = _device_view(base, base_host, ND_VIEWS[view])
+    expected = ref_backend.elementwise("softsign", np.ascontiguousarray(src_host), (), None, np.dtype(np.float32))
+    assert_close(host(gpuact.softsign(src, backend="numba")), expected, np.float32)
+    # strided in and strided out of another dtype (the copy kernel with a conversion)
+    want = np.zeros((6, 4, 10), np.float16)
+    out_base = dev(want)
+    out, out_host = _device_view(out_base, want, ND_VIEWS[view])
+    nb._copy(src, out, 0)
+    out_host[...] = src_host
+    np.testing.assert_array_equal(host(out_base), want)
+    # softsign into the strided out, the rest untouched
+    gpuact.softsign(src, out=_device_view(base, base_host, ND_VIEWS[view])[0], backend="numba")
+    after = base_host.copy()
+    ND_VIEWS[view](after)[...] = expected
+    assert_close(host(base), after, np.float32)
+
+
+class _HostStrided:
+    """A CUDA-array-interface stand-in for a NumPy view of any strides (negative ones included),
+    for the simulator, whose device memory is host memory."""
+
+    def __init__(self, a):
+        self._a = a
+        ai = a.__array_interface__
+        self.__cuda_array_interface__ = {"shape": ai["shape"], "typestr": ai["typestr"], "data": ai["data"],
+                                         "strides": a.strides, "version": 3, "stream": None}
+
+
+def test_negative_and_zero_strides_under_the_simulator(sim_grid):
+    if not _backend().SIMULATOR:
+        pytest.skip("Numba device arrays take no negative-step slices; a GPU run gets them from CuPy")
+    rng = np.random.default_rng(21)
+    base = rng.normal(0, 3, (5, 6, 7)).astype(np.float32)
+    for select in (lambda a: a[::-1], lambda a: a[:, ::-2, ::3], lambda a: a[::-1].transpose(2, 1, 0)):
+        view = select(base)
+        y = gpuact.elu(_HostStrided(view), 0.5, backend="numba")
+        assert_close(host(y), ref_backend.elementwise("elu", np.ascontiguousarray(view), (0.5,), None,
+                                                      np.dtype(np.float32)), np.float32)
+        # in place through a negative-stride out
+        target = base.copy()
+        gpuact.relu(_HostStrided(select(target)), out=_HostStrided(select(target)), backend="numba")
+        expected = base.copy()
+        select(expected)[...] = np.maximum(select(base), 0)
+        np.testing.assert_array_equal(target, expected)
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 6, 5), 1), ((1, 12, 7), 1), ((6, 9, 4), 0), ((3, 4, 10), 2),
+                                        ((3, 4, 10), -1), ((50,), 0)])
+def test_glu_layouts(shape, axis, sim_grid):
+    x = np.random.default_rng(22).normal(0, 3, shape).astype(np.float32)
+    assert_close(host(gpuact.glu(dev(x), axis=axis, backend="numba")),
+                 ref_backend.glu(x, axis % len(shape), None, np.dtype(np.float32)), np.float32)
+
+
+def test_prelu_broadcasts(sim_grid):
+    x = np.random.default_rng(23).normal(0, 3, (3, 4, 5, 6)).astype(np.float32)
+    xd = dev(x)
+    xs, xs_host = _device_view(xd, x, lambda a: a[:, ::2].transpose(2, 0, 3, 1))  # a strided x
+    for alpha in (0.2, np.linspace(0, 1, 6), np.linspace(0, 1, 4).reshape(4, 1, 1), np.ones((3, 1, 5, 1)) * 0.3):
+        full = ref_backend.as_param_array(alpha, x.shape, np.dtype(np.float32))  # zero strides where it repeats
+        expected = ref_backend.prelu(x, full, None, np.dtype(np.float32))
+        assert_close(host(gpuact._dispatch.prelu(xd, alpha, backend="numba")), expected, np.float32)
+        alpha_s = full[:, ::2].transpose(2, 0, 3, 1)  # zero strides, permuted like xs
+        expected_s = ref_backend.prelu(np.ascontiguousarray(xs_host), alpha_s, None, np.dtype(np.float32))
+        assert_close(host(gpuact._dispatch.prelu(xs, np.ascontiguousarray(alpha_s), backend="numba")), expected_s,
+                     np.float32)

@@ -96,12 +96,8 @@ def as_mask(mask, shape):
         m = asarray(mask)
         view = _broadcast_view(m, shape)
         result = cuda.device_array(shape, np.uint8)
-        n = result.size
-        if n:
-            nd = max(len(shape), 1)
-            kern = _kernel(("mask", np.dtype(m.dtype), nd), lambda: K.mask_nd(nd, m.dtype),
-                           lambda: K.mask_nd_signature(m.dtype, nd))
-            _launch(kern, n, 0)(_nd(view), _nd(result), np.int64(n))
+        if result.size:
+            _to_mask(view, result, 0)
         return result
     host = np.asarray(mask)
     if host.dtype != np.bool_:
@@ -144,18 +140,66 @@ def _broadcast_view(a, shape):
     return _view(a, shape, strides)
 
 
-def _nd(a):
-    """0-d arrays travel as 1-element 1-D views, the rank the N-D kernels are built for."""
-    if len(a.shape) == 0:
-        return _view(a, (1,), (a.dtype.itemsize,))
-    return a
-
-
 def _flat(a):
-    """A 1-D view of a C-contiguous array."""
+    """A 1-D view of a C-contiguous array (0-d: one element)."""
     if len(a.shape) == 1:
         return a
     return _view(a, (a.size,), (a.dtype.itemsize,))
+
+
+def _merge_axes(shape, strides):
+    """(shape, [strides of each array]): the fewest axes that visit every element of same-shaped
+    arrays. Size-1 axes go; the rest are ordered by the last array's strides (the output's,
+    largest first: an F-ordered pair merges too), and neighbours merge wherever every array
+    steps through them as through one axis (outer stride = inner stride x inner size), so a
+    contiguous pair becomes one axis and a half of a contiguous glu input two."""
+    axes = sorted((d for d in range(len(shape)) if shape[d] != 1), key=lambda d: -abs(strides[-1][d]))
+    mshape, mstrides = [], [[] for _ in strides]
+    for d in axes:
+        if mshape and all(ms[-1] == st[d] * shape[d] for ms, st in zip(mstrides, strides)):
+            mshape[-1] *= shape[d]
+            for ms, st in zip(mstrides, strides):
+                ms[-1] = st[d]
+        else:
+            mshape.append(shape[d])
+            for ms, st in zip(mstrides, strides):
+                ms.append(st[d])
+    return mshape, mstrides
+
+
+def _merged_views(arrays):
+    """(views, shape, flat): same-shaped arrays as views over the merged axes (``_merge_axes``);
+    ``flat`` when that is one axis of unit stride in every array."""
+    itemsizes = [np.dtype(a.dtype).itemsize for a in arrays]
+    shape, strides = _merge_axes(tuple(arrays[0].shape), [tuple(a.strides) for a in arrays])
+    if not shape:  # one element (0-d or all axes of size 1)
+        shape, strides = [1], [[i] for i in itemsizes]
+    views = [a if tuple(a.shape) == tuple(shape) and tuple(a.strides) == tuple(st) else _view(a, shape, st)
+             for a, st in zip(arrays, strides)]
+    flat = len(shape) == 1 and all(st[0] == i for st, i in zip(strides, itemsizes))
+    return views, shape, flat
+
+
+def _odometer_steps(shape, stride):
+    """The grid stride as per-axis digits in the mixed radix of ``shape`` (the first digit
+    unbounded): the N-D kernels add these each step instead of dividing (kernels._nd_kernel)."""
+    digits = []
+    for size in reversed(shape[1:]):
+        digits.append(stride % size)
+        stride //= size
+    digits.append(stride)
+    return tuple(np.int64(d) for d in reversed(digits))
+
+
+def _run_nd(key, make, make_signature, arrays, params, stream):
+    """``kernel(*arrays, n, steps, *params)`` over same-shaped arrays (the output last), for the
+    N-D kernel ``make(rank)`` at the rank left after merging axes."""
+    views, shape, _ = _merged_views(arrays)
+    nd = len(shape)
+    kern = _kernel(key + (nd,), lambda: make(nd), lambda: make_signature(nd))
+    n = math.prod(shape)
+    blocks = _grid(n)
+    _launch(kern, n, stream, blocks=blocks)(*views, np.int64(n), _odometer_steps(shape, blocks * THREADS), *params)
 
 
 _kernels: dict = {}
@@ -182,15 +226,25 @@ def _max_blocks():
     return _sm_count * BLOCKS_PER_SM
 
 
+def _grid(work, threads=THREADS):
+    """Blocks for ``work`` threads' worth of a grid-stride kernel: at most a few per SM."""
+    return max(1, min(-(-work // threads), _max_blocks()))
+
+
 _launches: dict = {}
 
 
 def _launch(kern, work, stream, threads=THREADS, blocks=None):
     """``kern[grid, threads, stream]``, cached: grid = enough blocks for ``work`` threads, at most
-    a few per SM (the kernels loop)."""
+    a few per SM (the kernels loop), unless ``blocks`` is given. ``threads`` may be a tuple."""
     if blocks is None:
-        blocks = min(-(-work // threads), _max_blocks())
+        blocks = _grid(work, threads)
     blocks = max(1, blocks)
+    if SIMULATOR:
+        # The simulator's kern[...] sets the grid on the kernel object and returns that object, so
+        # a cached one would run with the grid configured last; the N-D kernels' odometer steps
+        # need the grid asked for.
+        return kern[blocks, threads, stream]
     key = (kern, blocks, threads, stream)
     try:
         return _launches[key]
@@ -218,14 +272,19 @@ def _contiguous(a):
 
 def _copy(src, dst, stream):
     """dst[...] = src on the device (any strides, same shape, dtype conversion)."""
-    n = dst.size
-    if n == 0:
+    if dst.size == 0:
         return dst
-    src, dst_nd = _nd(src), _nd(dst)
-    nd = len(dst_nd.shape)
     sd, dd = np.dtype(src.dtype), np.dtype(dst.dtype)
-    kern = _kernel(("copy", sd, dd, nd), lambda: K.copy_nd(nd, sd, dd), lambda: K.copy_nd_signature(sd, dd, nd))
-    _launch(kern, n, stream)(src, dst_nd, np.int64(n))
+    _run_nd(("copy", sd, dd), lambda nd: K.copy_nd(nd, sd, dd), lambda nd: K.copy_nd_signature(sd, dd, nd),
+            [src, dst], (), stream)
+    return dst
+
+
+def _to_mask(src, dst, stream):
+    """dst (uint8, same shape) = 1 where src is set (bool) or > 0.5 (numbers)."""
+    sd = np.dtype(src.dtype)
+    _run_nd(("mask", sd), lambda nd: K.mask_nd(nd, sd), lambda nd: K.mask_nd_signature(sd, nd), [src, dst], (),
+            stream)
     return dst
 
 
@@ -243,16 +302,14 @@ def elementwise(op, x, params, out, dtype, stream=None):
     ft = K.compute_type(dtype)
     p = [ft(v) for v in host_params(op, params)]
     xd = np.dtype(x.dtype)
-    if _contiguous(x) and _contiguous(y):
+    (xv, yv), _, flat = _merged_views([x, y])
+    if flat:
         kern = _kernel((op, xd, dtype, 0), lambda: K.elementwise_contig(op, ft),
                        lambda: K.elementwise_contig_signature(xd, dtype))
-        _launch(kern, n, stream)(_flat(x), _flat(y), np.int64(n), *p)
+        _launch(kern, n, stream)(xv, yv, np.int64(n), *p)
         return y
-    xv, yv = _nd(x), _nd(y)
-    nd = len(yv.shape)
-    kern = _kernel((op, xd, dtype, nd), lambda: K.elementwise_nd(op, ft, nd),
-                   lambda: K.elementwise_nd_signature(xd, dtype, nd))
-    _launch(kern, n, stream)(xv, yv, np.int64(n), *p)
+    _run_nd((op, xd, dtype), lambda nd: K.elementwise_nd(op, ft, nd),
+            lambda nd: K.elementwise_nd_signature(xd, dtype, nd), [x, y], p, stream)
     return y
 
 
@@ -347,15 +404,14 @@ def glu(x, axis, out, dtype, stream=None):
     n = y.size
     if n == 0:
         return y
-    # the two halves as strided views of x: a = x[..., :half, ...], b = x[..., half:, ...]
+    # The two halves as strided views of x: a = x[..., :half, ...], b = x[..., half:, ...]. For a
+    # contiguous x the merged walk is 2-D, (outer, half * inner), or flat when outer == 1.
     a = _view(x, shape, x.strides)
     b = _offset_view(x, axis, half, shape)
     ft = K.compute_type(dtype)
     xd = np.dtype(x.dtype)
-    nd = len(shape)
-    kern = _kernel(("glu", xd, dtype, nd), lambda: K.binary_nd("glu", ft, nd),
-                   lambda: K.binary_nd_signature(xd, xd, dtype, nd))
-    _launch(kern, n, stream)(a, b, y, np.int64(n))
+    _run_nd(("glu", xd, dtype), lambda nd: K.binary_nd("glu", ft, nd),
+            lambda nd: K.binary_nd_signature(xd, xd, dtype, nd), [a, b, y], (), stream)
     return y
 
 
@@ -410,11 +466,9 @@ def prelu(x, alpha, out, dtype, stream=None):
     n = y.size
     if n == 0:
         return y
-    xv, av, yv = _nd(x), _nd(alpha), _nd(y)
     ft = K.compute_type(dtype)
     xd, ad = np.dtype(x.dtype), np.dtype(alpha.dtype)
-    nd = len(yv.shape)
-    kern = _kernel(("prelu", xd, ad, dtype, nd), lambda: K.binary_nd("prelu", ft, nd),
-                   lambda: K.binary_nd_signature(xd, ad, dtype, nd))
-    _launch(kern, n, stream)(xv, av, yv, np.int64(n))
+    # alpha is a broadcast view (zero strides where it repeats): its axes merge like x's
+    _run_nd(("prelu", xd, ad, dtype), lambda nd: K.binary_nd("prelu", ft, nd),
+            lambda nd: K.binary_nd_signature(xd, ad, dtype, nd), [x, alpha, y], (), stream)
     return y

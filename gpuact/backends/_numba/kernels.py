@@ -1,12 +1,18 @@
 """Kernel factories: each returns a plain Python kernel function closing over device functions
 from ``scalar``, and ``signature(...)`` builds the explicit Numba signature it is compiled with.
 
-Every kernel uses 64-bit indices (``n``, loop counters and offsets are int64) and a grid-stride
-loop, so a grid of a few blocks per SM covers any size. Arrays are passed as Numba arrays:
+Every kernel uses 64-bit indices (``n``, loop counters and offsets are int64). Arrays are passed
+as Numba arrays:
 
-* ``elementwise_contig``  x, y 1-D contiguous: the fast path, one load and one store per element.
+* ``elementwise_contig``  x, y 1-D contiguous: the fast path, one load and one store per element,
+                          grid-stride loop.
 * ``elementwise_nd``      x, y N-D of the same shape, any strides (layout "A", negative and zero
-                          strides included): the flat index is unravelled against ``y.shape``.
+                          strides included), after the host merged what axes it could
+                          (``numba_backend._merge_axes``): each thread unravels its first flat
+                          index once and then steps by the grid stride as a mixed-radix odometer
+                          (``g``: the grid stride's digits, from the host), one add, compare and
+                          conditional subtract per axis per element and no 64-bit division in the
+                          loop (a signed 64-bit ``//`` or ``%`` is a ~70-instruction subroutine).
 * ``copy_nd``, ``mask_nd`` the same N-D walk for copies (with dtype conversion) and masks.
 * ``binary_nd``           glu (``a * sigmoid(b)`` over two views of x) and prelu (x, alpha).
 * ``softmax_rows``        one block per row of a contiguous (rows, L) array; max and sum by a
@@ -82,6 +88,11 @@ def signature(*args):
     return types.void(*converted)
 
 
+def steps_type(ndim):
+    """The odometer's per-axis step (the grid stride in the merged shape's mixed radix)."""
+    return types.UniTuple(types.int64, ndim)
+
+
 # ---------------------------------------------------------------------------------------------
 # elementwise
 
@@ -105,21 +116,35 @@ def elementwise_contig_signature(in_dtype, out_dtype):
     return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64, ft, ft, ft, ft)
 
 
-def _nd_kernel(name, ndim, args, body, namespace):
-    """exec a grid-stride kernel over ``n`` elements of N-D arrays shaped like ``shape_of``."""
+def _nd_kernel(name, ndim, args, body, namespace, shape_of="y"):
+    """exec a grid-stride kernel over the ``n`` elements of N-D arrays shaped like ``shape_of``.
+
+    ``args`` name ``n`` (elements) and ``g`` (the odometer steps: the grid stride written in the
+    mixed radix of the shape, most significant digit unbounded). A thread unravels its first
+    index once (the only divisions); then each step adds ``g`` digit by digit with a carry.
+    Digits stay below their radix (d + g + carry < 2 * radix, so one subtraction suffices)
+    while ``i < n``; the top digit needs no bound, ``i < n`` ends the loop.
+    """
+    last = ndim - 1
     lines = [f"def {name}({', '.join(args)}):",
              "    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x",
-             "    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x",
-             "    while i < n:",
-             "        r = i"]
-    for k in range(ndim - 1, 0, -1):
-        lines += [f"        s{k} = {args[-1] if False else 'SHAPE'}.shape[{k}]".replace("SHAPE", namespace["_shape_of"]),
-                  f"        i{k} = r % s{k}",
-                  f"        r = r // s{k}"]
-    lines.append("        i0 = r")
-    idx = ", ".join(f"i{k}" for k in range(ndim))
+             "    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x"]
+    lines += [f"    s{k} = np.int64({shape_of}.shape[{k}])" for k in range(1, ndim)]
+    lines += [f"    g{k} = g[{k}]" for k in range(ndim)]
+    lines.append("    r = i")
+    for k in range(last, 0, -1):
+        lines += [f"    d{k} = r % s{k}", f"    r = r // s{k}"]
+    lines.append("    d0 = r")
+    lines.append("    while i < n:")
+    idx = ", ".join(f"d{k}" for k in range(ndim))
     lines += [f"        {line}".replace("IDX", idx) for line in body]
     lines.append("        i += step")
+    for k in range(last, 0, -1):
+        lines += [f"        d{k} += g{k}",
+                  f"        if d{k} >= s{k}:",
+                  f"            d{k} -= s{k}",
+                  f"            d{k - 1} += 1"]
+    lines.append("        d0 += g0")
     ns = {"np": np, "cuda": cuda, "store": store, **namespace}
     exec("\n".join(lines), ns)  # noqa: S102 - generated from the fixed templates above
     return ns[name]
@@ -127,13 +152,13 @@ def _nd_kernel(name, ndim, args, body, namespace):
 
 def elementwise_nd(op, ft, ndim):
     f = device_functions(ft)[op]
-    return _nd_kernel(f"gpuact_{op}_nd{ndim}", ndim, ["x", "y", "n", "p0", "p1", "p2", "p3"],
-                      ["store(y, (IDX), f(ft(x[IDX]), p0, p1, p2, p3))"], {"f": f, "ft": ft, "_shape_of": "y"})
+    return _nd_kernel(f"gpuact_{op}_nd{ndim}", ndim, ["x", "y", "n", "g", "p0", "p1", "p2", "p3"],
+                      ["store(y, (IDX), f(ft(x[IDX]), p0, p1, p2, p3))"], {"f": f, "ft": ft})
 
 
 def elementwise_nd_signature(in_dtype, out_dtype, ndim):
     ft = compute_type(out_dtype)
-    return signature((in_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64, ft, ft, ft, ft)
+    return signature((in_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64, steps_type(ndim), ft, ft, ft, ft)
 
 
 def copy_nd(ndim, in_dtype, out_dtype):
@@ -143,11 +168,11 @@ def copy_nd(ndim, in_dtype, out_dtype):
         body = ["store(y, (IDX), np.float32(x[IDX]))"]
     else:
         body = ["store(y, (IDX), x[IDX])"]
-    return _nd_kernel(f"gpuact_copy_nd{ndim}", ndim, ["x", "y", "n"], body, {"_shape_of": "y"})
+    return _nd_kernel(f"gpuact_copy_nd{ndim}", ndim, ["x", "y", "n", "g"], body, {})
 
 
 def copy_nd_signature(in_dtype, out_dtype, ndim):
-    return signature((in_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64)
+    return signature((in_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64, steps_type(ndim))
 
 
 def mask_nd(ndim, in_dtype):
@@ -156,11 +181,11 @@ def mask_nd(ndim, in_dtype):
         body = ["y[IDX] = np.uint8(1) if x[IDX] else np.uint8(0)"]
     else:
         body = ["y[IDX] = np.uint8(1) if np.float64(x[IDX]) > 0.5 else np.uint8(0)"]
-    return _nd_kernel(f"gpuact_mask_nd{ndim}", ndim, ["x", "y", "n"], body, {"_shape_of": "y"})
+    return _nd_kernel(f"gpuact_mask_nd{ndim}", ndim, ["x", "y", "n", "g"], body, {})
 
 
 def mask_nd_signature(in_dtype, ndim):
-    return signature((in_dtype, ndim, "A"), (np.uint8, ndim, "A"), np.int64)
+    return signature((in_dtype, ndim, "A"), (np.uint8, ndim, "A"), np.int64, steps_type(ndim))
 
 
 def binary_nd(kind, ft, ndim):
@@ -172,13 +197,13 @@ def binary_nd(kind, ft, ndim):
         body = ["v = ft(a[IDX])", "store(y, (IDX), fmax(v, zero) + ft(b[IDX]) * fmin(v, zero))"]
     else:  # pragma: no cover
         raise ValueError(kind)
-    ns = {"ft": ft, "sig": fns["_sigmoid_of"], "fmax": fns["_fmax"], "fmin": fns["_fmin"], "zero": ft(0),
-          "_shape_of": "y"}
-    return _nd_kernel(f"gpuact_{kind}_nd{ndim}", ndim, ["a", "b", "y", "n"], body, ns)
+    ns = {"ft": ft, "sig": fns["_sigmoid_of"], "fmax": fns["_fmax"], "fmin": fns["_fmin"], "zero": ft(0)}
+    return _nd_kernel(f"gpuact_{kind}_nd{ndim}", ndim, ["a", "b", "y", "n", "g"], body, ns)
 
 
 def binary_nd_signature(a_dtype, b_dtype, out_dtype, ndim):
-    return signature((a_dtype, ndim, "A"), (b_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64)
+    return signature((a_dtype, ndim, "A"), (b_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64,
+                     steps_type(ndim))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,6 +388,23 @@ def sparsemax_cols_signature(in_dtype, out_dtype):
 # the catalogue (for the PTX test)
 
 
+def nd_catalogue(dtype, ndims=(1, 2, 3, 4), ops=None):
+    """(name, python kernel, signature) of the N-D (odometer) kernels at the ranks ``ndims``."""
+    from gpuact._ops import ELEMENTWISE_OPS
+
+    dtype = np.dtype(dtype)
+    ft = compute_type(dtype)
+    out = []
+    for nd in ndims:
+        for op in ELEMENTWISE_OPS if ops is None else ops:
+            out.append((f"{op}_nd{nd}", elementwise_nd(op, ft, nd), elementwise_nd_signature(dtype, dtype, nd)))
+        out.append((f"glu_nd{nd}", binary_nd("glu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
+        out.append((f"prelu_nd{nd}", binary_nd("prelu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
+        out.append((f"copy_nd{nd}", copy_nd(nd, dtype, dtype), copy_nd_signature(dtype, dtype, nd)))
+        out.append((f"mask_nd{nd}", mask_nd(nd, dtype), mask_nd_signature(dtype, nd)))
+    return out
+
+
 def catalogue(dtype, ndims=(1, 3)):
     """(name, python kernel, signature) of every kernel for data of ``dtype`` (float16/32/64)
     in and out, N-D kernels at the ranks ``ndims``."""
@@ -373,17 +415,11 @@ def catalogue(dtype, ndims=(1, 3)):
     out = []
     for op in ELEMENTWISE_OPS:
         out.append((f"{op}_contig", elementwise_contig(op, ft), elementwise_contig_signature(dtype, dtype)))
-        for nd in ndims:
-            out.append((f"{op}_nd{nd}", elementwise_nd(op, ft, nd), elementwise_nd_signature(dtype, dtype, nd)))
     for log in (False, True):
         for masked in (False, True):
             name = f"{'log_' if log else ''}softmax{'_masked' if masked else ''}"
             out.append((f"{name}_rows", softmax_rows(ft, log, masked), softmax_rows_signature(dtype, dtype)))
             out.append((f"{name}_cols", softmax_cols(ft, log, masked), softmax_cols_signature(dtype, dtype)))
     out.append(("sparsemax_cols", sparsemax_cols(ft), sparsemax_cols_signature(dtype, dtype)))
-    for nd in ndims:
-        out.append((f"glu_nd{nd}", binary_nd("glu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
-        out.append((f"prelu_nd{nd}", binary_nd("prelu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
-        out.append((f"copy_nd{nd}", copy_nd(nd, dtype, dtype), copy_nd_signature(dtype, dtype, nd)))
-        out.append((f"mask_nd{nd}", mask_nd(nd, dtype), mask_nd_signature(dtype, nd)))
+    out += nd_catalogue(dtype, ndims)
     return out
