@@ -16,7 +16,7 @@ import gpuact
 from gpuact._ops import ELEMENTWISE_PARAMS
 from gpuact.backends import numpy_backend as ref_backend
 
-from .conftest import backend_unusable
+from .conftest import CUDASIM, backend_unusable
 
 pytestmark = pytest.mark.skipif(backend_unusable("numba") is not None, reason=str(backend_unusable("numba")))
 
@@ -438,3 +438,122 @@ def test_prelu_broadcasts(sim_grid):
         expected_s = ref_backend.prelu(np.ascontiguousarray(xs_host), alpha_s, None, np.dtype(np.float32))
         assert_close(host(gpuact._dispatch.prelu(xs, np.ascontiguousarray(alpha_s), backend="numba")), expected_s,
                      np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax: the split across blocks, accuracy
+
+
+def _softmax_plan(shape, axis):
+    nb = _backend()
+    from gpuact.backends._numba import plan as P
+
+    outer, length, inner = nb._rows_layout(shape, (axis,))
+    return P.softmax_plan(outer, length, inner, nb._sms(), block=nb._reduction_block(),
+                          max_grid=nb._reduction_max_grid())
+
+
+@pytest.fixture
+def split_small(monkeypatch):
+    """Makes small softmax inputs split across blocks (blocks of 16 threads, segments of a
+    thread's worth, any tile count too few), so the two-kernel path runs
+    at simulator sizes, with the same plans on a GPU. (The simulator's time goes by blocks and
+    barriers, hence few and small blocks.)"""
+    from gpuact.backends._numba import plan as P
+
+    monkeypatch.setattr(P, "MIN_SEGMENT_PER_THREAD", 1)
+    monkeypatch.setattr(P, "MIN_BLOCKS_PER_SM", 64)
+    monkeypatch.setattr(_backend(), "_reduction_block", lambda: 16)
+
+
+SPLIT_CASES = [((2, 40), 1, FLOATS), ((40, 2), 0, FLOATS), ((2, 12, 3), 1, (np.float32,)),
+               ((1, 64), -1, (np.float32,)), ((24, 5), 0, (np.float32,))]
+SPLIT_CASES = [(s, a, d) for s, a, dtypes in SPLIT_CASES for d in dtypes]
+
+
+@pytest.mark.parametrize("shape,axis,dtype", SPLIT_CASES,
+                         ids=[f"{s}-{a}-{np.dtype(d).name}" for s, a, d in SPLIT_CASES])
+def test_softmax_split_across_blocks(shape, axis, dtype, split_small):
+    axis %= len(shape)
+    plan = _softmax_plan(shape, axis)
+    assert plan.split, plan
+    rng = np.random.default_rng(24)
+    length = shape[axis]
+    slices = rng.normal(0, 3, (math.prod(shape) // length, length))  # one row per slice
+    slices[0, :] = -np.inf  # all -inf: NaN
+    if slices.shape[0] > 1:
+        slices[1, ::3] = -np.inf  # -inf among finite values: 0 (log: -inf)
+    if slices.shape[0] > 3:
+        slices[2, -5] = np.nan  # NaN in the last segment
+        slices[3, 1] = np.inf  # +inf in the first: NaN throughout
+    rest = tuple(d for i, d in enumerate(shape) if i != axis)
+    x = np.ascontiguousarray(np.moveaxis(slices.reshape(rest + (length,)), -1, axis)).astype(dtype)
+    for log in (False, True):
+        got = host(gpuact._dispatch.softmax(dev(x), axis, log=log, backend="numba"))
+        assert_close(got, ref_backend.softmax(x, (axis,), None, np.dtype(dtype), log=log), dtype)
+    d = dev(x)  # in place
+    gpuact._dispatch.softmax(d, axis, out=d, log=False, backend="numba")
+    assert_close(host(d), ref_backend.softmax(x, (axis,), None, np.dtype(dtype), log=False), dtype)
+
+
+def test_softmax_split_with_masks(split_small):
+    from gpuact.layers import Softmax
+
+    rng = np.random.default_rng(25)
+    x = rng.normal(0, 3, (4, 40)).astype(np.float32)  # (4 rows, 3 segments; 40 rows, 5 segments)
+    x[3] = -np.inf
+    mask = rng.random((4, 40)) > 0.3
+    mask[1] = False  # fully masked: all 0
+    mask[2, :30] = False  # the first segments fully masked, the last not
+    mask[3] = True  # all -inf, unmasked: NaN
+    assert _softmax_plan(x.shape, 1).split and _softmax_plan((40, 4), 0).split
+    for axis, xx, mm in ((1, x, mask), (0, x.T.copy(), mask.T.copy())):
+        expected = ref_backend.softmax(xx, (axis,), None, np.float32, log=False, mask=mm)
+        assert_close(host(Softmax(axis=axis)(dev(xx), mask=mm, backend="numba")), expected, np.float32)
+
+
+def test_softmax_sums_are_compensated(monkeypatch):
+    """One row, one block (no split): each thread sums hundreds of terms of 2**-24 onto the max's
+    1, where an uncompensated float32 sum rounds every addition away (1 + 2**-24 == 1)."""
+    from gpuact.backends._numba import plan as P
+
+    monkeypatch.setattr(P, "MIN_BLOCKS_PER_SM", 0)  # never split
+    length = 16384
+    x = np.full((1, length), np.log(2.0**-24), np.float32)
+    x[0, 0] = 0.0
+    assert not _softmax_plan(x.shape, 1).split
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max())
+    for log in (False, True):
+        expected = (x64 - np.log(e.sum())) if log else e / e.sum()
+        got = host(gpuact._dispatch.softmax(dev(x), 1, log=log, backend="numba")).astype(np.float64)
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0 if not log else 1e-6)
+
+
+def test_online_sum_device_function_is_compensated():
+    nb = _backend()
+    if not nb.SIMULATOR:
+        pytest.skip("device functions are called from the host only under the simulator")
+    from gpuact.backends._numba.scalar import device_functions
+
+    online_add = device_functions(np.float32)["_online_add"]
+    f32 = np.float32
+    m, s, c = online_add(f32(-np.inf), f32(0), f32(0), f32(0), f32(1))
+    with np.errstate(all="ignore"):
+        for _ in range(4096):
+            m, s, c = online_add(m, s, c, f32(0), f32(2.0**-24))
+    assert s == 1  # the plain sum has stalled ...
+    assert s + c == f32(1 + 4096 * 2.0**-24)  # ... the compensated one is exact
+
+
+@pytest.mark.skipif(CUDASIM, reason="2**26 elements: a GPU's size, not the simulator's")
+def test_long_softmax_columns_on_a_gpu():
+    """The failure class seen on the CPU: softmax of zeros of shape (2**25, 2) along axis 0 gave
+    twice the right value. Every column sums 2**25 ones."""
+    from numba import cuda
+
+    zeros = cuda.to_device(np.zeros((2**25, 2), np.float32))
+    y = host(gpuact.softmax(zeros, axis=0, backend="numba"))
+    np.testing.assert_allclose(y, 2.0**-25, rtol=1e-6)
+    y = host(gpuact.log_softmax(cuda.to_device(np.zeros(2**25 + 3, np.float32)), backend="numba"))
+    np.testing.assert_allclose(y, -np.log(2.0**25 + 3), rtol=1e-6)

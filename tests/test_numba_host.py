@@ -1,5 +1,6 @@
-"""Host-side logic of the Numba backend's N-D kernels, checked without a GPU or the CUDA
-simulator: the axis merging and odometer steps (``gpuact.backends.numba_backend``).
+"""Host-side logic of the Numba backend, checked without a GPU or the CUDA simulator: the launch
+plan of softmax (``gpuact.backends._numba.plan``, pure Python), and the axis merging and
+odometer steps of the N-D kernels.
 
 The N-D kernels are also run here as plain Python: ``_nd_kernel`` generates Python source, so
 the very function Numba compiles can be called with NumPy arrays and a stand-in for ``cuda``
@@ -9,11 +10,89 @@ element exactly once.
 
 from __future__ import annotations
 
+import itertools
 import math
 import types
 
 import numpy as np
 import pytest
+
+from gpuact.backends._numba import plan as P
+
+H100_SMS = 132
+SM_COUNTS = (H100_SMS, 108, 114, 144, 170)  # H100 SXM/H200, A100, H100 PCIe, GH200 variants, B200-ish
+
+
+def _shapes_of_at_least_2_20():
+    """(outer, L, inner) triples of >= 2**20 elements: long rows, many short rows, a few long
+    columns, many short columns, and everything between, with sizes that are not powers of two."""
+    totals = [2**20, 2**20 + 7, 3 * 2**19 + 1, 10_000_000, 2**24, 2**26 + 3]
+    sides = [1, 2, 3, 5, 7, 16, 31, 32, 33, 100, 127, 255, 256, 257, 1000, 4096, 10_000, 65_537, 2**20]
+    shapes = set()
+    for n in totals:
+        for outer, inner in itertools.product(sides, sides):
+            length = -(-n // (outer * inner))
+            if length >= 1 and outer * length * inner >= 2**20:
+                shapes.add((outer, length, inner))
+    shapes.update({(1, 10_000_000, 1), (16, 256_000, 1), (1, 2**22, 2), (4096, 1024, 1), (2**20, 1, 1),
+                   (1, 1, 2**20), (1, 2, 2**19), (2**19, 2, 1), (2**25, 2, 1), (1, 2**25, 2), (2, 2**19, 1)})
+    return sorted(shapes)
+
+
+SHAPES = _shapes_of_at_least_2_20()
+
+
+def test_the_sweep_is_broad():
+    assert len(SHAPES) > 1500
+    assert any(p[2] == 1 for p in SHAPES) and any(p[2] > 1 for p in SHAPES)
+
+
+@pytest.mark.parametrize("sms", SM_COUNTS)
+def test_softmax_plan_gives_every_sm_two_blocks_for_large_inputs(sms):
+    problems = []
+    for outer, length, inner in SHAPES:
+        plan = P.softmax_plan(outer, length, inner, sms)
+        P.check_limits(plan)
+        cols = outer * inner
+        assert plan.tx * plan.ty == P.BLOCK
+        assert plan.tiles * plan.tx >= cols > (plan.tiles - 1) * plan.tx
+        if plan.split:
+            # segments cover L, none empty; one (max, sum) pair per column and segment
+            assert plan.segments * plan.seg_len >= length > (plan.segments - 1) * plan.seg_len
+            assert plan.grid == plan.tiles * plan.segments
+            assert cols * plan.segments <= 64 * P.BLOCK * sms, (outer, length, inner, plan)
+        else:
+            assert plan.seg_len == length
+        if plan.grid < P.MIN_BLOCKS_PER_SM * sms:
+            problems.append(((outer, length, inner), plan))
+    assert not problems, f"{len(problems)} shapes get fewer than {P.MIN_BLOCKS_PER_SM} blocks per SM: {problems[:5]}"
+
+
+def test_softmax_plan_of_the_named_shapes():
+    """The block counts quoted for an H100/H200 (132 SMs)."""
+    got = {s: P.softmax_plan(*s, H100_SMS) for s in [(1, 10_000_000, 1), (16, 256_000, 1), (1, 2**22, 2),
+                                                     (4096, 1024, 1)]}
+    assert got[(1, 10_000_000, 1)][:6] == (1, 256, 1, 528, 18940, 528)  # tx, ty, tiles, segments, seg_len, grid
+    assert got[(16, 256_000, 1)].grid == 528 and got[(16, 256_000, 1)].segments == 33
+    assert got[(1, 2**22, 2)].block == (2, 128) and got[(1, 2**22, 2)].grid == 528
+    assert not got[(4096, 1024, 1)].split and got[(4096, 1024, 1)].grid == 4096
+    assert got[(4096, 1024, 1)].block == (256, 1)  # rows: the threads of a row vary fastest
+
+
+@pytest.mark.parametrize("shape", [(1, 1000, 1), (8, 3000, 1), (1, 100, 2), (3, 7, 5), (1, 1, 1), (5, 1, 1)])
+def test_small_softmax_is_one_kernel(shape):
+    plan = P.softmax_plan(*shape, H100_SMS)
+    assert not plan.split
+    P.check_limits(plan)
+
+
+@pytest.mark.parametrize("length,inner,expected", [
+    (10**6, 1, (1, 256)), (64, 1, (4, 64)), (5, 1, (32, 8)), (1, 1, (256, 1)),
+    (10**6, 2, (2, 128)), (10**6, 3, (4, 64)), (10**6, 1000, (32, 8)), (2, 1000, (128, 2)),
+])
+def test_tile_shape(length, inner, expected):
+    assert P.tile_shape(length, inner) == expected
+
 
 # ---------------------------------------------------------------------------------------------
 # N-D kernels: merged axes and the odometer

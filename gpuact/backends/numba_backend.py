@@ -24,6 +24,7 @@ import numpy as np
 from numba import cuda
 
 from gpuact.backends._numba import kernels as K
+from gpuact.backends._numba import plan as P
 from gpuact.backends._numba.scalar import SIMULATOR, host_params
 
 if SIMULATOR:
@@ -32,9 +33,13 @@ else:
     from numba.cuda.cudadrv.devicearray import DeviceNDArray as _DeviceArray
 
 # Launch shape. Elementwise: 256 threads, at most BLOCKS_PER_SM blocks per SM, grid-stride loop.
+# Softmax and sparsemax: blocks of P.BLOCK threads, planned by gpuact.backends._numba.plan.
 THREADS = 256 if not SIMULATOR else 32
 BLOCKS_PER_SM = 8
-_SIM_MAX_BLOCKS = 4  # the simulator runs a Python thread per GPU thread: keep grids small there
+# The simulator runs a Python thread per GPU thread: keep grids small there (blocks of THREADS,
+# also for the reductions). Two "SMs" make the plans split long softmax rows at simulator sizes.
+_SIM_MAX_BLOCKS = 4
+_SIM_SM_COUNT = 2
 _LAUNCH_CACHE_MAX = 4096
 
 
@@ -217,13 +222,20 @@ def _kernel(key, make, make_signature):
 _sm_count = None
 
 
-def _max_blocks():
+def _sms():
+    """The device's SM count (a stand-in under the simulator), which the launch plans take."""
     global _sm_count
     if SIMULATOR:
-        return _SIM_MAX_BLOCKS
+        return _SIM_SM_COUNT
     if _sm_count is None:
         _sm_count = cuda.get_current_device().MULTIPROCESSOR_COUNT
-    return _sm_count * BLOCKS_PER_SM
+    return _sm_count
+
+
+def _max_blocks():
+    if SIMULATOR:
+        return _SIM_MAX_BLOCKS
+    return _sms() * BLOCKS_PER_SM
 
 
 def _grid(work, threads=THREADS):
@@ -243,7 +255,7 @@ def _launch(kern, work, stream, threads=THREADS, blocks=None):
     if SIMULATOR:
         # The simulator's kern[...] sets the grid on the kernel object and returns that object, so
         # a cached one would run with the grid configured last; the N-D kernels' odometer steps
-        # need the grid asked for.
+        # and the split softmax's block order need the grid asked for.
         return kern[blocks, threads, stream]
     key = (kern, blocks, threads, stream)
     try:
@@ -362,27 +374,44 @@ def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
     else:
         m = _dummy_mask(stream)
     identity = perm == list(range(ndim))
-    direct = identity and _contiguous(y)
-    # x aliasing a y of another layout could be overwritten before it is read: go through a buffer
+    # Straight into y when it has x's layout and is x itself or apart from it (a block reads a
+    # segment before writing it, so in place is safe; a y overlapping x elsewhere is not).
+    direct = identity and _contiguous(y) and (_same_start(xin, y) or not _may_alias(xin, y))
     result = y if direct else _empty([shape[p] for p in perm], dtype, stream)
 
     xd = np.dtype(x.dtype)
     ft = K.compute_type(dtype)
     xf, rf = _flat(xin), _flat(result)
-    if inner == 1 and length >= 64:
-        threads = min(K.SOFTMAX_BLOCK, 1 << (length - 1).bit_length()) if not SIMULATOR else 32
-        kern = _kernel(("softmax_rows", xd, dtype, log, masked), lambda: K.softmax_rows(ft, log, masked),
-                       lambda: K.softmax_rows_signature(xd, dtype))
-        blocks = min(outer, _max_blocks() * (8 if not SIMULATOR else 1))
-        _launch(kern, 0, stream, threads=threads, blocks=blocks)(xf, rf, m, np.int64(outer), np.int64(length))
+    cols = outer * inner
+    plan = P.softmax_plan(outer, length, inner, _sms(), block=_reduction_block(), max_grid=_reduction_max_grid())
+    sizes = (np.int64(cols), np.int64(length), np.int64(inner))
+    if not plan.split:
+        kern = _kernel(("softmax_tile", xd, dtype, log, masked), lambda: K.softmax_tile(ft, log, masked),
+                       lambda: K.softmax_tile_signature(xd, dtype))
+        _launch(kern, 0, stream, threads=plan.block, blocks=plan.grid)(xf, rf, m, *sizes)
     else:
-        cols = outer * inner
-        kern = _kernel(("softmax_cols", xd, dtype, log, masked), lambda: K.softmax_cols(ft, log, masked),
-                       lambda: K.softmax_cols_signature(xd, dtype))
-        _launch(kern, cols, stream)(xf, rf, m, np.int64(cols), np.int64(length), np.int64(inner))
+        # Partial (max, sum) per (column, segment): a few KiB, allocated on the call's stream.
+        work = _empty((2, cols * plan.segments), ft, stream)
+        wm, ws = work[0], work[1]
+        seg = (np.int64(plan.segments), np.int64(plan.seg_len))
+        first = _kernel(("softmax_partials", xd, ft, masked), lambda: K.softmax_partials(ft, masked),
+                        lambda: K.softmax_partials_signature(xd, ft))
+        _launch(first, 0, stream, threads=plan.block, blocks=plan.grid)(xf, m, wm, ws, *sizes, *seg)
+        second = _kernel(("softmax_finish", xd, dtype, log, masked), lambda: K.softmax_finish(ft, log, masked),
+                         lambda: K.softmax_finish_signature(xd, dtype))
+        _launch(second, 0, stream, threads=plan.block, blocks=plan.grid)(xf, rf, m, wm, ws, *sizes, *seg)
     if not direct:
         _copy(result, _moved(y, perm), stream)
     return y
+
+
+def _reduction_block():
+    """Threads per block of the softmax and sparsemax kernels (fewer under the simulator)."""
+    return P.BLOCK if not SIMULATOR else THREADS
+
+
+def _reduction_max_grid():
+    return _SIM_MAX_BLOCKS if SIMULATOR else None
 
 
 _dummy_masks: dict = {}
@@ -450,11 +479,23 @@ def sparsemax(x, axis, out, dtype, stream=None):
     return y
 
 
+def _data_pointer(a):
+    if SIMULATOR:
+        return a._ary.__array_interface__["data"][0]
+    return a.__cuda_array_interface__["data"][0]
+
+
+def _same_start(a, b):
+    """Whether two arrays start at the same address (for two contiguous arrays of one shape and
+    itemsize: whether they are the same memory, element for element)."""
+    return _data_pointer(a) == _data_pointer(b) and np.dtype(a.dtype).itemsize == np.dtype(b.dtype).itemsize
+
+
 def _may_alias(a, b):
-    """Whether two device arrays may share memory (sparsemax reads a slice many times)."""
+    """Whether two device arrays may share memory (by their allocations: conservative)."""
     if SIMULATOR:
         return np.may_share_memory(a._ary, b._ary)
-    pa, pb = a.__cuda_array_interface__["data"][0], b.__cuda_array_interface__["data"][0]
+    pa, pb = _data_pointer(a), _data_pointer(b)
     ea, eb = pa + max(a.alloc_size, 1), pb + max(b.alloc_size, 1)
     return pa < eb and pb < ea
 

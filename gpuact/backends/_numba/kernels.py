@@ -15,15 +15,19 @@ as Numba arrays:
                           loop (a signed 64-bit ``//`` or ``%`` is a ~70-instruction subroutine).
 * ``copy_nd``, ``mask_nd`` the same N-D walk for copies (with dtype conversion) and masks.
 * ``binary_nd``           glu (``a * sigmoid(b)`` over two views of x) and prelu (x, alpha).
-* ``softmax_rows``        one block per row of a contiguous (rows, L) array; max and sum by a
-                          shared-memory tree reduction (no warp shuffles, so the CUDA simulator
-                          runs the very same code).
-* ``softmax_cols``        one thread per (outer, inner) column of a contiguous (outer, L, inner)
-                          array: any axis without a transposing copy, coalesced across threads.
+* ``softmax_tile``        a block per tile of columns of a contiguous (outer, L, inner) array
+                          (layout in ``plan.py``): per-thread online (max, sum of exp) over its
+                          share of L, then a pairwise tree merge in shared memory, then the write.
+* ``softmax_partials``    the split for long L: block (tile, segment) writes the segment's
+  ``softmax_finish``      (max, sum) per column to a workspace; block (tile, segment) of the
+                          second kernel merges the column's partials and writes its segment.
 * ``sparsemax_cols``      one thread per column; tau = max_k (S_k - 1) / k over the sorted
                           prefix sums (Condat 2016), found without sorting in O(L^2).
 
-float16 data is loaded, converted to float32, computed, and converted back on store.
+
+Reductions use shared memory and ``syncthreads`` only (no warp shuffles), so the CUDA simulator
+runs the very same code. float16 data is loaded, converted to float32, computed, and converted
+back on store.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ import numpy as np
 from numba import cuda, types
 from numba.np.numpy_support import from_dtype
 
+from gpuact.backends._numba import plan as P
 from gpuact.backends._numba.scalar import M, device_functions
 
-SOFTMAX_BLOCK = 256  # threads (and shared-memory slots) per block of softmax_rows, at most
+BLOCK = P.BLOCK  # threads per block of the reduction kernels, at most (shared-memory slots)
 
 
 def compute_type(out_dtype):
@@ -207,130 +212,272 @@ def binary_nd_signature(a_dtype, b_dtype, out_dtype, ndim):
 
 
 # ---------------------------------------------------------------------------------------------
+# tiles of columns (softmax): see plan.py for the layout
+
+
+@cuda.jit(device=True)
+def tile_thread(inner):
+    """(tx, ty, TX, TY): this thread's column in the tile, its place along L, and the tile's
+    shape. Rows (inner == 1) are launched as blockDim (TY, TX), so that the threads of a row are
+    the fastest-varying ones and a warp reads along the row; columns as (TX, TY)."""
+    if inner == 1:
+        return (np.int64(cuda.threadIdx.y), np.int64(cuda.threadIdx.x),
+                np.int64(cuda.blockDim.y), np.int64(cuda.blockDim.x))
+    return (np.int64(cuda.threadIdx.x), np.int64(cuda.threadIdx.y),
+            np.int64(cuda.blockDim.x), np.int64(cuda.blockDim.y))
+
+
+@cuda.jit(device=True)
+def column_base(c, L, inner):
+    """Offset of element 0 of column c (= o * inner + j) of a contiguous (outer, L, inner) array."""
+    o = c // inner
+    return o * L * inner + (c - o * inner)
+
+
+_parts_cache: dict = {}
+
+
+def _reductions(ft):
+    """Block-wide reductions over the ``TY`` threads of each column of a tile, pairwise (a tree in
+    shared memory, slot ``ty * TX + tx``), their result handed to every thread of the column."""
+    key = ("reductions", ft)
+    if key in _parts_cache:
+        return _parts_cache[key]
+    fns = device_functions(ft)
+    fmax, online_merge = fns["_fmax"], fns["_online_merge"]
+    dev = cuda.jit(device=True)
+
+    @dev
+    def block_max(sh, tx, ty, TX, TY, v):
+        i = ty * TX + tx
+        sh[i] = v
+        cuda.syncthreads()
+        h = TY // 2
+        while h > 0:
+            if ty < h:
+                sh[i] = fmax(sh[i], sh[i + h * TX])
+            cuda.syncthreads()
+            h //= 2
+        v = sh[tx]
+        cuda.syncthreads()  # all have read slot tx before the slots are reused
+        return v
+
+    @dev
+    def block_sum_count(sh, shk, tx, ty, TX, TY, s, k):
+        i = ty * TX + tx
+        sh[i] = s
+        shk[i] = k
+        cuda.syncthreads()
+        h = TY // 2
+        while h > 0:
+            if ty < h:
+                j = i + h * TX
+                sh[i] = sh[i] + sh[j]
+                shk[i] = shk[i] + shk[j]
+            cuda.syncthreads()
+            h //= 2
+        s = sh[tx]
+        k = shk[tx]
+        cuda.syncthreads()
+        return s, k
+
+    @dev
+    def block_softmax_merge(shm, shs, tx, ty, TX, TY, m, s):
+        i = ty * TX + tx
+        shm[i] = m
+        shs[i] = s
+        cuda.syncthreads()
+        h = TY // 2
+        while h > 0:
+            if ty < h:
+                j = i + h * TX
+                mm, ss = online_merge(shm[i], shs[i], shm[j], shs[j])
+                shm[i] = mm
+                shs[i] = ss
+            cuda.syncthreads()
+            h //= 2
+        m = shm[tx]
+        s = shs[tx]
+        cuda.syncthreads()
+        return m, s
+
+    out = _parts_cache[key] = (block_max, block_sum_count, block_softmax_merge)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # softmax / log_softmax
 
 
-def softmax_rows(ft, log, masked):
-    """One block per row of the contiguous (rows, L) data; blockDim a power of two <= SOFTMAX_BLOCK."""
-    fns = device_functions(ft)
-    fmax = fns["_fmax"]
+def _softmax_parts(ft, log, masked):
+    """(stats, write): a thread's share of a column segment [k0, k1) (elements k0 + ty, + TY, ...)."""
+    key = ("softmax", ft, log, masked)
+    if key in _parts_cache:
+        return _parts_cache[key]
+    online_add = device_functions(ft)["_online_add"]
+    zero, one, ninf, nan = ft(0), ft(1), ft(-math.inf), ft(math.nan)
+    dev = cuda.jit(device=True)
+
+    @dev
+    def stats(x, msk, base, inner, k0, k1, ty, TY):
+        """(max, sum of exp(v - max)) of the thread's elements; masked ones count as -inf. The sum
+        is compensated: a column of 2**25 equal values must not stall at 2**24."""
+        m, s, c = ninf, zero, zero
+        k = k0 + ty
+        idx = base + k * inner
+        stride = TY * inner
+        while k < k1:
+            v = ft(x[idx])
+            if masked and msk[idx] == 0:
+                v = ninf
+            m, s, c = online_add(m, s, c, v, one)
+            k += TY
+            idx += stride
+        return m, s + c
+
+    @dev
+    def write(x, y, msk, base, inner, k0, k1, ty, TY, m, s):
+        """The result for the thread's elements given the column's (max, sum). A column whose max
+        is not finite (NaN, +inf, all -inf) is NaN throughout, as x - max is in NumPy's path;
+        masked positions are 0, also in a fully masked column."""
+        finite = m - m == zero
+        inv = one / s
+        log_s = M.log(s)
+        k = k0 + ty
+        idx = base + k * inner
+        stride = TY * inner
+        while k < k1:
+            v = ft(x[idx])
+            if not finite:
+                r = nan
+            elif log:
+                r = (v - m) - log_s
+            else:
+                r = M.exp(v - m) * inv
+            if masked and msk[idx] == 0:
+                r = zero
+            store(y, idx, r)
+            k += TY
+            idx += stride
+
+    out = _parts_cache[key] = (stats, write)
+    return out
+
+
+def _softmax_name(kind, log, masked):
+    return f"gpuact_{'log_' if log else ''}softmax_{kind}{'_masked' if masked else ''}"
+
+
+def softmax_tile(ft, log, masked):
+    """A block per tile of columns (grid-stride over tiles): the single-pass softmax."""
+    stats, write = _softmax_parts(ft, log, masked)
+    merge = _reductions(ft)[2]
+    nb = BLOCK
     zero, ninf = ft(0), ft(-math.inf)
-    nblock = SOFTMAX_BLOCK
 
-    def kernel(x, y, m, rows, L):
-        sh = cuda.shared.array(nblock, ft)
-        tid = cuda.threadIdx.x
-        nt = cuda.blockDim.x
-        r = np.int64(cuda.blockIdx.x)
-        while r < rows:
-            base = r * L
-            # 1. the row's maximum (NaN-propagating, as numpy.max)
-            mx = ninf
-            k = np.int64(tid)
-            while k < L:
-                v = ft(x[base + k])
-                if masked and m[base + k] == 0:
-                    v = ninf
-                mx = fmax(mx, v)
-                k += nt
-            sh[tid] = mx
-            cuda.syncthreads()
-            s = nt // 2
-            while s > 0:
-                if tid < s:
-                    sh[tid] = fmax(sh[tid], sh[tid + s])
-                cuda.syncthreads()
-                s //= 2
-            mx = sh[0]
-            cuda.syncthreads()
-            # 2. sum of exp(x - max)
-            acc = zero
-            k = np.int64(tid)
-            while k < L:
-                v = ft(x[base + k])
-                if masked and m[base + k] == 0:
-                    v = ninf
-                acc += M.exp(v - mx)
-                k += nt
-            sh[tid] = acc
-            cuda.syncthreads()
-            s = nt // 2
-            while s > 0:
-                if tid < s:
-                    sh[tid] = sh[tid] + sh[tid + s]
-                cuda.syncthreads()
-                s //= 2
-            total = sh[0]
-            cuda.syncthreads()
-            # 3. the result
-            lt = M.log(total)
-            k = np.int64(tid)
-            while k < L:
-                v = ft(x[base + k])
-                if masked and m[base + k] == 0:
-                    v = ninf
-                if log:
-                    res = (v - mx) - lt
-                else:
-                    res = M.exp(v - mx) / total
-                if masked and m[base + k] == 0:
-                    res = zero  # masked positions are 0, also in a fully masked row
-                store(y, base + k, res)
-                k += nt
-            r += cuda.gridDim.x
+    def kernel(x, y, msk, cols, L, inner):
+        shm = cuda.shared.array(nb, ft)
+        shs = cuda.shared.array(nb, ft)
+        tx, ty, TX, TY = tile_thread(inner)
+        tiles = (cols + TX - 1) // TX
+        tile = np.int64(cuda.blockIdx.x)
+        while tile < tiles:
+            c = tile * TX + tx
+            live = c < cols
+            base = column_base(c, L, inner)
+            m, s = ninf, zero
+            if live:
+                m, s = stats(x, msk, base, inner, np.int64(0), L, ty, TY)
+            m, s = merge(shm, shs, tx, ty, TX, TY, m, s)
+            if live:
+                write(x, y, msk, base, inner, np.int64(0), L, ty, TY, m, s)
+            tile += cuda.gridDim.x
 
-    kernel.__name__ = f"gpuact_{'log_' if log else ''}softmax_rows{'_masked' if masked else ''}"
+    kernel.__name__ = _softmax_name("tile", log, masked)
     return kernel
 
 
-def softmax_cols(ft, log, masked):
-    """One thread per column (o, j) of the contiguous (outer, L, inner) data."""
-    fns = device_functions(ft)
-    fmax = fns["_fmax"]
-    zero, ninf = ft(0), ft(-math.inf)
-
-    def kernel(x, y, m, cols, L, inner):
-        c = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-        step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
-        while c < cols:
-            o = c // inner
-            base = o * L * inner + (c - o * inner)
-            mx = ninf
-            for k in range(L):
-                v = ft(x[base + k * inner])
-                if masked and m[base + k * inner] == 0:
-                    v = ninf
-                mx = fmax(mx, v)
-            acc = zero
-            for k in range(L):
-                v = ft(x[base + k * inner])
-                if masked and m[base + k * inner] == 0:
-                    v = ninf
-                acc += M.exp(v - mx)
-            lt = M.log(acc)
-            for k in range(L):
-                v = ft(x[base + k * inner])
-                if masked and m[base + k * inner] == 0:
-                    v = ninf
-                if log:
-                    res = (v - mx) - lt
-                else:
-                    res = M.exp(v - mx) / acc
-                if masked and m[base + k * inner] == 0:
-                    res = zero
-                store(y, base + k * inner, res)
-            c += step
-
-    kernel.__name__ = f"gpuact_{'log_' if log else ''}softmax_cols{'_masked' if masked else ''}"
-    return kernel
-
-
-def softmax_rows_signature(in_dtype, out_dtype):
-    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"), np.int64, np.int64)
-
-
-def softmax_cols_signature(in_dtype, out_dtype):
+def softmax_tile_signature(in_dtype, out_dtype):
     return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"), np.int64, np.int64, np.int64)
+
+
+def softmax_partials(ft, masked):
+    """Split softmax, first kernel: block b = (tile, segment) writes each column's (max, sum) over
+    the segment to ``wm``/``ws`` at ``c * segs + segment``."""
+    stats, _ = _softmax_parts(ft, False, masked)
+    merge = _reductions(ft)[2]
+    nb = BLOCK
+    zero, ninf = ft(0), ft(-math.inf)
+
+    def kernel(x, msk, wm, ws, cols, L, inner, segs, seg_len):
+        shm = cuda.shared.array(nb, ft)
+        shs = cuda.shared.array(nb, ft)
+        tx, ty, TX, TY = tile_thread(inner)
+        b = np.int64(cuda.blockIdx.x)
+        tile = b // segs
+        seg = b - tile * segs
+        k0 = seg * seg_len
+        k1 = min(L, k0 + seg_len)
+        c = tile * TX + tx
+        live = c < cols
+        base = column_base(c, L, inner)
+        m, s = ninf, zero
+        if live:
+            m, s = stats(x, msk, base, inner, k0, k1, ty, TY)
+        m, s = merge(shm, shs, tx, ty, TX, TY, m, s)
+        if live and ty == 0:
+            wm[c * segs + seg] = m
+            ws[c * segs + seg] = s
+
+    kernel.__name__ = _softmax_name("partials", False, masked)
+    return kernel
+
+
+def softmax_partials_signature(in_dtype, ft):
+    return signature((in_dtype, 1, "C"), (np.uint8, 1, "C"), (ft, 1, "C"), (ft, 1, "C"),
+                     np.int64, np.int64, np.int64, np.int64, np.int64)
+
+
+def softmax_finish(ft, log, masked):
+    """Split softmax, second kernel: block (tile, segment) merges the column's partials (each
+    thread an online sum over every TY-th, then the tree) and writes the segment. Blocks run in
+    the reverse of the first kernel's order: the segments it read last are the likeliest in L2."""
+    _, write = _softmax_parts(ft, log, masked)
+    merge = _reductions(ft)[2]
+    online_add = device_functions(ft)["_online_add"]
+    nb = BLOCK
+    zero, ninf = ft(0), ft(-math.inf)
+
+    def kernel(x, y, msk, wm, ws, cols, L, inner, segs, seg_len):
+        shm = cuda.shared.array(nb, ft)
+        shs = cuda.shared.array(nb, ft)
+        tx, ty, TX, TY = tile_thread(inner)
+        b = np.int64(cuda.gridDim.x) - 1 - cuda.blockIdx.x
+        tile = b // segs
+        seg = b - tile * segs
+        k0 = seg * seg_len
+        k1 = min(L, k0 + seg_len)
+        c = tile * TX + tx
+        live = c < cols
+        base = column_base(c, L, inner)
+        m, s, comp = ninf, zero, zero
+        if live:
+            p = ty
+            while p < segs:
+                m, s, comp = online_add(m, s, comp, wm[c * segs + p], ws[c * segs + p])
+                p += TY
+        m, s = merge(shm, shs, tx, ty, TX, TY, m, s + comp)
+        if live:
+            write(x, y, msk, base, inner, k0, k1, ty, TY, m, s)
+
+    kernel.__name__ = _softmax_name("finish", log, masked)
+    return kernel
+
+
+def softmax_finish_signature(in_dtype, out_dtype):
+    ft = compute_type(out_dtype)
+    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"), (ft, 1, "C"), (ft, 1, "C"),
+                     np.int64, np.int64, np.int64, np.int64, np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,8 +565,11 @@ def catalogue(dtype, ndims=(1, 3)):
     for log in (False, True):
         for masked in (False, True):
             name = f"{'log_' if log else ''}softmax{'_masked' if masked else ''}"
-            out.append((f"{name}_rows", softmax_rows(ft, log, masked), softmax_rows_signature(dtype, dtype)))
-            out.append((f"{name}_cols", softmax_cols(ft, log, masked), softmax_cols_signature(dtype, dtype)))
+            out.append((f"{name}_tile", softmax_tile(ft, log, masked), softmax_tile_signature(dtype, dtype)))
+            out.append((f"{name}_finish", softmax_finish(ft, log, masked), softmax_finish_signature(dtype, dtype)))
+    for masked in (False, True):
+        out.append((f"softmax_partials{'_masked' if masked else ''}", softmax_partials(ft, masked),
+                    softmax_partials_signature(dtype, ft)))
     out.append(("sparsemax_cols", sparsemax_cols(ft), sparsemax_cols_signature(dtype, dtype)))
     out += nd_catalogue(dtype, ndims)
     return out
