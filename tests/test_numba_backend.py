@@ -557,3 +557,69 @@ def test_long_softmax_columns_on_a_gpu():
     np.testing.assert_allclose(y, 2.0**-25, rtol=1e-6)
     y = host(gpuact.log_softmax(cuda.to_device(np.zeros(2**25 + 3, np.float32)), backend="numba"))
     np.testing.assert_allclose(y, -np.log(2.0**25 + 3), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# sparsemax: the tau search
+
+
+def _sparsemax_with(x, axis, **factory):
+    """Runs ``sparsemax_tile`` built with ``factory`` options (e.g. bisection from the first step)
+    on a contiguous x, as the backend launches it."""
+    nb = _backend()
+    from gpuact.backends._numba import kernels as K
+    from gpuact.backends._numba import plan as P
+
+    dtype = np.dtype(x.dtype)
+    ft = K.compute_type(dtype)
+    outer, length, inner = nb._rows_layout(x.shape, (axis,))
+    plan, cached = P.sparsemax_plan(outer, length, inner, nb._sms(), np.dtype(ft).itemsize,
+                                    block=nb._reduction_block(), max_grid=nb._reduction_max_grid())
+    key = ("sparsemax-test", dtype, cached, tuple(sorted(factory.items())))
+    kern = nb._kernel(key, lambda: K.sparsemax_tile(ft, cached, **factory),
+                      lambda: K.sparsemax_tile_signature(dtype, dtype))
+    xd = dev(x)
+    y = nb._empty(x.shape, dtype, 0)
+    nb._launch(kern, 0, 0, threads=plan.block, blocks=plan.grid)(
+        nb._flat(xd), nb._flat(y), np.int64(outer * inner), np.int64(length), np.int64(inner))
+    return host(y)
+
+
+def _sparsemax_inputs(dtype):
+    rng = np.random.default_rng(26)
+    n = 120
+    rows = [rng.normal(0, 1, n), rng.normal(0, 0.01, n), rng.random(n), rng.standard_t(2, n) * 5,
+            -np.arange(n) * 1e-3, -(2.0 ** -np.arange(n)), np.r_[np.zeros(5), -1e-6 * rng.random(n - 5)],
+            np.r_[1e8, np.zeros(n - 1)], np.full(n, 0.5), np.r_[np.inf, np.zeros(n - 1)], np.full(n, -np.inf),
+            np.r_[np.nan, np.zeros(n - 1)], np.r_[3.0, -np.inf, np.full(n - 2, 2.9999)]]
+    with np.errstate(over="ignore"):
+        return np.array(rows).astype(dtype)
+
+
+SEARCHES = [("default", d) for d in FLOATS] + [("bisection_first", np.float32), ("uncached", np.float32)]
+
+
+@pytest.mark.parametrize("search,dtype", SEARCHES, ids=[f"{s}-{np.dtype(d).name}" for s, d in SEARCHES])
+def test_sparsemax_tau_search(search, dtype, monkeypatch):
+    x = _sparsemax_inputs(dtype)
+    expected = ref_backend.sparsemax(x, 1, None, np.dtype(dtype))
+    if search == "bisection_first":
+        got = _sparsemax_with(x, 1, michelot_steps=0)
+    else:
+        if search == "uncached":
+            from gpuact.backends._numba import plan as P
+
+            monkeypatch.setattr(P, "SPARSEMAX_CACHE_BYTES", 0)
+        got = host(gpuact.sparsemax(dev(x), axis=1, backend="numba"))
+    assert_close(got, expected, dtype)
+    finite = np.isfinite(got).all(axis=1)
+    np.testing.assert_allclose(got[finite].astype(np.float64).sum(axis=1), 1, rtol=TOL[np.dtype(dtype)] * 10)
+    # along axis 0: a tile of columns per block
+    got0 = host(gpuact.sparsemax(dev(np.ascontiguousarray(x.T)), axis=0, backend="numba"))
+    assert_close(got0, expected.T, dtype)
+
+
+def test_sparsemax_long_slices():
+    x = np.random.default_rng(27).normal(0, 2, (2, 3000)).astype(np.float32)
+    assert_close(host(gpuact.sparsemax(dev(x), backend="numba")), ref_backend.sparsemax(x, 1, None, np.float32),
+                 np.float32)

@@ -1,6 +1,6 @@
 """Host-side logic of the Numba backend, checked without a GPU or the CUDA simulator: the launch
-plan of softmax (``gpuact.backends._numba.plan``, pure Python), and the axis merging and
-odometer steps of the N-D kernels.
+plans of softmax and sparsemax (``gpuact.backends._numba.plan``, pure Python), and the axis
+merging and odometer steps of the N-D kernels.
 
 The N-D kernels are also run here as plain Python: ``_nd_kernel`` generates Python source, so
 the very function Numba compiles can be called with NumPy arrays and a stand-in for ``cuda``
@@ -92,6 +92,17 @@ def test_small_softmax_is_one_kernel(shape):
 ])
 def test_tile_shape(length, inner, expected):
     assert P.tile_shape(length, inner) == expected
+
+
+def test_sparsemax_plan_caches_slices_that_fit():
+    plan, cached = P.sparsemax_plan(64, 50_000, 1, H100_SMS, 4)
+    assert not cached and plan.tiles == 64 and plan.grid == 64
+    plan, cached = P.sparsemax_plan(64, 8192, 1, H100_SMS, 4)
+    assert cached and plan.block == (256, 1)
+    plan, cached = P.sparsemax_plan(3, 100, 1000, H100_SMS, 8)
+    assert plan.tx == 32 and cached  # 32 columns x 100 x 8 bytes = 25.6 KB
+    for s in SHAPES[::7]:
+        P.check_limits(P.sparsemax_plan(*s, H100_SMS, 4)[0])
 
 
 # ---------------------------------------------------------------------------------------------

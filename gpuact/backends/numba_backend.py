@@ -466,14 +466,18 @@ def sparsemax(x, axis, out, dtype, stream=None):
         perm = list(range(ndim))
         xin = _to_layout(x, perm, x.dtype, stream)
     outer, length, inner = _rows_layout(shape, (axis,)) if ndim else (1, 1, 1)
-    direct = _contiguous(y) and not _may_alias(x, y)
+    # Every element is read by one thread in each pass and written last by that thread, so y may
+    # be x itself; a y overlapping x elsewhere goes through a buffer.
+    direct = _contiguous(y) and (_same_start(xin, y) or not _may_alias(xin, y))
     result = y if direct else _empty(shape, dtype, stream)
     ft = K.compute_type(dtype)
     xd = np.dtype(x.dtype)
-    kern = _kernel(("sparsemax", xd, dtype), lambda: K.sparsemax_cols(ft),
-                   lambda: K.sparsemax_cols_signature(xd, dtype))
-    cols = outer * inner
-    _launch(kern, cols, stream)(_flat(xin), _flat(result), np.int64(cols), np.int64(length), np.int64(inner))
+    plan, cached = P.sparsemax_plan(outer, length, inner, _sms(), np.dtype(ft).itemsize,
+                                    block=_reduction_block(), max_grid=_reduction_max_grid())
+    kern = _kernel(("sparsemax", xd, dtype, cached), lambda: K.sparsemax_tile(ft, cached),
+                   lambda: K.sparsemax_tile_signature(xd, dtype))
+    _launch(kern, 0, stream, threads=plan.block, blocks=plan.grid)(
+        _flat(xin), _flat(result), np.int64(outer * inner), np.int64(length), np.int64(inner))
     if not direct:
         _copy(result, y, stream)
     return y

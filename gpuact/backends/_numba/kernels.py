@@ -21,9 +21,8 @@ as Numba arrays:
 * ``softmax_partials``    the split for long L: block (tile, segment) writes the segment's
   ``softmax_finish``      (max, sum) per column to a workspace; block (tile, segment) of the
                           second kernel merges the column's partials and writes its segment.
-* ``sparsemax_cols``      one thread per column; tau = max_k (S_k - 1) / k over the sorted
-                          prefix sums (Condat 2016), found without sorting in O(L^2).
-
+* ``sparsemax_tile``      a block per tile: the slice max, then tau by Michelot's fixed point
+                          (safeguarded by bisection), each step one block reduction.
 
 Reductions use shared memory and ``syncthreads`` only (no warp shuffles), so the CUDA simulator
 runs the very same code. float16 data is loaded, converted to float32, computed, and converted
@@ -42,6 +41,13 @@ from gpuact.backends._numba import plan as P
 from gpuact.backends._numba.scalar import M, device_functions
 
 BLOCK = P.BLOCK  # threads per block of the reduction kernels, at most (shared-memory slots)
+# sparsemax's tau search: Michelot's steps alone first (2-12 steps on every family tried in a host
+# emulation of this search: normal, uniform, heavy-tailed, arithmetic, geometric, bunched and
+# power-law values, 1K-200K of them), then alternating with bisection, which halves the bracket every
+# other step and so bounds the worst case (Michelot alone can take a step per value) by about
+# 2 x (mantissa bits + exponent range) more steps. MAX_STEPS is a backstop never reached.
+SPARSEMAX_MICHELOT_STEPS = 16
+SPARSEMAX_MAX_STEPS = 512
 
 
 def compute_type(out_dtype):
@@ -212,7 +218,7 @@ def binary_nd_signature(a_dtype, b_dtype, out_dtype, ndim):
 
 
 # ---------------------------------------------------------------------------------------------
-# tiles of columns (softmax): see plan.py for the layout
+# tiles of columns (softmax, sparsemax): see plan.py for the layout
 
 
 @cuda.jit(device=True)
@@ -484,50 +490,105 @@ def softmax_finish_signature(in_dtype, out_dtype):
 # sparsemax
 
 
-def sparsemax_cols(ft):
+def sparsemax_tile(ft, cached, michelot_steps=SPARSEMAX_MICHELOT_STEPS):
+    """A block per tile of columns. For each column, z = x - max(x) (shift-invariance: without it
+    [1e8, 0] in float32 gave [0, 0]); tau in [-1, 0) solves sum max(z - tau, 0) = 1. Each step
+    reduces (S, K) = (sum, count) of {z > t} over the column, which gives both f(t) = S - K t
+    (t <= tau iff f(t) >= 1) and Michelot's step (S - 1) / K, a lower bound at least t when t is
+    one. From the lower bound -1 the steps evaluate Michelot's step from the best lower bound
+    (tm); after ``michelot_steps`` of them they alternate with the midpoint of [tm, hi]. The
+    search ends when a step's support is the one tm came from (no z in between, so tm is
+    Michelot's fixed point: the exact formula over the exact support, O(L) per step). With
+    ``cached`` the column lives in shared memory (each thread keeps its own elements there, so no
+    barrier guards it), else every step re-reads it (from L2)."""
     fns = device_functions(ft)
-    fmax = fns["_fmax"]
-    zero, one, ninf, nan = ft(0), ft(1), ft(-math.inf), ft(math.nan)
+    fmax, neumaier = fns["_fmax"], fns["_neumaier"]
+    block_max, block_sum_count, _ = _reductions(ft)
+    nb = BLOCK
+    ncache = P.sparsemax_cache_elements(np.dtype(ft).itemsize) if cached else 1
+    zero, half, one, ninf, nan = ft(0), ft(0.5), ft(1), ft(-math.inf), ft(math.nan)
+    max_steps = SPARSEMAX_MAX_STEPS
 
     def kernel(x, y, cols, L, inner):
-        c = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-        step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
-        while c < cols:
-            o = c // inner
-            base = o * L * inner + (c - o * inner)
-            has_nan = False
-            for k in range(L):
-                v = ft(x[base + k * inner])
-                if v != v:
-                    has_nan = True
-            if has_nan:  # a slice holding NaN has no defined projection: NaN throughout
-                for k in range(L):
-                    y[base + k * inner] = nan
-            else:
-                # z_i's rank among the sorted values is cnt = #{z_j >= z_i} and the prefix sum
-                # there is s = sum{z_j >= z_i}; tau is the largest (s - 1) / cnt.
-                tau = ninf
-                for i in range(L):
-                    zi = ft(x[base + i * inner])
-                    cnt = 0
-                    s = zero
-                    for j in range(L):
-                        zj = ft(x[base + j * inner])
-                        if zj >= zi:
+        shs = cuda.shared.array(nb, ft)
+        shk = cuda.shared.array(nb, np.int64)
+        zc = cuda.shared.array(ncache, ft)
+        tx, ty, TX, TY = tile_thread(inner)
+        tiles = (cols + TX - 1) // TX
+        stride = TY * inner
+        tile = np.int64(cuda.blockIdx.x)
+        while tile < tiles:
+            c = tile * TX + tx
+            live = c < cols
+            base = column_base(c, L, inner)
+            # 1. the column's max (NaN-propagating, as numpy.max)
+            mx = ninf
+            if live:
+                k = ty
+                idx = base + k * inner
+                while k < L:
+                    v = ft(x[idx])
+                    if cached:
+                        zc[k * TX + tx] = v
+                    mx = fmax(mx, v)
+                    k += TY
+                    idx += stride
+            mx = block_max(shs, tx, ty, TX, TY, mx)
+            finite = mx - mx == zero  # else NaN throughout (a NaN, a +inf, or all -inf)
+            # 2. tau
+            done = not (live and finite)
+            tm = -one  # a lower bound: the max alone gives f(-1) >= 1
+            hi = zero  # an upper bound: f(0) = 0
+            lo_count = np.int64(-1)  # |{z > lower bound tm came from}|; -1: none yet
+            bisect = False
+            nstep = 0
+            while cuda.syncthreads_and(1 if done else 0) == 0:  # until every column is done
+                t = (tm + hi) * half if bisect else tm
+                s, comp, cnt = zero, zero, np.int64(0)
+                if not done:
+                    k = ty
+                    idx = base + k * inner
+                    while k < L:
+                        z = (zc[k * TX + tx] if cached else ft(x[idx])) - mx
+                        if z > t:
+                            s, comp = neumaier(s, comp, z)
                             cnt += 1
-                            s += zj
-                    t = (s - one) / ft(cnt)
-                    if t > tau:
-                        tau = t
-                for k in range(L):
-                    store(y, base + k * inner, fmax(ft(x[base + k * inner]) - tau, zero))
-            c += step
+                        k += TY
+                        idx += stride
+                s, cnt = block_sum_count(shs, shk, tx, ty, TX, TY, s + comp, cnt)
+                if not done:
+                    lower = s - ft(cnt) * t >= one
+                    if cnt == lo_count or (not lower and not bisect):
+                        # no z between the last lower bound and t: tm is exact. (A Michelot step
+                        # that tests as an upper bound is tau within rounding.)
+                        done = True
+                    elif lower:
+                        lo_count = cnt
+                        tm = fmax(tm, (s - one) / ft(cnt))
+                    else:
+                        hi = t
+                    nstep += 1
+                    bisect = nstep > michelot_steps and not bisect
+                    if nstep >= max_steps:
+                        done = True
+            # 3. the result
+            if live:
+                k = ty
+                idx = base + k * inner
+                while k < L:
+                    z = (zc[k * TX + tx] if cached else ft(x[idx])) - mx
+                    store(y, idx, fmax(z - tm, zero) if finite else nan)
+                    k += TY
+                    idx += stride
+            tile += cuda.gridDim.x
 
-    kernel.__name__ = "gpuact_sparsemax_cols"
+    kernel.__name__ = f"gpuact_sparsemax_tile{'_cached' if cached else ''}"
+    if michelot_steps != SPARSEMAX_MICHELOT_STEPS:
+        kernel.__name__ += f"_m{michelot_steps}"
     return kernel
 
 
-def sparsemax_cols_signature(in_dtype, out_dtype):
+def sparsemax_tile_signature(in_dtype, out_dtype):
     return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64, np.int64, np.int64)
 
 
@@ -570,6 +631,8 @@ def catalogue(dtype, ndims=(1, 3)):
     for masked in (False, True):
         out.append((f"softmax_partials{'_masked' if masked else ''}", softmax_partials(ft, masked),
                     softmax_partials_signature(dtype, ft)))
-    out.append(("sparsemax_cols", sparsemax_cols(ft), sparsemax_cols_signature(dtype, dtype)))
+    for cached in (False, True):
+        out.append((f"sparsemax_tile{'_cached' if cached else ''}", sparsemax_tile(ft, cached),
+                    sparsemax_tile_signature(dtype, dtype)))
     out += nd_catalogue(dtype, ndims)
     return out

@@ -1,6 +1,6 @@
 """Launch planning for the reduction kernels, in pure Python (no numba import; unit-tested alone).
 
-Softmax sees its data as a C-contiguous ``(outer, L, inner)`` array reduced along
+Softmax and sparsemax see their data as a C-contiguous ``(outer, L, inner)`` array reduced along
 ``L``: ``cols = outer * inner`` independent columns, column ``c`` at ``(c // inner) * L * inner +
 c % inner`` with elements ``inner`` apart. A block of ``block`` threads takes a *tile* of ``tx``
 consecutive columns with ``ty`` threads along ``L`` in each (``tx * ty == block``, powers of two):
@@ -41,6 +41,11 @@ LARGE_MIN_SEGMENT_PER_THREAD = 4
 # Single-pass grids loop over tiles beyond this many blocks per SM (the block prologue, a
 # division per column, is paid once per block rather than per tile).
 TILE_BLOCKS_PER_SM = 32
+
+# sparsemax keeps a tile's slice in (static) shared memory when it fits in this many bytes,
+# else re-reads it from global memory (L2) on each of its passes.
+SPARSEMAX_CACHE_BYTES = 32 * 1024
+
 
 def _pow2_ceil(v: int) -> int:
     return 1 << max(0, (int(v) - 1).bit_length())
@@ -107,6 +112,21 @@ def softmax_plan(outer: int, length: int, inner: int, sm_count: int, block: int 
     if segments <= 1:
         return single
     return TilePlan(tx, ty, tiles, segments, seg_len, tiles * segments, _block_dims(tx, ty, inner))
+
+
+def sparsemax_plan(outer: int, length: int, inner: int, sm_count: int, itemsize: int,
+                   block: int = BLOCK, max_grid: int | None = None) -> tuple[TilePlan, bool]:
+    """(plan, cached): a block per tile, the slice held in shared memory when ``cached``."""
+    outer, length, inner, sm_count = int(outer), int(length), int(inner), max(1, int(sm_count))
+    tx, ty = tile_shape(length, inner, block)
+    tiles = -(-(outer * inner) // tx)
+    cap = max_grid if max_grid is not None else TILE_BLOCKS_PER_SM * sm_count
+    plan = TilePlan(tx, ty, tiles, 1, length, max(1, min(tiles, cap, MAX_GRID_X)), _block_dims(tx, ty, inner))
+    return plan, length * tx * itemsize <= SPARSEMAX_CACHE_BYTES
+
+
+def sparsemax_cache_elements(itemsize: int) -> int:
+    return SPARSEMAX_CACHE_BYTES // int(itemsize)
 
 
 def check_limits(plan: TilePlan) -> None:
