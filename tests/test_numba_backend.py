@@ -623,3 +623,26 @@ def test_sparsemax_long_slices():
     x = np.random.default_rng(27).normal(0, 2, (2, 3000)).astype(np.float32)
     assert_close(host(gpuact.sparsemax(dev(x), backend="numba")), ref_backend.sparsemax(x, 1, None, np.float32),
                  np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# warnings
+
+
+def test_no_performance_warnings_from_small_grids(split_small):
+    import warnings
+
+    from gpuact.layers import Softmax
+
+    x = dev(np.random.default_rng(28).normal(0, 3, (4, 10)).astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gpuact.relu(x, backend="numba")
+        gpuact.gelu(x[:, ::3], backend="numba")
+        gpuact.softmax(x, backend="numba")
+        gpuact.log_softmax(x, axis=0, backend="numba")
+        Softmax(axis=-1)(x, mask=np.ones((4, 10), bool), backend="numba")
+        gpuact.softmax(dev(np.zeros((1, 40), np.float32)), backend="numba")  # the split
+        gpuact.glu(x, backend="numba")
+        gpuact.sparsemax(x, backend="numba")
+        gpuact._dispatch.prelu(x, 0.2, backend="numba")

@@ -1,6 +1,6 @@
 """Host-side logic of the Numba backend, checked without a GPU or the CUDA simulator: the launch
-plans of softmax and sparsemax (``gpuact.backends._numba.plan``, pure Python), and the axis
-merging and odometer steps of the N-D kernels.
+plans of softmax and sparsemax (``gpuact.backends._numba.plan``, pure Python), the axis merging
+and odometer steps of the N-D kernels, and the launch configuration's warnings.
 
 The N-D kernels are also run here as plain Python: ``_nd_kernel`` generates Python source, so
 the very function Numba compiles can be called with NumPy arrays and a stand-in for ``cuda``
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -239,3 +241,27 @@ def _merged_numpy_views(arrays):
         shape, strides = [1], [[a.itemsize] for a in arrays]
     views = [np.lib.stride_tricks.as_strided(a, shape, st) for a, st in zip(arrays, strides)]
     return views, shape, None
+
+
+# ---------------------------------------------------------------------------------------------
+# warnings
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="the simulator's launches never warn")
+def test_launch_configuration_does_not_warn_but_user_launches_still_do():
+    from numba import cuda
+
+    def noop(a):
+        pass
+
+    kern = cuda.jit(noop)  # compiled lazily: configuring a launch needs no GPU
+    filters = list(warnings.filters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = nb._launch(kern, 10, 0, blocks=1)  # (blocks given: sizing a grid asks the GPU its SMs)
+        assert cfg is nb._launch(kern, 10, 0, blocks=1)  # cached
+        nb._launch(kern, 0, 0, threads=(32, 8), blocks=3)
+    assert warnings.filters == filters
+    category = nb._PERFORMANCE_WARNINGS[0]
+    with pytest.warns(category, match="Grid size 2"):
+        kern[2, 32, 0]  # the user's own small grid still warns

@@ -19,6 +19,7 @@ memory, which ``asarray`` wraps the same way.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from numba import cuda
@@ -243,6 +244,31 @@ def _grid(work, threads=THREADS):
     return max(1, min(-(-work // threads), _max_blocks()))
 
 
+def _performance_warnings():
+    classes = []
+    for module in ("numba.cuda.core.errors", "numba.core.errors"):
+        try:
+            classes.append(getattr(__import__(module, fromlist=["NumbaPerformanceWarning"]),
+                                   "NumbaPerformanceWarning"))
+        except (ImportError, AttributeError):  # pragma: no cover - other numba / numba-cuda layouts
+            pass
+    return tuple(dict.fromkeys(classes))
+
+
+_PERFORMANCE_WARNINGS = _performance_warnings()
+
+
+def _configure(kern, blocks, threads, stream):
+    """``kern[blocks, threads, stream]`` without numba-cuda's NumbaPerformanceWarning for grids
+    under 128 blocks: gpuact sizes its grids on purpose (a small input needs few blocks; the
+    plans give large inputs enough), so the warning would only be noise to the user. Silenced
+    here, for this call alone; the user's own launches still warn."""
+    with warnings.catch_warnings():
+        for category in _PERFORMANCE_WARNINGS:
+            warnings.simplefilter("ignore", category)
+        return kern[blocks, threads, stream]
+
+
 _launches: dict = {}
 
 
@@ -256,17 +282,17 @@ def _launch(kern, work, stream, threads=THREADS, blocks=None):
         # The simulator's kern[...] sets the grid on the kernel object and returns that object, so
         # a cached one would run with the grid configured last; the N-D kernels' odometer steps
         # and the split softmax's block order need the grid asked for.
-        return kern[blocks, threads, stream]
+        return _configure(kern, blocks, threads, stream)
     key = (kern, blocks, threads, stream)
     try:
         return _launches[key]
     except KeyError:
         pass
     except TypeError:  # an unhashable stream object
-        return kern[blocks, threads, stream]
+        return _configure(kern, blocks, threads, stream)
     if len(_launches) > _LAUNCH_CACHE_MAX:
         _launches.clear()
-    cfg = _launches[key] = kern[blocks, threads, stream]
+    cfg = _launches[key] = _configure(kern, blocks, threads, stream)
     return cfg
 
 
