@@ -120,7 +120,8 @@ def _strides(a):
 
 @pytest.mark.parametrize("case,expected_rank", [
     ("c", 1), ("f", 1), ("glu_halves", 2), ("glu_halves_outer1", 1), ("transposed_in", 3),
-    ("broadcast_alpha", 1), ("broadcast_alpha_rows", 2), ("broadcast_alpha_channels", 3), ("one_element", 0), ("size1_axes", 1), ("every_other", 1),
+    ("broadcast_alpha", 1), ("broadcast_alpha_rows", 2), ("broadcast_alpha_channels", 3), ("one_element", 0),
+    ("size1_axes", 1), ("every_other", 1),
 ])
 def test_merge_axes(case, expected_rank):
     base = np.zeros((4, 6, 10), np.float32)
@@ -207,12 +208,9 @@ def test_the_generated_odometer_visits_every_element_once(shape, grid, block):
     from gpuact.backends._numba import kernels as K
 
     nd = len(shape)
-    kernel = K._nd_kernel(f"count_nd{nd}", nd, ["x", "y", "n", "g"], ["y[IDX] += 1", "x[IDX] = x[IDX] + 0"], {})
-    kernel.__globals__["store"] = _plain_store
-    x = np.zeros(shape, np.int64)
-    y = np.zeros(shape, np.int64)
-    n = x.size
-    _run_generated(kernel, grid, block, x, y, np.int64(n), nb._odometer_steps(list(shape), grid * block))
+    kernel = K._nd_kernel(f"count_nd{nd}", nd, ["y", "n", "g"], ["y[IDX] += 1"], {})
+    y = np.zeros(shape, np.int64)  # NumPy indexing: an out-of-range digit raises
+    _run_generated(kernel, grid, block, y, np.int64(y.size), nb._odometer_steps(list(shape), grid * block))
     np.testing.assert_array_equal(y, np.ones(shape, np.int64))
 
 
@@ -224,12 +222,14 @@ def test_the_generated_copy_walks_strided_views(grid, block):
 
     rng = np.random.default_rng(0)
     base = rng.normal(size=(6, 8, 10)).astype(np.float32)
-    for src in (base.transpose(2, 0, 1), base[::-1, 1::3, ::2], base[:, ::-2], np.broadcast_to(base[:1, :, :1], base.shape)):
+    sources = (base.transpose(2, 0, 1), base[::-1, 1::3, ::2], base[:, ::-2],
+               np.broadcast_to(base[:1, :, :1], base.shape))
+    for src in sources:
         dst = np.zeros(src.shape, np.float64)
-        (sv, dv), shape, _ = _merged_numpy_views([src, dst])
+        (sv, dv), shape = _merged_numpy_views([src, dst])
         nd = len(shape)
         kernel = K.copy_nd(nd, src.dtype, dst.dtype)
-        kernel.__globals__["store"] = _plain_store
+        kernel.__globals__["store"] = _plain_store  # the kernel's own namespace (exec'd per call)
         n = math.prod(shape)
         _run_generated(kernel, grid, block, sv, dv, np.int64(n), nb._odometer_steps(shape, grid * block))
         np.testing.assert_array_equal(dst, src.astype(np.float64))
@@ -240,7 +240,7 @@ def _merged_numpy_views(arrays):
     if not shape:
         shape, strides = [1], [[a.itemsize] for a in arrays]
     views = [np.lib.stride_tricks.as_strided(a, shape, st) for a, st in zip(arrays, strides)]
-    return views, shape, None
+    return views, shape
 
 
 # ---------------------------------------------------------------------------------------------
