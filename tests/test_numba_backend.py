@@ -16,7 +16,7 @@ import gpuact
 from gpuact._ops import ELEMENTWISE_PARAMS
 from gpuact.backends import numpy_backend as ref_backend
 
-from .conftest import backend_unusable
+from .conftest import CUDASIM, backend_unusable
 
 pytestmark = pytest.mark.skipif(backend_unusable("numba") is not None, reason=str(backend_unusable("numba")))
 
@@ -418,3 +418,322 @@ def test_no_performance_warning_for_small_launches():
         gpuact.relu(x, backend="numba")
         gpuact.softmax(x, axis=0, backend="numba")
         gpuact.softmax(x, backend="numba")
+# ---------------------------------------------------------------------------------------------
+# N-D kernels: merged axes and the odometer walk (every rank, strides of every sign)
+
+
+def _backend():
+    from gpuact.backends import numba_backend
+
+    return numba_backend
+
+
+@pytest.fixture(params=[1, 3], ids=["grid1", "grid3"])
+def sim_grid(request, monkeypatch):
+    """Under the simulator, grids of 1 and 3 blocks: grid strides of 32 and 96 threads, so the
+    odometer's digits carry in different patterns. On a GPU the grid is the device's."""
+    nb = _backend()
+    if nb.SIMULATOR:
+        monkeypatch.setattr(nb, "_SIM_MAX_BLOCKS", request.param)
+    return request.param
+
+
+ND_VIEWS = {
+    "transposed3": lambda a: a.transpose(2, 0, 1),
+    "sliced3": lambda a: a[1:, ::2, 1::3],
+    "rank4": lambda a: a.reshape(2, 3, 4, 10)[:, ::2, 1:, ::3],
+    "rank5": lambda a: a.reshape(2, 3, 2, 2, 10).transpose(4, 0, 2, 1, 3),
+    "column": lambda a: a[:, 3, :],
+}
+
+
+def _device_view(base_dev, base_host, select):
+    """The device view of ``base_dev`` that ``select`` makes of ``base_host`` (NumPy slicing,
+    transposes and reshapes of any rank, which Numba device arrays lack), and that host view."""
+    nb = _backend()
+    view = select(base_host)
+    offset = view.__array_interface__["data"][0] - base_host.__array_interface__["data"][0]
+    start = nb._flat(base_dev)[offset // base_host.itemsize:]
+    return nb._view(start, view.shape, view.strides), view
+
+
+@pytest.mark.parametrize("view", ND_VIEWS, ids=list(ND_VIEWS))
+def test_elementwise_and_copies_over_strided_views(view, sim_grid):
+    nb = _backend()
+    base_host = np.random.default_rng(20).normal(0, 3, (6, 4, 10)).astype(np.float32)
+    base = dev(base_host)
+    src, src_host = _device_view(base, base_host, ND_VIEWS[view])
+    expected = ref_backend.elementwise("softsign", np.ascontiguousarray(src_host), (), None, np.dtype(np.float32))
+    assert_close(host(gpuact.softsign(src, backend="numba")), expected, np.float32)
+    # strided in and strided out of another dtype (the copy kernel with a conversion)
+    want = np.zeros((6, 4, 10), np.float16)
+    out_base = dev(want)
+    out, out_host = _device_view(out_base, want, ND_VIEWS[view])
+    nb._copy(src, out, 0)
+    out_host[...] = src_host
+    np.testing.assert_array_equal(host(out_base), want)
+    # softsign into the strided out, the rest untouched
+    gpuact.softsign(src, out=_device_view(base, base_host, ND_VIEWS[view])[0], backend="numba")
+    after = base_host.copy()
+    ND_VIEWS[view](after)[...] = expected
+    assert_close(host(base), after, np.float32)
+
+
+class _HostStrided:
+    """A CUDA-array-interface stand-in for a NumPy view of any strides (negative ones included),
+    for the simulator, whose device memory is host memory."""
+
+    def __init__(self, a):
+        self._a = a
+        ai = a.__array_interface__
+        self.__cuda_array_interface__ = {"shape": ai["shape"], "typestr": ai["typestr"], "data": ai["data"],
+                                         "strides": a.strides, "version": 3, "stream": None}
+
+
+def test_negative_strides_under_the_simulator(sim_grid):
+    if not _backend().SIMULATOR:
+        pytest.skip("Numba device arrays take no negative-step slices; a GPU run gets them from CuPy")
+    rng = np.random.default_rng(21)
+    base = rng.normal(0, 3, (5, 6, 7)).astype(np.float32)
+    for select in (lambda a: a[::-1], lambda a: a[:, ::-2, ::3], lambda a: a[::-1].transpose(2, 1, 0)):
+        view = select(base)
+        y = gpuact.elu(_HostStrided(view), 0.5, backend="numba")
+        assert_close(host(y), ref_backend.elementwise("elu", np.ascontiguousarray(view), (0.5,), None,
+                                                      np.dtype(np.float32)), np.float32)
+        # in place through a negative-stride out
+        target = base.copy()
+        gpuact.relu(_HostStrided(select(target)), out=_HostStrided(select(target)), backend="numba")
+        expected = base.copy()
+        select(expected)[...] = np.maximum(select(base), 0)
+        np.testing.assert_array_equal(target, expected)
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 6, 5), 1), ((1, 12, 7), 1), ((6, 9, 4), 0), ((3, 4, 10), 2),
+                                        ((3, 4, 10), -1), ((50,), 0)])
+def test_glu_layouts(shape, axis, sim_grid):
+    x = np.random.default_rng(22).normal(0, 3, shape).astype(np.float32)
+    assert_close(host(gpuact.glu(dev(x), axis=axis, backend="numba")),
+                 ref_backend.glu(x, axis % len(shape), None, np.dtype(np.float32)), np.float32)
+
+
+def test_prelu_broadcasts(sim_grid):
+    x = np.random.default_rng(23).normal(0, 3, (3, 4, 5, 6)).astype(np.float32)
+    xd = dev(x)
+    xs, xs_host = _device_view(xd, x, lambda a: a[:, ::2].transpose(2, 0, 3, 1))  # a strided x
+    for alpha in (0.2, np.linspace(0, 1, 6), np.linspace(0, 1, 4).reshape(4, 1, 1), np.ones((3, 1, 5, 1)) * 0.3):
+        full = ref_backend.as_param_array(alpha, x.shape, np.dtype(np.float32))  # zero strides where it repeats
+        expected = ref_backend.prelu(x, full, None, np.dtype(np.float32))
+        assert_close(host(gpuact._dispatch.prelu(xd, alpha, backend="numba")), expected, np.float32)
+        alpha_s = full[:, ::2].transpose(2, 0, 3, 1)  # zero strides, permuted like xs
+        expected_s = ref_backend.prelu(np.ascontiguousarray(xs_host), alpha_s, None, np.dtype(np.float32))
+        assert_close(host(gpuact._dispatch.prelu(xs, np.ascontiguousarray(alpha_s), backend="numba")), expected_s,
+                     np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax: the split across blocks, accuracy
+
+
+def _softmax_plan(shape, axis):
+    nb = _backend()
+    from gpuact.backends._numba import plan as P
+
+    outer, length, inner = nb._rows_layout(shape, (axis,))
+    return P.softmax_plan(outer, length, inner, nb._sms(), block=nb._reduction_block(),
+                          max_grid=nb._reduction_max_grid())
+
+
+@pytest.fixture
+def split_small(monkeypatch):
+    """Makes small softmax inputs split across blocks (blocks of 16 threads, segments of a
+    thread's worth, any tile count too few), so that the two-kernel path runs at simulator sizes,
+    and on a GPU too (the tests assert the split). The simulator's time goes by blocks and
+    barriers, hence few and small blocks."""
+    from gpuact.backends._numba import plan as P
+
+    monkeypatch.setattr(P, "MIN_SEGMENT_PER_THREAD", 1)
+    monkeypatch.setattr(P, "MIN_BLOCKS_PER_SM", 64)
+    monkeypatch.setattr(_backend(), "_reduction_block", lambda: 16)
+
+
+SPLIT_CASES = [((2, 40), 1, FLOATS), ((40, 2), 0, FLOATS), ((2, 12, 3), 1, (np.float32,)),
+               ((1, 64), -1, (np.float32,)), ((24, 5), 0, (np.float32,))]
+SPLIT_CASES = [(s, a, d) for s, a, dtypes in SPLIT_CASES for d in dtypes]
+
+
+@pytest.mark.parametrize("shape,axis,dtype", SPLIT_CASES,
+                         ids=[f"{s}-{a}-{np.dtype(d).name}" for s, a, d in SPLIT_CASES])
+def test_softmax_split_across_blocks(shape, axis, dtype, split_small):
+    axis %= len(shape)
+    plan = _softmax_plan(shape, axis)
+    assert plan.split, plan
+    rng = np.random.default_rng(24)
+    length = shape[axis]
+    slices = rng.normal(0, 3, (math.prod(shape) // length, length))  # one row per slice
+    slices[0, :] = -np.inf  # all -inf: NaN
+    if slices.shape[0] > 1:
+        slices[1, ::3] = -np.inf  # -inf among finite values: 0 (log: -inf)
+    if slices.shape[0] > 3:
+        slices[2, -5] = np.nan  # NaN in the last segment
+        slices[3, 1] = np.inf  # +inf in the first: NaN throughout
+    rest = tuple(d for i, d in enumerate(shape) if i != axis)
+    x = np.ascontiguousarray(np.moveaxis(slices.reshape(rest + (length,)), -1, axis)).astype(dtype)
+    for log in (False, True):
+        got = host(gpuact._dispatch.softmax(dev(x), axis, log=log, backend="numba"))
+        assert_close(got, ref_backend.softmax(x, (axis,), None, np.dtype(dtype), log=log), dtype)
+    d = dev(x)  # in place
+    gpuact._dispatch.softmax(d, axis, out=d, log=False, backend="numba")
+    assert_close(host(d), ref_backend.softmax(x, (axis,), None, np.dtype(dtype), log=False), dtype)
+
+
+def test_softmax_split_with_masks(split_small):
+    from gpuact.layers import Softmax
+
+    rng = np.random.default_rng(25)
+    x = rng.normal(0, 3, (4, 40)).astype(np.float32)  # split along either axis (asserted below)
+    x[3] = -np.inf
+    mask = rng.random((4, 40)) > 0.3
+    mask[1] = False  # fully masked: all 0
+    mask[2, :30] = False  # the first segment fully masked, the last not
+    mask[3] = True  # all -inf, unmasked: NaN
+    assert _softmax_plan(x.shape, 1).split and _softmax_plan((40, 4), 0).split
+    for axis, xx, mm in ((1, x, mask), (0, x.T.copy(), mask.T.copy())):
+        expected = ref_backend.softmax(xx, (axis,), None, np.float32, log=False, mask=mm)
+        assert_close(host(Softmax(axis=axis)(dev(xx), mask=mm, backend="numba")), expected, np.float32)
+
+
+def test_softmax_sums_are_compensated(monkeypatch):
+    """One row, one block (no split): the max's thread sums 2**-24 terms onto its 1 (512 of them
+    under the simulator, 64 on a GPU), where an uncompensated float32 sum rounds every addition
+    away (1 + 2**-24 == 1): a relative error of 3e-5 (4e-6) that rtol=1e-6 sees."""
+    from gpuact.backends._numba import plan as P
+
+    monkeypatch.setattr(P, "MIN_BLOCKS_PER_SM", 0)  # never split
+    length = 16384
+    x = np.full((1, length), np.log(2.0**-24), np.float32)
+    x[0, 0] = 0.0
+    assert not _softmax_plan(x.shape, 1).split
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max())
+    for log in (False, True):
+        expected = (x64 - np.log(e.sum())) if log else e / e.sum()
+        got = host(gpuact._dispatch.softmax(dev(x), 1, log=log, backend="numba")).astype(np.float64)
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0 if not log else 1e-6)
+
+
+def test_online_sum_device_function_is_compensated():
+    nb = _backend()
+    if not nb.SIMULATOR:
+        pytest.skip("device functions are called from the host only under the simulator")
+    from gpuact.backends._numba.scalar import device_functions
+
+    online_add = device_functions(np.float32)["_online_add"]
+    f32 = np.float32
+    m, s, c = online_add(f32(-np.inf), f32(0), f32(0), f32(0), f32(1))
+    with np.errstate(all="ignore"):
+        for _ in range(4096):
+            m, s, c = online_add(m, s, c, f32(0), f32(2.0**-24))
+    assert s == 1  # the plain sum has stalled ...
+    assert s + c == f32(1 + 4096 * 2.0**-24)  # ... the compensated one is exact
+
+
+@pytest.mark.skipif(CUDASIM, reason="2**26 elements: a GPU's size, not the simulator's")
+def test_long_softmax_columns_on_a_gpu():
+    """The failure class seen on the CPU: softmax of zeros of shape (2**25, 2) along axis 0 gave
+    twice the right value. Every column sums 2**25 ones."""
+    from numba import cuda
+
+    zeros = cuda.to_device(np.zeros((2**25, 2), np.float32))
+    y = host(gpuact.softmax(zeros, axis=0, backend="numba"))
+    np.testing.assert_allclose(y, 2.0**-25, rtol=1e-6)
+    y = host(gpuact.log_softmax(cuda.to_device(np.zeros(2**25 + 3, np.float32)), backend="numba"))
+    np.testing.assert_allclose(y, -np.log(2.0**25 + 3), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# sparsemax: the tau search
+
+
+def _sparsemax_with(x, axis, **factory):
+    """Runs ``sparsemax_tile`` built with ``factory`` options (e.g. bisection from the first step)
+    on a contiguous x, as the backend launches it."""
+    nb = _backend()
+    from gpuact.backends._numba import kernels as K
+    from gpuact.backends._numba import plan as P
+
+    dtype = np.dtype(x.dtype)
+    ft = K.compute_type(dtype)
+    outer, length, inner = nb._rows_layout(x.shape, (axis,))
+    plan, cached = P.sparsemax_plan(outer, length, inner, nb._sms(), np.dtype(ft).itemsize,
+                                    block=nb._reduction_block(), max_grid=nb._reduction_max_grid())
+    key = ("sparsemax-test", dtype, cached, tuple(sorted(factory.items())))
+    kern = nb._kernel(key, lambda: K.sparsemax_tile(ft, cached, **factory),
+                      lambda: K.sparsemax_tile_signature(dtype, dtype))
+    xd = dev(x)
+    y = nb._empty(x.shape, dtype, 0)
+    nb._launch(kern, 0, 0, threads=plan.block, blocks=plan.grid)(
+        nb._flat(xd), nb._flat(y), np.int64(outer * inner), np.int64(length), np.int64(inner))
+    return host(y)
+
+
+def _sparsemax_inputs(dtype):
+    rng = np.random.default_rng(26)
+    n = 120
+    rows = [rng.normal(0, 1, n), rng.normal(0, 0.01, n), rng.random(n), rng.standard_t(2, n) * 5,
+            -np.arange(n) * 1e-3, -(2.0 ** -np.arange(n)), np.r_[np.zeros(5), -1e-6 * rng.random(n - 5)],
+            np.r_[1e8, np.zeros(n - 1)], np.full(n, 0.5), np.r_[np.inf, np.zeros(n - 1)], np.full(n, -np.inf),
+            np.r_[np.nan, np.zeros(n - 1)], np.r_[3.0, -np.inf, np.full(n - 2, 2.9999)]]
+    with np.errstate(over="ignore"):
+        return np.array(rows).astype(dtype)
+
+
+SEARCHES = [("default", d) for d in FLOATS] + [("bisection_first", np.float32), ("uncached", np.float32)]
+
+
+@pytest.mark.parametrize("search,dtype", SEARCHES, ids=[f"{s}-{np.dtype(d).name}" for s, d in SEARCHES])
+def test_sparsemax_tau_search(search, dtype, monkeypatch):
+    x = _sparsemax_inputs(dtype)
+    expected = ref_backend.sparsemax(x, 1, None, np.dtype(dtype))
+    if search == "bisection_first":
+        got = _sparsemax_with(x, 1, michelot_steps=0)
+    else:
+        if search == "uncached":
+            from gpuact.backends._numba import plan as P
+
+            monkeypatch.setattr(P, "SPARSEMAX_CACHE_BYTES", 0)
+        got = host(gpuact.sparsemax(dev(x), axis=1, backend="numba"))
+    assert_close(got, expected, dtype)
+    finite = np.isfinite(got).all(axis=1)
+    np.testing.assert_allclose(got[finite].astype(np.float64).sum(axis=1), 1, rtol=TOL[np.dtype(dtype)] * 10)
+    # along axis 0: a tile of columns per block
+    got0 = host(gpuact.sparsemax(dev(np.ascontiguousarray(x.T)), axis=0, backend="numba"))
+    assert_close(got0, expected.T, dtype)
+
+
+def test_sparsemax_long_slices():
+    x = np.random.default_rng(27).normal(0, 2, (2, 3000)).astype(np.float32)
+    assert_close(host(gpuact.sparsemax(dev(x), backend="numba")), ref_backend.sparsemax(x, 1, None, np.float32),
+                 np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# warnings
+
+
+def test_no_performance_warnings_from_small_grids(split_small):
+    import warnings
+
+    from gpuact.layers import Softmax
+
+    x = dev(np.random.default_rng(28).normal(0, 3, (4, 10)).astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gpuact.relu(x, backend="numba")
+        gpuact.gelu(x[:, ::3], backend="numba")
+        gpuact.softmax(x, backend="numba")
+        gpuact.log_softmax(x, axis=0, backend="numba")
+        Softmax(axis=-1)(x, mask=np.ones((4, 10), bool), backend="numba")
+        gpuact.softmax(dev(np.zeros((1, 40), np.float32)), backend="numba")  # the split
+        gpuact.glu(x, backend="numba")
+        gpuact.sparsemax(x, backend="numba")
+        gpuact._dispatch.prelu(x, 0.2, backend="numba")

@@ -52,6 +52,29 @@ def _compile_device_for(cc):
 
 _SPILL = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 _REGS = re.compile(r"Used (\d+) registers")
+_LABEL = re.compile(r"^\s*(\$L__\w+):")
+_BRANCH = re.compile(r"\bbra(?:\.uni)?\s+(\$L__\w+);")
+_DIV64 = re.compile(r"\b(?:div|rem)\.[su]64\b")
+
+
+def loops_with_64bit_division(ptx):
+    """The loops of a PTX text (a backward branch and the lines from its target label to it) that
+    hold a 64-bit integer division or remainder: ptxas expands each into a subroutine of dozens
+    of instructions. Lines before a loop (a prologue) may divide."""
+    lines = ptx.splitlines()
+    labels = {}
+    found = []
+    for number, line in enumerate(lines):
+        label = _LABEL.match(line)
+        if label:
+            labels[label.group(1)] = number
+        branch = _BRANCH.search(line)
+        if branch and branch.group(1) in labels:  # seen already: a backward branch
+            start = labels[branch.group(1)]
+            body = [ln.strip() for ln in lines[start:number + 1] if _DIV64.search(ln)]
+            if body:
+                found.append((branch.group(1), body))
+    return found
 
 
 @pytest.mark.slow
@@ -71,6 +94,8 @@ def test_kernels_compile_to_ptx_without_spills(dtype, cc):
     with _compile_device_for(cc), tempfile.TemporaryDirectory() as tmp:
         for name, fn, sig in kernels.catalogue(dtype, ndims=(3,)):
             ptx, _ = cuda.compile_ptx(fn, sig, cc=cc)
+            if "_nd" in name and loops_with_64bit_division(ptx):
+                problems.append(f"{name}: 64-bit division in a loop: {loops_with_64bit_division(ptx)}")
             path = os.path.join(tmp, f"{name}.ptx")
             with open(path, "w") as f:
                 f.write(ptx)
@@ -91,3 +116,58 @@ def test_kernels_compile_to_ptx_without_spills(dtype, cc):
     for name, regs, spill in rows:
         print(f"  {name.ljust(width)} {regs:9d} {spill:6d}")
     assert not problems, "\n".join(problems)
+
+
+# Every N-D kernel's kind (the elementwise ops share one template: two of them stand for all, the
+# catalogue above checks every op at rank 3) at ranks 1-4; float16 adds the conversions.
+ND_OPS = ("relu", "gelu")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=lambda d: np.dtype(d).name)
+def test_nd_kernel_loops_have_no_64bit_division(dtype):
+    pytest.importorskip("numba.cuda")
+    from numba import cuda
+
+    from gpuact.backends._numba import kernels
+
+    problems, checked = [], 0
+    with _compile_device_for((9, 0)):
+        for name, fn, sig in kernels.nd_catalogue(dtype, ndims=(1, 2, 3, 4), ops=ND_OPS):
+            ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0))
+            checked += 1
+            assert _BRANCH.search(ptx), f"{name}: no branch found; has the PTX syntax changed?"
+            found = loops_with_64bit_division(ptx)
+            if found:
+                problems.append(f"{name}: {found}")
+    assert checked == 4 * (len(ND_OPS) + 4)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_division_check_finds_a_division_in_a_loop():
+    """The check above would see the old per-element unravelling (``//`` and ``%`` on int64 in
+    the loop), and lets a prologue divide."""
+    pytest.importorskip("numba.cuda")
+    from numba import cuda
+
+    def in_loop(x, n, s):
+        i = np.int64(cuda.grid(1))
+        while i < n:
+            x[i % s] = i // s
+            i += np.int64(cuda.gridsize(1))
+
+    def in_prologue(x, n, s):
+        i = np.int64(cuda.grid(1))
+        q = i // s
+        while i < n:
+            x[i] = q
+            i += np.int64(cuda.gridsize(1))
+            q += 1
+
+    from gpuact.backends._numba.kernels import signature
+
+    sig = signature((np.int64, 1, "C"), np.int64, np.int64)
+    with _compile_device_for((9, 0)):
+        looped, _ = cuda.compile_ptx(in_loop, sig, cc=(9, 0))
+        before, _ = cuda.compile_ptx(in_prologue, sig, cc=(9, 0))
+    assert loops_with_64bit_division(looped)
+    assert _DIV64.search(before) and not loops_with_64bit_division(before)

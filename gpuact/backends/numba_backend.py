@@ -29,12 +29,8 @@ from numba import cuda
 
 from gpuact.backends import _interop
 
-try:
-    from numba.cuda.core.errors import NumbaPerformanceWarning
-except ImportError:  # pragma: no cover - numba-cuda before 0.20
-    from numba.core.errors import NumbaPerformanceWarning
-
 from gpuact.backends._numba import kernels as K
+from gpuact.backends._numba import plan as P
 from gpuact.backends._numba.scalar import SIMULATOR, host_params
 
 if SIMULATOR:
@@ -48,9 +44,13 @@ else:
     _NUMBA_STREAM_TYPES = (_Stream,)
 
 # Launch shape. Elementwise: 256 threads, at most BLOCKS_PER_SM blocks per SM, grid-stride loop.
+# Softmax and sparsemax: blocks of P.BLOCK threads, planned by gpuact.backends._numba.plan.
 THREADS = 256 if not SIMULATOR else 32
 BLOCKS_PER_SM = 8
-_SIM_MAX_BLOCKS = 4  # the simulator runs a Python thread per GPU thread: keep grids small there
+# The simulator runs a Python thread per GPU thread: keep grids small there (blocks of THREADS,
+# also for the reductions). Two "SMs" make the plans split long softmax rows at simulator sizes.
+_SIM_MAX_BLOCKS = 4
+_SIM_SM_COUNT = 2
 _LAUNCH_CACHE_MAX = 4096
 
 
@@ -237,12 +237,8 @@ def as_mask(mask, shape, stream):
         m = _on_this_device(_wrap(mask), "mask")
         view = _broadcast_view(m, shape)
         result = _empty(shape, np.uint8, stream)
-        n = result.size
-        if n:
-            nd = max(len(shape), 1)
-            kern = _kernel(("mask", np.dtype(m.dtype), nd), lambda: K.mask_nd(nd, m.dtype),
-                           lambda: K.mask_nd_signature(m.dtype, nd))
-            _launch(kern, n, stream)(_nd(view), _nd(result), np.int64(n))
+        if result.size:
+            _to_mask(view, result, stream)
         return result
     host = np.asarray(mask)
     if host.dtype != np.bool_:
@@ -292,18 +288,66 @@ def _broadcast_view(a, shape):
     return _view(a, shape, strides)
 
 
-def _nd(a):
-    """0-d arrays travel as 1-element 1-D views, the rank the N-D kernels are built for."""
-    if len(a.shape) == 0:
-        return _view(a, (1,), (a.dtype.itemsize,))
-    return a
-
-
 def _flat(a):
-    """A 1-D view of a C-contiguous array."""
+    """A 1-D view of a C-contiguous array (0-d: one element)."""
     if len(a.shape) == 1:
         return a
     return _view(a, (a.size,), (a.dtype.itemsize,))
+
+
+def _merge_axes(shape, strides):
+    """(shape, [strides of each array]): the fewest axes that visit every element of same-shaped
+    arrays. Size-1 axes go; the rest are ordered by the last array's strides (the output's,
+    largest first: an F-ordered pair merges too), and neighbours merge wherever every array
+    steps through them as through one axis (outer stride = inner stride x inner size), so a
+    contiguous pair becomes one axis and a half of a contiguous glu input two."""
+    axes = sorted((d for d in range(len(shape)) if shape[d] != 1), key=lambda d: -abs(strides[-1][d]))
+    mshape, mstrides = [], [[] for _ in strides]
+    for d in axes:
+        if mshape and all(ms[-1] == st[d] * shape[d] for ms, st in zip(mstrides, strides)):
+            mshape[-1] *= shape[d]
+            for ms, st in zip(mstrides, strides):
+                ms[-1] = st[d]
+        else:
+            mshape.append(shape[d])
+            for ms, st in zip(mstrides, strides):
+                ms.append(st[d])
+    return mshape, mstrides
+
+
+def _merged_views(arrays):
+    """(views, shape, flat): same-shaped arrays as views over the merged axes (``_merge_axes``);
+    ``flat`` when that is one axis of unit stride in every array."""
+    itemsizes = [np.dtype(a.dtype).itemsize for a in arrays]
+    shape, strides = _merge_axes(tuple(arrays[0].shape), [tuple(a.strides) for a in arrays])
+    if not shape:  # one element (0-d or all axes of size 1)
+        shape, strides = [1], [[i] for i in itemsizes]
+    views = [a if tuple(a.shape) == tuple(shape) and tuple(a.strides) == tuple(st) else _view(a, shape, st)
+             for a, st in zip(arrays, strides)]
+    flat = len(shape) == 1 and all(st[0] == i for st, i in zip(strides, itemsizes))
+    return views, shape, flat
+
+
+def _odometer_steps(shape, stride):
+    """The grid stride as per-axis digits in the mixed radix of ``shape`` (the first digit
+    unbounded): the N-D kernels add these each step instead of dividing (kernels._nd_kernel)."""
+    digits = []
+    for size in reversed(shape[1:]):
+        digits.append(stride % size)
+        stride //= size
+    digits.append(stride)
+    return tuple(np.int64(d) for d in reversed(digits))
+
+
+def _run_nd(key, make, make_signature, arrays, params, stream):
+    """``kernel(*arrays, n, steps, *params)`` over same-shaped arrays (the output last), for the
+    N-D kernel ``make(rank)`` at the rank left after merging axes."""
+    views, shape, _ = _merged_views(arrays)
+    nd = len(shape)
+    kern = _kernel(key + (nd,), lambda: make(nd), lambda: make_signature(nd))
+    n = math.prod(shape)
+    blocks = _grid(n)
+    _launch(kern, n, stream, blocks=blocks)(*views, np.int64(n), _odometer_steps(shape, blocks * THREADS), *params)
 
 
 _kernels: dict = {}
@@ -321,13 +365,50 @@ def _kernel(key, make, make_signature):
 _sm_count = None
 
 
-def _max_blocks():
+def _sms():
+    """The device's SM count (a stand-in under the simulator), which the launch plans take."""
     global _sm_count
     if SIMULATOR:
-        return _SIM_MAX_BLOCKS
+        return _SIM_SM_COUNT
     if _sm_count is None:
         _sm_count = cuda.get_current_device().MULTIPROCESSOR_COUNT
-    return _sm_count * BLOCKS_PER_SM
+    return _sm_count
+
+
+def _max_blocks():
+    if SIMULATOR:
+        return _SIM_MAX_BLOCKS
+    return _sms() * BLOCKS_PER_SM
+
+
+def _grid(work, threads=THREADS):
+    """Blocks for ``work`` threads' worth of a grid-stride kernel: at most a few per SM."""
+    return max(1, min(-(-work // threads), _max_blocks()))
+
+
+def _performance_warnings():
+    classes = []
+    for module in ("numba.cuda.core.errors", "numba.core.errors"):
+        try:
+            classes.append(getattr(__import__(module, fromlist=["NumbaPerformanceWarning"]),
+                                   "NumbaPerformanceWarning"))
+        except (ImportError, AttributeError):  # pragma: no cover - other numba / numba-cuda layouts
+            pass
+    return tuple(dict.fromkeys(classes))
+
+
+_PERFORMANCE_WARNINGS = _performance_warnings()
+
+
+def _configure(kern, blocks, threads, stream):
+    """``kern[blocks, threads, stream]`` without numba-cuda's NumbaPerformanceWarning for grids
+    under 128 blocks: gpuact sizes its grids on purpose (a small input needs few blocks; the
+    plans give large inputs enough), so the warning would only be noise to the user. Silenced
+    here, for this call alone; the user's own launches still warn."""
+    with warnings.catch_warnings():
+        for category in _PERFORMANCE_WARNINGS:
+            warnings.simplefilter("ignore", category)
+        return kern[blocks, threads, stream]
 
 
 # Launch configurations per stream: the default stream's in a plain dict, other streams' in a
@@ -338,10 +419,15 @@ _launches_by_stream: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _launch(kern, work, stream, threads=THREADS, blocks=None):
     """``kern[grid, threads, stream]``, cached: grid = enough blocks for ``work`` threads, at most
-    a few per SM (the kernels loop)."""
+    a few per SM (the kernels loop), unless ``blocks`` is given. ``threads`` may be a tuple."""
     if blocks is None:
-        blocks = min(-(-work // threads), _max_blocks())
+        blocks = _grid(work, threads)
     blocks = max(1, blocks)
+    if SIMULATOR:
+        # The simulator's kern[...] sets the grid on the kernel object and returns that object, so
+        # a cached one would run with the grid configured last; the N-D kernels' odometer steps
+        # and the split softmax's block order need the grid asked for.
+        return _configure(kern, blocks, threads, stream)
     if stream == 0:
         configs = _launches_default
     else:
@@ -353,11 +439,7 @@ def _launch(kern, work, stream, threads=THREADS, blocks=None):
     if cfg is None:
         if len(configs) > _LAUNCH_CACHE_MAX:
             configs.clear()
-        with warnings.catch_warnings():
-            # Small grids are deliberate here (small inputs, a block per softmax row): numba-cuda's
-            # low-occupancy warning is about beginners' launch shapes, not gpuact's.
-            warnings.simplefilter("ignore", NumbaPerformanceWarning)
-            cfg = configs[key] = kern[blocks, threads, stream]
+        cfg = configs[key] = _configure(kern, blocks, threads, stream)
     return cfg
 
 
@@ -375,14 +457,19 @@ def _contiguous(a):
 
 def _copy(src, dst, stream):
     """dst[...] = src on the device (any strides, same shape, dtype conversion)."""
-    n = dst.size
-    if n == 0:
+    if dst.size == 0:
         return dst
-    src, dst_nd = _nd(src), _nd(dst)
-    nd = len(dst_nd.shape)
     sd, dd = np.dtype(src.dtype), np.dtype(dst.dtype)
-    kern = _kernel(("copy", sd, dd, nd), lambda: K.copy_nd(nd, sd, dd), lambda: K.copy_nd_signature(sd, dd, nd))
-    _launch(kern, n, stream)(src, dst_nd, np.int64(n))
+    _run_nd(("copy", sd, dd), lambda nd: K.copy_nd(nd, sd, dd), lambda nd: K.copy_nd_signature(sd, dd, nd),
+            [src, dst], (), stream)
+    return dst
+
+
+def _to_mask(src, dst, stream):
+    """dst (uint8, same shape) = 1 where src is set (bool) or > 0.5 (numbers)."""
+    sd = np.dtype(src.dtype)
+    _run_nd(("mask", sd), lambda nd: K.mask_nd(nd, sd), lambda nd: K.mask_nd_signature(sd, nd), [src, dst], (),
+            stream)
     return dst
 
 
@@ -400,16 +487,14 @@ def elementwise(op, x, params, out, dtype, stream=None):
     ft = K.compute_type(dtype)
     p = [ft(v) for v in host_params(op, params)]
     xd = np.dtype(x.dtype)
-    if _contiguous(x) and _contiguous(y):
+    (xv, yv), _, flat = _merged_views([x, y])
+    if flat:
         kern = _kernel((op, xd, dtype, 0), lambda: K.elementwise_contig(op, ft),
                        lambda: K.elementwise_contig_signature(xd, dtype))
-        _launch(kern, n, stream)(_flat(x), _flat(y), np.int64(n), *p)
+        _launch(kern, n, stream)(xv, yv, np.int64(n), *p)
         return y
-    xv, yv = _nd(x), _nd(y)
-    nd = len(yv.shape)
-    kern = _kernel((op, xd, dtype, nd), lambda: K.elementwise_nd(op, ft, nd),
-                   lambda: K.elementwise_nd_signature(xd, dtype, nd))
-    _launch(kern, n, stream)(xv, yv, np.int64(n), *p)
+    _run_nd((op, xd, dtype), lambda nd: K.elementwise_nd(op, ft, nd),
+            lambda nd: K.elementwise_nd_signature(xd, dtype, nd), [x, y], p, stream)
     return y
 
 
@@ -462,27 +547,44 @@ def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
     else:
         m = _dummy_mask(stream)
     identity = perm == list(range(ndim))
-    direct = identity and _contiguous(y)
-    # x aliasing a y of another layout could be overwritten before it is read: go through a buffer
+    # Straight into y when it has x's layout and is x itself or apart from it (a block reads a
+    # segment before writing it, so in place is safe; a y overlapping x elsewhere is not).
+    direct = identity and _contiguous(y) and (_same_start(xin, y) or not _may_alias(xin, y))
     result = y if direct else _empty([shape[p] for p in perm], dtype, stream)
 
     xd = np.dtype(x.dtype)
     ft = K.compute_type(dtype)
     xf, rf = _flat(xin), _flat(result)
-    if inner == 1 and length >= 64:
-        threads = min(K.SOFTMAX_BLOCK, 1 << (length - 1).bit_length()) if not SIMULATOR else 32
-        kern = _kernel(("softmax_rows", xd, dtype, log, masked), lambda: K.softmax_rows(ft, log, masked),
-                       lambda: K.softmax_rows_signature(xd, dtype))
-        blocks = min(outer, _max_blocks() * (8 if not SIMULATOR else 1))
-        _launch(kern, 0, stream, threads=threads, blocks=blocks)(xf, rf, m, np.int64(outer), np.int64(length))
+    cols = outer * inner
+    plan = P.softmax_plan(outer, length, inner, _sms(), block=_reduction_block(), max_grid=_reduction_max_grid())
+    sizes = (np.int64(cols), np.int64(length), np.int64(inner))
+    if not plan.split:
+        kern = _kernel(("softmax_tile", xd, dtype, log, masked), lambda: K.softmax_tile(ft, log, masked),
+                       lambda: K.softmax_tile_signature(xd, dtype))
+        _launch(kern, 0, stream, threads=plan.block, blocks=plan.grid)(xf, rf, m, *sizes)
     else:
-        cols = outer * inner
-        kern = _kernel(("softmax_cols", xd, dtype, log, masked), lambda: K.softmax_cols(ft, log, masked),
-                       lambda: K.softmax_cols_signature(xd, dtype))
-        _launch(kern, cols, stream)(xf, rf, m, np.int64(cols), np.int64(length), np.int64(inner))
+        # Partial (max, sum) per (column, segment): a few KiB, allocated on the call's stream.
+        work = _empty((2, cols * plan.segments), ft, stream)
+        wm, ws = work[0], work[1]
+        seg = (np.int64(plan.segments), np.int64(plan.seg_len))
+        first = _kernel(("softmax_partials", xd, ft, masked), lambda: K.softmax_partials(ft, masked),
+                        lambda: K.softmax_partials_signature(xd, ft))
+        _launch(first, 0, stream, threads=plan.block, blocks=plan.grid)(xf, m, wm, ws, *sizes, *seg)
+        second = _kernel(("softmax_finish", xd, dtype, log, masked), lambda: K.softmax_finish(ft, log, masked),
+                         lambda: K.softmax_finish_signature(xd, dtype))
+        _launch(second, 0, stream, threads=plan.block, blocks=plan.grid)(xf, rf, m, wm, ws, *sizes, *seg)
     if not direct:
         _copy(result, _moved(y, perm), stream)
     return y
+
+
+def _reduction_block():
+    """Threads per block of the softmax and sparsemax kernels (fewer under the simulator)."""
+    return P.BLOCK if not SIMULATOR else THREADS
+
+
+def _reduction_max_grid():
+    return _SIM_MAX_BLOCKS if SIMULATOR else None
 
 
 _dummy_masks: dict = {}
@@ -507,15 +609,14 @@ def glu(x, axis, out, dtype, stream=None):
     n = y.size
     if n == 0:
         return y
-    # the two halves as strided views of x: a = x[..., :half, ...], b = x[..., half:, ...]
+    # The two halves as strided views of x: a = x[..., :half, ...], b = x[..., half:, ...]. For a
+    # contiguous x the merged walk is 2-D, (outer, half * inner), or flat when outer == 1.
     a = _view(x, shape, x.strides)
     b = _offset_view(x, axis, half, shape)
     ft = K.compute_type(dtype)
     xd = np.dtype(x.dtype)
-    nd = len(shape)
-    kern = _kernel(("glu", xd, dtype, nd), lambda: K.binary_nd("glu", ft, nd),
-                   lambda: K.binary_nd_signature(xd, xd, dtype, nd))
-    _launch(kern, n, stream)(a, b, y, np.int64(n))
+    _run_nd(("glu", xd, dtype), lambda nd: K.binary_nd("glu", ft, nd),
+            lambda nd: K.binary_nd_signature(xd, xd, dtype, nd), [a, b, y], (), stream)
     return y
 
 
@@ -541,24 +642,40 @@ def sparsemax(x, axis, out, dtype, stream=None):
         perm = list(range(ndim))
         xin = _to_layout(x, perm, x.dtype, stream)
     outer, length, inner = _rows_layout(shape, (axis,)) if ndim else (1, 1, 1)
-    direct = _contiguous(y) and not _may_alias(x, y)
+    # Every element is read by one thread in each pass and written last by that thread, so y may
+    # be x itself; a y overlapping x elsewhere goes through a buffer.
+    direct = _contiguous(y) and (_same_start(xin, y) or not _may_alias(xin, y))
     result = y if direct else _empty(shape, dtype, stream)
     ft = K.compute_type(dtype)
     xd = np.dtype(x.dtype)
-    kern = _kernel(("sparsemax", xd, dtype), lambda: K.sparsemax_cols(ft),
-                   lambda: K.sparsemax_cols_signature(xd, dtype))
-    cols = outer * inner
-    _launch(kern, cols, stream)(_flat(xin), _flat(result), np.int64(cols), np.int64(length), np.int64(inner))
+    plan, cached = P.sparsemax_plan(outer, length, inner, _sms(), np.dtype(ft).itemsize,
+                                    block=_reduction_block(), max_grid=_reduction_max_grid())
+    kern = _kernel(("sparsemax", xd, dtype, cached), lambda: K.sparsemax_tile(ft, cached),
+                   lambda: K.sparsemax_tile_signature(xd, dtype))
+    _launch(kern, 0, stream, threads=plan.block, blocks=plan.grid)(
+        _flat(xin), _flat(result), np.int64(outer * inner), np.int64(length), np.int64(inner))
     if not direct:
         _copy(result, y, stream)
     return y
 
 
+def _data_pointer(a):
+    if SIMULATOR:
+        return a._ary.__array_interface__["data"][0]
+    return a.__cuda_array_interface__["data"][0]
+
+
+def _same_start(a, b):
+    """Whether two arrays start at the same address (for two contiguous arrays of one shape and
+    itemsize: whether they are the same memory, element for element)."""
+    return _data_pointer(a) == _data_pointer(b) and np.dtype(a.dtype).itemsize == np.dtype(b.dtype).itemsize
+
+
 def _may_alias(a, b):
-    """Whether two device arrays may share memory (sparsemax reads a slice many times)."""
+    """Whether two device arrays may share memory (by their allocations: conservative)."""
     if SIMULATOR:
         return np.may_share_memory(a._ary, b._ary)
-    pa, pb = a.__cuda_array_interface__["data"][0], b.__cuda_array_interface__["data"][0]
+    pa, pb = _data_pointer(a), _data_pointer(b)
     ea, eb = pa + max(a.alloc_size, 1), pb + max(b.alloc_size, 1)
     return pa < eb and pb < ea
 
@@ -570,11 +687,9 @@ def prelu(x, alpha, out, dtype, stream=None):
     n = y.size
     if n == 0:
         return y
-    xv, av, yv = _nd(x), _nd(alpha), _nd(y)
     ft = K.compute_type(dtype)
     xd, ad = np.dtype(x.dtype), np.dtype(alpha.dtype)
-    nd = len(yv.shape)
-    kern = _kernel(("prelu", xd, ad, dtype, nd), lambda: K.binary_nd("prelu", ft, nd),
-                   lambda: K.binary_nd_signature(xd, ad, dtype, nd))
-    _launch(kern, n, stream)(xv, av, yv, np.int64(n))
+    # alpha is a broadcast view (zero strides where it repeats): its axes merge like x's
+    _run_nd(("prelu", xd, ad, dtype), lambda nd: K.binary_nd("prelu", ft, nd),
+            lambda nd: K.binary_nd_signature(xd, ad, dtype, nd), [x, alpha, y], (), stream)
     return y

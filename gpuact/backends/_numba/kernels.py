@@ -1,23 +1,32 @@
 """Kernel factories: each returns a plain Python kernel function closing over device functions
 from ``scalar``, and ``signature(...)`` builds the explicit Numba signature it is compiled with.
 
-Every kernel uses 64-bit indices (``n``, loop counters and offsets are int64) and a grid-stride
-loop, so a grid of a few blocks per SM covers any size. Arrays are passed as Numba arrays:
+Every kernel uses 64-bit indices (``n``, loop counters and offsets are int64). Arrays are passed
+as Numba arrays:
 
-* ``elementwise_contig``  x, y 1-D contiguous: the fast path, one load and one store per element.
+* ``elementwise_contig``  x, y 1-D contiguous: the fast path, one load and one store per element,
+                          grid-stride loop.
 * ``elementwise_nd``      x, y N-D of the same shape, any strides (layout "A", negative and zero
-                          strides included): the flat index is unravelled against ``y.shape``.
+                          strides included), after the host merged what axes it could
+                          (``numba_backend._merge_axes``): each thread unravels its first flat
+                          index once and then steps by the grid stride as a mixed-radix odometer
+                          (``g``: the grid stride's digits, from the host), one add, compare and
+                          conditional subtract per axis per element and no 64-bit division in the
+                          loop (a signed 64-bit ``//`` or ``%`` is a ~70-instruction subroutine).
 * ``copy_nd``, ``mask_nd`` the same N-D walk for copies (with dtype conversion) and masks.
 * ``binary_nd``           glu (``a * sigmoid(b)`` over two views of x) and prelu (x, alpha).
-* ``softmax_rows``        one block per row of a contiguous (rows, L) array; max and sum by a
-                          shared-memory tree reduction (no warp shuffles, so the CUDA simulator
-                          runs the very same code).
-* ``softmax_cols``        one thread per (outer, inner) column of a contiguous (outer, L, inner)
-                          array: any axis without a transposing copy, coalesced across threads.
-* ``sparsemax_cols``      one thread per column; tau = max_k (S_k - 1) / k over the sorted
-                          prefix sums (Condat 2016), found without sorting in O(L^2).
+* ``softmax_tile``        a block per tile of columns of a contiguous (outer, L, inner) array
+                          (layout in ``plan.py``): per-thread online (max, sum of exp) over its
+                          share of L, then a pairwise tree merge in shared memory, then the write.
+* ``softmax_partials``    the split for long L: block (tile, segment) writes the segment's
+  ``softmax_finish``      (max, sum) per column to a workspace; block (tile, segment) of the
+                          second kernel merges the column's partials and writes its segment.
+* ``sparsemax_tile``      a block per tile: the slice max, then tau by Michelot's fixed point
+                          (safeguarded by bisection), each step one block reduction.
 
-float16 data is loaded, converted to float32, computed, and converted back on store.
+Reductions use shared memory and ``syncthreads`` only (no warp shuffles), so the CUDA simulator
+runs the very same code. float16 data is loaded, converted to float32, computed, and converted
+back on store.
 """
 
 from __future__ import annotations
@@ -28,9 +37,17 @@ import numpy as np
 from numba import cuda, types
 from numba.np.numpy_support import from_dtype
 
+from gpuact.backends._numba import plan as P
 from gpuact.backends._numba.scalar import M, device_functions
 
-SOFTMAX_BLOCK = 256  # threads (and shared-memory slots) per block of softmax_rows, at most
+BLOCK = P.BLOCK  # threads per block of the reduction kernels, at most (shared-memory slots)
+# sparsemax's tau search: Michelot's steps alone first (2-12 steps on every family tried in a host
+# emulation of this search: normal, uniform, heavy-tailed, arithmetic, geometric, bunched and
+# power-law values, 1K-200K of them), then alternating with bisection, which halves the bracket every
+# other step and so bounds the worst case (Michelot alone can take a step per value) by about
+# 2 x (mantissa bits + exponent range) more steps. MAX_STEPS is a backstop never reached.
+SPARSEMAX_MICHELOT_STEPS = 16
+SPARSEMAX_MAX_STEPS = 512
 
 
 def compute_type(out_dtype):
@@ -82,6 +99,11 @@ def signature(*args):
     return types.void(*converted)
 
 
+def steps_type(ndim):
+    """The odometer's per-axis step (the grid stride in the merged shape's mixed radix)."""
+    return types.UniTuple(types.int64, ndim)
+
+
 # ---------------------------------------------------------------------------------------------
 # elementwise
 
@@ -105,21 +127,35 @@ def elementwise_contig_signature(in_dtype, out_dtype):
     return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64, ft, ft, ft, ft)
 
 
-def _nd_kernel(name, ndim, args, body, namespace):
-    """exec a grid-stride kernel over ``n`` elements of N-D arrays shaped like ``shape_of``."""
+def _nd_kernel(name, ndim, args, body, namespace, shape_of="y"):
+    """exec a grid-stride kernel over the ``n`` elements of N-D arrays shaped like ``shape_of``.
+
+    ``args`` name ``n`` (elements) and ``g`` (the odometer steps: the grid stride written in the
+    mixed radix of the shape, most significant digit unbounded). A thread unravels its first
+    index once (the only divisions); then each step adds ``g`` digit by digit with a carry.
+    Digits stay below their radix (d + g + carry < 2 * radix, so one subtraction suffices)
+    while ``i < n``; the top digit needs no bound, ``i < n`` ends the loop.
+    """
+    last = ndim - 1
     lines = [f"def {name}({', '.join(args)}):",
              "    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x",
-             "    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x",
-             "    while i < n:",
-             "        r = i"]
-    for k in range(ndim - 1, 0, -1):
-        lines += [f"        s{k} = {args[-1] if False else 'SHAPE'}.shape[{k}]".replace("SHAPE", namespace["_shape_of"]),
-                  f"        i{k} = r % s{k}",
-                  f"        r = r // s{k}"]
-    lines.append("        i0 = r")
-    idx = ", ".join(f"i{k}" for k in range(ndim))
+             "    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x"]
+    lines += [f"    s{k} = np.int64({shape_of}.shape[{k}])" for k in range(1, ndim)]
+    lines += [f"    g{k} = g[{k}]" for k in range(ndim)]
+    lines.append("    r = i")
+    for k in range(last, 0, -1):
+        lines += [f"    d{k} = r % s{k}", f"    r = r // s{k}"]
+    lines.append("    d0 = r")
+    lines.append("    while i < n:")
+    idx = ", ".join(f"d{k}" for k in range(ndim))
     lines += [f"        {line}".replace("IDX", idx) for line in body]
     lines.append("        i += step")
+    for k in range(last, 0, -1):
+        lines += [f"        d{k} += g{k}",
+                  f"        if d{k} >= s{k}:",
+                  f"            d{k} -= s{k}",
+                  f"            d{k - 1} += 1"]
+    lines.append("        d0 += g0")
     ns = {"np": np, "cuda": cuda, "store": store, **namespace}
     exec("\n".join(lines), ns)  # noqa: S102 - generated from the fixed templates above
     return ns[name]
@@ -127,13 +163,13 @@ def _nd_kernel(name, ndim, args, body, namespace):
 
 def elementwise_nd(op, ft, ndim):
     f = device_functions(ft)[op]
-    return _nd_kernel(f"gpuact_{op}_nd{ndim}", ndim, ["x", "y", "n", "p0", "p1", "p2", "p3"],
-                      ["store(y, (IDX), f(ft(x[IDX]), p0, p1, p2, p3))"], {"f": f, "ft": ft, "_shape_of": "y"})
+    return _nd_kernel(f"gpuact_{op}_nd{ndim}", ndim, ["x", "y", "n", "g", "p0", "p1", "p2", "p3"],
+                      ["store(y, (IDX), f(ft(x[IDX]), p0, p1, p2, p3))"], {"f": f, "ft": ft})
 
 
 def elementwise_nd_signature(in_dtype, out_dtype, ndim):
     ft = compute_type(out_dtype)
-    return signature((in_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64, ft, ft, ft, ft)
+    return signature((in_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64, steps_type(ndim), ft, ft, ft, ft)
 
 
 def copy_nd(ndim, in_dtype, out_dtype):
@@ -143,11 +179,11 @@ def copy_nd(ndim, in_dtype, out_dtype):
         body = ["store(y, (IDX), np.float32(x[IDX]))"]
     else:
         body = ["store(y, (IDX), x[IDX])"]
-    return _nd_kernel(f"gpuact_copy_nd{ndim}", ndim, ["x", "y", "n"], body, {"_shape_of": "y"})
+    return _nd_kernel(f"gpuact_copy_nd{ndim}", ndim, ["x", "y", "n", "g"], body, {})
 
 
 def copy_nd_signature(in_dtype, out_dtype, ndim):
-    return signature((in_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64)
+    return signature((in_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64, steps_type(ndim))
 
 
 def mask_nd(ndim, in_dtype):
@@ -156,11 +192,11 @@ def mask_nd(ndim, in_dtype):
         body = ["y[IDX] = np.uint8(1) if x[IDX] else np.uint8(0)"]
     else:
         body = ["y[IDX] = np.uint8(1) if np.float64(x[IDX]) > 0.5 else np.uint8(0)"]
-    return _nd_kernel(f"gpuact_mask_nd{ndim}", ndim, ["x", "y", "n"], body, {"_shape_of": "y"})
+    return _nd_kernel(f"gpuact_mask_nd{ndim}", ndim, ["x", "y", "n", "g"], body, {})
 
 
 def mask_nd_signature(in_dtype, ndim):
-    return signature((in_dtype, ndim, "A"), (np.uint8, ndim, "A"), np.int64)
+    return signature((in_dtype, ndim, "A"), (np.uint8, ndim, "A"), np.int64, steps_type(ndim))
 
 
 def binary_nd(kind, ft, ndim):
@@ -172,195 +208,409 @@ def binary_nd(kind, ft, ndim):
         body = ["v = ft(a[IDX])", "store(y, (IDX), fmax(v, zero) + ft(b[IDX]) * fmin(v, zero))"]
     else:  # pragma: no cover
         raise ValueError(kind)
-    ns = {"ft": ft, "sig": fns["_sigmoid_of"], "fmax": fns["_fmax"], "fmin": fns["_fmin"], "zero": ft(0),
-          "_shape_of": "y"}
-    return _nd_kernel(f"gpuact_{kind}_nd{ndim}", ndim, ["a", "b", "y", "n"], body, ns)
+    ns = {"ft": ft, "sig": fns["_sigmoid_of"], "fmax": fns["_fmax"], "fmin": fns["_fmin"], "zero": ft(0)}
+    return _nd_kernel(f"gpuact_{kind}_nd{ndim}", ndim, ["a", "b", "y", "n", "g"], body, ns)
 
 
 def binary_nd_signature(a_dtype, b_dtype, out_dtype, ndim):
-    return signature((a_dtype, ndim, "A"), (b_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64)
+    return signature((a_dtype, ndim, "A"), (b_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64,
+                     steps_type(ndim))
+
+
+# ---------------------------------------------------------------------------------------------
+# tiles of columns (softmax, sparsemax): see plan.py for the layout
+
+
+@cuda.jit(device=True)
+def tile_thread(inner):
+    """(tx, ty, TX, TY): this thread's column in the tile, its place along L, and the tile's
+    shape. Rows (inner == 1) are launched as blockDim (TY, TX), so that the threads of a row are
+    the fastest-varying ones and a warp reads along the row; columns as (TX, TY)."""
+    if inner == 1:
+        return (np.int64(cuda.threadIdx.y), np.int64(cuda.threadIdx.x),
+                np.int64(cuda.blockDim.y), np.int64(cuda.blockDim.x))
+    return (np.int64(cuda.threadIdx.x), np.int64(cuda.threadIdx.y),
+            np.int64(cuda.blockDim.x), np.int64(cuda.blockDim.y))
+
+
+@cuda.jit(device=True)
+def column_base(c, L, inner):
+    """Offset of element 0 of column c (= o * inner + j) of a contiguous (outer, L, inner) array."""
+    o = c // inner
+    return o * L * inner + (c - o * inner)
+
+
+_parts_cache: dict = {}
+
+
+def _reductions(ft):
+    """Block-wide reductions over the ``TY`` threads of each column of a tile, pairwise (a tree in
+    shared memory, slot ``ty * TX + tx``), their result handed to every thread of the column."""
+    key = ("reductions", ft)
+    if key in _parts_cache:
+        return _parts_cache[key]
+    fns = device_functions(ft)
+    fmax, online_merge = fns["_fmax"], fns["_online_merge"]
+    dev = cuda.jit(device=True)
+
+    @dev
+    def block_max(sh, tx, ty, TX, TY, v):
+        i = ty * TX + tx
+        sh[i] = v
+        cuda.syncthreads()
+        h = TY // 2
+        while h > 0:
+            if ty < h:
+                sh[i] = fmax(sh[i], sh[i + h * TX])
+            cuda.syncthreads()
+            h //= 2
+        v = sh[tx]
+        cuda.syncthreads()  # all have read slot tx before the slots are reused
+        return v
+
+    @dev
+    def block_sum_count(sh, shk, tx, ty, TX, TY, s, k):
+        i = ty * TX + tx
+        sh[i] = s
+        shk[i] = k
+        cuda.syncthreads()
+        h = TY // 2
+        while h > 0:
+            if ty < h:
+                j = i + h * TX
+                sh[i] = sh[i] + sh[j]
+                shk[i] = shk[i] + shk[j]
+            cuda.syncthreads()
+            h //= 2
+        s = sh[tx]
+        k = shk[tx]
+        cuda.syncthreads()
+        return s, k
+
+    @dev
+    def block_softmax_merge(shm, shs, tx, ty, TX, TY, m, s):
+        i = ty * TX + tx
+        shm[i] = m
+        shs[i] = s
+        cuda.syncthreads()
+        h = TY // 2
+        while h > 0:
+            if ty < h:
+                j = i + h * TX
+                mm, ss = online_merge(shm[i], shs[i], shm[j], shs[j])
+                shm[i] = mm
+                shs[i] = ss
+            cuda.syncthreads()
+            h //= 2
+        m = shm[tx]
+        s = shs[tx]
+        cuda.syncthreads()
+        return m, s
+
+    out = _parts_cache[key] = (block_max, block_sum_count, block_softmax_merge)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # softmax / log_softmax
 
 
-def softmax_rows(ft, log, masked):
-    """One block per row of the contiguous (rows, L) data; blockDim a power of two <= SOFTMAX_BLOCK."""
-    fns = device_functions(ft)
-    fmax = fns["_fmax"]
+def _softmax_parts(ft, log, masked):
+    """(stats, write): a thread's share of a column segment [k0, k1) (elements k0 + ty, + TY, ...)."""
+    key = ("softmax", ft, log, masked)
+    if key in _parts_cache:
+        return _parts_cache[key]
+    online_add = device_functions(ft)["_online_add"]
+    zero, one, ninf, nan = ft(0), ft(1), ft(-math.inf), ft(math.nan)
+    dev = cuda.jit(device=True)
+
+    @dev
+    def stats(x, msk, base, inner, k0, k1, ty, TY):
+        """(max, sum of exp(v - max)) of the thread's elements; masked ones count as -inf. The sum
+        is compensated: a column of 2**25 equal values must not stall at 2**24."""
+        m, s, c = ninf, zero, zero
+        k = k0 + ty
+        idx = base + k * inner
+        stride = TY * inner
+        while k < k1:
+            v = ft(x[idx])
+            if masked and msk[idx] == 0:
+                v = ninf
+            m, s, c = online_add(m, s, c, v, one)
+            k += TY
+            idx += stride
+        return m, s + c
+
+    @dev
+    def write(x, y, msk, base, inner, k0, k1, ty, TY, m, s):
+        """The result for the thread's elements given the column's (max, sum). A column whose max
+        is not finite (NaN, +inf, all -inf) is NaN throughout, as x - max is in NumPy's path;
+        masked positions are 0, also in a fully masked column."""
+        finite = m - m == zero
+        inv = one / s
+        log_s = M.log(s)
+        k = k0 + ty
+        idx = base + k * inner
+        stride = TY * inner
+        while k < k1:
+            v = ft(x[idx])
+            if not finite:
+                r = nan
+            elif log:
+                r = (v - m) - log_s
+            else:
+                r = M.exp(v - m) * inv
+            if masked and msk[idx] == 0:
+                r = zero
+            store(y, idx, r)
+            k += TY
+            idx += stride
+
+    out = _parts_cache[key] = (stats, write)
+    return out
+
+
+def _softmax_name(kind, log, masked):
+    return f"gpuact_{'log_' if log else ''}softmax_{kind}{'_masked' if masked else ''}"
+
+
+def softmax_tile(ft, log, masked):
+    """A block per tile of columns (grid-stride over tiles): the single-pass softmax."""
+    stats, write = _softmax_parts(ft, log, masked)
+    merge = _reductions(ft)[2]
+    nb = BLOCK
     zero, ninf = ft(0), ft(-math.inf)
-    nblock = SOFTMAX_BLOCK
 
-    def kernel(x, y, m, rows, L):
-        sh = cuda.shared.array(nblock, ft)
-        tid = cuda.threadIdx.x
-        nt = cuda.blockDim.x
-        r = np.int64(cuda.blockIdx.x)
-        while r < rows:
-            base = r * L
-            # 1. the row's maximum (NaN-propagating, as numpy.max)
-            mx = ninf
-            k = np.int64(tid)
-            while k < L:
-                v = ft(x[base + k])
-                if masked and m[base + k] == 0:
-                    v = ninf
-                mx = fmax(mx, v)
-                k += nt
-            sh[tid] = mx
-            cuda.syncthreads()
-            s = nt // 2
-            while s > 0:
-                if tid < s:
-                    sh[tid] = fmax(sh[tid], sh[tid + s])
-                cuda.syncthreads()
-                s //= 2
-            mx = sh[0]
-            cuda.syncthreads()
-            # 2. sum of exp(x - max)
-            acc = zero
-            k = np.int64(tid)
-            while k < L:
-                v = ft(x[base + k])
-                if masked and m[base + k] == 0:
-                    v = ninf
-                acc += M.exp(v - mx)
-                k += nt
-            sh[tid] = acc
-            cuda.syncthreads()
-            s = nt // 2
-            while s > 0:
-                if tid < s:
-                    sh[tid] = sh[tid] + sh[tid + s]
-                cuda.syncthreads()
-                s //= 2
-            total = sh[0]
-            cuda.syncthreads()
-            # 3. the result
-            lt = M.log(total)
-            k = np.int64(tid)
-            while k < L:
-                v = ft(x[base + k])
-                if masked and m[base + k] == 0:
-                    v = ninf
-                if log:
-                    res = (v - mx) - lt
-                else:
-                    res = M.exp(v - mx) / total
-                if masked and m[base + k] == 0:
-                    res = zero  # masked positions are 0, also in a fully masked row
-                store(y, base + k, res)
-                k += nt
-            r += cuda.gridDim.x
+    def kernel(x, y, msk, cols, L, inner):
+        shm = cuda.shared.array(nb, ft)
+        shs = cuda.shared.array(nb, ft)
+        tx, ty, TX, TY = tile_thread(inner)
+        tiles = (cols + TX - 1) // TX
+        tile = np.int64(cuda.blockIdx.x)
+        while tile < tiles:
+            c = tile * TX + tx
+            live = c < cols
+            base = column_base(c, L, inner)
+            m, s = ninf, zero
+            if live:
+                m, s = stats(x, msk, base, inner, np.int64(0), L, ty, TY)
+            m, s = merge(shm, shs, tx, ty, TX, TY, m, s)
+            if live:
+                write(x, y, msk, base, inner, np.int64(0), L, ty, TY, m, s)
+            tile += cuda.gridDim.x
 
-    kernel.__name__ = f"gpuact_{'log_' if log else ''}softmax_rows{'_masked' if masked else ''}"
+    kernel.__name__ = _softmax_name("tile", log, masked)
     return kernel
 
 
-def softmax_cols(ft, log, masked):
-    """One thread per column (o, j) of the contiguous (outer, L, inner) data."""
-    fns = device_functions(ft)
-    fmax = fns["_fmax"]
-    zero, ninf = ft(0), ft(-math.inf)
-
-    def kernel(x, y, m, cols, L, inner):
-        c = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-        step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
-        while c < cols:
-            o = c // inner
-            base = o * L * inner + (c - o * inner)
-            mx = ninf
-            for k in range(L):
-                v = ft(x[base + k * inner])
-                if masked and m[base + k * inner] == 0:
-                    v = ninf
-                mx = fmax(mx, v)
-            acc = zero
-            for k in range(L):
-                v = ft(x[base + k * inner])
-                if masked and m[base + k * inner] == 0:
-                    v = ninf
-                acc += M.exp(v - mx)
-            lt = M.log(acc)
-            for k in range(L):
-                v = ft(x[base + k * inner])
-                if masked and m[base + k * inner] == 0:
-                    v = ninf
-                if log:
-                    res = (v - mx) - lt
-                else:
-                    res = M.exp(v - mx) / acc
-                if masked and m[base + k * inner] == 0:
-                    res = zero
-                store(y, base + k * inner, res)
-            c += step
-
-    kernel.__name__ = f"gpuact_{'log_' if log else ''}softmax_cols{'_masked' if masked else ''}"
-    return kernel
-
-
-def softmax_rows_signature(in_dtype, out_dtype):
-    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"), np.int64, np.int64)
-
-
-def softmax_cols_signature(in_dtype, out_dtype):
+def softmax_tile_signature(in_dtype, out_dtype):
     return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"), np.int64, np.int64, np.int64)
+
+
+def softmax_partials(ft, masked):
+    """Split softmax, first kernel: block b = (tile, segment) writes each column's (max, sum) over
+    the segment to ``wm``/``ws`` at ``c * segs + segment``."""
+    stats, _ = _softmax_parts(ft, False, masked)
+    merge = _reductions(ft)[2]
+    nb = BLOCK
+    zero, ninf = ft(0), ft(-math.inf)
+
+    def kernel(x, msk, wm, ws, cols, L, inner, segs, seg_len):
+        shm = cuda.shared.array(nb, ft)
+        shs = cuda.shared.array(nb, ft)
+        tx, ty, TX, TY = tile_thread(inner)
+        b = np.int64(cuda.blockIdx.x)
+        tile = b // segs
+        seg = b - tile * segs
+        k0 = seg * seg_len
+        k1 = min(L, k0 + seg_len)
+        c = tile * TX + tx
+        live = c < cols
+        base = column_base(c, L, inner)
+        m, s = ninf, zero
+        if live:
+            m, s = stats(x, msk, base, inner, k0, k1, ty, TY)
+        m, s = merge(shm, shs, tx, ty, TX, TY, m, s)
+        if live and ty == 0:
+            wm[c * segs + seg] = m
+            ws[c * segs + seg] = s
+
+    kernel.__name__ = _softmax_name("partials", False, masked)
+    return kernel
+
+
+def softmax_partials_signature(in_dtype, ft):
+    return signature((in_dtype, 1, "C"), (np.uint8, 1, "C"), (ft, 1, "C"), (ft, 1, "C"),
+                     np.int64, np.int64, np.int64, np.int64, np.int64)
+
+
+def softmax_finish(ft, log, masked):
+    """Split softmax, second kernel: block (tile, segment) merges the column's partials (each
+    thread an online sum over every TY-th, then the tree) and writes the segment. Blocks run in
+    the reverse of the first kernel's order: the segments it read last are the likeliest in L2."""
+    _, write = _softmax_parts(ft, log, masked)
+    merge = _reductions(ft)[2]
+    online_add = device_functions(ft)["_online_add"]
+    nb = BLOCK
+    zero, ninf = ft(0), ft(-math.inf)
+
+    def kernel(x, y, msk, wm, ws, cols, L, inner, segs, seg_len):
+        shm = cuda.shared.array(nb, ft)
+        shs = cuda.shared.array(nb, ft)
+        tx, ty, TX, TY = tile_thread(inner)
+        b = np.int64(cuda.gridDim.x) - 1 - cuda.blockIdx.x
+        tile = b // segs
+        seg = b - tile * segs
+        k0 = seg * seg_len
+        k1 = min(L, k0 + seg_len)
+        c = tile * TX + tx
+        live = c < cols
+        base = column_base(c, L, inner)
+        m, s, comp = ninf, zero, zero
+        if live:
+            p = ty
+            while p < segs:
+                m, s, comp = online_add(m, s, comp, wm[c * segs + p], ws[c * segs + p])
+                p += TY
+        m, s = merge(shm, shs, tx, ty, TX, TY, m, s + comp)
+        if live:
+            write(x, y, msk, base, inner, k0, k1, ty, TY, m, s)
+
+    kernel.__name__ = _softmax_name("finish", log, masked)
+    return kernel
+
+
+def softmax_finish_signature(in_dtype, out_dtype):
+    ft = compute_type(out_dtype)
+    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"), (ft, 1, "C"), (ft, 1, "C"),
+                     np.int64, np.int64, np.int64, np.int64, np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
 # sparsemax
 
 
-def sparsemax_cols(ft):
+def sparsemax_tile(ft, cached, michelot_steps=SPARSEMAX_MICHELOT_STEPS):
+    """A block per tile of columns. For each column, z = x - max(x) (shift-invariance: without it
+    [1e8, 0] in float32 gave [0, 0]); tau in [-1, 0) solves sum max(z - tau, 0) = 1. Each step
+    reduces (S, K) = (sum, count) of {z > t} over the column, which gives both f(t) = S - K t
+    (t <= tau iff f(t) >= 1) and Michelot's step (S - 1) / K, a lower bound at least t when t is
+    one. From the lower bound -1 the steps evaluate Michelot's step from the best lower bound
+    (tm); after ``michelot_steps`` of them they alternate with the midpoint of [tm, hi]. The
+    search ends when a step's support is the one tm came from (no z in between, so tm is
+    Michelot's fixed point: the exact formula over the exact support, O(L) per step). With
+    ``cached`` the column lives in shared memory (each thread keeps its own elements there, so no
+    barrier guards it), else every step re-reads it (from L2)."""
     fns = device_functions(ft)
-    fmax = fns["_fmax"]
-    zero, one, ninf, nan = ft(0), ft(1), ft(-math.inf), ft(math.nan)
+    fmax, neumaier = fns["_fmax"], fns["_neumaier"]
+    block_max, block_sum_count, _ = _reductions(ft)
+    nb = BLOCK
+    ncache = P.sparsemax_cache_elements(np.dtype(ft).itemsize) if cached else 1
+    zero, half, one, ninf, nan = ft(0), ft(0.5), ft(1), ft(-math.inf), ft(math.nan)
+    max_steps = SPARSEMAX_MAX_STEPS
 
     def kernel(x, y, cols, L, inner):
-        c = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-        step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
-        while c < cols:
-            o = c // inner
-            base = o * L * inner + (c - o * inner)
-            has_nan = False
-            for k in range(L):
-                v = ft(x[base + k * inner])
-                if v != v:
-                    has_nan = True
-            if has_nan:  # a slice holding NaN has no defined projection: NaN throughout
-                for k in range(L):
-                    y[base + k * inner] = nan
-            else:
-                # z_i's rank among the sorted values is cnt = #{z_j >= z_i} and the prefix sum
-                # there is s = sum{z_j >= z_i}; tau is the largest (s - 1) / cnt.
-                tau = ninf
-                for i in range(L):
-                    zi = ft(x[base + i * inner])
-                    cnt = 0
-                    s = zero
-                    for j in range(L):
-                        zj = ft(x[base + j * inner])
-                        if zj >= zi:
+        shs = cuda.shared.array(nb, ft)
+        shk = cuda.shared.array(nb, np.int64)
+        zc = cuda.shared.array(ncache, ft)
+        tx, ty, TX, TY = tile_thread(inner)
+        tiles = (cols + TX - 1) // TX
+        stride = TY * inner
+        tile = np.int64(cuda.blockIdx.x)
+        while tile < tiles:
+            c = tile * TX + tx
+            live = c < cols
+            base = column_base(c, L, inner)
+            # 1. the column's max (NaN-propagating, as numpy.max)
+            mx = ninf
+            if live:
+                k = ty
+                idx = base + k * inner
+                while k < L:
+                    v = ft(x[idx])
+                    if cached:
+                        zc[k * TX + tx] = v
+                    mx = fmax(mx, v)
+                    k += TY
+                    idx += stride
+            mx = block_max(shs, tx, ty, TX, TY, mx)
+            finite = mx - mx == zero  # else NaN throughout (a NaN, a +inf, or all -inf)
+            # 2. tau
+            done = not (live and finite)
+            tm = -one  # a lower bound: the max alone gives f(-1) >= 1
+            hi = zero  # an upper bound: f(0) = 0
+            lo_count = np.int64(-1)  # |{z > lower bound tm came from}|; -1: none yet
+            bisect = False
+            nstep = 0
+            while cuda.syncthreads_and(1 if done else 0) == 0:  # until every column is done
+                t = (tm + hi) * half if bisect else tm
+                s, comp, cnt = zero, zero, np.int64(0)
+                if not done:
+                    k = ty
+                    idx = base + k * inner
+                    while k < L:
+                        z = (zc[k * TX + tx] if cached else ft(x[idx])) - mx
+                        if z > t:
+                            s, comp = neumaier(s, comp, z)
                             cnt += 1
-                            s += zj
-                    t = (s - one) / ft(cnt)
-                    if t > tau:
-                        tau = t
-                for k in range(L):
-                    store(y, base + k * inner, fmax(ft(x[base + k * inner]) - tau, zero))
-            c += step
+                        k += TY
+                        idx += stride
+                s, cnt = block_sum_count(shs, shk, tx, ty, TX, TY, s + comp, cnt)
+                if not done:
+                    lower = s - ft(cnt) * t >= one
+                    if cnt == lo_count or (not lower and not bisect):
+                        # no z between the last lower bound and t: tm is exact. (A Michelot step
+                        # that tests as an upper bound is tau within rounding.)
+                        done = True
+                    elif lower:
+                        lo_count = cnt
+                        tm = fmax(tm, (s - one) / ft(cnt))
+                    else:
+                        hi = t
+                    nstep += 1
+                    bisect = nstep > michelot_steps and not bisect
+                    if nstep >= max_steps:
+                        done = True
+            # 3. the result
+            if live:
+                k = ty
+                idx = base + k * inner
+                while k < L:
+                    z = (zc[k * TX + tx] if cached else ft(x[idx])) - mx
+                    store(y, idx, fmax(z - tm, zero) if finite else nan)
+                    k += TY
+                    idx += stride
+            tile += cuda.gridDim.x
 
-    kernel.__name__ = "gpuact_sparsemax_cols"
+    kernel.__name__ = f"gpuact_sparsemax_tile{'_cached' if cached else ''}"
+    if michelot_steps != SPARSEMAX_MICHELOT_STEPS:
+        kernel.__name__ += f"_m{michelot_steps}"
     return kernel
 
 
-def sparsemax_cols_signature(in_dtype, out_dtype):
+def sparsemax_tile_signature(in_dtype, out_dtype):
     return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64, np.int64, np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
 # the catalogue (for the PTX test)
+
+
+def nd_catalogue(dtype, ndims=(1, 2, 3, 4), ops=None):
+    """(name, python kernel, signature) of the N-D (odometer) kernels at the ranks ``ndims``."""
+    from gpuact._ops import ELEMENTWISE_OPS
+
+    dtype = np.dtype(dtype)
+    ft = compute_type(dtype)
+    out = []
+    for nd in ndims:
+        for op in ELEMENTWISE_OPS if ops is None else ops:
+            out.append((f"{op}_nd{nd}", elementwise_nd(op, ft, nd), elementwise_nd_signature(dtype, dtype, nd)))
+        out.append((f"glu_nd{nd}", binary_nd("glu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
+        out.append((f"prelu_nd{nd}", binary_nd("prelu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
+        out.append((f"copy_nd{nd}", copy_nd(nd, dtype, dtype), copy_nd_signature(dtype, dtype, nd)))
+        out.append((f"mask_nd{nd}", mask_nd(nd, dtype), mask_nd_signature(dtype, nd)))
+    return out
 
 
 def catalogue(dtype, ndims=(1, 3)):
@@ -373,17 +623,16 @@ def catalogue(dtype, ndims=(1, 3)):
     out = []
     for op in ELEMENTWISE_OPS:
         out.append((f"{op}_contig", elementwise_contig(op, ft), elementwise_contig_signature(dtype, dtype)))
-        for nd in ndims:
-            out.append((f"{op}_nd{nd}", elementwise_nd(op, ft, nd), elementwise_nd_signature(dtype, dtype, nd)))
     for log in (False, True):
         for masked in (False, True):
             name = f"{'log_' if log else ''}softmax{'_masked' if masked else ''}"
-            out.append((f"{name}_rows", softmax_rows(ft, log, masked), softmax_rows_signature(dtype, dtype)))
-            out.append((f"{name}_cols", softmax_cols(ft, log, masked), softmax_cols_signature(dtype, dtype)))
-    out.append(("sparsemax_cols", sparsemax_cols(ft), sparsemax_cols_signature(dtype, dtype)))
-    for nd in ndims:
-        out.append((f"glu_nd{nd}", binary_nd("glu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
-        out.append((f"prelu_nd{nd}", binary_nd("prelu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
-        out.append((f"copy_nd{nd}", copy_nd(nd, dtype, dtype), copy_nd_signature(dtype, dtype, nd)))
-        out.append((f"mask_nd{nd}", mask_nd(nd, dtype), mask_nd_signature(dtype, nd)))
+            out.append((f"{name}_tile", softmax_tile(ft, log, masked), softmax_tile_signature(dtype, dtype)))
+            out.append((f"{name}_finish", softmax_finish(ft, log, masked), softmax_finish_signature(dtype, dtype)))
+    for masked in (False, True):
+        out.append((f"softmax_partials{'_masked' if masked else ''}", softmax_partials(ft, masked),
+                    softmax_partials_signature(dtype, ft)))
+    for cached in (False, True):
+        out.append((f"sparsemax_tile{'_cached' if cached else ''}", sparsemax_tile(ft, cached),
+                    sparsemax_tile_signature(dtype, dtype)))
+    out += nd_catalogue(dtype, ndims)
     return out

@@ -261,6 +261,44 @@ def _build(ft):  # noqa: C901 - one small function per op, on purpose
     def sparse_sigmoid(x, p0, p1, p2, p3):
         return clip((x + one) * half, zero, one)
 
+    ninf = ft(-math.inf)
+
+    @dev
+    def neumaier(s, c, v):
+        """(s + v, c + the rounding error of that sum): ``s + c`` is the compensated sum (Neumaier's
+        variant of Kahan's, exact error terms whichever of s and v is larger). Without it a float32
+        running sum stops growing once the terms fall below half an ulp of it."""
+        t = s + v
+        if abs(s) >= abs(v):
+            c += (s - t) + v
+        else:
+            c += (v - t) + s
+        return t, c
+
+    @dev
+    def online_add(m, s, c, mi, si):
+        """Adds ``si * exp(mi - m)`` to the running softmax state: ``m`` the running max, ``s + c``
+        the compensated sum of exp(v - m). A new max rescales the sum (and its compensation), so
+        one exp per element; an element is (v, 1), a partial (its max, its sum). -inf adds
+        nothing; NaN sticks in ``m``. Whenever the final ``m`` is not finite (NaN, +inf, or all
+        -inf) the caller writes NaN, so the sum need not be right in those cases."""
+        if mi > m:
+            f = M.exp(m - mi)  # m = -inf (nothing yet): 0
+            s, c = neumaier(s * f, c * f, si)
+            m = mi
+        elif mi == mi:
+            if mi != ninf:
+                s, c = neumaier(s, c, si * M.exp(mi - m))
+        else:
+            m = mi
+        return m, s, c
+
+    @dev
+    def online_merge(m1, s1, m2, s2):
+        """Two softmax partials (max, sum of exp(v - max)) as one: the pairwise step of a tree."""
+        m, s, c = online_add(m1, s1, zero, m2, s2)
+        return m, s + c
+
     fns = {
         "relu": relu, "sigmoid": sigmoid, "softplus": softplus, "softsign": softsign, "tanh": tanh,
         "selu": selu, "elu": elu, "exponential": exponential, "linear": linear, "relu6": relu6,
@@ -271,6 +309,7 @@ def _build(ft):  # noqa: C901 - one small function per op, on purpose
         "sparse_plus": sparse_plus, "sparse_sigmoid": sparse_sigmoid,
         # helpers the fused kernels use
         "_fmax": fmax, "_fmin": fmin, "_sigmoid_of": sigmoid_of,
+        "_neumaier": neumaier, "_online_add": online_add, "_online_merge": online_merge,
     }
     return fns
 

@@ -1,0 +1,267 @@
+"""Host-side logic of the Numba backend, checked without a GPU or the CUDA simulator: the launch
+plans of softmax and sparsemax (``gpuact.backends._numba.plan``, pure Python), the axis merging
+and odometer steps of the N-D kernels, and the launch configuration's warnings.
+
+The N-D kernels are also run here as plain Python: ``_nd_kernel`` generates Python source, so
+the very function Numba compiles can be called with NumPy arrays and a stand-in for ``cuda``
+(block and thread indices), once per thread of a grid, to check that the odometer visits every
+element exactly once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+from gpuact.backends._numba import plan as P
+
+H100_SMS = 132
+SM_COUNTS = (H100_SMS, 108, 114, 144, 170)  # H100 SXM/H200, A100, H100 PCIe, GH200 variants, B200-ish
+
+
+def _shapes_of_at_least_2_20():
+    """(outer, L, inner) triples of >= 2**20 elements: long rows, many short rows, a few long
+    columns, many short columns, and everything between, with sizes that are not powers of two."""
+    totals = [2**20, 2**20 + 7, 3 * 2**19 + 1, 10_000_000, 2**24, 2**26 + 3]
+    sides = [1, 2, 3, 5, 7, 16, 31, 32, 33, 100, 127, 255, 256, 257, 1000, 4096, 10_000, 65_537, 2**20]
+    shapes = set()
+    for n in totals:
+        for outer, inner in itertools.product(sides, sides):
+            length = -(-n // (outer * inner))
+            if length >= 1 and outer * length * inner >= 2**20:
+                shapes.add((outer, length, inner))
+    shapes.update({(1, 10_000_000, 1), (16, 256_000, 1), (1, 2**22, 2), (4096, 1024, 1), (2**20, 1, 1),
+                   (1, 1, 2**20), (1, 2, 2**19), (2**19, 2, 1), (2**25, 2, 1), (1, 2**25, 2), (2, 2**19, 1)})
+    return sorted(shapes)
+
+
+SHAPES = _shapes_of_at_least_2_20()
+
+
+def test_the_sweep_is_broad():
+    assert len(SHAPES) > 1500
+    assert any(p[2] == 1 for p in SHAPES) and any(p[2] > 1 for p in SHAPES)
+
+
+@pytest.mark.parametrize("sms", SM_COUNTS)
+def test_softmax_plan_gives_every_sm_two_blocks_for_large_inputs(sms):
+    problems = []
+    for outer, length, inner in SHAPES:
+        plan = P.softmax_plan(outer, length, inner, sms)
+        P.check_limits(plan)
+        cols = outer * inner
+        assert plan.tx * plan.ty == P.BLOCK
+        assert plan.tiles * plan.tx >= cols > (plan.tiles - 1) * plan.tx
+        if plan.split:
+            # segments cover L, none empty; one (max, sum) pair per column and segment
+            assert plan.segments * plan.seg_len >= length > (plan.segments - 1) * plan.seg_len
+            assert plan.grid == plan.tiles * plan.segments
+            assert cols * plan.segments <= 64 * P.BLOCK * sms, (outer, length, inner, plan)
+        else:
+            assert plan.seg_len == length
+        if plan.grid < P.MIN_BLOCKS_PER_SM * sms:
+            problems.append(((outer, length, inner), plan))
+    assert not problems, f"{len(problems)} shapes get fewer than {P.MIN_BLOCKS_PER_SM} blocks per SM: {problems[:5]}"
+
+
+def test_softmax_plan_of_the_named_shapes():
+    """The block counts quoted for an H100/H200 (132 SMs)."""
+    got = {s: P.softmax_plan(*s, H100_SMS) for s in [(1, 10_000_000, 1), (16, 256_000, 1), (1, 2**22, 2),
+                                                     (4096, 1024, 1)]}
+    assert got[(1, 10_000_000, 1)][:6] == (1, 256, 1, 528, 18940, 528)  # tx, ty, tiles, segments, seg_len, grid
+    assert got[(16, 256_000, 1)].grid == 528 and got[(16, 256_000, 1)].segments == 33
+    assert got[(1, 2**22, 2)].block == (2, 128) and got[(1, 2**22, 2)].grid == 528
+    assert not got[(4096, 1024, 1)].split and got[(4096, 1024, 1)].grid == 4096
+    assert got[(4096, 1024, 1)].block == (256, 1)  # rows: the threads of a row vary fastest
+
+
+@pytest.mark.parametrize("shape", [(1, 1000, 1), (8, 3000, 1), (1, 100, 2), (3, 7, 5), (1, 1, 1), (5, 1, 1)])
+def test_small_softmax_is_one_kernel(shape):
+    plan = P.softmax_plan(*shape, H100_SMS)
+    assert not plan.split
+    P.check_limits(plan)
+
+
+@pytest.mark.parametrize("length,inner,expected", [
+    (10**6, 1, (1, 256)), (64, 1, (4, 64)), (5, 1, (32, 8)), (1, 1, (256, 1)),
+    (10**6, 2, (2, 128)), (10**6, 3, (4, 64)), (10**6, 1000, (32, 8)), (2, 1000, (128, 2)),
+])
+def test_tile_shape(length, inner, expected):
+    assert P.tile_shape(length, inner) == expected
+
+
+def test_sparsemax_plan_caches_slices_that_fit():
+    plan, cached = P.sparsemax_plan(64, 50_000, 1, H100_SMS, 4)
+    assert not cached and plan.tiles == 64 and plan.grid == 64
+    plan, cached = P.sparsemax_plan(64, 8192, 1, H100_SMS, 4)
+    assert cached and plan.block == (256, 1)
+    plan, cached = P.sparsemax_plan(3, 100, 1000, H100_SMS, 8)
+    assert plan.tx == 32 and cached  # 32 columns x 100 x 8 bytes = 25.6 KB
+    for s in SHAPES[::7]:
+        P.check_limits(P.sparsemax_plan(*s, H100_SMS, 4)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# N-D kernels: merged axes and the odometer
+
+nb = pytest.importorskip("gpuact.backends.numba_backend", reason="numba is not installed",
+                         exc_type=ImportError)
+
+
+def _strides(a):
+    return tuple(a.strides)
+
+
+@pytest.mark.parametrize("case,expected_rank", [
+    ("c", 1), ("f", 1), ("glu_halves", 2), ("glu_halves_outer1", 1), ("transposed_in", 3),
+    ("broadcast_alpha", 1), ("broadcast_alpha_rows", 2), ("broadcast_alpha_channels", 3), ("one_element", 0),
+    ("size1_axes", 1), ("every_other", 1),
+])
+def test_merge_axes(case, expected_rank):
+    base = np.zeros((4, 6, 10), np.float32)
+    if case == "c":
+        arrays = [base, np.zeros((4, 6, 10), np.float64)]
+    elif case == "f":
+        arrays = [np.asfortranarray(base), np.asfortranarray(base)]
+    elif case == "glu_halves":
+        x = np.zeros((4, 12, 10), np.float32)
+        arrays = [x[:, :6], x[:, 6:], base]
+    elif case == "glu_halves_outer1":
+        x = np.zeros((1, 12, 10), np.float32)
+        arrays = [x[:, :6], x[:, 6:], np.zeros((1, 6, 10), np.float32)]
+    elif case == "transposed_in":
+        arrays = [np.zeros((10, 6, 4), np.float32).transpose(2, 1, 0), base]
+    elif case == "broadcast_alpha":
+        arrays = [base, np.broadcast_to(np.float32(0.25), base.shape), base]
+    elif case == "broadcast_alpha_rows":  # one alpha row per (6, 10) slice: the last two axes merge
+        arrays = [base, np.broadcast_to(np.zeros((1, 6, 10), np.float32), base.shape), base]
+    elif case == "broadcast_alpha_channels":  # alpha along the middle axis: nothing merges
+        arrays = [base, np.broadcast_to(np.zeros((1, 6, 1), np.float32), base.shape), base]
+    elif case == "one_element":
+        arrays = [np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32)]
+    elif case == "size1_axes":
+        arrays = [np.zeros((1, 7, 1), np.float32), np.zeros((1, 7, 1), np.float32)]
+    else:  # every other element of a 1-D array, and a contiguous output
+        arrays = [np.zeros(20, np.float32)[::2], np.zeros(10, np.float32)]
+    shape, strides = nb._merge_axes(arrays[0].shape, [_strides(a) for a in arrays])
+    assert len(shape) == expected_rank
+    if not shape:
+        return
+    # Position p of the merged walk must address, in every array, the element of one logical
+    # index: the output's addresses (unique) name it.
+    original = [_addresses(a.shape, _strides(a)) for a in arrays]
+    merged = [_addresses(shape, st) for st in strides]
+    where = {int(addr): i for i, addr in enumerate(original[-1])}
+    logical = np.array([where[int(addr)] for addr in merged[-1]])
+    np.testing.assert_array_equal(np.sort(logical), np.arange(arrays[0].size))
+    for o, m in zip(original, merged):
+        np.testing.assert_array_equal(m, o[logical])
+
+
+def _addresses(shape, strides):
+    """Byte offset of every element, in C order of ``shape``."""
+    index = np.indices(shape).reshape(len(shape), -1)
+    return (np.asarray(strides, np.int64)[:, None] * index).sum(axis=0)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (4, 1, 6), (2, 3, 4, 5), (5, 4, 3, 2), (2, 1, 3, 1, 2)])
+@pytest.mark.parametrize("stride", [1, 2, 3, 7, 29, 96, 128, 1000])
+def test_odometer_steps_are_the_stride_in_mixed_radix(shape, stride):
+    steps = nb._odometer_steps(list(shape), stride)
+    assert len(steps) == len(shape)
+    value = 0
+    for size, digit in zip(shape, steps):
+        value = value * size + int(digit)
+    assert value == stride
+    assert all(0 <= int(d) < s for d, s in zip(steps[1:], shape[1:]))
+
+
+class _Dim3:
+    def __init__(self, x):
+        self.x = x
+
+
+def _run_generated(kernel, grid, block, *args):
+    """Runs an N-D kernel's Python function for every (block, thread) of a 1-D launch."""
+    fake = types.SimpleNamespace(blockIdx=_Dim3(0), threadIdx=_Dim3(0), gridDim=_Dim3(grid), blockDim=_Dim3(block))
+    globs = dict(kernel.__globals__, cuda=fake)
+    fn = types.FunctionType(kernel.__code__, globs, kernel.__name__)
+    for b in range(grid):
+        for t in range(block):
+            fake.blockIdx.x, fake.threadIdx.x = b, t
+            fn(*args)
+
+
+def _plain_store(a, i, v):
+    a[i] = v
+
+
+@pytest.mark.parametrize("shape", [(1,), (13,), (3, 5), (5, 3), (4, 7, 3), (3, 1, 4, 5), (2, 3, 2, 3, 2)])
+@pytest.mark.parametrize("grid,block", [(1, 1), (1, 4), (3, 5), (2, 32), (7, 3), (64, 32)])
+def test_the_generated_odometer_visits_every_element_once(shape, grid, block):
+    from gpuact.backends._numba import kernels as K
+
+    nd = len(shape)
+    kernel = K._nd_kernel(f"count_nd{nd}", nd, ["y", "n", "g"], ["y[IDX] += 1"], {})
+    y = np.zeros(shape, np.int64)  # NumPy indexing: an out-of-range digit raises
+    _run_generated(kernel, grid, block, y, np.int64(y.size), nb._odometer_steps(list(shape), grid * block))
+    np.testing.assert_array_equal(y, np.ones(shape, np.int64))
+
+
+@pytest.mark.parametrize("grid,block", [(1, 8), (3, 7), (5, 32)])
+def test_the_generated_copy_walks_strided_views(grid, block):
+    """copy_nd's own source over merged views of transposed, sliced, negative- and zero-stride
+    inputs: y equals NumPy's copy."""
+    from gpuact.backends._numba import kernels as K
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(6, 8, 10)).astype(np.float32)
+    sources = (base.transpose(2, 0, 1), base[::-1, 1::3, ::2], base[:, ::-2],
+               np.broadcast_to(base[:1, :, :1], base.shape))
+    for src in sources:
+        dst = np.zeros(src.shape, np.float64)
+        (sv, dv), shape = _merged_numpy_views([src, dst])
+        nd = len(shape)
+        kernel = K.copy_nd(nd, src.dtype, dst.dtype)
+        kernel.__globals__["store"] = _plain_store  # the kernel's own namespace (exec'd per call)
+        n = math.prod(shape)
+        _run_generated(kernel, grid, block, sv, dv, np.int64(n), nb._odometer_steps(shape, grid * block))
+        np.testing.assert_array_equal(dst, src.astype(np.float64))
+
+
+def _merged_numpy_views(arrays):
+    shape, strides = nb._merge_axes(arrays[0].shape, [_strides(a) for a in arrays])
+    if not shape:
+        shape, strides = [1], [[a.itemsize] for a in arrays]
+    views = [np.lib.stride_tricks.as_strided(a, shape, st) for a, st in zip(arrays, strides)]
+    return views, shape
+
+
+# ---------------------------------------------------------------------------------------------
+# warnings
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="the simulator's launches never warn")
+def test_launch_configuration_does_not_warn_but_user_launches_still_do():
+    from numba import cuda
+
+    def noop(a):
+        pass
+
+    kern = cuda.jit(noop)  # compiled lazily: configuring a launch needs no GPU
+    filters = list(warnings.filters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = nb._launch(kern, 10, 0, blocks=1)  # (blocks given: sizing a grid asks the GPU its SMs)
+        assert cfg is nb._launch(kern, 10, 0, blocks=1)  # cached
+        nb._launch(kern, 0, 0, threads=(32, 8), blocks=3)
+    assert warnings.filters == filters
+    category = nb._PERFORMANCE_WARNINGS[0]
+    with pytest.warns(category, match="Grid size 2"):
+        kern[2, 32, 0]  # the user's own small grid still warns
