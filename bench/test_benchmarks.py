@@ -32,7 +32,8 @@ REQUIRE_GPU = os.environ.get("GPUACT_REQUIRE_GPU") == "1"
 _selected = ["numpy", "numpy-naive", "cupy", "numba", "cupy-naive"] + (["torch", "jax"] if PEERS else [])
 IMPLS, STATUSES = discover(_selected)
 CASES = (C.build_cases(C.DEFAULT_OPS, ("float32",), SIZES, rows=())
-         + C.build_cases(C.SOFTMAX_OPS, ("float32",), (SOFTMAX_SIZE,), softmax_limit=1))
+         + C.build_cases(C.SOFTMAX_OPS, ("float32",), (SOFTMAX_SIZE,), softmax_limit=1)
+         + C.build_training_cases(C.QUICK_GRAD_OPS, ("float32",), (SOFTMAX_SIZE,), rows=(1024,)))
 
 
 def _params():
@@ -45,10 +46,10 @@ _inputs: dict = {}
 
 
 def _input(case, device):
-    key = (case.dtype, case.shape, device)
+    key = (case.dtype, case.input_shape, C.is_grad(case.op), C.is_bias(case.op), device)
     if key not in _inputs:
         _inputs.clear() if len(_inputs) > 8 else None
-        x = C.make_input(case.shape, case.dtype)
+        x = C.make_case_input(case)
         if device == "gpu":
             import cupy
 
@@ -81,10 +82,10 @@ def test_activation(benchmark, case, impl):
 
         dev_slices = None if slices is None else cupy.asarray(slices)
         got = cupy.asnumpy(C.sample_view(case, got, dev_slices))
-        x_sample = cupy.asnumpy(C.sample_view(case, host_x, dev_slices))
+        x_sample = cupy.asnumpy(C.sample_input(case, host_x, dev_slices))
     else:
         got = C.sample_view(case, np.asarray(got), slices)
-        x_sample = C.sample_view(case, host_x, slices)
+        x_sample = C.sample_input(case, host_x, slices)
     ok, msg = C.compare(case, got, x_sample, impl.gpuact)
     assert ok, f"{impl.name} {case.op} {case.label}: {msg}"
 

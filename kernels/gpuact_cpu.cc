@@ -41,7 +41,7 @@
 #endif
 
 // Bumped whenever an entry point is added or changes; gpuact/backends/_native.py refuses another.
-const int kAbiVersion = 5;
+const int kAbiVersion = 6;
 
 namespace {
 
@@ -301,6 +301,67 @@ GA_HD void softmax_grad_rows(const T* dy, const T* x, T* dx, int64_t rows, int64
     }
 }
 
+// The softmax backward along the middle axis of contiguous (outer, length, inner) arrays, inner > 1,
+// in the column kernel's work units (see softmax_columns): per column the max, sum(exp) and
+// sum(dy) or sum(dy exp) as vectors along inner, then dx; four passes over a unit's (length, width)
+// block, which a thread keeps to itself.
+template <typename T>
+GA_HD void softmax_grad_columns(const T* dy, const T* x, T* dx, int64_t length, int64_t inner, int64_t width,
+                                int64_t u0, int64_t u1, int log) {
+    width = width < 1 ? 1 : (width > kMaxColumnWidth ? kMaxColumnWidth : width);
+    const int64_t chunks = (inner + width - 1) / width;
+    T m[kMaxColumnWidth], f[kMaxColumnWidth], d[kMaxColumnWidth];
+    double s[kMaxColumnWidth], t[kMaxColumnWidth];
+    for (int64_t u = u0; u < u1; ++u) {
+        const int64_t o = u / chunks, j0 = (u % chunks) * width;
+        const int64_t w = inner - j0 < width ? inner - j0 : width;
+        const int64_t base = o * length * inner + j0;
+        const T* xo = x + base;
+        const T* dyo = dy + base;
+        T* dxo = dx + base;
+        for (int64_t j = 0; j < w; ++j) {
+            m[j] = -__builtin_inf();
+            s[j] = 0.0;
+            t[j] = 0.0;
+        }
+        for (int64_t l = 0; l < length; ++l) {
+            const T* xl = xo + l * inner;
+#pragma omp simd
+            for (int64_t j = 0; j < w; ++j) m[j] = xl[j] > m[j] ? xl[j] : m[j];
+        }
+        for (int64_t l = 0; l < length; ++l) {
+            const T* xl = xo + l * inner;
+            const T* dyl = dyo + l * inner;
+#pragma omp simd
+            for (int64_t j = 0; j < w; ++j) {
+                const T e = ga::exp_nonpositive_(T(xl[j] - m[j]));
+                s[j] += double(e);
+                t[j] += log ? double(dyl[j]) : double(dyl[j]) * double(e);
+            }
+        }
+        for (int64_t j = 0; j < w; ++j) {
+            if (!(m[j] > -__builtin_inf() && m[j] < __builtin_inf())) s[j] = __builtin_nan("");
+            f[j] = T(1.0 / s[j]);   // y = exp(x - m) f
+            d[j] = T(t[j] / s[j]);  // log_softmax: sum(dy) / s; softmax: sum(dy y)
+        }
+        for (int64_t l = 0; l < length; ++l) {
+            const T* xl = xo + l * inner;
+            const T* dyl = dyo + l * inner;
+            T* dxl = dxo + l * inner;
+            if (log) {
+#pragma omp simd
+                for (int64_t j = 0; j < w; ++j) dxl[j] = dyl[j] - ga::exp_nonpositive_(T(xl[j] - m[j])) * d[j];
+            } else {
+#pragma omp simd
+                for (int64_t j = 0; j < w; ++j) {
+                    const T y = ga::exp_nonpositive_(T(xl[j] - m[j])) * f[j];
+                    dxl[j] = y * (dyl[j] - d[j]);
+                }
+            }
+        }
+    }
+}
+
 // The sparsemax backward of `rows` contiguous rows: the support (y > 0) recomputed as the forward
 // does (sparsemax_rows into dx first), then dx = s (dy - mean of dy over the support).
 template <typename T>
@@ -399,6 +460,15 @@ GA_CLONES static void sparsemax_grad_rows_f32(const float* dy, const float* x, f
 GA_CLONES static void sparsemax_grad_rows_f64(const double* dy, const double* x, double* dx, int64_t rows,
                                               int64_t length) {
     sparsemax_grad_rows<double>(dy, x, dx, rows, length);
+}
+
+GA_CLONES static void softmax_grad_columns_f32(const float* dy, const float* x, float* dx, int64_t length,
+                                               int64_t inner, int64_t width, int64_t u0, int64_t u1, int log) {
+    softmax_grad_columns<float>(dy, x, dx, length, inner, width, u0, u1, log);
+}
+GA_CLONES static void softmax_grad_columns_f64(const double* dy, const double* x, double* dx, int64_t length,
+                                               int64_t inner, int64_t width, int64_t u0, int64_t u1, int log) {
+    softmax_grad_columns<double>(dy, x, dx, length, inner, width, u0, u1, log);
 }
 
 template <typename T> struct UnaryFns {
@@ -716,6 +786,38 @@ PyObject* py_sparsemax_rows(PyObject*, PyObject* const* args, Py_ssize_t nargs) 
     Py_RETURN_NONE;
 }
 
+// columns_grad(type, dy, x, dx, length, inner, width, u0, u1, log): the softmax backward along the
+// middle axis of contiguous (outer, length, inner) arrays, work units [u0, u1).
+PyObject* columns_grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 10, "columns_grad")) return nullptr;
+    int64_t type, length, inner, width, u0, u1, log;
+    if (!as_int64(args[0], type) || !as_int64(args[4], length) || !as_int64(args[5], inner) ||
+        !as_int64(args[6], width) || !as_int64(args[7], u0) || !as_int64(args[8], u1) || !as_int64(args[9], log))
+        return nullptr;
+    if ((type != 'f' && type != 'd') || length < 1 || inner < 1 || width < 1 || width > kMaxColumnWidth) {
+        PyErr_SetString(PyExc_ValueError, "columns_grad: bad type or shape");
+        return nullptr;
+    }
+    Buffer dy, x, dx;
+    if (dy.get(args[1], char(type), false, "dy") < 0 || x.get(args[2], char(type), false, "x") < 0 ||
+        dx.get(args[3], char(type), true, "dx") < 0)
+        return nullptr;
+    const int64_t slice = length * inner;
+    const int64_t outer = x.size() / slice;
+    const int64_t units = outer * ((inner + width - 1) / width);
+    if (x.size() != dy.size() || x.size() != dx.size() || x.size() != outer * slice || !check_range(u0, u1, units))
+        return nullptr;
+    PyThreadState* saved = (u1 - u0) * width * length >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
+    if (type == 'f')
+        softmax_grad_columns_f32(static_cast<const float*>(dy.data()), static_cast<const float*>(x.data()),
+                                 static_cast<float*>(dx.data()), length, inner, width, u0, u1, int(log));
+    else
+        softmax_grad_columns_f64(static_cast<const double*>(dy.data()), static_cast<const double*>(x.data()),
+                                 static_cast<double*>(dx.data()), length, inner, width, u0, u1, int(log));
+    if (saved) PyEval_RestoreThread(saved);
+    Py_RETURN_NONE;
+}
+
 PyObject* abi_version(PyObject*, PyObject*) { return PyLong_FromLong(kAbiVersion); }
 
 PyObject* unary_names(PyObject*, PyObject*) {
@@ -751,6 +853,8 @@ PyMethodDef kMethods[] = {
      "grad_bias(index, type, dy, x, b, dx, start, stop, p0, p1, p2, p3)"},
     {"rows_grad", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(rows_grad)), METH_FASTCALL,
      "rows_grad(kind, type, dy, x, dx, row0, row1, length, log)"},
+    {"columns_grad", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(columns_grad)), METH_FASTCALL,
+     "columns_grad(type, dy, x, dx, length, inner, width, u0, u1, log)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -96,10 +96,13 @@ def test_every_quick_case_is_timed_correctly_on_numpy(quick):
     _, doc, _ = quick
     numpy_cases = {(r["op"], tuple(r["shape"]), r["axis"]) for r in doc["results"]
                    if r["backend"] == "numpy" and r["correct"]}
-    expected = {(c.op, c.shape, c.axis) for c in C.build_cases(
-        C.QUICK_OPS, ("float32",), C.QUICK_CPU_SIZES, C.QUICK_SOFTMAX_ROWS, C.SOFTMAX_AXES, 1,
-        softmax_max=C.SOFTMAX_CPU_MAX)}
+    cases = C.build_cases(C.QUICK_OPS, ("float32",), C.QUICK_CPU_SIZES, C.QUICK_SOFTMAX_ROWS, C.SOFTMAX_AXES, 1,
+                          softmax_max=C.SOFTMAX_CPU_MAX)
+    cases += C.build_training_cases(C.QUICK_GRAD_OPS, ("float32",), C.QUICK_TRAIN_CPU_SIZES, C.QUICK_TRAIN_ROWS,
+                                    softmax_max=C.SOFTMAX_CPU_MAX, bias="gelu" in C.QUICK_OPS)
+    expected = {(c.op, c.shape, c.axis) for c in cases}
     assert numpy_cases == expected
+    assert any(C.is_grad(op) for op, _, _ in numpy_cases) and any(C.is_bias(op) for op, _, _ in numpy_cases)
     axes = {r["axis"] for r in doc["results"] if r["op"] == "softmax"}
     assert axes == {-1, 0}
 
@@ -115,11 +118,12 @@ def test_numbers_are_consistent(quick):
         samples = r["samples_s"]
         assert r["median_s"] == pytest.approx(statistics.median(samples), rel=1e-12)
         assert r["min_s"] == min(samples) and r["max_s"] == max(samples)
-        nbytes = 2 * r["elements"] * np.dtype(r["dtype"]).itemsize
-        # GB/s is bytes (input read + output written) over the median time
+        arrays = 3 if C.is_grad(r["op"]) else 2  # a gradient reads x and dy and writes dx
+        nbytes = arrays * r["elements"] * np.dtype(r["dtype"]).itemsize
+        # GB/s is bytes (inputs read + output written) over the median time
         assert r["gbps"] == pytest.approx(nbytes / r["median_s"] / 1e9, rel=1e-9)
-        copy = copies[(r["device"], nbytes // 2)]
-        assert copy["gbps"] == pytest.approx(nbytes / copy["median_s"] / 1e9, rel=1e-9)
+        copy = copies[(r["device"], nbytes // arrays)]
+        assert copy["gbps"] == pytest.approx(2 * (nbytes // arrays) / copy["median_s"] / 1e9, rel=1e-9)
         assert r["frac_of_copy"] == pytest.approx(r["gbps"] / copy["gbps"], rel=1e-9)
         # flagged exactly when faster than 1.1x the same-size copy; gpuact's own paths never beat
         # the peak copy (a peer can, in cache: PyTorch's relu at 1 MiB on its own threads, say,
@@ -177,7 +181,8 @@ def _run_in_process(impls, argv):
 def test_a_wrong_result_is_reported_as_wrong_never_as_a_time(capsys):
     wrong = Impl("numpy", "cpu", True, "cpu", _make=lambda op, axis: (lambda x: x * 0 + 1))
     naive = Impl("numpy-naive", "cpu", False, "cpu", _make=lambda op, axis: (lambda x: np.maximum(x, 0)))
-    doc = _run_in_process([wrong, naive], ["--ops", "relu", "--sizes", "2**10", "--min-time", "0", "--min-runs", "3"])
+    doc = _run_in_process([wrong, naive], ["--ops", "relu", "--sizes", "2**10", "--min-time", "0", "--min-runs", "3",
+                                           "--no-backward"])
     by_backend = {r["backend"]: r for r in doc["results"]}
     bad = by_backend["numpy"]
     assert bad["correct"] is False and "outside" in bad["error"]
@@ -191,7 +196,7 @@ def test_an_error_is_reported_not_timed():
         raise NotImplementedError("not written yet")
 
     doc = _run_in_process([Impl("cupy", "cpu", True, "cpu", _make=broken)],
-                          ["--ops", "relu", "--sizes", "2**10", "--min-time", "0", "--min-runs", "3"])
+                          ["--ops", "relu", "--sizes", "2**10", "--min-time", "0", "--min-runs", "3", "--no-backward"])
     assert doc["results"] == []
     assert doc["errors"] and doc["errors"][0]["status"] == "error"
     assert "not written yet" in doc["errors"][0]["message"]

@@ -27,7 +27,7 @@ from gpuact._ops import ELEMENTWISE_OPS
 
 MODULE_NAME = "gpuact._gpuact_cpu"
 # kernels/gpuact_cpu.cc's kAbiVersion: a module built from other sources is not used.
-ABI_VERSION = 5
+ABI_VERSION = 6
 
 # what the entry points call float32 and float64 (the buffer format characters)
 TYPE_CODE = {np.dtype(np.float32): ord("f"), np.dtype(np.float64): ord("d")}
@@ -214,6 +214,18 @@ def rows_grad_kernel(kind: str, dtype):
         return None
     run, code, which = lib.rows_grad, TYPE_CODE[dtype], {"softmax": 0, "sparsemax": 1}[kind]
     return lambda dy, x, dx, row0, row1, length, log=0: run(which, code, dy, x, dx, row0, row1, length, log)
+
+
+def columns_grad_kernel(dtype):
+    """``f(dy, x, dx, length, inner, width, u0, u1, log)``: the softmax backward along the middle
+    axis of contiguous (outer, length, inner) arrays in ``dtype``, work units [u0, u1), or None."""
+    dtype = np.dtype(dtype)
+    lib = _load()
+    if lib is None or dtype not in TYPE_CODE:
+        return None
+    run, code = lib.columns_grad, TYPE_CODE[dtype]
+    return lambda dy, x, dx, length, inner, width, u0, u1, log: run(code, dy, x, dx, length, inner, width, u0, u1,
+                                                                     log)
 
 
 def exported_ops() -> list[str]:

@@ -1372,6 +1372,22 @@ def softmax_grad(dy, x, axes, out, dtype, *, log, mask=None, bias=None, stream=N
     dx = np.empty(x.shape, dtype) if out is None else out
     if dx.size == 0:
         return dx
+    merged = _merged_axis(x.shape, axes)
+    if (merged is not None and merged[2] > 1 and mask is None and bias is None
+            and all(_contiguous_in(a, compute) for a in (dy, x, dx))
+            and (columns := _native.columns_grad_kernel(compute)) is not None):
+        # along a middle axis of contiguous arrays: the column kernel, no transposing gather
+        outer, length, inner = merged
+        width = min(_COLUMN_WIDTH, inner)
+        units = outer * -(-inner // width)
+        step = max(1, _PIECE // (length * width))
+
+        def run(lo, hi, stop):
+            for start, end in _pieces(lo, hi, stop, step):
+                columns(dy, x, dx, length, inner, width, start, end, int(log))
+
+        _run_parallel(run, _parallel_ranges(units, x.size))
+        return dx
     kernel = _native.rows_grad_kernel("softmax", compute) if mask is None else None
 
     def rows_fn(src, res, keep, dyc):

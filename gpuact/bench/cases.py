@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,38 @@ DEFAULT_OPS = ("relu", "sigmoid", "softmax", "softplus", "softsign", "tanh", "se
 QUICK_OPS = ("relu", "sigmoid", "gelu", "softmax")
 SOFTMAX_OPS = ("softmax", "log_softmax")
 ALL_OPS = DEFAULT_OPS
+
+# Training rows. "<op>:grad" is gpuact.backward.<op>(dy, x) (a peer: its autodiff of the op);
+# "gelu+bias" is gpuact.gelu(x, bias=b), the fused bias, and "gelu(x+bias)" the same value computed
+# add-then-activate (x + b, then gelu), the baseline the fusion is measured against; ":grad" of
+# both likewise. The bias runs along the last axis of (rows, BIAS_UNITS) arrays, as after a
+# Dense layer.
+GRAD = ":grad"
+BIAS_OPS = ("gelu+bias", "gelu(x+bias)")
+BIAS_UNITS = 4096
+QUICK_GRAD_OPS = ("relu", "gelu", "softmax")
+
+
+def grad_of(op: str) -> str:
+    return op + GRAD
+
+
+def is_grad(op: str) -> bool:
+    return op.endswith(GRAD)
+
+
+def base_op(op: str) -> str:
+    """The activation a case's op name is about: ``softmax:grad`` -> ``softmax``, the bias rows -> gelu."""
+    op = op[: -len(GRAD)] if is_grad(op) else op
+    return "gelu" if op in BIAS_OPS else op
+
+
+def is_bias(op: str) -> bool:
+    return (op[: -len(GRAD)] if is_grad(op) else op) in BIAS_OPS
+
+
+def is_softmax(op: str) -> bool:
+    return base_op(op) in SOFTMAX_OPS
 
 DTYPES = ("float16", "float32", "float64")
 
@@ -41,6 +74,14 @@ SOFTMAX_MAX_SIZES = 3
 # ... and on the CPU no softmax case above this many elements (the default run stays under 3 minutes
 # on 2 cores); the GPU takes its whole ladder.
 SOFTMAX_CPU_MAX = 2**22
+
+# Training rows (gradients, the fused bias): fewer sizes than the forward ladders.
+TRAIN_CPU_SIZES = (2**18, 2**22)
+TRAIN_GPU_SIZES = (2**20, 2**24, 2**26)
+QUICK_TRAIN_CPU_SIZES = (2**16,)
+QUICK_TRAIN_GPU_SIZES = (2**20,)
+TRAIN_ROWS = (1024, 65536)
+QUICK_TRAIN_ROWS = (1024,)
 
 INPUT_LOW, INPUT_HIGH = -8.0, 8.0
 
@@ -68,8 +109,22 @@ class Case:
 
     @property
     def bytes_moved(self) -> int:
-        """Input read once plus output written once."""
-        return 2 * self.elements * self.itemsize
+        """Input read once plus output written once (a gradient: x and dy read, dx written; the
+        bias vector is too small to count)."""
+        return (3 if is_grad(self.op) else 2) * self.elements * self.itemsize
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The one array a case's function takes: x, or x and dy stacked (``(2, *shape)``), or for
+        the bias rows x (and dy) as rows with the bias as one more row (see ``split_input``)."""
+        if is_bias(self.op):
+            rows, units = self.shape
+            return ((2 * rows if is_grad(self.op) else rows) + 1, units)
+        return (2, *self.shape) if is_grad(self.op) else self.shape
+
+    @property
+    def input_elements(self) -> int:
+        return math.prod(self.input_shape)
 
     @property
     def row_length(self) -> int | None:
@@ -142,6 +197,33 @@ def softmax_sizes(sizes, row_length: int, limit: int = SOFTMAX_MAX_SIZES) -> lis
     return [fit[i] for i in sorted(picks)]
 
 
+def split_input(op: str, a):
+    """``(x, dy, bias)`` of a case's input (dy and bias None where the case has none): views."""
+    if is_bias(op):
+        if is_grad(op):
+            rows = (a.shape[0] - 1) // 2
+            return a[:rows], a[rows:2 * rows], a[-1]
+        return a[:-1], None, a[-1]
+    if is_grad(op):
+        return a[0], a[1], None
+    return a, None, None
+
+
+def build_training_cases(ops=DEFAULT_OPS, dtypes=("float32",), sizes=CPU_SIZES, rows=SOFTMAX_ROWS,
+                         axes=SOFTMAX_AXES, softmax_limit=1, softmax_max=None, bias=True) -> list[Case]:
+    """The backward rows (``<op>:grad``) of ``ops`` and, with ``bias``, the fused-bias rows
+    (forward and backward, fused and add-then-activate) at the sizes holding a whole bias row."""
+    cases = build_cases(tuple(grad_of(op) for op in ops), dtypes, sizes, rows, axes, softmax_limit, softmax_max)
+    if bias:
+        for dtype in dtypes:
+            for n in sorted(sizes):
+                if n >= BIAS_UNITS:
+                    for op in BIAS_OPS:
+                        for name in (op, grad_of(op)):
+                            cases.append(Case(name, dtype, (n // BIAS_UNITS, BIAS_UNITS), None))
+    return cases
+
+
 def build_cases(ops=DEFAULT_OPS, dtypes=("float32",), sizes=CPU_SIZES, rows=SOFTMAX_ROWS,
                 axes=SOFTMAX_AXES, softmax_limit=SOFTMAX_MAX_SIZES, softmax_max=None) -> list[Case]:
     """Every case of the run, in the order they are timed (op, dtype, size).
@@ -156,7 +238,7 @@ def build_cases(ops=DEFAULT_OPS, dtypes=("float32",), sizes=CPU_SIZES, rows=SOFT
         softmax_ladder = list(sizes)
     for op in ops:
         for dtype in dtypes:
-            if op in SOFTMAX_OPS:
+            if is_softmax(op):
                 for row_length in rows:
                     for n in softmax_sizes(softmax_ladder, row_length, softmax_limit):
                         for axis in axes:
@@ -171,6 +253,17 @@ def build_cases(ops=DEFAULT_OPS, dtypes=("float32",), sizes=CPU_SIZES, rows=SOFT
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
+
+
+def make_case_input(case: Case, seed: int = 0) -> np.ndarray:
+    """A case's input (``Case.input_shape``): x uniform in [INPUT_LOW, INPUT_HIGH], dy and the bias
+    uniform in [-1, 1]."""
+    a = make_input(case.input_shape, case.dtype, seed)
+    _, dy, bias = split_input(case.op, a)
+    for part in (dy, bias):
+        if part is not None:
+            part *= 1.0 / INPUT_HIGH
+    return a
 
 
 def make_input(shape, dtype, seed: int = 0) -> np.ndarray:
@@ -221,13 +314,44 @@ REFERENCES = {
 }
 
 
+def _gelu_grad(x):
+    return 0.5 * _erfc(-x / math.sqrt(2.0)) + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+# f'(x) of the elementwise ops, float64 (softmax-type gradients are in reference())
+GRAD_REFERENCES = {
+    "relu": lambda x: (x > 0).astype(np.float64),
+    "sigmoid": lambda x: _sigmoid(x) * _sigmoid(-x),
+    "softplus": _sigmoid,
+    "softsign": lambda x: 1.0 / (1.0 + np.abs(x)) ** 2,
+    "tanh": lambda x: 1.0 - np.tanh(x) ** 2,
+    "selu": lambda x: SELU_SCALE * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0.0))),
+    "elu": lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0))),
+    "exponential": np.exp,
+    "gelu": _gelu_grad,
+    "silu": lambda x: _sigmoid(x) * (1.0 + x * _sigmoid(-x)),
+}
+
+
 def reference(op: str, x: np.ndarray, axis=None) -> np.ndarray:
-    """The float64 result of ``op`` on ``x`` (which is converted to float64 first)."""
+    """The float64 result of case op ``op`` on its input ``x`` (converted to float64 first)."""
     x = np.asarray(x, dtype=np.float64)
+    x, dy, bias = split_input(op, x)
+    if bias is not None:
+        x = x + bias
+    base = base_op(op)
+    axis = -1 if axis is None else axis
     with np.errstate(all="ignore"):
-        if op in SOFTMAX_OPS:
-            return _softmax(x, -1 if axis is None else axis, log=op == "log_softmax")
-        return REFERENCES[op](x)
+        if dy is None:
+            if base in SOFTMAX_OPS:
+                return _softmax(x, axis, log=base == "log_softmax")
+            return REFERENCES[base](x)
+        if base == "softmax":
+            y = _softmax(x, axis)
+            return y * (dy - np.sum(dy * y, axis=axis, keepdims=True))
+        if base == "log_softmax":
+            return dy - _softmax(x, axis) * np.sum(dy, axis=axis, keepdims=True)
+        return dy * GRAD_REFERENCES[base](x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +392,22 @@ def check_slices(case: Case, limit: int = CHECK_FULL_MAX):
     return np.unique(np.linspace(0, count - 1, take).round().astype(np.int64))
 
 
+def sample_input(case: Case, a, slices):
+    """A case's input (``Case.input_shape``) restricted to the checked slices, in the input's
+    layout (so ``reference`` takes it): each of x and dy sampled as ``sample_view`` does, the bias
+    row kept whole (bias cases have BIAS_UNITS = the sampled chunk, so rows stay aligned)."""
+    if slices is None:
+        return a
+    xp = sys.modules["cupy"] if type(a).__module__.startswith("cupy") else np
+    x, dy, bias = split_input(case.op, a)
+    if bias is not None:
+        parts = [sample_view(case, x, slices)] + ([] if dy is None else [sample_view(case, dy, slices)])
+        return xp.concatenate(parts + [bias.reshape(1, -1)])
+    if dy is not None:
+        return xp.stack([sample_view(case, x, slices), sample_view(case, dy, slices)])
+    return sample_view(case, a, slices)
+
+
 def sample_view(case: Case, a, slices):
     """``a`` (NumPy or CuPy, the case's shape) restricted to the checked slices, same axis layout."""
     if slices is None:
@@ -284,6 +424,8 @@ def compare(case: Case, got: np.ndarray, x_sample: np.ndarray, gpuact: bool):
     got = np.asarray(got)
     axis = None if case.axis is None else case.axis
     ref = reference(case.op, x_sample, axis=axis)
+    if is_bias(case.op) and ref.shape != got.shape:
+        ref = ref.reshape(got.shape)
     if got.shape != ref.shape:
         return False, f"shape {got.shape}, expected {ref.shape}"
     if np.dtype(got.dtype) != np.dtype(case.dtype):

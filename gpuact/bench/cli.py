@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-runs", type=int, help="CPU: at least this many samples (default 10)")
     p.add_argument("--max-time", type=float, help="CPU: stop a case after this many seconds, with at least 3 samples (default 0.5)")
     p.add_argument("--gpu-runs", type=int, help="GPU: samples per case (default 50, at least 50 recommended)")
+    p.add_argument("--backward", action="store_true",
+                   help="only the training rows: gradients (gpuact.backward against TensorFlow's GradientTape, "
+                        "jax.vjp, PyTorch autograd, the composed NumPy/CuPy derivative) and the fused bias "
+                        "(gelu with bias= against add-then-gelu)")
+    p.add_argument("--no-backward", action="store_true", help="no training rows (the forward ops only)")
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="stop starting new cases after this many seconds (the rest are listed as skipped); "
                         "the copy and overhead measurements and all outputs are still made")
@@ -83,6 +88,14 @@ class Config:
             max_time=args.max_time if args.max_time is not None else (0.2 if q else 0.5))
         self.gpu_budget = timing.GpuBudget(runs=args.gpu_runs or 50)
         self.time_budget = args.time_budget
+        if args.backward and args.no_backward:
+            raise ValueError("--backward and --no-backward exclude each other")
+        self.forward = not args.backward
+        train = () if args.no_backward else (C.QUICK_GRAD_OPS if q and not args.ops else self.ops)
+        self.train_ops = tuple(op for op in train if op in C.ALL_OPS)
+        self.train_cpu_sizes = C.QUICK_TRAIN_CPU_SIZES if q else C.TRAIN_CPU_SIZES
+        self.train_gpu_sizes = C.QUICK_TRAIN_GPU_SIZES if q else C.TRAIN_GPU_SIZES
+        self.train_rows = C.QUICK_TRAIN_ROWS if q else C.TRAIN_ROWS
 
     def as_dict(self):
         return {
@@ -91,6 +104,8 @@ class Config:
             "softmax_sizes_per_row": self.softmax_limit, "softmax_cpu_max": C.SOFTMAX_CPU_MAX,
             "cpu_timing": vars(self.cpu_budget), "gpu_timing": vars(self.gpu_budget),
             "suspicious_above_frac_of_copy": SUSPICIOUS_FRAC, "time_budget_s": self.time_budget,
+            "forward": self.forward, "train_ops": list(self.train_ops), "train_cpu_sizes": list(self.train_cpu_sizes),
+            "train_gpu_sizes": list(self.train_gpu_sizes), "train_rows": list(self.train_rows),
         }
 
 
@@ -148,10 +163,20 @@ class Run:
 
     def execute(self) -> dict:
         cfg = self.cfg
-        cpu_cases = C.build_cases(cfg.ops, cfg.dtypes, cfg.cpu_sizes, cfg.rows, C.SOFTMAX_AXES, cfg.softmax_limit,
-                                  softmax_max=C.SOFTMAX_CPU_MAX) if self.cpu else []
-        gpu_cases = C.build_cases(cfg.ops, cfg.dtypes, cfg.gpu_sizes, cfg.rows, C.SOFTMAX_AXES, cfg.softmax_limit) \
-            if self.gpu else []
+        cpu_cases, gpu_cases = [], []
+        if cfg.forward:
+            cpu_cases = C.build_cases(cfg.ops, cfg.dtypes, cfg.cpu_sizes, cfg.rows, C.SOFTMAX_AXES,
+                                      cfg.softmax_limit, softmax_max=C.SOFTMAX_CPU_MAX) if self.cpu else []
+            gpu_cases = C.build_cases(cfg.ops, cfg.dtypes, cfg.gpu_sizes, cfg.rows, C.SOFTMAX_AXES,
+                                      cfg.softmax_limit) if self.gpu else []
+        if cfg.train_ops:
+            bias = "gelu" in cfg.ops
+            if self.cpu:
+                cpu_cases += C.build_training_cases(cfg.train_ops, cfg.dtypes, cfg.train_cpu_sizes, cfg.train_rows,
+                                                    softmax_max=C.SOFTMAX_CPU_MAX, bias=bias)
+            if self.gpu:
+                gpu_cases += C.build_training_cases(cfg.train_ops, cfg.dtypes, cfg.train_gpu_sizes, cfg.train_rows,
+                                                    bias=bias)
         total = len(cpu_cases) * len(self.cpu) + len(gpu_cases) * len(self.gpu)
         with self.out.progress(total, enabled=self.progress) as tick:
             self._copies(cpu_cases, gpu_cases)
@@ -174,17 +199,17 @@ class Run:
     # -- CPU
 
     def _host_input(self, case):
-        key = (case.dtype, case.elements)
+        key = (case.dtype, case.input_shape, C.is_grad(case.op), C.is_bias(case.op))
         x = self._host_inputs.get(key)
         if x is None:
             self._host_inputs.clear()
-            x = self._host_inputs[key] = C.make_input((case.elements,), case.dtype)
-        return x.reshape(case.shape)
+            x = self._host_inputs[key] = C.make_case_input(case)
+        return x
 
     def _cpu_case(self, case, tick):
         x = self._host_input(case)
         slices = C.check_slices(case)
-        x_sample = C.sample_view(case, x, slices)
+        x_sample = C.sample_input(case, x, slices)
         for impl in self.cpu:
             tick(f"{case.op} {case.dtype} {case.label} {impl.backend}@cpu")
             if self._unsupported(case, impl):
@@ -214,16 +239,16 @@ class Run:
         import cupy
 
         try:
-            pool = self._gpu_pool(case.dtype, case.elements)
+            pool = self._gpu_pool(case.dtype, case.input_elements)
         except Exception as exc:  # out of memory at the top of the ladder, say
             for impl in self.gpu:
                 tick(f"{case.op} {case.label} {impl.backend}@gpu")
                 self._error(case, impl, exc)
             return
-        views = pool.views(case.shape)
+        views = pool.views(case.input_shape)
         slices = C.check_slices(case)
         dev_slices = None if slices is None else cupy.asarray(slices)
-        x_sample = cupy.asnumpy(C.sample_view(case, views[0], dev_slices))
+        x_sample = cupy.asnumpy(C.sample_input(case, views[0], dev_slices))
         for impl in self.gpu:
             tick(f"{case.op} {case.dtype} {case.label} {impl.backend}@gpu")
             if self._unsupported(case, impl):
@@ -416,7 +441,8 @@ class Run:
 
 
 METHOD = {
-    "gbps": "bytes moved (input read once + output written once) / median time / 1e9",
+    "gbps": "bytes moved (input read once + output written once; a gradient: x and dy read, dx written) "
+            "/ median time / 1e9",
     "frac_of_copy": "gbps / the copy bandwidth measured in this run at the same byte size and device",
     "copy_gbps": "peak copy bandwidth of the run per device (max over the sizes in 'copy'); "
                  "copy_gbps_large is the copy at the largest size (CPU >= 64 MiB, GPU up to 1 GiB)",

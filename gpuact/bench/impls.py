@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpuact.bench import cases as C
 from gpuact.bench.cases import SELU_ALPHA, SELU_SCALE, SOFTMAX_OPS, Case
 
 GPUACT_BACKENDS = ("numpy", "cupy", "numba")
@@ -96,17 +97,99 @@ class Impl:
 # The implementations
 
 
+def _training(op, axis, make_forward, make_grad=None, fused_bias=False):
+    """A case function for any op name (see gpuact.bench.cases): the forward from
+    ``make_forward(base, axis)``, a gradient from ``make_grad(base, axis)`` (``g(x, dy)``). The
+    bias rows are add-then-activate, except "gelu+bias" with ``fused_bias`` (gpuact's own:
+    ``make_forward(base, axis, bias=True)`` is ``f(x, b)``, ``make_grad(..., bias=True)``
+    ``g(x, dy, b)``); a peer has no fused bias, and its "gelu+bias" is its own add-then-gelu (which
+    XLA, say, fuses by itself)."""
+    base, grad, fused = C.base_op(op), C.is_grad(op), fused_bias and op.startswith("gelu+bias")
+    if not grad and not C.is_bias(op):
+        return make_forward(base, axis)
+    if not C.is_bias(op):
+        g = make_grad(base, axis)
+        return lambda a: g(a[0], a[1])
+    if not grad:
+        if fused:
+            f = make_forward(base, axis, bias=True)
+            return lambda a: f(a[:-1], a[-1])
+        f = make_forward(base, axis)
+        return lambda a: f(a[:-1] + a[-1])
+    g = make_grad(base, axis, bias=True) if fused else make_grad(base, axis)
+    if fused:
+        return lambda a: g(a[: (a.shape[0] - 1) // 2], a[(a.shape[0] - 1) // 2: -1], a[-1])
+    return lambda a: g(a[: (a.shape[0] - 1) // 2] + a[-1], a[(a.shape[0] - 1) // 2: -1])
+
+
 def _gpuact_fn(op, axis):
     import gpuact
+    import gpuact.backward
 
-    f = getattr(gpuact, op)
-    if op in SOFTMAX_OPS:
-        return functools.partial(f, axis=axis)
-    return f
+    def forward(base, axis, bias=False):
+        f = getattr(gpuact, base)
+        if base in SOFTMAX_OPS:
+            f = functools.partial(f, axis=axis)
+        if bias:
+            return lambda x, b: f(x, bias=b)
+        return f
+
+    def grad(base, axis, bias=False):
+        g = getattr(gpuact.backward, base)
+        if base in SOFTMAX_OPS:
+            g = functools.partial(g, axis=axis)
+        if bias:
+            return lambda x, dy, b: g(dy, x, bias=b)
+        return lambda x, dy: g(dy, x)
+
+    return _training(op, axis, forward, grad, fused_bias=True)
 
 
 def _naive(xp, special, op, axis):
     """The expression a user would write in NumPy/CuPy, no gpuact involved."""
+    return _training(op, axis, lambda base, axis: _naive_forward(xp, special, base, axis),
+                     lambda base, axis: _naive_grad(xp, special, base, axis))
+
+
+def _naive_grad(xp, special, op, axis):
+    """dy * f'(x) composed of the module's own operations (one pass per step)."""
+    def sig(x):
+        return 1 / (1 + xp.exp(-x))
+
+    if op in SOFTMAX_OPS:
+        def softmax(x):
+            z = xp.exp(x - x.max(axis=axis, keepdims=True))
+            return z / z.sum(axis=axis, keepdims=True)
+
+        if op == "log_softmax":
+            return lambda x, dy: dy - softmax(x) * dy.sum(axis=axis, keepdims=True)
+
+        def softmax_grad(x, dy):
+            y = softmax(x)
+            return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+
+        return softmax_grad
+    table = {
+        "relu": lambda x, dy: dy * (x > 0),
+        "sigmoid": lambda x, dy: dy * sig(x) * (1 - sig(x)),
+        "softplus": lambda x, dy: dy * sig(x),
+        "softsign": lambda x, dy: dy / (1 + xp.abs(x)) ** 2,
+        "tanh": lambda x, dy: dy * (1 - xp.tanh(x) ** 2),
+        "selu": lambda x, dy: dy * SELU_SCALE * xp.where(x > 0, 1, SELU_ALPHA * xp.exp(x)),
+        "elu": lambda x, dy: dy * xp.where(x > 0, 1, xp.exp(x)),
+        "exponential": lambda x, dy: dy * xp.exp(x),
+        "silu": lambda x, dy: dy * sig(x) * (1 + x * (1 - sig(x))),
+    }
+    if op == "gelu":
+        if special is None:
+            raise NotImplementedError("naive gelu needs scipy.special.erf (pip install scipy)")
+        erf = special.erf
+        return lambda x, dy: dy * (0.5 * (1 + erf(x * (1 / math.sqrt(2))))
+                                   + x * xp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi)))
+    return table[op]
+
+
+def _naive_forward(xp, special, op, axis):
     if op == "relu":
         return lambda x: xp.maximum(x, 0)
     if op == "sigmoid":
@@ -145,6 +228,22 @@ def _naive(xp, special, op, axis):
 
 def _torch_fn(op, axis):
     import torch
+
+    def grad(base, axis):
+        f = _torch_forward(base, axis)
+
+        def g(x, dy):
+            x = x.detach().requires_grad_(True)
+            (dx,) = torch.autograd.grad(f(x), x, dy)
+            return dx
+
+        return g
+
+    return _training(op, axis, _torch_forward, grad)
+
+
+def _torch_forward(op, axis):
+    import torch
     import torch.nn.functional as F
 
     table = {
@@ -161,6 +260,25 @@ def _torch_fn(op, axis):
 
 def _jax_fn(op, axis, block: bool):
     import jax
+
+    if C.is_grad(op) or C.is_bias(op):
+        def forward(base, axis):
+            return _jax_table(base, axis)
+
+        def grad(base, axis):
+            f = _jax_table(base, axis)
+            return lambda x, dy: jax.vjp(f, x)[1](dy)[0]
+
+        f = jax.jit(_training(op, axis, forward, grad))  # jax.vjp under jit
+    else:
+        f = jax.jit(_jax_table(op, axis))
+    if block:
+        return lambda x: f(x).block_until_ready()
+    return f
+
+
+def _jax_table(op, axis):
+    import jax
     import jax.numpy as jnp
 
     table = {
@@ -170,13 +288,33 @@ def _jax_fn(op, axis, block: bool):
         "softmax": functools.partial(jax.nn.softmax, axis=axis),
         "log_softmax": functools.partial(jax.nn.log_softmax, axis=axis),
     }
-    f = jax.jit(table[op])
-    if block:
-        return lambda x: f(x).block_until_ready()
-    return f
+    return table[op]
 
 
 def _tf_fn(op, axis):
+    import tensorflow as tf
+
+    def grad(base, axis):
+        f = _tf_forward(base, axis)
+
+        def g(x, dy):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = f(x)
+            return tape.gradient(y, x, output_gradients=dy)
+
+        return g
+
+    fn = _training(op, axis, _tf_forward, grad)
+
+    def call(x):
+        with tf.device("/CPU:0"):
+            return fn(x)
+
+    return call
+
+
+def _tf_forward(op, axis):
     import tensorflow as tf
 
     acts = tf.keras.activations
@@ -191,12 +329,7 @@ def _tf_fn(op, axis):
         f = getattr(acts, "silu", None) or acts.swish
     else:
         f = getattr(acts, op)
-
-    def call(x):
-        with tf.device("/CPU:0"):
-            return f(x)
-
-    return call
+    return f
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +423,7 @@ def _numpy_naive():
         import scipy.special as special
 
     def make(op, axis):
-        if op == "gelu" and special is None:
+        if C.base_op(op) == "gelu" and special is None:
             raise NotImplementedError("naive gelu needs scipy.special.erf (pip install scipy)")
         return _naive(np, special, op, axis)
 
