@@ -22,7 +22,7 @@ from types import ModuleType
 
 import numpy as np
 
-from gpuact import _masked
+from gpuact import _dask, _masked
 from gpuact.backends import _interop
 
 _AxisError = getattr(np, "exceptions", np).AxisError  # numpy.exceptions from 1.25
@@ -275,6 +275,8 @@ def numpy_elementwise(op: str, x: np.ndarray, params: tuple = ()):
 def elementwise(op: str, x, params: tuple = (), *, bias=None, out=None, backend=None, stream=None):
     if out is None and backend is None and bias is None and type(x) is np.ndarray:
         return numpy_elementwise(op, x, params)
+    if _dask.any_dask(x, bias):
+        return _dask.elementwise(op, x, params, bias=bias, out=out, backend=backend, stream=stream)
     if _masked.is_masked(x):
         if bias is not None:
             raise TypeError("bias= does not take masked arrays; add the bias to x first")
@@ -291,6 +293,8 @@ def elementwise(op: str, x, params: tuple = (), *, bias=None, out=None, backend=
 
 def elementwise_grad(op: str, dy, x, params: tuple = (), *, bias=None, out=None, backend=None, stream=None):
     """``dx = dy * op'(x + bias)`` (see ``gpuact.backward``)."""
+    if _dask.any_dask(x, dy, bias):
+        return _dask.elementwise_grad(op, dy, x, params, bias=bias, out=out, backend=backend, stream=stream)
     call = Call(x, backend, stream, grad_of=dy)
     with call.scope():
         checked_out = call.check_out(out, call.x.shape)
@@ -310,6 +314,8 @@ def softmax(x, axis, *, log: bool, mask=None, bias=None, out=None, backend=None,
         if _numpy_backend is None:
             _numpy_backend = load_backend("numpy")
         return _numpy_backend.softmax(x, (x.ndim - 1,), None, result_dtype(x.dtype), log=log)
+    if _dask.any_dask(x, mask, bias):
+        return _dask.softmax(x, axis, log=log, mask=mask, bias=bias, out=out, backend=backend, stream=stream)
     if _masked.is_masked(x):
         if bias is not None:
             raise TypeError("bias= does not take masked arrays; add the bias to x first")
@@ -336,6 +342,9 @@ def _softmax_axes(axis, ndim):
 
 def softmax_grad(dy, x, axis, *, log: bool, mask=None, bias=None, out=None, backend=None, stream=None):
     """softmax: ``dx = y (dy - sum(dy y))``; log_softmax: ``dx = dy - softmax(x) sum(dy)``."""
+    if _dask.any_dask(x, dy, mask, bias):
+        return _dask.softmax_grad(dy, x, axis, log=log, mask=mask, bias=bias, out=out, backend=backend,
+                                  stream=stream)
     call = Call(x, backend, stream, grad_of=dy)
     axes = _softmax_axes(axis, call.x.ndim)
     with call.scope():
@@ -350,6 +359,8 @@ def softmax_grad(dy, x, axis, *, log: bool, mask=None, bias=None, out=None, back
 
 
 def glu(x, axis, *, out=None, backend=None, stream=None):
+    if _dask.is_dask(x):
+        return _dask.glu(x, axis, out=out, backend=backend, stream=stream)
     if _masked.is_masked(x):
         return _masked.glu(_this, x, axis, out=out, backend=backend)
     call = Call(x, backend, stream)
@@ -367,6 +378,8 @@ def glu(x, axis, *, out=None, backend=None, stream=None):
 
 def glu_grad(dy, x, axis, *, out=None, backend=None, stream=None):
     """``dx`` (x's shape) from ``dy`` (the output's shape): da = dy sigmoid(b), db = dy a sigmoid'(b)."""
+    if _dask.any_dask(x, dy):
+        return _dask.glu_grad(dy, x, axis, out=out, backend=backend, stream=stream)
     call = Call(x, backend, stream, grad_of=dy, grad_shape=None)
     ax = single_axis(axis, call.x.ndim)
     length = call.x.shape[ax]
@@ -385,6 +398,8 @@ def glu_grad(dy, x, axis, *, out=None, backend=None, stream=None):
 
 def sparsemax_grad(dy, x, axis, *, out=None, backend=None, stream=None):
     """``dx = s (dy - mean of dy over the support)``, ``s`` the support indicator."""
+    if _dask.any_dask(x, dy):
+        return _dask.sparsemax_grad(dy, x, axis, out=out, backend=backend, stream=stream)
     call = Call(x, backend, stream, grad_of=dy)
     ax = single_axis(axis, call.x.ndim)
     with call.scope():
@@ -396,6 +411,8 @@ def sparsemax_grad(dy, x, axis, *, out=None, backend=None, stream=None):
 
 
 def prelu_grad(dy, x, alpha, *, out=None, backend=None, stream=None):
+    if _dask.any_dask(x, dy, alpha):
+        return _dask.prelu_grad(dy, x, alpha, out=out, backend=backend, stream=stream)
     call = Call(x, backend, stream, grad_of=dy)
     with call.scope():
         checked_out = call.check_out(out, call.x.shape)
@@ -408,6 +425,8 @@ def prelu_grad(dy, x, alpha, *, out=None, backend=None, stream=None):
 
 
 def sparsemax(x, axis, *, out=None, backend=None, stream=None):
+    if _dask.is_dask(x):
+        return _dask.sparsemax(x, axis, out=out, backend=backend, stream=stream)
     if _masked.is_masked(x):
         return _masked.sparsemax(_this, x, axis, out=out, backend=backend)
     call = Call(x, backend, stream)
@@ -420,6 +439,8 @@ def sparsemax(x, axis, *, out=None, backend=None, stream=None):
 
 
 def prelu(x, alpha, *, out=None, backend=None, stream=None):
+    if _dask.any_dask(x, alpha):
+        return _dask.prelu(x, alpha, out=out, backend=backend, stream=stream)
     if _masked.is_masked(x):
         return _masked.prelu(_this, x, alpha, out=out, backend=backend)
     call = Call(x, backend, stream)

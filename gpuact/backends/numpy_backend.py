@@ -1122,7 +1122,7 @@ def _gathered_rows(x, axes, y, compute, rows_fn, mask=None, extra=(), add=None):
                 if at is None:
                     np.copyto(src, xc, casting="unsafe")
                 else:
-                    np.add(xc, at[index], out=src, casting="unsafe")
+                    np.add(xc, at[index], out=src, dtype=compute, casting="unsafe")  # float16 added in float32
                 res = scratch[1][: xc.size]
                 gathered = []
                 for k, e in enumerate(et):
