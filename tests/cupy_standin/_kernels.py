@@ -13,6 +13,7 @@ import ctypes
 import math
 import operator
 import os
+import re
 import threading
 
 import numpy as np
@@ -72,6 +73,8 @@ class _Program:
         self.attributes: dict = {}  # (kernel, device) -> max_dynamic_shared_size_bytes
 
     def _launchers(self, code: str) -> str:
+        # `extern __shared__ T name[];` (in a kernel's body) becomes the block's dynamic shared memory
+        code = _EXTERN_SHARED.sub(r"\1* \2 = reinterpret_cast<\1*>(ga_shim::ctxp->blk->smem.data());", code)
         lines = [code, "", "// ---- the stand-in's launchers: kernelParams-style argument arrays"]
         for sig in self.signatures.values():
             args = ", ".join(f"*({p.decl}*)a[{i}]" for i, p in enumerate(sig.params))
@@ -88,6 +91,7 @@ class _Program:
         return fn
 
 
+_EXTERN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s+)?([A-Za-z_][\w\s]*?)\s+(\w+)\s*\[\s*\]\s*;")
 _programs: dict = {}
 
 
@@ -465,13 +469,13 @@ def _ew_library(kernel, types, scalar_slots, type_map):
         ctype = p.ctype if p.dtype is None else CUPY_CTYPES[p.dtype.name]
         const = "const " if p.is_const else ""
         if k in scalar_slots:
-            bind.append(f"    const {ctype} {p.name} = *(const {ctype}*)a[{k}];")
+            bind.append(f"    const {ctype} {p.name} = *(const {ctype}*)_standin_args[{k}];")
         else:
-            bind.append(f"    {const}{ctype}* _raw_{p.name} = ({const}{ctype}*)a[{k}];")
+            bind.append(f"    {const}{ctype}* _raw_{p.name} = ({const}{ctype}*)_standin_args[{k}];")
             loop.append(f"        {const}{ctype} &{p.name} = _raw_{p.name}[i];")
     source = (f"{typedefs}{kernel.preamble}\n"
-              'extern "C" void ga_standin_ew(void** a, long long n) {\n' + "\n".join(bind) + "\n"
-              "    for (long long i = 0; i < n; ++i) {\n" + "\n".join(loop) + "\n"
+              'extern "C" void ga_standin_ew(void** _standin_args, long long _standin_n) {\n' + "\n".join(bind) + "\n"
+              "    for (long long i = 0; i < _standin_n; ++i) {\n" + "\n".join(loop) + "\n"
               f"        {kernel.operation};\n    }}\n}}\n")
     key = _build.digest(source)
     fn = _ew_libs.get(key)
