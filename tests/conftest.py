@@ -181,7 +181,7 @@ def pytest_report_header(config):
     if CUDASIM:
         head = "gpuact: Numba CUDA simulator run (no real GPU involved)"
     elif STANDIN:
-        head = "gpuact: CuPy stand-in run (tests/cupy_standin: kernels checked and run on the CPU, no real GPU involved)"
+        head = "gpuact: CuPy stand-in run (tests/cupy_standin: launches checked, kernels run on the CPU, no real GPU)"
     elif gpu:
         head = f"gpuact: GPU tests ENABLED for {', '.join(gpu)}{_device_name()}"
     else:
@@ -192,6 +192,16 @@ def pytest_report_header(config):
         reason = _native.unavailable_reason()
         lines.append(f"numpy: compiled CPU kernels {'loaded' if reason is None else 'NOT used: ' + reason}")
     return [head, *("  " + line for line in lines)]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if STANDIN and STANDIN_UNUSABLE is None:
+        from tests import cupy_standin
+
+        s = cupy_standin.stats()
+        terminalreporter.write_line(
+            f"gpuact CuPy stand-in: {s['nvrtc']} NVRTC resource reports ({s['nvrtc_s']:.1f} s), {s['gxx']} g++ "
+            f"builds ({s['gxx_s']:.1f} s waited on, NVRTC running meanwhile)")
 
 
 def _device_name() -> str:

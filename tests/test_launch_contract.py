@@ -397,6 +397,19 @@ def test_masked_softmax_on_device_1(mask):
     assert_close(y.get(), _masked_softmax(HOST, meaning), np.float32)
 
 
+@pytest.mark.parametrize("device", [0, 1])
+@pytest.mark.parametrize("dtype, length", [(np.float32, 500), (np.float64, 300)])
+def test_softmax_above_48k_of_shared_memory_opts_in_on_each_device(device, dtype, length):
+    # a column tile of 32 x length values cached in dynamic shared memory: 64000 / 76800 bytes
+    host = np.random.default_rng(2).normal(0, 3, (2, length, 64)).astype(dtype)
+    x = _on(device, host)
+    with recording() as rec:
+        y = gpuact.softmax(x, axis=1)
+    assert max(launch.shared_mem for launch in rec.launches) > 48 * 1024
+    _check_all_on(rec, device)
+    assert_close(y.get(), reference.softmax(host, 1), dtype)
+
+
 @pytest.mark.parametrize("alpha", ["numpy", "device"])
 def test_prelu_on_device_1(alpha):
     a = ALPHA if alpha == "numpy" else _on(1, ALPHA)

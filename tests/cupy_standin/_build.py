@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,8 +182,6 @@ def resource_report(code: str, options: tuple = ()) -> dict[str, dict]:
         return json.loads(path.read_text())
     if _nvrtc is None:
         raise RuntimeError("NVRTC is not bound: the stand-in was not installed by install()")
-    import time
-
     start = time.perf_counter()
     prog = _nvrtc.createProgram(code, "gpuact_standin.cu", [], [])
     try:
@@ -229,8 +228,6 @@ def _pch_dir() -> Path:
 
 
 def _run(cmd):
-    import time
-
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     stats["gxx_s"] += time.perf_counter() - start
@@ -249,25 +246,28 @@ class HostBuild:
         self._lib = None
         if not self.so.exists():
             src = self.so.with_suffix(".cpp")
-            src.write_text(source)
+            _write_atomic(src, source)
             self._tmp = self.so.with_name(f"{self.so.name}.{os.getpid()}.tmp")
             self._cmd = [gxx(), *CXXFLAGS, "-shared", "-I", str(pch), "-I", str(SHIM_DIR), "-include", "prelude.h",
                          str(src), "-o", str(self._tmp)]
-            import time
-
             self._start = time.perf_counter()
             self._proc = subprocess.Popen(self._cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def abort(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.communicate()
+            self._proc = None
 
     def lib(self) -> ctypes.CDLL:
         if self._lib is None:
             if self._proc is not None:
-                import time
-
                 _, err = self._proc.communicate()
                 stats["gxx_s"] += time.perf_counter() - self._start
                 stats["gxx"] += 1
                 if self._proc.returncode != 0:
-                    raise RuntimeError(f"g++ failed to build a kernel for the CPU:\n{' '.join(self._cmd)}\n{err[-6000:]}")
+                    raise RuntimeError(f"g++ failed to build a kernel for the CPU:\n{' '.join(self._cmd)}\n"
+                                       f"{err[-6000:]}")
                 os.replace(self._tmp, self.so)
                 self._proc = None
             self._lib = ctypes.CDLL(str(self.so))

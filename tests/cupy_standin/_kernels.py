@@ -68,7 +68,11 @@ class _Program:
         else:
             self.mode = 2 if os.environ.get("GPUACT_STANDIN_OS_THREADS") == "1" else 1
         host = _build.HostBuild(self._launchers(code))  # g++ runs while NVRTC compiles below
-        self.resources = _build.resource_report(code, options)
+        try:
+            self.resources = _build.resource_report(code, options)
+        except BaseException:
+            host.abort()
+            raise
         self.lib = host.lib()
         self.attributes: dict = {}  # (kernel, device) -> max_dynamic_shared_size_bytes
 
@@ -77,11 +81,11 @@ class _Program:
         code = _EXTERN_SHARED.sub(r"\1* \2 = reinterpret_cast<\1*>(ga_shim::ctxp->blk->smem.data());", code)
         lines = [code, "", "// ---- the stand-in's launchers: kernelParams-style argument arrays"]
         for sig in self.signatures.values():
-            args = ", ".join(f"*({p.decl}*)a[{i}]" for i, p in enumerate(sig.params))
-            lines += [f'extern "C" void ga_standin_{sig.name}(void** a, unsigned gx, unsigned gy, unsigned gz,',
+            args = ", ".join(f"*({p.decl}*)ga_args[{i}]" for i, p in enumerate(sig.params))
+            lines += [f'extern "C" void ga_standin_{sig.name}(void** ga_args, unsigned gx, unsigned gy, unsigned gz,',
                       "        unsigned bx, unsigned by, unsigned bz, unsigned long smem, int mode) {",
-                      f"    ga_shim::launch3({{gx, gy, gz}}, {{bx, by, bz}}, smem, mode, [&] {{ {sig.name}({args}); }});",
-                      "}"]
+                      "    ga_shim::launch3({gx, gy, gz}, {bx, by, bz}, smem, mode,",
+                      f"                     [&] {{ {sig.name}({args}); }});", "}"]
         return "\n".join(lines) + "\n"
 
     def function(self, name: str):
@@ -91,7 +95,8 @@ class _Program:
         return fn
 
 
-_EXTERN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s+)?([A-Za-z_][\w\s]*?)\s+(\w+)\s*\[\s*\]\s*;")
+_EXTERN_SHARED = re.compile(
+    r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s+)?([A-Za-z_][\w\s]*?)\s+(\w+)\s*\[\s*\]\s*;")
 _programs: dict = {}
 
 

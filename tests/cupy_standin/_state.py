@@ -322,7 +322,7 @@ class Launch:
 
 
 @dataclass
-class Event_:
+class StreamEvent:
     kind: str
     info: dict
     seq: int = field(default_factory=lambda: next(seq))
@@ -332,7 +332,7 @@ class Recorder:
     def __init__(self):
         self.launches: list[Launch] = []
         self.allocations: list = []  # _array.Allocation
-        self.events: list[Event_] = []
+        self.events: list[StreamEvent] = []
 
 
 @contextmanager
@@ -359,4 +359,4 @@ def log_allocation(alloc) -> None:
 
 def log_event(kind: str, **info) -> None:
     for rec in local().recorders:
-        rec.events.append(Event_(kind, info))
+        rec.events.append(StreamEvent(kind, info))
