@@ -25,7 +25,9 @@ from tests import reference
 from tests.reference import assert_close
 from tests.test_activations import CASES as ELEMENTWISE_CASES
 
-STANDIN = os.environ.get("GPUACT_CUPY_STANDIN") == "1"
+from tests import cupy_standin
+
+STANDIN = os.environ.get("GPUACT_CUPY_STANDIN") == "1" and cupy_standin.installed()
 pytestmark = [pytest.mark.cpu_proxy,
               pytest.mark.skipif(not STANDIN, reason="runs inside the CuPy stand-in run (tests/test_cupy_standin.py)")]
 
@@ -140,6 +142,7 @@ def test_null_pointers_are_none_or_an_8_byte_zero():
     for null in (None, np.uint64(0), np.int64(0), 0):
         kernel((1,), (32,), (null, y, np.int64(10)))
         assert (y.get() == 1).all()
+    kernel((1,), (32,), (None, y, 10))  # a Python int is an int64 in CuPy: right for `long long`
     with pytest.raises(LaunchContractError, match="8-byte 0"):
         kernel((1,), (32,), (np.uint32(0), y, np.int64(10)))
 

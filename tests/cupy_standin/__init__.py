@@ -4,39 +4,46 @@
 ``cupy.cuda.stream``, ``cupy.cuda.device``; ``cupy.cuda.nvrtc`` is the real NVRTC) into
 ``sys.modules``. ``tests/conftest.py`` does so when ``GPUACT_CUPY_STANDIN=1``, and
 ``tests/test_cupy_standin.py`` runs the public suite, ``tests/test_cupy_backend.py`` and
-``tests/test_launch_contract.py`` that way in a child pytest.
+``tests/test_launch_contract.py`` that way in a child pytest. Arrays are NumPy arrays of host
+memory (256-byte aligned, as CuPy's pool) that know the device and stream current when their memory
+was allocated, and whether gpuact code allocated it, in which call. Two H200s (132 SMs, 232448 bytes
+of opt-in shared memory per block), each with its own current stream, as in CuPy 14.
 
 What it proves, for every launch the backend makes:
 
 * Arguments match the kernel: the C signature is parsed from the source handed to CuPy (after the
   preprocessor, as NVRTC sees it); the argument count, each pointer's element type and each
   scalar's exact C type, with CuPy's own conversion of Python scalars (``cupy/cuda/function.pyx``:
-  a Python int is an ``int64``, so it is wrong for an ``int`` parameter).
+  a Python int is an ``int64``, so it is wrong for an ``int`` parameter and right for ``long long``).
+  ElementwiseKernel arguments are typed as ``cupy/_core/_kernel.pyx`` types them; a NumPy scalar
+  must have its parameter's declared type (CuPy would cast it silently).
 * The launch fits an H100/H200: grid and block limits, ``__launch_bounds__``, registers x threads
   (ptxas's register count for sm_90, from NVRTC), static + dynamic shared memory within 48 KiB
   unless ``max_dynamic_shared_size_bytes`` was raised for that kernel on that device, and never
   above 232448 bytes.
 * Devices and streams: every array argument lives on the current device; every array a gpuact call
-  allocated during that call was allocated on the launch's device and stream (CuPy's memory pool
-  is per stream, and work on another stream is unordered with this one). The same holds for the
-  CuPy operations gpuact composes (ufuncs, copies, sorts, ...), which run kernels too.
-* No output partly overlaps an input (a RawKernel's non-const pointer, an ElementwiseKernel's
-  ``out_params``): in place is only ever the identical view.
+  allocated during that same call was allocated on the launch's device and stream (CuPy's memory
+  pool is per stream, and work on another stream is unordered with this one). The CuPy operations
+  gpuact composes (ufuncs, copies, sorts, ``out[...] = r``) run kernels too and are checked alike.
+* No output partly overlaps another argument (a RawKernel's non-const pointer, an
+  ElementwiseKernel's ``out_params``): in place is only ever the identical view.
 * No host synchronisation (``.get()``, ``.item()``, ``bool(array)``, ...) inside gpuact code.
-* The results: RawKernels run their own CUDA source on the CPU (``tests/cuda_shim/cuda_shim.h``,
-  with the recorded grid, block and dynamic shared memory; threads and barriers for kernels that
-  have ``__syncthreads`` or shuffles, threads one after another otherwise), ElementwiseKernels run
-  their operation compiled with g++ for the types CuPy would resolve; the tests compare them with
-  the NumPy path.
+* The results: RawKernels run their own CUDA source on the CPU (``tests/cuda_shim/cuda_shim.h``)
+  with the recorded grid, block and dynamic shared memory: threads one after another for kernels
+  without ``__syncthreads`` or shuffles, else as fibers switched at every barrier
+  (``GPUACT_STANDIN_OS_THREADS=1``: a std::thread per CUDA thread, ~20x the CPU time).
+  ElementwiseKernels run their operation, compiled with g++ for the types CuPy resolves, over
+  contiguous broadcast copies of the arguments. The tests compare the results with the NumPy path.
 
 What it cannot prove: anything about real device memory (host memory stands in, so an out-of-bounds
-read does not fault and a device pointer dereferenced on the host would not crash), timing and
-occupancy, real concurrency between streams (work runs at once, in call order; only the recorded
-stream of each launch and allocation is checked), CuPy's own kernels (indexing, sorting,
-reductions, copies run as NumPy), the device math library (host libm and g++ code generation
-stand in for libdevice and ptxas: last-ulp differences are possible), warp-level behaviour beyond
-what the shim models (independent thread scheduling, partial masks), and ``np.asarray(cupy_array)``
-which succeeds here (the stand-in arrays are NumPy subclasses) but raises under real CuPy.
+access does not fault where the host mapping allows it, and a host pointer handed to a kernel would
+run), timing and occupancy, real concurrency between streams (work runs at once, in call order; only
+the recorded stream of each launch and allocation is checked), CuPy's own kernels (indexing,
+sorting, reductions, copies run as NumPy), the device math library (host libm and g++ stand in for
+libdevice and ptxas: last-ulp differences), warp behaviour beyond what the shim models (independent
+thread scheduling, partial shuffle masks), ordering of work across streams by events (recorded, not
+modelled), and ``np.asarray(cupy_array)``, which succeeds here (the arrays are NumPy subclasses)
+but raises under real CuPy.
 """
 
 from __future__ import annotations
@@ -139,9 +146,10 @@ def _getattr(name: str):
     fn = _routines.lookup(name)
     if fn is not None:
         return fn
-    value = getattr(np, name, None)
-    if value is not None and (isinstance(value, type) or not callable(value)) and not name.startswith("_"):
-        return value
+    if not name.startswith("_") and hasattr(np, name):
+        value = getattr(np, name)  # dtypes, constants, newaxis (None)
+        if isinstance(value, type) or not (callable(value) or isinstance(value, types.ModuleType)):
+            return value  # not NumPy's submodules: numpy.random would hand out host arrays
     raise AttributeError(f"the CuPy stand-in has no attribute {name!r}")
 
 

@@ -61,6 +61,15 @@ def asfortranarray(a, dtype=None):
     return out
 
 
+def copyto(dst, src, casting="same_kind", where=True):
+    _require(dst, "copyto")
+    arrays = [dst] + [a for a in (src, where) if isinstance(a, ndarray)]
+    check_launch("op", "copyto", arrays)  # writes dst: checked first
+    plain = [a.view(np.ndarray) if isinstance(a, ndarray) else a for a in (src, where)]
+    with np.errstate(all="ignore"):
+        np.copyto(dst.view(np.ndarray), plain[0], casting=casting, where=plain[1])
+
+
 def _filled(name, host, order="C"):
     out = empty(host.shape, host.dtype, order)
     check_launch("op", name, [out])  # a fill kernel on the current device and stream
@@ -130,7 +139,7 @@ def is_available():
 
 
 EXPLICIT = {f.__name__: f for f in (
-    asarray, array, ascontiguousarray, asfortranarray, zeros, ones, full, empty_like, zeros_like, ones_like,
+    asarray, array, ascontiguousarray, asfortranarray, copyto, zeros, ones, full, empty_like, zeros_like, ones_like,
     full_like, arange, linspace, asnumpy, get_array_module, is_available)}
 EXPLICIT["empty"] = lambda shape, dtype=float, order="C": empty(shape, dtype, order)
 
