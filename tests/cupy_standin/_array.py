@@ -162,9 +162,8 @@ class ndarray(np.ndarray):
         return host
 
     def set(self, arr, stream=None):
-        plain = self.view(np.ndarray)
-        plain[...] = np.asarray(arr)
-        check_launch("copy", "ndarray.set", [self], stream=stream)
+        check_launch("copy", "ndarray.set", [self], stream=stream)  # a host-to-device copy on that stream
+        self.view(np.ndarray)[...] = np.asarray(arr)
 
     def item(self, *args):
         _sync_point(".item()")
@@ -188,8 +187,8 @@ class ndarray(np.ndarray):
 
     def copy(self, order="C"):
         # a copy lands on the current device, also from another device's array (as CuPy)
-        out = empty(self.shape, self.dtype, _order(order, self))
         check_launch("copy", "ndarray.copy", [self], check_devices=False)
+        out = empty(self.shape, self.dtype, _order(order, self))
         out.view(np.ndarray)[...] = self.view(np.ndarray)
         return out
 
@@ -232,7 +231,8 @@ class ndarray(np.ndarray):
         plain_index = _unwrap(index, arrays, host_ok=True)
         plain_value = _unwrap(value, arrays, host_ok=True)
         check_launch("op", "setitem", arrays)
-        np.ndarray.__setitem__(self.view(np.ndarray), plain_index, plain_value)
+        with np.errstate(all="ignore"):
+            np.ndarray.__setitem__(self.view(np.ndarray), plain_index, plain_value)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         return apply(f"{ufunc.__name__}" + ("" if method == "__call__" else f".{method}"),

@@ -96,7 +96,7 @@ class Param:
 
     @property
     def dtype(self) -> str:
-        return C_SCALARS[self.ctype]
+        return C_SCALARS.get(self.ctype, self.ctype)
 
     @property
     def decl(self) -> str:  # for the generated launcher
@@ -133,6 +133,8 @@ def _param(text: str) -> Param:
         raise NotImplementedError(f"the stand-in cannot pass {text!r} (a pointer to a pointer)")
     const = pointer == 1 and "const" in tokens[: tokens.index("*")]
     base = " ".join(t for t in tokens if t not in ("const", "*"))
+    if base == "void" and pointer:
+        return Param(name, base, True, const)  # takes any array
     if base not in C_SCALARS:
         raise NotImplementedError(f"the stand-in cannot pass a kernel parameter of type {base!r} ({text!r})")
     return Param(name, base, bool(pointer), const)

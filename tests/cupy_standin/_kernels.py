@@ -260,7 +260,7 @@ def _marshal(name, i, param, value) -> np.ndarray:
     if param.pointer:
         if isinstance(value, ndarray):
             allowed = _build.POINTEE_DTYPES.get(param.dtype, (param.dtype,))
-            if value.dtype.name not in allowed:
+            if param.ctype != "void" and value.dtype.name not in allowed:
                 raise LaunchContractError(f"{what} gets an array of {value.dtype}; the kernel reads {param.ctype}")
             return np.array([data_ptr(value)], np.uint64)
         if value is None:
