@@ -61,7 +61,8 @@ def test_cupy_backend_on_the_standin():
     output = proc.stdout + proc.stderr
     lines = output.strip().splitlines()
     summary = lines[-1] if lines else ""
-    print(f"\nCuPy stand-in run ({elapsed:.0f} s): {' '.join(cmd[3:])}\n  {summary}")
+    compiled = next((line for line in lines if line.startswith("gpuact CuPy stand-in:")), "")
+    print(f"\nCuPy stand-in run ({elapsed:.0f} s): {' '.join(cmd[3:])}\n  {compiled}\n  {summary}")
     assert proc.returncode == 0, f"the stand-in run failed:\n{output[-20000:]}"
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)", summary)}
     assert counts.get("passed", 0) >= MIN_PASSED, f"only {counts.get('passed', 0)} tests ran:\n{summary}"
