@@ -21,11 +21,9 @@ import pytest
 
 import gpuact
 from gpuact.layers import PReLU, Softmax
-from tests import reference
+from tests import cupy_standin, reference
 from tests.reference import assert_close
 from tests.test_activations import CASES as ELEMENTWISE_CASES
-
-from tests import cupy_standin
 
 STANDIN = os.environ.get("GPUACT_CUPY_STANDIN") == "1" and cupy_standin.installed()
 pytestmark = [pytest.mark.cpu_proxy,
@@ -49,13 +47,14 @@ def _probe(source: str) -> types.ModuleType:
 
 
 KERNELS = r'''
-#ifndef GA_TEST
-#define GA_TEST
-#endif
-extern "C" __global__ void scale(const float* x, float* y, int n, float a) {
-    int i = (blockIdx.y * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = a * x[i];
-}
+// a kernel made by a macro with ## pasting, like the softmax kernels: parsed after the preprocessor
+#define GA_SCALE(DT, T)                                                                  \
+    extern "C" __global__ void scale_##DT(const T* x, T* y, int n, T a) {                \
+        int i = (blockIdx.y * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x;        \
+        if (i < n) y[i] = a * x[i];                                                      \
+    }
+GA_SCALE(f32, float)
+GA_SCALE(f64, double)
 extern "C" __global__ void masked_fill(const unsigned char* mask, float* y, long long n) {
     for (long long i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
         y[i] = (mask && !mask[i]) ? 0.0f : 1.0f;
@@ -91,7 +90,7 @@ extern "C" __global__ void block_sum(const float* x, float* y, int n) {
 
 @pytest.fixture
 def scale():
-    return cp.RawKernel(KERNELS, "scale")
+    return cp.RawKernel(KERNELS, "scale_f32")
 
 
 def _x(n=1000, dtype=np.float32):
@@ -108,8 +107,8 @@ def test_a_correct_launch_runs_and_is_recorded(scale):
         scale((4, 2), (128,), (x, y, np.int32(1000), np.float32(2.0)))
     np.testing.assert_array_equal(y.get(), 2 * x.get())
     (launch,) = rec.launches
-    assert (launch.kind, launch.name, launch.device, launch.grid, launch.block) == ("raw", "scale", 0, (4, 2, 1),
-                                                                                   (128, 1, 1))
+    assert (launch.kind, launch.name, launch.device, launch.grid, launch.block) == ("raw", "scale_f32", 0,
+                                                                                   (4, 2, 1), (128, 1, 1))
 
 
 def test_barriers_and_dynamic_shared_memory_run_on_fibers():
