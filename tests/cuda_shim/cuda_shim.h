@@ -1,14 +1,15 @@
 // A tiny CPU stand-in for the CUDA execution model, to run gpuact's kernels on the host in the
 // tests. Blocks run one after another (so a kernel's `__shared__` arrays can be function statics);
 // a block's threads run in one of three modes:
-//  * OS threads: one std::thread per CUDA thread, __syncthreads a block-wide barrier, warp shuffles
-//    through a per-warp exchange buffer between two warp barriers (launch(), and launch3 THREADS);
-//  * fibers: the same barriers and shuffles, with the block's threads as cooperative fibers on the
-//    calling OS thread, switched at each barrier (launch3 FIBERS): the same semantics, 10-20x less
-//    CPU than a kernel-scheduled thread per CUDA thread on a 2-core machine;
+//  * OS threads: one std::thread per CUDA thread (reused block after block), __syncthreads a
+//    block-wide barrier (__syncthreads_or a flag between barriers), warp shuffles and votes through
+//    a per-warp exchange buffer between two warp barriers (launch(), and launch3 THREADS);
+//  * fibers: the same barriers, shuffles and votes, with the block's threads as cooperative fibers
+//    on the calling OS thread, switched at each barrier (launch3 FIBERS): the same semantics, 10-20x
+//    less CPU than a kernel-scheduled thread per CUDA thread on a 2-core machine;
 //  * serial: every thread of a block runs to completion in turn (launch3 SERIAL), exact for
-//    kernels without __syncthreads or shuffles (no intra-block communication to interleave); a
-//    barrier reached in serial mode ends the process with a message.
+//    kernels without __syncthreads, shuffles or votes (no intra-block communication to
+//    interleave); a barrier reached in serial mode ends the process with a message.
 // A barrier that not every thread reaches ends the process with a message: in OS-thread mode after
 // GA_SHIM_TIMEOUT_S seconds, in fiber mode as soon as no fiber can make progress (a hang otherwise).
 // launch(): 1-D blocks (a multiple of 32, <= 1024), 2-D grids. launch3(): 3-D grids and blocks of
@@ -17,13 +18,12 @@
 #include <ucontext.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -53,12 +53,14 @@ namespace ga_shim {
 
 struct Fibers;
 
+// OS threads: arrivals count on an atomic; waiters yield until the generation moves on (with a
+// mutex and a condition variable, the softmax shim tests took 48 s instead of 32 s on 2 cores).
+// Fibers: the last arrival moves the generation on; the others yield to the block's scheduler.
 struct Barrier {
-    std::mutex m;
-    std::condition_variable cv;
-    int n, count = 0;
-    unsigned long gen = 0;
-    Fibers* fibers;  // set in fiber mode: waiting is yielding to the block's scheduler
+    const int n;
+    std::atomic<int> count{0};
+    std::atomic<unsigned long> gen{0};
+    Fibers* fibers;
     explicit Barrier(int n_, Fibers* f = nullptr) : n(n_), fibers(f) {}
     void wait();
 };
@@ -71,6 +73,7 @@ struct Block {
     std::vector<std::unique_ptr<Barrier>> warp_bars;
     std::vector<unsigned long long> exchange;
     std::vector<unsigned char> smem;
+    std::atomic<int> any{0};  // __syncthreads_or
 };
 
 struct Ctx {
@@ -107,27 +110,23 @@ inline void fiber_entry() {
 }  // returning resumes uc_link, the scheduler
 
 inline void Barrier::wait() {
+    const unsigned long g = gen.load(std::memory_order_acquire);
+    if (fibers) ++fibers->progress;
+    if (count.fetch_add(1, std::memory_order_acq_rel) + 1 == n) {
+        count.store(0, std::memory_order_relaxed);
+        gen.fetch_add(1, std::memory_order_acq_rel);
+        return;
+    }
     if (fibers) {
-        const unsigned long g = gen;
-        ++fibers->progress;
-        if (++count == n) {
-            count = 0;
-            ++gen;
-            return;
-        }
-        while (gen == g) fibers->yield();
+        while (gen.load(std::memory_order_acquire) == g) fibers->yield();
         return;
     }
-    std::unique_lock<std::mutex> lock(m);
-    const unsigned long g = gen;
-    if (++count == n) {
-        count = 0;
-        ++gen;
-        cv.notify_all();
-        return;
+    const auto start = std::chrono::steady_clock::now();
+    for (unsigned spins = 1; gen.load(std::memory_order_acquire) == g; ++spins) {
+        std::this_thread::yield();
+        if (spins % 4096 == 0 && std::chrono::steady_clock::now() - start > std::chrono::seconds(GA_SHIM_TIMEOUT_S))
+            die("barrier timed out: not every thread reached it", 99);
     }
-    if (!cv.wait_for(lock, std::chrono::seconds(GA_SHIM_TIMEOUT_S), [&] { return gen != g; }))
-        die("barrier timed out: not every thread reached it", 99);
 }
 
 template <typename F>
@@ -136,24 +135,33 @@ void launch(unsigned grid, unsigned grid_y, unsigned block, size_t smem_bytes, F
         std::fprintf(stderr, "cuda_shim: blockDim %u is not a multiple of 32 <= 1024\n", block);
         std::_Exit(98);
     }
-    for (unsigned by = 0; by < grid_y; ++by)
-    for (unsigned b = 0; b < grid; ++b) {
-        Block blk;
-        blk.bar.reset(new Barrier((int)block));
-        for (unsigned w = 0; w < block / 32; ++w) blk.warp_bars.emplace_back(new Barrier(32));
-        blk.exchange.assign(block, 0);
-        blk.smem.assign(smem_bytes + 16, 0xcd);  // garbage, like real shared memory
-        std::vector<std::thread> threads;
-        threads.reserve(block);
-        for (unsigned t = 0; t < block; ++t) {
-            threads.emplace_back([&, t] {
-                Ctx ctx{{t, 0, 0}, {b, by, 0}, {block, 1, 1}, {grid, grid_y, 1}, &blk};
-                ctxp = &ctx;
+    // One std::thread per thread of a block, reused block after block (creating them per block
+    // cost more than running most kernels). The hand-over between blocks has its own barrier:
+    // a kernel's __syncthreads that some thread never reaches still times out, never pairing
+    // with it.
+    Block blk;
+    blk.bar.reset(new Barrier((int)block));
+    Barrier block_done((int)block);
+    for (unsigned w = 0; w < block / 32; ++w) blk.warp_bars.emplace_back(new Barrier(32));
+    blk.exchange.assign(block, 0);
+    blk.smem.assign(smem_bytes + 16, 0xcd);  // garbage, like real shared memory
+    std::vector<std::thread> threads;
+    threads.reserve(block);
+    for (unsigned t = 0; t < block; ++t) {
+        threads.emplace_back([&, t] {
+            Ctx ctx;
+            ctxp = &ctx;
+            for (unsigned by = 0; by < grid_y; ++by)
+            for (unsigned b = 0; b < grid; ++b) {
+                ctx = Ctx{{t, 0, 0}, {b, by, 0}, {block, 1, 1}, {grid, grid_y, 1}, &blk};
                 fn();
-            });
-        }
-        for (auto& th : threads) th.join();
+                block_done.wait();
+                if (t == 0) std::memset(blk.smem.data(), 0xcd, blk.smem.size());  // fresh garbage
+                block_done.wait();
+            }
+        });
     }
+    for (auto& th : threads) th.join();
 }
 
 enum Mode { SERIAL = 0, FIBERS = 1, THREADS = 2 };
@@ -256,6 +264,21 @@ T exchange(T v, int src_of_lane_fn_result, int lane) {
     return r;
 }
 
+// Every lane's value of `v`, from all 32 lanes of the caller's warp.
+template <typename T>
+void gather(T v, T* all) {
+    Block* blk = ctxp->blk;
+    if (blk->warp_bars.empty()) die("a warp vote was reached in serial mode", 97);
+    const int warp = (int)linear_tid() / 32;
+    unsigned long long* slot = &blk->exchange[warp * 32];
+    unsigned long long u = 0;
+    std::memcpy(&u, &v, sizeof(T));
+    slot[linear_tid() % 32] = u;
+    blk->warp_bars[warp]->wait();
+    for (int l = 0; l < 32; ++l) std::memcpy(&all[l], &slot[l], sizeof(T));
+    blk->warp_bars[warp]->wait();
+}
+
 }  // namespace ga_shim
 
 #define threadIdx (ga_shim::ctxp->tid)
@@ -267,6 +290,26 @@ T exchange(T v, int src_of_lane_fn_result, int lane) {
 inline void __syncthreads() {
     if (!ga_shim::ctxp->blk->bar) ga_shim::die("__syncthreads was reached in serial mode", 97);
     ga_shim::ctxp->blk->bar->wait();
+}
+
+inline int __syncthreads_or(int pred) {
+    ga_shim::Block* blk = ga_shim::ctxp->blk;
+    __syncthreads();  // the previous call's flag has been read and cleared
+    if (pred) blk->any.store(1);
+    __syncthreads();
+    const int any = blk->any.load();
+    __syncthreads();
+    // cleared before thread 0 reaches the next call's first barrier, which nobody passes without it
+    if (ga_shim::linear_tid() == 0) blk->any.store(0);
+    return any;
+}
+
+inline int __any_sync(unsigned /*mask*/, int pred) {
+    int all[32] = {};
+    ga_shim::gather(pred ? 1 : 0, all);
+    for (int l = 0; l < 32; ++l)
+        if (all[l]) return 1;
+    return 0;
 }
 
 // CUDA semantics: lanes are split in segments of `width`; a source lane outside the caller's
