@@ -124,15 +124,22 @@ def test_barriers_and_dynamic_shared_memory_run_on_fibers():
     (lambda x, y: (x, y, np.int64(1000), np.float32(2.0)), "int64 scalar"),
     (lambda x, y: (x, y, np.int32(1000)), "3 arguments for 4 parameters"),
     (lambda x, y: (x.astype(np.float64), y, np.int32(1000), np.float32(2.0)), "array of float64"),
+    (lambda x, y: (x, cp.empty(4001, np.uint8)[1:], np.int32(1000), np.float32(2.0)), "not 4-byte aligned"),
     (lambda x, y: (x.get(), y, np.int32(1000), np.float32(2.0)), "host numpy.ndarray"),
     (lambda x, y: (x, y, x, np.float32(2.0)), "is a scalar"),
     (lambda x, y: (np.uint64(12345), y, np.int32(1000), np.float32(2.0)), "8-byte 0"),
-], ids=["python-int-for-int", "python-float-for-float", "int64-for-int", "count", "pointee-dtype", "host-array",
-        "array-for-scalar", "raw-address"])
+], ids=["python-int-for-int", "python-float-for-float", "int64-for-int", "count", "pointee-dtype",
+        "misaligned-raw-bytes", "host-array", "array-for-scalar", "raw-address"])
 def test_argument_checks(scale, args, match):
     x, y = _x(), cp.empty(1000, np.float32)
     with pytest.raises(LaunchContractError, match=match):
         scale((8,), (128,), args(x, y))
+
+
+def test_raw_bytes_hold_any_type_aligned_for_it(scale):
+    x, ws = _x(), cp.empty(4000, np.uint8)  # a workspace of bytes, 256-byte aligned as CuPy's pool
+    scale((8,), (128,), (x, ws, np.int32(1000), np.float32(2.0)))
+    np.testing.assert_array_equal(ws.get().view(np.float32), 2 * x.get())
 
 
 def test_null_pointers_are_none_or_an_8_byte_zero():

@@ -261,7 +261,14 @@ def _marshal(name, i, param, value) -> np.ndarray:
         if isinstance(value, ndarray):
             allowed = _build.POINTEE_DTYPES.get(param.dtype, (param.dtype,))
             if param.ctype != "void" and value.dtype.name not in allowed:
-                raise LaunchContractError(f"{what} gets an array of {value.dtype}; the kernel reads {param.ctype}")
+                # raw bytes (a uint8 workspace) may hold any type, aligned for it; any other
+                # element type is a mismatch (a float64 array read as float is garbage)
+                size = np.dtype(param.dtype).itemsize
+                if value.dtype != np.uint8:
+                    raise LaunchContractError(f"{what} gets an array of {value.dtype}; the kernel reads {param.ctype}")
+                if data_ptr(value) % size or value.nbytes % size:
+                    raise LaunchContractError(f"{what} gets {value.nbytes} raw bytes at {data_ptr(value):#x}: not "
+                                              f"{size}-byte aligned {param.ctype} values")
             return np.array([data_ptr(value)], np.uint64)
         if value is None:
             return np.zeros(1, np.uint64)
