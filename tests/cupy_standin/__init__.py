@@ -33,14 +33,16 @@ What it proves, for every launch the backend makes:
   without ``__syncthreads`` or shuffles, else as fibers switched at every barrier
   (``GPUACT_STANDIN_OS_THREADS=1``: a std::thread per CUDA thread, ~20x the CPU time).
   ElementwiseKernels run their operation, compiled with g++ for the types CuPy resolves, over
-  contiguous broadcast copies of the arguments. The tests compare the results with the NumPy path.
+  contiguous broadcast copies of the arguments. Float math functions are evaluated in double and
+  rounded once (glibc's float versions are an ulp off where CUDA's are exact). The tests compare
+  the results with the NumPy path.
 
 What it cannot prove: anything about real device memory (host memory stands in, so an out-of-bounds
 access does not fault where the host mapping allows it, and a host pointer handed to a kernel would
 run), timing and occupancy, real concurrency between streams (work runs at once, in call order; only
 the recorded stream of each launch and allocation is checked), CuPy's own kernels (indexing,
 sorting, reductions, copies run as NumPy), the device math library (host libm and g++ stand in for
-libdevice and ptxas: last-ulp differences), warp behaviour beyond what the shim models (independent
+libdevice and ptxas: last-ulp differences, no fused multiply-adds where ptxas would contract), warp behaviour beyond what the shim models (independent
 thread scheduling, partial shuffle masks), ordering of work across streams by events (recorded, not
 modelled), and ``np.asarray(cupy_array)``, which succeeds here (the arrays are NumPy subclasses)
 but raises under real CuPy.

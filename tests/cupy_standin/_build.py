@@ -205,11 +205,21 @@ def resource_report(code: str, options: tuple = ()) -> dict[str, dict]:
 # ---------------------------------------------------------------------------------------------
 # Host builds on the threads shim
 
+_FLOAT_MATH = ("exp", "exp2", "expm1", "log", "log1p", "log2", "log10", "tanh", "sinh", "cosh", "erf", "erfc",
+               "sin", "cos", "tan", "atan")
 PRELUDE = """// the stand-in's precompiled prelude: what every host build of a kernel includes first
 #include <cmath>
 #include <cstdint>
 #include "cuda_shim.h"
 typedef _Float16 float16;  // CuPy's float16 in ElementwiseKernel code: a float rounded to half
+// The float math library, evaluated in double and rounded once: glibc's float functions are off by
+// an ulp in places where CUDA's are exact (tanhf(1.4e-5f) is x + 1 ulp, so x - tanh(x) < 0 and
+// tanh_shrink stops being monotone). Linked -Bsymbolic, the kernels call these, nothing else does.
+extern "C" {
+""" + "".join(f"float {f}f(float x) noexcept {{ return (float){f}((double)x); }}\n" for f in _FLOAT_MATH) + """\
+float hypotf(float x, float y) noexcept { return (float)hypot((double)x, (double)y); }
+float powf(float x, float y) noexcept { return (float)pow((double)x, (double)y); }
+}
 """
 
 
@@ -250,8 +260,8 @@ class HostBuild:
             src = self.so.with_suffix(".cpp")
             _write_atomic(src, source)
             self._tmp = self.so.with_name(f"{self.so.name}.{os.getpid()}.tmp")
-            self._cmd = [gxx(), *CXXFLAGS, "-shared", "-I", str(pch), "-I", str(SHIM_DIR), "-include", "prelude.h",
-                         str(src), "-o", str(self._tmp)]
+            self._cmd = [gxx(), *CXXFLAGS, "-shared", "-Wl,-Bsymbolic", "-I", str(pch), "-I", str(SHIM_DIR),
+                         "-include", "prelude.h", str(src), "-o", str(self._tmp)]
             self._start = time.perf_counter()
             self._proc = subprocess.Popen(self._cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
