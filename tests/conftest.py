@@ -23,6 +23,17 @@ ALL_BACKENDS = ("numpy", "cupy", "numba")
 SELECTED = tuple(b for b in os.environ.get("GPUACT_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",") if b)
 REQUIRE_GPU = os.environ.get("GPUACT_REQUIRE_GPU") == "1"
 CUDASIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+# GPUACT_CUPY_STANDIN=1: `cupy` is the launch-contract harness of tests/cupy_standin (CuPy's API on
+# host memory, every kernel launch checked and run on the CPU), installed before anything imports
+# cupy; tests/test_cupy_standin.py runs the suite that way.
+STANDIN = os.environ.get("GPUACT_CUPY_STANDIN") == "1"
+STANDIN_UNUSABLE = None
+if STANDIN:
+    from tests import cupy_standin
+
+    STANDIN_UNUSABLE = cupy_standin.unusable_reason()
+    if STANDIN_UNUSABLE is None:
+        cupy_standin.install()
 
 # The `be` fixture holds no state, so sharing it across hypothesis examples is safe. The CUDA
 # simulator runs a thread per CUDA thread: fewer examples keep that process within minutes.
@@ -37,6 +48,8 @@ if CUDASIM:
 
 
 def _cupy_unusable() -> str | None:
+    if STANDIN:
+        return None if STANDIN_UNUSABLE is None else f"the CuPy stand-in cannot run here: {STANDIN_UNUSABLE}"
     if importlib.util.find_spec("cupy") is None:
         return "cupy is not installed"
     try:
@@ -184,6 +197,8 @@ def pytest_report_header(config):
     gpu = [n for n in ("cupy", "numba") if n in SELECTED and backend_unusable(n) is None]
     if CUDASIM:
         head = "gpuact: Numba CUDA simulator run (no real GPU involved)"
+    elif STANDIN:
+        head = "gpuact: CuPy stand-in run (tests/cupy_standin: launches checked, kernels run on the CPU, no real GPU)"
     elif gpu:
         head = f"gpuact: GPU tests ENABLED for {', '.join(gpu)}{_device_name()}"
     else:
@@ -194,6 +209,16 @@ def pytest_report_header(config):
         reason = _native.unavailable_reason()
         lines.append(f"numpy: compiled CPU kernels {'loaded' if reason is None else 'NOT used: ' + reason}")
     return [head, *("  " + line for line in lines)]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if STANDIN and STANDIN_UNUSABLE is None:
+        from tests import cupy_standin
+
+        s = cupy_standin.stats()
+        terminalreporter.write_line(
+            f"gpuact CuPy stand-in: {s['nvrtc']} NVRTC resource reports ({s['nvrtc_s']:.1f} s), {s['gxx']} g++ "
+            f"builds ({s['gxx_s']:.1f} s waited on, NVRTC running meanwhile)")
 
 
 def _device_name() -> str:
