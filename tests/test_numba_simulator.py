@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # The public suite (the `be` fixture runs it on the Numba path) and the Numba backend's own tests.
 INCLUDED = ("test_activations.py", "test_softmax.py", "test_properties.py", "test_api*.py", "test_numpy*.py",
-            "test_numba_backend.py")
+            "test_bad_input.py", "test_backward.py", "test_numba_backend.py")
 MIN_PASSED = 400
 # The only skips the child may report: documented limits of Numba device arrays, tests the
 # public suite hands over to tests/test_numba_backend.py, and GPU-sized tests.
