@@ -200,17 +200,22 @@ def _shifted(x, mask, bias, dtype):
 
 
 def _partials(zb, axis=None, keepdims=True, computing_meta=False, **kwargs):
-    """A chunk's (max, sum of exp(z - max)) along the reduced axes, in float64."""
+    """A chunk's (max, sum of exp(z - max)) along the reduced axes: exp(z - max) by gpuact's
+    fused-bias kernel on the chunk (one pass, no temporary z - max), summed in float64."""
+    from gpuact import _dispatch
+
     if computing_meta:
         return zb
     xp = sys.modules["cupy"] if type(zb).__module__.split(".")[0] == "cupy" else np
-    z = zb.astype(np.float64)
-    m = z.max(axis=axis, keepdims=True)
+    m = zb.max(axis=axis, keepdims=True)
     with np.errstate(invalid="ignore"):
-        s = xp.exp(z - m).sum(axis=axis, keepdims=True)
-    # a chunk whose slice is all -inf (masked, say) adds nothing: 0, not exp(-inf - -inf) = NaN
-    s = xp.where(m == -np.inf, 0.0, s)
-    return {"max": m, "sum": s}
+        finite_m = xp.where(xp.isfinite(m), m, xp.zeros((), m.dtype))
+        e = _dispatch.elementwise("exponential", zb, (), bias=-finite_m)
+        s = e.sum(axis=axis, keepdims=True, dtype=np.float64)
+    # a chunk whose slice is all -inf (masked, say) adds nothing: 0, not exp(-inf - -inf) = NaN;
+    # a +inf or NaN max makes the sum NaN (the slice's result is NaN)
+    s = xp.where(m == -np.inf, 0.0, xp.where(xp.isfinite(m), s, np.nan))
+    return {"max": m.astype(np.float64), "sum": s}
 
 
 def _combine_pairs(pairs, axis=None, keepdims=True, computing_meta=False, **kwargs):

@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
                         "jax.vjp, PyTorch autograd, the composed NumPy/CuPy derivative) and the fused bias "
                         "(gelu with bias= against add-then-gelu)")
     p.add_argument("--no-backward", action="store_true", help="no training rows (the forward ops only)")
+    p.add_argument("--dask", action="store_true",
+                   help="only the Dask section: softmax along a chunked axis and gelu on a 2**26-element Dask array "
+                        "(threads, a 2-worker LocalCluster, LocalCUDACluster on a GPU) against the plain dask.array "
+                        "expression and gpuact's NumPy path on the whole array")
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="stop starting new cases after this many seconds (the rest are listed as skipped); "
                         "the copy and overhead measurements and all outputs are still made")
@@ -124,6 +128,17 @@ def main(argv=None) -> int:
         out.note("--plot needs matplotlib: pip install gpuact[bench]  (continuing without the plot)")
 
     started = time.perf_counter()
+    if args.dask:
+        from gpuact.bench import dask_bench
+        from gpuact.bench.impls import gpu_unusable
+
+        entries = dask_bench.run(out, gpu="gpu" in cfg.devices and gpu_unusable() is None)
+        if args.json:
+            report.write_json({"schema": SCHEMA, "machine": machine_info(), "dask": entries,
+                               "wall_s": round(time.perf_counter() - started, 3),
+                               "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}, args.json)
+            out.note(f"JSON written to {args.json}")
+        return 0 if entries else 1
     impls, statuses = discover(cfg.backends, cfg.devices, need_x64="float64" in cfg.dtypes)
     out.backends(statuses)
 
