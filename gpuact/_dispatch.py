@@ -22,7 +22,7 @@ from types import ModuleType
 
 import numpy as np
 
-from gpuact import _dask, _masked
+from gpuact import _dask, _foreign, _masked
 from gpuact.backends import _interop
 
 _AxisError = getattr(np, "exceptions", np).AxisError  # numpy.exceptions from 1.25
@@ -126,7 +126,7 @@ class Call:
     made there.
     """
 
-    __slots__ = ("backend", "x", "dy", "dtype", "stream", "_foreign")
+    __slots__ = ("backend", "x", "dy", "dtype", "stream", "_foreign", "_out_copy")
 
     def __init__(self, x, backend: str | None, stream, *, grad_of=None, grad_shape=True):
         """``grad_of``: a backward call's ``dy``, which must be an array of ``x``'s kind (and, unless
@@ -134,18 +134,23 @@ class Call:
         if _masked.is_masked(x) or _masked.is_masked(grad_of):
             raise TypeError("gpuact.backward takes plain arrays: pass the masked arrays' data (and mask dy)")
         name = backend if backend is not None else detect_backend(x)
+        x, foreign = _foreign.for_compute(x)  # a bfloat16 tensor is computed in float32
         if name == "numpy" and type(x) is not np.ndarray:
-            _interop.refuse_grad_tensor(x)
             # Sequences, scalars and ndarray subclasses (np.matrix, np.memmap, ...) are computed as
             # the plain ndarray they hold, and the result is a plain ndarray (masked arrays are
-            # handled before this, in gpuact._masked). Object, string and complex arrays are
-            # refused by result_dtype below.
-            x = np.asarray(x)
+            # handled before this, in gpuact._masked); other libraries' host arrays (PyTorch, JAX,
+            # DLPack) zero-copy, and the result goes back as their kind. Object, string and
+            # complex arrays are refused by result_dtype below.
+            x, host_foreign = _foreign.host_array(x)
+            foreign = foreign if foreign is not None else host_foreign
         self.backend = load_backend(name)
-        self.x, self.stream, self._foreign = self.backend.accept(x, stream)
+        self.x, self.stream, backend_foreign = self.backend.accept(x, stream)
+        self._foreign = foreign if foreign is not None else backend_foreign
+        self._out_copy = None
         self.dtype = result_dtype(self.x.dtype)
         self.dy = None
         if grad_of is not None:
+            grad_of, _ = _foreign.for_compute(grad_of)
             self.dy = self.backend.accept_operand(grad_of, self.x, self._foreign is not None, "dy")
             if grad_shape is not None and tuple(self.dy.shape) != tuple(self.x.shape):
                 raise ValueError(f"dy has shape {tuple(self.dy.shape)}; x has shape {tuple(self.x.shape)}")
@@ -161,6 +166,7 @@ class Call:
             value = as_param("bias", bias)
             bias = self.backend.as_param_array(value, (), self.dtype, self.stream)
         else:
+            bias, _ = _foreign.for_compute(bias)
             bias = self.backend.accept_operand(bias, self.x, self._foreign is not None, "bias")
         try:
             shape = np.broadcast_shapes(tuple(bias.shape), tuple(self.x.shape))
@@ -186,6 +192,14 @@ class Call:
         any work; an ``out`` sharing memory with ``x`` must be ``x`` itself or ``x`` is copied."""
         if out is None:
             return None
+        if _foreign.is_bfloat16(out):
+            # computed in float32, then copied into out (see finish)
+            if tuple(out.shape) != tuple(shape):
+                raise ValueError(f"out has shape {tuple(out.shape)}; the result has shape {tuple(shape)}")
+            if not _foreign.is_bfloat16(self._foreign):
+                raise TypeError(f"out is bfloat16; the result has dtype {self.dtype}")
+            self._out_copy = out
+            return None
         out = self.backend.accept_out(out, self.x, self._foreign is not None)
         if tuple(out.shape) != tuple(shape):
             raise ValueError(f"out has shape {tuple(out.shape)}; the result has shape {tuple(shape)}")
@@ -210,14 +224,13 @@ class Call:
         # The caller's ``out`` itself when given (also an ndarray subclass or a foreign array
         # that was written through a view); else a foreign input gets its own kind back, the
         # result wrapped zero-copy (``torch.as_tensor`` reads ``__cuda_array_interface__``).
+        if self._out_copy is not None:
+            return _foreign.copy_into(self._out_copy, result)
         if original_out is not None:
             return original_out
         if self._foreign is None:
             return result
-        torch = _interop.torch_tensor_module(self._foreign)
-        if torch is not None:
-            return torch.as_tensor(result, device=self._foreign.device)
-        return result
+        return _foreign.back(self._foreign, result)
 
 
 # What ``backend.overlap(a, b)`` answers.

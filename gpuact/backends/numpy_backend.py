@@ -78,16 +78,18 @@ def scope(x, stream):
 
 
 def accept_out(out, x, foreign: bool):
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray like the input; got {type(out).__name__}")
-    return out
+    from gpuact import _foreign
+
+    return _foreign.host_out(out)
 
 
 def accept_operand(a, x, foreign: bool, name: str):
     """An array argument beside x (dy, bias): host data like x (a device array is refused)."""
+    from gpuact import _foreign
+
     if _interop.is_cuda_array(a) or type(a).__module__.split(".")[0] in ("cupy", "numba"):
         raise TypeError(f"{name} must be a host array like x; got {type(a).__module__}.{type(a).__name__}")
-    a = np.asarray(a)
+    a, _ = _foreign.host_array(a)
     result_dtype_of(a.dtype)
     return a
 

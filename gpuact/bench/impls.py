@@ -15,6 +15,7 @@ Backends in the results:
 ``torch``          both    ``torch.nn.functional`` / ``torch.softmax`` (eager)
 ``jax``            both    ``jax.nn`` under ``jax.jit``
 ``tensorflow``     cpu     ``tf.keras.activations`` (the reference implementation), eager
+``gpuact-torch``   both    ``gpuact.torch`` with autograd (training rows only)
 =================  ======  ================================================================
 """
 
@@ -33,7 +34,7 @@ from gpuact.bench import cases as C
 from gpuact.bench.cases import SELU_ALPHA, SELU_SCALE, SOFTMAX_OPS, Case
 
 GPUACT_BACKENDS = ("numpy", "cupy", "numba")
-PEERS = ("numpy-naive", "cupy-naive", "torch", "jax", "tensorflow")
+PEERS = ("numpy-naive", "cupy-naive", "torch", "jax", "tensorflow", "gpuact-torch")
 ALL_BACKENDS = GPUACT_BACKENDS + PEERS
 
 
@@ -397,6 +398,7 @@ def discover(selected=None, devices=("cpu", "gpu"), need_x64=False):
     add("torch", "cpu", _torch_cpu, None if _installed("torch") else "torch is not installed")
     add("jax", "cpu", lambda: _jax_impl("cpu", need_x64), None if _installed("jax") else "jax is not installed")
     add("tensorflow", "cpu", _tf_cpu, None if _installed("tensorflow") else "tensorflow is not installed")
+    add("gpuact-torch", "cpu", lambda: _gpuact_torch("cpu"), None if _installed("torch") else "torch is not installed")
 
     # --- GPU
     add("cupy", "gpu", _gpuact_cupy, gpu_reason)
@@ -407,6 +409,8 @@ def discover(selected=None, devices=("cpu", "gpu"), need_x64=False):
     add("cupy-naive", "gpu", _cupy_naive, gpu_reason)
     add("torch", "gpu", _torch_gpu, gpu_reason or (None if _installed("torch") else "torch is not installed"))
     add("jax", "gpu", lambda: _jax_impl("gpu", need_x64), gpu_reason or (None if _installed("jax") else "jax is not installed"))
+    add("gpuact-torch", "gpu", lambda: _gpuact_torch("gpu"),
+        gpu_reason or (None if _installed("torch") else "torch is not installed"))
     statuses.append(Status("tensorflow", "gpu", False, "tensorflow is timed on the CPU only"))
     return impls, statuses
 
@@ -525,6 +529,44 @@ def _torch_gpu():
     return Impl("torch", "gpu", False, "torch-event", _make=_torch_fn,
                 _wrap=lambda a: torch.as_tensor(a, device="cuda"), _to_array=cupy.asarray,
                 _sync=lambda y: torch.cuda.synchronize())
+
+
+def _gpuact_torch(device):
+    """gpuact.torch on tensors: its rows are the training rows only (``<op>:grad``: the forward
+    and the backward through autograd, as the torch peer's), so a PyTorch user sees what the
+    interop layer costs against torch.nn.functional."""
+    import torch
+
+    import gpuact.torch as gt
+
+    if device == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError("torch was built without CUDA or sees no GPU")
+
+    def make(op, axis):
+        if not C.is_grad(op) or C.is_bias(op):
+            raise NotImplementedError("gpuact-torch runs the training rows only")
+        f = getattr(gt, C.base_op(op))
+        if C.base_op(op) in SOFTMAX_OPS:
+            f = functools.partial(f, axis=axis)
+
+        def step(a):
+            x = a[0].detach().requires_grad_(True)
+            (dx,) = torch.autograd.grad(f(x), x, a[1])
+            return dx
+
+        return step
+
+    def supports(case):
+        return None if C.is_grad(case.op) and not C.is_bias(case.op) else "gpuact-torch runs the training rows only"
+
+    if device == "cpu":
+        return Impl("gpuact-torch", "cpu", False, "cpu", _make=make, _wrap=torch.from_numpy,
+                    _to_array=lambda y: y.numpy(), _supports=supports)
+    import cupy
+
+    return Impl("gpuact-torch", "gpu", False, "torch-event", _make=make,
+                _wrap=lambda a: torch.as_tensor(a, device="cuda"), _to_array=cupy.asarray,
+                _sync=lambda y: torch.cuda.synchronize(), _supports=supports)
 
 
 def library_versions() -> dict:

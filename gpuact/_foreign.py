@@ -1,0 +1,114 @@
+"""Arrays of other libraries: what goes in comes back as its own kind.
+
+* A PyTorch tensor (CPU or CUDA) comes back as a tensor on the same device; a JAX array as a JAX
+  array; any other object exporting ``__dlpack__`` goes in through DLPack (zero-copy) and comes
+  back through its array-API namespace's ``from_dlpack`` where it has one (else as the backend's
+  array). CUDA objects without DLPack keep the ``__cuda_array_interface__`` path.
+* Host memory is taken zero-copy through DLPack (``numpy.from_dlpack``): strides, views and
+  read-only flags come with it, so a non-contiguous tensor computes like the NumPy view it is and a
+  read-only one (a JAX array) is refused as ``out``.
+* bfloat16 (PyTorch's; NumPy has none): computed in float32 and returned as bfloat16, like
+  float16 is computed in float32; an ``out`` of bfloat16 is written from the float32 result.
+* A tensor that requires grad is refused with a message pointing to ``gpuact.torch`` (the plain
+  functions would cut it out of autograd).
+
+Nothing here imports PyTorch or JAX: their modules are looked up in ``sys.modules``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from gpuact.backends import _interop
+
+_KDL_CPU = 1
+
+
+def _torch(x):
+    return _interop.torch_tensor_module(x)
+
+
+def is_bfloat16(x) -> bool:
+    torch = _torch(x)
+    return torch is not None and x.dtype == torch.bfloat16
+
+
+def for_compute(x):
+    """``(x to compute on, the foreign original or None)``: a bfloat16 tensor becomes float32
+    (a copy, on its device); anything else is itself."""
+    if x is None:
+        return None, None
+    if is_bfloat16(x):
+        _interop.refuse_grad_tensor(x)
+        return x.float(), x
+    return x, None
+
+
+def host_array(x):
+    """``(ndarray, foreign original or None)`` for host data of any kind: ndarray subclasses and
+    sequences as NumPy holds them (no foreign), other libraries' arrays zero-copy through DLPack."""
+    if isinstance(x, np.ndarray):
+        return np.asarray(x), None
+    _interop.refuse_grad_tensor(x)
+    dlpack = getattr(x, "__dlpack__", None)
+    if dlpack is not None and _on_cpu(x):
+        try:
+            return np.from_dlpack(x), x
+        except (BufferError, TypeError, RuntimeError):
+            pass  # a dtype NumPy lacks, say: NumPy's own conversion says what is wrong below
+    return np.asarray(x), (x if _torch(x) is not None else None)
+
+
+def _on_cpu(x) -> bool:
+    device = getattr(x, "__dlpack_device__", None)
+    if device is None:
+        return True
+    try:
+        return int(device()[0]) == _KDL_CPU
+    except Exception:  # noqa: BLE001 - a producer whose device query fails: let NumPy try
+        return True
+
+
+def host_out(out):
+    """A host ``out`` of another library as a writeable ndarray view (zero-copy), or TypeError."""
+    if isinstance(out, np.ndarray):
+        return out
+    if sys.modules.get("jax") is not None and type(out).__module__.split(".")[0] in ("jax", "jaxlib"):
+        raise TypeError("out cannot be a JAX array: JAX arrays are immutable; use the returned array")
+    if getattr(out, "__dlpack__", None) is not None and _on_cpu(out):
+        _interop.refuse_grad_tensor(out)
+        return np.from_dlpack(out)
+    raise TypeError(f"out must be a numpy.ndarray like the input; got {type(out).__name__}")
+
+
+def back(original, result):
+    """``result`` (the backend's array) as ``original``'s kind, zero-copy where DLPack allows."""
+    torch = _torch(original)
+    if torch is not None:
+        if getattr(result, "__dlpack__", None) is not None:
+            tensor = torch.from_dlpack(result)
+        else:  # a Numba device array: no DLPack, its __cuda_array_interface__ instead
+            tensor = torch.as_tensor(result, device=original.device)
+        if tensor.device != original.device:  # pragma: no cover - DLPack keeps the device
+            tensor = tensor.to(original.device)
+        return tensor.to(torch.bfloat16) if original.dtype == torch.bfloat16 else tensor
+    module = type(original).__module__.split(".")[0]
+    if module in ("jax", "jaxlib") and sys.modules.get("jax.numpy") is not None:
+        return sys.modules["jax.numpy"].from_dlpack(result)
+    namespace = getattr(original, "__array_namespace__", None)
+    if namespace is not None:
+        try:
+            return namespace().from_dlpack(result)
+        except Exception:  # noqa: BLE001 - a namespace that cannot take it: the backend's array
+            return result
+    return result
+
+
+def copy_into(out, result):
+    """Write ``result`` into a foreign ``out`` that could not be computed into directly (bfloat16)."""
+    torch = _torch(out)
+    with torch.no_grad():
+        out.copy_(torch.from_dlpack(result))
+    return out
