@@ -50,29 +50,16 @@ RUN python_pkgs="" \
 WORKDIR /home/gpuact/gpuact
 
 # Dependencies first, from pyproject.toml alone, so that a change to the code
-# reuses this layer. Installs the build backend (build-system.requires), the
-# base dependencies and those of the extras in EXTRAS (following extras that
-# name the project itself, e.g. "gpuact[cuda12]").
+# reuses this layer: uv reads the base dependencies and those of the extras in
+# EXTRAS from pyproject.toml (and hatchling, the build backend the last step
+# uses without network).
+# SC2046 and DL4006: the --extra flags are meant to split into words, and the
+# pipe (echo into tr) cannot fail.
 COPY pyproject.toml ./
-RUN python -c "import sys; \
-t = __import__('tomllib') if sys.version_info >= (3, 11) \
-    else __import__('pip._vendor.tomli', fromlist=['loads']); \
-from pip._vendor.packaging.requirements import Requirement as R; \
-from pip._vendor.packaging.utils import canonicalize_name as cn; \
-p = t.load(open('pyproject.toml', 'rb')); \
-me = cn(p['project']['name']); \
-opt = p['project'].get('optional-dependencies', {}); \
-ex = lambda reqs, seen: [y for r in map(R, reqs) for y in ( \
-    ex(sum((opt.get(e, []) for e in sorted(r.extras - seen)), []), \
-       seen | r.extras) if cn(r.name) == me else [str(r)])]; \
-out = (p.get('build-system', {}).get('requires', []) \
-       + p['project'].get('dependencies', []) \
-       + ex([me + '[' + sys.argv[1] + ']'], set())); \
-open('/tmp/requirements.txt', 'w').write(''.join(x + '\n' for x in out))" \
-        "$EXTRAS" \
-    && cat /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# hadolint ignore=SC2046,DL4006
+RUN pip install --no-cache-dir "uv==0.13.9" \
+    && uv pip install --no-cache -r pyproject.toml "hatchling>=1.18" \
+        $(printf -- '--extra %s ' $(echo "$EXTRAS" | tr ',' ' '))
 
 # The project itself: only what .dockerignore lets through (package, CUDA
 # sources, tests, the build hook). No network needed here: dependencies are

@@ -212,8 +212,10 @@ else
     rm -rf --one-file-system "$ROOT"
     say "base rootfs: saved $BASE_TAR ($(du -h "$BASE_TAR" | cut -f1))"
 fi
+# SSL_CERT_FILE: uv (the Dockerfile's dependency step) reads no pip.conf; it takes this bundle
 podman import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change "ENV SSL_CERT_FILE=$BASE_CA_PATH" \
     --change 'CMD ["/bin/bash"]' \
     "$BASE_TAR" "$BASE_IMAGE" >/dev/null \
     || die "podman import of $BASE_TAR failed"
