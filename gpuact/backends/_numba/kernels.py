@@ -205,7 +205,10 @@ def binary_nd(kind, ft, ndim):
     if kind == "glu":
         body = ["store(y, (IDX), ft(a[IDX]) * sig(ft(b[IDX])))"]
     elif kind == "prelu":
-        body = ["v = ft(a[IDX])", "store(y, (IDX), fmax(v, zero) + ft(b[IDX]) * fmin(v, zero))"]
+        # where alpha is 0 (Keras's initial PReLU) the negative part is 0, also at x = -inf (the
+        # limit, as leaky_relu), not 0 * -inf
+        body = ["v = ft(a[IDX])", "al = ft(b[IDX])", "neg = al * fmin(v, zero) if al != zero else zero",
+                "store(y, (IDX), fmax(v, zero) + neg)"]
     else:  # pragma: no cover
         raise ValueError(kind)
     ns = {"ft": ft, "sig": fns["_sigmoid_of"], "fmax": fns["_fmax"], "fmin": fns["_fmin"], "zero": ft(0)}
