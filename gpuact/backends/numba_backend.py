@@ -134,7 +134,7 @@ def accept(x, stream):
         host = np.asarray(x)
         if host.dtype == object:
             raise TypeError("gpuact activations take real numbers; got an array of dtype object")
-        xa = cuda.to_device(np.ascontiguousarray(host), stream=launch)
+        xa = cuda.to_device(_c_order(host), stream=launch)
     return xa, launch, foreign
 
 
@@ -253,7 +253,14 @@ def as_param_array(alpha, shape, dtype, stream):
         return _broadcast_view(_on_this_device(_wrap(alpha), "alpha"), shape)
     host = np.asarray(alpha, dtype=K.compute_type(dtype))
     np.broadcast_shapes(host.shape, shape)  # ValueError now when they do not broadcast
-    return _broadcast_view(cuda.to_device(np.ascontiguousarray(host), stream=stream), shape)
+    return _broadcast_view(cuda.to_device(_c_order(host), stream=stream), shape)
+
+
+def _c_order(host):
+    """A C-contiguous host array of ``host``'s shape (``np.ascontiguousarray`` makes a 0-d array
+    1-d, which would give a 0-d input a 1-d result and a scalar bias a shape that broadcasts
+    to no 0-d x)."""
+    return host if host.flags.c_contiguous else np.ascontiguousarray(host)
 
 
 def _on_this_device(a, name: str):
