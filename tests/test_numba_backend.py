@@ -346,6 +346,19 @@ def _stream_calls(x, mask):
         "sparsemax": lambda s: gpuact.sparsemax(x, axis=1, stream=s),
         "prelu": lambda s: PReLU(np.linspace(0, 1, x.shape[1]))(x, stream=s),
         "host_input": lambda s: gpuact.sigmoid(host(x), backend="numba", stream=s),
+        # the fused bias and the backward (tests/test_numba_backward.py checks their values)
+        "gelu_bias": lambda s: gpuact.gelu(x, bias=x[0], stream=s),
+        "gelu_bias_strided": lambda s: gpuact.gelu(x[:, ::2], bias=x[:, :1], stream=s),
+        "softmax_bias": lambda s: gpuact.softmax(x, axis=0, bias=x[:, :1], stream=s),  # a strided bias: copied
+        "relu_grad": lambda s: gpuact.backward.relu(x, x, stream=s),
+        "gelu_grad_bias": lambda s: gpuact.backward.gelu(x, x, bias=x[0], stream=s),
+        "gelu_grad_strided": lambda s: gpuact.backward.gelu(x[:, ::2], x[:, 1::2], bias=x[1, ::2], stream=s),
+        "softmax_grad": lambda s: gpuact.backward.softmax(x, x, axis=(0, 1), bias=x[0], stream=s),
+        "masked_softmax_grad": lambda s: Softmax(axis=0).backward(x, x, mask=mask, stream=s),
+        "log_softmax_grad": lambda s: gpuact.backward.log_softmax(x[:, ::2], x[:, ::2], stream=s),
+        "sparsemax_grad": lambda s: gpuact.backward.sparsemax(x, x, axis=0, stream=s),
+        "glu_grad": lambda s: gpuact.backward.glu(x[:, :4], x, axis=1, stream=s),
+        "prelu_grad": lambda s: PReLU(np.linspace(0, 1, x.shape[1])).backward(x, x, stream=s),
     }
 
 

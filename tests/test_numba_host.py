@@ -108,6 +108,64 @@ def test_sparsemax_plan_caches_slices_that_fit():
 
 
 # ---------------------------------------------------------------------------------------------
+# the softmax bias: its addressing from (column, element)
+
+BIAS_LAYOUTS = [
+    # (x shape, reduced axes, bias shape, fits the compact form)
+    ((4, 9), (1,), (9,), True), ((4, 9), (1,), (4, 1), True), ((4, 9), (0,), (9,), True), ((7,), (0,), (), True),
+    ((2, 3, 4, 5), (3,), (2, 1, 4, 5), True), ((2, 3, 4, 5), (3,), (1, 3, 4, 5), True),
+    ((2, 3, 4, 5), (3,), (2, 1, 1, 5), True), ((2, 3, 4, 5), (3,), (2, 3, 4, 1), True),
+    ((2, 3, 4, 5), (1,), (2, 3, 4, 5), True), ((2, 3, 4, 5), (0, 2), (3, 1, 1), True),
+    ((2, 3, 4, 5), (2, 3), (4, 5), True), ((2, 3, 4, 5), (2, 3), (1, 3, 1, 5), False),
+    ((2, 3, 2, 3, 2), (4,), (2, 1, 2, 1, 2), False), ((2, 3, 2, 3, 2), (0,), (1, 3, 1, 3, 1), False),
+    ((5, 1, 3), (2,), (5, 1, 1), True), ((2, 3, 4, 5), (1, 3), (2, 1, 4, 1), True),
+]
+
+
+def _bias_strides(shape, bias_shape):
+    bshape = (1,) * (len(shape) - len(bias_shape)) + tuple(bias_shape)
+    return [t if b == n else 0 for t, b, n in zip(P.contiguous_strides(bshape), bshape, shape)]
+
+
+@pytest.mark.parametrize("shape,axes,bias_shape,fits", BIAS_LAYOUTS,
+                         ids=[f"{s}-{a}-{b}" for s, a, b, _ in BIAS_LAYOUTS])
+def test_softmax_bias_layout_addresses_every_element(shape, axes, bias_shape, fits):
+    """For every (column, element) of the softmax layout, ``bias_column`` (the device function's
+    Python source) and ``tl`` address the bias element NumPy's broadcasting gives."""
+    bz = P.softmax_bias_layout(shape, _bias_strides(shape, bias_shape), axes)
+    assert (bz is not None) == fits
+    if bz is None:
+        return
+    kernels = pytest.importorskip("gpuact.backends._numba.kernels", reason="numba is not installed",
+                                  exc_type=ImportError)
+    bias = np.arange(math.prod(bias_shape), dtype=np.int64).reshape(bias_shape)
+    rest = [a for a in range(len(shape)) if a not in axes]
+    # the softmax layout: columns (the other axes, in order) by elements (the reduced axes)
+    want = np.broadcast_to(bias, shape).transpose(rest + list(axes)).reshape(-1, math.prod(shape[a] for a in axes))
+    cols, length = want.shape
+    got = np.empty_like(want)
+    for c in range(cols):
+        base = kernels.bias_column.py_func(c, bz)
+        got[c] = bias.reshape(-1)[base + np.arange(length) * bz[5]]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_dense_bias_needs_no_division():
+    """(units,) along the softmax axis: one run of stride 0, n1 = n2 = 1 (bias_column divides
+    nothing)."""
+    bz = P.softmax_bias_layout((64, 10, 32), _bias_strides((64, 10, 32), (32,)), (2,))
+    assert bz == (1, 1, 0, 0, 0, 1)
+    # a key-padding bias (B, 1, 1, K) on (B, H, Q, K) scores: one division a column
+    assert P.softmax_bias_layout((8, 4, 16, 16), _bias_strides((8, 4, 16, 16), (8, 1, 1, 16)), (3,))[:2] == (64, 1)
+
+
+def test_contiguous_strides():
+    assert P.contiguous_strides((2, 3, 4)) == [12, 4, 1]
+    assert P.contiguous_strides((2, 1, 4)) == [4, 0, 1]
+    assert P.contiguous_strides(()) == []
+
+
+# ---------------------------------------------------------------------------------------------
 # N-D kernels: merged axes and the odometer
 
 nb = pytest.importorskip("gpuact.backends.numba_backend", reason="numba is not installed",

@@ -11,6 +11,11 @@ Arrays: Numba device arrays are used as they are; any other object with
 host arrays are copied with ``numba.cuda.to_device``. Work runs on ``stream`` (default: the
 default stream); nothing synchronises the host.
 
+Training: ``bias=`` on the elementwise ops and softmax is added inside the kernels (never as a
+temporary ``x + bias``), and every op has its backward (``elementwise_grad``, ``softmax_grad``,
+``sparsemax_grad``, ``glu_grad``, ``prelu_grad``), each a fused kernel that reads dy and x once
+per pass and recomputes what it needs of the forward.
+
 Under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) the same kernels run as Python; device
 arrays are the simulator's ``FakeCUDAArray`` and a ``__cuda_array_interface__`` pointer is host
 memory, which ``asarray`` wraps the same way.
@@ -134,7 +139,7 @@ def accept(x, stream):
         host = np.asarray(x)
         if host.dtype == object:
             raise TypeError("gpuact activations take real numbers; got an array of dtype object")
-        xa = cuda.to_device(np.ascontiguousarray(host), stream=launch)
+        xa = cuda.to_device(_c_order(host), stream=launch)
     return xa, launch, foreign
 
 
@@ -253,7 +258,14 @@ def as_param_array(alpha, shape, dtype, stream):
         return _broadcast_view(_on_this_device(_wrap(alpha), "alpha"), shape)
     host = np.asarray(alpha, dtype=K.compute_type(dtype))
     np.broadcast_shapes(host.shape, shape)  # ValueError now when they do not broadcast
-    return _broadcast_view(cuda.to_device(np.ascontiguousarray(host), stream=stream), shape)
+    return _broadcast_view(cuda.to_device(_c_order(host), stream=stream), shape)
+
+
+def _c_order(host):
+    """A C-contiguous host array of ``host``'s shape (``np.ascontiguousarray`` makes a 0-d array
+    1-d, which would give a 0-d input a 1-d result and a scalar bias a shape that broadcasts
+    to no 0-d x)."""
+    return host if host.flags.c_contiguous else np.ascontiguousarray(host)
 
 
 def _on_this_device(a, name: str):
@@ -477,7 +489,8 @@ def _to_mask(src, dst, stream):
 # the ops
 
 
-def elementwise(op, x, params, out, dtype, stream=None):
+def elementwise(op, x, params, out, dtype, stream=None, bias=None):
+    """``y = op(x)``, or ``op(x + bias)`` with the bias added in the kernel (``_elementwise_bias``)."""
     stream = _stream(stream)
     dtype = np.dtype(dtype)
     y = _empty(x.shape, dtype, stream) if out is None else out
@@ -487,6 +500,9 @@ def elementwise(op, x, params, out, dtype, stream=None):
     ft = K.compute_type(dtype)
     p = [ft(v) for v in host_params(op, params)]
     xd = np.dtype(x.dtype)
+    if bias is not None:
+        _elementwise_bias(op, x, bias, y, p, dtype, stream)
+        return y
     (xv, yv), _, flat = _merged_views([x, y])
     if flat:
         kern = _kernel((op, xd, dtype, 0), lambda: K.elementwise_contig(op, ft),
@@ -496,6 +512,83 @@ def elementwise(op, x, params, out, dtype, stream=None):
     _run_nd((op, xd, dtype), lambda nd: K.elementwise_nd(op, ft, nd),
             lambda nd: K.elementwise_nd_signature(xd, dtype, nd), [x, y], p, stream)
     return y
+
+
+def _trailing_bias(bias, shape):
+    """``bias`` as a flat array when it is contiguous and lies along x's trailing axes (x's flat
+    element i takes its element ``i % bias.size``: a Dense layer's ``(units,)``, or ``(1, units)``),
+    else None."""
+    if bias.size == 0 or not _contiguous(bias):
+        return None
+    core = tuple(bias.shape)
+    while core and core[0] == 1:
+        core = core[1:]
+    if len(core) > len(shape) or tuple(shape[len(shape) - len(core):]) != core:
+        return None
+    return _flat(bias)
+
+
+def _column_launch(n, nb):
+    """(blocks, the grid stride modulo nb) for the contiguous bias kernels' column counter."""
+    blocks = _grid(n)
+    return blocks, np.int64((blocks * THREADS) % nb)
+
+
+def _elementwise_bias(op, x, bias, y, p, dtype, stream):
+    """y = op(x + bias): a trailing bias over contiguous x and y in the flat kernel with its column
+    counter; any other broadcast (or layout) through the N-D walk, the bias a broadcast view."""
+    xd, bd = np.dtype(x.dtype), np.dtype(bias.dtype)
+    ft = K.compute_type(dtype)
+    n = x.size
+    flat_bias = _trailing_bias(bias, tuple(x.shape))
+    if flat_bias is not None and _contiguous(x) and _contiguous(y):
+        kern = _kernel(("bias", op, xd, bd, dtype, 0), lambda: K.elementwise_bias_contig(op, ft),
+                       lambda: K.elementwise_bias_contig_signature(xd, bd, dtype))
+        blocks, cstep = _column_launch(n, flat_bias.size)
+        _launch(kern, n, stream, blocks=blocks)(_flat(x), flat_bias, _flat(y), np.int64(n),
+                                                np.int64(flat_bias.size), cstep, *p)
+        return
+    _run_nd(("bias", op, xd, bd, dtype), lambda nd: K.elementwise_bias_nd(op, ft, nd),
+            lambda nd: K.elementwise_bias_nd_signature(xd, bd, dtype, nd),
+            [x, _broadcast_view(bias, tuple(x.shape)), y], p, stream)
+
+
+def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
+    """``dx = dy * op'(x)`` (``op'(x + bias)`` with a bias) in one pass over dy and x; dx may be dy
+    or x itself. Contiguous operands take the flat kernel (with a trailing bias, its column
+    counter), the rest the N-D walk."""
+    stream = _stream(stream)
+    dtype = np.dtype(dtype)
+    dx = _empty(x.shape, dtype, stream) if out is None else out
+    n = x.size
+    if n == 0:
+        return dx
+    ft = K.compute_type(dtype)
+    p = [ft(v) for v in host_params(op, params)]
+    dyd, xd = np.dtype(dy.dtype), np.dtype(x.dtype)
+    if bias is None:
+        (dyv, xv, dxv), _, flat = _merged_views([dy, x, dx])
+        if flat:
+            kern = _kernel(("grad", op, dyd, xd, dtype, 0), lambda: K.grad_contig(op, ft),
+                           lambda: K.grad_contig_signature(dyd, xd, dtype))
+            _launch(kern, n, stream)(dyv, xv, dxv, np.int64(n), *p)
+            return dx
+        _run_nd(("grad", op, dyd, xd, dtype), lambda nd: K.grad_nd(op, ft, nd),
+                lambda nd: K.grad_nd_signature(dyd, xd, dtype, nd), [dy, x, dx], p, stream)
+        return dx
+    bd = np.dtype(bias.dtype)
+    flat_bias = _trailing_bias(bias, tuple(x.shape))
+    if flat_bias is not None and _contiguous(dy) and _contiguous(x) and _contiguous(dx):
+        kern = _kernel(("grad_bias", op, dyd, xd, bd, dtype, 0), lambda: K.grad_contig(op, ft, True),
+                       lambda: K.grad_contig_signature(dyd, xd, dtype, bd))
+        blocks, cstep = _column_launch(n, flat_bias.size)
+        _launch(kern, n, stream, blocks=blocks)(_flat(dy), _flat(x), flat_bias, _flat(dx), np.int64(n),
+                                                np.int64(flat_bias.size), cstep, *p)
+        return dx
+    _run_nd(("grad_bias", op, dyd, xd, bd, dtype), lambda nd: K.grad_nd(op, ft, nd, True),
+            lambda nd: K.grad_nd_signature(dyd, xd, dtype, nd, bd),
+            [dy, x, _broadcast_view(bias, tuple(x.shape)), dx], p, stream)
+    return dx
 
 
 def _rows_layout(shape, axes):
@@ -522,60 +615,145 @@ def _to_layout(a, perm, dtype, stream):
     return _copy(src, dst, stream)
 
 
-def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
+def _softmax_inputs(x, axes, others, stream):
+    """(perm, (outer, L, inner), [x, *others] in that layout). The arrays are used as they are
+    when ``axes`` are adjacent and all are contiguous; else each is copied with the reduced axes
+    moved last (``perm``), into rows."""
+    shape = tuple(x.shape)
+    ndim = len(shape)
+    layout = _rows_layout(shape, axes)
+    arrays = [x, *others]
+    if layout is not None and all(_contiguous(a) for a in arrays):
+        return list(range(ndim)), layout, arrays
+    perm = [a for a in range(ndim) if a not in axes] + list(axes)
+    moved = [_to_layout(a, perm, a.dtype, stream) for a in arrays]
+    return perm, _rows_layout([shape[p] for p in perm], list(range(ndim - len(axes), ndim))), moved
+
+
+def _softmax_bias(bias, shape, axes, stream):
+    """(the bias as a flat device array, its addressing ``bz``: ``plan.softmax_bias_layout``). The
+    bias is read in its own compact form (a non-contiguous one copied, at the bias's size); only
+    a broadcast the kernels cannot address is expanded, into x's reduced-axes-last layout."""
+    if bias is None:
+        return _dummy_mask(stream), (np.int64(1),) * 2 + (np.int64(0),) * 4
+    if not _contiguous(bias):
+        bias = copy(bias, stream)
+    ndim = len(shape)
+    bshape = (1,) * (ndim - len(bias.shape)) + tuple(bias.shape)
+    strides = [t if b == n else 0 for t, b, n in zip(P.contiguous_strides(bshape), bshape, shape)]
+    bz = P.softmax_bias_layout(shape, strides, axes)
+    if bz is None:
+        perm = [a for a in range(ndim) if a not in axes] + list(axes)
+        bias = _to_layout(_broadcast_view(bias, shape), perm, bias.dtype, stream)
+        full = P.contiguous_strides([shape[p] for p in perm])
+        strides = [0] * ndim
+        for position, axis in enumerate(perm):
+            strides[axis] = full[position]
+        bz = P.softmax_bias_layout(shape, strides, axes)
+    return _flat(bias), tuple(np.int64(v) for v in bz)
+
+
+def _direct(perm, result, inputs):
+    """Whether a softmax-like result can be written straight into ``result``: it has the inputs'
+    layout and is each of them itself or apart from it (a column's elements are read before they
+    are written, by the same thread; a result overlapping an input elsewhere is not safe)."""
+    return (perm == list(range(len(perm))) and _contiguous(result)
+            and all(_same_start(a, result) or not _may_alias(a, result) for a in inputs))
+
+
+def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
+    """Softmax or log_softmax along ``axes`` of ``x`` (+ ``bias``, added in the kernel)."""
     stream = _stream(stream)
     dtype = np.dtype(dtype)
     shape = tuple(x.shape)
     y = _empty(shape, dtype, stream) if out is None else out
     if x.size == 0:
         return y
-    ndim = len(shape)
     axes = tuple(axes)
-    layout = _rows_layout(shape, axes)
-    if layout is not None and _contiguous(x):
-        perm = list(range(ndim))
-        xin = x
-    else:
-        perm = [a for a in range(ndim) if a not in axes] + list(axes)
-        xin = _to_layout(x, perm, x.dtype, stream)
-        moved_shape = [shape[p] for p in perm]
-        layout = _rows_layout(moved_shape, list(range(ndim - len(axes), ndim)))
-    outer, length, inner = layout
-    masked = mask is not None
-    if masked:
-        m = _flat(_to_layout(mask, perm, np.uint8, stream))
-    else:
-        m = _dummy_mask(stream)
-    identity = perm == list(range(ndim))
-    # Straight into y when it has x's layout and is x itself or apart from it (a block reads a
-    # segment before writing it, so in place is safe; a y overlapping x elsewhere is not).
-    direct = identity and _contiguous(y) and (_same_start(xin, y) or not _may_alias(xin, y))
+    perm, (outer, length, inner), (xin,) = _softmax_inputs(x, axes, (), stream)
+    masked, biased = mask is not None, bias is not None
+    m = _flat(_to_layout(mask, perm, np.uint8, stream)) if masked else _dummy_mask(stream)
+    b, bz = _softmax_bias(bias, shape, axes, stream)
+    direct = _direct(perm, y, [xin])
     result = y if direct else _empty([shape[p] for p in perm], dtype, stream)
 
-    xd = np.dtype(x.dtype)
+    xd, bd = np.dtype(x.dtype), np.dtype(b.dtype)
     ft = K.compute_type(dtype)
     xf, rf = _flat(xin), _flat(result)
     cols = outer * inner
     plan = P.softmax_plan(outer, length, inner, _sms(), block=_reduction_block(), max_grid=_reduction_max_grid())
     sizes = (np.int64(cols), np.int64(length), np.int64(inner))
     if not plan.split:
-        kern = _kernel(("softmax_tile", xd, dtype, log, masked), lambda: K.softmax_tile(ft, log, masked),
-                       lambda: K.softmax_tile_signature(xd, dtype))
-        _launch(kern, 0, stream, threads=plan.block, blocks=plan.grid)(xf, rf, m, *sizes)
+        kern = _kernel(("softmax_tile", xd, dtype, bd, log, masked, biased),
+                       lambda: K.softmax_tile(ft, log, masked, biased),
+                       lambda: K.softmax_tile_signature(xd, dtype, bd))
+        _launch(kern, 0, stream, threads=plan.block, blocks=plan.grid)(xf, rf, m, b, bz, *sizes)
     else:
         # Partial (max, sum) per (column, segment): a few KiB, allocated on the call's stream.
         work = _empty((2, cols * plan.segments), ft, stream)
         wm, ws = work[0], work[1]
         seg = (np.int64(plan.segments), np.int64(plan.seg_len))
-        first = _kernel(("softmax_partials", xd, ft, masked), lambda: K.softmax_partials(ft, masked),
-                        lambda: K.softmax_partials_signature(xd, ft))
-        _launch(first, 0, stream, threads=plan.block, blocks=plan.grid)(xf, m, wm, ws, *sizes, *seg)
-        second = _kernel(("softmax_finish", xd, dtype, log, masked), lambda: K.softmax_finish(ft, log, masked),
-                         lambda: K.softmax_finish_signature(xd, dtype))
-        _launch(second, 0, stream, threads=plan.block, blocks=plan.grid)(xf, rf, m, wm, ws, *sizes, *seg)
+        first = _kernel(("softmax_partials", xd, ft, bd, masked, biased),
+                        lambda: K.softmax_partials(ft, masked, biased),
+                        lambda: K.softmax_partials_signature(xd, ft, bd))
+        _launch(first, 0, stream, threads=plan.block, blocks=plan.grid)(xf, m, b, bz, wm, ws, *sizes, *seg)
+        second = _kernel(("softmax_finish", xd, dtype, bd, log, masked, biased),
+                         lambda: K.softmax_finish(ft, log, masked, biased),
+                         lambda: K.softmax_finish_signature(xd, dtype, bd))
+        _launch(second, 0, stream, threads=plan.block, blocks=plan.grid)(xf, rf, m, b, bz, wm, ws, *sizes, *seg)
     if not direct:
         _copy(result, _moved(y, perm), stream)
     return y
+
+
+def softmax_grad(dy, x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
+    """The softmax / log_softmax backward along ``axes``, the forward recomputed in the kernels
+    (of ``x + bias``, masked positions as -inf): softmax dx = y (dy - sum(dy y)), log_softmax
+    dx = dy - y sum(dy); masked positions get 0, slices whose max is not finite NaN. The launch
+    plan is the forward's: a tile kernel, or for long slices a partials kernel (max, sum of exp
+    and the dy sum per segment) and a finish kernel."""
+    stream = _stream(stream)
+    dtype = np.dtype(dtype)
+    shape = tuple(x.shape)
+    dx = _empty(shape, dtype, stream) if out is None else out
+    if x.size == 0:
+        return dx
+    axes = tuple(axes)
+    perm, (outer, length, inner), (xin, dyin) = _softmax_inputs(x, axes, (dy,), stream)
+    masked, biased = mask is not None, bias is not None
+    m = _flat(_to_layout(mask, perm, np.uint8, stream)) if masked else _dummy_mask(stream)
+    b, bz = _softmax_bias(bias, shape, axes, stream)
+    direct = _direct(perm, dx, [xin, dyin])
+    result = dx if direct else _empty([shape[p] for p in perm], dtype, stream)
+
+    dyd, xd, bd = np.dtype(dy.dtype), np.dtype(x.dtype), np.dtype(b.dtype)
+    ft = K.compute_type(dtype)
+    dyf, xf, rf = _flat(dyin), _flat(xin), _flat(result)
+    cols = outer * inner
+    plan = P.softmax_plan(outer, length, inner, _sms(), block=_reduction_block(), max_grid=_reduction_max_grid())
+    sizes = (np.int64(cols), np.int64(length), np.int64(inner))
+    flags = (log, masked, biased)
+    if not plan.split:
+        kern = _kernel(("softmax_grad_tile", dyd, xd, dtype, bd, *flags), lambda: K.softmax_grad_tile(ft, *flags),
+                       lambda: K.softmax_grad_tile_signature(dyd, xd, dtype, bd))
+        _launch(kern, 0, stream, threads=plan.block, blocks=plan.grid)(dyf, xf, rf, m, b, bz, *sizes)
+    else:
+        # Partial (max, sum of exp, dy sum) per (column, segment), on the call's stream.
+        work = _empty((3, cols * plan.segments), ft, stream)
+        wm, ws, wt = work[0], work[1], work[2]
+        seg = (np.int64(plan.segments), np.int64(plan.seg_len))
+        first = _kernel(("softmax_grad_partials", dyd, xd, ft, bd, *flags),
+                        lambda: K.softmax_grad_partials(ft, *flags),
+                        lambda: K.softmax_grad_partials_signature(dyd, xd, ft, bd))
+        _launch(first, 0, stream, threads=plan.block, blocks=plan.grid)(dyf, xf, m, b, bz, wm, ws, wt, *sizes, *seg)
+        second = _kernel(("softmax_grad_finish", dyd, xd, dtype, bd, *flags),
+                         lambda: K.softmax_grad_finish(ft, *flags),
+                         lambda: K.softmax_grad_finish_signature(dyd, xd, dtype, bd))
+        _launch(second, 0, stream, threads=plan.block, blocks=plan.grid)(dyf, xf, rf, m, b, bz, wm, ws, wt,
+                                                                         *sizes, *seg)
+    if not direct:
+        _copy(result, _moved(dx, perm), stream)
+    return dx
 
 
 def _reduction_block():
@@ -659,6 +837,34 @@ def sparsemax(x, axis, out, dtype, stream=None):
     return y
 
 
+def sparsemax_grad(dy, x, axis, out, dtype, stream=None):
+    """dx = s (dy - mean of dy over the support), the support s = [sparsemax(x) > 0] found by the
+    forward's own search in the same kernel (``kernels.sparsemax_grad_tile``); NaN slices as the
+    forward. dx may be dy or x itself."""
+    stream = _stream(stream)
+    dtype = np.dtype(dtype)
+    shape = tuple(x.shape)
+    dx = _empty(shape, dtype, stream) if out is None else out
+    if x.size == 0:
+        return dx
+    identity = list(range(len(shape)))
+    xin, dyin = (a if _contiguous(a) else _to_layout(a, identity, a.dtype, stream) for a in (x, dy))
+    outer, length, inner = _rows_layout(shape, (axis,))
+    direct = _direct(identity, dx, [xin, dyin])
+    result = dx if direct else _empty(shape, dtype, stream)
+    ft = K.compute_type(dtype)
+    dyd, xd = np.dtype(dy.dtype), np.dtype(x.dtype)
+    plan, cached = P.sparsemax_plan(outer, length, inner, _sms(), np.dtype(ft).itemsize,
+                                    block=_reduction_block(), max_grid=_reduction_max_grid())
+    kern = _kernel(("sparsemax_grad", dyd, xd, dtype, cached), lambda: K.sparsemax_grad_tile(ft, cached),
+                   lambda: K.sparsemax_grad_tile_signature(dyd, xd, dtype))
+    _launch(kern, 0, stream, threads=plan.block, blocks=plan.grid)(
+        _flat(dyin), _flat(xin), _flat(result), np.int64(outer * inner), np.int64(length), np.int64(inner))
+    if not direct:
+        _copy(result, dx, stream)
+    return dx
+
+
 def _data_pointer(a):
     if SIMULATOR:
         return a._ary.__array_interface__["data"][0]
@@ -693,3 +899,36 @@ def prelu(x, alpha, out, dtype, stream=None):
     _run_nd(("prelu", xd, ad, dtype), lambda nd: K.binary_nd("prelu", ft, nd),
             lambda nd: K.binary_nd_signature(xd, ad, dtype, nd), [x, alpha, y], (), stream)
     return y
+
+
+def prelu_grad(dy, x, alpha, out, dtype, stream=None):
+    """dx = dy where x > 0, dy * alpha elsewhere (NaN in x kept); alpha a broadcast view."""
+    stream = _stream(stream)
+    dtype = np.dtype(dtype)
+    dx = _empty(x.shape, dtype, stream) if out is None else out
+    if dx.size == 0:
+        return dx
+    ft = K.compute_type(dtype)
+    dyd, xd, ad = np.dtype(dy.dtype), np.dtype(x.dtype), np.dtype(alpha.dtype)
+    _run_nd(("prelu_grad", dyd, xd, ad, dtype), lambda nd: K.prelu_grad_nd(ft, nd),
+            lambda nd: K.prelu_grad_nd_signature(dyd, xd, ad, dtype, nd), [dy, x, alpha, dx], (), stream)
+    return dx
+
+
+def glu_grad(dy, x, axis, out, dtype, stream=None):
+    """glu's backward in one pass over the output's shape: da = dy sigmoid(b) and
+    db = dy a sigmoid'(b) written into the halves of dx (x's shape)."""
+    stream = _stream(stream)
+    dtype = np.dtype(dtype)
+    dx = _empty(x.shape, dtype, stream) if out is None else out
+    if dx.size == 0:
+        return dx
+    half = x.shape[axis] // 2
+    shape = tuple(x.shape[:axis]) + (half,) + tuple(x.shape[axis + 1:])
+    a, b = _view(x, shape, x.strides), _offset_view(x, axis, half, shape)
+    da, db = _view(dx, shape, dx.strides), _offset_view(dx, axis, half, shape)
+    ft = K.compute_type(dtype)
+    xd, dyd = np.dtype(x.dtype), np.dtype(dy.dtype)
+    _run_nd(("glu_grad", xd, dyd, dtype), lambda nd: K.glu_grad_nd(ft, nd),
+            lambda nd: K.glu_grad_nd_signature(xd, dyd, dtype, nd), [a, b, dy, da, db], (), stream)
+    return dx

@@ -24,6 +24,20 @@ as Numba arrays:
 * ``sparsemax_tile``      a block per tile: the slice max, then tau by Michelot's fixed point
                           (safeguarded by bisection), each step one block reduction.
 
+Training (``gpuact.backward`` and ``bias=``):
+
+* ``elementwise_bias_contig``, ``grad_contig``  the flat kernels with a bias along x's trailing
+                          axes (a column counter advanced by the grid stride modulo the bias size:
+                          no division per element) and the backward dx = dy * f'(x [+ b]);
+  ``elementwise_bias_nd``, ``grad_nd``  the same over the N-D walk, any bias broadcast as a view.
+* ``softmax_grad_tile``   the softmax / log_softmax backward in the forward's layout, the forward
+  ``softmax_grad_partials`` recomputed: (max, sum of exp, sum of dy exp or of dy) per column, then
+  ``softmax_grad_finish``  dx; split over blocks for long L as the forward. Every softmax kernel,
+                          forward and backward, takes a mask and a compact bias (``bias_column``).
+* ``sparsemax_grad_tile`` the forward's tau search (``_sparsemax_search``, shared), then the sum
+                          of dy over the support and dx, in one kernel.
+* ``glu_grad_nd``, ``prelu_grad_nd``  one pass each over the N-D walk.
+
 Reductions use shared memory and ``syncthreads`` only (no warp shuffles), so the CUDA simulator
 runs the very same code. float16 data is loaded, converted to float32, computed, and converted
 back on store.
@@ -38,7 +52,7 @@ from numba import cuda, types
 from numba.np.numpy_support import from_dtype
 
 from gpuact.backends._numba import plan as P
-from gpuact.backends._numba.scalar import M, device_functions
+from gpuact.backends._numba.scalar import M, device_functions, grad_functions
 
 BLOCK = P.BLOCK  # threads per block of the reduction kernels, at most (shared-memory slots)
 # sparsemax's tau search: Michelot's steps alone first (2-12 steps on every family tried in a host
@@ -172,6 +186,108 @@ def elementwise_nd_signature(in_dtype, out_dtype, ndim):
     return signature((in_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64, steps_type(ndim), ft, ft, ft, ft)
 
 
+# ---------------------------------------------------------------------------------------------
+# the fused bias and the elementwise backward
+
+
+def elementwise_bias_contig(op, ft):
+    """y = op(x + b) for C-contiguous x, y and a bias ``b`` along x's trailing axes (x's flat
+    element i takes ``b[i % nb]``): each thread keeps its column ``i % nb`` and advances it by the
+    grid stride's ``cstep = stride % nb`` (host-computed) with one compare and subtract, so the
+    loop never divides."""
+    f = device_functions(ft)[op]
+
+    def kernel(x, b, y, n, nb, cstep, p0, p1, p2, p3):
+        i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+        step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
+        col = i % nb
+        while i < n:
+            store(y, i, f(ft(x[i]) + ft(b[col]), p0, p1, p2, p3))
+            i += step
+            col += cstep
+            if col >= nb:
+                col -= nb
+
+    kernel.__name__ = f"gpuact_{op}_bias_contig"
+    return kernel
+
+
+def elementwise_bias_contig_signature(in_dtype, bias_dtype, out_dtype):
+    ft = compute_type(out_dtype)
+    return signature((in_dtype, 1, "C"), (bias_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64, np.int64, np.int64,
+                     ft, ft, ft, ft)
+
+
+def elementwise_bias_nd(op, ft, ndim):
+    """y = op(x + b) over N-D views, the bias a broadcast view of x's shape (zero strides)."""
+    f = device_functions(ft)[op]
+    return _nd_kernel(f"gpuact_{op}_bias_nd{ndim}", ndim, ["x", "b", "y", "n", "g", "p0", "p1", "p2", "p3"],
+                      ["store(y, (IDX), f(ft(x[IDX]) + ft(b[IDX]), p0, p1, p2, p3))"], {"f": f, "ft": ft})
+
+
+def elementwise_bias_nd_signature(in_dtype, bias_dtype, out_dtype, ndim):
+    ft = compute_type(out_dtype)
+    return signature((in_dtype, ndim, "A"), (bias_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64,
+                     steps_type(ndim), ft, ft, ft, ft)
+
+
+def grad_contig(op, ft, biased=False):
+    """dx = dy * op'(x) (``op'(x + b)`` when ``biased``, b along x's trailing axes as in
+    ``elementwise_bias_contig``) over contiguous dy, x, dx: one read of each and one write. dx
+    may be dy or x itself (each element is read before the same thread writes it)."""
+    g = grad_functions(ft)[op]
+    if biased:
+        def kernel(dy, x, b, dx, n, nb, cstep, p0, p1, p2, p3):
+            i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+            step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
+            col = i % nb
+            while i < n:
+                store(dx, i, ft(dy[i]) * g(ft(x[i]) + ft(b[col]), p0, p1, p2, p3))
+                i += step
+                col += cstep
+                if col >= nb:
+                    col -= nb
+    else:
+        def kernel(dy, x, dx, n, p0, p1, p2, p3):
+            i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+            step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
+            while i < n:
+                store(dx, i, ft(dy[i]) * g(ft(x[i]), p0, p1, p2, p3))
+                i += step
+
+    kernel.__name__ = f"gpuact_{op}_grad{'_bias' if biased else ''}_contig"
+    return kernel
+
+
+def grad_contig_signature(dy_dtype, in_dtype, out_dtype, bias_dtype=None):
+    ft = compute_type(out_dtype)
+    if bias_dtype is None:
+        return signature((dy_dtype, 1, "C"), (in_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64, ft, ft, ft, ft)
+    return signature((dy_dtype, 1, "C"), (in_dtype, 1, "C"), (bias_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64,
+                     np.int64, np.int64, ft, ft, ft, ft)
+
+
+def grad_nd(op, ft, ndim, biased=False):
+    """dx = dy * op'(x [+ b]) over N-D views (the bias a broadcast view of x's shape)."""
+    g = grad_functions(ft)[op]
+    if biased:
+        args, value = ["dy", "x", "b", "dx"], "ft(x[IDX]) + ft(b[IDX])"
+    else:
+        args, value = ["dy", "x", "dx"], "ft(x[IDX])"
+    name = f"gpuact_{op}_grad{'_bias' if biased else ''}_nd{ndim}"
+    return _nd_kernel(name, ndim, args + ["n", "g", "p0", "p1", "p2", "p3"],
+                      [f"store(dx, (IDX), ft(dy[IDX]) * gf({value}, p0, p1, p2, p3))"], {"gf": g, "ft": ft},
+                      shape_of="dx")
+
+
+def grad_nd_signature(dy_dtype, in_dtype, out_dtype, ndim, bias_dtype=None):
+    ft = compute_type(out_dtype)
+    arrays = [(dy_dtype, ndim, "A"), (in_dtype, ndim, "A")]
+    if bias_dtype is not None:
+        arrays.append((bias_dtype, ndim, "A"))
+    return signature(*arrays, (out_dtype, ndim, "A"), np.int64, steps_type(ndim), ft, ft, ft, ft)
+
+
 def copy_nd(ndim, in_dtype, out_dtype):
     """y = x elementwise with a dtype conversion (float16 goes through float32)."""
     in_dtype, out_dtype = np.dtype(in_dtype), np.dtype(out_dtype)
@@ -205,7 +321,10 @@ def binary_nd(kind, ft, ndim):
     if kind == "glu":
         body = ["store(y, (IDX), ft(a[IDX]) * sig(ft(b[IDX])))"]
     elif kind == "prelu":
-        body = ["v = ft(a[IDX])", "store(y, (IDX), fmax(v, zero) + ft(b[IDX]) * fmin(v, zero))"]
+        # where alpha is 0 (Keras's initial PReLU) the negative part is 0, also at x = -inf (the
+        # limit, as leaky_relu), not 0 * -inf
+        body = ["v = ft(a[IDX])", "al = ft(b[IDX])", "neg = al * fmin(v, zero) if al != zero else zero",
+                "store(y, (IDX), fmax(v, zero) + neg)"]
     else:  # pragma: no cover
         raise ValueError(kind)
     ns = {"ft": ft, "sig": fns["_sigmoid_of"], "fmax": fns["_fmax"], "fmin": fns["_fmin"], "zero": ft(0)}
@@ -215,6 +334,37 @@ def binary_nd(kind, ft, ndim):
 def binary_nd_signature(a_dtype, b_dtype, out_dtype, ndim):
     return signature((a_dtype, ndim, "A"), (b_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64,
                      steps_type(ndim))
+
+
+def glu_grad_nd(ft, ndim):
+    """glu's backward over the output's shape: a, b the halves of x, da, db those of dx;
+    da = dy sigmoid(b), db = dy a sigmoid'(b), both halves written in one pass."""
+    fns, grads = device_functions(ft), grad_functions(ft)
+    body = ["bv = ft(b[IDX])", "d = ft(dy[IDX])", "store(da, (IDX), sig(bv) * d)",
+            "store(db, (IDX), sig_grad(bv) * ft(a[IDX]) * d)"]
+    ns = {"ft": ft, "sig": fns["_sigmoid_of"], "sig_grad": grads["_sigmoid_grad"]}
+    return _nd_kernel(f"gpuact_glu_grad_nd{ndim}", ndim, ["a", "b", "dy", "da", "db", "n", "g"], body, ns,
+                      shape_of="db")
+
+
+def glu_grad_nd_signature(in_dtype, dy_dtype, out_dtype, ndim):
+    return signature((in_dtype, ndim, "A"), (in_dtype, ndim, "A"), (dy_dtype, ndim, "A"), (out_dtype, ndim, "A"),
+                     (out_dtype, ndim, "A"), np.int64, steps_type(ndim))
+
+
+def prelu_grad_nd(ft, ndim):
+    """dx = dy where x > 0, dy * alpha elsewhere (the left derivative at 0); NaN in x stays."""
+    # alpha is loaded unconditionally: a load under the branch doubled the registers (70 at sm_90)
+    body = ["v = ft(x[IDX])", "al = ft(alpha[IDX])", "gv = one if v > zero else al",
+            "store(dx, (IDX), ft(dy[IDX]) * (v if v != v else gv))"]
+    ns = {"ft": ft, "one": ft(1), "zero": ft(0)}
+    return _nd_kernel(f"gpuact_prelu_grad_nd{ndim}", ndim, ["dy", "x", "alpha", "dx", "n", "g"], body, ns,
+                      shape_of="dx")
+
+
+def prelu_grad_nd_signature(dy_dtype, in_dtype, alpha_dtype, out_dtype, ndim):
+    return signature((dy_dtype, ndim, "A"), (in_dtype, ndim, "A"), (alpha_dtype, ndim, "A"), (out_dtype, ndim, "A"),
+                     np.int64, steps_type(ndim))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +388,26 @@ def column_base(c, L, inner):
     """Offset of element 0 of column c (= o * inner + j) of a contiguous (outer, L, inner) array."""
     o = c // inner
     return o * L * inner + (c - o * inner)
+
+
+@cuda.jit(device=True)
+def bias_column(c, bz):
+    """Offset in the compact bias of column c's element 0. ``bz = (n1, n2, t0, t1, t2, tl)``
+    (``plan.softmax_bias_layout``): c's digits (d0, d1, d2) in the radix (-, n1, n2) of the merged
+    non-reduced axes, each with its bias stride; a bias broadcast over all of them (a Dense
+    layer's) is one digit of stride 0 and costs no division."""
+    n1 = bz[0]
+    n2 = bz[1]
+    off = np.int64(0)
+    if n2 != 1:
+        q = c // n2
+        off += (c - q * n2) * bz[4]
+        c = q
+    if n1 != 1:
+        q = c // n1
+        off += (c - q * n1) * bz[3]
+        c = q
+    return off + c * bz[2]
 
 
 _parts_cache: dict = {}
@@ -311,38 +481,99 @@ def _reductions(ft):
     return out
 
 
+def _grad_merge(ft, log):
+    """The softmax backward's block merge of (max, sum of exp, second sum), as
+    ``block_softmax_merge``."""
+    key = ("grad_merge", ft, log)
+    if key in _parts_cache:
+        return _parts_cache[key]
+    merge = device_functions(ft)["_online_merge_sum" if log else "_online_merge_dot"]
+
+    @cuda.jit(device=True)
+    def block_merge(shm, shs, sht, tx, ty, TX, TY, m, s, t):
+        i = ty * TX + tx
+        shm[i] = m
+        shs[i] = s
+        sht[i] = t
+        cuda.syncthreads()
+        h = TY // 2
+        while h > 0:
+            if ty < h:
+                j = i + h * TX
+                mm, ss, tt = merge(shm[i], shs[i], sht[i], shm[j], shs[j], sht[j])
+                shm[i] = mm
+                shs[i] = ss
+                sht[i] = tt
+            cuda.syncthreads()
+            h //= 2
+        m = shm[tx]
+        s = shs[tx]
+        t = sht[tx]
+        cuda.syncthreads()
+        return m, s, t
+
+    _parts_cache[key] = block_merge
+    return block_merge
+
+
 # ---------------------------------------------------------------------------------------------
-# softmax / log_softmax
+# softmax / log_softmax, forward and backward
+#
+# Every softmax kernel takes a mask ``msk`` (uint8, the data's layout; 1 = keep) and a bias ``b``
+# (the compact bias, read at ``bias_column(c, bz) + k * bz[5]`` for element k of column c); the
+# factories' ``masked`` and ``biased`` decide at compile time whether they are read at all
+# (unmasked, unbiased launches pass a one-element dummy for both).
 
 
-def _softmax_parts(ft, log, masked):
+def _value(ft, biased):
+    """v = x[idx] (+ b[boff]) in the compute type: the softmax input, the bias added in the kernel."""
+    key = ("value", ft, biased)
+    if key in _parts_cache:
+        return _parts_cache[key]
+
+    @cuda.jit(device=True)
+    def value(x, b, idx, boff):
+        v = ft(x[idx])
+        if biased:
+            v = v + ft(b[boff])
+        return v
+
+    _parts_cache[key] = value
+    return value
+
+
+def _softmax_parts(ft, log, masked, biased):
     """(stats, write): a thread's share of a column segment [k0, k1) (elements k0 + ty, + TY, ...)."""
-    key = ("softmax", ft, log, masked)
+    key = ("softmax", ft, log, masked, biased)
     if key in _parts_cache:
         return _parts_cache[key]
     online_add = device_functions(ft)["_online_add"]
+    value = _value(ft, biased)
     zero, one, ninf, nan = ft(0), ft(1), ft(-math.inf), ft(math.nan)
     dev = cuda.jit(device=True)
 
     @dev
-    def stats(x, msk, base, inner, k0, k1, ty, TY):
+    def stats(x, msk, b, base, bc, bl, inner, k0, k1, ty, TY):
         """(max, sum of exp(v - max)) of the thread's elements; masked ones count as -inf. The sum
         is compensated: a column of 2**25 equal values must not stall at 2**24."""
         m, s, c = ninf, zero, zero
         k = k0 + ty
         idx = base + k * inner
+        boff = bc + k * bl
         stride = TY * inner
+        bstride = TY * bl
         while k < k1:
-            v = ft(x[idx])
+            v = value(x, b, idx, boff)
             if masked and msk[idx] == 0:
                 v = ninf
             m, s, c = online_add(m, s, c, v, one)
             k += TY
             idx += stride
+            boff += bstride
         return m, s + c
 
     @dev
-    def write(x, y, msk, base, inner, k0, k1, ty, TY, m, s):
+    def write(x, y, msk, b, base, bc, bl, inner, k0, k1, ty, TY, m, s):
         """The result for the thread's elements given the column's (max, sum). A column whose max
         is not finite (NaN, +inf, all -inf) is NaN throughout, as x - max is in NumPy's path;
         masked positions are 0, also in a fully masked column."""
@@ -351,9 +582,11 @@ def _softmax_parts(ft, log, masked):
         log_s = M.log(s)
         k = k0 + ty
         idx = base + k * inner
+        boff = bc + k * bl
         stride = TY * inner
+        bstride = TY * bl
         while k < k1:
-            v = ft(x[idx])
+            v = value(x, b, idx, boff)
             if not finite:
                 r = nan
             elif log:
@@ -365,107 +598,118 @@ def _softmax_parts(ft, log, masked):
             store(y, idx, r)
             k += TY
             idx += stride
+            boff += bstride
 
     out = _parts_cache[key] = (stats, write)
     return out
 
 
-def _softmax_name(kind, log, masked):
-    return f"gpuact_{'log_' if log else ''}softmax_{kind}{'_masked' if masked else ''}"
+def _softmax_name(kind, log, masked, biased=False):
+    return f"gpuact_{'log_' if log else ''}softmax_{kind}{'_masked' if masked else ''}{'_bias' if biased else ''}"
 
 
-def softmax_tile(ft, log, masked):
+def softmax_tile(ft, log, masked, biased=False):
     """A block per tile of columns (grid-stride over tiles): the single-pass softmax."""
-    stats, write = _softmax_parts(ft, log, masked)
+    stats, write = _softmax_parts(ft, log, masked, biased)
     merge = _reductions(ft)[2]
     nb = BLOCK
     zero, ninf = ft(0), ft(-math.inf)
 
-    def kernel(x, y, msk, cols, L, inner):
+    def kernel(x, y, msk, b, bz, cols, L, inner):
         shm = cuda.shared.array(nb, ft)
         shs = cuda.shared.array(nb, ft)
         tx, ty, TX, TY = tile_thread(inner)
         tiles = (cols + TX - 1) // TX
         tile = np.int64(cuda.blockIdx.x)
+        bl = bz[5]
         while tile < tiles:
             c = tile * TX + tx
             live = c < cols
             base = column_base(c, L, inner)
+            bc = bias_column(c, bz) if biased else np.int64(0)
             m, s = ninf, zero
             if live:
-                m, s = stats(x, msk, base, inner, np.int64(0), L, ty, TY)
+                m, s = stats(x, msk, b, base, bc, bl, inner, np.int64(0), L, ty, TY)
             m, s = merge(shm, shs, tx, ty, TX, TY, m, s)
             if live:
-                write(x, y, msk, base, inner, np.int64(0), L, ty, TY, m, s)
+                write(x, y, msk, b, base, bc, bl, inner, np.int64(0), L, ty, TY, m, s)
             tile += cuda.gridDim.x
 
-    kernel.__name__ = _softmax_name("tile", log, masked)
+    kernel.__name__ = _softmax_name("tile", log, masked, biased)
     return kernel
 
 
-def softmax_tile_signature(in_dtype, out_dtype):
-    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"), np.int64, np.int64, np.int64)
+def bias_layout_type():
+    """``bz``, the compact bias's addressing (``bias_column``)."""
+    return types.UniTuple(types.int64, 6)
 
 
-def softmax_partials(ft, masked):
+def softmax_tile_signature(in_dtype, out_dtype, bias_dtype=np.uint8):
+    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"), (bias_dtype, 1, "C"),
+                     bias_layout_type(), np.int64, np.int64, np.int64)
+
+
+def softmax_partials(ft, masked, biased=False):
     """Split softmax, first kernel: block b = (tile, segment) writes each column's (max, sum) over
     the segment to ``wm``/``ws`` at ``c * segs + segment``."""
-    stats, _ = _softmax_parts(ft, False, masked)
+    stats, _ = _softmax_parts(ft, False, masked, biased)
     merge = _reductions(ft)[2]
     nb = BLOCK
     zero, ninf = ft(0), ft(-math.inf)
 
-    def kernel(x, msk, wm, ws, cols, L, inner, segs, seg_len):
+    def kernel(x, msk, b, bz, wm, ws, cols, L, inner, segs, seg_len):
         shm = cuda.shared.array(nb, ft)
         shs = cuda.shared.array(nb, ft)
         tx, ty, TX, TY = tile_thread(inner)
-        b = np.int64(cuda.blockIdx.x)
-        tile = b // segs
-        seg = b - tile * segs
+        blk = np.int64(cuda.blockIdx.x)
+        tile = blk // segs
+        seg = blk - tile * segs
         k0 = seg * seg_len
         k1 = min(L, k0 + seg_len)
         c = tile * TX + tx
         live = c < cols
         base = column_base(c, L, inner)
+        bc = bias_column(c, bz) if biased else np.int64(0)
         m, s = ninf, zero
         if live:
-            m, s = stats(x, msk, base, inner, k0, k1, ty, TY)
+            m, s = stats(x, msk, b, base, bc, bz[5], inner, k0, k1, ty, TY)
         m, s = merge(shm, shs, tx, ty, TX, TY, m, s)
         if live and ty == 0:
             wm[c * segs + seg] = m
             ws[c * segs + seg] = s
 
-    kernel.__name__ = _softmax_name("partials", False, masked)
+    kernel.__name__ = _softmax_name("partials", False, masked, biased)
     return kernel
 
 
-def softmax_partials_signature(in_dtype, ft):
-    return signature((in_dtype, 1, "C"), (np.uint8, 1, "C"), (ft, 1, "C"), (ft, 1, "C"),
-                     np.int64, np.int64, np.int64, np.int64, np.int64)
+def softmax_partials_signature(in_dtype, ft, bias_dtype=np.uint8):
+    return signature((in_dtype, 1, "C"), (np.uint8, 1, "C"), (bias_dtype, 1, "C"), bias_layout_type(),
+                     (ft, 1, "C"), (ft, 1, "C"), np.int64, np.int64, np.int64, np.int64, np.int64)
 
 
-def softmax_finish(ft, log, masked):
+def softmax_finish(ft, log, masked, biased=False):
     """Split softmax, second kernel: block (tile, segment) merges the column's partials (each
     thread an online sum over every TY-th, then the tree) and writes the segment. Blocks run in
     the reverse of the first kernel's order: the segments it read last are the likeliest in L2."""
-    _, write = _softmax_parts(ft, log, masked)
+    _, write = _softmax_parts(ft, log, masked, biased)
     merge = _reductions(ft)[2]
     online_add = device_functions(ft)["_online_add"]
     nb = BLOCK
     zero, ninf = ft(0), ft(-math.inf)
 
-    def kernel(x, y, msk, wm, ws, cols, L, inner, segs, seg_len):
+    def kernel(x, y, msk, b, bz, wm, ws, cols, L, inner, segs, seg_len):
         shm = cuda.shared.array(nb, ft)
         shs = cuda.shared.array(nb, ft)
         tx, ty, TX, TY = tile_thread(inner)
-        b = np.int64(cuda.gridDim.x) - 1 - cuda.blockIdx.x
-        tile = b // segs
-        seg = b - tile * segs
+        blk = np.int64(cuda.gridDim.x) - 1 - cuda.blockIdx.x
+        tile = blk // segs
+        seg = blk - tile * segs
         k0 = seg * seg_len
         k1 = min(L, k0 + seg_len)
         c = tile * TX + tx
         live = c < cols
         base = column_base(c, L, inner)
+        bc = bias_column(c, bz) if biased else np.int64(0)
         m, s, comp = ninf, zero, zero
         if live:
             p = ty
@@ -474,15 +718,202 @@ def softmax_finish(ft, log, masked):
                 p += TY
         m, s = merge(shm, shs, tx, ty, TX, TY, m, s + comp)
         if live:
-            write(x, y, msk, base, inner, k0, k1, ty, TY, m, s)
+            write(x, y, msk, b, base, bc, bz[5], inner, k0, k1, ty, TY, m, s)
 
-    kernel.__name__ = _softmax_name("finish", log, masked)
+    kernel.__name__ = _softmax_name("finish", log, masked, biased)
     return kernel
 
 
-def softmax_finish_signature(in_dtype, out_dtype):
+def softmax_finish_signature(in_dtype, out_dtype, bias_dtype=np.uint8):
     ft = compute_type(out_dtype)
-    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"), (ft, 1, "C"), (ft, 1, "C"),
+    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"), (bias_dtype, 1, "C"),
+                     bias_layout_type(), (ft, 1, "C"), (ft, 1, "C"), np.int64, np.int64, np.int64, np.int64,
+                     np.int64)
+
+
+def _softmax_grad_parts(ft, log, masked, biased):
+    """(stats, write) of the backward, on the forward's input ``value``: the thread's share of
+    (max, sum of exp, t) with t the sum of dy exp(v - max) (softmax) or of dy (log_softmax), and
+    dx from the column's totals: softmax dx = y (dy - t / s), log_softmax dx = dy - y t, with
+    y = exp(v - max) / s recomputed. Masked elements add nothing and get 0."""
+    key = ("softmax_grad", ft, log, masked, biased)
+    if key in _parts_cache:
+        return _parts_cache[key]
+    online_add = device_functions(ft)["_online_add_sum" if log else "_online_add_dot"]
+    value = _value(ft, biased)
+    zero, one, ninf, nan = ft(0), ft(1), ft(-math.inf), ft(math.nan)
+    dev = cuda.jit(device=True)
+
+    @dev
+    def stats(dy, x, msk, b, base, bc, bl, inner, k0, k1, ty, TY):
+        m, s, c, t, ct = ninf, zero, zero, zero, zero
+        k = k0 + ty
+        idx = base + k * inner
+        boff = bc + k * bl
+        stride = TY * inner
+        bstride = TY * bl
+        while k < k1:
+            if not masked or msk[idx] != 0:
+                m, s, c, t, ct = online_add(m, s, c, t, ct, value(x, b, idx, boff), one, ft(dy[idx]))
+            k += TY
+            idx += stride
+            boff += bstride
+        return m, s + c, t + ct
+
+    @dev
+    def write(dy, x, dx, msk, b, base, bc, bl, inner, k0, k1, ty, TY, m, s, t):
+        """A column whose max is not finite (NaN, +inf, all -inf) is NaN, as in the forward;
+        masked positions are 0, also in a fully masked column."""
+        finite = m - m == zero
+        inv = one / s
+        scale = t / s  # softmax: sum(dy y); log_softmax: sum(dy) / s
+        k = k0 + ty
+        idx = base + k * inner
+        boff = bc + k * bl
+        stride = TY * inner
+        bstride = TY * bl
+        while k < k1:
+            w = ft(dy[idx])
+            e = M.exp(value(x, b, idx, boff) - m)
+            if not finite:
+                r = nan
+            elif log:
+                r = w - e * scale
+            else:
+                r = e * inv * (w - scale)
+            if masked and msk[idx] == 0:
+                r = zero
+            store(dx, idx, r)
+            k += TY
+            idx += stride
+            boff += bstride
+
+    out = _parts_cache[key] = (stats, write)
+    return out
+
+
+def softmax_grad_tile(ft, log, masked, biased=False):
+    """The single-pass softmax backward: a block per tile of columns, each column's (max, sum of
+    exp, t) from one read of x and dy, then dx from a second (dx may be dy or x itself: an
+    element is read before its thread writes it, and the tree's barriers separate the passes)."""
+    stats, write = _softmax_grad_parts(ft, log, masked, biased)
+    merge = _grad_merge(ft, log)
+    nb = BLOCK
+    zero, ninf = ft(0), ft(-math.inf)
+
+    def kernel(dy, x, dx, msk, b, bz, cols, L, inner):
+        shm = cuda.shared.array(nb, ft)
+        shs = cuda.shared.array(nb, ft)
+        sht = cuda.shared.array(nb, ft)
+        tx, ty, TX, TY = tile_thread(inner)
+        tiles = (cols + TX - 1) // TX
+        tile = np.int64(cuda.blockIdx.x)
+        bl = bz[5]
+        while tile < tiles:
+            c = tile * TX + tx
+            live = c < cols
+            base = column_base(c, L, inner)
+            bc = bias_column(c, bz) if biased else np.int64(0)
+            m, s, t = ninf, zero, zero
+            if live:
+                m, s, t = stats(dy, x, msk, b, base, bc, bl, inner, np.int64(0), L, ty, TY)
+            m, s, t = merge(shm, shs, sht, tx, ty, TX, TY, m, s, t)
+            if live:
+                write(dy, x, dx, msk, b, base, bc, bl, inner, np.int64(0), L, ty, TY, m, s, t)
+            tile += cuda.gridDim.x
+
+    kernel.__name__ = _softmax_name("grad_tile", log, masked, biased)
+    return kernel
+
+
+def softmax_grad_tile_signature(dy_dtype, in_dtype, out_dtype, bias_dtype=np.uint8):
+    return signature((dy_dtype, 1, "C"), (in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"),
+                     (bias_dtype, 1, "C"), bias_layout_type(), np.int64, np.int64, np.int64)
+
+
+def softmax_grad_partials(ft, log, masked, biased=False):
+    """Split backward, first kernel: block (tile, segment) writes each column's (max, sum of exp,
+    t) over the segment to ``wm``/``ws``/``wt`` at ``c * segs + segment``."""
+    stats, _ = _softmax_grad_parts(ft, log, masked, biased)
+    merge = _grad_merge(ft, log)
+    nb = BLOCK
+    zero, ninf = ft(0), ft(-math.inf)
+
+    def kernel(dy, x, msk, b, bz, wm, ws, wt, cols, L, inner, segs, seg_len):
+        shm = cuda.shared.array(nb, ft)
+        shs = cuda.shared.array(nb, ft)
+        sht = cuda.shared.array(nb, ft)
+        tx, ty, TX, TY = tile_thread(inner)
+        blk = np.int64(cuda.blockIdx.x)
+        tile = blk // segs
+        seg = blk - tile * segs
+        k0 = seg * seg_len
+        k1 = min(L, k0 + seg_len)
+        c = tile * TX + tx
+        live = c < cols
+        base = column_base(c, L, inner)
+        bc = bias_column(c, bz) if biased else np.int64(0)
+        m, s, t = ninf, zero, zero
+        if live:
+            m, s, t = stats(dy, x, msk, b, base, bc, bz[5], inner, k0, k1, ty, TY)
+        m, s, t = merge(shm, shs, sht, tx, ty, TX, TY, m, s, t)
+        if live and ty == 0:
+            wm[c * segs + seg] = m
+            ws[c * segs + seg] = s
+            wt[c * segs + seg] = t
+
+    kernel.__name__ = _softmax_name("grad_partials", log, masked, biased)
+    return kernel
+
+
+def softmax_grad_partials_signature(dy_dtype, in_dtype, ft, bias_dtype=np.uint8):
+    return signature((dy_dtype, 1, "C"), (in_dtype, 1, "C"), (np.uint8, 1, "C"), (bias_dtype, 1, "C"),
+                     bias_layout_type(), (ft, 1, "C"), (ft, 1, "C"), (ft, 1, "C"), np.int64, np.int64, np.int64,
+                     np.int64, np.int64)
+
+
+def softmax_grad_finish(ft, log, masked, biased=False):
+    """Split backward, second kernel: block (tile, segment) merges the column's partials and
+    writes dx over its segment (blocks in reverse order, as ``softmax_finish``)."""
+    _, write = _softmax_grad_parts(ft, log, masked, biased)
+    merge = _grad_merge(ft, log)
+    online_add = device_functions(ft)["_online_add_sum" if log else "_online_add_dot"]
+    nb = BLOCK
+    zero, ninf = ft(0), ft(-math.inf)
+
+    def kernel(dy, x, dx, msk, b, bz, wm, ws, wt, cols, L, inner, segs, seg_len):
+        shm = cuda.shared.array(nb, ft)
+        shs = cuda.shared.array(nb, ft)
+        sht = cuda.shared.array(nb, ft)
+        tx, ty, TX, TY = tile_thread(inner)
+        blk = np.int64(cuda.gridDim.x) - 1 - cuda.blockIdx.x
+        tile = blk // segs
+        seg = blk - tile * segs
+        k0 = seg * seg_len
+        k1 = min(L, k0 + seg_len)
+        c = tile * TX + tx
+        live = c < cols
+        base = column_base(c, L, inner)
+        bc = bias_column(c, bz) if biased else np.int64(0)
+        m, s, cs, t, ct = ninf, zero, zero, zero, zero
+        if live:
+            p = ty
+            while p < segs:
+                q = c * segs + p
+                m, s, cs, t, ct = online_add(m, s, cs, t, ct, wm[q], ws[q], wt[q])
+                p += TY
+        m, s, t = merge(shm, shs, sht, tx, ty, TX, TY, m, s + cs, t + ct)
+        if live:
+            write(dy, x, dx, msk, b, base, bc, bz[5], inner, k0, k1, ty, TY, m, s, t)
+
+    kernel.__name__ = _softmax_name("grad_finish", log, masked, biased)
+    return kernel
+
+
+def softmax_grad_finish_signature(dy_dtype, in_dtype, out_dtype, bias_dtype=np.uint8):
+    ft = compute_type(out_dtype)
+    return signature((dy_dtype, 1, "C"), (in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"),
+                     (bias_dtype, 1, "C"), bias_layout_type(), (ft, 1, "C"), (ft, 1, "C"), (ft, 1, "C"),
                      np.int64, np.int64, np.int64, np.int64, np.int64)
 
 
@@ -490,24 +921,104 @@ def softmax_finish_signature(in_dtype, out_dtype):
 # sparsemax
 
 
-def sparsemax_tile(ft, cached, michelot_steps=SPARSEMAX_MICHELOT_STEPS):
-    """A block per tile of columns. For each column, z = x - max(x) (shift-invariance: without it
-    [1e8, 0] in float32 gave [0, 0]); tau in [-1, 0) solves sum max(z - tau, 0) = 1. Each step
-    reduces (S, K) = (sum, count) of {z > t} over the column, which gives both f(t) = S - K t
-    (t <= tau iff f(t) >= 1) and Michelot's step (S - 1) / K, a lower bound at least t when t is
-    one. From the lower bound -1 the steps evaluate Michelot's step from the best lower bound
-    (tm); after ``michelot_steps`` of them they alternate with the midpoint of [tm, hi]. The
-    search ends when a step's support is the one tm came from (no z in between, so tm is
-    Michelot's fixed point: the exact formula over the exact support, O(L) per step). With
-    ``cached`` the column lives in shared memory (each thread keeps its own elements there, so no
-    barrier guards it), else every step re-reads it (from L2)."""
+def _sparsemax_search(ft, cached, michelot_steps):
+    """The search, a device function for the forward and the backward kernels:
+    ``search(x, zc, shs, shk, base, inner, L, live, tx, ty, TX, TY) -> (mx, finite, tau)``, run by
+    every thread of the block (it holds barriers).
+
+    For each column, z = x - max(x) (shift-invariance: without it [1e8, 0] in float32 gave
+    [0, 0]); tau in [-1, 0) solves sum max(z - tau, 0) = 1. Each step reduces (S, K) = (sum,
+    count) of {z > t} over the column, which gives both f(t) = S - K t (t <= tau iff f(t) >= 1)
+    and Michelot's step (S - 1) / K, a lower bound at least t when t is one. From the lower bound
+    -1 the steps evaluate Michelot's step from the best lower bound (tm); after
+    ``michelot_steps`` of them they alternate with the midpoint of [tm, hi]. The search ends when
+    a step's support is the one tm came from (no z in between, so tm is Michelot's fixed point:
+    the exact formula over the exact support, O(L) per step). With ``cached`` the column lives in
+    shared memory ``zc`` (each thread keeps its own elements there, so no barrier guards it),
+    else every step re-reads it (from L2). ``finite``: the column's max is finite (else its
+    result is NaN throughout: a NaN, a +inf, or all -inf)."""
+    key = ("sparsemax_search", ft, cached, michelot_steps)
+    if key in _parts_cache:
+        return _parts_cache[key]
     fns = device_functions(ft)
     fmax, neumaier = fns["_fmax"], fns["_neumaier"]
     block_max, block_sum_count, _ = _reductions(ft)
+    zero, half, one, ninf = ft(0), ft(0.5), ft(1), ft(-math.inf)
+    max_steps = SPARSEMAX_MAX_STEPS
+
+    @cuda.jit(device=True)
+    def search(x, zc, shs, shk, base, inner, L, live, tx, ty, TX, TY):
+        stride = TY * inner
+        # 1. the column's max (NaN-propagating, as numpy.max)
+        mx = ninf
+        if live:
+            k = ty
+            idx = base + k * inner
+            while k < L:
+                v = ft(x[idx])
+                if cached:
+                    zc[k * TX + tx] = v
+                mx = fmax(mx, v)
+                k += TY
+                idx += stride
+        mx = block_max(shs, tx, ty, TX, TY, mx)
+        finite = mx - mx == zero
+        # 2. tau
+        done = not (live and finite)
+        tm = -one  # a lower bound: the max alone gives f(-1) >= 1
+        hi = zero  # an upper bound: f(0) = 0
+        lo_count = np.int64(-1)  # |{z > lower bound tm came from}|; -1: none yet
+        bisect = False
+        nstep = 0
+        while cuda.syncthreads_and(1 if done else 0) == 0:  # until every column is done
+            t = (tm + hi) * half if bisect else tm
+            s, comp, cnt = zero, zero, np.int64(0)
+            if not done:
+                k = ty
+                idx = base + k * inner
+                while k < L:
+                    z = (zc[k * TX + tx] if cached else ft(x[idx])) - mx
+                    if z > t:
+                        s, comp = neumaier(s, comp, z)
+                        cnt += 1
+                    k += TY
+                    idx += stride
+            s, cnt = block_sum_count(shs, shk, tx, ty, TX, TY, s + comp, cnt)
+            if not done:
+                lower = s - ft(cnt) * t >= one
+                if cnt == lo_count or (not lower and not bisect):
+                    # no z between the last lower bound and t: tm is exact. (A Michelot step
+                    # that tests as an upper bound is tau within rounding.)
+                    done = True
+                elif lower:
+                    lo_count = cnt
+                    tm = fmax(tm, (s - one) / ft(cnt))
+                else:
+                    hi = t
+                nstep += 1
+                bisect = nstep > michelot_steps and not bisect
+                if nstep >= max_steps:
+                    done = True
+        return mx, finite, tm
+
+    _parts_cache[key] = search
+    return search
+
+
+def _sparsemax_suffix(cached, michelot_steps):
+    suffix = "_cached" if cached else ""
+    if michelot_steps != SPARSEMAX_MICHELOT_STEPS:
+        suffix += f"_m{michelot_steps}"
+    return suffix
+
+
+def sparsemax_tile(ft, cached, michelot_steps=SPARSEMAX_MICHELOT_STEPS):
+    """A block per tile of columns: tau by ``_sparsemax_search``, then y = max(z - tau, 0)."""
+    search = _sparsemax_search(ft, cached, michelot_steps)
     nb = BLOCK
     ncache = P.sparsemax_cache_elements(np.dtype(ft).itemsize) if cached else 1
-    zero, half, one, ninf, nan = ft(0), ft(0.5), ft(1), ft(-math.inf), ft(math.nan)
-    max_steps = SPARSEMAX_MAX_STEPS
+    zero, nan = ft(0), ft(math.nan)
+    fmax = device_functions(ft)["_fmax"]
 
     def kernel(x, y, cols, L, inner):
         shs = cuda.shared.array(nb, ft)
@@ -521,57 +1032,7 @@ def sparsemax_tile(ft, cached, michelot_steps=SPARSEMAX_MICHELOT_STEPS):
             c = tile * TX + tx
             live = c < cols
             base = column_base(c, L, inner)
-            # 1. the column's max (NaN-propagating, as numpy.max)
-            mx = ninf
-            if live:
-                k = ty
-                idx = base + k * inner
-                while k < L:
-                    v = ft(x[idx])
-                    if cached:
-                        zc[k * TX + tx] = v
-                    mx = fmax(mx, v)
-                    k += TY
-                    idx += stride
-            mx = block_max(shs, tx, ty, TX, TY, mx)
-            finite = mx - mx == zero  # else NaN throughout (a NaN, a +inf, or all -inf)
-            # 2. tau
-            done = not (live and finite)
-            tm = -one  # a lower bound: the max alone gives f(-1) >= 1
-            hi = zero  # an upper bound: f(0) = 0
-            lo_count = np.int64(-1)  # |{z > lower bound tm came from}|; -1: none yet
-            bisect = False
-            nstep = 0
-            while cuda.syncthreads_and(1 if done else 0) == 0:  # until every column is done
-                t = (tm + hi) * half if bisect else tm
-                s, comp, cnt = zero, zero, np.int64(0)
-                if not done:
-                    k = ty
-                    idx = base + k * inner
-                    while k < L:
-                        z = (zc[k * TX + tx] if cached else ft(x[idx])) - mx
-                        if z > t:
-                            s, comp = neumaier(s, comp, z)
-                            cnt += 1
-                        k += TY
-                        idx += stride
-                s, cnt = block_sum_count(shs, shk, tx, ty, TX, TY, s + comp, cnt)
-                if not done:
-                    lower = s - ft(cnt) * t >= one
-                    if cnt == lo_count or (not lower and not bisect):
-                        # no z between the last lower bound and t: tm is exact. (A Michelot step
-                        # that tests as an upper bound is tau within rounding.)
-                        done = True
-                    elif lower:
-                        lo_count = cnt
-                        tm = fmax(tm, (s - one) / ft(cnt))
-                    else:
-                        hi = t
-                    nstep += 1
-                    bisect = nstep > michelot_steps and not bisect
-                    if nstep >= max_steps:
-                        done = True
-            # 3. the result
+            mx, finite, tm = search(x, zc, shs, shk, base, inner, L, live, tx, ty, TX, TY)
             if live:
                 k = ty
                 idx = base + k * inner
@@ -582,9 +1043,7 @@ def sparsemax_tile(ft, cached, michelot_steps=SPARSEMAX_MICHELOT_STEPS):
                     idx += stride
             tile += cuda.gridDim.x
 
-    kernel.__name__ = f"gpuact_sparsemax_tile{'_cached' if cached else ''}"
-    if michelot_steps != SPARSEMAX_MICHELOT_STEPS:
-        kernel.__name__ += f"_m{michelot_steps}"
+    kernel.__name__ = "gpuact_sparsemax_tile" + _sparsemax_suffix(cached, michelot_steps)
     return kernel
 
 
@@ -592,12 +1051,71 @@ def sparsemax_tile_signature(in_dtype, out_dtype):
     return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64, np.int64, np.int64)
 
 
+def sparsemax_grad_tile(ft, cached, michelot_steps=SPARSEMAX_MICHELOT_STEPS):
+    """The backward, a block per tile of columns: the support {z > tau} by the forward's own
+    search (so it is the forward's support, element for element), then the compensated sum and
+    count of dy over it in one block reduction, then dx = dy - mean on the support, 0 off it
+    (NaN throughout where the forward is NaN). dx may be dy or x itself: the last pass reads an
+    element (x from the cache or memory, dy) before its thread writes it."""
+    search = _sparsemax_search(ft, cached, michelot_steps)
+    _, block_sum_count, _ = _reductions(ft)
+    neumaier = device_functions(ft)["_neumaier"]
+    nb = BLOCK
+    ncache = P.sparsemax_cache_elements(np.dtype(ft).itemsize) if cached else 1
+    zero, nan = ft(0), ft(math.nan)
+
+    def kernel(dy, x, dx, cols, L, inner):
+        shs = cuda.shared.array(nb, ft)
+        shk = cuda.shared.array(nb, np.int64)
+        zc = cuda.shared.array(ncache, ft)
+        tx, ty, TX, TY = tile_thread(inner)
+        tiles = (cols + TX - 1) // TX
+        stride = TY * inner
+        tile = np.int64(cuda.blockIdx.x)
+        while tile < tiles:
+            c = tile * TX + tx
+            live = c < cols
+            base = column_base(c, L, inner)
+            mx, finite, tm = search(x, zc, shs, shk, base, inner, L, live, tx, ty, TX, TY)
+            s, comp, cnt = zero, zero, np.int64(0)
+            if live and finite:
+                k = ty
+                idx = base + k * inner
+                while k < L:
+                    if (zc[k * TX + tx] if cached else ft(x[idx])) - mx > tm:
+                        s, comp = neumaier(s, comp, ft(dy[idx]))
+                        cnt += 1
+                    k += TY
+                    idx += stride
+            s, cnt = block_sum_count(shs, shk, tx, ty, TX, TY, s + comp, cnt)
+            if live:
+                mean = s / ft(max(cnt, 1))  # the max is always in the support: cnt >= 1 when finite
+                k = ty
+                idx = base + k * inner
+                while k < L:
+                    inside = (zc[k * TX + tx] if cached else ft(x[idx])) - mx > tm
+                    r = ft(dy[idx]) - mean if inside else zero
+                    store(dx, idx, r if finite else nan)
+                    k += TY
+                    idx += stride
+            tile += cuda.gridDim.x
+
+    kernel.__name__ = "gpuact_sparsemax_grad_tile" + _sparsemax_suffix(cached, michelot_steps)
+    return kernel
+
+
+def sparsemax_grad_tile_signature(dy_dtype, in_dtype, out_dtype):
+    return signature((dy_dtype, 1, "C"), (in_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64, np.int64, np.int64)
+
+
 # ---------------------------------------------------------------------------------------------
 # the catalogue (for the PTX test)
 
 
 def nd_catalogue(dtype, ndims=(1, 2, 3, 4), ops=None):
-    """(name, python kernel, signature) of the N-D (odometer) kernels at the ranks ``ndims``."""
+    """(name, python kernel, signature) of the N-D (odometer) kernels at the ranks ``ndims``:
+    per op the forward, the forward with a bias, the backward and the backward with a bias
+    (biases of ``dtype``)."""
     from gpuact._ops import ELEMENTWISE_OPS
 
     dtype = np.dtype(dtype)
@@ -606,8 +1124,16 @@ def nd_catalogue(dtype, ndims=(1, 2, 3, 4), ops=None):
     for nd in ndims:
         for op in ELEMENTWISE_OPS if ops is None else ops:
             out.append((f"{op}_nd{nd}", elementwise_nd(op, ft, nd), elementwise_nd_signature(dtype, dtype, nd)))
+            out.append((f"{op}_bias_nd{nd}", elementwise_bias_nd(op, ft, nd),
+                        elementwise_bias_nd_signature(dtype, dtype, dtype, nd)))
+            for biased in (False, True):
+                out.append((f"{op}_grad{'_bias' if biased else ''}_nd{nd}", grad_nd(op, ft, nd, biased),
+                            grad_nd_signature(dtype, dtype, dtype, nd, dtype if biased else None)))
         out.append((f"glu_nd{nd}", binary_nd("glu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
+        out.append((f"glu_grad_nd{nd}", glu_grad_nd(ft, nd), glu_grad_nd_signature(dtype, dtype, dtype, nd)))
         out.append((f"prelu_nd{nd}", binary_nd("prelu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
+        out.append((f"prelu_grad_nd{nd}", prelu_grad_nd(ft, nd),
+                    prelu_grad_nd_signature(dtype, dtype, dtype, dtype, nd)))
         out.append((f"copy_nd{nd}", copy_nd(nd, dtype, dtype), copy_nd_signature(dtype, dtype, nd)))
         out.append((f"mask_nd{nd}", mask_nd(nd, dtype), mask_nd_signature(dtype, nd)))
     return out
@@ -615,7 +1141,7 @@ def nd_catalogue(dtype, ndims=(1, 2, 3, 4), ops=None):
 
 def catalogue(dtype, ndims=(1, 3)):
     """(name, python kernel, signature) of every kernel for data of ``dtype`` (float16/32/64)
-    in and out, N-D kernels at the ranks ``ndims``."""
+    in and out (and biases of ``dtype``), N-D kernels at the ranks ``ndims``."""
     from gpuact._ops import ELEMENTWISE_OPS
 
     dtype = np.dtype(dtype)
@@ -623,16 +1149,33 @@ def catalogue(dtype, ndims=(1, 3)):
     out = []
     for op in ELEMENTWISE_OPS:
         out.append((f"{op}_contig", elementwise_contig(op, ft), elementwise_contig_signature(dtype, dtype)))
+        out.append((f"{op}_bias_contig", elementwise_bias_contig(op, ft),
+                    elementwise_bias_contig_signature(dtype, dtype, dtype)))
+        out.append((f"{op}_grad_contig", grad_contig(op, ft), grad_contig_signature(dtype, dtype, dtype)))
+        out.append((f"{op}_grad_bias_contig", grad_contig(op, ft, True),
+                    grad_contig_signature(dtype, dtype, dtype, dtype)))
     for log in (False, True):
         for masked in (False, True):
-            name = f"{'log_' if log else ''}softmax{'_masked' if masked else ''}"
-            out.append((f"{name}_tile", softmax_tile(ft, log, masked), softmax_tile_signature(dtype, dtype)))
-            out.append((f"{name}_finish", softmax_finish(ft, log, masked), softmax_finish_signature(dtype, dtype)))
-    for masked in (False, True):
-        out.append((f"softmax_partials{'_masked' if masked else ''}", softmax_partials(ft, masked),
-                    softmax_partials_signature(dtype, ft)))
+            for biased in (False, True):
+                bd = dtype if biased else np.uint8
+                name = f"{'log_' if log else ''}softmax{'_masked' if masked else ''}{'_bias' if biased else ''}"
+                out.append((f"{name}_tile", softmax_tile(ft, log, masked, biased),
+                            softmax_tile_signature(dtype, dtype, bd)))
+                out.append((f"{name}_finish", softmax_finish(ft, log, masked, biased),
+                            softmax_finish_signature(dtype, dtype, bd)))
+                out.append((f"{name}_grad_tile", softmax_grad_tile(ft, log, masked, biased),
+                            softmax_grad_tile_signature(dtype, dtype, dtype, bd)))
+                out.append((f"{name}_grad_partials", softmax_grad_partials(ft, log, masked, biased),
+                            softmax_grad_partials_signature(dtype, dtype, ft, bd)))
+                out.append((f"{name}_grad_finish", softmax_grad_finish(ft, log, masked, biased),
+                            softmax_grad_finish_signature(dtype, dtype, dtype, bd)))
+                if not log:
+                    out.append((f"{name}_partials", softmax_partials(ft, masked, biased),
+                                softmax_partials_signature(dtype, ft, bd)))
     for cached in (False, True):
-        out.append((f"sparsemax_tile{'_cached' if cached else ''}", sparsemax_tile(ft, cached),
-                    sparsemax_tile_signature(dtype, dtype)))
+        suffix = "_cached" if cached else ""
+        out.append((f"sparsemax_tile{suffix}", sparsemax_tile(ft, cached), sparsemax_tile_signature(dtype, dtype)))
+        out.append((f"sparsemax_grad_tile{suffix}", sparsemax_grad_tile(ft, cached),
+                    sparsemax_grad_tile_signature(dtype, dtype, dtype)))
     out += nd_catalogue(dtype, ndims)
     return out

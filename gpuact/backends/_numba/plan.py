@@ -16,6 +16,9 @@ tile; softmax along axis 0 of an ``(N, 2)`` array is one tile), softmax splits `
 segments: block ``(tile, segment)`` of a first kernel writes the segment's partial (max, sum of
 exp) per column to a small workspace, and the same blocks of a second kernel merge a column's
 partials and write their segment.
+
+The softmax kernels read a bias in its own compact layout (``softmax_bias_layout``): a column's
+offset from a few digits of its index, plus one stride along ``L``.
 """
 
 from __future__ import annotations
@@ -138,3 +141,58 @@ def check_limits(plan: TilePlan) -> None:
         raise ValueError(f"block {plan.block} outside CUDA's limits")
     if plan.tx * plan.ty != bx * by:
         raise ValueError(f"tile {plan.tx}x{plan.ty} does not match block {plan.block}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the softmax bias
+
+
+def _runs(sizes, strides):
+    """(size, stride) runs of axes, outermost first: size-1 axes dropped, and neighbours merged
+    where the outer stride is the inner one times its size (a broadcast pair, stride 0 both,
+    always merges)."""
+    out = []
+    for n, t in zip(sizes, strides):
+        if n == 1:
+            continue
+        if out and out[-1][1] == t * n:
+            out[-1] = (out[-1][0] * n, t)
+        else:
+            out.append((n, t))
+    return out
+
+
+BIAS_COLUMN_DIGITS = 3  # what kernels.bias_column unravels a column index into
+
+
+def softmax_bias_layout(shape, bias_strides, axes):
+    """How the softmax kernels address a bias: ``(n1, n2, t0, t1, t2, tl)``, or None when the
+    bias's strides do not fit that form.
+
+    ``shape`` is x's, ``bias_strides`` the bias's stride in elements along each of x's axes (0
+    where it is broadcast), ``axes`` the reduced ones. The kernels see column c (the flat index
+    over the other axes, in order) and element k along the reduced axes (their flat index); the
+    bias element is at ``d0 t0 + d1 t1 + d2 t2 + k tl`` with (d0, d1, d2) the digits of c in the
+    radix (-, n1, n2). That holds when the non-reduced axes merge into at most three runs of one
+    bias stride each and the reduced axes into one: every bias of a Dense layer ((units,) along
+    the softmax axis: one run of stride 0), and attention biases such as (B, 1, Q, K) or
+    (1, H, Q, K) for scores (B, H, Q, K) along K."""
+    axes = [int(a) for a in axes]
+    rest = [a for a in range(len(shape)) if a not in axes]
+    columns = _runs([shape[a] for a in rest], [bias_strides[a] for a in rest])
+    along = _runs([shape[a] for a in axes], [bias_strides[a] for a in axes])
+    if len(columns) > BIAS_COLUMN_DIGITS or len(along) > 1:
+        return None
+    tl = along[0][1] if along else 0
+    columns += [(1, 0)] * (BIAS_COLUMN_DIGITS - len(columns))  # padded inwards: one run divides nothing
+    (_, t0), (n1, t1), (n2, t2) = columns
+    return (n1, n2, t0, t1, t2, tl)
+
+
+def contiguous_strides(shape):
+    """Element strides of a C-contiguous array of ``shape``, 0 along its size-1 axes."""
+    strides, step = [], 1
+    for n in reversed(tuple(shape)):
+        strides.append(step if n != 1 else 0)
+        step *= n
+    return strides[::-1]

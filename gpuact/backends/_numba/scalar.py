@@ -1,4 +1,5 @@
-"""The scalar math of every elementwise activation, written once, as CUDA device functions.
+"""The scalar math of every elementwise activation and of its derivative, written once, as CUDA
+device functions.
 
 ``device_functions(ft)`` returns ``{op: f}`` where ``f(x, p0, p1, p2, p3)`` is a
 ``@cuda.jit(device=True)`` function computing the activation of ``x`` in the compute type ``ft``
@@ -8,6 +9,10 @@ parameters (``gpuact._ops.ELEMENTWISE_PARAMS``, after ``host_params``), already 
 unused ones are ignored. The semantics are those of ``gpuact.backends.numpy_backend``, NaN
 propagation and the limits at ±inf included: ``fmax``/``fmin`` below propagate NaN like
 ``numpy.maximum``/``numpy.minimum``, and silu/gelu/mish clamp at ``NEGATIVE_SATURATION`` first.
+
+``grad_functions(ft)`` returns ``{op: g}`` with ``g(x, p0, p1, p2, p3) = f'(x)``, the same
+parameters and compute type: the derivatives of ``kernels/gpuact_grad.cuh``, for the backward
+kernels (``dx = dy * g(x)``).
 
 Under Numba's CUDA simulator the device functions run as Python on NumPy scalars; Python's
 ``math`` raises on overflow and domain errors where CUDA returns inf/NaN, so there the math
@@ -83,11 +88,24 @@ _cache: dict = {}
 
 def device_functions(ft) -> dict:
     """``{op: device function}`` for the compute type ``ft`` (``np.float32`` or ``np.float64``)."""
+    return _tables(ft)[0]
+
+
+def grad_functions(ft) -> dict:
+    """``{op: device function}`` of the derivatives: ``g(x, p0, p1, p2, p3) = op'(x)`` in the
+    compute type ``ft``, the math of ``kernels/gpuact_grad.cuh`` (see there and
+    ``gpuact.backward`` for the rules: the left derivative at kinks, the limits at ±inf, NaN in
+    gives NaN, no cancellation)."""
+    return _tables(ft)[1]
+
+
+def _tables(ft):
     ft = np.dtype(ft).type
-    fns = _cache.get(ft)
-    if fns is None:
-        fns = _cache[ft] = _build(ft)
-    return fns
+    tables = _cache.get(ft)
+    if tables is None:
+        fns = _build(ft)
+        tables = _cache[ft] = (fns, _build_grads(ft, fns))
+    return tables
 
 
 def _build(ft):  # noqa: C901 - one small function per op, on purpose
@@ -299,6 +317,45 @@ def _build(ft):  # noqa: C901 - one small function per op, on purpose
         m, s, c = online_add(m1, s1, zero, m2, s2)
         return m, s + c
 
+    def online_add_grad_for(scaled):
+        """``online_add`` carrying a second sum for the softmax backward: ``t + ct``, the
+        compensated sum of ``w * exp(v - m)`` (``scaled``: softmax's dot of dy with exp) or of the
+        plain weights ``w`` (log_softmax's sum of dy), rescaled with the sum of exp when the max
+        changes. An element is (v, 1, dy), a partial (its max, its sums). At v = -inf the weight
+        still counts, as ``dy * 0`` (a NaN or infinite dy makes the dot NaN, as NumPy's does)."""
+
+        @dev
+        def online_add_grad(m, s, c, t, ct, mi, si, ti):
+            if mi > m:
+                f = M.exp(m - mi)  # m = -inf (nothing yet): 0
+                s, c = neumaier(s * f, c * f, si)
+                if scaled:
+                    t, ct = neumaier(t * f, ct * f, ti)
+                else:
+                    t, ct = neumaier(t, ct, ti)
+                m = mi
+            elif mi == mi:
+                if mi != ninf:
+                    g = M.exp(mi - m)
+                    s, c = neumaier(s, c, si * g)
+                    t, ct = neumaier(t, ct, ti * g if scaled else ti)
+                else:
+                    t, ct = neumaier(t, ct, ti * zero if scaled else ti)
+            else:
+                m = mi
+            return m, s, c, t, ct
+
+        @dev
+        def online_merge_grad(m1, s1, t1, m2, s2, t2):
+            """Two partials (max, sum of exp, the second sum) as one: a tree's pairwise step."""
+            m, s, c, t, ct = online_add_grad(m1, s1, zero, t1, zero, m2, s2, t2)
+            return m, s + c, t + ct
+
+        return online_add_grad, online_merge_grad
+
+    dot_add, dot_merge = online_add_grad_for(True)
+    sum_add, sum_merge = online_add_grad_for(False)
+
     fns = {
         "relu": relu, "sigmoid": sigmoid, "softplus": softplus, "softsign": softsign, "tanh": tanh,
         "selu": selu, "elu": elu, "exponential": exponential, "linear": linear, "relu6": relu6,
@@ -308,10 +365,207 @@ def _build(ft):  # noqa: C901 - one small function per op, on purpose
         "tanh_shrink": tanh_shrink, "threshold": threshold, "squareplus": squareplus,
         "sparse_plus": sparse_plus, "sparse_sigmoid": sparse_sigmoid,
         # helpers the fused kernels use
-        "_fmax": fmax, "_fmin": fmin, "_sigmoid_of": sigmoid_of,
+        "_fmax": fmax, "_fmin": fmin, "_clip": clip, "_sigmoid_of": sigmoid_of, "_log1p_exp_neg_abs": log1p_exp_neg_abs,
+        "_hard_sigmoid_of": hard_sigmoid_of,
         "_neumaier": neumaier, "_online_add": online_add, "_online_merge": online_merge,
+        # the softmax backward's state (max, sum of exp, second sum): softmax's "dot", log's "sum"
+        "_online_add_dot": dot_add, "_online_merge_dot": dot_merge,
+        "_online_add_sum": sum_add, "_online_merge_sum": sum_merge,
     }
     return fns
+
+
+def _build_grads(ft, fns):  # noqa: C901 - one small function per op, as in _build
+    """The derivatives, one per op, mirroring ``kernels/gpuact_grad.cuh`` line by line (the same
+    stable forms, clamps and left derivatives), on the forward's helpers ``fns``."""
+    zero, one, half, two, three, four, six = ft(0), ft(1), ft(0.5), ft(2), ft(3), ft(4), ft(6)
+    sixth = one / six
+    # |x| beyond this the derivatives of silu, gelu and mish are exact constants (0 or 1)
+    sat = ft(1.0e4)
+    selu_alpha, selu_scale = ft(SELU_ALPHA), ft(SELU_SCALE)
+    neg_sqrt_half = ft(-math.sqrt(0.5))
+    inv_sqrt_2pi = ft(1.0 / math.sqrt(2.0 * math.pi))
+    gelu_c1, gelu_c3 = ft(0.044715), ft(3 * 0.044715)
+    gelu_c2 = ft(2.0 * math.sqrt(2.0 / math.pi))
+    fmax, fmin, clip, sigmoid_of = fns["_fmax"], fns["_fmin"], fns["_clip"], fns["_sigmoid_of"]
+    log1p_exp_neg_abs, hard_sigmoid_of = fns["_log1p_exp_neg_abs"], fns["_hard_sigmoid_of"]
+    dev = cuda.jit(device=True)
+
+    @dev
+    def nan_or(x, value):
+        # the piecewise-constant derivatives: NaN in gives NaN
+        return x if x != x else value
+
+    @dev
+    def sigmoid_grad_core(t):
+        # sigmoid'(t) = e / (1 + e)**2, e = exp(-|t|): no 1 - sigmoid cancellation, 0 at ±inf
+        e = M.exp(-abs(t))
+        r = one / (one + e)
+        return e * r * r
+
+    @dev
+    def sech2(x):
+        # tanh'(x) = 4 e2 / (1 + e2)**2, e2 = exp(-2|x|): no 1 - tanh**2 cancellation
+        e2 = M.exp(-two * abs(x))
+        r = one / (one + e2)
+        return four * e2 * r * r
+
+    @dev
+    def clamp_grad(x, lo, hi):
+        # the left derivative of clip(x, lo, hi): 1 on (lo, hi]
+        return one if (x > lo and x <= hi) else zero
+
+    @dev
+    def relu(x, alpha, threshold, lo, hi):
+        d = clamp_grad(x, lo, hi) if x > threshold else zero
+        if alpha != zero:
+            d = d + (alpha if x <= threshold else zero)
+        return nan_or(x, d)
+
+    @dev
+    def sigmoid(x, p0, p1, p2, p3):
+        return sigmoid_grad_core(x)
+
+    @dev
+    def softplus(x, p0, p1, p2, p3):
+        return sigmoid_of(x)
+
+    @dev
+    def log_sigmoid(x, p0, p1, p2, p3):
+        return sigmoid_of(-x)
+
+    @dev
+    def softsign(x, p0, p1, p2, p3):
+        r = one / (abs(x) + one)  # 0 at ±inf
+        return r * r
+
+    @dev
+    def tanh(x, p0, p1, p2, p3):
+        return sech2(x)
+
+    @dev
+    def elu_grad_core(x, alpha, divisor):
+        # 1 above 0, (alpha / divisor) exp(x / divisor) up to 0
+        below = (alpha / divisor) * M.exp(fmin(x, zero) / divisor)
+        return nan_or(x, one if x > zero else below)
+
+    @dev
+    def elu(x, alpha, p1, p2, p3):
+        return elu_grad_core(x, alpha, one)
+
+    @dev
+    def selu(x, p0, p1, p2, p3):
+        return elu_grad_core(x, selu_alpha, one) * selu_scale
+
+    @dev
+    def celu(x, alpha, p1, p2, p3):
+        # x for x >= 0: at 0 the left derivative exp(0) = 1 equals the right one
+        return elu_grad_core(x, alpha, alpha)
+
+    @dev
+    def exponential(x, p0, p1, p2, p3):
+        return M.exp(x)
+
+    @dev
+    def linear(x, p0, p1, p2, p3):
+        return nan_or(x, one)
+
+    @dev
+    def relu6(x, p0, p1, p2, p3):
+        return nan_or(x, clamp_grad(x, zero, six))
+
+    @dev
+    def leaky_relu(x, slope, p1, p2, p3):
+        # the left derivative at 0 is the slope
+        return nan_or(x, one if x > zero else slope)
+
+    @dev
+    def silu(x, p0, p1, p2, p3):
+        # s(x) (1 + x s(-x)), x clamped where the derivative is exactly 0 or 1 (no inf * 0)
+        u = clip(x, -sat, sat)
+        return sigmoid_of(u) * (one + u * sigmoid_of(-u))
+
+    @dev
+    def gelu(x, p0, p1, p2, p3):
+        # Phi(x) + x phi(x)
+        u = clip(x, -sat, sat)
+        cdf = M.erfc(u * neg_sqrt_half) * half
+        pdf = M.exp(u * u * -half) * inv_sqrt_2pi
+        return cdf + u * pdf
+
+    @dev
+    def gelu_tanh(x, p0, p1, p2, p3):
+        # (x s(2z))' = s(2z) + x s'(2z) (2z)', z = sqrt(2/pi) (x + 0.044715 x**3)
+        u = clip(x, -sat, sat)
+        t = (u * u * gelu_c1 + one) * u * gelu_c2
+        dt = (u * u * gelu_c3 + one) * gelu_c2
+        return sigmoid_of(t) + u * sigmoid_grad_core(t) * dt
+
+    @dev
+    def hard_sigmoid(x, p0, p1, p2, p3):
+        return nan_or(x, sixth if (x > -three and x <= three) else zero)
+
+    @dev
+    def hard_silu(x, p0, p1, p2, p3):
+        inside = x / six if (x > -three and x <= three) else zero
+        return nan_or(x, hard_sigmoid_of(x) + inside)
+
+    @dev
+    def mish(x, p0, p1, p2, p3):
+        # tanh(sp) + x sech(sp)**2 s(x), sp = softplus(x)
+        u = clip(x, -sat, sat)
+        sp = fmax(u, zero) + log1p_exp_neg_abs(u)
+        return M.tanh(sp) + u * sech2(sp) * sigmoid_of(u)
+
+    @dev
+    def hard_tanh(x, p0, p1, p2, p3):
+        return nan_or(x, clamp_grad(x, -one, one))
+
+    @dev
+    def shrink(x, threshold, p1, p2, p3):
+        # both shrinks are x outside [-t, t] (1 there, and from the left at -t), constant inside
+        return nan_or(x, one if (x > threshold or x <= -threshold) else zero)
+
+    @dev
+    def tanh_shrink(x, p0, p1, p2, p3):
+        t = M.tanh(x)
+        return t * t
+
+    @dev
+    def threshold(x, threshold, p1, p2, p3):
+        return nan_or(x, one if x > threshold else zero)
+
+    @dev
+    def squareplus(x, sqrt_b, p1, p2, p3):
+        # (1 + x / s) / 2, s = hypot(x, sqrt b): below 0 as b / (2 s (s - x)) (no cancellation);
+        # 1 where s rounds to x (+inf, or x huge); b = 0 is relu's derivative
+        if sqrt_b == zero:
+            return nan_or(x, one if x > zero else zero)
+        s = M.hypot(x, sqrt_b)
+        if x < zero:
+            return sqrt_b * (sqrt_b / (s * (s - x))) * half
+        return one if x == s else half + half * (x / s)
+
+    @dev
+    def sparse_plus(x, p0, p1, p2, p3):
+        mid = (x + one) * half
+        return nan_or(x, one if x >= one else (zero if x <= -one else mid))
+
+    @dev
+    def sparse_sigmoid(x, p0, p1, p2, p3):
+        return nan_or(x, half if (x > -one and x <= one) else zero)
+
+    return {
+        "relu": relu, "sigmoid": sigmoid, "softplus": softplus, "softsign": softsign, "tanh": tanh,
+        "selu": selu, "elu": elu, "exponential": exponential, "linear": linear, "relu6": relu6,
+        "leaky_relu": leaky_relu, "silu": silu, "gelu": gelu, "gelu_tanh": gelu_tanh,
+        "hard_sigmoid": hard_sigmoid, "hard_silu": hard_silu, "mish": mish, "log_sigmoid": log_sigmoid,
+        "celu": celu, "hard_tanh": hard_tanh, "hard_shrink": shrink, "soft_shrink": shrink,
+        "tanh_shrink": tanh_shrink, "threshold": threshold, "squareplus": squareplus,
+        "sparse_plus": sparse_plus, "sparse_sigmoid": sparse_sigmoid,
+        # helpers the fused kernels use
+        "_sigmoid_grad": sigmoid_grad_core,
+    }
 
 
 def host_params(op: str, params: tuple) -> tuple:
