@@ -216,6 +216,20 @@ def test_softmax_backward_non_finite_slices(be):
     assert got[1, 1] == 0.0 and np.isfinite(got[1]).all()
 
 
+@pytest.mark.parametrize("log", [False, True])
+def test_masked_positions_get_no_gradient_even_in_a_nan_slice(be, log):
+    # The contract: dx is 0 wherever the mask is False, whatever the rest of the slice holds.
+    x = np.array([[np.nan, 0.0, 1.0, 2.0], [0.5, 1.0, -1.0, 3.0]], np.float32)
+    mask = np.array([True, False, True, False])
+    if log:  # no public masked log_softmax; the backends' softmax_grad takes the mask for both
+        got = be.to_numpy(gpuact._dispatch.softmax_grad(be.asarray(np.ones_like(x)), be.asarray(x), -1, log=True,
+                                                         mask=be.asarray(mask)))
+    else:
+        got = be.to_numpy(Softmax().backward(be.asarray(np.ones_like(x)), be.asarray(x), mask=be.asarray(mask)))
+    assert (got[:, ~mask] == 0.0).all()
+    assert np.isnan(got[0, mask]).all() and np.isfinite(got[1]).all()
+
+
 @pytest.mark.parametrize("shape,axis", [((5,), -1), ((4, 9), -1), ((6, 4), 0), ((3, 4, 5), 1)])
 def test_sparsemax_backward(be, shape, axis):
     x = np.random.default_rng(12).normal(0, 1, shape).astype(np.float64)

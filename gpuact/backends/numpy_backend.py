@@ -1359,11 +1359,12 @@ def _softmax_grad_block(dy, x, dx, log, keep):
         total = np.add.reduce(dy, axis=1, keepdims=True, dtype=np.float64).astype(dx.dtype)
         np.multiply(dx, total, out=dx)
         np.subtract(dy, dx, out=dx)
-        if keep is not None:
-            np.copyto(dx, 0.0, where=~keep)
     else:
         dot = np.add.reduce(dy * dx, axis=1, keepdims=True, dtype=np.float64).astype(dx.dtype)
         np.multiply(dx, np.subtract(dy, dot), out=dx)
+    if keep is not None:
+        # a masked position gets no gradient, also in a slice whose dot is NaN (0 * NaN)
+        np.copyto(dx, 0.0, where=~keep)
 
 
 def softmax_grad(dy, x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
