@@ -273,21 +273,41 @@ def as_param(name: str, value, *, allow_nan: bool = False) -> float:
 _numpy_backend: ModuleType | None = None
 
 
-def numpy_elementwise(op: str, x: np.ndarray, params: tuple = ()):
-    """The common CPU call, a plain ndarray with no ``out``, ``backend`` or ``stream``: nothing to
-    detect or check but the dtype (the public functions call this directly)."""
+def _numpy() -> ModuleType:
+    """The NumPy backend module, for the fast paths (loaded once)."""
     global _numpy_backend
     if _numpy_backend is None:
         _numpy_backend = load_backend("numpy")
+    return _numpy_backend
+
+
+def numpy_elementwise(op: str, x: np.ndarray, params: tuple = ()):
+    """The common CPU call, a plain ndarray with no ``out``, ``backend`` or ``stream``: nothing to
+    detect or check but the dtype (the public functions call this directly)."""
     dtype = x.dtype
     if dtype not in _FLOAT_DTYPES:
         dtype = result_dtype(dtype)
-    return _numpy_backend.elementwise(op, x, params, None, dtype)
+    return _numpy().elementwise(op, x, params, None, dtype)
+
+
+def _plain_out(out, dtype, shape, *reads) -> bool:
+    """``out`` is a writeable plain ndarray of the result's dtype and shape that each array in
+    ``reads`` either is or does not touch: the fast paths take it as it is (anything else goes
+    through ``Call.check_out``, which says what is wrong or copies what overlaps)."""
+    if type(out) is not np.ndarray or out.dtype is not dtype or out.shape != shape or not out.flags.writeable:
+        return False
+    for a in reads:
+        if a is not out and np.may_share_memory(a, out):
+            return False
+    return True
 
 
 def elementwise(op: str, x, params: tuple = (), *, bias=None, out=None, backend=None, stream=None):
-    if out is None and backend is None and bias is None and type(x) is np.ndarray:
-        return numpy_elementwise(op, x, params)
+    if backend is None and bias is None and type(x) is np.ndarray:
+        if out is None:
+            return numpy_elementwise(op, x, params)
+        if x.dtype in _FLOAT_DTYPES and _plain_out(out, x.dtype, x.shape, x):
+            return _numpy().elementwise(op, x, params, out, x.dtype)
     if _dask.any_dask(x, bias):
         return _dask.elementwise(op, x, params, bias=bias, out=out, backend=backend, stream=stream)
     if _masked.is_masked(x):
@@ -306,6 +326,11 @@ def elementwise(op: str, x, params: tuple = (), *, bias=None, out=None, backend=
 
 def elementwise_grad(op: str, dy, x, params: tuple = (), *, bias=None, out=None, backend=None, stream=None):
     """``dx = dy * op'(x + bias)`` (see ``gpuact.backward``)."""
+    if (backend is None and bias is None and type(x) is np.ndarray and type(dy) is np.ndarray
+            and x.dtype is dy.dtype and x.dtype in _FLOAT_DTYPES and dy.shape == x.shape
+            and (out is None or _plain_out(out, x.dtype, x.shape, x, dy))):
+        # the common CPU call: plain ndarrays of one float dtype and shape, nothing to convert
+        return _numpy().elementwise_grad(op, dy, x, params, out, x.dtype)
     if _dask.any_dask(x, dy, bias):
         return _dask.elementwise_grad(op, dy, x, params, bias=bias, out=out, backend=backend, stream=stream)
     call = Call(x, backend, stream, grad_of=dy)
@@ -323,10 +348,7 @@ def softmax(x, axis, *, log: bool, mask=None, bias=None, out=None, backend=None,
     if out is None and backend is None and mask is None and bias is None and type(x) is np.ndarray \
             and type(axis) is int and axis == -1 and x.ndim:
         # the common CPU call (a plain ndarray, the last axis): nothing to detect or convert
-        global _numpy_backend
-        if _numpy_backend is None:
-            _numpy_backend = load_backend("numpy")
-        return _numpy_backend.softmax(x, (x.ndim - 1,), None, result_dtype(x.dtype), log=log)
+        return _numpy().softmax(x, (x.ndim - 1,), None, result_dtype(x.dtype), log=log)
     if _dask.any_dask(x, mask, bias):
         return _dask.softmax(x, axis, log=log, mask=mask, bias=bias, out=out, backend=backend, stream=stream)
     if _masked.is_masked(x):

@@ -101,13 +101,31 @@ def _shifted_pair(be, n, shift, dtype, seed=0):
 
 @pytest.mark.parametrize("shift", [1, -1, 5, -64])
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_partly_overlapping_out_elementwise(be, dtype, shift):
-    n = 200_001 if be.name == "numpy" else 3001  # beyond one 128K block on the CPU
+@pytest.mark.parametrize("large", [False, True])
+def test_partly_overlapping_out_elementwise(be, dtype, shift, large):
+    # large: beyond one 128K block (and the threads) on the CPU; small: the CPU's one-call fast path
+    n = (200_001 if be.name == "numpy" else 3001) if large else 301
     buf, host, x, out, xs, outs = _shifted_pair(be, n, shift, dtype)
     expected = reference.elementwise("sigmoid", host[xs])
     gpuact.sigmoid(x, out=out)
     got = be.to_numpy(buf)[outs]
     assert_close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("shift", [1, -5])
+@pytest.mark.parametrize("n", [301, 200_001])
+def test_partly_overlapping_out_backward(be, shift, n):
+    n = n if be.name == "numpy" else min(n, 3001)
+    buf, host, x, out, xs, outs = _shifted_pair(be, n, shift, np.float32)
+    dy_host = np.random.default_rng(9).normal(0, 1, host[xs].shape).astype(np.float32)
+    expected = dy_host * reference.grad("sigmoid", host[xs])
+    gpuact.backward.sigmoid(be.asarray(dy_host), x, out=out)  # out overlaps x
+    assert_close(be.to_numpy(buf)[outs], expected, np.float32)
+    buf, host, dy, out, dys, outs = _shifted_pair(be, n, shift, np.float32, seed=3)
+    x_host = np.random.default_rng(4).normal(0, 3, host[dys].shape).astype(np.float32)
+    expected = host[dys] * reference.grad("sigmoid", x_host)
+    gpuact.backward.sigmoid(dy, be.asarray(x_host), out=out)  # out overlaps dy
+    assert_close(be.to_numpy(buf)[outs], expected, np.float32)
 
 
 @pytest.mark.parametrize("shift", [1, -3])

@@ -142,6 +142,17 @@ def fast_unary(op: str, dtype):
     return entry
 
 
+def fast_grad(op: str, dtype):
+    """``(run, index, type)`` such that ``run(index, type, dy, x, dx, start, stop, p0, p1, p2, p3)``
+    is ``grad_kernel(op, dtype)``'s backward with no wrapper object on the call, or False."""
+    cache = _cache("fast_grad")
+    entry = cache.get((op, dtype))
+    if entry is None:
+        kernel = grad_kernel(op, dtype)
+        entry = cache[(op, dtype)] = False if kernel is None else (kernel._lib.grad, kernel._index, kernel._type)
+    return entry
+
+
 def fast_softmax_rows(dtype):
     """``softmax_rows_kernel(dtype)``, cached, or False."""
     cache = _cache("fast_softmax_rows")

@@ -774,12 +774,13 @@ def elementwise(op, x, params, out, dtype, stream=None, bias=None):
     if bias is not None:
         return _elementwise_bias(op, x, params, out, dtype, bias)
     n = x.size
-    if out is None and n < PARALLEL_MIN and x.dtype is dtype and x.flags.c_contiguous:
+    if (n < PARALLEL_MIN and x.dtype is dtype and x.flags.c_contiguous
+            and (out is None or (out.dtype is dtype and out.flags.c_contiguous))):
         # The small common call, kept to a few hundred nanoseconds on top of the kernel itself.
         entry = _native.fast_unary(op, dtype)
         if entry:
             run, index, code = entry
-            y = np.empty_like(x)
+            y = np.empty_like(x) if out is None else out
             run(index, code, x, y, 0, n, *params, *_NO_PARAMS[len(params)])
             return y
     compute = _compute_dtype(dtype)
@@ -1314,6 +1315,17 @@ def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
     """``dx = dy * op'(x)`` (``op'(x + bias)`` with a bias) in one pass: the compiled kernel reads
     dy and x (and the bias) once and writes dx, for float32 and float64; float16, integer and
     strided operands go block by block; without the compiled module, the ufunc derivative."""
+    n = x.size
+    if (bias is None and n < PARALLEL_MIN and x.dtype is dtype and dy.dtype is dtype
+            and x.flags.c_contiguous and dy.flags.c_contiguous
+            and (out is None or (out.dtype is dtype and out.flags.c_contiguous))):
+        # the small common call: no views, no ranges, no wrapper
+        entry = _native.fast_grad(op, dtype)
+        if entry:
+            run, index, code = entry
+            dx = np.empty_like(x) if out is None else out
+            run(index, code, dy, x, dx, 0, n, *params, *_NO_PARAMS[len(params)])
+            return dx
     compute = _compute_dtype(dtype)
     dx = np.empty(x.shape, dtype) if out is None else out
     if dx.size == 0:
