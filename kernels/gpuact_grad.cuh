@@ -76,12 +76,14 @@ GA_GRAD(silu) {
     return sigmoid_core(u) * (T(1) + u * sigmoid_core(-u));
 }
 // (x Phi(x))' = Phi(x) + x phi(x)
+// Phi(x) from the tail Phi(-|x|), phi(x) = e**(-x**2 / 2) / sqrt(2 pi)
 GA_GRAD(gelu) {
     GA_UNUSED;
     T u = clip_(x, -GA_GRAD_SAT, GA_GRAD_SAT);
-    T cdf = erfc_(u * T(-0.70710678118654752440084436210485)) * T(0.5);
-    T pdf = exp_(u * u * T(-0.5)) * T(0.39894228040143267793994605993438);  // 1 / sqrt(2 pi)
-    return cdf + u * pdf;
+    T gauss;
+    T tail = normal_tail_gauss_(u, gauss);
+    T cdf = u < T(0) ? tail : T(1) - tail;  // NaN: 1 - NaN
+    return cdf + u * gauss * T(0.39894228040143267793994605993438);  // 1 / sqrt(2 pi)
 }
 // (x s(2z))' = s(2z) + x s'(2z) 2 z', z = sqrt(2/pi) (x + 0.044715 x**3)
 GA_GRAD(gelu_tanh) {

@@ -114,8 +114,20 @@ template <typename T> GA_HD T selu_scale() { return T(1.050700987355480493419334
 #if !defined(GA_HOST_SIMD) || defined(__CUDACC__) || defined(__CUDACC_RTC__)
 GA_HD float log1p_unit_(float x) { return log1p_(x); }
 GA_HD float exp_nonpositive_(float x) { return exp_(x); }
+GA_HD float normal_tail_gauss_(float u, float& gauss) {
+    gauss = exp_(u * u * -0.5f);
+    return erfc_(abs_(u) * 0.70710678118654752f) * 0.5f;
+}
+#else
+GA_HD float normal_tail_gauss_(float u, float& gauss) { return simd::normal_tail_gauss(u, gauss); }
 #endif
 GA_HD double exp_nonpositive_(double x) { return exp_(x); }  // e**x for x <= 0 (softmax)
+// Phi(-|u|) = erfc(|u| / sqrt 2) / 2 and gauss = e**(-u**2 / 2), for |u| <= 1e4 (gelu's
+// derivative needs both; the CPU build's float32 shares one exp between them)
+GA_HD double normal_tail_gauss_(double u, double& gauss) {
+    gauss = exp_(u * u * -0.5);
+    return erfc_(abs_(u) * 0.70710678118654752440084436210485) * 0.5;
+}
 GA_HD double log1p_unit_(double x) { return log1p_(x); }  // ln(1 + x) for x in [0, 1]
 // log1p(exp(-|x|)), the smooth part of softplus / log_sigmoid / mish
 template <typename T> GA_HD T log1p_exp_neg_abs(T x) { return log1p_unit_(exp_(-abs_(x))); }
