@@ -287,7 +287,8 @@ class PReLU(_Layer):
             aligned = (1,) * (ndim - len(alpha_shape)) + alpha_shape
             for axis in self.shared_axes:
                 if axis >= ndim or aligned[axis] != 1:
-                    raise ValueError(f"alpha of shape {alpha_shape} is not shared along axis {axis} of {tuple(x.shape)}")  # type: ignore[union-attr]
+                    raise ValueError(f"alpha of shape {alpha_shape} is not shared along axis {axis} "
+                                     f"of {tuple(x.shape)}")  # type: ignore[union-attr]
         return _dispatch.prelu(x, self.alpha, **kwargs)
 
     def backward(self, dy: Array, x: Array, **kwargs: Any) -> Result:
@@ -435,7 +436,8 @@ class ThresholdedReLU(_Layer):
         return _backward().threshold(dy, x, self.theta, 0.0, **kwargs)
 
 
-LAYERS: dict[str, Any] = {cls.__name__: cls for cls in (Activation, ReLU, LeakyReLU, PReLU, ELU, Softmax, ThresholdedReLU)}
+LAYERS: dict[str, Any] = {
+    cls.__name__: cls for cls in (Activation, ReLU, LeakyReLU, PReLU, ELU, Softmax, ThresholdedReLU)}
 
 
 def deserialize(config: dict[str, Any]) -> Layer:
