@@ -159,7 +159,7 @@ class ReLU(_Layer):
         self.threshold = _non_negative("ReLU", "threshold", threshold)
 
     def __call__(self, x: Array, **kwargs: Any) -> Result:
-        """:math:`f(x)`; ``kwargs`` go to :func:`gpuact.relu`."""
+        """The layer's :math:`f(x)`; ``kwargs`` go to :func:`gpuact.relu`."""
         return activations.relu(x, negative_slope=self.negative_slope, max_value=self.max_value,
                                 threshold=self.threshold, **kwargs)
 
@@ -199,7 +199,7 @@ class LeakyReLU(_Layer):
         self.negative_slope = _non_negative("LeakyReLU", "negative_slope", negative_slope)
 
     def __call__(self, x: Array, **kwargs: Any) -> Result:
-        """:math:`f(x)`; ``kwargs`` go to :func:`gpuact.leaky_relu`."""
+        """The layer's :math:`f(x)`; ``kwargs`` go to :func:`gpuact.leaky_relu`."""
         return activations.leaky_relu(x, self.negative_slope, **kwargs)
 
     def backward(self, dy: Array, x: Array, **kwargs: Any) -> Result:
@@ -281,7 +281,7 @@ class PReLU(_Layer):
         return cls(**config)
 
     def __call__(self, x: Array, **kwargs: Any) -> Result:
-        """:math:`f(x)`; ``kwargs`` are ``out``, ``backend`` and ``stream``."""
+        """The layer's :math:`f(x)`; ``kwargs`` are ``out``, ``backend`` and ``stream``."""
         if self.shared_axes is not None:
             ndim, alpha_shape = len(x.shape), tuple(np.shape(self.alpha))  # type: ignore[union-attr]
             aligned = (1,) * (ndim - len(alpha_shape)) + alpha_shape
@@ -352,7 +352,7 @@ class ELU(_Layer):
         self.alpha = _dispatch.as_param("alpha", alpha)
 
     def __call__(self, x: Array, **kwargs: Any) -> Result:
-        """:math:`f(x)`; ``kwargs`` go to :func:`gpuact.elu`."""
+        """The layer's :math:`f(x)`; ``kwargs`` go to :func:`gpuact.elu`."""
         return activations.elu(x, self.alpha, **kwargs)
 
     def backward(self, dy: Array, x: Array, **kwargs: Any) -> Result:
@@ -393,8 +393,8 @@ class Softmax(_Layer):
         self.axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis  # type: ignore[assignment]
 
     def __call__(self, x: Array, mask: Array | None = None, **kwargs: Any) -> Result:
-        """:math:`y`; ``mask`` (bool, or numbers where > 0.5 keeps) broadcasts against ``x``;
-        ``kwargs`` are ``bias``, ``out``, ``backend`` and ``stream``."""
+        """The masked softmax :math:`y` of ``x``; ``mask`` (bool, or numbers where > 0.5 keeps)
+        broadcasts against ``x``; ``kwargs`` are ``bias``, ``out``, ``backend`` and ``stream``."""
         return _dispatch.softmax(x, self.axis, log=False, mask=mask, **kwargs)
 
     def backward(self, dy: Array, x: Array, mask: Array | None = None, **kwargs: Any) -> Result:
@@ -428,7 +428,7 @@ class ThresholdedReLU(_Layer):
         self.theta = _non_negative("ThresholdedReLU", "theta", theta)
 
     def __call__(self, x: Array, **kwargs: Any) -> Result:
-        """:math:`f(x)`; ``kwargs`` go to :func:`gpuact.threshold`."""
+        """The layer's :math:`f(x)`; ``kwargs`` go to :func:`gpuact.threshold`."""
         return activations.threshold(x, self.theta, 0.0, **kwargs)
 
     def backward(self, dy: Array, x: Array, **kwargs: Any) -> Result:

@@ -107,7 +107,8 @@ def test_the_package_is_typed():
 
 # A reference to the brief the project started from, outside the repository (spelled in two
 # pieces so that this file does not match itself).
-OUTSIDE = re.compile("SP" + r"EC\b|\.\./" + "shared/|" + "shared" + r"/SP")
+_BRIEF, _FOLDER = "SP" + "EC", "shar" + "ed/"
+OUTSIDE = re.compile(rf"{_BRIEF}\b|\.\./{_FOLDER}|{_FOLDER}{_BRIEF}")
 TEXT_SUFFIXES = {".py", ".md", ".sh", ".toml", ".cc", ".cuh", ".cu", ".h", ".rst", ".txt", ".cfg", ".ini"}
 SKIPPED_DIRS = {".git", ".venv", ".ci-venv", ".ci-work", "_build", "generated", "__pycache__", ".pytest_cache",
                 ".hypothesis", ".benchmarks", "build", "dist", ".whl", ".ruff_cache", ".mypy_cache"}
