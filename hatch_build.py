@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 SOURCE = ROOT / "kernels" / "gpuact_cpu.cc"
 LIBRARY = ROOT / "gpuact" / "_gpuact_cpu.so"
-# -ffast-math never: NaN and inf must follow IEEE rules (SPEC §3), and its start-up code would
+# -ffast-math never: NaN and inf must follow IEEE rules (docs/contract.rst), and its start-up code would
 # turn on flush-to-zero for the whole process that loads the library.
 FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
          "-fPIC", "-shared", "-std=c++17", "-fvisibility=hidden"]

@@ -1,5 +1,7 @@
 """gpuact: Keras's activation functions as GPU kernels for CuPy and Numba arrays, NumPy on the CPU."""
 
+from typing import Any
+
 from gpuact.activations import *  # noqa: F403
 from gpuact.activations import __all__ as _activation_names
 from gpuact.registry import deserialize, get, serialize
@@ -9,7 +11,7 @@ __version__ = "0.1.0"
 __all__ = [*_activation_names, "get", "serialize", "deserialize", "layers", "backward"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # Layers and gradients load on first use, so `import gpuact` stays as small as the activations.
     if name in ("layers", "backward"):
         import importlib

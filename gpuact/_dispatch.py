@@ -30,7 +30,7 @@ _AxisError = getattr(np, "exceptions", np).AxisError  # numpy.exceptions from 1.
 try:  # numpy >= 2.0
     from numpy.lib.array_utils import normalize_axis_tuple
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.numeric import normalize_axis_tuple
+    from numpy.core.numeric import normalize_axis_tuple  # type: ignore[no-redef]
 
 BACKENDS = ("numpy", "cupy", "numba")
 

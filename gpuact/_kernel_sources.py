@@ -15,7 +15,7 @@ import functools
 import math
 import re
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -54,7 +54,8 @@ DTYPE_TAG = {np.dtype(np.float16): "f16", np.dtype(np.float32): "f32", np.dtype(
 # storage type in the kernels (float16 is raw 16-bit storage) and compute type
 STORAGE_CTYPE = {"f16": "unsigned short", "f32": "float", "f64": "double"}
 COMPUTE_CTYPE = {"f16": "float", "f32": "float", "f64": "double"}
-COMPUTE_DTYPE = {"f16": np.dtype(np.float32), "f32": np.dtype(np.float32), "f64": np.dtype(np.float64)}
+COMPUTE_DTYPE: dict[str, np.dtype[Any]] = {
+    "f16": np.dtype(np.float32), "f32": np.dtype(np.float32), "f64": np.dtype(np.float64)}
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,6 +10,10 @@ log_softmax also take ``bias=``: the result is then ``f(x + bias)``, with ``bias
 Non-finite inputs: NaN gives NaN everywhere, and ±inf gives the mathematical limit, also where
 Keras produces ``inf * 0 = NaN`` (``silu``, ``gelu``, ``mish``, ``hard_silu`` at ``-inf``,
 ``softsign`` at ``±inf``, ``relu`` with a threshold at ``-inf``).
+
+The contract these functions keep is ``docs/contract.rst``; the arguments they share (``bias``,
+``out``, ``backend``, ``stream``) are described there once, under "Arguments every function
+shares".
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from numpy import maximum as _maximum
 from numpy import ndarray as _ndarray
 
 from gpuact import _dispatch
+from gpuact._typing import Array, Axis, Backend, Result, Stream
 
 
 class _UnsetFloat(float):
@@ -80,15 +85,47 @@ def _elementwise(op, x, params, out, backend, stream, bias=None):
     return _dispatch.elementwise(op, x, params, bias=bias, out=out, backend=backend, stream=stream)
 
 
-def relu(x, alpha=_ALPHA_UNSET, max_value=None, threshold=0.0, *, negative_slope=None, bias=None, out=None,
-         backend=None, stream=None):
-    """Rectified linear unit, with tf.keras's ``alpha``, ``max_value`` and ``threshold``.
+def relu(x: Array, alpha: float = _ALPHA_UNSET, max_value: float | None = None, threshold: float = 0.0, *,
+         negative_slope: float | None = None, bias: Array | None = None, out: Array | None = None,
+         backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Rectified linear unit, with tf.keras's ``alpha``, ``max_value`` and ``threshold``.
 
-    ``f(x) = clip(x if x > threshold else 0, 0, max_value) - alpha * max(threshold - x, 0)``;
-    with ``max_value=None`` nothing is clipped (tf.keras: for a negative threshold, inputs in
-    ``(threshold, 0]`` pass through). ``x == threshold`` gives 0. ``negative_slope`` is Keras 3's
-    name for ``alpha``; giving both raises ``TypeError``.
+    .. math::
 
+        f(x) = c(x \cdot [x > t]) - \alpha \max(t - x, 0)
+
+    where :math:`t` is ``threshold``, :math:`[x > t]` is 1 where :math:`x > t` and 0 elsewhere,
+    and :math:`c(v) = \min(\max(v, 0), m)` clips to ``max_value`` :math:`m`. With
+    ``max_value=None`` nothing is clipped, :math:`c(v) = v` (as tf.keras: for a negative
+    threshold, inputs in :math:`(t, 0]` pass through). ``x == threshold`` gives 0.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input (see :ref:`contract-kinds` and :ref:`contract-dtypes`).
+    alpha : float, default 0.0
+        Slope below the threshold.
+    max_value : float, optional
+        Largest output; ``None`` (the default) clips nothing.
+    threshold : float, default 0.0
+        Inputs at or below it give 0 (or :math:`\alpha (x - t)`).
+    negative_slope : float, optional
+        Keras 3's name for ``alpha``; giving both raises ``TypeError``.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind, shape and dtype (``out`` when given).
+
+    See Also
+    --------
+    gpuact.backward.relu : its gradient.
+    gpuact.layers.ReLU : the layer.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> foo = np.array([-10, -5, 0.0, 5, 10], dtype=np.float32)
     >>> gpuact.relu(foo)
@@ -109,9 +146,31 @@ def relu(x, alpha=_ALPHA_UNSET, max_value=None, threshold=0.0, *, negative_slope
     return _elementwise("relu", x, relu_params(alpha, max_value, threshold, negative_slope), out, backend, stream, bias)
 
 
-def sigmoid(x, *, bias=None, out=None, backend=None, stream=None):
-    """Logistic sigmoid, ``1 / (1 + exp(-x))``, without overflow for either sign.
+def sigmoid(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+            stream: Stream = None) -> Result:
+    r"""Logistic sigmoid, without overflow for either sign.
 
+    .. math::
+
+        \sigma(x) = \frac{1}{1 + e^{-x}}
+
+    Evaluated as :math:`e / (1 + e)` with :math:`e = e^{-|x|}` for :math:`x < 0`, so results
+    down to the subnormal range are kept (``sigmoid(-100)`` in float32 is ``3.8e-44``).
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`\sigma(x)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> a = np.array([-20, -1.0, 0.0, 1.0, 20], dtype=np.float32)
     >>> gpuact.sigmoid(a)
@@ -121,23 +180,71 @@ def sigmoid(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("sigmoid", x, (), out, backend, stream, bias)
 
 
-def softmax(x, axis=-1, *, bias=None, out=None, backend=None, stream=None):
-    """Softmax along ``axis`` (an int or a tuple of ints): ``exp(x - max) / sum(exp(x - max))``.
+def softmax(x: Array, axis: Axis = -1, *, bias: Array | None = None, out: Array | None = None,
+            backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Softmax along ``axis`` (an int or a tuple of ints).
 
-    A slice of all ``-inf`` gives NaN (as TF, PyTorch and JAX); ``-inf`` among finite values gives
-    exactly 0. 1-D input is allowed.
+    .. math::
 
+        y_i = \frac{e^{x_i - m}}{\sum_j e^{x_j - m}}, \qquad m = \max_j x_j
+
+    over each slice along ``axis``. A slice of all ``-inf`` gives NaN (as TF, PyTorch and JAX);
+    ``-inf`` among finite values gives exactly 0. 1-D input is allowed; a 0-d array has no axis
+    and raises ``AxisError``. The sum is taken in float64 on the CPU and compensated on the GPU.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input, at least 1-D.
+    axis : int or tuple of ints, default -1
+        The axis (or axes, together) to normalize over.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`. ``bias`` is added before the softmax (an attention mask of
+        ``-inf`` and 0, for example).
+
+    Returns
+    -------
+    array
+        Non-negative values that sum to 1 along ``axis``, an array of ``x``'s kind.
+
+    See Also
+    --------
+    log_softmax, sparsemax, gpuact.layers.Softmax
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.softmax(np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]], dtype=np.float32))
     array([[0.09003, 0.24473, 0.66524],
            [0.33333, 0.33333, 0.33333]], dtype=float32)
+    >>> gpuact.softmax(np.array([0.0, -np.inf], dtype=np.float32))
+    array([1., 0.], dtype=float32)
     """
     return _dispatch.softmax(x, axis, log=False, bias=bias, out=out, backend=backend, stream=stream)
 
 
-def softplus(x, *, bias=None, out=None, backend=None, stream=None):
-    """``log(exp(x) + 1)``, computed as ``max(x, 0) + log1p(exp(-|x|))`` so it never overflows.
+def softplus(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+             stream: Stream = None) -> Result:
+    r"""Softplus, a smooth ``relu``, computed so that it never overflows.
 
+    .. math::
+
+        f(x) = \log(1 + e^{x}) = \max(x, 0) + \log(1 + e^{-|x|})
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> a = np.array([-20, -1.0, 0.0, 1.0, 20], dtype=np.float32)
     >>> gpuact.softplus(a)
@@ -147,9 +254,30 @@ def softplus(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("softplus", x, (), out, backend, stream, bias)
 
 
-def softsign(x, *, bias=None, out=None, backend=None, stream=None):
-    """``x / (|x| + 1)``; ``softsign(±inf) = ±1``.
+def softsign(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+             stream: Stream = None) -> Result:
+    r"""Softsign.
 
+    .. math::
+
+        f(x) = \frac{x}{|x| + 1}
+
+    ``softsign(±inf) = ±1`` (the limit; the formula alone gives NaN there).
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, in :math:`(-1, 1)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.softsign(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
     array([-0.5,  0. ,  0.5], dtype=float32)
@@ -157,9 +285,28 @@ def softsign(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("softsign", x, (), out, backend, stream, bias)
 
 
-def tanh(x, *, bias=None, out=None, backend=None, stream=None):
-    """Hyperbolic tangent, ``(exp(x) - exp(-x)) / (exp(x) + exp(-x))``.
+def tanh(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+         stream: Stream = None) -> Result:
+    r"""Hyperbolic tangent.
 
+    .. math::
+
+        \tanh x = \frac{e^{x} - e^{-x}}{e^{x} + e^{-x}}
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`\tanh x`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> a = np.array([-3.0, -1.0, 0.0, 1.0, 3.0], dtype=np.float32)
     >>> gpuact.tanh(a)
@@ -168,10 +315,31 @@ def tanh(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("tanh", x, (), out, backend, stream, bias)
 
 
-def selu(x, *, bias=None, out=None, backend=None, stream=None):
-    """Scaled exponential linear unit: ``scale * elu(x, alpha)`` with Keras's constants
-    ``alpha = 1.67326324...`` and ``scale = 1.05070098...``.
+def selu(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+         stream: Stream = None) -> Result:
+    r"""Scaled exponential linear unit, ``scale * elu(x, alpha)`` with Keras's constants.
 
+    .. math::
+
+        f(x) = \lambda \begin{cases} x & x > 0 \\ \alpha (e^{x} - 1) & x \le 0 \end{cases}
+
+    with :math:`\alpha = 1.6732632423543772848170429916717` and
+    :math:`\lambda = 1.0507009873554804934193349852946`.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.selu(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
     array([-1.11133,  0.     ,  1.0507 ], dtype=float32)
@@ -179,9 +347,36 @@ def selu(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("selu", x, (), out, backend, stream, bias)
 
 
-def elu(x, alpha=1.0, *, bias=None, out=None, backend=None, stream=None):
-    """Exponential linear unit: ``x`` if ``x > 0`` else ``alpha * expm1(x)``.
+def elu(x: Array, alpha: float = 1.0, *, bias: Array | None = None, out: Array | None = None,
+        backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Exponential linear unit.
 
+    .. math::
+
+        f(x) = \begin{cases} x & x > 0 \\ \alpha (e^{x} - 1) & x \le 0 \end{cases}
+
+    computed with ``expm1`` (no cancellation near 0).
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    alpha : float, default 1.0
+        The negative saturation value is :math:`-\alpha`.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    See Also
+    --------
+    gpuact.layers.ELU : the layer.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.elu(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
     array([-0.63212,  0.     ,  1.     ], dtype=float32)
@@ -189,9 +384,28 @@ def elu(x, alpha=1.0, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("elu", x, (_dispatch.as_param("alpha", alpha),), out, backend, stream, bias)
 
 
-def exponential(x, *, bias=None, out=None, backend=None, stream=None):
-    """``exp(x)``; overflows to ``inf`` like ``exp``.
+def exponential(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+                stream: Stream = None) -> Result:
+    r"""The exponential function; overflows to ``inf`` like ``exp``.
 
+    .. math::
+
+        f(x) = e^{x}
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`e^x`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.exponential(np.array([0.0, 1.0], dtype=np.float32))
     array([1.     , 2.71828], dtype=float32)
@@ -199,9 +413,30 @@ def exponential(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("exponential", x, (), out, backend, stream, bias)
 
 
-def linear(x, *, bias=None, out=None, backend=None, stream=None):
-    """The identity, ``f(x) = x``, returned as a new array (or written to ``out``).
+def linear(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+           stream: Stream = None) -> Result:
+    r"""The identity, returned as a new array (or written to ``out``).
 
+    .. math::
+
+        f(x) = x
+
+    ``gpuact.get(None)`` is this function. With ``bias=`` it is the fused ``x + bias``.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        A copy of ``x`` in the result dtype, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.linear(np.array([-1.0, 2.0], dtype=np.float32))
     array([-1.,  2.], dtype=float32)
@@ -209,9 +444,28 @@ def linear(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("linear", x, (), out, backend, stream, bias)
 
 
-def relu6(x, *, bias=None, out=None, backend=None, stream=None):
-    """``min(max(x, 0), 6)``.
+def relu6(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+          stream: Stream = None) -> Result:
+    r"""ReLU capped at 6.
 
+    .. math::
+
+        f(x) = \min(\max(x, 0), 6)
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, in :math:`[0, 6]`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.relu6(np.array([-1.0, 3.0, 7.0], dtype=np.float32))
     array([0., 3., 6.], dtype=float32)
@@ -219,9 +473,36 @@ def relu6(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("relu6", x, (), out, backend, stream, bias)
 
 
-def leaky_relu(x, negative_slope=0.2, *, bias=None, out=None, backend=None, stream=None):
-    """``x`` if ``x >= 0`` else ``negative_slope * x``.
+def leaky_relu(x: Array, negative_slope: float = 0.2, *, bias: Array | None = None, out: Array | None = None,
+               backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Leaky ReLU.
 
+    .. math::
+
+        f(x) = \begin{cases} x & x \ge 0 \\ s\,x & x < 0 \end{cases}
+
+    with :math:`s` = ``negative_slope``.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    negative_slope : float, default 0.2
+        The slope :math:`s` below 0.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    See Also
+    --------
+    gpuact.layers.LeakyReLU : the layer (default slope 0.3, as in Keras).
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.leaky_relu(np.array([-10.0, 5.0], dtype=np.float32))
     array([-2.,  5.], dtype=float32)
@@ -230,9 +511,30 @@ def leaky_relu(x, negative_slope=0.2, *, bias=None, out=None, backend=None, stre
     return _elementwise("leaky_relu", x, params, out, backend, stream, bias)
 
 
-def silu(x, *, bias=None, out=None, backend=None, stream=None):
-    """Sigmoid linear unit (swish): ``x * sigmoid(x)``; ``silu(-inf) = 0``.
+def silu(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+         stream: Stream = None) -> Result:
+    r"""Sigmoid linear unit (swish); ``gpuact.swish`` is the same function.
 
+    .. math::
+
+        f(x) = x\,\sigma(x) = \frac{x}{1 + e^{-x}}
+
+    ``silu(-inf) = 0`` (the limit; Keras computes :math:`-\infty \cdot 0` = NaN).
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.silu(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
     array([-0.26894,  0.     ,  0.73106], dtype=float32)
@@ -240,12 +542,41 @@ def silu(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("silu", x, (), out, backend, stream, bias)
 
 
-def gelu(x, approximate=False, *, bias=None, out=None, backend=None, stream=None):
-    """Gaussian error linear unit: ``x * Phi(x) = 0.5 * x * erfc(-x / sqrt(2))``, or with
-    ``approximate=True``: ``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x**3)))``, evaluated
-    as ``x * sigmoid(2 * sqrt(2/pi) * (x + 0.044715 * x**3))``, the same function without the
-    cancellation of ``1 + tanh`` for negative ``x``. ``gelu(-inf) = 0``.
+def gelu(x: Array, approximate: bool = False, *, bias: Array | None = None, out: Array | None = None,
+         backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gaussian error linear unit, exact or in its tanh approximation.
 
+    .. math::
+
+        f(x) = x\,\Phi(x) = \frac{x}{2} \operatorname{erfc}\left(-\frac{x}{\sqrt{2}}\right)
+
+    and with ``approximate=True``
+
+    .. math::
+
+        f(x) = \frac{x}{2} \left(1 + \tanh(z(x))\right) = x\,\sigma(2 z(x)),
+        \qquad z(x) = \sqrt{2 / \pi}\,(x + 0.044715\,x^{3})
+
+    evaluated in the second form, the same function without the cancellation of
+    :math:`1 + \tanh` for negative :math:`x`. ``gelu(-inf) = 0``. On the NumPy path ``erfc`` is
+    gpuact's own (NumPy has none): see :ref:`contract-keras-differences`.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    approximate : bool, default False
+        Use the tanh approximation. Anything but a bool raises ``TypeError``.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> a = np.array([-3.0, -1.0, 0.0, 1.0, 3.0], dtype=np.float32)
     >>> gpuact.gelu(a)
@@ -256,9 +587,30 @@ def gelu(x, approximate=False, *, bias=None, out=None, backend=None, stream=None
     return _elementwise(gelu_op(approximate), x, (), out, backend, stream, bias)
 
 
-def hard_sigmoid(x, *, bias=None, out=None, backend=None, stream=None):
-    """Keras 3's hard sigmoid, ``relu6(x + 3) / 6``.
+def hard_sigmoid(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+                 stream: Stream = None) -> Result:
+    r"""Keras 3's hard sigmoid, a piecewise-linear sigmoid.
 
+    .. math::
+
+        f(x) = \frac{\mathrm{relu6}(x + 3)}{6} = \min\left(\max\left(\frac{x + 3}{6}, 0\right), 1\right)
+
+    (tf.keras 2 used :math:`0.2 x + 0.5`; gpuact follows Keras 3.)
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, in :math:`[0, 1]`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.hard_sigmoid(np.array([-4.0, 0.0, 1.5, 4.0], dtype=np.float32))
     array([0.  , 0.5 , 0.75, 1.  ], dtype=float32)
@@ -266,9 +618,30 @@ def hard_sigmoid(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("hard_sigmoid", x, (), out, backend, stream, bias)
 
 
-def hard_silu(x, *, bias=None, out=None, backend=None, stream=None):
-    """Hard SiLU (hard swish): ``x * relu6(x + 3) / 6``; ``hard_silu(-inf) = 0``.
+def hard_silu(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+              stream: Stream = None) -> Result:
+    r"""Hard SiLU (hard swish); ``gpuact.hard_swish`` is the same function.
 
+    .. math::
+
+        f(x) = x\,\frac{\mathrm{relu6}(x + 3)}{6}
+
+    ``hard_silu(-inf) = 0`` (the limit; Keras computes :math:`-\infty \cdot 0` = NaN).
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.hard_silu(np.array([-4.0, 0.0, 1.5, 4.0], dtype=np.float32))
     array([-0.   ,  0.   ,  1.125,  4.   ], dtype=float32)
@@ -276,9 +649,30 @@ def hard_silu(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("hard_silu", x, (), out, backend, stream, bias)
 
 
-def mish(x, *, bias=None, out=None, backend=None, stream=None):
-    """``x * tanh(softplus(x))``; ``mish(-inf) = 0``.
+def mish(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+         stream: Stream = None) -> Result:
+    r"""Mish.
 
+    .. math::
+
+        f(x) = x \tanh(\operatorname{softplus}(x)) = x \tanh(\log(1 + e^{x}))
+
+    ``mish(-inf) = 0`` (the limit; Keras computes :math:`-\infty \cdot 0` = NaN).
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.mish(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
     array([-0.3034,  0.    ,  0.8651], dtype=float32)
@@ -286,9 +680,28 @@ def mish(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("mish", x, (), out, backend, stream, bias)
 
 
-def log_sigmoid(x, *, bias=None, out=None, backend=None, stream=None):
-    """``log(sigmoid(x)) = -softplus(-x) = min(x, 0) - log1p(exp(-|x|))``.
+def log_sigmoid(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+                stream: Stream = None) -> Result:
+    r"""The logarithm of the sigmoid, computed without overflow or cancellation.
 
+    .. math::
+
+        f(x) = \log \sigma(x) = -\operatorname{softplus}(-x) = \min(x, 0) - \log(1 + e^{-|x|})
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, at most 0, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.log_sigmoid(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
     array([-1.31326, -0.69315, -0.31326], dtype=float32)
@@ -296,11 +709,31 @@ def log_sigmoid(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("log_sigmoid", x, (), out, backend, stream, bias)
 
 
-def celu(x, alpha=1.0, *, bias=None, out=None, backend=None, stream=None):
-    """Continuously differentiable ELU: ``x`` if ``x >= 0`` else ``alpha * expm1(x / alpha)``.
+def celu(x: Array, alpha: float = 1.0, *, bias: Array | None = None, out: Array | None = None,
+         backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Continuously differentiable exponential linear unit.
 
-    ``alpha`` must not be 0 (``ValueError``: the function is undefined there).
+    .. math::
 
+        f(x) = \begin{cases} x & x \ge 0 \\ \alpha (e^{x / \alpha} - 1) & x < 0 \end{cases}
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    alpha : float, default 1.0
+        Must not be 0 (``ValueError``: the function is undefined there). A tiny ``alpha`` is
+        exact: :math:`x \ge 0` still gives :math:`x`.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.celu(np.array([-1.0, 0.0, 1.0], dtype=np.float32), alpha=2.0)
     array([-0.78694,  0.     ,  1.     ], dtype=float32)
@@ -308,9 +741,28 @@ def celu(x, alpha=1.0, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("celu", x, celu_params(alpha), out, backend, stream, bias)
 
 
-def hard_tanh(x, *, bias=None, out=None, backend=None, stream=None):
-    """``clip(x, -1, 1)``.
+def hard_tanh(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+              stream: Stream = None) -> Result:
+    r"""Hard tanh, a clip to :math:`[-1, 1]`.
 
+    .. math::
+
+        f(x) = \min(\max(x, -1), 1)
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.hard_tanh(np.array([-2.0, 0.5, 2.0], dtype=np.float32))
     array([-1. ,  0.5,  1. ], dtype=float32)
@@ -318,9 +770,32 @@ def hard_tanh(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("hard_tanh", x, (), out, backend, stream, bias)
 
 
-def hard_shrink(x, threshold=0.5, *, bias=None, out=None, backend=None, stream=None):
-    """``x`` if ``|x| > threshold`` else 0.
+def hard_shrink(x: Array, threshold: float = 0.5, *, bias: Array | None = None, out: Array | None = None,
+                backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Hard shrinkage.
 
+    .. math::
+
+        f(x) = \begin{cases} x & |x| > \lambda \\ 0 & |x| \le \lambda \end{cases}
+
+    with :math:`\lambda` = ``threshold``. NaN gives NaN.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    threshold : float, default 0.5
+        :math:`\lambda`.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.hard_shrink(np.array([-1.0, 0.25, 1.0], dtype=np.float32))
     array([-1.,  0.,  1.], dtype=float32)
@@ -329,9 +804,33 @@ def hard_shrink(x, threshold=0.5, *, bias=None, out=None, backend=None, stream=N
     return _elementwise("hard_shrink", x, params, out, backend, stream, bias)
 
 
-def soft_shrink(x, threshold=0.5, *, bias=None, out=None, backend=None, stream=None):
-    """``x - threshold`` if ``x > threshold``, ``x + threshold`` if ``x < -threshold``, else 0.
+def soft_shrink(x: Array, threshold: float = 0.5, *, bias: Array | None = None, out: Array | None = None,
+                backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Soft shrinkage.
 
+    .. math::
+
+        f(x) = x - \min(\max(x, -\lambda), \lambda)
+             = \begin{cases} x - \lambda & x > \lambda \\ x + \lambda & x < -\lambda \\ 0 & \text{otherwise} \end{cases}
+
+    with :math:`\lambda` = ``threshold``. NaN gives NaN.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    threshold : float, default 0.5
+        :math:`\lambda`.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.soft_shrink(np.array([-1.0, 0.25, 1.0], dtype=np.float32))
     array([-0.5,  0. ,  0.5], dtype=float32)
@@ -340,9 +839,28 @@ def soft_shrink(x, threshold=0.5, *, bias=None, out=None, backend=None, stream=N
     return _elementwise("soft_shrink", x, params, out, backend, stream, bias)
 
 
-def tanh_shrink(x, *, bias=None, out=None, backend=None, stream=None):
-    """``x - tanh(x)``.
+def tanh_shrink(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+                stream: Stream = None) -> Result:
+    r"""Tanh shrinkage.
 
+    .. math::
+
+        f(x) = x - \tanh x
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.tanh_shrink(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
     array([-0.23841,  0.     ,  0.23841], dtype=float32)
@@ -350,9 +868,39 @@ def tanh_shrink(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("tanh_shrink", x, (), out, backend, stream, bias)
 
 
-def threshold(x, threshold, default_value, *, bias=None, out=None, backend=None, stream=None):
-    """``x`` if ``x > threshold`` else ``default_value``.
+def threshold(x: Array, threshold: float, default_value: float, *, bias: Array | None = None,
+              out: Array | None = None, backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Threshold: keep values above ``threshold``, replace the rest.
 
+    .. math::
+
+        f(x) = \begin{cases} x & x > \theta \\ v & x \le \theta \end{cases}
+
+    with :math:`\theta` = ``threshold`` and :math:`v` = ``default_value``. NaN in ``x`` gives NaN.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    threshold : float
+        :math:`\theta`; NaN raises ``ValueError``.
+    default_value : float
+        :math:`v`, written where :math:`x \le \theta`; the one parameter that may be NaN (it is
+        only copied out).
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    See Also
+    --------
+    gpuact.layers.ThresholdedReLU : the layer (``default_value`` 0).
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.threshold(np.array([-1.0, 0.5, 2.0], dtype=np.float32), 1.0, -5.0)
     array([-5., -5.,  2.], dtype=float32)
@@ -362,10 +910,35 @@ def threshold(x, threshold, default_value, *, bias=None, out=None, backend=None,
     return _elementwise("threshold", x, params, out, backend, stream, bias)
 
 
-def squareplus(x, b=4, *, bias=None, out=None, backend=None, stream=None):
-    """``(x + sqrt(x**2 + b)) / 2``, evaluated without overflow (``b / (2 (sqrt(x**2 + b) - x))``
-    for negative ``x``).
+def squareplus(x: Array, b: float = 4, *, bias: Array | None = None, out: Array | None = None,
+               backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Squareplus, a smooth ``relu`` made of a square root.
 
+    .. math::
+
+        f(x) = \frac{x + \sqrt{x^{2} + b}}{2}
+
+    Evaluated without overflow or cancellation: :math:`x/2 + s/2` with :math:`s = \sqrt{x^2 + b}`
+    for :math:`x \ge 0`, and :math:`b / (2 (s - x))` for :math:`x < 0` (``-1e4`` gives
+    ``1e-4``, where Keras cancels to 0). The kernels take :math:`\sqrt{b}`, computed in double
+    precision, so a ``b`` beyond float32's range still works.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    b : float, default 4
+        The smoothing, :math:`b \ge 0` (``ValueError`` otherwise); ``b = 0`` is ``relu``.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.squareplus(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
     array([0.61803, 1.     , 1.61803], dtype=float32)
@@ -373,9 +946,28 @@ def squareplus(x, b=4, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("squareplus", x, squareplus_params(b), out, backend, stream, bias)
 
 
-def sparse_plus(x, *, bias=None, out=None, backend=None, stream=None):
-    """0 for ``x <= -1``, ``(x + 1)**2 / 4`` for ``-1 < x < 1``, ``x`` for ``x >= 1``.
+def sparse_plus(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
+                stream: Stream = None) -> Result:
+    r"""Sparse plus, a piecewise-quadratic softplus.
 
+    .. math::
+
+        f(x) = \begin{cases} 0 & x \le -1 \\ \frac{1}{4} (x + 1)^{2} & -1 < x < 1 \\ x & x \ge 1 \end{cases}
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.sparse_plus(np.array([-2.0, 0.0, 2.0], dtype=np.float32))
     array([0.  , 0.25, 2.  ], dtype=float32)
@@ -383,9 +975,28 @@ def sparse_plus(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("sparse_plus", x, (), out, backend, stream, bias)
 
 
-def sparse_sigmoid(x, *, bias=None, out=None, backend=None, stream=None):
-    """0 for ``x <= -1``, ``(x + 1) / 2`` for ``-1 < x < 1``, 1 for ``x >= 1``.
+def sparse_sigmoid(x: Array, *, bias: Array | None = None, out: Array | None = None,
+                   backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Sparse sigmoid, a piecewise-linear sigmoid.
 
+    .. math::
+
+        f(x) = \begin{cases} 0 & x \le -1 \\ \frac{1}{2} (x + 1) & -1 < x < 1 \\ 1 & x \ge 1 \end{cases}
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`f(x)`, in :math:`[0, 1]`, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.sparse_sigmoid(np.array([-2.0, 0.0, 0.5, 2.0], dtype=np.float32))
     array([0.  , 0.5 , 0.75, 1.  ], dtype=float32)
@@ -393,9 +1004,37 @@ def sparse_sigmoid(x, *, bias=None, out=None, backend=None, stream=None):
     return _elementwise("sparse_sigmoid", x, (), out, backend, stream, bias)
 
 
-def log_softmax(x, axis=-1, *, bias=None, out=None, backend=None, stream=None):
-    """``x - max - log(sum(exp(x - max)))`` along ``axis`` (an int or a tuple of ints).
+def log_softmax(x: Array, axis: Axis = -1, *, bias: Array | None = None, out: Array | None = None,
+                backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""The logarithm of the softmax along ``axis`` (an int or a tuple of ints).
 
+    .. math::
+
+        y_i = x_i - m - \log \sum_j e^{x_j - m}, \qquad m = \max_j x_j
+
+    over each slice along ``axis``. ``-inf`` among finite values gives ``-inf``; a slice of all
+    ``-inf`` gives NaN, as softmax does.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input, at least 1-D.
+    axis : int or tuple of ints, default -1
+        The axis (or axes, together) to normalize over.
+    bias, out, backend, stream
+        See :ref:`shared-arguments`.
+
+    Returns
+    -------
+    array
+        :math:`y`, an array of ``x``'s kind.
+
+    See Also
+    --------
+    softmax
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.log_softmax(np.array([1.0, 2.0, 3.0], dtype=np.float32))
     array([-2.40761, -1.40761, -0.40761], dtype=float32)
@@ -403,10 +1042,32 @@ def log_softmax(x, axis=-1, *, bias=None, out=None, backend=None, stream=None):
     return _dispatch.softmax(x, axis, log=True, bias=bias, out=out, backend=backend, stream=stream)
 
 
-def glu(x, axis=-1, *, out=None, backend=None, stream=None):
-    """Gated linear unit: split ``x`` in halves ``a, b`` along ``axis``; ``a * sigmoid(b)``.
-    The axis length must be even (``ValueError`` otherwise).
+def glu(x: Array, axis: int = -1, *, out: Array | None = None, backend: Backend | None = None,
+        stream: Stream = None) -> Result:
+    r"""Gated linear unit: ``x`` split in halves along ``axis``, the first gated by the second.
 
+    .. math::
+
+        f(x) = a \odot \sigma(b), \qquad x = [a, b] \text{ along axis}
+
+    The axis length must be even (``ValueError`` otherwise); the result has half of it.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input, at least 1-D.
+    axis : int, default -1
+        The axis to split.
+    out, backend, stream
+        See :ref:`shared-arguments` (glu takes no ``bias``).
+
+    Returns
+    -------
+    array
+        :math:`a \odot \sigma(b)`, ``x``'s shape with ``axis`` halved, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.glu(np.array([1.0, 2.0, 0.0, 1.0], dtype=np.float32))
     array([0.5    , 1.46212], dtype=float32)
@@ -414,10 +1075,38 @@ def glu(x, axis=-1, *, out=None, backend=None, stream=None):
     return _dispatch.glu(x, axis, out=out, backend=backend, stream=stream)
 
 
-def sparsemax(x, axis=-1, *, out=None, backend=None, stream=None):
-    """Sparsemax: the Euclidean projection of ``x`` onto the probability simplex along ``axis``,
-    ``max(x - tau, 0)`` with ``tau`` chosen so that the slice sums to 1.
+def sparsemax(x: Array, axis: int = -1, *, out: Array | None = None, backend: Backend | None = None,
+              stream: Stream = None) -> Result:
+    r"""Sparsemax: the Euclidean projection of each slice along ``axis`` onto the probability simplex.
 
+    .. math::
+
+        y = \operatorname{argmin}_{p \in \Delta} \lVert p - x \rVert^{2}, \qquad
+        y_i = \max(x_i - \tau, 0)
+
+    where :math:`\Delta` is the probability simplex (:math:`p_i \ge 0`, :math:`\sum_i p_i = 1`)
+    and :math:`\tau` the one value for which :math:`\sum_i \max(x_i - \tau, 0) = 1`. The
+    projection is shift-invariant and computed after subtracting the slice's maximum, so
+    ``[1e8, 0]`` gives ``[1, 0]``. A slice with NaN, a ``+inf``, or all ``-inf`` gives NaN;
+    ``-inf`` among finite values gives 0. Keras 3 computes a different :math:`\tau`: see
+    :ref:`contract-keras-differences`.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input, at least 1-D.
+    axis : int, default -1
+        The axis to project along.
+    out, backend, stream
+        See :ref:`shared-arguments` (sparsemax takes no ``bias``).
+
+    Returns
+    -------
+    array
+        :math:`y`, non-negative and summing to 1 along ``axis``, an array of ``x``'s kind.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.sparsemax(np.array([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]], dtype=np.float32))
     array([[0.     , 0.     , 1.     ],

@@ -23,6 +23,9 @@ recompute their forward inside the kernel.
   ``exponential'(-inf) = 0``), where autodiff of the forward formula often gives NaN. A softmax
   slice of all ``-inf`` gives NaN, as the forward does.
 
+These rules are part of gpuact's contract (``docs/contract.rst``, "Gradients");
+``tests/test_backward.py`` checks them.
+
 >>> import numpy as np, gpuact
 >>> x = np.array([-2.0, -0.5, 0.0, 0.5, 2.0], dtype=np.float32)
 >>> gpuact.backward.relu(np.ones_like(x), x)
@@ -32,6 +35,7 @@ array([0., 0., 0., 1., 1.], dtype=float32)
 from __future__ import annotations
 
 from gpuact import _dispatch, activations
+from gpuact._typing import Array, Axis, Backend, Result, Stream
 from gpuact.activations import _ALPHA_UNSET
 
 
@@ -39,11 +43,37 @@ def _grad(op, dy, x, params, bias, out, backend, stream):
     return _dispatch.elementwise_grad(op, dy, x, params, bias=bias, out=out, backend=backend, stream=stream)
 
 
-def relu(dy, x, alpha=_ALPHA_UNSET, max_value=None, threshold=0.0, *, negative_slope=None, bias=None, out=None,
-         backend=None, stream=None):
-    """Gradient of ``relu``: ``dx = dy`` where ``threshold < x`` (and ``x <= max_value``),
-    ``dy * alpha`` where ``x <= threshold``, else 0 (the left derivative at both kinks).
+def relu(dy: Array, x: Array, alpha: float = _ALPHA_UNSET, max_value: float | None = None, threshold: float = 0.0,
+         *, negative_slope: float | None = None, bias: Array | None = None, out: Array | None = None,
+         backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.relu`.
 
+    .. math::
+
+        dx = dy \cdot \left([x > t]\,[\ell < x \le m] + \alpha\,[x \le t]\right)
+
+    with :math:`t` = ``threshold``, :math:`\alpha` = ``alpha``, :math:`\ell = 0` and :math:`m` =
+    ``max_value``; with ``max_value=None``, :math:`\ell = -\infty` and :math:`m = \infty`. At the
+    kinks (``threshold``, 0 and ``max_value``) it is the derivative from the left.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at relu's output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        relu's input.
+    alpha, max_value, threshold, negative_slope : float, optional
+        The forward's parameters (see :func:`gpuact.relu`).
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> x = np.array([-1.0, 0.0, 3.0, 7.0], dtype=np.float32)
     >>> gpuact.backward.relu(np.ones_like(x), x, alpha=0.1, max_value=6.0)
@@ -53,10 +83,33 @@ def relu(dy, x, alpha=_ALPHA_UNSET, max_value=None, threshold=0.0, *, negative_s
     return _grad("relu", dy, x, params, bias, out, backend, stream)
 
 
-def sigmoid(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``sigmoid``: ``dx = dy * s (1 - s)``, computed as ``e / (1 + e)**2`` with
-    ``e = exp(-|x|)`` (no cancellation; 0 at +-inf).
+def sigmoid(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+            backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.sigmoid`.
 
+    .. math::
+
+        dx = dy \cdot \sigma(x) (1 - \sigma(x)) = dy \cdot \frac{e}{(1 + e)^{2}},
+        \qquad e = e^{-|x|}
+
+    computed in the second form (no cancellation; 0 at :math:`\pm\infty`).
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.sigmoid(np.ones(2, np.float32), np.array([0.0, 2.0], np.float32))
     array([0.25   , 0.10499], dtype=float32)
@@ -64,10 +117,35 @@ def sigmoid(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("sigmoid", dy, x, (), bias, out, backend, stream)
 
 
-def softmax(dy, x, axis=-1, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``softmax`` along ``axis``: ``dx = y * (dy - sum(dy * y))``, ``y = softmax(x)``
-    recomputed in the kernel.
+def softmax(dy: Array, x: Array, axis: Axis = -1, *, bias: Array | None = None,
+            out: Array | None = None, backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.softmax` along ``axis``.
 
+    .. math::
+
+        dx = y \odot \left(dy - \sum_j dy_j\, y_j\right), \qquad y = \operatorname{softmax}(x)
+
+    over each slice along ``axis``; :math:`y` is recomputed inside the kernel, not read. A slice
+    of all ``-inf`` gives NaN, as the forward does.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    axis : int or tuple of ints, default -1
+        The forward's axis.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape; each slice sums to 0.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.softmax(np.array([1.0, 0.0], np.float32), np.zeros(2, np.float32))
     array([ 0.25, -0.25], dtype=float32)
@@ -75,9 +153,30 @@ def softmax(dy, x, axis=-1, *, bias=None, out=None, backend=None, stream=None):
     return _dispatch.softmax_grad(dy, x, axis, log=False, bias=bias, out=out, backend=backend, stream=stream)
 
 
-def softplus(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``softplus``: ``dx = dy * sigmoid(x)``.
+def softplus(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+             backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.softplus`.
 
+    .. math::
+
+        dx = dy \cdot \sigma(x)
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.softplus(np.ones(2, np.float32), np.array([0.0, np.inf], np.float32))
     array([0.5, 1. ], dtype=float32)
@@ -85,9 +184,32 @@ def softplus(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("softplus", dy, x, (), bias, out, backend, stream)
 
 
-def softsign(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``softsign``: ``dx = dy / (1 + |x|)**2``.
+def softsign(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+             backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.softsign`.
 
+    .. math::
+
+        dx = \frac{dy}{(1 + |x|)^{2}}
+
+    0 at :math:`\pm\infty`.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.softsign(np.ones(2, np.float32), np.array([0.0, 1.0], np.float32))
     array([1.  , 0.25], dtype=float32)
@@ -95,10 +217,32 @@ def softsign(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("softsign", dy, x, (), bias, out, backend, stream)
 
 
-def tanh(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``tanh``: ``dx = dy * (1 - tanh(x)**2)``, computed as ``4 e / (1 + e)**2`` with
-    ``e = exp(-2|x|)``.
+def tanh(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+         backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.tanh`.
 
+    .. math::
+
+        dx = dy \cdot (1 - \tanh^{2} x) = dy \cdot \frac{4 e}{(1 + e)^{2}}, \qquad e = e^{-2|x|}
+
+    computed in the second form (no cancellation; 0 at :math:`\pm\infty`).
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.tanh(np.ones(2, np.float32), np.array([0.0, 1.0], np.float32))
     array([1.     , 0.41997], dtype=float32)
@@ -106,10 +250,33 @@ def tanh(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("tanh", dy, x, (), bias, out, backend, stream)
 
 
-def selu(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``selu``: ``dx = dy * scale`` for ``x > 0``, ``dy * scale * alpha * exp(x)``
-    up to 0 (Keras's constants).
+def selu(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+         backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.selu`.
 
+    .. math::
+
+        dx = dy \cdot \lambda \begin{cases} 1 & x > 0 \\ \alpha e^{x} & x \le 0 \end{cases}
+
+    with Keras's constants :math:`\alpha` and :math:`\lambda` (see :func:`gpuact.selu`); the
+    left derivative at 0.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.selu(np.ones(2, np.float32), np.array([-1.0, 1.0], np.float32))
     array([0.64677, 1.0507 ], dtype=float32)
@@ -117,9 +284,34 @@ def selu(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("selu", dy, x, (), bias, out, backend, stream)
 
 
-def elu(dy, x, alpha=1.0, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``elu``: ``dx = dy`` for ``x > 0``, ``dy * alpha * exp(x)`` up to 0.
+def elu(dy: Array, x: Array, alpha: float = 1.0, *, bias: Array | None = None, out: Array | None = None,
+        backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.elu`.
 
+    .. math::
+
+        dx = dy \cdot \begin{cases} 1 & x > 0 \\ \alpha e^{x} & x \le 0 \end{cases}
+
+    The left derivative at 0; 0 at :math:`-\infty`.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    alpha : float, default 1.0
+        The forward's ``alpha``.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.elu(np.ones(2, np.float32), np.array([-1.0, 1.0], np.float32))
     array([0.36788, 1.     ], dtype=float32)
@@ -127,9 +319,30 @@ def elu(dy, x, alpha=1.0, *, bias=None, out=None, backend=None, stream=None):
     return _grad("elu", dy, x, (_dispatch.as_param("alpha", alpha),), bias, out, backend, stream)
 
 
-def exponential(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``exponential``: ``dx = dy * exp(x)``.
+def exponential(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+                backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.exponential`.
 
+    .. math::
+
+        dx = dy \cdot e^{x}
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.exponential(np.ones(2, np.float32), np.array([0.0, 1.0], np.float32))
     array([1.     , 2.71828], dtype=float32)
@@ -137,9 +350,32 @@ def exponential(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("exponential", dy, x, (), bias, out, backend, stream)
 
 
-def linear(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``linear``: a copy of ``dy`` (NaN where ``x`` is NaN).
+def linear(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+           backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.linear`: a copy of ``dy``.
 
+    .. math::
+
+        dx = dy
+
+    NaN where ``x`` is NaN.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.linear(np.array([2.0, 3.0], np.float32), np.zeros(2, np.float32))
     array([2., 3.], dtype=float32)
@@ -147,9 +383,32 @@ def linear(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("linear", dy, x, (), bias, out, backend, stream)
 
 
-def relu6(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``relu6``: ``dx = dy`` on ``(0, 6]``, else 0 (the left derivative at the kinks).
+def relu6(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+          backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.relu6`.
 
+    .. math::
+
+        dx = dy \cdot [0 < x \le 6]
+
+    The left derivative at the kinks 0 and 6.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.relu6(np.ones(4, np.float32), np.array([0.0, 3.0, 6.0, 7.0], np.float32))
     array([0., 1., 1., 0.], dtype=float32)
@@ -157,10 +416,34 @@ def relu6(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("relu6", dy, x, (), bias, out, backend, stream)
 
 
-def leaky_relu(dy, x, negative_slope=0.2, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``leaky_relu``: ``dx = dy`` for ``x > 0``, ``dy * negative_slope`` for
-    ``x <= 0`` (the left derivative at 0).
+def leaky_relu(dy: Array, x: Array, negative_slope: float = 0.2, *, bias: Array | None = None,
+               out: Array | None = None, backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.leaky_relu`.
 
+    .. math::
+
+        dx = dy \cdot \begin{cases} 1 & x > 0 \\ s & x \le 0 \end{cases}
+
+    with :math:`s` = ``negative_slope`` (the left derivative at 0).
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    negative_slope : float, default 0.2
+        The forward's slope.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.leaky_relu(np.ones(3, np.float32), np.array([-1.0, 0.0, 1.0], np.float32))
     array([0.2, 0.2, 1. ], dtype=float32)
@@ -169,10 +452,32 @@ def leaky_relu(dy, x, negative_slope=0.2, *, bias=None, out=None, backend=None, 
     return _grad("leaky_relu", dy, x, params, bias, out, backend, stream)
 
 
-def silu(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``silu`` (swish): ``dx = dy * s(x) (1 + x (1 - s(x)))``, ``s = sigmoid``;
-    0 at ``-inf``, 1 at ``+inf``.
+def silu(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+         backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.silu` (swish); ``gpuact.backward.swish`` is the same function.
 
+    .. math::
+
+        dx = dy \cdot \sigma(x) (1 + x (1 - \sigma(x)))
+
+    0 at :math:`-\infty`, 1 at :math:`+\infty`.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.silu(np.ones(2, np.float32), np.array([0.0, 1.0], np.float32))
     array([0.5    , 0.92767], dtype=float32)
@@ -180,11 +485,43 @@ def silu(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("silu", dy, x, (), bias, out, backend, stream)
 
 
-def gelu(dy, x, approximate=False, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``gelu``: ``dx = dy * (Phi(x) + x phi(x))`` (the normal cdf and pdf); with
-    ``approximate=True`` the derivative of the tanh form, ``s(2z) + x s'(2z) 2z'`` with
-    ``z = sqrt(2/pi) (x + 0.044715 x**3)``. 0 at ``-inf``, 1 at ``+inf``.
+def gelu(dy: Array, x: Array, approximate: bool = False, *, bias: Array | None = None, out: Array | None = None,
+         backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.gelu`.
 
+    .. math::
+
+        dx = dy \cdot (\Phi(x) + x\,\varphi(x)), \qquad
+        \varphi(x) = \frac{e^{-x^{2}/2}}{\sqrt{2\pi}}
+
+    (:math:`\Phi` and :math:`\varphi` the normal cdf and pdf), and with ``approximate=True`` the
+    derivative of the tanh form :math:`x\,\sigma(2z)`:
+
+    .. math::
+
+        dx = dy \cdot \left(\sigma(2z) + 2x\,z'\,\sigma'(2z)\right), \qquad
+        z = \sqrt{2/\pi}\,(x + 0.044715\,x^{3})
+
+    0 at :math:`-\infty`, 1 at :math:`+\infty`.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    approximate : bool, default False
+        The forward's ``approximate``.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.gelu(np.ones(2, np.float32), np.array([0.0, 1.0], np.float32))
     array([0.5    , 1.08332], dtype=float32)
@@ -192,9 +529,32 @@ def gelu(dy, x, approximate=False, *, bias=None, out=None, backend=None, stream=
     return _grad(activations.gelu_op(approximate), dy, x, (), bias, out, backend, stream)
 
 
-def hard_sigmoid(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``hard_sigmoid``: ``dx = dy / 6`` on ``(-3, 3]``, else 0.
+def hard_sigmoid(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+                 backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.hard_sigmoid`.
 
+    .. math::
+
+        dx = \frac{dy}{6} \cdot [-3 < x \le 3]
+
+    The left derivative at the kinks :math:`\pm 3`.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.hard_sigmoid(np.ones(3, np.float32), np.array([-3.0, 0.0, 3.5], np.float32))
     array([0.     , 0.16667, 0.     ], dtype=float32)
@@ -202,10 +562,34 @@ def hard_sigmoid(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("hard_sigmoid", dy, x, (), bias, out, backend, stream)
 
 
-def hard_silu(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``hard_silu`` (hard swish): ``dx = dy * (hard_sigmoid(x) + x / 6)`` on
-    ``(-3, 3]``, ``dy * hard_sigmoid(x)`` elsewhere (0 below, 1 above).
+def hard_silu(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+              backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.hard_silu` (hard swish); ``gpuact.backward.hard_swish`` is the
+    same function.
 
+    .. math::
+
+        dx = dy \cdot \begin{cases} 0 & x \le -3 \\ \frac{2x + 3}{6} & -3 < x \le 3 \\ 1 & x > 3 \end{cases}
+
+    that is ``hard_sigmoid(x) + x / 6`` inside :math:`(-3, 3]` (the left derivative at the
+    kinks).
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.hard_silu(np.ones(3, np.float32), np.array([-3.0, 0.0, 3.0], np.float32))
     array([0. , 0.5, 1.5], dtype=float32)
@@ -213,10 +597,33 @@ def hard_silu(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("hard_silu", dy, x, (), bias, out, backend, stream)
 
 
-def mish(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``mish``: ``dx = dy * (tanh(sp) + x (1 - tanh(sp)**2) sigmoid(x))`` with
-    ``sp = softplus(x)``; 0 at ``-inf``, 1 at ``+inf``.
+def mish(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+         backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.mish`.
 
+    .. math::
+
+        dx = dy \cdot \left(\tanh(s) + x (1 - \tanh^{2}(s))\,\sigma(x)\right), \qquad
+        s = \operatorname{softplus}(x)
+
+    0 at :math:`-\infty`, 1 at :math:`+\infty`.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.mish(np.ones(2, np.float32), np.array([0.0, 1.0], np.float32))
     array([0.6    , 1.04904], dtype=float32)
@@ -224,9 +631,34 @@ def mish(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("mish", dy, x, (), bias, out, backend, stream)
 
 
-def log_softmax(dy, x, axis=-1, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``log_softmax`` along ``axis``: ``dx = dy - softmax(x) * sum(dy)``.
+def log_softmax(dy: Array, x: Array, axis: Axis = -1, *, bias: Array | None = None,
+                out: Array | None = None, backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.log_softmax` along ``axis``.
 
+    .. math::
+
+        dx = dy - \operatorname{softmax}(x) \sum_j dy_j
+
+    over each slice along ``axis``; the softmax is recomputed inside the kernel.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    axis : int or tuple of ints, default -1
+        The forward's axis.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.log_softmax(np.array([1.0, 0.0], np.float32), np.zeros(2, np.float32))
     array([ 0.5, -0.5], dtype=float32)
@@ -234,9 +666,30 @@ def log_softmax(dy, x, axis=-1, *, bias=None, out=None, backend=None, stream=Non
     return _dispatch.softmax_grad(dy, x, axis, log=True, bias=bias, out=out, backend=backend, stream=stream)
 
 
-def log_sigmoid(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``log_sigmoid``: ``dx = dy * sigmoid(-x)``.
+def log_sigmoid(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+                backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.log_sigmoid`.
 
+    .. math::
+
+        dx = dy \cdot \sigma(-x)
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.log_sigmoid(np.ones(2, np.float32), np.array([0.0, -np.inf], np.float32))
     array([0.5, 1. ], dtype=float32)
@@ -244,9 +697,32 @@ def log_sigmoid(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("log_sigmoid", dy, x, (), bias, out, backend, stream)
 
 
-def celu(dy, x, alpha=1.0, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``celu``: ``dx = dy`` for ``x >= 0``, ``dy * exp(x / alpha)`` below.
+def celu(dy: Array, x: Array, alpha: float = 1.0, *, bias: Array | None = None, out: Array | None = None,
+         backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.celu`.
 
+    .. math::
+
+        dx = dy \cdot \begin{cases} 1 & x \ge 0 \\ e^{x / \alpha} & x < 0 \end{cases}
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    alpha : float, default 1.0
+        The forward's ``alpha`` (not 0).
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.celu(np.ones(2, np.float32), np.array([-2.0, 1.0], np.float32), alpha=2.0)
     array([0.36788, 1.     ], dtype=float32)
@@ -254,11 +730,36 @@ def celu(dy, x, alpha=1.0, *, bias=None, out=None, backend=None, stream=None):
     return _grad("celu", dy, x, activations.celu_params(alpha), bias, out, backend, stream)
 
 
-def glu(dy, x, axis=-1, *, out=None, backend=None, stream=None):
-    """Gradient of ``glu`` along ``axis``: ``dy`` has the output's shape (half of ``x`` along
-    ``axis``) and ``dx`` has ``x``'s: ``da = dy * sigmoid(b)``, ``db = dy * a * sigmoid'(b)`` for
-    the halves ``a, b`` of ``x``.
+def glu(dy: Array, x: Array, axis: int = -1, *, out: Array | None = None, backend: Backend | None = None,
+        stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.glu` along ``axis``.
 
+    .. math::
+
+        da = dy \odot \sigma(b), \qquad db = dy \odot a \odot \sigma(b) (1 - \sigma(b)),
+        \qquad dx = [da, db]
+
+    for the halves :math:`a, b` of ``x`` along ``axis``. ``dy`` has the output's shape (half of
+    ``x`` along ``axis``) and ``dx`` has ``x``'s.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at glu's output, ``x``'s kind.
+    x : array_like or CUDA array
+        The forward's input.
+    axis : int, default -1
+        The forward's axis.
+    out, backend, stream
+        See :ref:`shared-arguments` (no ``bias``).
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.glu(np.ones(1, np.float32), np.array([2.0, 0.0], np.float32))
     array([0.5, 0.5], dtype=float32)
@@ -266,9 +767,32 @@ def glu(dy, x, axis=-1, *, out=None, backend=None, stream=None):
     return _dispatch.glu_grad(dy, x, axis, out=out, backend=backend, stream=stream)
 
 
-def hard_tanh(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``hard_tanh``: ``dx = dy`` on ``(-1, 1]``, else 0.
+def hard_tanh(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+              backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.hard_tanh`.
 
+    .. math::
+
+        dx = dy \cdot [-1 < x \le 1]
+
+    The left derivative at the kinks :math:`\pm 1`.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.hard_tanh(np.ones(3, np.float32), np.array([-1.0, 0.0, 1.0], np.float32))
     array([0., 1., 1.], dtype=float32)
@@ -276,10 +800,34 @@ def hard_tanh(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("hard_tanh", dy, x, (), bias, out, backend, stream)
 
 
-def hard_shrink(dy, x, threshold=0.5, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``hard_shrink``: ``dx = dy`` where ``x > threshold`` or ``x <= -threshold``
-    (from the left at both kinks), else 0.
+def hard_shrink(dy: Array, x: Array, threshold: float = 0.5, *, bias: Array | None = None,
+                out: Array | None = None, backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.hard_shrink`.
 
+    .. math::
+
+        dx = dy \cdot [x > \lambda \ \text{or}\ x \le -\lambda]
+
+    with :math:`\lambda` = ``threshold`` (the left derivative at both kinks).
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    threshold : float, default 0.5
+        The forward's ``threshold``.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.hard_shrink(np.ones(3, np.float32), np.array([-0.5, 0.0, 0.5], np.float32))
     array([1., 0., 0.], dtype=float32)
@@ -288,10 +836,34 @@ def hard_shrink(dy, x, threshold=0.5, *, bias=None, out=None, backend=None, stre
     return _grad("hard_shrink", dy, x, params, bias, out, backend, stream)
 
 
-def soft_shrink(dy, x, threshold=0.5, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``soft_shrink``: ``dx = dy`` where ``x > threshold`` or ``x <= -threshold``
-    (from the left at both kinks), else 0.
+def soft_shrink(dy: Array, x: Array, threshold: float = 0.5, *, bias: Array | None = None,
+                out: Array | None = None, backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.soft_shrink`.
 
+    .. math::
+
+        dx = dy \cdot [x > \lambda \ \text{or}\ x \le -\lambda]
+
+    with :math:`\lambda` = ``threshold`` (the left derivative at both kinks).
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    threshold : float, default 0.5
+        The forward's ``threshold``.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.soft_shrink(np.ones(3, np.float32), np.array([-1.0, 0.0, 1.0], np.float32))
     array([1., 0., 1.], dtype=float32)
@@ -300,9 +872,30 @@ def soft_shrink(dy, x, threshold=0.5, *, bias=None, out=None, backend=None, stre
     return _grad("soft_shrink", dy, x, params, bias, out, backend, stream)
 
 
-def tanh_shrink(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``tanh_shrink``: ``dx = dy * tanh(x)**2``.
+def tanh_shrink(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+                backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.tanh_shrink`.
 
+    .. math::
+
+        dx = dy \cdot \tanh^{2} x
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.tanh_shrink(np.ones(2, np.float32), np.array([0.0, 1.0], np.float32))
     array([0.     , 0.58003], dtype=float32)
@@ -310,9 +903,34 @@ def tanh_shrink(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("tanh_shrink", dy, x, (), bias, out, backend, stream)
 
 
-def threshold(dy, x, threshold, default_value, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``threshold``: ``dx = dy`` where ``x > threshold``, else 0.
+def threshold(dy: Array, x: Array, threshold: float, default_value: float, *, bias: Array | None = None,
+              out: Array | None = None, backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.threshold`.
 
+    .. math::
+
+        dx = dy \cdot [x > \theta]
+
+    with :math:`\theta` = ``threshold`` (the left derivative at the jump).
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    threshold, default_value : float
+        The forward's parameters (``default_value`` does not change the gradient).
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.threshold(np.ones(3, np.float32), np.array([0.0, 1.0, 2.0], np.float32), 1.0, -5.0)
     array([0., 0., 1.], dtype=float32)
@@ -322,10 +940,35 @@ def threshold(dy, x, threshold, default_value, *, bias=None, out=None, backend=N
     return _grad("threshold", dy, x, params, bias, out, backend, stream)
 
 
-def squareplus(dy, x, b=4, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``squareplus``: ``dx = dy * (1 + x / sqrt(x**2 + b)) / 2``, evaluated as
-    ``b / (2 s (s - x))`` for negative ``x`` (``s = sqrt(x**2 + b)``), without cancellation.
+def squareplus(dy: Array, x: Array, b: float = 4, *, bias: Array | None = None, out: Array | None = None,
+               backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.squareplus`.
 
+    .. math::
+
+        dx = dy \cdot \frac{1}{2} \left(1 + \frac{x}{s}\right), \qquad s = \sqrt{x^{2} + b}
+
+    evaluated as :math:`b / (2 s (s - x))` for negative :math:`x`, without
+    cancellation; 1 at :math:`+\infty`. With ``b = 0`` it is relu's (0 from the left at 0).
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    b : float, default 4
+        The forward's ``b``.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.squareplus(np.ones(3, np.float32), np.array([-1.0, 0.0, 1.0], np.float32))
     array([0.27639, 0.5    , 0.72361], dtype=float32)
@@ -333,9 +976,30 @@ def squareplus(dy, x, b=4, *, bias=None, out=None, backend=None, stream=None):
     return _grad("squareplus", dy, x, activations.squareplus_params(b), bias, out, backend, stream)
 
 
-def sparse_plus(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``sparse_plus``: 0 up to -1, ``dy * (x + 1) / 2`` between, ``dy`` from 1.
+def sparse_plus(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+                backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.sparse_plus`.
 
+    .. math::
+
+        dx = dy \cdot \begin{cases} 0 & x \le -1 \\ \frac{1}{2} (x + 1) & -1 < x < 1 \\ 1 & x \ge 1 \end{cases}
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.sparse_plus(np.ones(3, np.float32), np.array([-2.0, 0.0, 2.0], np.float32))
     array([0. , 0.5, 1. ], dtype=float32)
@@ -343,9 +1007,32 @@ def sparse_plus(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("sparse_plus", dy, x, (), bias, out, backend, stream)
 
 
-def sparse_sigmoid(dy, x, *, bias=None, out=None, backend=None, stream=None):
-    """Gradient of ``sparse_sigmoid``: ``dx = dy / 2`` on ``(-1, 1]``, else 0.
+def sparse_sigmoid(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
+                   backend: Backend | None = None, stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.sparse_sigmoid`.
 
+    .. math::
+
+        dx = \frac{dy}{2} \cdot [-1 < x \le 1]
+
+    The left derivative at the kinks :math:`\pm 1`.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    bias, out, backend, stream
+        See :ref:`shared-arguments` and :ref:`contract-gradients`.
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.sparse_sigmoid(np.ones(3, np.float32), np.array([-1.0, 0.0, 1.0], np.float32))
     array([0. , 0.5, 0.5], dtype=float32)
@@ -353,10 +1040,36 @@ def sparse_sigmoid(dy, x, *, bias=None, out=None, backend=None, stream=None):
     return _grad("sparse_sigmoid", dy, x, (), bias, out, backend, stream)
 
 
-def sparsemax(dy, x, axis=-1, *, out=None, backend=None, stream=None):
-    """Gradient of ``sparsemax`` along ``axis``: ``dx = s * (dy - mean of dy over the support)``,
-    ``s`` the support indicator (``sparsemax(x) > 0``), recomputed in the kernel.
+def sparsemax(dy: Array, x: Array, axis: int = -1, *, out: Array | None = None, backend: Backend | None = None,
+              stream: Stream = None) -> Result:
+    r"""Gradient of :func:`gpuact.sparsemax` along ``axis``.
 
+    .. math::
+
+        dx = s \odot \left(dy - \frac{\sum_j s_j\, dy_j}{\sum_j s_j}\right), \qquad
+        s = [\operatorname{sparsemax}(x) > 0]
+
+    over each slice along ``axis``: ``dy`` minus its mean over the support, on the support, and 0
+    elsewhere. The support is recomputed inside the kernel.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at the output, ``x``'s kind and shape.
+    x : array_like or CUDA array
+        The forward's input.
+    axis : int, default -1
+        The forward's axis.
+    out, backend, stream
+        See :ref:`shared-arguments` (no ``bias``).
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
     >>> import numpy as np, gpuact
     >>> gpuact.backward.sparsemax(np.array([1.0, 0.0, 5.0], np.float32), np.array([1.0, 1.0, -5.0], np.float32))
     array([ 0.5, -0.5,  0. ], dtype=float32)

@@ -1,8 +1,15 @@
-"""Look up activations by name, as ``keras.activations.get`` / ``serialize`` / ``deserialize`` do."""
+"""Look up activations by name, as ``keras.activations.get`` / ``serialize`` / ``deserialize`` do.
+
+The names are those of ``gpuact.activations.__all__``; ``swish`` and ``hard_swish`` are aliases of
+``silu`` and ``hard_silu`` (they serialize to those names).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from gpuact import activations
+from gpuact._typing import ActivationFn, Identifier
 
 ALL_OBJECTS = {
     name: getattr(activations, name)
@@ -14,9 +21,22 @@ _BY_NAME = {**ALL_OBJECTS, **ALIASES}
 _NAME_OF = {fn: name for name, fn in ALL_OBJECTS.items()}
 
 
-def serialize(activation) -> str:
-    """The registered name of a gpuact activation (an alias serializes to its function's name).
+def serialize(activation: ActivationFn) -> str:
+    """The registered name of a gpuact activation, as ``keras.activations.serialize``.
 
+    Parameters
+    ----------
+    activation : callable
+        One of gpuact's activation functions (an alias serializes to its function's name);
+        anything else raises ``ValueError``.
+
+    Returns
+    -------
+    str
+        The name that :func:`deserialize` and :func:`get` take back.
+
+    Examples
+    --------
     >>> import gpuact
     >>> gpuact.serialize(gpuact.swish)
     'silu'
@@ -27,12 +47,24 @@ def serialize(activation) -> str:
         raise ValueError(f"{activation!r} is not a gpuact activation and cannot be serialized") from None
 
 
-def deserialize(config):
-    """The activation named by ``config``: a name or alias; a Keras-style ``{"class_name": name}``
-    dict; or what Keras 3 writes for a function, ``keras.saving.serialize_keras_object(fn)``:
-    ``{"module": "builtins", "class_name": "function", "config": name, ...}``. An unknown name
-    raises ``ValueError``.
+def deserialize(config: str | dict[str, Any]) -> ActivationFn:
+    """The activation named by ``config``, as ``keras.activations.deserialize``.
 
+    Parameters
+    ----------
+    config : str or dict
+        A name or alias; a Keras-style ``{"class_name": name}`` dict; or what Keras 3 writes for
+        a function, ``keras.saving.serialize_keras_object(fn)``:
+        ``{"module": "builtins", "class_name": "function", "config": name, ...}``. An unknown
+        name raises ``ValueError``.
+
+    Returns
+    -------
+    callable
+        The gpuact function (``gpuact.relu``, ...).
+
+    Examples
+    --------
     >>> import gpuact
     >>> gpuact.deserialize("hard_swish") is gpuact.hard_silu
     True
@@ -40,7 +72,7 @@ def deserialize(config):
     ...                     "registered_name": "function"}) is gpuact.gelu
     True
     """
-    name = config
+    name: Any = config
     if isinstance(config, dict):
         name = config.get("class_name", config.get("config"))
         if name == "function":  # Keras 3: the function's name is the config
@@ -50,10 +82,23 @@ def deserialize(config):
     raise ValueError(f"Unknown activation function: {config!r}")
 
 
-def get(identifier):
-    """``None`` → ``linear``; a name, alias or config dict → the function; a callable → itself.
-    Anything else raises ``ValueError`` naming the identifier.
+def get(identifier: Identifier) -> ActivationFn:
+    """An activation function from an identifier, as ``keras.activations.get``.
 
+    Parameters
+    ----------
+    identifier : str, dict, callable or None
+        ``None`` gives :func:`gpuact.linear`; a name, alias or config dict the function
+        (:func:`deserialize`); a callable itself. Anything else raises ``ValueError`` naming the
+        identifier.
+
+    Returns
+    -------
+    callable
+        The activation function.
+
+    Examples
+    --------
     >>> import gpuact
     >>> gpuact.get("relu") is gpuact.relu, gpuact.get(None) is gpuact.linear
     (True, True)

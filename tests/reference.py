@@ -1,5 +1,5 @@
 """Float64 references, written independently of every backend: one scalar function per op, on
-Python's ``math``, with the limits of SPEC §3 spelled out case by case."""
+Python's ``math``, with the limits of docs/contract.rst ("NaN and ±inf") spelled out case by case."""
 
 from __future__ import annotations
 
@@ -225,7 +225,7 @@ def glu(x: np.ndarray, axis=-1) -> np.ndarray:
     return a * elementwise("sigmoid", b)
 
 
-# SPEC §3 accuracy against the float64 reference. float16 results are rounded to 11 bits
+# The accuracy of docs/contract.rst ("Accuracy") against the float64 reference. float16 results are rounded to 11 bits
 # (half an ulp is 4.9e-4 relative), so 1e-3 allows that rounding plus the float32 compute.
 TOLERANCE = {
     np.dtype(np.float16): dict(rtol=1e-3, atol=1e-3),
@@ -235,7 +235,7 @@ TOLERANCE = {
 
 
 def assert_close(actual, expected, dtype):
-    """Compare with SPEC's tolerance for ``dtype``; NaN must meet NaN, inf must meet the same inf."""
+    """Compare with the contract's tolerance for ``dtype``; NaN must meet NaN, inf must meet the same inf."""
     dtype = np.dtype(dtype)
     expected = np.asarray(expected, np.float64)
     with np.errstate(over="ignore"):

@@ -68,7 +68,8 @@ CASES = [
 ]
 CASE_IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw, _, _ in CASES]
 
-# SPEC §3's edge set, plus the points where piecewise definitions switch.
+# The contract's edge values (docs/contract.rst: "NaN and ±inf", "Subnormals"), plus the points
+# where piecewise definitions switch.
 EDGES = [0.0, -0.0, 1e-7, -1e-7, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 3.0, -3.0, 5.0, 6.0, 20.0, -20.0,
          88.0, -88.0, 1e4, -1e4, math.inf, -math.inf, math.nan]
 

@@ -124,7 +124,7 @@ def test_prelu_shared_axes():
         layers.PReLU(np.full((3, 4), 0.5, np.float32), shared_axes=[1])(x)
 
 
-# --- errors (SPEC §3) -------------------------------------------------------------------------
+# --- errors (docs/contract.rst: "Errors for bad input") ---------------------------------------
 
 X = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
 
@@ -208,7 +208,7 @@ def test_backend_numpy_forced():
     np.testing.assert_array_equal(gpuact.relu(X, backend="numpy"), np.maximum(X, 0))
 
 
-# --- import discipline (SPEC §3) --------------------------------------------------------------
+# --- import discipline (docs/contract.rst: "Array kinds and dispatch") -------------------------
 
 
 def test_numpy_use_imports_neither_cupy_nor_numba():

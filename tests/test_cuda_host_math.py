@@ -38,7 +38,7 @@ PARAMS = {
 # on both sides, so a single call differs by <= 2-4 ulp:
 #   default 4: one libm call (exp, expm1, tanh, log1p, hypot) plus a few correctly rounded +,*,/;
 #   gelu 64: the reference's erfc (SciPy/cephes) computes 1 - erf(z) for |z| < 1 in float64 and
-#     loses up to ~50 ulp there (relative 1e-14, far inside SPEC's float64 rtol 1e-12); glibc's
+#     loses up to ~50 ulp there (relative 1e-14, far inside the contract's float64 rtol 1e-12); glibc's
 #     erfc is within 1 ulp. In float32 SciPy evaluates in double and rounds: both within 4 ulp;
 #   mish / softplus / log_sigmoid 8: log1p(exp(.)) chains two calls, then tanh / an add.
 # Where a result comes from cancelling terms (tanh_shrink = x - tanh(x) near 0, log_sigmoid and

@@ -2,7 +2,8 @@
 
 Keras is not a dependency of gpuact (its NumPy backend pulls in JAX, ~600 MB); the `parity` extra
 installs it, and `.ci/run` uses that extra. Inputs are finite: at ±inf and NaN gpuact
-deliberately differs where Keras computes `inf * 0` (see README).
+deliberately differs where Keras computes `inf * 0` (docs/contract.rst: "Where gpuact differs
+from Keras, and why").
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def _run(op, x, *params):
 
 # (op, params, exact float64 function, input ranges, ulp bound). The bounds are what
 # kernels/gpuact_host_simd.h promises for its math, measured here on ~10**6 points per range;
-# SPEC's float32 tolerance (1e-5 relative, ~84 ulp) is far looser.
+# The contract's float32 tolerance (1e-5 relative, ~84 ulp; docs/contract.rst) is far looser.
 ULP_CASES = [
     ("exponential", (), np.exp, [(-87.0, -1e-6), (1e-6, 88.0)], 2.0),
     ("elu", (1.0,), np.expm1, [(-80.0, -1e-30)], 2.0),
@@ -118,7 +118,7 @@ PARAMS = {"relu": [(0.0, 0.0, -np.inf, np.inf), (0.3, -2.0, -np.inf, 6.0), (0.0,
 def test_compiled_kernels_agree_with_the_ufunc_formulas_across_threads(op, dtype):
     """Edge values and a random array long enough to be cut across every thread (not a whole
     number of chunks), against the ufunc formulas they replace: same NaN and inf positions, values
-    within SPEC's tolerance."""
+    within the contract's tolerance."""
     _skip_unless_loaded()
     rng = np.random.default_rng(7)
     n = 3 * numpy_backend.PARALLEL_MIN + 12345

@@ -98,7 +98,7 @@ def _external(obj):
 def _as_stream(stream, device: int):
     """``stream=`` as a CuPy stream, refused (before any work) when it belongs to another device."""
     if isinstance(stream, cupy.cuda.Stream) or isinstance(stream, getattr(cupy.cuda, "ExternalStream", ())):
-        stream_device = stream.device_id
+        stream_device = stream.device_id  # type: ignore[union-attr]  # cupy is Any to mypy
     else:
         handle = _interop.stream_handle(stream)  # TypeError for what is not a stream
         stream_device = _interop.torch_stream_device(stream)

@@ -9,9 +9,10 @@ Method
 ------
 * **Correct before fast.** Every result is first compared with a float64 NumPy reference (all
   elements up to 2**20; beyond, a deterministic sample of whole slices). gpuact's paths must meet
-  SPEC §3 (float32 rtol 1e-5/atol 1e-6, float16 1e-3, float64 1e-12/1e-14); peers get 10x looser
-  (1000x for float64), since XLA, cuDNN and naive formulas use approximate math. A wrong result is
-  reported as wrong (``correct: false``, no time), never as a time.
+  the contract's tolerances (docs/contract.rst, "Accuracy": float32 rtol 1e-5/atol 1e-6, float16
+  1e-3, float64 1e-12/1e-14); peers get 10x looser (1000x for float64), since XLA, cuDNN and naive
+  formulas use approximate math. A wrong result is reported as wrong (``correct: false``, no time),
+  never as a time.
 * **CPU.** ``time.perf_counter_ns`` around each call, after a warm-up; samples until at least
   10 runs *and* 0.2 s (``--quick``: 5 runs and 0.02 s), at most 500 runs or 0.5 s per case (then at
   least 3). The median is reported; min, max and every sample are kept in the JSON. CPU inputs are

@@ -14,6 +14,7 @@ import math
 import re
 import sys
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
@@ -278,7 +279,7 @@ def make_input(shape, dtype, seed: int = 0) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# float64 references (SPEC §2 definitions)
+# float64 references (the definitions of the API reference, docs/reference/)
 
 
 def _erfc(z: np.ndarray) -> np.ndarray:
@@ -300,7 +301,7 @@ def _softmax(x, axis, log=False):
     return z - np.log(s) if log else np.exp(z) / s
 
 
-REFERENCES = {
+REFERENCES: dict[str, Callable[[Any], Any]] = {
     "relu": lambda x: np.maximum(x, 0.0),
     "sigmoid": _sigmoid,
     "softplus": lambda x: np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x))),
@@ -319,7 +320,7 @@ def _gelu_grad(x):
 
 
 # f'(x) of the elementwise ops, float64 (softmax-type gradients are in reference())
-GRAD_REFERENCES = {
+GRAD_REFERENCES: dict[str, Callable[[Any], Any]] = {
     "relu": lambda x: (x > 0).astype(np.float64),
     "sigmoid": lambda x: _sigmoid(x) * _sigmoid(-x),
     "softplus": _sigmoid,
@@ -357,7 +358,7 @@ def reference(op: str, x: np.ndarray, axis=None) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Tolerances and the check
 
-# SPEC §3, for gpuact's own paths.
+# docs/contract.rst ("Accuracy"), for gpuact's own paths.
 GPUACT_TOLERANCE = {"float16": (1e-3, 1e-3), "float32": (1e-5, 1e-6), "float64": (1e-12, 1e-14)}
 # Peers (TensorFlow, PyTorch, JAX, naive expressions) are not held to gpuact's contract: XLA and
 # cuDNN use approximate exp/tanh/erf and the naive formulas round in the input dtype, so they are
@@ -367,7 +368,7 @@ PEER_TOLERANCE = {"float16": (1e-2, 1e-2), "float32": (1e-4, 1e-5), "float64": (
 
 
 def tolerance(dtype: str, gpuact: bool) -> tuple[float, float]:
-    """(rtol, atol) for a result of ``dtype``; gpuact's own paths get SPEC §3's."""
+    """(rtol, atol) for a result of ``dtype``; gpuact's own paths get the contract's."""
     return (GPUACT_TOLERANCE if gpuact else PEER_TOLERANCE)[str(np.dtype(dtype))]
 
 
@@ -386,7 +387,7 @@ def check_slices(case: Case, limit: int = CHECK_FULL_MAX):
         chunk = 4096
         count = n // chunk
     else:
-        chunk = case.row_length
+        chunk = case.row_length  # type: ignore[assignment]  # an int: the case has an axis
         count = n // chunk
     take = max(2, min(count, limit // chunk))
     return np.unique(np.linspace(0, count - 1, take).round().astype(np.int64))

@@ -467,7 +467,8 @@ METHOD = {
     "gpu_timing": "CUDA events around each call on the op's stream (cupy.cuda.Event; torch.cuda.Event for torch), "
                   "no host sync between calls, inputs rotated over >= 2x L2; jax: wall clock + block_until_ready",
     "check": "every result is compared with a float64 NumPy reference before it is timed (all elements up to "
-             "2**20, else a deterministic sample of whole slices); gpuact within SPEC tolerances, peers 10x looser",
+             "2**20, else a deterministic sample of whole slices); gpuact within the contract's tolerances, "
+             "peers 10x looser",
     "overhead": "wall time of 200 back-to-back calls / 200 with one sync at the end, median of 5; elementwise at "
                 "16 elements, softmax at 32x32; vs_reference = gpuact / (CPU: the plain NumPy expression, "
                 "numpy-naive; GPU: a bare CuPy RawKernel launch, cupy-launch), added_s = the difference",

@@ -27,6 +27,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -62,11 +63,11 @@ class Impl:
     device: str
     gpuact: bool
     timer: str
-    _make: object = None           # (op, axis) -> callable(x) -> y
-    _wrap: object = None           # host ndarray (cpu) / cupy array (gpu) -> native input
-    _to_array: object = None       # native output -> np.ndarray (cpu) / cupy.ndarray (gpu)
-    _sync: object = None           # y -> None: waits until y is computed (overhead loop)
-    _supports: object = None       # Case -> reason or None
+    _make: Any = None                                 # (op, axis) -> callable(x) -> y
+    _wrap: Callable[..., Any] | None = None           # host ndarray (cpu) / cupy array (gpu) -> native input
+    _to_array: Callable[..., Any] | None = None       # native output -> np.ndarray (cpu) / cupy.ndarray (gpu)
+    _sync: Callable[..., Any] | None = None           # y -> None: waits until y is computed (overhead loop)
+    _supports: Callable[..., Any] | None = None       # Case -> reason or None
     _cache: dict = field(default_factory=dict)
 
     def function(self, case: Case):
