@@ -248,7 +248,7 @@ def grad_contig(op, ft, biased=False):
                 if col >= nb:
                     col -= nb
     else:
-        def kernel(dy, x, dx, n, p0, p1, p2, p3):
+        def kernel(dy, x, dx, n, p0, p1, p2, p3):  # type: ignore[misc]  # the other variant's signature
             i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
             step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
             while i < n:
