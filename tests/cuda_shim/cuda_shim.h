@@ -6,6 +6,8 @@
 // Every barrier gives up after GA_SHIM_TIMEOUT_S seconds and ends the process with a message:
 // a barrier that not every thread reaches would otherwise hang the test run.
 // Limits: blockDim.x a multiple of 32 and <= 1024 (the tests use <= 256); 1-D blocks, 2-D grids.
+// Kernels without any barrier, shuffle or shared memory (the elementwise ones) may run through
+// launch_independent instead: every thread of every block in turn on the calling thread.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -107,6 +109,18 @@ void launch(unsigned grid, unsigned grid_y, unsigned block, size_t smem_bytes, F
     for (auto& th : threads) th.join();
 }
 
+// A kernel whose threads never communicate, run one CUDA thread after another (no std::thread).
+template <typename F>
+void launch_independent(unsigned grid, unsigned grid_y, unsigned block, F fn) {
+    Block blk;  // no barriers: a kernel that reaches one fails at once (null pointer)
+    for (unsigned by = 0; by < grid_y; ++by)
+        for (unsigned b = 0; b < grid; ++b)
+            for (unsigned t = 0; t < block; ++t) {
+                ctx = Ctx{{t, 0, 0}, {b, by, 0}, {block, 1, 1}, {grid, grid_y, 1}, &blk};
+                fn();
+            }
+}
+
 template <typename T>
 T exchange(T v, int src_of_lane_fn_result, int lane) {
     Block* blk = ctx.blk;
@@ -187,3 +201,8 @@ T __shfl_down_sync(unsigned /*mask*/, T v, unsigned delta, int width = 32) {
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
 template <typename T> inline T __ldg(const T* p) { return *p; }
+
+// CUDA's 16-byte vector types (the elementwise kernels' loads and stores)
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) double2 { double x, y; };
+struct alignas(16) uint4 { unsigned int x, y, z, w; };
