@@ -407,7 +407,12 @@ def _warp_shapes(max_row: int = WARP_MAX_ROW):
     return [(w, 1) for w in WARP_WIDTHS] + [(32, e) for e in WARP_ELEMS[1:] if 32 * e <= max_row]
 
 
-def _spec(family: str, tag: str, warp_shape=None) -> KernelSpec:
+# The warp families compiled in two variants: with the bias, and with it compiled away (the plain
+# kernels keep the registers they had before the bias: kernels/gpuact_softmax.cu, BIAS).
+BIASED_WARP_FAMILIES = ("softmax_warp", "softmax_grad_warp")
+
+
+def _spec(family: str, tag: str, warp_shape=None, biased: bool = False) -> KernelSpec:
     group, source, params = FUSED_FAMILIES[family]
     s, c = STORAGE_CTYPE[tag], COMPUTE_CTYPE[tag]
     name = f"gpuact_{family}_{tag}"
@@ -416,6 +421,9 @@ def _spec(family: str, tag: str, warp_shape=None) -> KernelSpec:
         width, elems = warp_shape
         name += f"_w{width}_e{elems}"
         template_args += f", {elems}, {width}"
+    if family in BIASED_WARP_FAMILIES:
+        name += "_bias" if biased else ""
+        template_args += ", true" if biased else ", false"
     typed = tuple((t.replace("S*", f"{s}*").replace("C*", f"{c}*"), n) for t, n in params)
     return KernelSpec(name, family, group, tag, source, f"ga::{family}<{template_args}>", typed)
 
@@ -429,8 +437,9 @@ def fused_kernels() -> dict[str, KernelSpec]:
             group = FUSED_FAMILIES[family][0]
             shapes = _warp_shapes(_warp_max_row(group, tag)) if family.endswith("_warp") else [None]
             for shape in shapes:
-                spec = _spec(family, tag, shape)
-                specs[spec.name] = spec
+                for biased in (False, True) if family in BIASED_WARP_FAMILIES else (False,):
+                    spec = _spec(family, tag, shape, biased)
+                    specs[spec.name] = spec
     return specs
 
 
@@ -552,9 +561,11 @@ def _fill(sm_count: int, max_blocks: int) -> int:
     return max(1, min(max_blocks, FILL_BLOCKS_PER_SM * sm_count))
 
 
-def _warp_launch(family: str, tag: str, rows: int, length: int, fill: int, max_blocks: int, **ints) -> Launch:
+def _warp_launch(family: str, tag: str, rows: int, length: int, fill: int, max_blocks: int, biased: bool = False,
+                 **ints) -> Launch:
     """The warp kernel for rows of at most WARP_MAX_ROW: the narrowest group of lanes that holds
-    a row, and the largest block that still gives half of ``fill`` blocks."""
+    a row, and the largest block that still gives half of ``fill`` blocks (the variant with the
+    bias when ``biased``)."""
     if length <= 32:
         width, elems = 1 << max(0, (length - 1).bit_length()), 1
     else:
@@ -564,7 +575,7 @@ def _warp_launch(family: str, tag: str, rows: int, length: int, fill: int, max_b
         blocks = _ceil_div(rows, block // 32 * rows_per_warp)
         if 2 * blocks >= fill:
             break
-    name = f"gpuact_{family}_{tag}_w{width}_e{elems}"
+    name = f"gpuact_{family}_{tag}_w{width}_e{elems}" + ("_bias" if biased else "")
     return _launch(name, (max(1, min(blocks, max_blocks)),), block, rows=rows, L=length, **ints)
 
 
@@ -707,7 +718,9 @@ def _softmax_plan(group, outer, length, inner, tag, log, sm_count, max_blocks, s
     log_mode = int(log)
     b = _NO_BIAS_INTS if bias is None else bias.ints()
     if inner == 1 and length <= _warp_max_row(group, tag):
-        return Plan((_warp_launch(f"{group}_warp", tag, outer, length, fill, max_blocks, log_mode=log_mode, **b),), 0)
+        warp = _warp_launch(f"{group}_warp", tag, outer, length, fill, max_blocks, bias is not None, log_mode=log_mode,
+                            **b)
+        return Plan((warp,), 0)
     ct, tiles = _column_tile(inner, group)
     segs, seg_len = _split_segments(outer, length, inner, tiles, ct, fill, min_segment, min_split)
     if segs == 1:

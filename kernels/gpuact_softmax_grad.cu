@@ -9,8 +9,9 @@
 // reduction gives a slice's triple (m, s, t): t = sum dy exp(v - m) (softmax; rescaled with s
 // when m moves) or t = sum dy (log_softmax). Then dot = t / s. The kernels mirror the forward's:
 //
-//  * softmax_grad_warp<S, E, W>  (inner == 1, L <= the plan's warp limit): W lanes hold a row's v
-//    and dy in registers, E of each per lane; the triple is reduced with __shfl_xor_sync.
+//  * softmax_grad_warp<S, E, W, BIAS>  (inner == 1, L <= the plan's warp limit): W lanes hold a
+//    row's v and dy in registers, E of each per lane; the triple is reduced with __shfl_xor_sync.
+//    BIAS false: compiled without the bias, as the forward's.
 //  * softmax_grad_cols<S>  (the rest, when the (tile, outer) blocks fill the GPU): a block on a
 //    tile of ct columns; one pass accumulates each thread's online triple and keeps v and dy in
 //    dynamic shared memory when 2 ct L values fit (cache = 1, else the second pass reads x and dy
@@ -117,12 +118,12 @@ template <typename C> struct GradScale {
     }
 };
 
-template <typename S, int E, int W>
+template <typename S, int E, int W, bool BIAS>
 __device__ __forceinline__ void softmax_grad_warp(const S* dy, const S* x, S* dx, const unsigned char* mask,
                                                   const void* bias, long long rows, int L, int log_mode,
                                                   GA_BIAS_INTS) {
     typedef typename compute_of<S>::type C;
-    const BiasView<S> bv = GA_BIAS_VIEW(S);
+    const BiasView<S> bv = GA_WARP_BIAS_VIEW(S, BIAS);
     const C ninf = neg_inf(C());
     const int lane = threadIdx.x % W;
     const int groups_per_warp = 32 / W;

@@ -413,12 +413,28 @@ def test_softmax_bias_split_and_columns(backend, monkeypatch):
         want = nb.softmax(x.astype(np.float64), (1,), None, np.dtype(np.float64), log=log, bias=b.astype(np.float64))
         _close(backend.softmax(x, (1,), None, np.dtype(np.float32), log=log, bias=b), want, np.float32)
         assert _families() == {"softmax_split_partials", "softmax_split_finish"}
+    mask = rng.random(x.shape) > 0.3
+    _softmax_check(backend, dy, x, (1,), False, mask=mask, bias=b)
+    assert _families() == {"softmax_grad_split_partials", "softmax_grad_split_finish"}
     x3 = rng.normal(0, 3, (3, 50, 40)).astype(np.float32)
     dy3 = rng.normal(0, 1, x3.shape).astype(np.float32)
+    mask3 = rng.random(x3.shape) > 0.3
     for bshape in ((50, 1), (50, 40), (3, 1, 40)):
         b = rng.normal(0, 3, bshape).astype(np.float32)
         _softmax_check(backend, dy3, x3, (1,), False, bias=b)
+        _softmax_check(backend, dy3, x3, (1,), True, mask=mask3, bias=b)
         assert _families() == {"softmax_grad_cols"}
+    x2 = rng.normal(0, 3, (6, 100)).astype(np.float16)  # the warp kernels' bias variant, with a mask
+    mask2 = rng.random(x2.shape) > 0.3
+    b = rng.normal(0, 3, (6, 1, 100))[:, 0].astype(np.float32)
+    for log in (False, True):
+        _softmax_check(backend, x2 * np.float16(0.5), x2, (1,), log, mask=mask2, bias=b)
+        assert _families() == {"softmax_grad_warp"}
+        want = nb.softmax(x2.astype(np.float64), (1,), None, np.dtype(np.float64), log=log, mask=mask2,
+                          bias=b.astype(np.float64))
+        _close(backend.softmax(x2, (1,), None, np.dtype(np.float16), log=log, mask=mask2, bias=b), want, np.float16)
+        assert [launch.name for launch in backend_shim.ShimKernel.launches] == ["gpuact_softmax_warp_f16_w32_e4_bias"]
+        backend_shim.ShimKernel.launches.clear()
 
 
 # ---- sparsemax, glu, prelu -------------------------------------------------------------------------

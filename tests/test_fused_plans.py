@@ -249,8 +249,10 @@ def test_bias_reaches_every_softmax_launch():
                 args = launch.args()
                 assert {k: args[k] for k in ks.BIAS_INTS} == bias.ints()
                 assert "bias" in launch.pointers
+                assert launch.name.endswith("_bias") == ("_warp_" in launch.name)  # the variant with the bias
             plain = planner(*oli, "f16", log=True, **H100, min_split=0)
             assert all(launch.args()["bias_mode"] == 0 for launch in plain.launches)
+            assert not any(launch.name.endswith("_bias") for launch in plain.launches)
 
 
 def _simulate_columns(n, tag, units, sm_count=1):
