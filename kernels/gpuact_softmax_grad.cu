@@ -35,12 +35,14 @@
 
 namespace ga {
 
-// dy at element e, 0 where the mask is 0 (a masked position takes no part in the sums)
+// dy at element e, 0 where the mask is 0 (a masked position takes no part in the sums); loaded
+// whatever the mask says, as masked_load does x, so the two loads do not wait on each other
 template <typename S>
 __device__ __forceinline__ typename compute_of<S>::type masked_dy(const S* dy, const unsigned char* mask,
                                                                   long long e) {
     typedef typename compute_of<S>::type C;
-    return (mask && !mask[e]) ? C(0) : to_c(dy[e]);
+    const C g = to_c(dy[e]);
+    return (mask && !mask[e]) ? C(0) : g;
 }
 
 // A slice's (or segment's, or thread's share's) triple: max m, s = sum exp(v - m), and t.
