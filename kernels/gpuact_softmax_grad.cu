@@ -23,9 +23,9 @@
 //    order of the first, so the segments read last, still in L2, are re-read first).
 //
 // Semantics (gpuact.backends.numpy_backend.softmax_grad): a slice whose max is not finite (all
-// -inf, a +inf, a NaN) gives NaN, as the forward; a NaN in dy gives NaN (softmax: where it meets
-// a y of 0 too, as y * NaN does in the reference's sum). Masked positions (mask == 0) count as -inf
-// in the forward, their dy as 0, and get dx = 0 (a fully masked slice is all 0). float16 is
+// -inf, a +inf, a NaN) gives NaN, as the forward; a NaN in dy makes its slice NaN (softmax: also
+// where it meets y = 0, 0 * NaN in sum(dy y)). Masked positions (mask == 0) count as -inf in the
+// forward, their dy as 0, and get dx = 0 (a fully masked slice is all 0). float16 is
 // computed in float32. dx may be x or dy itself (in place): every element is read before it is
 // written, by the thread that writes it.
 #ifndef GPUACT_SOFTMAX_GRAD_CU
