@@ -3,7 +3,7 @@
 // output once. Kernel templates only: gpuact._kernel_sources generates one extern "C" wrapper per
 // kernel (and dtype) and compiles each kernel on its own.
 //
-//  * softmax_warp<S, E, W>  (inner == 1, L <= 1024): a group of W lanes (W = 32, or a power of
+//  * softmax_warp<S, E, W, BIAS>  (inner == 1, L <= 1024): a group of W lanes (W = 32, or a power of
 //    two < 32 packing several short rows in one warp) holds a row in registers, E values per lane
 //    (W * E >= L); max and sum are reduced with __shfl_xor_sync. Lanes read consecutive elements,
 //    so every load is coalesced. The block size (32, 64 or 128) is the launch's choice.
@@ -19,6 +19,11 @@
 //    slice the same way, so they agree to the bit) and writes its segment. It visits the blocks
 //    in the reverse order of the first, so the segments read last, still in L2, are re-read first.
 //
+// The fused bias (softmax(x + bias), an attention mask or a relative position bias): the bias is
+// read in the kernel through a BiasView of its broadcast against x, strides per (outer, L, inner)
+// with the outer index split in two runs (see BiasView); the plan describes it, or the backend
+// falls back to materialising the broadcast bias at x's shape. Masked positions stay -inf.
+//
 // Semantics (gpuact.backends.numpy_backend.softmax): a row whose max is -inf (all -inf), +inf
 // or NaN gives NaN throughout; -inf among finite values gives exactly 0 (log_softmax: -inf);
 // masked positions (mask[e] == 0) count as -inf and are written as 0, so a fully masked row is
@@ -31,10 +36,61 @@
 
 namespace ga {
 
-template <typename S, int E, int W>
-__device__ __forceinline__ void softmax_warp(const S* x, S* y, const unsigned char* mask, long long rows, int L,
-                                             int log_mode) {
+// The bias of the element (o, k, i) of the (outer, L, inner) view, o the outer (slice) index:
+// o = (o0 * n1 + o1) * n2 + o2 in up to three runs of the outer axes, each walked by one stride,
+// at o0 * s0 + o1 * s1 + o2 * s2 + k * kstride + i * istride elements from p. Three runs cover
+// every broadcast of 4-D attention scores (B, H, Q, L) along L: a (B, 1, 1, L) padding mask is
+// s0 = L, n1 = 1, n2 = H * Q, s2 = 0; a (B, 1, Q, L) one s0 = Q * L, n1 = H, s1 = 0, n2 = Q,
+// s2 = L; a (1, 1, Q, L) or (H, Q, L) bias one run. The plan keeps outer < 2**32 where there is
+// more than one run (a 32-bit division a run, once per slice; none for one run: n2 = outer).
+// mode 0: no bias; 1: stored as S; 2: stored as the compute type C (a float32 bias on float16 data).
+template <typename S> struct BiasView {
     typedef typename compute_of<S>::type C;
+    const void* p;
+    int mode;
+    long long s0, s1, s2, n1, n2, kstride, istride;
+    __device__ __forceinline__ long long slice(long long o) const {
+        if (o < n2) return o * s2;
+        const unsigned int q = (unsigned int)o / (unsigned int)n2;
+        const long long inner_run = (o - (long long)q * n2) * s2;
+        if (q < n1) return inner_run + (long long)q * s1;
+        const unsigned int q0 = q / (unsigned int)n1;
+        return inner_run + (long long)(q - q0 * (unsigned int)n1) * s1 + (long long)q0 * s0;
+    }
+    __device__ __forceinline__ C at(long long off) const {
+        return mode == 1 ? to_c(static_cast<const S*>(p)[off]) : static_cast<const C*>(p)[off];
+    }
+};
+
+// The kernels' bias parameters: the pointer `bias` (after the other pointers) and these integers
+// (after the other integers), and the view made of them.
+#define GA_BIAS_INTS \
+    int bias_mode, long long b_s0, long long b_s1, long long b_s2, long long b_n1, long long b_n2, long long b_k, \
+        long long b_i
+#define GA_BIAS_VIEW(S) BiasView<S>{bias, bias_mode, b_s0, b_s1, b_s2, b_n1, b_n2, b_k, b_i}
+
+// x + bias at element e (bias element be), or -inf where the mask is 0. x and the bias are read
+// whatever the mask says (every element exists), so their loads need not wait for the mask's.
+template <typename S>
+__device__ __forceinline__ typename compute_of<S>::type masked_load(const S* x, const unsigned char* mask,
+                                                                    const BiasView<S>& bias, long long e,
+                                                                    long long be) {
+    typedef typename compute_of<S>::type C;
+    C v = to_c(x[e]);
+    if (bias.mode) v += bias.at(be);
+    return (mask && !mask[e]) ? neg_inf(C()) : v;
+}
+
+// The warp kernels come in two variants, the plan picks one: BIAS false compiles the bias away
+// (its mode a constant 0), so the kernels without one keep their registers (sm_90, E = 32: 80
+// for float16 and float32, where the bias takes 116 and 93).
+#define GA_WARP_BIAS_VIEW(S, BIAS) (BIAS ? GA_BIAS_VIEW(S) : BiasView<S>{bias, 0, 0, 0, 0, 1, 1, 0, 0})
+
+template <typename S, int E, int W, bool BIAS>
+__device__ __forceinline__ void softmax_warp(const S* x, S* y, const unsigned char* mask, const void* bias,
+                                             long long rows, int L, int log_mode, GA_BIAS_INTS) {
+    typedef typename compute_of<S>::type C;
+    const BiasView<S> bv = GA_WARP_BIAS_VIEW(S, BIAS);
     const C ninf = neg_inf(C());
     const int lane = threadIdx.x % W;
     const int groups_per_warp = 32 / W;
@@ -47,16 +103,13 @@ __device__ __forceinline__ void softmax_warp(const S* x, S* y, const unsigned ch
         const long long row = base + group;
         const bool active = row < rows;
         const long long off = active ? row * (long long)L : 0;
+        const long long boff = (active && bv.mode) ? bv.slice(row) : 0;
         C v[E];
         C m = ninf;
 #pragma unroll
         for (int e = 0; e < E; ++e) {
             const int k = lane + e * W;
-            v[e] = ninf;
-            if (active && k < L) {
-                v[e] = to_c(x[off + k]);
-                if (mask && !mask[off + k]) v[e] = ninf;
-            }
+            v[e] = (active && k < L) ? masked_load(x, mask, bv, off + k, boff + k * bv.kstride) : ninf;
             m = max_(m, v[e]);
         }
 #pragma unroll
@@ -155,31 +208,27 @@ template <typename C> struct RowScale {
     __device__ __forceinline__ C operator()(C v) const { return log_mode ? (v - m) - k : exp_(v - m) * k; }
 };
 
-template <typename S>
-__device__ __forceinline__ typename compute_of<S>::type masked_load(const S* x, const unsigned char* mask,
-                                                                    long long e) {
-    typedef typename compute_of<S>::type C;
-    return (mask && !mask[e]) ? neg_inf(C()) : to_c(x[e]);
-}
-
-// Rows k0 <= k < k1 of the thread's column (element base + k * inner) into their outputs, from
-// the shared-memory copy when there is one.
+// Rows k0 <= k < k1 of the thread's column (element base + k * inner, bias element
+// bbase + k * kstride) into their outputs, from the shared-memory copy when there is one.
 template <typename S, typename C>
-__device__ __forceinline__ void softmax_write(const S* x, S* y, const unsigned char* mask, long long base,
-                                              long long inner, long long k0, long long k1, const Tile& tile,
-                                              const RowScale<C>& scale, const C* cached) {
+__device__ __forceinline__ void softmax_write(const S* x, S* y, const unsigned char* mask, const BiasView<S>& bv,
+                                              long long base, long long bbase, long long inner, long long k0,
+                                              long long k1, const Tile& tile, const RowScale<C>& scale,
+                                              const C* cached) {
     for (long long k = k0 + tile.ty; k < k1; k += tile.ny) {
         const long long e = base + k * inner;
-        C r = scale(cached ? cached[k * tile.ct + tile.tx] : masked_load(x, mask, e));
+        C r = scale(cached ? cached[k * tile.ct + tile.tx] : masked_load(x, mask, bv, e, bbase + k * bv.kstride));
         if (mask && !mask[e]) r = C(0);
         y[e] = to_s(r, (S*)0);
     }
 }
 
 template <typename S>
-__device__ __forceinline__ void softmax_cols(const S* x, S* y, const unsigned char* mask, long long outer, long long L,
-                                             long long inner, int ct, int log_mode, int cache) {
+__device__ __forceinline__ void softmax_cols(const S* x, S* y, const unsigned char* mask, const void* bias,
+                                             long long outer, long long L, long long inner, int ct, int log_mode,
+                                             int cache, GA_BIAS_INTS) {
     typedef typename compute_of<S>::type C;
+    const BiasView<S> bv = GA_BIAS_VIEW(S);
     __shared__ MaxSum<C> red[GA_TILE_THREADS];
     GA_EXTERN_SHARED(ga_dyn_smem);
     C* cached = cache ? reinterpret_cast<C*>(ga_dyn_smem) : (C*)0;
@@ -190,17 +239,18 @@ __device__ __forceinline__ void softmax_cols(const S* x, S* y, const unsigned ch
     const bool active = tile.in_tile && i < inner;
     for (long long o = blockIdx.y; o < outer; o += gridDim.y) {
         const long long base = o * L * inner + i;
+        const long long bbase = (active && bv.mode) ? bv.slice(o) + i * bv.istride : 0;
         OnlineSoftmax<C> acc;
         acc.init();
         if (active) {
             for (long long k = tile.ty; k < L; k += tile.ny) {
-                const C v = masked_load(x, mask, base + k * inner);
+                const C v = masked_load(x, mask, bv, base + k * inner, bbase + k * bv.kstride);
                 if (cached) cached[k * ct + tile.tx] = v;  // read back by this same thread only
                 acc.add(v, C(1));
             }
         }
         const RowScale<C> scale(tile_reduce(acc.total(), red, tile, MergeMaxSum()), log_mode);
-        if (active) softmax_write(x, y, mask, base, inner, (long long)0, L, tile, scale, (const C*)cached);
+        if (active) softmax_write(x, y, mask, bv, base, bbase, inner, (long long)0, L, tile, scale, (const C*)cached);
     }
 }
 
@@ -222,21 +272,25 @@ __device__ __forceinline__ SplitBlock split_block(unsigned b, unsigned segs, uns
 // The split kernels' workspace: the pair of (slice o, segment, column i) at (o * segs + segment) * inner + i.
 template <typename S>
 __device__ __forceinline__ void softmax_split_partials(const S* x, const unsigned char* mask,
-                                                       typename compute_of<S>::type* ws, long long L, long long inner,
-                                                       int ct, int tiles, int segs, long long seg_len) {
+                                                       typename compute_of<S>::type* ws, const void* bias, long long L,
+                                                       long long inner, int ct, int tiles, int segs, long long seg_len,
+                                                       GA_BIAS_INTS) {
     typedef typename compute_of<S>::type C;
+    const BiasView<S> bv = GA_BIAS_VIEW(S);
     __shared__ MaxSum<C> red[GA_TILE_THREADS];
     const SplitBlock blk = split_block(blockIdx.x, segs, tiles);
     const Tile tile = make_tile(ct);
     const long long i = (long long)blk.tile * ct + tile.tx;
     const bool active = tile.in_tile && i < inner;
     const long long base = (long long)blk.o * L * inner + i;
+    const long long bbase = (active && bv.mode) ? bv.slice(blk.o) + i * bv.istride : 0;
     const long long k0 = (long long)blk.seg * seg_len;
     const long long k1 = k0 + seg_len < L ? k0 + seg_len : L;
     OnlineSoftmax<C> acc;
     acc.init();
     if (active) {
-        for (long long k = k0 + tile.ty; k < k1; k += tile.ny) acc.add(masked_load(x, mask, base + k * inner), C(1));
+        for (long long k = k0 + tile.ty; k < k1; k += tile.ny)
+            acc.add(masked_load(x, mask, bv, base + k * inner, bbase + k * bv.kstride), C(1));
     }
     const MaxSum<C> part = tile_reduce(acc.total(), red, tile, MergeMaxSum());
     MaxSum<C>* parts = reinterpret_cast<MaxSum<C>*>(ws);
@@ -245,10 +299,11 @@ __device__ __forceinline__ void softmax_split_partials(const S* x, const unsigne
 
 template <typename S>
 __device__ __forceinline__ void softmax_split_finish(const S* x, S* y, const unsigned char* mask,
-                                                     const typename compute_of<S>::type* ws, long long L,
-                                                     long long inner, int ct, int tiles, int segs, long long seg_len,
-                                                     int log_mode) {
+                                                     const typename compute_of<S>::type* ws, const void* bias,
+                                                     long long L, long long inner, int ct, int tiles, int segs,
+                                                     long long seg_len, int log_mode, GA_BIAS_INTS) {
     typedef typename compute_of<S>::type C;
+    const BiasView<S> bv = GA_BIAS_VIEW(S);
     __shared__ MaxSum<C> red[GA_TILE_THREADS];
     const SplitBlock blk = split_block(gridDim.x - 1 - blockIdx.x, segs, tiles);
     const Tile tile = make_tile(ct);
@@ -266,7 +321,9 @@ __device__ __forceinline__ void softmax_split_finish(const S* x, S* y, const uns
     const RowScale<C> scale(tile_reduce(acc.total(), red, tile, MergeMaxSum()), log_mode);
     const long long k0 = (long long)blk.seg * seg_len;
     const long long k1 = k0 + seg_len < L ? k0 + seg_len : L;
-    if (active) softmax_write(x, y, mask, (long long)blk.o * L * inner + i, inner, k0, k1, tile, scale, (const C*)0);
+    const long long bbase = (active && bv.mode) ? bv.slice(blk.o) + i * bv.istride : 0;
+    if (active)
+        softmax_write(x, y, mask, bv, (long long)blk.o * L * inner + i, bbase, inner, k0, k1, tile, scale, (const C*)0);
 }
 
 }  // namespace ga

@@ -73,7 +73,15 @@ def _cupy_headers(for_nvcc: bool) -> tuple[str, tuple[str, ...]]:
 
 
 def _ek_code(op: str, dtype) -> str:
-    """The source CuPy's ElementwiseKernel generates for ``op`` on a 2-D strided ``dtype`` array.
+    """The source CuPy's ElementwiseKernel generates for ``op`` on a 2-D strided ``dtype`` array."""
+    dt = np.dtype(dtype)
+    compute = np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
+    return _ek_spec_code(ks.ew_kernel_spec(op, compute), dt, compute)
+
+
+def _ek_spec_code(spec: dict, dt: np.dtype, compute: np.dtype) -> str:
+    """The source CuPy's ElementwiseKernel generates for ``spec`` with every array argument a 2-D
+    strided ``dt`` array and every scalar one of its declared (compute) dtype.
 
     Taken from CuPy's own code generator (a private function: if its signature ever changes,
     the equivalent code is written out here instead, to the same template).
@@ -81,18 +89,19 @@ def _ek_code(op: str, dtype) -> str:
     import cupy
     import cupy._core._kernel as _k
 
-    dt = np.dtype(dtype)
-    compute = np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
-    spec = ks.ew_kernel_spec(op, compute)
     kernel = cupy.ElementwiseKernel(**spec)
+    ins = [p.split() for p in spec["in_params"].split(",")]
+    outs = [p.split() for p in spec["out_params"].split(",")]
+    in_types = tuple(None if t == compute.name else dt for t, _ in ins)
     try:
         from cupy._core import _carray, _scalar
 
         # scalars are typed None, as ElementwiseKernel.__call__ does: only arrays fix placeholders
-        _, _, type_map = kernel._decide_params_type((dt,) + (None,) * 4, (dt,))
-        args = ((_k._ArgInfo(1, cupy.ndarray, dt, 2, False, False),)
-                + (_k._ArgInfo(3, _scalar.CScalar, compute, 0, True, False),) * 4
-                + (_k._ArgInfo(1, cupy.ndarray, dt, 2, False, False), _k._ArgInfo(2, _carray.Indexer, None, 2, True, False)))
+        _, _, type_map = kernel._decide_params_type(in_types, (dt,) * len(outs))
+        array = _k._ArgInfo(1, cupy.ndarray, dt, 2, False, False)
+        scalar = _k._ArgInfo(3, _scalar.CScalar, compute, 0, True, False)
+        args = (tuple(scalar if t is None else array for t in in_types) + (array,) * len(outs)
+                + (_k._ArgInfo(2, _carray.Indexer, None, 2, True, False),))
         return _k._get_elementwise_kernel_code(args, type_map, kernel.params, kernel.operation, kernel.name,
                                                kernel.preamble)
     except KeyError:  # a placeholder CuPy cannot type at run time (the bug this guards against)
@@ -100,12 +109,15 @@ def _ek_code(op: str, dtype) -> str:
     except Exception:  # pragma: no cover - CuPy internals moved: the same code, by hand
         ct = {"float16": "float16", "float32": "float", "float64": "double"}[dt.name]
         cc = {"float32": "float", "float64": "double"}[compute.name]
-        return (f'#include "cupy/float16.cuh"\ntypedef {cc} C;\ntypedef {ct} X;\ntypedef {ct} Y;\n'
+        placeholders = sorted({t for t, _ in ins + outs if t != compute.name})
+        params = ([f"const {cc} {n}" if t == compute.name else f"const CArray<{ct}, 2, 0, 0> _raw_{n}" for t, n in ins]
+                  + [f"CArray<{ct}, 2, 0, 0> _raw_{n}" for _, n in outs] + ["CIndexer<2, 0> _ind"])
+        refs = ([f"const {t} &{n} = _raw_{n}[_ind.get()];" for t, n in ins if t != compute.name]
+                + [f"{t} &{n} = _raw_{n}[_ind.get()];" for t, n in outs])
+        return ('#include "cupy/float16.cuh"\n' + "".join(f"typedef {ct} {t};\n" for t in placeholders)
                 + spec["preamble"]
-                + f'extern "C" __global__ void {spec["name"]}(const CArray<{ct}, 2, 0, 0> _raw_x, const {cc} p0, '
-                f"const {cc} p1, const {cc} p2, const {cc} p3, CArray<{ct}, 2, 0, 0> _raw_y, CIndexer<2, 0> _ind) {{\n"
-                f"  CUPY_FOR(i, _ind.size()) {{ _ind.set(i); const X &x = _raw_x[_ind.get()]; "
-                f"Y &y = _raw_y[_ind.get()]; {spec['operation']}; }}\n}}\n")
+                + f'extern "C" __global__ void {spec["name"]}({", ".join(params)}) {{\n'
+                f"  CUPY_FOR(i, _ind.size()) {{ _ind.set(i); {' '.join(refs)} {spec['operation']}; }}\n}}\n")
 
 
 def ek_unit(tag: str, for_nvcc: bool = False) -> tuple[str, tuple[str, ...]]:
@@ -117,15 +129,53 @@ def ek_unit(tag: str, for_nvcc: bool = False) -> tuple[str, tuple[str, ...]]:
     return "".join(parts), options
 
 
-def fused_unit(tag: str) -> str:
-    return ks.fused_unit_source(ks.softmax_kernel_names(tag) + ks.sparsemax_kernel_names(tag))
+def ek_training_specs(compute) -> dict[str, dict]:
+    """Every training ElementwiseKernel spec of one compute dtype, by a name unique in a unit."""
+    specs = {f"{kind}_{op}": ks.ew_training_spec(kind, op, compute) for op in ELEMENTWISE_OPS
+             for kind in ks.VEC_TRAINING_KINDS}
+    specs["glu_grad"] = ks.glu_grad_spec(compute)
+    specs["prelu_grad"] = ks.prelu_grad_spec(compute)
+    return specs
+
+
+def ek_training_unit(tag: str, for_nvcc: bool = False) -> tuple[str, tuple[str, ...]]:
+    prelude, options = _cupy_headers(for_nvcc)
+    prelude += ks.read(ks.GRAD_HEADER)
+    dt, compute = np.dtype(DTYPES[tag]), ks.COMPUTE_DTYPE[tag]
+    parts = [prelude] + [f"namespace gpuact_ekt_{name} {{\n{_ek_spec_code(spec, dt, compute)}\n}}\n"
+                         for name, spec in ek_training_specs(compute).items()]
+    return "".join(parts), options
+
+
+def vec_training_unit(tag: str) -> str:
+    return ks.vec_training_headers() + "".join(ks.vec_training_code(kind, op, tag, btag)
+                                               for kind, op, btag in ks.vec_training_variants(tag))
+
+
+# the fused kernels' units: name prefix -> groups (forward, backward)
+FUSED_UNITS = {"fused": ("softmax", "sparsemax"), "fusedgrad": ("softmax_grad", "sparsemax_grad")}
+
+
+def fused_names(prefix: str, tag: str) -> list[str]:
+    return [n for g in FUSED_UNITS[prefix] for n in ks.group_kernel_names(g, tag)]
 
 
 def _units():
     units = []
     for tag in TAGS:
         units.append((f"vec_{tag}", vec_unit(tag), (), tag != "f64"))
-        units.append((f"fused_{tag}", fused_unit(tag), (), tag != "f64"))
+        units.append((f"vectraining_{tag}", vec_training_unit(tag), (), tag != "f64"))
+        for prefix in FUSED_UNITS:
+            units.append((f"{prefix}_{tag}", ks.fused_unit_source(fused_names(prefix, tag)), (), tag != "f64"))
+    return units
+
+
+def _ek_units(for_nvcc: bool):
+    units = []
+    for tag in TAGS:
+        for name, make in (("elementwise", ek_unit), ("ektraining", ek_training_unit)):
+            src, opts = make(tag, for_nvcc)
+            units.append((f"{name}_{tag}", src, opts if for_nvcc else opts + ("--std=c++17",), tag != "f64"))
     return units
 
 
@@ -143,8 +193,9 @@ def report(tmp_path_factory):
         for key, kernels in sorted(table[compiler].items()):
             regs = [k["registers"] for k in kernels.values() if k["registers"] is not None]
             spills = sum(k["spill_stores"] + k["spill_loads"] for k in kernels.values())
-            print(f"  {compiler:6s} {key:18s} kernels={len(kernels):3d} registers {min(regs, default=0)}-"
-                  f"{max(regs, default=0)} spills={spills} max smem={max((k['smem'] for k in kernels.values()), default=0)}")
+            smem = max((k["smem"] for k in kernels.values()), default=0)
+            print(f"  {compiler:6s} {key:20s} kernels={len(kernels):3d} registers {min(regs, default=0)}-"
+                  f"{max(regs, default=0)} spills={spills} max smem={smem}")
 
 
 def _check(name, compiler, arch, ok, log, no_double, report):
@@ -154,9 +205,9 @@ def _check(name, compiler, arch, ok, log, no_double, report):
     report.setdefault(compiler, {})[f"{name}_sm{arch}"] = usage
     spilled = {k: v for k, v in usage.items() if v["spill_stores"] or v["spill_loads"]}
     assert not spilled, f"{compiler} {name} sm_{arch}: kernels spill registers: {spilled}"
-    if name.startswith("fused_"):
-        tag = name.split("_")[1]
-        assert set(usage) == set(ks.softmax_kernel_names(tag) + ks.sparsemax_kernel_names(tag))
+    if name.startswith("fused"):
+        prefix, tag = name.split("_")
+        assert set(usage) == set(fused_names(prefix, tag))
         smem = {k: (v["smem"], ks.fused_static_smem(k)) for k, v in usage.items()}
         assert all(a == b for a, b in smem.values()), f"static shared memory (ptxas, plans): {smem}"
     if no_double:
@@ -170,10 +221,7 @@ def test_nvrtc_compiles_every_kernel(arch, report):
     reason = _have_nvrtc()
     if reason:
         pytest.skip(reason)
-    units = _units()
-    for tag in TAGS:
-        src, opts = ek_unit(tag)
-        units.append((f"elementwise_{tag}", src, opts + ("--std=c++17",), tag != "f64"))
+    units = _units() + _ek_units(for_nvcc=False)
 
     def one(unit):
         name, src, opts, no_double = unit
@@ -191,11 +239,7 @@ def test_nvcc_compiles_every_kernel(arch, report, tmp_path):
     if build.nvcc() is None:
         pytest.skip("nvcc is not installed")
     reason = _have_nvrtc()  # only for CuPy's headers of the ElementwiseKernel code
-    units = _units()
-    if not reason:
-        for tag in TAGS:
-            src, opts = ek_unit(tag, for_nvcc=True)
-            units.append((f"elementwise_{tag}", src, opts, tag != "f64"))
+    units = _units() + ([] if reason else _ek_units(for_nvcc=True))
 
     def one(unit):
         name, src, opts, no_double = unit
@@ -209,36 +253,45 @@ def test_nvcc_compiles_every_kernel(arch, report, tmp_path):
 
 
 def test_vectorised_kernels_use_16_byte_loads():
-    """The contiguous kernels move 16 bytes per load and store (ld.global.nc.v4.f32, ...)."""
+    """The contiguous kernels move 16 bytes per load and store (ld.global.nc.v4.f32, ...): the
+    forward, and the training kernels for both dy and x."""
     reason = _have_nvrtc()
     if reason:
         pytest.skip(reason)
     from cupy.cuda import nvrtc
 
+    sources = {"forward": lambda tag: ks.vec_source("silu", tag),
+               "grad": lambda tag: ks.vec_training_source("grad", "silu", tag),
+               "grad_bias": lambda tag: ks.vec_training_source("grad_bias", "silu", tag, tag),
+               "bias": lambda tag: ks.vec_training_source("bias", "silu", tag, tag)}
     for tag, load, store in (("f32", "ld.global.nc.v4.f32", "st.global.v4.f32"),
                              ("f64", "ld.global.nc.v2.f64", "st.global.v2.f64"),
                              ("f16", "ld.global.nc.v4.u32", "st.global.v4.u32")):
-        prog = nvrtc.createProgram(ks.vec_source("silu", tag), "v.cu", [], [])
-        nvrtc.compileProgram(prog, ["-arch=compute_90"])
-        ptx = nvrtc.getPTX(prog).decode() if isinstance(nvrtc.getPTX(prog), bytes) else nvrtc.getPTX(prog)
-        assert load in ptx, f"{tag}: no {load} in the PTX"
-        assert store in ptx, f"{tag}: no {store} in the PTX"
+        for kind, source in sources.items():
+            prog = nvrtc.createProgram(source(tag), "v.cu", [], [])
+            nvrtc.compileProgram(prog, ["-arch=compute_90"])
+            ptx = nvrtc.getPTX(prog).decode() if isinstance(nvrtc.getPTX(prog), bytes) else nvrtc.getPTX(prog)
+            # dy and x both in 16-byte vectors: two vector loads per unrolled step for a backward
+            loads = ptx.count(load)
+            assert loads >= (2 if kind.startswith("grad") else 1) * 4, f"{tag} {kind}: {loads} x {load} in the PTX"
+            assert store in ptx, f"{tag} {kind}: no {store} in the PTX"
 
 
 def test_kernel_sources_are_found():
     d = ks.kernels_dir()
-    for name in (ks.MATH_HEADER, ks.HALF_HEADER, ks.ELEMENTWISE_HEADER, ks.REDUCE_HEADER, ks.SOFTMAX_SOURCE,
-                 ks.SPARSEMAX_SOURCE):
+    for name in (ks.MATH_HEADER, ks.HALF_HEADER, ks.ELEMENTWISE_HEADER, ks.REDUCE_HEADER, ks.GRAD_HEADER,
+                 ks.SOFTMAX_SOURCE, ks.SPARSEMAX_SOURCE, ks.SOFTMAX_GRAD_SOURCE, ks.SPARSEMAX_GRAD_SOURCE):
         assert (d / name).is_file()
     for tag in TAGS:
-        for name in ks.softmax_kernel_names(tag) + ks.sparsemax_kernel_names(tag):
+        for name in [n for g in ks.FUSED_GROUPS for n in ks.group_kernel_names(g, tag)]:
             src = ks.kernel_source(name)
             assert '#include "' not in src  # inlined: self-contained for CuPy's cache key
             assert src.count('extern "C" __global__') == 1 and f" {name}(" in src
 
 
 @pytest.mark.parametrize("name", ["gpuact_softmax_warp_f16_w32_e8", "gpuact_softmax_split_finish_f32",
-                                  "gpuact_sparsemax_cols_f64"])
+                                  "gpuact_sparsemax_cols_f64", "gpuact_softmax_grad_warp_f64_w32_e16",
+                                  "gpuact_softmax_grad_split_partials_f16", "gpuact_sparsemax_grad_cols_f32"])
 def test_one_kernel_compiles_alone(name):
     """The backend's first call of a kernel compiles that kernel's source only (0.1-0.3 s for
     sm_90 on an idle CPU core, where the former all-in-one module took 12.7 s)."""

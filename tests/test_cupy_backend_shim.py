@@ -1,69 +1,27 @@
-"""``gpuact.backends.cupy_backend.softmax`` / ``sparsemax`` end to end without a GPU: CuPy's
-array functions are stood in for by NumPy's and each compiled kernel by the same kernel on the
-CPU threads shim, so what runs is the backend's own code (layout handling, plans, workspace,
-argument lists: every integer a NumPy scalar of its C parameter's width) launching the kernels.
+"""``gpuact.backends.cupy_backend.softmax`` / ``sparsemax`` end to end without a GPU (see
+tests/cuda_shim/backend_shim.py): CuPy's array functions are stood in for by NumPy's and each
+compiled kernel by the same kernel on the CPU threads shim, so what runs is the backend's own code
+(layout handling, plans, workspace, argument lists: every integer a NumPy scalar of its C
+parameter's width) launching the kernels. The training paths are in test_cupy_backward_shim.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import types
-
 import numpy as np
 import pytest
 
-from tests.cuda_shim import fused_shim
+from tests.cuda_shim import backend_shim
 from tests.cuda_shim import gpuact_cuda_build as build
 
-from gpuact import _kernel_sources as ks  # noqa: E402
 from gpuact.backends import numpy_backend  # noqa: E402
 
 pytestmark = [pytest.mark.cpu_proxy, pytest.mark.skipif(build.gxx() is None, reason="no host C++ compiler (g++)")]
-
-_WIDTH = {"int": np.int32, "long long": np.int64}
-
-
-class ShimKernel:
-    """Called as CuPy's RawKernel is: (grid, block, args, shared_mem=...)."""
-
-    launches: list = []
-
-    def __init__(self, lib, name):
-        self.lib, self.name = lib, name
-        self.max_dynamic_shared_size_bytes = 48 * 1024
-
-    def __call__(self, grid, block, args, shared_mem=0):
-        spec = ks.fused_kernels()[self.name]
-        assert len(args) == len(spec.params)
-        arrays, ints = {}, []
-        for (ctype, pname), arg in zip(spec.params, args):
-            if ctype.endswith("*"):
-                assert isinstance(arg, np.ndarray) or (pname == "mask" and type(arg) is np.uint64 and arg == 0)
-                arrays[pname] = arg if isinstance(arg, np.ndarray) else None
-            else:
-                assert type(arg) is _WIDTH[ctype], f"{self.name} {pname}: {type(arg)} for a C {ctype}"
-                ints.append(arg)
-        assert shared_mem <= max(self.max_dynamic_shared_size_bytes, 48 * 1024 - ks.fused_static_smem(self.name))
-        launch = ks.Launch(self.name, tuple(grid), block[0], shared_mem, ks.fused_static_smem(self.name),
-                           tuple(n for t, n in spec.params if t.endswith("*")), tuple(ints))
-        ShimKernel.launches.append(launch)
-        fused_shim.run_plan(self.lib, ks.Plan((launch,), 0), arrays)
 
 
 @pytest.fixture
 def backend(monkeypatch, tmp_path_factory):
     pytest.importorskip("cupy")
-    from gpuact.backends import cupy_backend as cb
-
-    libs = {what: fused_shim.library(tmp_path_factory.getbasetemp(), what) for what in ("softmax", "sparsemax")}
-    fake = types.SimpleNamespace(empty=np.empty, ascontiguousarray=np.ascontiguousarray)
-    monkeypatch.setattr(cb, "cupy", fake)
-    monkeypatch.setattr(cb, "_on", lambda x, stream: contextlib.nullcontext())
-    monkeypatch.setattr(cb, "_sm_count", lambda: 1)  # 8 blocks fill this "GPU"
-    monkeypatch.setattr(cb, "_smem_optin", lambda: 227 * 1024)
-    monkeypatch.setattr(cb, "_fused_kernel", lambda name: ShimKernel(libs[name.split("_")[1]], name))
-    ShimKernel.launches = []
-    return cb
+    return backend_shim.patch(monkeypatch, tmp_path_factory.getbasetemp())
 
 
 @pytest.mark.parametrize("shape, axes", [((4, 33), (1,)), ((2, 1500), (1,)), ((1, 70000), (1,)), ((3, 40, 5), (1,)),
@@ -79,7 +37,7 @@ def test_softmax(backend, shape, axes, dtype):
             rtol, atol = (2e-3, 1e-3) if dtype == np.float16 else (1e-5, 1e-6)
             np.testing.assert_allclose(got.astype(np.float64), want.astype(dtype).astype(np.float64), rtol=rtol,
                                        atol=atol)
-    names = {launch.name.split("_")[2] for launch in ShimKernel.launches}
+    names = {launch.name.split("_")[2] for launch in backend_shim.ShimKernel.launches}
     if shape in ((1, 70000), (2**15, 2)):
         assert names == {"split"}  # two launches and a workspace
 

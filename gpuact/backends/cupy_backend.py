@@ -12,6 +12,15 @@
   ``gpuact._kernel_sources`` plans them (one launch; two with a small workspace where rows are
   split over blocks to fill the GPU). Each kernel is compiled on its first use, on its own.
 * glu, prelu: compositions of CuPy operations, all on the device.
+* Training (``gpuact.backward`` and ``bias=``): the elementwise backward ``dx = dy * f'(x)`` and
+  both directions with a fused bias run the same two kinds of kernel as the forward: a
+  vectorised ``RawKernel`` reading dy and x with 16-byte loads (and a bias along x's trailing
+  axes, its column kept incrementally) where everything is contiguous, aligned and of the
+  result's dtype, else an ``ElementwiseKernel`` from the same headers (any strides, dtypes and
+  bias broadcasts). softmax / log_softmax (forward with a bias, and backward) and the sparsemax
+  backward are the fused kernels of ``kernels/gpuact_softmax*.cu`` and
+  ``kernels/gpuact_sparsemax*.cu``, planned like the forward's; glu's and PReLU's backward are
+  one ``ElementwiseKernel`` pass each.
 
 Everything launches on the device that holds the input (``with x.device``) and on the current
 CuPy stream, or ``stream`` (a ``cupy.cuda.Stream``) when given. Nothing synchronises with the
@@ -245,13 +254,30 @@ def _vec_kernel(op: str, tag: str):
     return kernel
 
 
-def _ew_kernel(op: str, compute: np.dtype):
+def _ew_kernel(op: str, compute: np.dtype, kind: str | None = None):
+    """The ElementwiseKernel of an op's forward (``kind`` None) or of a training kind
+    (``ks.VEC_TRAINING_KINDS``); ``op`` "glu_grad" / "prelu_grad" with kind "special"."""
     # CuPy's ElementwiseKernel compiles and caches one binary per (argument types, device) itself.
-    key = (op, compute)
+    key = (op, compute, kind)
     kernel = _ew_kernels.get(key)
     if kernel is None:
-        kernel = cupy.ElementwiseKernel(**ks.ew_kernel_spec(op, compute))
-        _ew_kernels[key] = kernel
+        if kind is None:
+            spec = ks.ew_kernel_spec(op, compute)
+        elif kind == "special":
+            spec = {"glu_grad": ks.glu_grad_spec, "prelu_grad": ks.prelu_grad_spec}[op](compute)
+        else:
+            spec = ks.ew_training_spec(kind, op, compute)
+        kernel = _ew_kernels[key] = cupy.ElementwiseKernel(**spec)
+    return kernel
+
+
+def _vec_training_kernel(kind: str, op: str, tag: str, btag: str | None):
+    key = (kind, op, tag, btag, _device_id())
+    kernel = _vec_kernels.get(key)
+    if kernel is None:
+        name = ks.vec_training_name(kind, op, tag, btag)
+        kernel = cupy.RawKernel(ks.vec_training_source(kind, op, tag, btag), name, options=_NVRTC_OPTIONS)
+        _vec_kernels[key] = kernel
     return kernel
 
 
@@ -282,68 +308,188 @@ def _same_layout_contiguous(x, y) -> bool:
     return x.flags.f_contiguous and y.flags.f_contiguous
 
 
-def elementwise(op, x, params, out, dtype, stream=None):
+def _ptr(a) -> int:
+    return a.data.ptr
+
+
+def _aligned(*arrays) -> bool:
+    """Every array starts on 16 bytes (the contiguous kernels' vector loads and stores)."""
+    return all(_ptr(a) % 16 == 0 for a in arrays)
+
+
+def _new_like(x, dtype):
+    """The result array for ``x``: F order for an F-only-contiguous x (so the contiguous kernels
+    still apply), else C order."""
+    order = "F" if (x.flags.f_contiguous and not x.flags.c_contiguous) else "C"
+    return cupy.empty(x.shape, dtype, order=order)
+
+
+def _trailing_bias(b, x, tag: str):
+    """``(b, its dtype tag, units)`` when the contiguous kernels can read ``b``: C-contiguous, of a
+    dtype they take for ``tag`` data, and along x's trailing axes (leading 1s dropped, the rest
+    x's last axes), so that element e of a C-contiguous x takes b's flat element e % b.size.
+    Else None: the ElementwiseKernel broadcasts it."""
+    btag = ks.DTYPE_TAG.get(np.dtype(b.dtype))
+    if btag not in ks.bias_tags(tag) or not b.flags.c_contiguous:
+        return None
+    core = tuple(b.shape)
+    while core and core[0] == 1:
+        core = core[1:]
+    if len(core) > x.ndim or tuple(x.shape[x.ndim - len(core):]) != core:
+        return None
+    return b, btag, max(1, b.size)
+
+
+def elementwise(op, x, params, out, dtype, stream=None, bias=None):
+    """``y = op(x)``, or ``op(x + bias)`` with a bias added in the kernel (``bias``: a cupy array
+    broadcastable to x, any real dtype)."""
     dtype = np.dtype(dtype)
     compute = _compute_dtype(dtype)
     p = _params4(op, params, compute)
     with _on(x, stream):
-        if out is None:
-            order = "F" if (x.flags.f_contiguous and not x.flags.c_contiguous) else "C"
-            y = cupy.empty(x.shape, dtype, order=order)
-        else:
-            y = out
+        y = _new_like(x, dtype) if out is None else out
         n = x.size
         if n == 0:
             return y
         tag = ks.DTYPE_TAG[dtype]
-        if (x.dtype == dtype and _same_layout_contiguous(x, y)
-                and x.data.ptr % 16 == 0 and y.data.ptr % 16 == 0):
-            per = 16 // dtype.itemsize
-            nvec = n // per
-            threads = ks.EW_THREADS
-            blocks = max(1, min(-(-nvec // (threads * ks.EW_UNROLL)), _sm_count() * 8))
-            _vec_kernel(op, tag)((blocks,), (threads,), (x, y, np.int64(n), *p))
+        if bias is None:
+            if x.dtype == dtype and _same_layout_contiguous(x, y) and _aligned(x, y):
+                launch = ks.vec_launch(n, tag, _sm_count())
+                _vec_kernel(op, tag)((launch.blocks,), (ks.EW_THREADS,), (x, y, *launch.ints, *p))
+            else:
+                # any strides, in-place or not; int/bool inputs are cast in the kernel
+                _ew_kernel(op, compute)(x, *p, y)
+            return y
+        trailing = _trailing_bias(bias, x, tag)
+        if (trailing is not None and x.dtype == dtype and x.flags.c_contiguous and y.flags.c_contiguous
+                and _aligned(x, y)):
+            b, btag, units = trailing
+            launch = ks.vec_launch(n, tag, _sm_count(), units)
+            _vec_training_kernel("bias", op, tag, btag)((launch.blocks,), (ks.EW_THREADS,), (x, b, y, *launch.ints, *p))
         else:
-            # any strides, in-place or not; int/bool inputs are cast in the kernel
-            _ew_kernel(op, compute)(x, *p, y)
+            _ew_kernel(op, compute, "bias")(x, bias, *p, y)
         return y
+
+
+def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
+    """``dx = dy * op'(x)`` (``op'(x + bias)`` with a bias) in one pass reading dy and x once: the
+    vectorised kernel where dy, x and dx are contiguous alike, aligned and of the result's dtype
+    (and a bias along x's trailing axes), else the ElementwiseKernel. ``out`` may be dy or x."""
+    dtype = np.dtype(dtype)
+    compute = _compute_dtype(dtype)
+    p = _params4(op, params, compute)
+    with _on(x, stream):
+        dx = _new_like(x, dtype) if out is None else out
+        n = x.size
+        if n == 0:
+            return dx
+        tag = ks.DTYPE_TAG[dtype]
+        same = x.dtype == dtype and dy.dtype == dtype and _aligned(dy, x, dx)
+        if bias is None:
+            if same and _same_layout_contiguous(x, dx) and _same_layout_contiguous(dy, dx):
+                launch = ks.vec_launch(n, tag, _sm_count())
+                _vec_training_kernel("grad", op, tag, None)((launch.blocks,), (ks.EW_THREADS,),
+                                                           (dy, x, dx, *launch.ints, *p))
+            else:
+                _ew_kernel(op, compute, "grad")(dy, x, *p, dx)
+            return dx
+        trailing = _trailing_bias(bias, x, tag)
+        if (trailing is not None and same and x.flags.c_contiguous and dy.flags.c_contiguous
+                and dx.flags.c_contiguous):
+            b, btag, units = trailing
+            launch = ks.vec_launch(n, tag, _sm_count(), units)
+            _vec_training_kernel("grad_bias", op, tag, btag)((launch.blocks,), (ks.EW_THREADS,),
+                                                            (dy, x, b, dx, *launch.ints, *p))
+        else:
+            _ew_kernel(op, compute, "grad_bias")(dy, x, bias, *p, dx)
+        return dx
 
 
 # ---------------------------------------------------------------------------------------------
 # Softmax
 
 
-def softmax(x, axes, out, dtype, *, log, mask=None, stream=None):
+def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
     dtype = np.dtype(dtype)
     with _on(x, stream):
         y = cupy.empty(x.shape, dtype) if out is None else out
-        if x.size == 0:
-            return y
-        if x.dtype != dtype or not x.flags.c_contiguous:
-            x = cupy.ascontiguousarray(x, dtype=dtype)
-        m = None
-        if mask is not None:
-            m = cupy.ascontiguousarray(mask, dtype=np.uint8) if mask.dtype != np.bool_ else cupy.ascontiguousarray(mask)
-        oli = ks.outer_axis_inner(x.shape, axes)
-        if oli is None:
-            # Tuple axes that are not adjacent: a transposing copy moves them last (the only
-            # case that copies; adjacent axes, however many, merge into one in place).
-            rest = [a for a in range(x.ndim) if a not in axes]
-            perm = rest + list(axes)
-            xt = cupy.ascontiguousarray(x.transpose(perm))
-            mt = None if m is None else cupy.ascontiguousarray(m.transpose(perm))
-            length = math.prod(x.shape[a] for a in axes)
-            res = cupy.empty(xt.shape, dtype)
-            _launch_softmax(xt, res, mt, (xt.size // length, length, 1), dtype, log)
-            y.transpose(perm)[...] = res
-            return y
-        if y.flags.c_contiguous:
-            _launch_softmax(x, y, m, oli, dtype, log)
-        else:
-            res = cupy.empty(x.shape, dtype)
-            _launch_softmax(x, res, m, oli, dtype, log)
-            y[...] = res
+        if x.size:
+            _softmax_family(None, x, axes, y, dtype, log, mask, bias)
         return y
+
+
+def softmax_grad(dy, x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
+    """The softmax / log_softmax backward: the fused kernels recompute the forward of x (+ bias,
+    mask) and read dy in the same pass; ``out`` may be dy or x."""
+    dtype = np.dtype(dtype)
+    with _on(x, stream):
+        dx = cupy.empty(x.shape, dtype) if out is None else out
+        if x.size:
+            _softmax_family(dy, x, axes, dx, dtype, log, mask, bias)
+        return dx
+
+
+def _contiguous(a, dtype):
+    return a if a.dtype == dtype and a.flags.c_contiguous else cupy.ascontiguousarray(a, dtype=dtype)
+
+
+def _bias_operand(b, dtype):
+    """``(bias, mode)`` for the softmax kernels (BiasView): stored as the data's dtype (mode 1) or as
+    the compute type (mode 2: a float32 bias on float16 data); any other dtype is converted to the
+    compute type (a copy of the bias itself, never of x's size)."""
+    if b.dtype == dtype:
+        return b, 1
+    compute = _compute_dtype(dtype)
+    if b.dtype != compute:
+        b = b.astype(compute)
+    return b, 1 if compute == dtype else 2
+
+
+def _bias_view(bias, mode, shape, lo, hi):
+    """``(array, BiasPlan)`` of a bias view already broadcast to ``shape`` (the kernels' x), reduced
+    along the axes ``lo..hi``. Where its broadcast is beyond what the kernels walk (see
+    ``ks.bias_plan``) it is materialised at x's shape first: a copy of x's size, the bias alone."""
+    item = bias.itemsize
+    plan = ks.bias_plan(tuple(shape), tuple(st // item for st in bias.strides), lo, hi, mode)
+    if plan is None:
+        bias = cupy.ascontiguousarray(bias)
+        plan = ks.bias_plan(tuple(shape), tuple(st // item for st in bias.strides), lo, hi, mode)
+    return bias, plan
+
+
+def _softmax_family(dy, x, axes, y, dtype, log, mask, bias):
+    """softmax (dy None) or its backward along ``axes`` into ``y`` (x's shape, any layout)."""
+    x = _contiguous(x, dtype)
+    if dy is not None:
+        dy = _contiguous(dy, dtype)
+    m = None
+    if mask is not None:
+        m = cupy.ascontiguousarray(mask, dtype=np.uint8) if mask.dtype != np.bool_ else cupy.ascontiguousarray(mask)
+    b = mode = None
+    if bias is not None:
+        b, mode = _bias_operand(bias, dtype)
+        b = cupy.broadcast_to(b, x.shape)
+    oli = ks.outer_axis_inner(x.shape, axes)
+    if oli is None:
+        # Tuple axes that are not adjacent: a transposing copy moves them last (the only case
+        # that copies; adjacent axes, however many, merge into one in place). The bias is a
+        # transposed view.
+        rest = [a for a in range(x.ndim) if a not in axes]
+        perm = rest + list(axes)
+        xt = cupy.ascontiguousarray(x.transpose(perm))
+        dyt = None if dy is None else cupy.ascontiguousarray(dy.transpose(perm))
+        mt = None if m is None else cupy.ascontiguousarray(m.transpose(perm))
+        bt = None if b is None else b.transpose(perm)
+        length = math.prod(x.shape[a] for a in axes)
+        res = cupy.empty(xt.shape, dtype)
+        _launch_softmax(dyt, xt, res, mt, bt, mode, (len(rest), x.ndim - 1), (xt.size // length, length, 1), dtype,
+                        log)
+        y.transpose(perm)[...] = res
+        return
+    res = y if y.flags.c_contiguous else cupy.empty(x.shape, dtype)
+    _launch_softmax(dy, x, res, m, b, mode, (axes[0], axes[-1]), oli, dtype, log)
+    if res is not y:
+        y[...] = res
 
 
 def _smem_optin() -> int:
@@ -362,13 +508,21 @@ def _max_blocks() -> int:
     return _sm_count() * 32
 
 
-def _launch_softmax(x, y, mask, oli, dtype, log):
-    plan = ks.softmax_plan(*oli, ks.DTYPE_TAG[dtype], log=log, sm_count=_sm_count(), max_blocks=_max_blocks(),
-                           smem_optin=_smem_optin())
-    _run_plan(plan, {"x": x, "y": y, "mask": mask if mask is not None else _NULL})
+def _launch_softmax(dy, x, y, mask, bias, mode, reduced, oli, dtype, log):
+    """The forward (dy None) or backward plan on C-contiguous x (and dy), y the result (dx);
+    ``reduced``: the first and last reduced axes of x, for the bias view."""
+    plan_bias = None
+    if bias is not None:
+        bias, plan_bias = _bias_view(bias, mode, x.shape, *reduced)
+    planner = ks.softmax_plan if dy is None else ks.softmax_grad_plan
+    plan = planner(*oli, ks.DTYPE_TAG[dtype], log=log, sm_count=_sm_count(), max_blocks=_max_blocks(),
+                   smem_optin=_smem_optin(), bias=plan_bias)
+    arrays = {"x": x, "mask": _NULL if mask is None else mask, "bias": _NULL if bias is None else bias}
+    arrays.update({"y": y} if dy is None else {"dy": dy, "dx": y})
+    _run_plan(plan, arrays)
 
 
-_NULL = np.uint64(0)  # a null pointer argument (no mask)
+_NULL = np.uint64(0)  # a null pointer argument (no mask, no bias)
 
 
 def _run_plan(plan, arrays):
@@ -429,3 +583,59 @@ def prelu(x, alpha, out, dtype, stream=None):
     with _on(x, stream):
         y = cupy.empty(x.shape, dtype) if out is None else out
         return _composite.prelu_into(cupy, x, alpha, y, _compute_dtype(dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# The backward of the axis ops: fused kernels (sparsemax) and one ElementwiseKernel pass each
+
+
+def sparsemax_grad(dy, x, axis, out, dtype, stream=None):
+    """``dx = s (dy - mean of dy over the support)``: the fused kernel recomputes tau as the forward
+    does; ``out`` may be dy or x."""
+    dtype = np.dtype(dtype)
+    with _on(x, stream):
+        dx = cupy.empty(x.shape, dtype) if out is None else out
+        if x.size == 0:
+            return dx
+        x, dy = _contiguous(x, dtype), _contiguous(dy, dtype)
+        oli = ks.outer_axis_inner(x.shape, (axis,))
+        res = dx if dx.flags.c_contiguous else cupy.empty(x.shape, dtype)
+        plan = ks.sparsemax_grad_plan(*oli, ks.DTYPE_TAG[dtype], sm_count=_sm_count(), max_blocks=_max_blocks(),
+                                      smem_optin=_smem_optin())
+        _run_plan(plan, {"dy": dy, "x": x, "dx": res})
+        if res is not dx:
+            dx[...] = res
+        return dx
+
+
+def _halves(a, axis):
+    half = a.shape[axis] // 2
+    first = (slice(None),) * axis + (slice(0, half),)
+    second = (slice(None),) * axis + (slice(half, 2 * half),)
+    return a[first], a[second]
+
+
+def glu_grad(dy, x, axis, out, dtype, stream=None):
+    """glu's backward, both halves in one pass over views of x and dx (no copies):
+    ``da = dy sigmoid(b)``, ``db = dy a sigmoid'(b)``."""
+    dtype = np.dtype(dtype)
+    with _on(x, stream):
+        dx = cupy.empty(x.shape, dtype) if out is None else out
+        if dx.size == 0:
+            return dx
+        a, b = _halves(x, axis)
+        da, db = _halves(dx, axis)
+        _ew_kernel("glu_grad", _compute_dtype(dtype), "special")(a, b, dy, da, db)
+        return dx
+
+
+def prelu_grad(dy, x, alpha, out, dtype, stream=None):
+    """``dx = dy`` where x > 0, ``dy * alpha`` elsewhere (the left derivative at 0), NaN kept: one
+    pass, ``alpha`` a broadcast view."""
+    dtype = np.dtype(dtype)
+    with _on(x, stream):
+        dx = cupy.empty(x.shape, dtype) if out is None else out
+        if dx.size == 0:
+            return dx
+        _ew_kernel("prelu_grad", _compute_dtype(dtype), "special")(dy, x, alpha, dx)
+        return dx

@@ -248,6 +248,20 @@ inline unsigned linear_tid() {
     return ctxp->tid.x + ctxp->bdim.x * (ctxp->tid.y + ctxp->bdim.y * ctxp->tid.z);
 }
 
+// A kernel whose threads never communicate, run one CUDA thread after another on the calling
+// thread (as launch3 SERIAL, for the 1-D launches of the elementwise kernels).
+template <typename F>
+void launch_independent(unsigned grid, unsigned grid_y, unsigned block, F fn) {
+    Block blk;  // no barriers: a kernel that reaches one fails at once (null pointer)
+    for (unsigned by = 0; by < grid_y; ++by)
+        for (unsigned b = 0; b < grid; ++b)
+            for (unsigned t = 0; t < block; ++t) {
+                Ctx c{{t, 0, 0}, {b, by, 0}, {block, 1, 1}, {grid, grid_y, 1}, &blk};
+                ctxp = &c;
+                fn();
+            }
+}
+
 template <typename T>
 T exchange(T v, int src_of_lane_fn_result, int lane) {
     Block* blk = ctxp->blk;

@@ -1,6 +1,7 @@
-"""The fused kernels (softmax, sparsemax) on the CPU threads shim (cuda_shim.h): the very source
-the CuPy backend compiles, built with g++, and a runner that executes a plan's launches the way
-``gpuact.backends.cupy_backend`` does (same kernels, grids, blocks, shared memory, arguments).
+"""The fused kernels (softmax, sparsemax, and their backward) on the CPU threads shim (cuda_shim.h):
+the very source the CuPy backend compiles, built with g++, and a runner that executes a plan's
+launches the way ``gpuact.backends.cupy_backend`` does (same kernels, grids, blocks, shared
+memory, arguments).
 """
 
 from __future__ import annotations
@@ -14,21 +15,22 @@ import numpy as np
 from gpuact import _kernel_sources as ks
 from tests.cuda_shim import gpuact_cuda_build as build
 
-_POINTERS = ("x", "y", "mask", "ws")
-MAX_INTS = 8
+_POINTERS = ("x", "y", "dy", "dx", "mask", "ws", "bias")
+MAX_INTS = 16
 
 
 def _dispatch_source(names) -> str:
-    """The kernels, and ``shim_launch(name, pointers..., grid, block, smem, ints)`` to run one."""
+    """The kernels, and ``shim_launch(name, pointers, grid, block, smem, ints)`` to run one
+    (``pointers`` indexed as ``_POINTERS``)."""
     lines = ['#include "cuda_shim.h"', ks.fused_unit_source(names), "#include <cstring>",
-             'extern "C" int shim_launch(const char* name, void* x, void* y, void* mask, void* ws, unsigned gx,',
-             "                           unsigned gy, unsigned block, unsigned long smem, const long long* ints) {"]
+             'extern "C" int shim_launch(const char* name, void* const* ptrs, unsigned gx, unsigned gy,',
+             "                           unsigned block, unsigned long smem, const long long* ints) {"]
     for name in names:
         spec = ks.fused_kernels()[name]
         args, k = [], 0
         for ctype, pname in spec.params:
             if ctype.endswith("*"):
-                args.append(f"({ctype}){pname}")
+                args.append(f"({ctype})ptrs[{_POINTERS.index(pname)}]")
             else:
                 args.append(f"({ctype})ints[{k}]")
                 k += 1
@@ -41,16 +43,21 @@ def _dispatch_source(names) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def library(build_dir: Path, what: str) -> ctypes.CDLL:
-    """The shim library of every ``what`` ("softmax" or "sparsemax") kernel, all dtypes; built
-    once per build folder (the tests pass the session's)."""
-    names = [n for tag in ks.STORAGE_CTYPE for n in getattr(ks, f"{what}_kernel_names")(tag)]
+def library(build_dir: Path, group: str) -> ctypes.CDLL:
+    """The shim library of every kernel of ``group`` (``ks.FUSED_GROUPS``: "softmax", "sparsemax",
+    "softmax_grad", "sparsemax_grad"), all dtypes; built once per build folder (the tests pass
+    the session's)."""
+    names = [n for tag in ks.STORAGE_CTYPE for n in ks.group_kernel_names(group, tag)]
     so = build.build_shared(_dispatch_source(names), Path(build_dir), std="c++20")
     lib = ctypes.CDLL(str(so))
     lib.shim_launch.restype = ctypes.c_int
-    lib.shim_launch.argtypes = [ctypes.c_char_p] + [ctypes.c_void_p] * 4 + [ctypes.c_uint] * 3 + [
+    lib.shim_launch.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)] + [ctypes.c_uint] * 3 + [
         ctypes.c_ulong, ctypes.POINTER(ctypes.c_longlong)]
     return lib
+
+
+def group_of(name: str) -> str:
+    return ks.fused_kernels()[name].group
 
 
 def run_plan(lib, plan, arrays: dict) -> None:
@@ -63,11 +70,10 @@ def run_plan(lib, plan, arrays: dict) -> None:
     for launch in plan.launches:
         assert len(launch.grid) <= 2, launch
         grid = tuple(launch.grid) + (1,)
-        ptrs = [None] * len(_POINTERS)
+        ptrs = (ctypes.c_void_p * len(_POINTERS))()
         for p in launch.pointers:
             a = arrays.get(p)
             ptrs[_POINTERS.index(p)] = None if a is None else a.ctypes.data
         ints = (ctypes.c_longlong * MAX_INTS)(*[int(v) for v in launch.ints])
-        rc = lib.shim_launch(launch.name.encode(), *ptrs, grid[0], grid[1], launch.block,
-                             launch.smem, ints)
+        rc = lib.shim_launch(launch.name.encode(), ptrs, grid[0], grid[1], launch.block, launch.smem, ints)
         assert rc == 0, f"no kernel {launch.name} in the shim library"
