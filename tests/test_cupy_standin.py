@@ -24,7 +24,7 @@ from tests.test_numba_simulator import INCLUDED as PUBLIC_AND_NUMBA
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-INCLUDED = tuple(p for p in PUBLIC_AND_NUMBA if p != "test_numba_backend.py") + (
+INCLUDED = tuple(p for p in PUBLIC_AND_NUMBA if not p.startswith("test_numba_")) + (
     "test_cupy_backend.py", "test_launch_contract.py")
 # 2**31 float16 elements through the CPU shim would take hours (and 12 GiB of host memory)
 DESELECTED = ("tests/test_cupy_backend.py::test_more_than_2_31_elements",)
