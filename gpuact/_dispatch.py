@@ -303,11 +303,20 @@ def _plain_out(out, dtype, shape, *reads) -> bool:
 
 
 def elementwise(op: str, x, params: tuple = (), *, bias=None, out=None, backend=None, stream=None):
-    if backend is None and bias is None and type(x) is np.ndarray:
-        if out is None:
-            return numpy_elementwise(op, x, params)
-        if x.dtype in _FLOAT_DTYPES and _plain_out(out, x.dtype, x.shape, x):
-            return _numpy().elementwise(op, x, params, out, x.dtype)
+    if backend is None and bias is None:
+        kind = type(x)
+        if kind is np.ndarray:
+            if out is None:
+                return numpy_elementwise(op, x, params)
+            if x.dtype in _FLOAT_DTYPES and _plain_out(out, x.dtype, x.shape, x):
+                return _numpy().elementwise(op, x, params, out, x.dtype)
+        elif out is None and stream is None and "cupy" in _loaded:
+            cupy = sys.modules.get("cupy")
+            if cupy is not None and kind is cupy.ndarray:
+                # the common GPU call: straight to the vector kernel when x allows (see elementwise_fast)
+                y = _loaded["cupy"].elementwise_fast(op, x, params)
+                if y is not None:
+                    return y
     if _dask.any_dask(x, bias):
         return _dask.elementwise(op, x, params, bias=bias, out=out, backend=backend, stream=stream)
     if _masked.is_masked(x):

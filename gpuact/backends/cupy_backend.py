@@ -340,6 +340,35 @@ def _trailing_bias(b, x, tag: str):
     return b, btag, max(1, b.size)
 
 
+_fast_params: dict = {}
+
+
+def elementwise_fast(op, x, params):
+    """``op(x)`` for the common call (``gpuact._dispatch``'s fast path: a ``cupy.ndarray`` and no
+    ``out``, ``bias``, ``backend`` or ``stream``): when ``x`` is a C-contiguous, 16-byte aligned
+    float array on the current device, the vector kernel on CuPy's current stream with nothing else
+    to resolve; else None, and the caller takes the general path."""
+    tag = ks.DTYPE_TAG.get(x.dtype)
+    if tag is None or not x.flags.c_contiguous:
+        return None
+    memory = x.data
+    device = cupy.cuda.runtime.getDevice()
+    n = x.size
+    if memory.device_id != device or memory.ptr % 16 or n == 0:
+        return None
+    key = (op, tag, params)
+    p = _fast_params.get(key)
+    if p is None:
+        if len(_fast_params) > 1024:  # parameters a program sweeps: keep the memo small
+            _fast_params.clear()
+        p = _fast_params[key] = _params4(op, params, ks.COMPUTE_DTYPE[tag])
+    kernel = _vec_kernels.get((op, tag, device)) or _vec_kernel(op, tag)
+    launch = ks.vec_launch(n, tag, _sm_count())
+    y = cupy.empty(x.shape, x.dtype)
+    kernel((launch.blocks,), (ks.EW_THREADS,), (x, y, *launch.ints, *p))
+    return y
+
+
 def elementwise(op, x, params, out, dtype, stream=None, bias=None):
     """``y = op(x)``, or ``op(x + bias)`` with a bias added in the kernel (``bias``: a cupy array
     broadcastable to x, any real dtype)."""
