@@ -24,8 +24,16 @@ SOURCE = ROOT / "kernels" / "gpuact_cpu.cc"
 LIBRARY = ROOT / "gpuact" / "_gpuact_cpu.so"
 # -ffast-math never: NaN and inf must follow IEEE rules (docs/contract.rst), and its start-up code would
 # turn on flush-to-zero for the whole process that loads the library.
-FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
-         "-fPIC", "-shared", "-std=c++17", "-fvisibility=hidden"]
+FLAGS = [
+    "-O3",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fopenmp-simd",
+    "-fPIC",
+    "-shared",
+    "-std=c++17",
+    "-fvisibility=hidden",
+]
 # The stable ABI from Python 3.11 (the first with the buffer protocol in it): one build then
 # serves every later Python; 3.10 gets a build for itself.
 LIMITED_API = 0x030B0000

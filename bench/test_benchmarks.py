@@ -31,9 +31,11 @@ REQUIRE_GPU = os.environ.get("GPUACT_REQUIRE_GPU") == "1"
 
 _selected = ["numpy", "numpy-naive", "cupy", "numba", "cupy-naive"] + (["torch", "jax"] if PEERS else [])
 IMPLS, STATUSES = discover(_selected)
-CASES = (C.build_cases(C.DEFAULT_OPS, ("float32",), SIZES, rows=())
-         + C.build_cases(C.SOFTMAX_OPS, ("float32",), (SOFTMAX_SIZE,), softmax_limit=1)
-         + C.build_training_cases(C.QUICK_GRAD_OPS, ("float32",), (SOFTMAX_SIZE,), rows=(1024,)))
+CASES = (
+    C.build_cases(C.DEFAULT_OPS, ("float32",), SIZES, rows=())
+    + C.build_cases(C.SOFTMAX_OPS, ("float32",), (SOFTMAX_SIZE,), softmax_limit=1)
+    + C.build_training_cases(C.QUICK_GRAD_OPS, ("float32",), (SOFTMAX_SIZE,), rows=(1024,))
+)
 
 
 def _params():
@@ -61,11 +63,18 @@ def _input(case, device):
 @pytest.mark.parametrize(("case", "impl"), list(_params()))
 def test_activation(benchmark, case, impl):
     benchmark.group = case.op
-    benchmark.extra_info.update(backend=impl.backend, device=impl.device, elements=case.elements,
-                                shape=list(case.shape), axis=case.axis, bytes_moved=case.bytes_moved)
+    benchmark.extra_info.update(
+        backend=impl.backend,
+        device=impl.device,
+        elements=case.elements,
+        shape=list(case.shape),
+        axis=case.axis,
+        bytes_moved=case.bytes_moved,
+    )
     x = impl.wrap(_input(case, impl.device))
     fn = impl.function(case)
     if impl.device == "gpu":
+
         def run(a):
             y = fn(a)
             impl.sync(y)
@@ -92,8 +101,11 @@ def test_activation(benchmark, case, impl):
 
 def test_gpu_backends_are_benchmarked():
     """Says (as a skip, or a failure with GPUACT_REQUIRE_GPU=1) when gpuact's GPU paths are not here."""
-    missing = [f"{s.backend}: {s.reason}" for s in STATUSES
-               if s.device == "gpu" and s.backend in ("cupy", "numba") and not s.used]
+    missing = [
+        f"{s.backend}: {s.reason}"
+        for s in STATUSES
+        if s.device == "gpu" and s.backend in ("cupy", "numba") and not s.used
+    ]
     if missing:
         if REQUIRE_GPU:
             pytest.fail("GPUACT_REQUIRE_GPU=1 but " + "; ".join(missing))

@@ -21,7 +21,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE / "_ext"))
 
-import gpuact
+import gpuact  # noqa: E402  (from the checkout, put on the path just above)
 
 project = "gpuact"
 author = "the gpuact developers"
@@ -68,8 +68,9 @@ try:
 except ImportError:
     have_dask = False
 """
-doctest_default_flags = (doctest.ELLIPSIS | doctest.IGNORE_EXCEPTION_DETAIL | doctest.DONT_ACCEPT_TRUE_FOR_1
-                         | doctest.NORMALIZE_WHITESPACE)
+doctest_default_flags = (
+    doctest.ELLIPSIS | doctest.IGNORE_EXCEPTION_DETAIL | doctest.DONT_ACCEPT_TRUE_FOR_1 | doctest.NORMALIZE_WHITESPACE
+)
 
 # ---- HTML ----------------------------------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"
@@ -86,5 +87,4 @@ html_theme_options = {
 }
 # the section navigation only where a section has pages (the API reference); the other pages
 # get the width
-html_sidebars = {page: [] for page in ("index", "getting-started", "contract", "backends", "benchmarks",
-                                        "development")}
+html_sidebars = {page: [] for page in ("index", "getting-started", "contract", "backends", "benchmarks", "development")}

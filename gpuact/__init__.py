@@ -8,7 +8,7 @@ from gpuact.registry import deserialize, get, serialize
 
 __version__ = "0.1.0"
 
-__all__ = [*_activation_names, "get", "serialize", "deserialize", "layers", "backward"]
+__all__ = [*_activation_names, "get", "serialize", "deserialize", "layers", "backward"]  # noqa: F405  (lazy, __getattr__)
 
 
 def __getattr__(name: str) -> Any:

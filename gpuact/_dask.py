@@ -59,22 +59,30 @@ def _meta(x, dtype, ndim=None):
 def _check_call(x, out, stream, **operands):
     if not is_dask(x):
         names = [name for name, a in operands.items() if is_dask(a)]
-        raise TypeError(f"{', '.join(names)} is a Dask array but x is not: make x a Dask array too "
-                        "(dask.array.from_array), or compute the others")
+        raise TypeError(
+            f"{', '.join(names)} is a Dask array but x is not: make x a Dask array too "
+            "(dask.array.from_array), or compute the others"
+        )
     if out is not None:
-        raise TypeError("out= takes no Dask array: Dask arrays are immutable. Use the returned lazy array, "
-                        "and dask.array.store(result, target) to write it into an existing array")
+        raise TypeError(
+            "out= takes no Dask array: Dask arrays are immutable. Use the returned lazy array, "
+            "and dask.array.store(result, target) to write it into an existing array"
+        )
     if stream is not None:
-        raise TypeError("stream= does not apply to Dask arrays: each chunk runs on its worker's device and "
-                        "CuPy's current stream there")
+        raise TypeError(
+            "stream= does not apply to Dask arrays: each chunk runs on its worker's device and "
+            "CuPy's current stream there"
+        )
     chunks_kind = _chunk_module(x).__name__
     for name, a in operands.items():
         if a is None or is_dask(a) or np.ndim(a) == 0:
             continue
         kind = type(a).__module__.split(".")[0]
         if kind != chunks_kind and not (chunks_kind == "numpy" and isinstance(a, (list, tuple))):
-            raise TypeError(f"{name} is a {type(a).__module__}.{type(a).__name__} and x's chunks are "
-                            f"{chunks_kind} arrays: pass {name} as a Dask array, or as an array of the chunks' kind")
+            raise TypeError(
+                f"{name} is a {type(a).__module__}.{type(a).__name__} and x's chunks are "
+                f"{chunks_kind} arrays: pass {name} as a Dask array, or as an array of the chunks' kind"
+            )
 
 
 def _operand(a, x):
@@ -114,8 +122,16 @@ def elementwise(op, x, params, *, bias, out, backend, stream):
     _check_call(x, out, stream, bias=bias)
     dtype = _dtype(x)
     args = [x] + ([_operand(bias, x)] if bias is not None else [])
-    return _da().map_blocks(_elementwise_chunk, *args, op=op, params=params, has_bias=bias is not None,
-                            backend=backend, dtype=dtype, meta=_meta(x, dtype))
+    return _da().map_blocks(
+        _elementwise_chunk,
+        *args,
+        op=op,
+        params=params,
+        has_bias=bias is not None,
+        backend=backend,
+        dtype=dtype,
+        meta=_meta(x, dtype),
+    )
 
 
 def _grad_chunk(dyb, xb, *rest, op, params, has_bias, backend):
@@ -133,8 +149,16 @@ def elementwise_grad(op, dy, x, params, *, bias, out, backend, stream):
         raise ValueError(f"dy has shape {tuple(dy.shape)}; x has shape {tuple(x.shape)}")
     dtype = _dtype(x, dy)
     args = [dy, x] + ([_operand(bias, x)] if bias is not None else [])
-    return _da().map_blocks(_grad_chunk, *args, op=op, params=params, has_bias=bias is not None,
-                            backend=backend, dtype=dtype, meta=_meta(x, dtype))
+    return _da().map_blocks(
+        _grad_chunk,
+        *args,
+        op=op,
+        params=params,
+        has_bias=bias is not None,
+        backend=backend,
+        dtype=dtype,
+        meta=_meta(x, dtype),
+    )
 
 
 def _prelu_chunk(xb, ab, *, backend):
@@ -158,8 +182,9 @@ def _prelu_grad_chunk(dyb, xb, ab, *, backend):
 def prelu_grad(dy, x, alpha, *, out, backend, stream):
     _check_call(x, out, stream, dy=dy, alpha=alpha)
     dtype = _dtype(x, dy)
-    return _da().map_blocks(_prelu_grad_chunk, dy, x, _operand(alpha, x), backend=backend, dtype=dtype,
-                            meta=_meta(x, dtype))
+    return _da().map_blocks(
+        _prelu_grad_chunk, dy, x, _operand(alpha, x), backend=backend, dtype=dtype, meta=_meta(x, dtype)
+    )
 
 
 # ---- softmax ------------------------------------------------------------------------------------
@@ -195,8 +220,9 @@ def _shifted(x, mask, bias, dtype):
         return z
 
     args = [x] + ([mask] if mask is not None else []) + ([bias] if bias is not None else [])
-    return da.map_blocks(shift, *args, has_mask=mask is not None, has_bias=bias is not None, dtype=dtype,
-                         meta=_meta(x, dtype))
+    return da.map_blocks(
+        shift, *args, has_mask=mask is not None, has_bias=bias is not None, dtype=dtype, meta=_meta(x, dtype)
+    )
 
 
 def _partials(zb, axis=None, keepdims=True, computing_meta=False, **kwargs):
@@ -281,8 +307,17 @@ def softmax(x, axis, *, log, mask, bias, out, backend, stream):
     mask, bias = _operand(mask, x), _operand(bias, x)
     if _within_chunks(x, axes):
         args = [x] + ([mask] if mask is not None else []) + ([bias] if bias is not None else [])
-        return _da().map_blocks(_softmax_chunk, *args, axes=axes, log=log, has_mask=mask is not None,
-                                has_bias=bias is not None, backend=backend, dtype=dtype, meta=_meta(x, dtype))
+        return _da().map_blocks(
+            _softmax_chunk,
+            *args,
+            axes=axes,
+            log=log,
+            has_mask=mask is not None,
+            has_bias=bias is not None,
+            backend=backend,
+            dtype=dtype,
+            meta=_meta(x, dtype),
+        )
     return _softmax_tree(x, axes, log, mask, bias, dtype)
 
 
@@ -290,11 +325,21 @@ def _softmax_tree(x, axes, log, mask, bias, dtype):
     da = _da()
     compute = np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
     z = _shifted(x, mask, bias, compute) if (mask is not None or bias is not None or x.dtype != compute) else x
-    packed = da.reduction(z, _partials, _aggregate_pairs, combine=_combine_pairs, axis=axes, keepdims=True,
-                          dtype=np.complex128, concatenate=False, meta=_meta(x, np.complex128))
+    packed = da.reduction(
+        z,
+        _partials,
+        _aggregate_pairs,
+        combine=_combine_pairs,
+        axis=axes,
+        keepdims=True,
+        dtype=np.complex128,
+        concatenate=False,
+        meta=_meta(x, np.complex128),
+    )
     args = [z, packed] + ([mask] if mask is not None else [])
-    return da.map_blocks(_normalize, *args, log=log, has_mask=mask is not None, out_dtype=dtype, dtype=dtype,
-                         meta=_meta(x, dtype))
+    return da.map_blocks(
+        _normalize, *args, log=log, has_mask=mask is not None, out_dtype=dtype, dtype=dtype, meta=_meta(x, dtype)
+    )
 
 
 def softmax_grad(dy, x, axis, *, log, mask, bias, out, backend, stream):
@@ -310,6 +355,7 @@ def softmax_grad(dy, x, axis, *, log, mask, bias, out, backend, stream):
     mask, bias = _operand(mask, x), _operand(bias, x)
     da = _da()
     if _within_chunks(x, axes):
+
         def chunk(dyb, xb, *rest, has_mask, has_bias):
             rest = list(rest)
             m = rest.pop(0) if has_mask else None
@@ -317,8 +363,9 @@ def softmax_grad(dy, x, axis, *, log, mask, bias, out, backend, stream):
             return _dispatch.softmax_grad(dyb, xb, axes, log=log, mask=m, bias=b, backend=backend)
 
         args = [dy, x] + ([mask] if mask is not None else []) + ([bias] if bias is not None else [])
-        return da.map_blocks(chunk, *args, has_mask=mask is not None, has_bias=bias is not None, dtype=dtype,
-                             meta=_meta(x, dtype))
+        return da.map_blocks(
+            chunk, *args, has_mask=mask is not None, has_bias=bias is not None, dtype=dtype, meta=_meta(x, dtype)
+        )
     # computed in the compute dtype (float16 in float32, as the kernels do), the sums in float64
     compute = np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
     y = softmax(x.astype(compute), axis, log=False, mask=mask, bias=bias, out=None, backend=backend, stream=None)
@@ -354,9 +401,13 @@ def glu(x, axis, *, out, backend, stream):
         raise ValueError(f"glu splits axis {axis} in two halves; its length {x.shape[ax]} is odd")
     dtype = _dtype(x)
     if x.numblocks[ax] == 1:
-        return _da().map_blocks(lambda xb: _dispatch.glu(xb, ax, backend=backend), x, dtype=dtype,
-                                chunks=tuple(c if i != ax else (c[0] // 2,) for i, c in enumerate(x.chunks)),
-                                meta=_meta(x, dtype))
+        return _da().map_blocks(
+            lambda xb: _dispatch.glu(xb, ax, backend=backend),
+            x,
+            dtype=dtype,
+            chunks=tuple(c if i != ax else (c[0] // 2,) for i, c in enumerate(x.chunks)),
+            meta=_meta(x, dtype),
+        )
     a, b = _halves(x, ax)
 
     def gate(ab, bb):
@@ -375,7 +426,7 @@ def glu_grad(dy, x, axis, *, out, backend, stream):
     ax = _dispatch.single_axis(axis, x.ndim)
     if x.shape[ax] % 2:
         raise ValueError(f"glu splits axis {axis} in two halves; its length {x.shape[ax]} is odd")
-    half = tuple(x.shape[:ax]) + (x.shape[ax] // 2,) + tuple(x.shape[ax + 1:])
+    half = tuple(x.shape[:ax]) + (x.shape[ax] // 2,) + tuple(x.shape[ax + 1 :])
     if not is_dask(dy) or tuple(dy.shape) != half:
         raise ValueError(f"dy must be a Dask array of glu's output shape {half}")
     dtype = _dtype(x, dy)
@@ -404,8 +455,9 @@ def sparsemax(x, axis, *, out, backend, stream):
     dtype = _dtype(x)
     if x.numblocks[ax] > 1:
         x = x.rechunk({ax: -1})
-    return _da().map_blocks(lambda xb: _dispatch.sparsemax(xb, ax, backend=backend), x, dtype=dtype,
-                            meta=_meta(x, dtype))
+    return _da().map_blocks(
+        lambda xb: _dispatch.sparsemax(xb, ax, backend=backend), x, dtype=dtype, meta=_meta(x, dtype)
+    )
 
 
 def sparsemax_grad(dy, x, axis, *, out, backend, stream):
@@ -419,5 +471,6 @@ def sparsemax_grad(dy, x, axis, *, out, backend, stream):
     if x.numblocks[ax] > 1:
         x = x.rechunk({ax: -1})
     dy = dy.rechunk(x.chunks)
-    return _da().map_blocks(lambda dyb, xb: _dispatch.sparsemax_grad(dyb, xb, ax, backend=backend), dy, x,
-                            dtype=dtype, meta=_meta(x, dtype))
+    return _da().map_blocks(
+        lambda dyb, xb: _dispatch.sparsemax_grad(dyb, xb, ax, backend=backend), dy, x, dtype=dtype, meta=_meta(x, dtype)
+    )

@@ -88,8 +88,7 @@ def load_backend(name: str) -> ModuleType:
         module = importlib.import_module(f"gpuact.backends.{name}_backend")
     except Exception as exc:  # ImportError, or a CUDA library the loader cannot find
         raise RuntimeError(
-            f"gpuact backend {name!r} is not usable: {exc}. "
-            "Install the GPU extras with `pip install gpuact[cuda12]`."
+            f"gpuact backend {name!r} is not usable: {exc}. Install the GPU extras with `pip install gpuact[cuda12]`."
         ) from exc
     try:
         reason = module.unavailable_reason()
@@ -335,9 +334,16 @@ def elementwise(op: str, x, params: tuple = (), *, bias=None, out=None, backend=
 
 def elementwise_grad(op: str, dy, x, params: tuple = (), *, bias=None, out=None, backend=None, stream=None):
     """``dx = dy * op'(x + bias)`` (see ``gpuact.backward``)."""
-    if (backend is None and bias is None and type(x) is np.ndarray and type(dy) is np.ndarray
-            and x.dtype is dy.dtype and x.dtype in _FLOAT_DTYPES and dy.shape == x.shape
-            and (out is None or _plain_out(out, x.dtype, x.shape, x, dy))):
+    if (
+        backend is None
+        and bias is None
+        and type(x) is np.ndarray
+        and type(dy) is np.ndarray
+        and x.dtype is dy.dtype
+        and x.dtype in _FLOAT_DTYPES
+        and dy.shape == x.shape
+        and (out is None or _plain_out(out, x.dtype, x.shape, x, dy))
+    ):
         # the common CPU call: plain ndarrays of one float dtype and shape, nothing to convert
         return _numpy().elementwise_grad(op, dy, x, params, out, x.dtype)
     if _dask.any_dask(x, dy, bias):
@@ -348,14 +354,21 @@ def elementwise_grad(op: str, dy, x, params: tuple = (), *, bias=None, out=None,
         xa = call.unalias(call.x, checked_out, same_ok=True)
         dya = call.unalias(call.dy, checked_out, same_ok=True)
         b = call.bias(bias, checked_out)
-        result = call.backend.elementwise_grad(op, dya, xa, params, checked_out, call.dtype, stream=call.stream,
-                                               bias=b)
+        result = call.backend.elementwise_grad(op, dya, xa, params, checked_out, call.dtype, stream=call.stream, bias=b)
     return call.finish(result, out)
 
 
 def softmax(x, axis, *, log: bool, mask=None, bias=None, out=None, backend=None, stream=None):
-    if out is None and backend is None and mask is None and bias is None and type(x) is np.ndarray \
-            and type(axis) is int and axis == -1 and x.ndim:
+    if (
+        out is None
+        and backend is None
+        and mask is None
+        and bias is None
+        and type(x) is np.ndarray
+        and type(axis) is int
+        and axis == -1
+        and x.ndim
+    ):
         # the common CPU call (a plain ndarray, the last axis): nothing to detect or convert
         return _numpy().softmax(x, (x.ndim - 1,), None, result_dtype(x.dtype), log=log)
     if _dask.any_dask(x, mask, bias):
@@ -372,23 +385,24 @@ def softmax(x, axis, *, log: bool, mask=None, bias=None, out=None, backend=None,
         mask = call.mask(mask, checked_out)
         b = call.bias(bias, checked_out)
         options = {} if b is None else {"bias": b}
-        result = call.backend.softmax(xa, axes, checked_out, call.dtype, log=log, mask=mask, stream=call.stream,
-                                      **options)
+        result = call.backend.softmax(
+            xa, axes, checked_out, call.dtype, log=log, mask=mask, stream=call.stream, **options
+        )
     return call.finish(result, out)
 
 
 def _softmax_axes(axis, ndim):
     if ndim == 0:
         raise _AxisError(
-            f"softmax normalizes along an axis, and a 0-d array has none (axis={axis!r}); reshape it to 1-d")
+            f"softmax normalizes along an axis, and a 0-d array has none (axis={axis!r}); reshape it to 1-d"
+        )
     return normalize_axes(axis, ndim)
 
 
 def softmax_grad(dy, x, axis, *, log: bool, mask=None, bias=None, out=None, backend=None, stream=None):
     """softmax: ``dx = y (dy - sum(dy y))``; log_softmax: ``dx = dy - softmax(x) sum(dy)``."""
     if _dask.any_dask(x, dy, mask, bias):
-        return _dask.softmax_grad(dy, x, axis, log=log, mask=mask, bias=bias, out=out, backend=backend,
-                                  stream=stream)
+        return _dask.softmax_grad(dy, x, axis, log=log, mask=mask, bias=bias, out=out, backend=backend, stream=stream)
     call = Call(x, backend, stream, grad_of=dy)
     axes = _softmax_axes(axis, call.x.ndim)
     with call.scope():
@@ -397,8 +411,9 @@ def softmax_grad(dy, x, axis, *, log: bool, mask=None, bias=None, out=None, back
         dya = call.unalias(call.dy, checked_out, same_ok=True)
         mask = call.mask(mask, checked_out)
         b = call.bias(bias, checked_out)
-        result = call.backend.softmax_grad(dya, xa, axes, checked_out, call.dtype, log=log, mask=mask, bias=b,
-                                           stream=call.stream)
+        result = call.backend.softmax_grad(
+            dya, xa, axes, checked_out, call.dtype, log=log, mask=mask, bias=b, stream=call.stream
+        )
     return call.finish(result, out)
 
 

@@ -59,11 +59,14 @@ TAG_DTYPE = {tag: dtype for dtype, tag in DTYPE_TAG.items()}
 STORAGE_CTYPE = {"f16": "unsigned short", "f32": "float", "f64": "double"}
 COMPUTE_CTYPE = {"f16": "float", "f32": "float", "f64": "double"}
 COMPUTE_DTYPE: dict[str, np.dtype[Any]] = {
-    "f16": np.dtype(np.float32), "f32": np.dtype(np.float32), "f64": np.dtype(np.float64)}
+    "f16": np.dtype(np.float32),
+    "f32": np.dtype(np.float32),
+    "f64": np.dtype(np.float64),
+}
 DTYPE_ITEMSIZE = {"f16": 2, "f32": 4, "f64": 8}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kernels_dir() -> Path:
     """``gpuact/kernels`` (wheel) or ``<repo>/kernels`` (checkout, editable install)."""
     pkg = Path(__file__).resolve().parent
@@ -79,7 +82,7 @@ def kernels_dir() -> Path:
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def read(name: str) -> str:
     """A ``kernels/`` file with its ``#include "kernels file"`` lines replaced by the files (once each)."""
     seen: set[str] = set()
@@ -125,8 +128,7 @@ def vec_kernel_params(tag: str) -> tuple:
 def _vec_wrapper(name: str, params: tuple, functor: str, body: str, launch_bounds: bool = True) -> str:
     bounds = " __launch_bounds__(GA_EW_THREADS)" if launch_bounds else ""
     return (
-        functor
-        + f'extern "C" __global__ void{bounds}\n'
+        functor + f'extern "C" __global__ void{bounds}\n'
         f"{name}({', '.join(f'{t} {n}' for t, n in params)}) {{\n"
         f"    const {name}_op op = {{p0, p1, p2, p3}};\n"
         f"{body}"
@@ -139,8 +141,9 @@ def vec_kernel_code(op: str, tag: str) -> str:
     _check_op(op)
     s, c = STORAGE_CTYPE[tag], COMPUTE_CTYPE[tag]
     name = vec_kernel_name(op, tag)
-    return _vec_wrapper(name, vec_kernel_params(tag), _op_functor(op, c, f"{name}_op"),
-                        f"    ga::vec_apply<{s}>(x, y, n, op);\n")
+    return _vec_wrapper(
+        name, vec_kernel_params(tag), _op_functor(op, c, f"{name}_op"), f"    ga::vec_apply<{s}>(x, y, n, op);\n"
+    )
 
 
 def vec_headers() -> str:
@@ -204,12 +207,16 @@ def vec_training_code(kind: str, op: str, tag: str, btag: str | None = None) -> 
     if btag is not None:
         body = f"    const ga::TrailingBias<{STORAGE_CTYPE[btag]}> bias = {{b, units, step, tail_col, 0, 0}};\n"
         bias = "bias"
-    call = (f"ga::vec_fused<{s}, true>(dy, x, dx, n, {bias}, op)" if grad
-            else f"ga::vec_fused<{s}, false>(({s}*)0, x, y, n, {bias}, op)")
+    call = (
+        f"ga::vec_fused<{s}, true>(dy, x, dx, n, {bias}, op)"
+        if grad
+        else f"ga::vec_fused<{s}, false>(({s}*)0, x, y, n, {bias}, op)"
+    )
     # No __launch_bounds__: with it ptxas (sm_80 and sm_90) holds some float64 backward kernels
     # to about 80 registers and spills (8-112 bytes); without it they take <= 96 and never spill.
-    return _vec_wrapper(name, vec_training_params(kind, tag, btag), functor, body + f"    {call};\n",
-                        launch_bounds=False)
+    return _vec_wrapper(
+        name, vec_training_params(kind, tag, btag), functor, body + f"    {call};\n", launch_bounds=False
+    )
 
 
 def vec_training_headers() -> str:
@@ -225,7 +232,7 @@ def vec_training_variants(tag: str):
     """(kind, op, btag) of every contiguous training kernel of ``tag`` data."""
     for op in ELEMENTWISE_OPS:
         for kind in VEC_TRAINING_KINDS:
-            for btag in ((None,) if kind == "grad" else bias_tags(tag)):
+            for btag in (None,) if kind == "grad" else bias_tags(tag):
                 yield kind, op, btag
 
 
@@ -316,9 +323,11 @@ def glu_grad_spec(compute) -> dict:
     return {
         "in_params": "A a, G g, D dy",
         "out_params": "Y da, Y db",
-        "operation": (f"const {c} t = ({c})g, d = ({c})dy; "
-                      f"da = (Y)(ga::sigmoid<{c}>(t, {z}, {z}, {z}, {z}) * d); "
-                      f"db = (Y)(ga::grad_sigmoid<{c}>(t, {z}, {z}, {z}, {z}) * ({c})a * d)"),
+        "operation": (
+            f"const {c} t = ({c})g, d = ({c})dy; "
+            f"da = (Y)(ga::sigmoid<{c}>(t, {z}, {z}, {z}, {z}) * d); "
+            f"db = (Y)(ga::grad_sigmoid<{c}>(t, {z}, {z}, {z}, {z}) * ({c})a * d)"
+        ),
         "name": "gpuact_ew_glu_grad",
         "preamble": read(MATH_HEADER) + read(GRAD_HEADER),
     }
@@ -357,8 +366,16 @@ _INT_TYPES = {_I8: np.int64, _I4: np.int32}
 # pointers, and its mode and element strides (see BiasPlan) after the other integers. Every kernel
 # takes its pointers first, then its integers (the backend and the shim rely on it).
 _BIAS = ("const void*", "bias")
-_BIAS_INTS = ((_I4, "bias_mode"), (_I8, "b_s0"), (_I8, "b_s1"), (_I8, "b_s2"), (_I8, "b_n1"), (_I8, "b_n2"),
-              (_I8, "b_k"), (_I8, "b_i"))
+_BIAS_INTS = (
+    (_I4, "bias_mode"),
+    (_I8, "b_s0"),
+    (_I8, "b_s1"),
+    (_I8, "b_s2"),
+    (_I8, "b_n1"),
+    (_I8, "b_n2"),
+    (_I8, "b_k"),
+    (_I8, "b_i"),
+)
 BIAS_INTS = tuple(n for _, n in _BIAS_INTS)
 
 _WARP = ((_I8, "rows"), (_I4, "L"))
@@ -377,14 +394,26 @@ FUSED_FAMILIES = {
     "softmax_cols": ("softmax", SOFTMAX_SOURCE, (_X, _Y, _MASK, _BIAS) + _COLS + _LOG + _CACHE + _BIAS_INTS),
     "softmax_split_partials": ("softmax", SOFTMAX_SOURCE, (_X, _MASK, _WS, _BIAS) + _SPLIT + _BIAS_INTS),
     "softmax_split_finish": ("softmax", SOFTMAX_SOURCE, (_X, _Y, _MASK, _CWS, _BIAS) + _SPLIT + _LOG + _BIAS_INTS),
-    "softmax_grad_warp": ("softmax_grad", SOFTMAX_GRAD_SOURCE, (_DY, _X, _DX, _MASK, _BIAS) + _WARP + _LOG
-                          + _BIAS_INTS),
-    "softmax_grad_cols": ("softmax_grad", SOFTMAX_GRAD_SOURCE, (_DY, _X, _DX, _MASK, _BIAS) + _COLS + _LOG + _CACHE
-                          + _BIAS_INTS),
-    "softmax_grad_split_partials": ("softmax_grad", SOFTMAX_GRAD_SOURCE, (_DY, _X, _MASK, _WS, _BIAS) + _SPLIT + _LOG
-                                    + _BIAS_INTS),
-    "softmax_grad_split_finish": ("softmax_grad", SOFTMAX_GRAD_SOURCE, (_DY, _X, _DX, _MASK, _CWS, _BIAS) + _SPLIT
-                                  + _LOG + _BIAS_INTS),
+    "softmax_grad_warp": (
+        "softmax_grad",
+        SOFTMAX_GRAD_SOURCE,
+        (_DY, _X, _DX, _MASK, _BIAS) + _WARP + _LOG + _BIAS_INTS,
+    ),
+    "softmax_grad_cols": (
+        "softmax_grad",
+        SOFTMAX_GRAD_SOURCE,
+        (_DY, _X, _DX, _MASK, _BIAS) + _COLS + _LOG + _CACHE + _BIAS_INTS,
+    ),
+    "softmax_grad_split_partials": (
+        "softmax_grad",
+        SOFTMAX_GRAD_SOURCE,
+        (_DY, _X, _MASK, _WS, _BIAS) + _SPLIT + _LOG + _BIAS_INTS,
+    ),
+    "softmax_grad_split_finish": (
+        "softmax_grad",
+        SOFTMAX_GRAD_SOURCE,
+        (_DY, _X, _DX, _MASK, _CWS, _BIAS) + _SPLIT + _LOG + _BIAS_INTS,
+    ),
     "sparsemax_warp": ("sparsemax", SPARSEMAX_SOURCE, (_X, _Y) + _WARP),
     "sparsemax_cols": ("sparsemax", SPARSEMAX_SOURCE, (_X, _Y) + _COLS + _CACHE),
     "sparsemax_grad_warp": ("sparsemax_grad", SPARSEMAX_GRAD_SOURCE, (_DY, _X, _DX) + _WARP),
@@ -429,7 +458,7 @@ def _spec(family: str, tag: str, warp_shape=None, biased: bool = False) -> Kerne
     return KernelSpec(name, family, group, tag, source, f"ga::{family}<{template_args}>", typed)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fused_kernels() -> dict[str, KernelSpec]:
     """Every fused kernel by name, all dtypes."""
     specs = {}
@@ -478,7 +507,7 @@ def fused_unit_source(names) -> str:
     return "".join(read(f) for f in files) + "".join(kernel_wrapper(s) for s in specs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kernel_source(name: str) -> str:
     """Self-contained source of one fused kernel (headers, its template file, its wrapper)."""
     return fused_unit_source((name,))
@@ -562,8 +591,9 @@ def _fill(sm_count: int, max_blocks: int) -> int:
     return max(1, min(max_blocks, FILL_BLOCKS_PER_SM * sm_count))
 
 
-def _warp_launch(family: str, tag: str, rows: int, length: int, fill: int, max_blocks: int, biased: bool = False,
-                 **ints) -> Launch:
+def _warp_launch(
+    family: str, tag: str, rows: int, length: int, fill: int, max_blocks: int, biased: bool = False, **ints
+) -> Launch:
     """The warp kernel for rows of at most WARP_MAX_ROW: the narrowest group of lanes that holds
     a row, and the largest block that still gives half of ``fill`` blocks (the variant with the
     bias when ``biased``)."""
@@ -606,8 +636,9 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _split_segments(outer: int, length: int, inner: int, tiles: int, ct: int, fill: int, min_segment: int,
-                    min_split: int) -> tuple[int, int]:
+def _split_segments(
+    outer: int, length: int, inner: int, tiles: int, ct: int, fill: int, min_segment: int, min_split: int
+) -> tuple[int, int]:
     """(segs, seg_len): L cut so that the (slice, tile, segment) blocks give about ``fill``;
     (1, length) where the (slice, tile) blocks give half of it already, or the input is small."""
     units = outer * tiles
@@ -688,9 +719,20 @@ def bias_plan(shape: tuple, strides: tuple, lo: int, hi: int, mode: int) -> Bias
 
 
 @functools.lru_cache(maxsize=4096)
-def softmax_plan(outer: int, length: int, inner: int, tag: str, *, log: bool, sm_count: int, max_blocks: int,
-                 smem_optin: int = SMEM_OPTIN_DEFAULT, min_segment: int = SPLIT_MIN_SEGMENT,
-                 min_split: int = SPLIT_MIN_ELEMENTS, bias: BiasPlan | None = None) -> Plan:
+def softmax_plan(
+    outer: int,
+    length: int,
+    inner: int,
+    tag: str,
+    *,
+    log: bool,
+    sm_count: int,
+    max_blocks: int,
+    smem_optin: int = SMEM_OPTIN_DEFAULT,
+    min_segment: int = SPLIT_MIN_SEGMENT,
+    min_split: int = SPLIT_MIN_ELEMENTS,
+    bias: BiasPlan | None = None,
+) -> Plan:
     """The launches of an (outer, L, inner) softmax, in order, and the workspace they need.
 
     ``sm_count`` and ``max_blocks`` (a cap: the kernels' grid-stride loops cover the rest) set
@@ -699,42 +741,72 @@ def softmax_plan(outer: int, length: int, inner: int, tag: str, *, log: bool, sm
     split over blocks (see ``SPLIT_MIN_SEGMENT``, ``SPLIT_MIN_ELEMENTS``). ``bias``: how the
     kernels read a fused bias (``bias_plan``).
     """
-    return _softmax_plan("softmax", outer, length, inner, tag, log, sm_count, max_blocks, smem_optin, min_segment,
-                         min_split, bias)
+    return _softmax_plan(
+        "softmax", outer, length, inner, tag, log, sm_count, max_blocks, smem_optin, min_segment, min_split, bias
+    )
 
 
 @functools.lru_cache(maxsize=4096)
-def softmax_grad_plan(outer: int, length: int, inner: int, tag: str, *, log: bool, sm_count: int,
-                      max_blocks: int, smem_optin: int = SMEM_OPTIN_DEFAULT, min_segment: int = SPLIT_MIN_SEGMENT,
-                      min_split: int = SPLIT_MIN_ELEMENTS, bias: BiasPlan | None = None) -> Plan:
+def softmax_grad_plan(
+    outer: int,
+    length: int,
+    inner: int,
+    tag: str,
+    *,
+    log: bool,
+    sm_count: int,
+    max_blocks: int,
+    smem_optin: int = SMEM_OPTIN_DEFAULT,
+    min_segment: int = SPLIT_MIN_SEGMENT,
+    min_split: int = SPLIT_MIN_ELEMENTS,
+    bias: BiasPlan | None = None,
+) -> Plan:
     """The launches of an (outer, L, inner) softmax / log_softmax backward (kernels/gpuact_softmax_grad.cu):
     the forward's plan, with the backward's kernels, rows, caches and workspace (a triple each)."""
-    return _softmax_plan("softmax_grad", outer, length, inner, tag, log, sm_count, max_blocks, smem_optin,
-                         min_segment, min_split, bias)
+    return _softmax_plan(
+        "softmax_grad", outer, length, inner, tag, log, sm_count, max_blocks, smem_optin, min_segment, min_split, bias
+    )
 
 
-def _softmax_plan(group, outer, length, inner, tag, log, sm_count, max_blocks, smem_optin, min_segment, min_split,
-                  bias) -> Plan:
+def _softmax_plan(
+    group, outer, length, inner, tag, log, sm_count, max_blocks, smem_optin, min_segment, min_split, bias
+) -> Plan:
     fill = _fill(sm_count, max_blocks)
     log_mode = int(log)
     b = _NO_BIAS_INTS if bias is None else bias.ints()
     if inner == 1 and length <= _warp_max_row(group, tag):
-        warp = _warp_launch(f"{group}_warp", tag, outer, length, fill, max_blocks, bias is not None, log_mode=log_mode,
-                            **b)
+        warp = _warp_launch(
+            f"{group}_warp", tag, outer, length, fill, max_blocks, bias is not None, log_mode=log_mode, **b
+        )
         return Plan((warp,), 0)
     ct, tiles = _column_tile(inner, group)
     segs, seg_len = _split_segments(outer, length, inner, tiles, ct, fill, min_segment, min_split)
     if segs == 1:
         cache = _cache_bytes(f"{group}_cols", tag, ct, length, smem_optin)
-        launch = _launch(f"gpuact_{group}_cols_{tag}", _cols_grid(outer, tiles, max_blocks), TILE_THREADS, cache,
-                         outer=outer, L=length, inner=inner, ct=ct, log_mode=log_mode, cache=int(cache > 0), **b)
+        launch = _launch(
+            f"gpuact_{group}_cols_{tag}",
+            _cols_grid(outer, tiles, max_blocks),
+            TILE_THREADS,
+            cache,
+            outer=outer,
+            L=length,
+            inner=inner,
+            ct=ct,
+            log_mode=log_mode,
+            cache=int(cache > 0),
+            **b,
+        )
         return Plan((launch,), 0)
     # one block per (slice, tile, segment): at most `fill` of them, so no grid-stride loop
     grid = (segs * tiles * outer,)
     shape = {"L": length, "inner": inner, "ct": ct, "tiles": tiles, "segs": segs, "seg_len": seg_len, **b}
     grad = group.endswith("_grad")
-    partials = _launch(f"gpuact_{group}_split_partials_{tag}", grid, TILE_THREADS,
-                       **(dict(shape, log_mode=log_mode) if grad else shape))
+    partials = _launch(
+        f"gpuact_{group}_split_partials_{tag}",
+        grid,
+        TILE_THREADS,
+        **(dict(shape, log_mode=log_mode) if grad else shape),
+    )
     finish = _launch(f"gpuact_{group}_split_finish_{tag}", grid, TILE_THREADS, log_mode=log_mode, **shape)
     # a (max, sum) pair each, or a (max, sum, dot) triple for the backward
     workspace = outer * segs * inner * (3 if grad else 2) * COMPUTE_DTYPE[tag].itemsize
@@ -742,15 +814,31 @@ def _softmax_plan(group, outer, length, inner, tag, log, sm_count, max_blocks, s
 
 
 @functools.lru_cache(maxsize=4096)
-def sparsemax_plan(outer: int, length: int, inner: int, tag: str, *, sm_count: int, max_blocks: int,
-                   smem_optin: int = SMEM_OPTIN_DEFAULT) -> Plan:
+def sparsemax_plan(
+    outer: int,
+    length: int,
+    inner: int,
+    tag: str,
+    *,
+    sm_count: int,
+    max_blocks: int,
+    smem_optin: int = SMEM_OPTIN_DEFAULT,
+) -> Plan:
     """The launch of an (outer, L, inner) sparsemax: one block (or group of lanes) per slice."""
     return _sparsemax_plan("sparsemax", outer, length, inner, tag, sm_count, max_blocks, smem_optin)
 
 
 @functools.lru_cache(maxsize=4096)
-def sparsemax_grad_plan(outer: int, length: int, inner: int, tag: str, *, sm_count: int, max_blocks: int,
-                        smem_optin: int = SMEM_OPTIN_DEFAULT) -> Plan:
+def sparsemax_grad_plan(
+    outer: int,
+    length: int,
+    inner: int,
+    tag: str,
+    *,
+    sm_count: int,
+    max_blocks: int,
+    smem_optin: int = SMEM_OPTIN_DEFAULT,
+) -> Plan:
     """The launch of an (outer, L, inner) sparsemax backward (kernels/gpuact_sparsemax_grad.cu): the
     forward's plan with the backward's kernels, rows and caches."""
     return _sparsemax_plan("sparsemax_grad", outer, length, inner, tag, sm_count, max_blocks, smem_optin)
@@ -763,6 +851,15 @@ def _sparsemax_plan(group, outer, length, inner, tag, sm_count, max_blocks, smem
         return Plan((_warp_launch(f"{group}_warp", tag, outer, length, _fill(sm_count, max_blocks), max_blocks),), 0)
     ct, tiles = _column_tile(inner, group)
     cache = _cache_bytes(f"{group}_cols", tag, ct, length, smem_optin)
-    launch = _launch(f"gpuact_{group}_cols_{tag}", _cols_grid(outer, tiles, max_blocks), TILE_THREADS, cache,
-                     outer=outer, L=length, inner=inner, ct=ct, cache=int(cache > 0))
+    launch = _launch(
+        f"gpuact_{group}_cols_{tag}",
+        _cols_grid(outer, tiles, max_blocks),
+        TILE_THREADS,
+        cache,
+        outer=outer,
+        L=length,
+        inner=inner,
+        ct=ct,
+        cache=int(cache > 0),
+    )
     return Plan((launch,), 0)

@@ -25,11 +25,14 @@ def is_masked(x) -> bool:
 
 def _check(backend, out):
     if backend not in (None, "numpy"):
-        raise TypeError(f"masked arrays run on the NumPy path only; got backend={backend!r}. "
-                        "Pass x.filled(value) or the data and mask separately to use a GPU backend.")
+        raise TypeError(
+            f"masked arrays run on the NumPy path only; got backend={backend!r}. "
+            "Pass x.filled(value) or the data and mask separately to use a GPU backend."
+        )
     if out is not None and not is_masked(out):
-        raise TypeError("the result of a masked input is a numpy.ma.MaskedArray: out must be one too "
-                        f"(got {type(out).__name__})")
+        raise TypeError(
+            f"the result of a masked input is a numpy.ma.MaskedArray: out must be one too (got {type(out).__name__})"
+        )
 
 
 def _parts(x):

@@ -20,8 +20,18 @@ from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from numpy.typing import ArrayLike
 
-__all__ = ["ActivationFn", "Array", "ArrayLike", "Axis", "Backend", "CudaArray", "Identifier", "Layer", "Result",
-           "Stream"]
+__all__ = [
+    "ActivationFn",
+    "Array",
+    "ArrayLike",
+    "Axis",
+    "Backend",
+    "CudaArray",
+    "Identifier",
+    "Layer",
+    "Result",
+    "Stream",
+]
 
 
 @runtime_checkable

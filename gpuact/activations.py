@@ -85,9 +85,18 @@ def _elementwise(op, x, params, out, backend, stream, bias=None):
     return _dispatch.elementwise(op, x, params, bias=bias, out=out, backend=backend, stream=stream)
 
 
-def relu(x: Array, alpha: float = _ALPHA_UNSET, max_value: float | None = None, threshold: float = 0.0, *,
-         negative_slope: float | None = None, bias: Array | None = None, out: Array | None = None,
-         backend: Backend | None = None, stream: Stream = None) -> Result:
+def relu(
+    x: Array,
+    alpha: float = _ALPHA_UNSET,
+    max_value: float | None = None,
+    threshold: float = 0.0,
+    *,
+    negative_slope: float | None = None,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Rectified linear unit, with tf.keras's ``alpha``, ``max_value`` and ``threshold``.
 
     .. math::
@@ -137,17 +146,34 @@ def relu(x: Array, alpha: float = _ALPHA_UNSET, max_value: float | None = None, 
     >>> gpuact.relu(foo, threshold=5.)
     array([ 0.,  0.,  0.,  0., 10.], dtype=float32)
     """
-    if (alpha is _ALPHA_UNSET and max_value is None and negative_slope is None and out is None and backend is None
-            and bias is None and type(x) is _ndarray and type(threshold) is float and threshold == 0.0 and x.dtype in _MAXIMUM_KEEPS_RELU
-            and x.ndim and x.size < _SMALL):
+    if (
+        alpha is _ALPHA_UNSET
+        and max_value is None
+        and negative_slope is None
+        and out is None
+        and backend is None
+        and bias is None
+        and type(x) is _ndarray
+        and type(threshold) is float
+        and threshold == 0.0
+        and x.dtype in _MAXIMUM_KEEPS_RELU
+        and x.ndim
+        and x.size < _SMALL
+    ):
         # The plain call on a small float32/float64 array: np.maximum(x, 0.0) is this very function
         # there (NaN kept, -0.0 gives +0.0), and nothing else costs less per call.
         return _maximum(x, 0.0)
     return _elementwise("relu", x, relu_params(alpha, max_value, threshold, negative_slope), out, backend, stream, bias)
 
 
-def sigmoid(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-            stream: Stream = None) -> Result:
+def sigmoid(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Logistic sigmoid, without overflow for either sign.
 
     .. math::
@@ -180,8 +206,15 @@ def sigmoid(x: Array, *, bias: Array | None = None, out: Array | None = None, ba
     return _elementwise("sigmoid", x, (), out, backend, stream, bias)
 
 
-def softmax(x: Array, axis: Axis = -1, *, bias: Array | None = None, out: Array | None = None,
-            backend: Backend | None = None, stream: Stream = None) -> Result:
+def softmax(
+    x: Array,
+    axis: Axis = -1,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Softmax along ``axis`` (an int or a tuple of ints).
 
     .. math::
@@ -223,8 +256,14 @@ def softmax(x: Array, axis: Axis = -1, *, bias: Array | None = None, out: Array 
     return _dispatch.softmax(x, axis, log=False, bias=bias, out=out, backend=backend, stream=stream)
 
 
-def softplus(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-             stream: Stream = None) -> Result:
+def softplus(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Softplus, a smooth ``relu``, computed so that it never overflows.
 
     .. math::
@@ -254,8 +293,14 @@ def softplus(x: Array, *, bias: Array | None = None, out: Array | None = None, b
     return _elementwise("softplus", x, (), out, backend, stream, bias)
 
 
-def softsign(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-             stream: Stream = None) -> Result:
+def softsign(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Softsign.
 
     .. math::
@@ -285,8 +330,14 @@ def softsign(x: Array, *, bias: Array | None = None, out: Array | None = None, b
     return _elementwise("softsign", x, (), out, backend, stream, bias)
 
 
-def tanh(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-         stream: Stream = None) -> Result:
+def tanh(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Hyperbolic tangent.
 
     .. math::
@@ -315,8 +366,14 @@ def tanh(x: Array, *, bias: Array | None = None, out: Array | None = None, backe
     return _elementwise("tanh", x, (), out, backend, stream, bias)
 
 
-def selu(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-         stream: Stream = None) -> Result:
+def selu(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Scaled exponential linear unit, ``scale * elu(x, alpha)`` with Keras's constants.
 
     .. math::
@@ -347,8 +404,15 @@ def selu(x: Array, *, bias: Array | None = None, out: Array | None = None, backe
     return _elementwise("selu", x, (), out, backend, stream, bias)
 
 
-def elu(x: Array, alpha: float = 1.0, *, bias: Array | None = None, out: Array | None = None,
-        backend: Backend | None = None, stream: Stream = None) -> Result:
+def elu(
+    x: Array,
+    alpha: float = 1.0,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Exponential linear unit.
 
     .. math::
@@ -384,8 +448,14 @@ def elu(x: Array, alpha: float = 1.0, *, bias: Array | None = None, out: Array |
     return _elementwise("elu", x, (_dispatch.as_param("alpha", alpha),), out, backend, stream, bias)
 
 
-def exponential(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-                stream: Stream = None) -> Result:
+def exponential(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""The exponential function; overflows to ``inf`` like ``exp``.
 
     .. math::
@@ -413,8 +483,14 @@ def exponential(x: Array, *, bias: Array | None = None, out: Array | None = None
     return _elementwise("exponential", x, (), out, backend, stream, bias)
 
 
-def linear(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-           stream: Stream = None) -> Result:
+def linear(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""The identity, returned as a new array (or written to ``out``).
 
     .. math::
@@ -444,8 +520,14 @@ def linear(x: Array, *, bias: Array | None = None, out: Array | None = None, bac
     return _elementwise("linear", x, (), out, backend, stream, bias)
 
 
-def relu6(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-          stream: Stream = None) -> Result:
+def relu6(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""ReLU capped at 6.
 
     .. math::
@@ -473,8 +555,15 @@ def relu6(x: Array, *, bias: Array | None = None, out: Array | None = None, back
     return _elementwise("relu6", x, (), out, backend, stream, bias)
 
 
-def leaky_relu(x: Array, negative_slope: float = 0.2, *, bias: Array | None = None, out: Array | None = None,
-               backend: Backend | None = None, stream: Stream = None) -> Result:
+def leaky_relu(
+    x: Array,
+    negative_slope: float = 0.2,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Leaky ReLU.
 
     .. math::
@@ -511,8 +600,14 @@ def leaky_relu(x: Array, negative_slope: float = 0.2, *, bias: Array | None = No
     return _elementwise("leaky_relu", x, params, out, backend, stream, bias)
 
 
-def silu(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-         stream: Stream = None) -> Result:
+def silu(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Sigmoid linear unit (swish); ``gpuact.swish`` is the same function.
 
     .. math::
@@ -542,8 +637,15 @@ def silu(x: Array, *, bias: Array | None = None, out: Array | None = None, backe
     return _elementwise("silu", x, (), out, backend, stream, bias)
 
 
-def gelu(x: Array, approximate: bool = False, *, bias: Array | None = None, out: Array | None = None,
-         backend: Backend | None = None, stream: Stream = None) -> Result:
+def gelu(
+    x: Array,
+    approximate: bool = False,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gaussian error linear unit, exact or in its tanh approximation.
 
     .. math::
@@ -587,8 +689,14 @@ def gelu(x: Array, approximate: bool = False, *, bias: Array | None = None, out:
     return _elementwise(gelu_op(approximate), x, (), out, backend, stream, bias)
 
 
-def hard_sigmoid(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-                 stream: Stream = None) -> Result:
+def hard_sigmoid(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Keras 3's hard sigmoid, a piecewise-linear sigmoid.
 
     .. math::
@@ -618,8 +726,14 @@ def hard_sigmoid(x: Array, *, bias: Array | None = None, out: Array | None = Non
     return _elementwise("hard_sigmoid", x, (), out, backend, stream, bias)
 
 
-def hard_silu(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-              stream: Stream = None) -> Result:
+def hard_silu(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Hard SiLU (hard swish); ``gpuact.hard_swish`` is the same function.
 
     .. math::
@@ -649,8 +763,14 @@ def hard_silu(x: Array, *, bias: Array | None = None, out: Array | None = None, 
     return _elementwise("hard_silu", x, (), out, backend, stream, bias)
 
 
-def mish(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-         stream: Stream = None) -> Result:
+def mish(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Mish.
 
     .. math::
@@ -680,8 +800,14 @@ def mish(x: Array, *, bias: Array | None = None, out: Array | None = None, backe
     return _elementwise("mish", x, (), out, backend, stream, bias)
 
 
-def log_sigmoid(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-                stream: Stream = None) -> Result:
+def log_sigmoid(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""The logarithm of the sigmoid, computed without overflow or cancellation.
 
     .. math::
@@ -709,8 +835,15 @@ def log_sigmoid(x: Array, *, bias: Array | None = None, out: Array | None = None
     return _elementwise("log_sigmoid", x, (), out, backend, stream, bias)
 
 
-def celu(x: Array, alpha: float = 1.0, *, bias: Array | None = None, out: Array | None = None,
-         backend: Backend | None = None, stream: Stream = None) -> Result:
+def celu(
+    x: Array,
+    alpha: float = 1.0,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Continuously differentiable exponential linear unit.
 
     .. math::
@@ -741,8 +874,14 @@ def celu(x: Array, alpha: float = 1.0, *, bias: Array | None = None, out: Array 
     return _elementwise("celu", x, celu_params(alpha), out, backend, stream, bias)
 
 
-def hard_tanh(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-              stream: Stream = None) -> Result:
+def hard_tanh(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Hard tanh, a clip to :math:`[-1, 1]`.
 
     .. math::
@@ -770,8 +909,15 @@ def hard_tanh(x: Array, *, bias: Array | None = None, out: Array | None = None, 
     return _elementwise("hard_tanh", x, (), out, backend, stream, bias)
 
 
-def hard_shrink(x: Array, threshold: float = 0.5, *, bias: Array | None = None, out: Array | None = None,
-                backend: Backend | None = None, stream: Stream = None) -> Result:
+def hard_shrink(
+    x: Array,
+    threshold: float = 0.5,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Hard shrinkage.
 
     .. math::
@@ -804,8 +950,15 @@ def hard_shrink(x: Array, threshold: float = 0.5, *, bias: Array | None = None, 
     return _elementwise("hard_shrink", x, params, out, backend, stream, bias)
 
 
-def soft_shrink(x: Array, threshold: float = 0.5, *, bias: Array | None = None, out: Array | None = None,
-                backend: Backend | None = None, stream: Stream = None) -> Result:
+def soft_shrink(
+    x: Array,
+    threshold: float = 0.5,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Soft shrinkage.
 
     .. math::
@@ -839,8 +992,14 @@ def soft_shrink(x: Array, threshold: float = 0.5, *, bias: Array | None = None, 
     return _elementwise("soft_shrink", x, params, out, backend, stream, bias)
 
 
-def tanh_shrink(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-                stream: Stream = None) -> Result:
+def tanh_shrink(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Tanh shrinkage.
 
     .. math::
@@ -868,8 +1027,16 @@ def tanh_shrink(x: Array, *, bias: Array | None = None, out: Array | None = None
     return _elementwise("tanh_shrink", x, (), out, backend, stream, bias)
 
 
-def threshold(x: Array, threshold: float, default_value: float, *, bias: Array | None = None,
-              out: Array | None = None, backend: Backend | None = None, stream: Stream = None) -> Result:
+def threshold(
+    x: Array,
+    threshold: float,
+    default_value: float,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Threshold: keep values above ``threshold``, replace the rest.
 
     .. math::
@@ -905,13 +1072,22 @@ def threshold(x: Array, threshold: float, default_value: float, *, bias: Array |
     >>> gpuact.threshold(np.array([-1.0, 0.5, 2.0], dtype=np.float32), 1.0, -5.0)
     array([-5., -5.,  2.], dtype=float32)
     """
-    params = (_dispatch.as_param("threshold", threshold),
-              _dispatch.as_param("default_value", default_value, allow_nan=True))
+    params = (
+        _dispatch.as_param("threshold", threshold),
+        _dispatch.as_param("default_value", default_value, allow_nan=True),
+    )
     return _elementwise("threshold", x, params, out, backend, stream, bias)
 
 
-def squareplus(x: Array, b: float = 4, *, bias: Array | None = None, out: Array | None = None,
-               backend: Backend | None = None, stream: Stream = None) -> Result:
+def squareplus(
+    x: Array,
+    b: float = 4,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Squareplus, a smooth ``relu`` made of a square root.
 
     .. math::
@@ -946,8 +1122,14 @@ def squareplus(x: Array, b: float = 4, *, bias: Array | None = None, out: Array 
     return _elementwise("squareplus", x, squareplus_params(b), out, backend, stream, bias)
 
 
-def sparse_plus(x: Array, *, bias: Array | None = None, out: Array | None = None, backend: Backend | None = None,
-                stream: Stream = None) -> Result:
+def sparse_plus(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Sparse plus, a piecewise-quadratic softplus.
 
     .. math::
@@ -975,8 +1157,14 @@ def sparse_plus(x: Array, *, bias: Array | None = None, out: Array | None = None
     return _elementwise("sparse_plus", x, (), out, backend, stream, bias)
 
 
-def sparse_sigmoid(x: Array, *, bias: Array | None = None, out: Array | None = None,
-                   backend: Backend | None = None, stream: Stream = None) -> Result:
+def sparse_sigmoid(
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Sparse sigmoid, a piecewise-linear sigmoid.
 
     .. math::
@@ -1004,8 +1192,15 @@ def sparse_sigmoid(x: Array, *, bias: Array | None = None, out: Array | None = N
     return _elementwise("sparse_sigmoid", x, (), out, backend, stream, bias)
 
 
-def log_softmax(x: Array, axis: Axis = -1, *, bias: Array | None = None, out: Array | None = None,
-                backend: Backend | None = None, stream: Stream = None) -> Result:
+def log_softmax(
+    x: Array,
+    axis: Axis = -1,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""The logarithm of the softmax along ``axis`` (an int or a tuple of ints).
 
     .. math::
@@ -1042,8 +1237,9 @@ def log_softmax(x: Array, axis: Axis = -1, *, bias: Array | None = None, out: Ar
     return _dispatch.softmax(x, axis, log=True, bias=bias, out=out, backend=backend, stream=stream)
 
 
-def glu(x: Array, axis: int = -1, *, out: Array | None = None, backend: Backend | None = None,
-        stream: Stream = None) -> Result:
+def glu(
+    x: Array, axis: int = -1, *, out: Array | None = None, backend: Backend | None = None, stream: Stream = None
+) -> Result:
     r"""Gated linear unit: ``x`` split in halves along ``axis``, the first gated by the second.
 
     .. math::
@@ -1075,8 +1271,9 @@ def glu(x: Array, axis: int = -1, *, out: Array | None = None, backend: Backend 
     return _dispatch.glu(x, axis, out=out, backend=backend, stream=stream)
 
 
-def sparsemax(x: Array, axis: int = -1, *, out: Array | None = None, backend: Backend | None = None,
-              stream: Stream = None) -> Result:
+def sparsemax(
+    x: Array, axis: int = -1, *, out: Array | None = None, backend: Backend | None = None, stream: Stream = None
+) -> Result:
     r"""Sparsemax: the Euclidean projection of each slice along ``axis`` onto the probability simplex.
 
     .. math::
@@ -1119,9 +1316,36 @@ swish = silu
 hard_swish = hard_silu
 
 __all__ = [
-    "relu", "sigmoid", "softmax", "softplus", "softsign", "tanh", "selu", "elu", "exponential",
-    "linear", "relu6", "leaky_relu", "silu", "swish", "gelu", "hard_sigmoid", "hard_silu",
-    "hard_swish", "mish", "log_softmax", "log_sigmoid", "celu", "glu", "hard_tanh", "hard_shrink",
-    "soft_shrink", "tanh_shrink", "threshold", "squareplus", "sparse_plus", "sparse_sigmoid",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "softplus",
+    "softsign",
+    "tanh",
+    "selu",
+    "elu",
+    "exponential",
+    "linear",
+    "relu6",
+    "leaky_relu",
+    "silu",
+    "swish",
+    "gelu",
+    "hard_sigmoid",
+    "hard_silu",
+    "hard_swish",
+    "mish",
+    "log_softmax",
+    "log_sigmoid",
+    "celu",
+    "glu",
+    "hard_tanh",
+    "hard_shrink",
+    "soft_shrink",
+    "tanh_shrink",
+    "threshold",
+    "squareplus",
+    "sparse_plus",
+    "sparse_sigmoid",
     "sparsemax",
 ]

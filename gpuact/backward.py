@@ -43,9 +43,19 @@ def _grad(op, dy, x, params, bias, out, backend, stream):
     return _dispatch.elementwise_grad(op, dy, x, params, bias=bias, out=out, backend=backend, stream=stream)
 
 
-def relu(dy: Array, x: Array, alpha: float = _ALPHA_UNSET, max_value: float | None = None, threshold: float = 0.0,
-         *, negative_slope: float | None = None, bias: Array | None = None, out: Array | None = None,
-         backend: Backend | None = None, stream: Stream = None) -> Result:
+def relu(
+    dy: Array,
+    x: Array,
+    alpha: float = _ALPHA_UNSET,
+    max_value: float | None = None,
+    threshold: float = 0.0,
+    *,
+    negative_slope: float | None = None,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.relu`.
 
     .. math::
@@ -83,8 +93,15 @@ def relu(dy: Array, x: Array, alpha: float = _ALPHA_UNSET, max_value: float | No
     return _grad("relu", dy, x, params, bias, out, backend, stream)
 
 
-def sigmoid(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-            backend: Backend | None = None, stream: Stream = None) -> Result:
+def sigmoid(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.sigmoid`.
 
     .. math::
@@ -117,8 +134,16 @@ def sigmoid(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None
     return _grad("sigmoid", dy, x, (), bias, out, backend, stream)
 
 
-def softmax(dy: Array, x: Array, axis: Axis = -1, *, bias: Array | None = None,
-            out: Array | None = None, backend: Backend | None = None, stream: Stream = None) -> Result:
+def softmax(
+    dy: Array,
+    x: Array,
+    axis: Axis = -1,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.softmax` along ``axis``.
 
     .. math::
@@ -153,8 +178,15 @@ def softmax(dy: Array, x: Array, axis: Axis = -1, *, bias: Array | None = None,
     return _dispatch.softmax_grad(dy, x, axis, log=False, bias=bias, out=out, backend=backend, stream=stream)
 
 
-def softplus(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-             backend: Backend | None = None, stream: Stream = None) -> Result:
+def softplus(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.softplus`.
 
     .. math::
@@ -184,8 +216,15 @@ def softplus(dy: Array, x: Array, *, bias: Array | None = None, out: Array | Non
     return _grad("softplus", dy, x, (), bias, out, backend, stream)
 
 
-def softsign(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-             backend: Backend | None = None, stream: Stream = None) -> Result:
+def softsign(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.softsign`.
 
     .. math::
@@ -217,8 +256,15 @@ def softsign(dy: Array, x: Array, *, bias: Array | None = None, out: Array | Non
     return _grad("softsign", dy, x, (), bias, out, backend, stream)
 
 
-def tanh(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-         backend: Backend | None = None, stream: Stream = None) -> Result:
+def tanh(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.tanh`.
 
     .. math::
@@ -250,8 +296,15 @@ def tanh(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = 
     return _grad("tanh", dy, x, (), bias, out, backend, stream)
 
 
-def selu(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-         backend: Backend | None = None, stream: Stream = None) -> Result:
+def selu(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.selu`.
 
     .. math::
@@ -284,8 +337,16 @@ def selu(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = 
     return _grad("selu", dy, x, (), bias, out, backend, stream)
 
 
-def elu(dy: Array, x: Array, alpha: float = 1.0, *, bias: Array | None = None, out: Array | None = None,
-        backend: Backend | None = None, stream: Stream = None) -> Result:
+def elu(
+    dy: Array,
+    x: Array,
+    alpha: float = 1.0,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.elu`.
 
     .. math::
@@ -319,8 +380,15 @@ def elu(dy: Array, x: Array, alpha: float = 1.0, *, bias: Array | None = None, o
     return _grad("elu", dy, x, (_dispatch.as_param("alpha", alpha),), bias, out, backend, stream)
 
 
-def exponential(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-                backend: Backend | None = None, stream: Stream = None) -> Result:
+def exponential(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.exponential`.
 
     .. math::
@@ -350,8 +418,15 @@ def exponential(dy: Array, x: Array, *, bias: Array | None = None, out: Array | 
     return _grad("exponential", dy, x, (), bias, out, backend, stream)
 
 
-def linear(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-           backend: Backend | None = None, stream: Stream = None) -> Result:
+def linear(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.linear`: a copy of ``dy``.
 
     .. math::
@@ -383,8 +458,15 @@ def linear(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None 
     return _grad("linear", dy, x, (), bias, out, backend, stream)
 
 
-def relu6(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-          backend: Backend | None = None, stream: Stream = None) -> Result:
+def relu6(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.relu6`.
 
     .. math::
@@ -416,8 +498,16 @@ def relu6(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None =
     return _grad("relu6", dy, x, (), bias, out, backend, stream)
 
 
-def leaky_relu(dy: Array, x: Array, negative_slope: float = 0.2, *, bias: Array | None = None,
-               out: Array | None = None, backend: Backend | None = None, stream: Stream = None) -> Result:
+def leaky_relu(
+    dy: Array,
+    x: Array,
+    negative_slope: float = 0.2,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.leaky_relu`.
 
     .. math::
@@ -452,8 +542,15 @@ def leaky_relu(dy: Array, x: Array, negative_slope: float = 0.2, *, bias: Array 
     return _grad("leaky_relu", dy, x, params, bias, out, backend, stream)
 
 
-def silu(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-         backend: Backend | None = None, stream: Stream = None) -> Result:
+def silu(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.silu` (swish); ``gpuact.backward.swish`` is the same function.
 
     .. math::
@@ -485,8 +582,16 @@ def silu(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = 
     return _grad("silu", dy, x, (), bias, out, backend, stream)
 
 
-def gelu(dy: Array, x: Array, approximate: bool = False, *, bias: Array | None = None, out: Array | None = None,
-         backend: Backend | None = None, stream: Stream = None) -> Result:
+def gelu(
+    dy: Array,
+    x: Array,
+    approximate: bool = False,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.gelu`.
 
     .. math::
@@ -529,8 +634,15 @@ def gelu(dy: Array, x: Array, approximate: bool = False, *, bias: Array | None =
     return _grad(activations.gelu_op(approximate), dy, x, (), bias, out, backend, stream)
 
 
-def hard_sigmoid(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-                 backend: Backend | None = None, stream: Stream = None) -> Result:
+def hard_sigmoid(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.hard_sigmoid`.
 
     .. math::
@@ -562,8 +674,15 @@ def hard_sigmoid(dy: Array, x: Array, *, bias: Array | None = None, out: Array |
     return _grad("hard_sigmoid", dy, x, (), bias, out, backend, stream)
 
 
-def hard_silu(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-              backend: Backend | None = None, stream: Stream = None) -> Result:
+def hard_silu(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.hard_silu` (hard swish); ``gpuact.backward.hard_swish`` is the
     same function.
 
@@ -597,8 +716,15 @@ def hard_silu(dy: Array, x: Array, *, bias: Array | None = None, out: Array | No
     return _grad("hard_silu", dy, x, (), bias, out, backend, stream)
 
 
-def mish(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-         backend: Backend | None = None, stream: Stream = None) -> Result:
+def mish(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.mish`.
 
     .. math::
@@ -631,8 +757,16 @@ def mish(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = 
     return _grad("mish", dy, x, (), bias, out, backend, stream)
 
 
-def log_softmax(dy: Array, x: Array, axis: Axis = -1, *, bias: Array | None = None,
-                out: Array | None = None, backend: Backend | None = None, stream: Stream = None) -> Result:
+def log_softmax(
+    dy: Array,
+    x: Array,
+    axis: Axis = -1,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.log_softmax` along ``axis``.
 
     .. math::
@@ -666,8 +800,15 @@ def log_softmax(dy: Array, x: Array, axis: Axis = -1, *, bias: Array | None = No
     return _dispatch.softmax_grad(dy, x, axis, log=True, bias=bias, out=out, backend=backend, stream=stream)
 
 
-def log_sigmoid(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-                backend: Backend | None = None, stream: Stream = None) -> Result:
+def log_sigmoid(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.log_sigmoid`.
 
     .. math::
@@ -697,8 +838,16 @@ def log_sigmoid(dy: Array, x: Array, *, bias: Array | None = None, out: Array | 
     return _grad("log_sigmoid", dy, x, (), bias, out, backend, stream)
 
 
-def celu(dy: Array, x: Array, alpha: float = 1.0, *, bias: Array | None = None, out: Array | None = None,
-         backend: Backend | None = None, stream: Stream = None) -> Result:
+def celu(
+    dy: Array,
+    x: Array,
+    alpha: float = 1.0,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.celu`.
 
     .. math::
@@ -730,8 +879,15 @@ def celu(dy: Array, x: Array, alpha: float = 1.0, *, bias: Array | None = None, 
     return _grad("celu", dy, x, activations.celu_params(alpha), bias, out, backend, stream)
 
 
-def glu(dy: Array, x: Array, axis: int = -1, *, out: Array | None = None, backend: Backend | None = None,
-        stream: Stream = None) -> Result:
+def glu(
+    dy: Array,
+    x: Array,
+    axis: int = -1,
+    *,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.glu` along ``axis``.
 
     .. math::
@@ -767,8 +923,15 @@ def glu(dy: Array, x: Array, axis: int = -1, *, out: Array | None = None, backen
     return _dispatch.glu_grad(dy, x, axis, out=out, backend=backend, stream=stream)
 
 
-def hard_tanh(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-              backend: Backend | None = None, stream: Stream = None) -> Result:
+def hard_tanh(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.hard_tanh`.
 
     .. math::
@@ -800,8 +963,16 @@ def hard_tanh(dy: Array, x: Array, *, bias: Array | None = None, out: Array | No
     return _grad("hard_tanh", dy, x, (), bias, out, backend, stream)
 
 
-def hard_shrink(dy: Array, x: Array, threshold: float = 0.5, *, bias: Array | None = None,
-                out: Array | None = None, backend: Backend | None = None, stream: Stream = None) -> Result:
+def hard_shrink(
+    dy: Array,
+    x: Array,
+    threshold: float = 0.5,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.hard_shrink`.
 
     .. math::
@@ -836,8 +1007,16 @@ def hard_shrink(dy: Array, x: Array, threshold: float = 0.5, *, bias: Array | No
     return _grad("hard_shrink", dy, x, params, bias, out, backend, stream)
 
 
-def soft_shrink(dy: Array, x: Array, threshold: float = 0.5, *, bias: Array | None = None,
-                out: Array | None = None, backend: Backend | None = None, stream: Stream = None) -> Result:
+def soft_shrink(
+    dy: Array,
+    x: Array,
+    threshold: float = 0.5,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.soft_shrink`.
 
     .. math::
@@ -872,8 +1051,15 @@ def soft_shrink(dy: Array, x: Array, threshold: float = 0.5, *, bias: Array | No
     return _grad("soft_shrink", dy, x, params, bias, out, backend, stream)
 
 
-def tanh_shrink(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-                backend: Backend | None = None, stream: Stream = None) -> Result:
+def tanh_shrink(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.tanh_shrink`.
 
     .. math::
@@ -903,8 +1089,17 @@ def tanh_shrink(dy: Array, x: Array, *, bias: Array | None = None, out: Array | 
     return _grad("tanh_shrink", dy, x, (), bias, out, backend, stream)
 
 
-def threshold(dy: Array, x: Array, threshold: float, default_value: float, *, bias: Array | None = None,
-              out: Array | None = None, backend: Backend | None = None, stream: Stream = None) -> Result:
+def threshold(
+    dy: Array,
+    x: Array,
+    threshold: float,
+    default_value: float,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.threshold`.
 
     .. math::
@@ -935,13 +1130,23 @@ def threshold(dy: Array, x: Array, threshold: float, default_value: float, *, bi
     >>> gpuact.backward.threshold(np.ones(3, np.float32), np.array([0.0, 1.0, 2.0], np.float32), 1.0, -5.0)
     array([0., 0., 1.], dtype=float32)
     """
-    params = (_dispatch.as_param("threshold", threshold),
-              _dispatch.as_param("default_value", default_value, allow_nan=True))
+    params = (
+        _dispatch.as_param("threshold", threshold),
+        _dispatch.as_param("default_value", default_value, allow_nan=True),
+    )
     return _grad("threshold", dy, x, params, bias, out, backend, stream)
 
 
-def squareplus(dy: Array, x: Array, b: float = 4, *, bias: Array | None = None, out: Array | None = None,
-               backend: Backend | None = None, stream: Stream = None) -> Result:
+def squareplus(
+    dy: Array,
+    x: Array,
+    b: float = 4,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.squareplus`.
 
     .. math::
@@ -976,8 +1181,15 @@ def squareplus(dy: Array, x: Array, b: float = 4, *, bias: Array | None = None, 
     return _grad("squareplus", dy, x, activations.squareplus_params(b), bias, out, backend, stream)
 
 
-def sparse_plus(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-                backend: Backend | None = None, stream: Stream = None) -> Result:
+def sparse_plus(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.sparse_plus`.
 
     .. math::
@@ -1007,8 +1219,15 @@ def sparse_plus(dy: Array, x: Array, *, bias: Array | None = None, out: Array | 
     return _grad("sparse_plus", dy, x, (), bias, out, backend, stream)
 
 
-def sparse_sigmoid(dy: Array, x: Array, *, bias: Array | None = None, out: Array | None = None,
-                   backend: Backend | None = None, stream: Stream = None) -> Result:
+def sparse_sigmoid(
+    dy: Array,
+    x: Array,
+    *,
+    bias: Array | None = None,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.sparse_sigmoid`.
 
     .. math::
@@ -1040,8 +1259,15 @@ def sparse_sigmoid(dy: Array, x: Array, *, bias: Array | None = None, out: Array
     return _grad("sparse_sigmoid", dy, x, (), bias, out, backend, stream)
 
 
-def sparsemax(dy: Array, x: Array, axis: int = -1, *, out: Array | None = None, backend: Backend | None = None,
-              stream: Stream = None) -> Result:
+def sparsemax(
+    dy: Array,
+    x: Array,
+    axis: int = -1,
+    *,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
     r"""Gradient of :func:`gpuact.sparsemax` along ``axis``.
 
     .. math::

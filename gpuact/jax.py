@@ -52,14 +52,14 @@ def _output_shape(name, shape, kwargs):
     if name != "glu":
         return tuple(shape)
     axis = _dispatch.single_axis(kwargs.get("axis", -1), len(shape))
-    return tuple(shape[:axis]) + (shape[axis] // 2,) + tuple(shape[axis + 1:])
+    return tuple(shape[:axis]) + (shape[axis] // 2,) + tuple(shape[axis + 1 :])
 
 
 def _host(a):
     return None if a is None else np.asarray(a)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _function(name: str, frozen: tuple, with_bias: bool):
     """The custom_vjp function of one activation with these (hashable) parameters."""
     kwargs = dict(frozen)
@@ -84,6 +84,7 @@ def _function(name: str, frozen: tuple, with_bias: bool):
         return jax.pure_callback(lambda *a: grad_host(*map(_host, a)), spec, *args, vmap_method=vmap_method)
 
     if with_bias:
+
         @jax.custom_vjp
         def f(x, bias):
             return call_forward(x, bias)
@@ -96,7 +97,9 @@ def _function(name: str, frozen: tuple, with_bias: bool):
             dx = call_grad(dy, x, bias)
             # the bias's gradient: dx summed over the axes it was broadcast along
             lead = dx.ndim - bias.ndim
-            axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(bias.shape) if s == 1 and dx.shape[lead + i] != 1)
+            axes = tuple(range(lead)) + tuple(
+                lead + i for i, s in enumerate(bias.shape) if s == 1 and dx.shape[lead + i] != 1
+            )
             dbias = jnp.sum(dx, axis=axes, keepdims=False).reshape(bias.shape).astype(bias.dtype)
             return dx.astype(x.dtype), dbias
 
@@ -143,9 +146,11 @@ def _differentiable(name: str):
     function.__name__ = function.__qualname__ = name
     function.__module__ = __name__
     function.__signature__ = signature  # type: ignore[attr-defined]
-    function.__doc__ = (f":func:`gpuact.{name}` as a ``jax.custom_vjp`` function (jit, grad, vmap), its gradient "
-                        f":func:`gpuact.backward.{name}`, both through ``jax.pure_callback``. Parameters as "
-                        f"``gpuact.{name}``, without ``out``, ``backend`` and ``stream``.")
+    function.__doc__ = (
+        f":func:`gpuact.{name}` as a ``jax.custom_vjp`` function (jit, grad, vmap), its gradient "
+        f":func:`gpuact.backward.{name}`, both through ``jax.pure_callback``. Parameters as "
+        f"``gpuact.{name}``, without ``out``, ``backend`` and ``stream``."
+    )
     return function
 
 

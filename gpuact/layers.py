@@ -160,13 +160,15 @@ class ReLU(_Layer):
 
     def __call__(self, x: Array, **kwargs: Any) -> Result:
         """The layer's :math:`f(x)`; ``kwargs`` go to :func:`gpuact.relu`."""
-        return activations.relu(x, negative_slope=self.negative_slope, max_value=self.max_value,
-                                threshold=self.threshold, **kwargs)
+        return activations.relu(
+            x, negative_slope=self.negative_slope, max_value=self.max_value, threshold=self.threshold, **kwargs
+        )
 
     def backward(self, dy: Array, x: Array, **kwargs: Any) -> Result:
         """``dx`` for ``dy``, the gradient at this layer's output (:func:`gpuact.backward.relu`)."""
-        return _backward().relu(dy, x, negative_slope=self.negative_slope, max_value=self.max_value,
-                                threshold=self.threshold, **kwargs)
+        return _backward().relu(
+            dy, x, negative_slope=self.negative_slope, max_value=self.max_value, threshold=self.threshold, **kwargs
+        )
 
 
 class LeakyReLU(_Layer):
@@ -247,8 +249,9 @@ class PReLU(_Layer):
             raise TypeError(f"alpha of a PReLU layer must be real numbers; got dtype kind {kind!r}")
         if shared_axes is not None:
             shared_axes = (shared_axes,) if isinstance(shared_axes, (int, np.integer)) else tuple(shared_axes)
-            if any(isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) or a < 1
-                   for a in shared_axes):
+            if any(
+                isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) or a < 1 for a in shared_axes
+            ):
                 raise ValueError(f"shared_axes must be positive ints (axis 0 is the batch); got {shared_axes}")
             shared_axes = tuple(int(a) for a in shared_axes)
         self.alpha = alpha
@@ -283,12 +286,12 @@ class PReLU(_Layer):
     def __call__(self, x: Array, **kwargs: Any) -> Result:
         """The layer's :math:`f(x)`; ``kwargs`` are ``out``, ``backend`` and ``stream``."""
         if self.shared_axes is not None:
-            ndim, alpha_shape = len(x.shape), tuple(np.shape(self.alpha))  # type: ignore[union-attr]
+            shape = tuple(x.shape)  # type: ignore[union-attr]
+            ndim, alpha_shape = len(shape), tuple(np.shape(self.alpha))
             aligned = (1,) * (ndim - len(alpha_shape)) + alpha_shape
             for axis in self.shared_axes:
                 if axis >= ndim or aligned[axis] != 1:
-                    raise ValueError(f"alpha of shape {alpha_shape} is not shared along axis {axis} "
-                                     f"of {tuple(x.shape)}")  # type: ignore[union-attr]
+                    raise ValueError(f"alpha of shape {alpha_shape} is not shared along axis {axis} of {shape}")
         return _dispatch.prelu(x, self.alpha, **kwargs)
 
     def backward(self, dy: Array, x: Array, **kwargs: Any) -> Result:
@@ -437,7 +440,8 @@ class ThresholdedReLU(_Layer):
 
 
 LAYERS: dict[str, Any] = {
-    cls.__name__: cls for cls in (Activation, ReLU, LeakyReLU, PReLU, ELU, Softmax, ThresholdedReLU)}
+    cls.__name__: cls for cls in (Activation, ReLU, LeakyReLU, PReLU, ELU, Softmax, ThresholdedReLU)
+}
 
 
 def deserialize(config: dict[str, Any]) -> Layer:

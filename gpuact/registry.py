@@ -11,11 +11,7 @@ from typing import Any
 from gpuact import activations
 from gpuact._typing import ActivationFn, Identifier
 
-ALL_OBJECTS = {
-    name: getattr(activations, name)
-    for name in activations.__all__
-    if name not in ("swish", "hard_swish")
-}
+ALL_OBJECTS = {name: getattr(activations, name) for name in activations.__all__ if name not in ("swish", "hard_swish")}
 ALIASES = {"swish": activations.silu, "hard_swish": activations.hard_silu}
 _BY_NAME = {**ALL_OBJECTS, **ALIASES}
 _NAME_OF = {fn: name for name, fn in ALL_OBJECTS.items()}

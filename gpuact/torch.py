@@ -84,9 +84,11 @@ def _differentiable(name: str):
     function.__name__ = function.__qualname__ = name
     function.__module__ = __name__
     function.__signature__ = signature  # type: ignore[attr-defined]
-    function.__doc__ = (f"Differentiable :func:`gpuact.{name}` for torch tensors (CPU or CUDA); the backward "
-                        f"is :func:`gpuact.backward.{name}`. Parameters as ``gpuact.{name}``, without ``out``, "
-                        "``backend`` and ``stream`` (the tensor's device and PyTorch's current stream are used).")
+    function.__doc__ = (
+        f"Differentiable :func:`gpuact.{name}` for torch tensors (CPU or CUDA); the backward "
+        f"is :func:`gpuact.backward.{name}`. Parameters as ``gpuact.{name}``, without ``out``, "
+        "``backend`` and ``stream`` (the tensor's device and PyTorch's current stream are used)."
+    )
     return function
 
 

@@ -75,8 +75,10 @@ def _numba_unusable() -> str | None:
             return None
     except Exception as exc:
         return f"numba cannot use a GPU: {exc}"
-    return ("no usable CUDA GPU for numba; the Numba kernels run under the CUDA simulator in "
-            "tests/test_numba_simulator.py instead")
+    return (
+        "no usable CUDA GPU for numba; the Numba kernels run under the CUDA simulator in "
+        "tests/test_numba_simulator.py instead"
+    )
 
 
 _UNUSABLE = {"numpy": lambda: None, "cupy": _cupy_unusable, "numba": _numba_unusable}
@@ -218,7 +220,8 @@ def pytest_terminal_summary(terminalreporter):
         s = cupy_standin.stats()
         terminalreporter.write_line(
             f"gpuact CuPy stand-in: {s['nvrtc']} NVRTC resource reports ({s['nvrtc_s']:.1f} s), {s['gxx']} g++ "
-            f"builds ({s['gxx_s']:.1f} s waited on, NVRTC running meanwhile)")
+            f"builds ({s['gxx_s']:.1f} s waited on, NVRTC running meanwhile)"
+        )
 
 
 def _device_name() -> str:

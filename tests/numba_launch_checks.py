@@ -72,8 +72,12 @@ def check_arguments(name: str, signature, args) -> None:
     for k, (param, value) in enumerate(zip(params, args)):
         got = _argument_type(value)
         if isinstance(param, types.Array):
-            ok = (isinstance(got, types.Array) and got.dtype == param.dtype and got.ndim == param.ndim
-                  and (param.layout == "A" or got.layout == param.layout))
+            ok = (
+                isinstance(got, types.Array)
+                and got.dtype == param.dtype
+                and got.ndim == param.ndim
+                and (param.layout == "A" or got.layout == param.layout)
+            )
         else:
             ok = got == param
         if not ok:
@@ -83,7 +87,7 @@ def check_arguments(name: str, signature, args) -> None:
 
 
 class _CheckedLaunch:
-    def __init__(self, kernel: "CheckedKernel", config):
+    def __init__(self, kernel: CheckedKernel, config):
         self.kernel, self.config = kernel, tuple(config)
 
     def __call__(self, *args):

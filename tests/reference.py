@@ -81,7 +81,9 @@ SCALAR = {
     "celu": lambda x, alpha=1.0: x if x >= 0 else alpha * math.expm1(x / alpha),
     "hard_tanh": lambda x: min(max(x, -1.0), 1.0),
     "hard_shrink": lambda x, threshold=0.5: x if abs(x) > threshold else 0.0,
-    "soft_shrink": lambda x, threshold=0.5: x - threshold if x > threshold else (x + threshold if x < -threshold else 0.0),
+    "soft_shrink": lambda x, threshold=0.5: (
+        x - threshold if x > threshold else (x + threshold if x < -threshold else 0.0)
+    ),
     "tanh_shrink": lambda x: x - math.tanh(x),
     "threshold": lambda x, threshold, default_value: x if x > threshold else default_value,
     "squareplus": squareplus,

@@ -18,10 +18,36 @@ import gpuact.registry
 from gpuact import layers
 
 KERAS3_NAMES = [
-    "relu", "sigmoid", "softmax", "softplus", "softsign", "tanh", "selu", "elu", "exponential",
-    "linear", "relu6", "leaky_relu", "silu", "gelu", "hard_sigmoid", "hard_silu", "mish",
-    "log_softmax", "log_sigmoid", "celu", "glu", "hard_tanh", "hard_shrink", "soft_shrink",
-    "tanh_shrink", "threshold", "squareplus", "sparse_plus", "sparse_sigmoid", "sparsemax",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "softplus",
+    "softsign",
+    "tanh",
+    "selu",
+    "elu",
+    "exponential",
+    "linear",
+    "relu6",
+    "leaky_relu",
+    "silu",
+    "gelu",
+    "hard_sigmoid",
+    "hard_silu",
+    "mish",
+    "log_softmax",
+    "log_sigmoid",
+    "celu",
+    "glu",
+    "hard_tanh",
+    "hard_shrink",
+    "soft_shrink",
+    "tanh_shrink",
+    "threshold",
+    "squareplus",
+    "sparse_plus",
+    "sparse_sigmoid",
+    "sparsemax",
 ]
 
 
@@ -75,8 +101,10 @@ def test_registry_aliases_none_and_errors():
 
 LAYER_CASES = [
     (layers.Activation("tanh"), lambda x: np.tanh(x)),
-    (layers.ReLU(max_value=6.0, negative_slope=0.1, threshold=0.5),
-     lambda x: gpuact.relu(x, alpha=0.1, max_value=6.0, threshold=0.5)),
+    (
+        layers.ReLU(max_value=6.0, negative_slope=0.1, threshold=0.5),
+        lambda x: gpuact.relu(x, alpha=0.1, max_value=6.0, threshold=0.5),
+    ),
     (layers.LeakyReLU(), lambda x: np.where(x >= 0, x, 0.3 * x)),
     (layers.LeakyReLU(alpha=0.1), lambda x: np.where(x >= 0, x, 0.1 * x)),
     (layers.ELU(alpha=0.5), lambda x: np.where(x > 0, x, 0.5 * np.expm1(x))),
@@ -94,22 +122,25 @@ def test_layers_compute_and_round_trip_config(layer, expected):
     np.testing.assert_array_equal(clone(x), layer(x))
 
 
-@pytest.mark.parametrize("make", [
-    lambda: layers.ReLU(max_value=-1.0),
-    lambda: layers.ReLU(negative_slope=-0.1),
-    lambda: layers.ReLU(threshold=-1.0),
-    lambda: layers.ReLU(negative_slope=None),
-    lambda: layers.ReLU(threshold=None),
-    lambda: layers.LeakyReLU(negative_slope=-0.3),
-    lambda: layers.LeakyReLU(negative_slope=None),
-    lambda: layers.ThresholdedReLU(theta=-1.0),
-    lambda: layers.ThresholdedReLU(theta=None),
-    lambda: layers.ELU(alpha=None),
-    lambda: layers.PReLU(None),
-    lambda: layers.PReLU(np.ones(3), shared_axes=[0]),
-    lambda: layers.Softmax(axis=None),
-    lambda: layers.Activation("not_an_activation"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: layers.ReLU(max_value=-1.0),
+        lambda: layers.ReLU(negative_slope=-0.1),
+        lambda: layers.ReLU(threshold=-1.0),
+        lambda: layers.ReLU(negative_slope=None),
+        lambda: layers.ReLU(threshold=None),
+        lambda: layers.LeakyReLU(negative_slope=-0.3),
+        lambda: layers.LeakyReLU(negative_slope=None),
+        lambda: layers.ThresholdedReLU(theta=-1.0),
+        lambda: layers.ThresholdedReLU(theta=None),
+        lambda: layers.ELU(alpha=None),
+        lambda: layers.PReLU(None),
+        lambda: layers.PReLU(np.ones(3), shared_axes=[0]),
+        lambda: layers.Softmax(axis=None),
+        lambda: layers.Activation("not_an_activation"),
+    ],
+)
 def test_invalid_layer_arguments_raise_at_construction(make):
     with pytest.raises(ValueError):
         make()
@@ -129,9 +160,17 @@ def test_prelu_shared_axes():
 X = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
 
 
-@pytest.mark.parametrize("bad", [
-    np.array([1 + 2j]), np.array(["a", "b"]), np.array([object()], dtype=object), [1 + 1j], "text",
-], ids=["complex", "str_array", "object", "complex_list", "string"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.array([1 + 2j]),
+        np.array(["a", "b"]),
+        np.array([object()], dtype=object),
+        [1 + 1j],
+        "text",
+    ],
+    ids=["complex", "str_array", "object", "complex_list", "string"],
+)
 def test_unsupported_dtypes_raise_type_error_naming_them(bad):
     with pytest.raises(TypeError, match="dtype"):
         gpuact.relu(bad)
@@ -152,11 +191,15 @@ def test_dtypes_are_kept():
         assert gpuact.softmax(X.astype(dtype)).dtype == dtype
 
 
-@pytest.mark.parametrize("call,shape", [
-    (lambda out: gpuact.relu(X, out=out), (3, 4)),
-    (lambda out: gpuact.softmax(X, axis=0, out=out), (3, 4)),
-    (lambda out: gpuact.glu(X, out=out), (3, 2)),
-], ids=["relu", "softmax", "glu"])
+@pytest.mark.parametrize(
+    "call,shape",
+    [
+        (lambda out: gpuact.relu(X, out=out), (3, 4)),
+        (lambda out: gpuact.softmax(X, axis=0, out=out), (3, 4)),
+        (lambda out: gpuact.glu(X, out=out), (3, 2)),
+    ],
+    ids=["relu", "softmax", "glu"],
+)
 def test_rejected_out_is_left_untouched(call, shape):
     wrong_shape = np.full(shape[::-1] if shape[0] != shape[1] else (9,), 7.0, np.float32)
     wrong_dtype = np.full(shape, 7.0, np.float64)

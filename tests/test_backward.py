@@ -24,30 +24,92 @@ FLOATS = [np.float16, np.float32, np.float64]
 # (public name, kwargs, reference name, reference kwargs)
 CASES = [
     ("relu", {}, "relu", {}),
-    ("relu", {"alpha": 0.3, "max_value": 6.0, "threshold": -1.0}, "relu", {"alpha": 0.3, "max_value": 6.0, "threshold": -1.0}),
+    (
+        "relu",
+        {"alpha": 0.3, "max_value": 6.0, "threshold": -1.0},
+        "relu",
+        {"alpha": 0.3, "max_value": 6.0, "threshold": -1.0},
+    ),
     ("relu", {"negative_slope": 0.1, "threshold": 2.0}, "relu", {"alpha": 0.1, "threshold": 2.0}),
-    ("sigmoid", {}, "sigmoid", {}), ("softplus", {}, "softplus", {}), ("softsign", {}, "softsign", {}),
-    ("tanh", {}, "tanh", {}), ("selu", {}, "selu", {}), ("elu", {}, "elu", {}),
-    ("elu", {"alpha": 0.5}, "elu", {"alpha": 0.5}), ("exponential", {}, "exponential", {}),
-    ("linear", {}, "linear", {}), ("relu6", {}, "relu6", {}), ("leaky_relu", {}, "leaky_relu", {}),
-    ("silu", {}, "silu", {}), ("swish", {}, "silu", {}), ("gelu", {}, "gelu", {}),
-    ("gelu", {"approximate": True}, "gelu", {"approximate": True}), ("hard_sigmoid", {}, "hard_sigmoid", {}),
-    ("hard_silu", {}, "hard_silu", {}), ("hard_swish", {}, "hard_silu", {}), ("mish", {}, "mish", {}),
-    ("log_sigmoid", {}, "log_sigmoid", {}), ("celu", {"alpha": 2.0}, "celu", {"alpha": 2.0}),
-    ("hard_tanh", {}, "hard_tanh", {}), ("hard_shrink", {}, "hard_shrink", {}),
-    ("soft_shrink", {"threshold": 1.5}, "soft_shrink", {"threshold": 1.5}), ("tanh_shrink", {}, "tanh_shrink", {}),
+    ("sigmoid", {}, "sigmoid", {}),
+    ("softplus", {}, "softplus", {}),
+    ("softsign", {}, "softsign", {}),
+    ("tanh", {}, "tanh", {}),
+    ("selu", {}, "selu", {}),
+    ("elu", {}, "elu", {}),
+    ("elu", {"alpha": 0.5}, "elu", {"alpha": 0.5}),
+    ("exponential", {}, "exponential", {}),
+    ("linear", {}, "linear", {}),
+    ("relu6", {}, "relu6", {}),
+    ("leaky_relu", {}, "leaky_relu", {}),
+    ("silu", {}, "silu", {}),
+    ("swish", {}, "silu", {}),
+    ("gelu", {}, "gelu", {}),
+    ("gelu", {"approximate": True}, "gelu", {"approximate": True}),
+    ("hard_sigmoid", {}, "hard_sigmoid", {}),
+    ("hard_silu", {}, "hard_silu", {}),
+    ("hard_swish", {}, "hard_silu", {}),
+    ("mish", {}, "mish", {}),
+    ("log_sigmoid", {}, "log_sigmoid", {}),
+    ("celu", {"alpha": 2.0}, "celu", {"alpha": 2.0}),
+    ("hard_tanh", {}, "hard_tanh", {}),
+    ("hard_shrink", {}, "hard_shrink", {}),
+    ("soft_shrink", {"threshold": 1.5}, "soft_shrink", {"threshold": 1.5}),
+    ("tanh_shrink", {}, "tanh_shrink", {}),
     ("threshold", {"threshold": 1.0, "default_value": -5.0}, "threshold", {"threshold": 1.0, "default_value": -5.0}),
-    ("squareplus", {}, "squareplus", {}), ("squareplus", {"b": 0.0}, "squareplus", {"b": 0.0}),
-    ("sparse_plus", {}, "sparse_plus", {}), ("sparse_sigmoid", {}, "sparse_sigmoid", {}),
+    ("squareplus", {}, "squareplus", {}),
+    ("squareplus", {"b": 0.0}, "squareplus", {"b": 0.0}),
+    ("sparse_plus", {}, "sparse_plus", {}),
+    ("sparse_sigmoid", {}, "sparse_sigmoid", {}),
 ]
 IDS = [n + "".join(f"-{k}={v}" for k, v in kw.items()) for n, kw, _, _ in CASES]
 # every kink of every case: the derivative there is the one from the left
-KINKS = {"relu": [0.0, -1.0, 2.0, 6.0, 5.0], "relu6": [0.0, 6.0], "leaky_relu": [0.0], "hard_sigmoid": [-3.0, 3.0],
-         "hard_silu": [-3.0, 3.0], "swish": [], "hard_tanh": [-1.0, 1.0], "hard_shrink": [-0.5, 0.5],
-         "soft_shrink": [-1.5, 1.5], "threshold": [1.0], "sparse_sigmoid": [-1.0, 1.0], "squareplus": [0.0],
-         "elu": [0.0], "selu": [0.0], "celu": [0.0], "sparse_plus": [-1.0, 1.0], "hard_swish": [-3.0, 3.0]}
-EDGES = [0.0, -0.0, 1e-7, -1e-7, 0.5, -0.5, 1.0, -1.0, 1.5, -1.5, 2.0, -2.0, 3.0, -3.0, 5.0, 6.0, 20.0, -20.0,
-         88.0, -88.0, 1e4, -1e4, math.inf, -math.inf, math.nan]
+KINKS = {
+    "relu": [0.0, -1.0, 2.0, 6.0, 5.0],
+    "relu6": [0.0, 6.0],
+    "leaky_relu": [0.0],
+    "hard_sigmoid": [-3.0, 3.0],
+    "hard_silu": [-3.0, 3.0],
+    "swish": [],
+    "hard_tanh": [-1.0, 1.0],
+    "hard_shrink": [-0.5, 0.5],
+    "soft_shrink": [-1.5, 1.5],
+    "threshold": [1.0],
+    "sparse_sigmoid": [-1.0, 1.0],
+    "squareplus": [0.0],
+    "elu": [0.0],
+    "selu": [0.0],
+    "celu": [0.0],
+    "sparse_plus": [-1.0, 1.0],
+    "hard_swish": [-3.0, 3.0],
+}
+EDGES = [
+    0.0,
+    -0.0,
+    1e-7,
+    -1e-7,
+    0.5,
+    -0.5,
+    1.0,
+    -1.0,
+    1.5,
+    -1.5,
+    2.0,
+    -2.0,
+    3.0,
+    -3.0,
+    5.0,
+    6.0,
+    20.0,
+    -20.0,
+    88.0,
+    -88.0,
+    1e4,
+    -1e4,
+    math.inf,
+    -math.inf,
+    math.nan,
+]
 
 
 def _inputs(dtype, n=2000, seed=0):
@@ -83,8 +145,11 @@ def test_kinks_take_the_left_derivative_and_limits_hold(be, name, kwargs, ref_na
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     assert_close(got, want, np.float32)
     # NaN in dy gives NaN
-    nan_dy = be.to_numpy(getattr(gpuact.backward, name)(be.asarray(np.full(3, np.nan, np.float32)),
-                                                         be.asarray(np.array([-1.0, 0.5, 4.0], np.float32)), **kwargs))
+    nan_dy = be.to_numpy(
+        getattr(gpuact.backward, name)(
+            be.asarray(np.full(3, np.nan, np.float32)), be.asarray(np.array([-1.0, 0.5, 4.0], np.float32)), **kwargs
+        )
+    )
     assert np.isnan(nan_dy).all()
 
 
@@ -164,7 +229,7 @@ def test_forward_and_backward_with_a_bias(be, bias_shape, dtype):
     bias = b if bias_shape == () and be.name != "numpy" else be.asarray(b)
     if bias_shape == ():
         bias = float(b)
-    shifted = (x.astype(np.float64) + np.asarray(b, np.float64))
+    shifted = x.astype(np.float64) + np.asarray(b, np.float64)
     for name in ("gelu", "silu", "relu", "tanh"):
         y = getattr(gpuact, name)(be.asarray(x), bias=bias)
         assert_close(be.to_numpy(y), reference.elementwise(name, shifted.astype(dtype).astype(np.float64)), dtype)
@@ -173,8 +238,9 @@ def test_forward_and_backward_with_a_bias(be, bias_shape, dtype):
         assert_close(be.to_numpy(dx), want, dtype)
     for log in (False, True):
         fn = gpuact.log_softmax if log else gpuact.softmax
-        assert_close(be.to_numpy(fn(be.asarray(x), bias=bias)),
-                     reference.softmax(shifted.astype(dtype), axis=-1, log=log), dtype)
+        assert_close(
+            be.to_numpy(fn(be.asarray(x), bias=bias)), reference.softmax(shifted.astype(dtype), axis=-1, log=log), dtype
+        )
 
 
 def test_bias_errors(be):
@@ -197,8 +263,10 @@ def _softmax_grad_reference(dy, x, axis, log):
 
 
 @pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
-@pytest.mark.parametrize("shape,axis", [((7,), -1), ((4, 33), -1), ((4, 33), 0), ((3, 5, 6), 1), ((3, 5, 6), (0, 2)),
-                                        ((2, 1025), -1), ((1030, 3), 0)])
+@pytest.mark.parametrize(
+    "shape,axis",
+    [((7,), -1), ((4, 33), -1), ((4, 33), 0), ((3, 5, 6), 1), ((3, 5, 6), (0, 2)), ((2, 1025), -1), ((1030, 3), 0)],
+)
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_softmax_backward(be, shape, axis, log, dtype):
     x = np.random.default_rng(10).normal(0, 3, shape).astype(dtype)
@@ -222,8 +290,11 @@ def test_masked_positions_get_no_gradient_even_in_a_nan_slice(be, log):
     x = np.array([[np.nan, 0.0, 1.0, 2.0], [0.5, 1.0, -1.0, 3.0]], np.float32)
     mask = np.array([True, False, True, False])
     if log:  # no public masked log_softmax; the backends' softmax_grad takes the mask for both
-        got = be.to_numpy(gpuact._dispatch.softmax_grad(be.asarray(np.ones_like(x)), be.asarray(x), -1, log=True,
-                                                         mask=be.asarray(mask)))
+        got = be.to_numpy(
+            gpuact._dispatch.softmax_grad(
+                be.asarray(np.ones_like(x)), be.asarray(x), -1, log=True, mask=be.asarray(mask)
+            )
+        )
     else:
         got = be.to_numpy(Softmax().backward(be.asarray(np.ones_like(x)), be.asarray(x), mask=be.asarray(mask)))
     assert (got[:, ~mask] == 0.0).all()
@@ -277,6 +348,11 @@ def test_layers_have_a_backward(be):
     got = be.to_numpy(Softmax().backward(be.asarray(dy), be.asarray(x), mask=be.asarray(mask)))
     y = reference.softmax(np.where(mask, x, -np.inf), axis=-1) * mask
     assert_close(got, y * (dy - (dy * y).sum(axis=-1, keepdims=True)), np.float32)
-    for layer in (gpuact.layers.ReLU(max_value=6.0), gpuact.layers.LeakyReLU(), gpuact.layers.ELU(0.5),
-                  gpuact.layers.Activation("gelu"), gpuact.layers.ThresholdedReLU(0.5)):
+    for layer in (
+        gpuact.layers.ReLU(max_value=6.0),
+        gpuact.layers.LeakyReLU(),
+        gpuact.layers.ELU(0.5),
+        gpuact.layers.Activation("gelu"),
+        gpuact.layers.ThresholdedReLU(0.5),
+    ):
         assert be.to_numpy(layer.backward(be.asarray(dy), be.asarray(x))).shape == x.shape

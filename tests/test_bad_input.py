@@ -33,8 +33,14 @@ def _run_python(code: str, env_extra=None, timeout=300):
     import os
 
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _ufunc_result(fn, *args, **kwargs):
@@ -157,7 +163,7 @@ def test_partly_overlapping_out_softmax_glu_sparsemax_prelu(be, shift):
     host = np.random.default_rng(3).normal(0, 3, (rows, 2 * length)).astype(dtype)
     buf = be.asarray(host.reshape(-1).copy())
     x = buf.reshape(rows, 2 * length)
-    out = buf[n - shift * 7:2 * n - shift * 7].reshape(rows, length) if shift > 0 else buf[:n].reshape(rows, length)
+    out = buf[n - shift * 7 : 2 * n - shift * 7].reshape(rows, length) if shift > 0 else buf[:n].reshape(rows, length)
     gpuact.glu(x, out=out)
     assert_close(be.to_numpy(out), reference.glu(host), dtype)
 
@@ -259,21 +265,36 @@ def test_limits_at_parameter_edges(be):
     assert_close(y, reference.elementwise("squareplus", big), np.float32)
 
 
-@pytest.mark.parametrize("name,kwargs", [("soft_shrink", {"threshold": math.nan}), ("relu", {"alpha": math.nan}),
-                                         ("relu", {"max_value": math.nan}), ("elu", {"alpha": math.nan}),
-                                         ("leaky_relu", {"negative_slope": math.nan}), ("squareplus", {"b": math.nan}),
-                                         ("hard_shrink", {"threshold": math.nan})])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("soft_shrink", {"threshold": math.nan}),
+        ("relu", {"alpha": math.nan}),
+        ("relu", {"max_value": math.nan}),
+        ("elu", {"alpha": math.nan}),
+        ("leaky_relu", {"negative_slope": math.nan}),
+        ("squareplus", {"b": math.nan}),
+        ("hard_shrink", {"threshold": math.nan}),
+    ],
+)
 def test_nan_parameters_are_refused(be, name, kwargs):
     with pytest.raises(ValueError, match="NaN"):
         getattr(gpuact, name)(be.asarray(np.ones(3, np.float32)), **kwargs)
 
 
-@pytest.mark.parametrize("name,kwargs", [
-    ("leaky_relu", {"negative_slope": 1e-45}), ("leaky_relu", {"negative_slope": 1e-50}),
-    ("squareplus", {"b": 1e39}), ("squareplus", {"b": 1e70}), ("squareplus", {"b": 1e-45}),
-    ("elu", {"alpha": 1e-45}), ("relu", {"alpha": 1e-50, "threshold": 1e-45}),
-    ("threshold", {"threshold": 1e-46, "default_value": math.nan}),
-])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("leaky_relu", {"negative_slope": 1e-45}),
+        ("leaky_relu", {"negative_slope": 1e-50}),
+        ("squareplus", {"b": 1e39}),
+        ("squareplus", {"b": 1e70}),
+        ("squareplus", {"b": 1e-45}),
+        ("elu", {"alpha": 1e-45}),
+        ("relu", {"alpha": 1e-50, "threshold": 1e-45}),
+        ("threshold", {"threshold": 1e-46, "default_value": math.nan}),
+    ],
+)
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_every_path_gives_the_same_answer_on_odd_parameters(be, name, kwargs, dtype):
     with np.errstate(over="ignore"):  # float16 holds neither 1e30 nor 3e38: they become inf
@@ -289,8 +310,25 @@ def test_every_path_gives_the_same_answer_on_odd_parameters(be, name, kwargs, dt
 # ---- 8. subnormals ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "silu", "gelu", "softplus", "exponential", "elu", "selu", "celu",
-                                  "log_sigmoid", "mish", "tanh", "softsign", "leaky_relu", "swish"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sigmoid",
+        "silu",
+        "gelu",
+        "softplus",
+        "exponential",
+        "elu",
+        "selu",
+        "celu",
+        "log_sigmoid",
+        "mish",
+        "tanh",
+        "softsign",
+        "leaky_relu",
+        "swish",
+    ],
+)
 def test_subnormal_results_are_kept(be, name):
     x = np.array([-100.0, -103.0, -87.5, -1e-40, 1e-40, -3e-45, -1e-38], np.float32)
     want = reference.elementwise({"swish": "silu"}.get(name, name), x.astype(np.float64))
@@ -342,8 +380,15 @@ def test_masked_arrays_keep_their_mask():
 def test_other_byte_orders_are_computed_into_native_order(dtype):
     x = np.random.default_rng(5).normal(0, 3, (6, 8)).astype(dtype)
     native = x.astype(x.dtype.newbyteorder("="))
-    for fn in (gpuact.sigmoid, gpuact.softmax, gpuact.sparsemax, gpuact.glu, gpuact.log_softmax,
-               lambda a: gpuact.softmax(a, axis=0), PReLU(0.25)):
+    for fn in (
+        gpuact.sigmoid,
+        gpuact.softmax,
+        gpuact.sparsemax,
+        gpuact.glu,
+        gpuact.log_softmax,
+        lambda a: gpuact.softmax(a, axis=0),
+        PReLU(0.25),
+    ):
         got, want = fn(x), fn(native)
         assert got.dtype.isnative and got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
@@ -442,13 +487,29 @@ def test_keras3_serialized_functions_and_layer_configs_load():
     assert gpuact.get(fn) is gpuact.gelu
     dtype = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None}
     configs = {
-        "ReLU": {"name": "re_lu", "trainable": True, "dtype": dtype, "max_value": 6.0, "negative_slope": 0.0,
-                 "threshold": 0.0},
+        "ReLU": {
+            "name": "re_lu",
+            "trainable": True,
+            "dtype": dtype,
+            "max_value": 6.0,
+            "negative_slope": 0.0,
+            "threshold": 0.0,
+        },
         "LeakyReLU": {"name": "leaky_re_lu", "trainable": True, "dtype": dtype, "negative_slope": 0.3},
-        "PReLU": {"name": "p_re_lu", "trainable": True, "dtype": dtype,
-                  "alpha_initializer": {"module": "keras.initializers", "class_name": "Zeros", "config": {},
-                                        "registered_name": None},
-                  "alpha_regularizer": None, "alpha_constraint": None, "shared_axes": None},
+        "PReLU": {
+            "name": "p_re_lu",
+            "trainable": True,
+            "dtype": dtype,
+            "alpha_initializer": {
+                "module": "keras.initializers",
+                "class_name": "Zeros",
+                "config": {},
+                "registered_name": None,
+            },
+            "alpha_regularizer": None,
+            "alpha_constraint": None,
+            "shared_axes": None,
+        },
         "ELU": {"name": "elu", "alpha": 1.0, "trainable": True, "dtype": dtype},
         "Softmax": {"name": "softmax", "trainable": True, "dtype": dtype, "axis": 1},
         "Activation": {"name": "activation", "trainable": True, "dtype": dtype, "activation": "gelu"},

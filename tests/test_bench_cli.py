@@ -24,8 +24,14 @@ from gpuact.bench.impls import Impl
 ROOT = Path(__file__).resolve().parents[1]
 
 RESULT_FIELDS = {
-    "op": str, "dtype": str, "shape": list, "axis": (int, type(None)), "elements": int,
-    "device": str, "backend": str, "correct": bool,
+    "op": str,
+    "dtype": str,
+    "shape": list,
+    "axis": (int, type(None)),
+    "elements": int,
+    "device": str,
+    "backend": str,
+    "correct": bool,
 }
 TIME_FIELDS = ("median_s", "min_s", "max_s", "gbps")
 NULLABLE_FIELDS = ("frac_of_copy", "speedup_vs_numpy")
@@ -34,8 +40,15 @@ NULLABLE_FIELDS = ("frac_of_copy", "speedup_vs_numpy")
 def _bench(*args, env=None, timeout=120):
     full_env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "gpuact.bench", *args], cwd=ROOT, env=full_env, check=False,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "gpuact.bench", *args],
+        cwd=ROOT,
+        env=full_env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +107,26 @@ def test_json_schema(quick):
 
 def test_every_quick_case_is_timed_correctly_on_numpy(quick):
     _, doc, _ = quick
-    numpy_cases = {(r["op"], tuple(r["shape"]), r["axis"]) for r in doc["results"]
-                   if r["backend"] == "numpy" and r["correct"]}
-    cases = C.build_cases(C.QUICK_OPS, ("float32",), C.QUICK_CPU_SIZES, C.QUICK_SOFTMAX_ROWS, C.SOFTMAX_AXES, 1,
-                          softmax_max=C.SOFTMAX_CPU_MAX)
-    cases += C.build_training_cases(C.QUICK_GRAD_OPS, ("float32",), C.QUICK_TRAIN_CPU_SIZES, C.QUICK_TRAIN_ROWS,
-                                    softmax_max=C.SOFTMAX_CPU_MAX, bias="gelu" in C.QUICK_OPS)
+    numpy_cases = {
+        (r["op"], tuple(r["shape"]), r["axis"]) for r in doc["results"] if r["backend"] == "numpy" and r["correct"]
+    }
+    cases = C.build_cases(
+        C.QUICK_OPS,
+        ("float32",),
+        C.QUICK_CPU_SIZES,
+        C.QUICK_SOFTMAX_ROWS,
+        C.SOFTMAX_AXES,
+        1,
+        softmax_max=C.SOFTMAX_CPU_MAX,
+    )
+    cases += C.build_training_cases(
+        C.QUICK_GRAD_OPS,
+        ("float32",),
+        C.QUICK_TRAIN_CPU_SIZES,
+        C.QUICK_TRAIN_ROWS,
+        softmax_max=C.SOFTMAX_CPU_MAX,
+        bias="gelu" in C.QUICK_OPS,
+    )
     expected = {(c.op, c.shape, c.axis) for c in cases}
     assert numpy_cases == expected
     assert any(C.is_grad(op) for op, _, _ in numpy_cases) and any(C.is_bias(op) for op, _, _ in numpy_cases)
@@ -110,8 +137,11 @@ def test_every_quick_case_is_timed_correctly_on_numpy(quick):
 def test_numbers_are_consistent(quick):
     _, doc, _ = quick
     copies = {(c["device"], c["bytes"]): c for c in doc["copy"]}
-    numpy_time = {(r["op"], r["dtype"], tuple(r["shape"]), r["axis"]): r["median_s"]
-                  for r in doc["results"] if r["backend"] == "numpy" and r["device"] == "cpu"}
+    numpy_time = {
+        (r["op"], r["dtype"], tuple(r["shape"]), r["axis"]): r["median_s"]
+        for r in doc["results"]
+        if r["backend"] == "numpy" and r["device"] == "cpu"
+    }
     for r in doc["results"]:
         if not r["correct"]:
             continue
@@ -155,9 +185,25 @@ def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('matplotlib hidden by the test')\n")
     json_path = tmp_path / "b.json"
-    proc = _bench("--ops", "relu", "--sizes", "2**10", "--backends", "numpy", "--min-time", "0", "--min-runs", "3",
-                  "--no-progress", "--plain", "--json", str(json_path), "--plot", str(tmp_path / "b.png"),
-                  env={"PYTHONPATH": f"{fake.parent}{os.pathsep}{ROOT}"})
+    proc = _bench(
+        "--ops",
+        "relu",
+        "--sizes",
+        "2**10",
+        "--backends",
+        "numpy",
+        "--min-time",
+        "0",
+        "--min-runs",
+        "3",
+        "--no-progress",
+        "--plain",
+        "--json",
+        str(json_path),
+        "--plot",
+        str(tmp_path / "b.png"),
+        env={"PYTHONPATH": f"{fake.parent}{os.pathsep}{ROOT}"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "pip install gpuact[bench]" in proc.stderr
     assert not (tmp_path / "b.png").exists()
@@ -179,10 +225,11 @@ def _run_in_process(impls, argv):
 
 
 def test_a_wrong_result_is_reported_as_wrong_never_as_a_time(capsys):
-    wrong = Impl("numpy", "cpu", True, "cpu", _make=lambda op, axis: (lambda x: x * 0 + 1))
-    naive = Impl("numpy-naive", "cpu", False, "cpu", _make=lambda op, axis: (lambda x: np.maximum(x, 0)))
-    doc = _run_in_process([wrong, naive], ["--ops", "relu", "--sizes", "2**10", "--min-time", "0", "--min-runs", "3",
-                                           "--no-backward"])
+    wrong = Impl("numpy", "cpu", True, "cpu", _make=lambda op, axis: lambda x: x * 0 + 1)
+    naive = Impl("numpy-naive", "cpu", False, "cpu", _make=lambda op, axis: lambda x: np.maximum(x, 0))
+    doc = _run_in_process(
+        [wrong, naive], ["--ops", "relu", "--sizes", "2**10", "--min-time", "0", "--min-runs", "3", "--no-backward"]
+    )
     by_backend = {r["backend"]: r for r in doc["results"]}
     bad = by_backend["numpy"]
     assert bad["correct"] is False and "outside" in bad["error"]
@@ -195,8 +242,10 @@ def test_an_error_is_reported_not_timed():
     def broken(op, axis):
         raise NotImplementedError("not written yet")
 
-    doc = _run_in_process([Impl("cupy", "cpu", True, "cpu", _make=broken)],
-                          ["--ops", "relu", "--sizes", "2**10", "--min-time", "0", "--min-runs", "3", "--no-backward"])
+    doc = _run_in_process(
+        [Impl("cupy", "cpu", True, "cpu", _make=broken)],
+        ["--ops", "relu", "--sizes", "2**10", "--min-time", "0", "--min-runs", "3", "--no-backward"],
+    )
     assert doc["results"] == []
     assert doc["errors"] and doc["errors"][0]["status"] == "error"
     assert "not written yet" in doc["errors"][0]["message"]

@@ -23,10 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from tests.cuda_shim import gpuact_cuda_build as build
-
 from gpuact import _kernel_sources as ks  # noqa: E402
 from gpuact._ops import ELEMENTWISE_OPS  # noqa: E402
+from tests.cuda_shim import gpuact_cuda_build as build
 
 ARCHS = (80, 90)
 TAGS = ("f16", "f32", "f64")
@@ -100,24 +99,35 @@ def _ek_spec_code(spec: dict, dt: np.dtype, compute: np.dtype) -> str:
         _, _, type_map = kernel._decide_params_type(in_types, (dt,) * len(outs))
         array = _k._ArgInfo(1, cupy.ndarray, dt, 2, False, False)
         scalar = _k._ArgInfo(3, _scalar.CScalar, compute, 0, True, False)
-        args = (tuple(scalar if t is None else array for t in in_types) + (array,) * len(outs)
-                + (_k._ArgInfo(2, _carray.Indexer, None, 2, True, False),))
-        return _k._get_elementwise_kernel_code(args, type_map, kernel.params, kernel.operation, kernel.name,
-                                               kernel.preamble)
+        args = (
+            tuple(scalar if t is None else array for t in in_types)
+            + (array,) * len(outs)
+            + (_k._ArgInfo(2, _carray.Indexer, None, 2, True, False),)
+        )
+        return _k._get_elementwise_kernel_code(
+            args, type_map, kernel.params, kernel.operation, kernel.name, kernel.preamble
+        )
     except KeyError:  # a placeholder CuPy cannot type at run time (the bug this guards against)
         raise
     except Exception:  # pragma: no cover - CuPy internals moved: the same code, by hand
         ct = {"float16": "float16", "float32": "float", "float64": "double"}[dt.name]
         cc = {"float32": "float", "float64": "double"}[compute.name]
         placeholders = sorted({t for t, _ in ins + outs if t != compute.name})
-        params = ([f"const {cc} {n}" if t == compute.name else f"const CArray<{ct}, 2, 0, 0> _raw_{n}" for t, n in ins]
-                  + [f"CArray<{ct}, 2, 0, 0> _raw_{n}" for _, n in outs] + ["CIndexer<2, 0> _ind"])
-        refs = ([f"const {t} &{n} = _raw_{n}[_ind.get()];" for t, n in ins if t != compute.name]
-                + [f"{t} &{n} = _raw_{n}[_ind.get()];" for t, n in outs])
-        return ('#include "cupy/float16.cuh"\n' + "".join(f"typedef {ct} {t};\n" for t in placeholders)
-                + spec["preamble"]
-                + f'extern "C" __global__ void {spec["name"]}({", ".join(params)}) {{\n'
-                f"  CUPY_FOR(i, _ind.size()) {{ _ind.set(i); {' '.join(refs)} {spec['operation']}; }}\n}}\n")
+        params = (
+            [f"const {cc} {n}" if t == compute.name else f"const CArray<{ct}, 2, 0, 0> _raw_{n}" for t, n in ins]
+            + [f"CArray<{ct}, 2, 0, 0> _raw_{n}" for _, n in outs]
+            + ["CIndexer<2, 0> _ind"]
+        )
+        refs = [f"const {t} &{n} = _raw_{n}[_ind.get()];" for t, n in ins if t != compute.name] + [
+            f"{t} &{n} = _raw_{n}[_ind.get()];" for t, n in outs
+        ]
+        return (
+            '#include "cupy/float16.cuh"\n'
+            + "".join(f"typedef {ct} {t};\n" for t in placeholders)
+            + spec["preamble"]
+            + f'extern "C" __global__ void {spec["name"]}({", ".join(params)}) {{\n'
+            f"  CUPY_FOR(i, _ind.size()) {{ _ind.set(i); {' '.join(refs)} {spec['operation']}; }}\n}}\n"
+        )
 
 
 def ek_unit(tag: str, for_nvcc: bool = False) -> tuple[str, tuple[str, ...]]:
@@ -131,8 +141,11 @@ def ek_unit(tag: str, for_nvcc: bool = False) -> tuple[str, tuple[str, ...]]:
 
 def ek_training_specs(compute) -> dict[str, dict]:
     """Every training ElementwiseKernel spec of one compute dtype, by a name unique in a unit."""
-    specs = {f"{kind}_{op}": ks.ew_training_spec(kind, op, compute) for op in ELEMENTWISE_OPS
-             for kind in ks.VEC_TRAINING_KINDS}
+    specs = {
+        f"{kind}_{op}": ks.ew_training_spec(kind, op, compute)
+        for op in ELEMENTWISE_OPS
+        for kind in ks.VEC_TRAINING_KINDS
+    }
     specs["glu_grad"] = ks.glu_grad_spec(compute)
     specs["prelu_grad"] = ks.prelu_grad_spec(compute)
     return specs
@@ -142,14 +155,17 @@ def ek_training_unit(tag: str, for_nvcc: bool = False) -> tuple[str, tuple[str, 
     prelude, options = _cupy_headers(for_nvcc)
     prelude += ks.read(ks.GRAD_HEADER)
     dt, compute = np.dtype(DTYPES[tag]), ks.COMPUTE_DTYPE[tag]
-    parts = [prelude] + [f"namespace gpuact_ekt_{name} {{\n{_ek_spec_code(spec, dt, compute)}\n}}\n"
-                         for name, spec in ek_training_specs(compute).items()]
+    parts = [prelude] + [
+        f"namespace gpuact_ekt_{name} {{\n{_ek_spec_code(spec, dt, compute)}\n}}\n"
+        for name, spec in ek_training_specs(compute).items()
+    ]
     return "".join(parts), options
 
 
 def vec_training_unit(tag: str) -> str:
-    return ks.vec_training_headers() + "".join(ks.vec_training_code(kind, op, tag, btag)
-                                               for kind, op, btag in ks.vec_training_variants(tag))
+    return ks.vec_training_headers() + "".join(
+        ks.vec_training_code(kind, op, tag, btag) for kind, op, btag in ks.vec_training_variants(tag)
+    )
 
 
 # the fused kernels' units: name prefix -> groups (forward, backward)
@@ -194,8 +210,10 @@ def report(tmp_path_factory):
             regs = [k["registers"] for k in kernels.values() if k["registers"] is not None]
             spills = sum(k["spill_stores"] + k["spill_loads"] for k in kernels.values())
             smem = max((k["smem"] for k in kernels.values()), default=0)
-            print(f"  {compiler:6s} {key:20s} kernels={len(kernels):3d} registers {min(regs, default=0)}-"
-                  f"{max(regs, default=0)} spills={spills} max smem={smem}")
+            print(
+                f"  {compiler:6s} {key:20s} kernels={len(kernels):3d} registers {min(regs, default=0)}-"
+                f"{max(regs, default=0)} spills={spills} max smem={smem}"
+            )
 
 
 def _check(name, compiler, arch, ok, log, no_double, report):
@@ -213,7 +231,8 @@ def _check(name, compiler, arch, ok, log, no_double, report):
     if no_double:
         warnings = build.double_warnings(log)
         assert not warnings, f"{compiler} {name} sm_{arch}: double precision in 16/32-bit code:\n" + "\n".join(
-            warnings[:20])
+            warnings[:20]
+        )
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -260,13 +279,17 @@ def test_vectorised_kernels_use_16_byte_loads():
         pytest.skip(reason)
     from cupy.cuda import nvrtc
 
-    sources = {"forward": lambda tag: ks.vec_source("silu", tag),
-               "grad": lambda tag: ks.vec_training_source("grad", "silu", tag),
-               "grad_bias": lambda tag: ks.vec_training_source("grad_bias", "silu", tag, tag),
-               "bias": lambda tag: ks.vec_training_source("bias", "silu", tag, tag)}
-    for tag, load, store in (("f32", "ld.global.nc.v4.f32", "st.global.v4.f32"),
-                             ("f64", "ld.global.nc.v2.f64", "st.global.v2.f64"),
-                             ("f16", "ld.global.nc.v4.u32", "st.global.v4.u32")):
+    sources = {
+        "forward": lambda tag: ks.vec_source("silu", tag),
+        "grad": lambda tag: ks.vec_training_source("grad", "silu", tag),
+        "grad_bias": lambda tag: ks.vec_training_source("grad_bias", "silu", tag, tag),
+        "bias": lambda tag: ks.vec_training_source("bias", "silu", tag, tag),
+    }
+    for tag, load, store in (
+        ("f32", "ld.global.nc.v4.f32", "st.global.v4.f32"),
+        ("f64", "ld.global.nc.v2.f64", "st.global.v2.f64"),
+        ("f16", "ld.global.nc.v4.u32", "st.global.v4.u32"),
+    ):
         for kind, source in sources.items():
             prog = nvrtc.createProgram(source(tag), "v.cu", [], [])
             nvrtc.compileProgram(prog, ["-arch=compute_90"])
@@ -279,8 +302,17 @@ def test_vectorised_kernels_use_16_byte_loads():
 
 def test_kernel_sources_are_found():
     d = ks.kernels_dir()
-    for name in (ks.MATH_HEADER, ks.HALF_HEADER, ks.ELEMENTWISE_HEADER, ks.REDUCE_HEADER, ks.GRAD_HEADER,
-                 ks.SOFTMAX_SOURCE, ks.SPARSEMAX_SOURCE, ks.SOFTMAX_GRAD_SOURCE, ks.SPARSEMAX_GRAD_SOURCE):
+    for name in (
+        ks.MATH_HEADER,
+        ks.HALF_HEADER,
+        ks.ELEMENTWISE_HEADER,
+        ks.REDUCE_HEADER,
+        ks.GRAD_HEADER,
+        ks.SOFTMAX_SOURCE,
+        ks.SPARSEMAX_SOURCE,
+        ks.SOFTMAX_GRAD_SOURCE,
+        ks.SPARSEMAX_GRAD_SOURCE,
+    ):
         assert (d / name).is_file()
     for tag in TAGS:
         for name in [n for g in ks.FUSED_GROUPS for n in ks.group_kernel_names(g, tag)]:
@@ -289,9 +321,17 @@ def test_kernel_sources_are_found():
             assert src.count('extern "C" __global__') == 1 and f" {name}(" in src
 
 
-@pytest.mark.parametrize("name", ["gpuact_softmax_warp_f16_w32_e8", "gpuact_softmax_split_finish_f32",
-                                  "gpuact_sparsemax_cols_f64", "gpuact_softmax_grad_warp_f64_w32_e16",
-                                  "gpuact_softmax_grad_split_partials_f16", "gpuact_sparsemax_grad_cols_f32"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "gpuact_softmax_warp_f16_w32_e8",
+        "gpuact_softmax_split_finish_f32",
+        "gpuact_sparsemax_cols_f64",
+        "gpuact_softmax_grad_warp_f64_w32_e16",
+        "gpuact_softmax_grad_split_partials_f16",
+        "gpuact_sparsemax_grad_cols_f32",
+    ],
+)
 def test_one_kernel_compiles_alone(name):
     """The backend's first call of a kernel compiles that kernel's source only (0.1-0.3 s for
     sm_90 on an idle CPU core, where the former all-in-one module took 12.7 s)."""

@@ -14,11 +14,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.cuda_shim import fused_shim
-from tests.cuda_shim import gpuact_cuda_build as build
-
 from gpuact import _kernel_sources as ks  # noqa: E402
 from gpuact.backends import numpy_backend  # noqa: E402
+from tests.cuda_shim import fused_shim
+from tests.cuda_shim import gpuact_cuda_build as build
 
 pytestmark = [pytest.mark.cpu_proxy, pytest.mark.skipif(build.gxx() is None, reason="no host C++ compiler (g++)")]
 
@@ -50,8 +49,14 @@ def shim_softmax(lib, x, axes, log, mask=None, in_place=False, **plan_options):
 def _check(got, x, axes, log, mask, dtype):
     # The NumPy path in float64, rounded to the dtype: its float32 sums can be further off than
     # rtol 1e-5 on long columns (3e-5 on (2**15, 2) along axis 0), the kernels' are not.
-    want = numpy_backend.softmax(x.astype(np.float64), axes, None, np.dtype(np.float64), log=log,
-                                 mask=None if mask is None else numpy_backend.as_mask(mask, x.shape)).astype(dtype)
+    want = numpy_backend.softmax(
+        x.astype(np.float64),
+        axes,
+        None,
+        np.dtype(np.float64),
+        log=log,
+        mask=None if mask is None else numpy_backend.as_mask(mask, x.shape),
+    ).astype(dtype)
     rtol, atol = TOL[dtype]
     np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol, equal_nan=True)
     assert (np.isnan(got) == np.isnan(want)).all()
@@ -93,9 +98,23 @@ def test_single_rows_split_over_blocks(shim_lib, length, dtype):
         _check(got, x, (1,), log, None, dtype)
 
 
-@pytest.mark.parametrize("shape, axis", [((3, 7, 5), 1), ((2, 33, 4), 1), ((4, 3, 40), 1), ((1000, 3), 0),
-                                         ((2, 1025, 3), 1), ((5, 2, 2, 3), 1), ((3, 4, 64), 0), ((6, 5000, 2), 1),
-                                         ((3, 700, 1), 1), ((2, 1500, 1), 1), ((700, 33), 0), ((1, 3000, 2), 1)])
+@pytest.mark.parametrize(
+    "shape, axis",
+    [
+        ((3, 7, 5), 1),
+        ((2, 33, 4), 1),
+        ((4, 3, 40), 1),
+        ((1000, 3), 0),
+        ((2, 1025, 3), 1),
+        ((5, 2, 2, 3), 1),
+        ((3, 4, 64), 0),
+        ((6, 5000, 2), 1),
+        ((3, 700, 1), 1),
+        ((2, 1500, 1), 1),
+        ((700, 33), 0),
+        ((1, 3000, 2), 1),
+    ],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_non_last_axis(shim_lib, shape, axis, dtype):
     rng = np.random.default_rng(sum(shape))
@@ -151,8 +170,9 @@ def test_long_float32_rows_keep_float32_accuracy(shim_lib, options):
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=0)
 
 
-@pytest.mark.parametrize("shape, axes", [((4, 6, 5), (1, 2)), ((3, 4, 5), (0, 1)), ((2, 3, 4, 5), (1, 2)),
-                                         ((2, 3, 1, 5), (1, 3))])
+@pytest.mark.parametrize(
+    "shape, axes", [((4, 6, 5), (1, 2)), ((3, 4, 5), (0, 1)), ((2, 3, 4, 5), (1, 2)), ((2, 3, 1, 5), (1, 3))]
+)
 def test_adjacent_tuple_axes_merge(shim_lib, shape, axes):
     x = np.random.default_rng(1).normal(0, 2, shape).astype(np.float32)
     for log in (False, True):
@@ -160,8 +180,9 @@ def test_adjacent_tuple_axes_merge(shim_lib, shape, axes):
         _check(got, x, axes, log, None, np.float32)
 
 
-@pytest.mark.parametrize("shape, axis", [((5, 33), 1), ((4, 7), 1), ((3, 1500), 1), ((3, 6, 4), 1), ((8, 2), 0),
-                                         ((1, 3000), 1)])
+@pytest.mark.parametrize(
+    "shape, axis", [((5, 33), 1), ((4, 7), 1), ((3, 1500), 1), ((3, 6, 4), 1), ((8, 2), 0), ((1, 3000), 1)]
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_mask(shim_lib, shape, axis, dtype):
     rng = np.random.default_rng(7)
@@ -189,8 +210,9 @@ def test_fully_masked_split_row_is_zero(shim_lib):
         assert (got == 0).all()
 
 
-@pytest.mark.parametrize("shape, axis", [((6, 100), 1), ((3, 1500), 1), ((2, 3000, 33), 1), ((1, 5000), 1),
-                                         ((1, 2**16), 1)])
+@pytest.mark.parametrize(
+    "shape, axis", [((6, 100), 1), ((3, 1500), 1), ((2, 3000, 33), 1), ((1, 5000), 1), ((1, 2**16), 1)]
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_in_place(shim_lib, shape, axis, dtype):
     """x is y: the warp kernel, the column kernel (cached, uncached) and the split kernels."""

@@ -9,12 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gpuact import _kernel_sources as ks  # noqa: E402
+from gpuact.backends import numpy_backend  # noqa: E402
 from tests import reference
 from tests.cuda_shim import fused_shim
 from tests.cuda_shim import gpuact_cuda_build as build
-
-from gpuact import _kernel_sources as ks  # noqa: E402
-from gpuact.backends import numpy_backend  # noqa: E402
 
 pytestmark = [pytest.mark.cpu_proxy, pytest.mark.skipif(build.gxx() is None, reason="no host C++ compiler (g++)")]
 
@@ -69,9 +68,20 @@ def test_last_axis(length, dtype, shim_lib):
     _check(got, x, 1, dtype)
 
 
-@pytest.mark.parametrize("shape, axis", [((3, 7, 5), 1), ((2, 33, 2), 1), ((4, 3, 40), 1), ((300, 3), 0),
-                                         ((2, 1025, 3), 1), ((5, 2, 2, 3), 1), ((3, 50, 33), 1), ((2, 100, 1), 1),
-                                         ((2, 3000, 2), 1)])
+@pytest.mark.parametrize(
+    "shape, axis",
+    [
+        ((3, 7, 5), 1),
+        ((2, 33, 2), 1),
+        ((4, 3, 40), 1),
+        ((300, 3), 0),
+        ((2, 1025, 3), 1),
+        ((5, 2, 2, 3), 1),
+        ((3, 50, 33), 1),
+        ((2, 100, 1), 1),
+        ((2, 3000, 2), 1),
+    ],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_non_last_axis(shape, axis, dtype, shim_lib):
     rng = np.random.default_rng(sum(shape))
@@ -104,8 +114,9 @@ def test_structured_rows_match_bisection(dtype, shim_lib):
     for slices in (x, np.ascontiguousarray(x[:, :200])):  # the cols kernel, and the warp kernel
         got, _ = shim_sparsemax(shim_lib, slices, 1)
         _check(got, slices, 1, dtype)
-        np.testing.assert_allclose(got, reference.sparsemax(slices.astype(np.float64)), rtol=0,
-                                   atol=1e-6 if dtype == np.float32 else 1e-12)
+        np.testing.assert_allclose(
+            got, reference.sparsemax(slices.astype(np.float64)), rtol=0, atol=1e-6 if dtype == np.float32 else 1e-12
+        )
 
 
 @pytest.mark.parametrize("shape, axis", [((6, 100), 1), ((3, 2000), 1), ((2, 300, 3), 1)])

@@ -15,9 +15,36 @@ from tests.conftest import skip_unless_usable
 pytestmark = pytest.mark.gpu
 
 TOL = {np.float16: (1e-3, 1e-3), np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-14)}
-PARAMS = {"relu": (0.1, 0.5, 0.0, 6.0), "elu": (0.7,), "celu": (2.0,), "leaky_relu": (0.2,), "hard_shrink": (0.5,),
-          "soft_shrink": (0.5,), "threshold": (1.0, -5.0), "squareplus": (4.0,)}
-EDGE = [0.0, 1e-7, -1e-7, 20.0, -20.0, 88.0, -88.0, 1e4, -1e4, math.inf, -math.inf, math.nan, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0]
+PARAMS = {
+    "relu": (0.1, 0.5, 0.0, 6.0),
+    "elu": (0.7,),
+    "celu": (2.0,),
+    "leaky_relu": (0.2,),
+    "hard_shrink": (0.5,),
+    "soft_shrink": (0.5,),
+    "threshold": (1.0, -5.0),
+    "squareplus": (4.0,),
+}
+EDGE = [
+    0.0,
+    1e-7,
+    -1e-7,
+    20.0,
+    -20.0,
+    88.0,
+    -88.0,
+    1e4,
+    -1e4,
+    math.inf,
+    -math.inf,
+    math.nan,
+    0.5,
+    -0.5,
+    1.0,
+    -1.0,
+    3.0,
+    -3.0,
+]
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +79,12 @@ def test_every_op_and_dtype(op, dtype):
     x = _x(dtype)
     params = PARAMS.get(op, ())
     want = numpy_backend.elementwise(op, x, params, None, np.dtype(dtype))
-    for view in (lambda a: a, lambda a: a[:, ::-2], lambda a: a.T, lambda a: a[1:, 3:]):  # contiguous, strided, F, misaligned
+    for view in (
+        lambda a: a,
+        lambda a: a[:, ::-2],
+        lambda a: a.T,
+        lambda a: a[1:, 3:],
+    ):  # contiguous, strided, F, misaligned
         xd = view(cp.asarray(x))
         got = cupy_backend.elementwise(op, xd, params, None, np.dtype(dtype))
         assert isinstance(got, cp.ndarray)

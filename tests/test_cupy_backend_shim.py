@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gpuact.backends import numpy_backend  # noqa: E402
 from tests.cuda_shim import backend_shim
 from tests.cuda_shim import gpuact_cuda_build as build
-
-from gpuact.backends import numpy_backend  # noqa: E402
 
 pytestmark = [pytest.mark.cpu_proxy, pytest.mark.skipif(build.gxx() is None, reason="no host C++ compiler (g++)")]
 
@@ -24,8 +23,17 @@ def backend(monkeypatch, tmp_path_factory):
     return backend_shim.patch(monkeypatch, tmp_path_factory.getbasetemp())
 
 
-@pytest.mark.parametrize("shape, axes", [((4, 33), (1,)), ((2, 1500), (1,)), ((1, 70000), (1,)), ((3, 40, 5), (1,)),
-                                         ((2**15, 2), (0,)), ((3, 4, 5), (0, 2))])
+@pytest.mark.parametrize(
+    "shape, axes",
+    [
+        ((4, 33), (1,)),
+        ((2, 1500), (1,)),
+        ((1, 70000), (1,)),
+        ((3, 40, 5), (1,)),
+        ((2**15, 2), (0,)),
+        ((3, 4, 5), (0, 2)),
+    ],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_softmax(backend, shape, axes, dtype):
     x = np.random.default_rng(0).normal(0, 3, shape).astype(dtype)
@@ -35,8 +43,9 @@ def test_softmax(backend, shape, axes, dtype):
             got = backend.softmax(x, axes, None, np.dtype(dtype), log=log, mask=m)
             want = numpy_backend.softmax(x.astype(np.float64), axes, None, np.dtype(np.float64), log=log, mask=m)
             rtol, atol = (2e-3, 1e-3) if dtype == np.float16 else (1e-5, 1e-6)
-            np.testing.assert_allclose(got.astype(np.float64), want.astype(dtype).astype(np.float64), rtol=rtol,
-                                       atol=atol)
+            np.testing.assert_allclose(
+                got.astype(np.float64), want.astype(dtype).astype(np.float64), rtol=rtol, atol=atol
+            )
     names = {launch.name.split("_")[2] for launch in backend_shim.ShimKernel.launches}
     if shape in ((1, 70000), (2**15, 2)):
         assert names == {"split"}  # two launches and a workspace

@@ -31,10 +31,38 @@ pytestmark = [pytest.mark.cpu_proxy, pytest.mark.skipif(build.gxx() is None, rea
 
 TOL = {np.dtype(np.float16): (1e-3, 1e-3), np.dtype(np.float32): (1e-5, 1e-6), np.dtype(np.float64): (1e-12, 1e-14)}
 FLOATS = [np.float16, np.float32, np.float64]
-PARAMS = {"relu": (0.1, 0.5, 0.0, 6.0), "elu": (0.7,), "celu": (2.0,), "leaky_relu": (0.2,), "hard_shrink": (0.5,),
-          "soft_shrink": (0.5,), "threshold": (1.0, -5.0), "squareplus": (2.0,)}
-EDGE = [0.0, -0.0, 1e-7, -1e-7, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0, 6.0, 20.0, -20.0, 88.0, -88.0, 1e4, -1e4,
-        math.inf, -math.inf, math.nan]
+PARAMS = {
+    "relu": (0.1, 0.5, 0.0, 6.0),
+    "elu": (0.7,),
+    "celu": (2.0,),
+    "leaky_relu": (0.2,),
+    "hard_shrink": (0.5,),
+    "soft_shrink": (0.5,),
+    "threshold": (1.0, -5.0),
+    "squareplus": (2.0,),
+}
+EDGE = [
+    0.0,
+    -0.0,
+    1e-7,
+    -1e-7,
+    0.5,
+    -0.5,
+    1.0,
+    -1.0,
+    3.0,
+    -3.0,
+    6.0,
+    20.0,
+    -20.0,
+    88.0,
+    -88.0,
+    1e4,
+    -1e4,
+    math.inf,
+    -math.inf,
+    math.nan,
+]
 
 
 @pytest.fixture
@@ -56,7 +84,7 @@ def _aligned_empty(shape, dtype, offset=0):
     n = math.prod(shape)
     raw = np.empty((n + offset) * dtype.itemsize + 16, np.uint8)
     start = -raw.ctypes.data % 16 + offset * dtype.itemsize
-    return raw[start: start + n * dtype.itemsize].view(dtype).reshape(shape)
+    return raw[start : start + n * dtype.itemsize].view(dtype).reshape(shape)
 
 
 def _laid_out(a, layout):
@@ -116,13 +144,20 @@ def test_grad_every_op(backend, op, dtype):
     # biases: along the trailing axes (the vectorised kernel, also in place and as the compute
     # type), any other broadcast (the ElementwiseKernel)
     rng = np.random.default_rng(1)
-    for bshape, bdtype, path in (((24,), dtype, "vec"), ((1, 24), dtype, "vec"), ((37, 24), dtype, "vec"),
-                                 ((), dtype, "vec"), ((24,), ks.COMPUTE_DTYPE[ks.DTYPE_TAG[dtype]], "vec"),
-                                 ((37, 1), dtype, "ek"), ((24,), np.int32, "ek")):
+    for bshape, bdtype, path in (
+        ((24,), dtype, "vec"),
+        ((1, 24), dtype, "vec"),
+        ((37, 24), dtype, "vec"),
+        ((), dtype, "vec"),
+        ((24,), ks.COMPUTE_DTYPE[ks.DTYPE_TAG[dtype]], "vec"),
+        ((37, 1), dtype, "ek"),
+        ((24,), np.int32, "ek"),
+    ):
         b = np.asarray(rng.normal(0, 2, bshape) * (3 if bdtype == np.int32 else 1)).astype(bdtype)
         want_b = nb.elementwise_grad(op, dy, x, params, None, dtype, bias=b)
-        got = backend.elementwise_grad(op, _laid_out(dy, "contiguous"), _laid_out(x, "contiguous"), params, None,
-                                       dtype, bias=b)
+        got = backend.elementwise_grad(
+            op, _laid_out(dy, "contiguous"), _laid_out(x, "contiguous"), params, None, dtype, bias=b
+        )
         assert _paths() == {path}, (bshape, bdtype)
         _close(got, want_b, dtype)
     b = rng.normal(0, 2, 24).astype(dtype)
@@ -146,12 +181,16 @@ def test_forward_with_bias_every_op(backend, op, dtype):
     params = PARAMS.get(op, ())
     x, _ = _inputs(dtype, seed=2)
     rng = np.random.default_rng(3)
-    for bshape, bdtype, layout, path in (((24,), dtype, "contiguous", "vec"),
-                                         ((24,), ks.COMPUTE_DTYPE[ks.DTYPE_TAG[dtype]], "contiguous", "vec"),
-                                         ((37, 24), dtype, "contiguous", "vec"), ((37, 1), dtype, "contiguous", "ek"),
-                                         ((24,), dtype, "strided", "ek"), ((24,), dtype, "misaligned", "ek"),
-                                         ((24,), dtype, "fortran", "ek"), ((24,), np.float64, "contiguous",
-                                                                           "vec" if dtype == np.float64 else "ek")):
+    for bshape, bdtype, layout, path in (
+        ((24,), dtype, "contiguous", "vec"),
+        ((24,), ks.COMPUTE_DTYPE[ks.DTYPE_TAG[dtype]], "contiguous", "vec"),
+        ((37, 24), dtype, "contiguous", "vec"),
+        ((37, 1), dtype, "contiguous", "ek"),
+        ((24,), dtype, "strided", "ek"),
+        ((24,), dtype, "misaligned", "ek"),
+        ((24,), dtype, "fortran", "ek"),
+        ((24,), np.float64, "contiguous", "vec" if dtype == np.float64 else "ek"),
+    ):
         b = rng.normal(0, 2, bshape).astype(bdtype)
         want = nb.elementwise(op, x, params, None, dtype, bias=b)
         got = backend.elementwise(op, _laid_out(x, layout), params, None, dtype, bias=b)
@@ -168,8 +207,9 @@ def test_forward_with_bias_every_op(backend, op, dtype):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("units, rows", [(1, 70001), (3, 23339), (7, 10001), (8, 8751), (9, 7779), (1000, 71),
-                                         (70007, 1)])
+@pytest.mark.parametrize(
+    "units, rows", [(1, 70001), (3, 23339), (7, 10001), (8, 8751), (9, 7779), (1000, 71), (70007, 1)]
+)
 def test_trailing_bias_columns(backend, dtype, units, rows):
     """The bias column kept incrementally over the vectors, the grid stride and the scalar tail:
     linear(x + b) is x + b exactly (the compute type's sum, rounded once), on inputs large enough
@@ -186,8 +226,7 @@ def test_trailing_bias_columns(backend, dtype, units, rows):
         dy = _laid_out(rng.normal(0, 1, (rows, units)).astype(dtype), "contiguous")
         got = backend.elementwise_grad("exponential", dy, x * dtype.type(0.01), (), None, dtype, bias=b * 0.01)
         assert _paths() == {"vec"}
-        _close(got, nb.elementwise_grad("exponential", dy, x * dtype.type(0.01), (), None, dtype, bias=b * 0.01),
-               dtype)
+        _close(got, nb.elementwise_grad("exponential", dy, x * dtype.type(0.01), (), None, dtype, bias=b * 0.01), dtype)
     launch = ks.vec_launch(x.size, ks.DTYPE_TAG[dtype], 1, units)
     assert launch.blocks == min(8, -(-(x.size // (16 // dtype.itemsize)) // 1024))
 
@@ -200,13 +239,22 @@ def test_grad_integer_x_and_mixed_dtypes(backend):
         got = backend.elementwise_grad(op, dy, x, PARAMS.get(op, ()), None, np.dtype(np.float32))
         assert _paths() == {"ek"}
         _close(got, nb.elementwise_grad(op, dy, x, PARAMS.get(op, ()), None, np.dtype(np.float32)), np.float32)
-        got = backend.elementwise_grad(op, dy.astype(np.float16), x.astype(np.float32), PARAMS.get(op, ()), None,
-                                       np.dtype(np.float32))
-        _close(got, nb.elementwise_grad(op, dy.astype(np.float16), x.astype(np.float32), PARAMS.get(op, ()), None,
-                                        np.dtype(np.float32)), np.float32)
+        got = backend.elementwise_grad(
+            op, dy.astype(np.float16), x.astype(np.float32), PARAMS.get(op, ()), None, np.dtype(np.float32)
+        )
+        _close(
+            got,
+            nb.elementwise_grad(
+                op, dy.astype(np.float16), x.astype(np.float32), PARAMS.get(op, ()), None, np.dtype(np.float32)
+            ),
+            np.float32,
+        )
     got = backend.elementwise_grad("silu", dy, x > 0, (), None, np.dtype(np.float32), bias=np.float32(0.5) * dy[0])
-    _close(got, nb.elementwise_grad("silu", dy, x > 0, (), None, np.dtype(np.float32), bias=np.float32(0.5) * dy[0]),
-           np.float32)
+    _close(
+        got,
+        nb.elementwise_grad("silu", dy, x > 0, (), None, np.dtype(np.float32), bias=np.float32(0.5) * dy[0]),
+        np.float32,
+    )
 
 
 def test_empty_and_0d(backend):
@@ -215,8 +263,11 @@ def test_empty_and_0d(backend):
         got = backend.elementwise_grad("gelu", x, x, (), None, np.dtype(np.float32), bias=np.asarray(x * 0.5))
         assert got.shape == shape
         if shape == ():
-            _close(got, nb.elementwise_grad("gelu", x, x, (), None, np.dtype(np.float32), bias=np.asarray(x * 0.5)),
-                   np.float32)
+            _close(
+                got,
+                nb.elementwise_grad("gelu", x, x, (), None, np.dtype(np.float32), bias=np.asarray(x * 0.5)),
+                np.float32,
+            )
 
 
 # ---- softmax ----------------------------------------------------------------------------------
@@ -227,8 +278,9 @@ def _softmax_grad_want(dy, x, axes, log, mask=None, bias=None):
     dx = 0 at masked positions: the contract; the NumPy path's softmax (not log_softmax) writes
     y * (dy - dot) = 0 * NaN = NaN there when a NaN in dy makes the slice's dot NaN."""
     b = None if bias is None else bias.astype(np.float64)
-    want = nb.softmax_grad(dy.astype(np.float64), x.astype(np.float64), axes, None, np.dtype(np.float64), log=log,
-                           mask=mask, bias=b)
+    want = nb.softmax_grad(
+        dy.astype(np.float64), x.astype(np.float64), axes, None, np.dtype(np.float64), log=log, mask=mask, bias=b
+    )
     if mask is not None:
         want[~np.broadcast_to(mask, x.shape)] = 0.0
     return want
@@ -251,9 +303,24 @@ def _families():
     return families
 
 
-@pytest.mark.parametrize("shape, axis", [((6, 1), 1), ((6, 5), 1), ((5, 32), 1), ((4, 33), 1), ((3, 100), 1),
-                                         ((2, 1024), 1), ((2, 1025), 1), ((2, 3000), 1), ((3, 7, 5), 1),
-                                         ((40, 3), 0), ((3, 50, 33), 1), ((2, 3, 4, 5), (1, 2)), ((3, 4, 5), (0, 2))])
+@pytest.mark.parametrize(
+    "shape, axis",
+    [
+        ((6, 1), 1),
+        ((6, 5), 1),
+        ((5, 32), 1),
+        ((4, 33), 1),
+        ((3, 100), 1),
+        ((2, 1024), 1),
+        ((2, 1025), 1),
+        ((2, 3000), 1),
+        ((3, 7, 5), 1),
+        ((40, 3), 0),
+        ((3, 50, 33), 1),
+        ((2, 3, 4, 5), (1, 2)),
+        ((3, 4, 5), (0, 2)),
+    ],
+)
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_softmax_grad(backend, shape, axis, dtype):
     rng = np.random.default_rng(sum(shape))
@@ -299,8 +366,10 @@ def test_softmax_grad_in_place_strided_and_mixed(backend, dtype):
     _softmax_check(backend, dy.astype(np.float32), xi, (1,), False)
 
 
-@pytest.mark.parametrize("shape, axis, sms", [((1, 70000), 1, 8), ((1, 70000), 1, 1), ((2**14, 4), 0, 4),
-                                              ((3, 6000, 5), 1, 8), ((2, 40000), 1, 2)])
+@pytest.mark.parametrize(
+    "shape, axis, sms",
+    [((1, 70000), 1, 8), ((1, 70000), 1, 1), ((2**14, 4), 0, 4), ((3, 6000, 5), 1, 8), ((2, 40000), 1, 2)],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_softmax_grad_long_rows_split(backend, monkeypatch, shape, axis, sms, dtype):
     """Slices split over many blocks (partials in the workspace, then the finish kernel): a GPU of
@@ -313,8 +382,17 @@ def test_softmax_grad_long_rows_split(backend, monkeypatch, shape, axis, sms, dt
     for log in (False, True):
         _softmax_check(backend, dy, x, (axis,), log)
         assert _families() == {"softmax_grad_split_partials", "softmax_grad_split_finish"}
-    plan_segs = ks.softmax_grad_plan(*ks.outer_axis_inner(shape, (axis,)), ks.DTYPE_TAG[np.dtype(dtype)], log=False,
-                                     sm_count=sms, max_blocks=sms * 32).launches[0].args()["segs"]
+    plan_segs = (
+        ks.softmax_grad_plan(
+            *ks.outer_axis_inner(shape, (axis,)),
+            ks.DTYPE_TAG[np.dtype(dtype)],
+            log=False,
+            sm_count=sms,
+            max_blocks=sms * 32,
+        )
+        .launches[0]
+        .args()["segs"]
+    )
     assert plan_segs >= 2 * sms
     _softmax_check(backend, dy, x, (axis,), False, mask=mask)
     x[0] = -np.inf  # whole slices of -inf: NaN (with a mask too)
@@ -371,16 +449,25 @@ def test_softmax_bias(backend, bias_walks, dtype):
     dy = rng.normal(0, 1, (B, H, Q, L)).astype(dtype)
     compute = ks.COMPUTE_DTYPE[ks.DTYPE_TAG[dtype]]
     # (bias shape, axes, walked in the kernels)
-    cases = [((L,), (3,), True), ((B, 1, 1, L), (3,), True), ((1, 1, Q, L), (3,), True), ((H, Q, L), (3,), True),
-             ((B, H, Q, L), (3,), True), ((B, 1, Q, 1), (2,), True), ((Q, 1), (1,), False),
-             ((1, H, 1, L), (1, 3), True), ((B, 1, Q, L), (3,), True)]
+    cases = [
+        ((L,), (3,), True),
+        ((B, 1, 1, L), (3,), True),
+        ((1, 1, Q, L), (3,), True),
+        ((H, Q, L), (3,), True),
+        ((B, H, Q, L), (3,), True),
+        ((B, 1, Q, 1), (2,), True),
+        ((Q, 1), (1,), False),
+        ((1, H, 1, L), (1, 3), True),
+        ((B, 1, Q, L), (3,), True),
+    ]
     for bshape, axes, walked in cases:
         for bdtype in dict.fromkeys((dtype, compute)):
             b = rng.normal(0, 2, bshape).astype(bdtype)
             b.flat[0] = -np.inf  # an additive mask
             for log in (False, True):
-                want = nb.softmax(x.astype(np.float64), axes, None, np.dtype(np.float64), log=log,
-                                  bias=b.astype(np.float64)).astype(dtype)
+                want = nb.softmax(
+                    x.astype(np.float64), axes, None, np.dtype(np.float64), log=log, bias=b.astype(np.float64)
+                ).astype(dtype)
                 _close(backend.softmax(x, axes, None, dtype, log=log, bias=b), want, dtype)
                 _softmax_check(backend, dy, x, axes, log, bias=b)
             assert bias_walks == (WALKED if walked else MATERIALISED) * 4, (bshape, axes)
@@ -389,8 +476,10 @@ def test_softmax_bias(backend, bias_walks, dtype):
     b = rng.normal(0, 2, (B, 1, Q, 1, 1)).astype(dtype)
     x5 = rng.normal(0, 2, (B, H, Q, 2, L)).astype(dtype)
     dy5 = rng.normal(0, 1, x5.shape).astype(dtype)
-    assert ks.bias_plan(x5.shape, tuple(s // dtype.itemsize for s in np.broadcast_to(b, x5.shape).strides), 4, 4,
-                        1) is None
+    assert (
+        ks.bias_plan(x5.shape, tuple(s // dtype.itemsize for s in np.broadcast_to(b, x5.shape).strides), 4, 4, 1)
+        is None
+    )
     bias_walks.clear()
     _softmax_check(backend, dy5, x5, (4,), False, bias=b)
     assert bias_walks == MATERIALISED
@@ -430,8 +519,9 @@ def test_softmax_bias_split_and_columns(backend, monkeypatch):
     for log in (False, True):
         _softmax_check(backend, x2 * np.float16(0.5), x2, (1,), log, mask=mask2, bias=b)
         assert _families() == {"softmax_grad_warp"}
-        want = nb.softmax(x2.astype(np.float64), (1,), None, np.dtype(np.float64), log=log, mask=mask2,
-                          bias=b.astype(np.float64))
+        want = nb.softmax(
+            x2.astype(np.float64), (1,), None, np.dtype(np.float64), log=log, mask=mask2, bias=b.astype(np.float64)
+        )
         _close(backend.softmax(x2, (1,), None, np.dtype(np.float16), log=log, mask=mask2, bias=b), want, np.float16)
         assert [launch.name for launch in backend_shim.ShimKernel.launches] == ["gpuact_softmax_warp_f16_w32_e4_bias"]
         backend_shim.ShimKernel.launches.clear()
@@ -440,8 +530,10 @@ def test_softmax_bias_split_and_columns(backend, monkeypatch):
 # ---- sparsemax, glu, prelu -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape, axis", [((6, 1), 1), ((8, 40), 1), ((3, 1024), 1), ((2, 1500), 1), ((30, 4), 0),
-                                         ((3, 50, 6), 1), ((2, 600, 3), 1)])
+@pytest.mark.parametrize(
+    "shape, axis",
+    [((6, 1), 1), ((8, 40), 1), ((3, 1024), 1), ((2, 1500), 1), ((30, 4), 0), ((3, 50, 6), 1), ((2, 600, 3), 1)],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_sparsemax_grad(backend, shape, axis, dtype):
     dtype = np.dtype(dtype)
@@ -486,8 +578,11 @@ def test_glu_grad(backend, shape, axis, dtype):
     backend.glu_grad(dy, x, axis, out, dtype)
     _close(out, want, dtype)
     if dtype == np.float32:  # float16 dy with float32 x
-        _close(backend.glu_grad(dy.astype(np.float16), x, axis, None, dtype),
-               nb.glu_grad(dy.astype(np.float16), x, axis, None, dtype), dtype)
+        _close(
+            backend.glu_grad(dy.astype(np.float16), x, axis, None, dtype),
+            nb.glu_grad(dy.astype(np.float16), x, axis, None, dtype),
+            dtype,
+        )
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

@@ -25,7 +25,9 @@ from tests.test_numba_simulator import INCLUDED as PUBLIC_AND_NUMBA
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 INCLUDED = tuple(p for p in PUBLIC_AND_NUMBA if not p.startswith("test_numba_")) + (
-    "test_cupy_backend.py", "test_launch_contract.py")
+    "test_cupy_backend.py",
+    "test_launch_contract.py",
+)
 # 2**31 float16 elements through the CPU shim would take hours (and 12 GiB of host memory)
 DESELECTED = ("tests/test_cupy_backend.py::test_more_than_2_31_elements",)
 MIN_PASSED = 850
@@ -53,8 +55,18 @@ def test_cupy_backend_on_the_standin():
     env = dict(os.environ, GPUACT_CUPY_STANDIN="1", GPUACT_TEST_BACKENDS="cupy")
     env.pop("GPUACT_REQUIRE_GPU", None)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
-    cmd = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider", "-rs", "--no-header",
-           *(f"--deselect={d}" for d in DESELECTED)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *files,
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-rs",
+        "--no-header",
+        *(f"--deselect={d}" for d in DESELECTED),
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     elapsed = time.perf_counter() - start

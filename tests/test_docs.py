@@ -24,10 +24,11 @@ import gpuact.registry
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-needs_docs = pytest.mark.skipif(not (DOCS / "conf.py").is_file(),
-                                reason="no docs/ here (the container image)")
+needs_docs = pytest.mark.skipif(not (DOCS / "conf.py").is_file(), reason="no docs/ here (the container image)")
 
-LAYERS = [getattr(gpuact.layers, name) for name in gpuact.layers.__all__ if inspect.isclass(getattr(gpuact.layers, name))]
+LAYERS = [
+    getattr(gpuact.layers, name) for name in gpuact.layers.__all__ if inspect.isclass(getattr(gpuact.layers, name))
+]
 
 
 def _autosummary_entries(page: Path) -> set[str]:
@@ -110,8 +111,23 @@ def test_the_package_is_typed():
 _BRIEF, _FOLDER = "SP" + "EC", "shar" + "ed/"
 OUTSIDE = re.compile(rf"{_BRIEF}\b|\.\./{_FOLDER}|{_FOLDER}{_BRIEF}")
 TEXT_SUFFIXES = {".py", ".md", ".sh", ".toml", ".cc", ".cuh", ".cu", ".h", ".rst", ".txt", ".cfg", ".ini"}
-SKIPPED_DIRS = {".git", ".venv", ".ci-venv", ".ci-work", "_build", "generated", "__pycache__", ".pytest_cache",
-                ".hypothesis", ".benchmarks", "build", "dist", ".whl", ".ruff_cache", ".mypy_cache"}
+SKIPPED_DIRS = {
+    ".git",
+    ".venv",
+    ".ci-venv",
+    ".ci-work",
+    "_build",
+    "generated",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    ".benchmarks",
+    "build",
+    "dist",
+    ".whl",
+    ".ruff_cache",
+    ".mypy_cache",
+}
 
 
 def _text_files():
@@ -124,8 +140,12 @@ def _text_files():
 
 
 def test_no_file_refers_outside_the_repository():
-    hits = [f"{path.relative_to(ROOT)}:{i}" for path in _text_files()
-            for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if OUTSIDE.search(line)]
+    hits = [
+        f"{path.relative_to(ROOT)}:{i}"
+        for path in _text_files()
+        for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if OUTSIDE.search(line)
+    ]
     assert not hits, hits
 
 

@@ -226,9 +226,17 @@ def _walk_bias_plan(p, outer, length, inner):
     return out
 
 
-@pytest.mark.parametrize("bshape, shape, lo", [((5,), (2, 3, 4, 5), 3), ((2, 1, 1, 5), (2, 3, 4, 5), 3),
-                                               ((2, 1, 4, 5), (2, 3, 4, 5), 3), ((1, 3, 1, 1), (2, 3, 4, 5), 1),
-                                               ((4, 1), (2, 3, 4, 5), 2), ((3, 4, 5), (2, 3, 4, 5), 3)])
+@pytest.mark.parametrize(
+    "bshape, shape, lo",
+    [
+        ((5,), (2, 3, 4, 5), 3),
+        ((2, 1, 1, 5), (2, 3, 4, 5), 3),
+        ((2, 1, 4, 5), (2, 3, 4, 5), 3),
+        ((1, 3, 1, 1), (2, 3, 4, 5), 1),
+        ((4, 1), (2, 3, 4, 5), 2),
+        ((3, 4, 5), (2, 3, 4, 5), 3),
+    ],
+)
 def test_bias_plan_addresses_every_element(bshape, shape, lo):
     """The kernels' offsets from a BiasPlan land on the broadcast bias's own elements."""
     b = np.arange(math.prod(bshape)).reshape(bshape)
@@ -291,8 +299,10 @@ def _simulate_columns(n, tag, units, sm_count=1):
 
 
 @pytest.mark.parametrize("tag", ["f16", "f32", "f64"])
-@pytest.mark.parametrize("n, units", [(1, 1), (7, 7), (35, 5), (8192 * 8 + 3, 3), (70007, 7), (72000, 1000),
-                                      (100003, 100003), (2**17 + 5, 1)])
+@pytest.mark.parametrize(
+    "n, units",
+    [(1, 1), (7, 7), (35, 5), (8192 * 8 + 3, 3), (70007, 7), (72000, 1000), (100003, 100003), (2**17 + 5, 1)],
+)
 def test_trailing_bias_columns_are_exact(tag, n, units):
     """TrailingBias's column arithmetic (kernels/gpuact_elementwise.cuh) gives element e the bias
     b[e % units], over grid strides (8 blocks: several vectors a thread) and the scalar tail."""

@@ -14,8 +14,9 @@ import jax.numpy as jnp  # noqa: E402
 
 import gpuact.jax as gj  # noqa: E402
 
-CALLS = [(name, {"threshold": 0.5, "default_value": -1.0} if name == "threshold" else {})
-         for name in activations.__all__]
+CALLS = [
+    (name, {"threshold": 0.5, "default_value": -1.0} if name == "threshold" else {}) for name in activations.__all__
+]
 
 
 def _x(shape=(6, 8), seed=0):
@@ -45,11 +46,20 @@ def test_jit_and_grad_call_gpuact(name, kwargs):
 
 
 PARITY = {
-    "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "softplus": jax.nn.softplus, "silu": jax.nn.silu,
-    "elu": jax.nn.elu, "selu": jax.nn.selu, "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "softmax": jax.nn.softmax, "log_softmax": jax.nn.log_softmax, "tanh": jnp.tanh,
-    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)), "hard_tanh": jax.nn.hard_tanh,
-    "log_sigmoid": jax.nn.log_sigmoid, "celu": jax.nn.celu,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "softplus": jax.nn.softplus,
+    "silu": jax.nn.silu,
+    "elu": jax.nn.elu,
+    "selu": jax.nn.selu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "softmax": jax.nn.softmax,
+    "log_softmax": jax.nn.log_softmax,
+    "tanh": jnp.tanh,
+    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
+    "hard_tanh": jax.nn.hard_tanh,
+    "log_sigmoid": jax.nn.log_sigmoid,
+    "celu": jax.nn.celu,
 }
 
 
@@ -61,8 +71,12 @@ def test_values_and_gradients_match_jax_nn(name):
     fn = getattr(gj, name)
     np.testing.assert_allclose(np.asarray(fn(x)), np.asarray(PARITY[name](x)), rtol=1e-5, atol=1e-6)
     w = _x((5, 9), seed=4)
-    np.testing.assert_allclose(np.asarray(jax.grad(lambda a: (fn(a) * w).sum())(x)),
-                               np.asarray(jax.grad(lambda a: (PARITY[name](a) * w).sum())(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(jax.grad(lambda a: (fn(a) * w).sum())(x)),
+        np.asarray(jax.grad(lambda a: (PARITY[name](a) * w).sum())(x)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_bias_gradient_axis_and_vmap():

@@ -21,9 +21,33 @@ pytest.importorskip("jax")
 import gpuact  # noqa: E402
 
 X = np.concatenate([np.linspace(-12, 12, 481), [-1e4, -88, -20, -1e-7, 0, 1e-7, 20, 88, 1e4]]).astype(np.float32)
-NAMES = ["relu", "sigmoid", "softplus", "softsign", "tanh", "selu", "elu", "exponential", "linear", "relu6",
-         "leaky_relu", "silu", "gelu", "hard_sigmoid", "hard_silu", "mish", "log_sigmoid", "celu", "hard_tanh",
-         "hard_shrink", "soft_shrink", "tanh_shrink", "squareplus", "sparse_plus", "sparse_sigmoid"]
+NAMES = [
+    "relu",
+    "sigmoid",
+    "softplus",
+    "softsign",
+    "tanh",
+    "selu",
+    "elu",
+    "exponential",
+    "linear",
+    "relu6",
+    "leaky_relu",
+    "silu",
+    "gelu",
+    "hard_sigmoid",
+    "hard_silu",
+    "mish",
+    "log_sigmoid",
+    "celu",
+    "hard_tanh",
+    "hard_shrink",
+    "soft_shrink",
+    "tanh_shrink",
+    "squareplus",
+    "sparse_plus",
+    "sparse_sigmoid",
+]
 
 
 def _close(ours, theirs):
@@ -43,8 +67,9 @@ def test_elementwise_matches_keras3(name):
     _close(getattr(gpuact, name)(x), theirs)
 
 
-@pytest.mark.parametrize("alpha,max_value,threshold",
-                         list(itertools.product([0.0, 0.1, 0.5], [None, 1.0, 6.0, 20.0], [0.0, 0.5, -2.0, 5.0])))
+@pytest.mark.parametrize(
+    "alpha,max_value,threshold", list(itertools.product([0.0, 0.1, 0.5], [None, 1.0, 6.0, 20.0], [0.0, 0.5, -2.0, 5.0]))
+)
 def test_relu_parameter_grid_matches_keras3(alpha, max_value, threshold):
     theirs = keras.activations.relu(X, negative_slope=alpha, max_value=max_value, threshold=threshold)
     _close(gpuact.relu(X, alpha=alpha, max_value=max_value, threshold=threshold), theirs)
@@ -89,8 +114,10 @@ def test_layers_match_keras3():
     x = np.random.default_rng(2).normal(0, 3, (3, 8)).astype(np.float32)
     mask = np.random.default_rng(3).random((3, 8)) > 0.3
     _close(layers.Softmax()(x, mask=mask), keras.layers.Softmax()(x, mask=mask))
-    _close(layers.ReLU(max_value=2.0, negative_slope=0.1, threshold=0.5)(x),
-           keras.layers.ReLU(max_value=2.0, negative_slope=0.1, threshold=0.5)(x))
+    _close(
+        layers.ReLU(max_value=2.0, negative_slope=0.1, threshold=0.5)(x),
+        keras.layers.ReLU(max_value=2.0, negative_slope=0.1, threshold=0.5)(x),
+    )
     _close(layers.LeakyReLU()(x), keras.layers.LeakyReLU()(x))
     _close(layers.ELU(alpha=0.7)(x), keras.layers.ELU(alpha=0.7)(x))
     assert gpuact.serialize(gpuact.get("swish")) == keras.activations.serialize(keras.activations.get("swish"))

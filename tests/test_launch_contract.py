@@ -26,8 +26,10 @@ from tests.reference import assert_close
 from tests.test_activations import CASES as ELEMENTWISE_CASES
 
 STANDIN = os.environ.get("GPUACT_CUPY_STANDIN") == "1" and cupy_standin.installed()
-pytestmark = [pytest.mark.cpu_proxy,
-              pytest.mark.skipif(not STANDIN, reason="runs inside the CuPy stand-in run (tests/test_cupy_standin.py)")]
+pytestmark = [
+    pytest.mark.cpu_proxy,
+    pytest.mark.skipif(not STANDIN, reason="runs inside the CuPy stand-in run (tests/test_cupy_standin.py)"),
+]
 
 if STANDIN:
     import cupy as cp
@@ -46,7 +48,7 @@ def _probe(source: str) -> types.ModuleType:
 # The harness
 
 
-KERNELS = r'''
+KERNELS = r"""
 // a kernel made by a macro with ## pasting, like the softmax kernels: parsed after the preprocessor
 #define GA_SCALE(DT, T)                                                                  \
     extern "C" __global__ void scale_##DT(const T* x, T* y, int n, T a) {                \
@@ -69,9 +71,9 @@ extern "C" __global__ void heavy(const float* x, float* y) {
     for (int k = 0; k < 80; ++k) s += v[k] * v[79 - k] + v[(k * 7) % 80] * s;
     y[threadIdx.x] = s;
 }
-'''
+"""
 
-BLOCK_SUM = r'''
+BLOCK_SUM = r"""
 extern "C" __global__ void block_sum(const float* x, float* y, int n) {
     extern __shared__ float buf[];
     int t = threadIdx.x;
@@ -85,7 +87,7 @@ extern "C" __global__ void block_sum(const float* x, float* y, int n) {
     }
     if (t == 0) y[blockIdx.x] = buf[0];
 }
-'''
+"""
 
 
 @pytest.fixture
@@ -107,8 +109,13 @@ def test_a_correct_launch_runs_and_is_recorded(scale):
         scale((4, 2), (128,), (x, y, np.int32(1000), np.float32(2.0)))
     np.testing.assert_array_equal(y.get(), 2 * x.get())
     (launch,) = rec.launches
-    assert (launch.kind, launch.name, launch.device, launch.grid, launch.block) == ("raw", "scale_f32", 0,
-                                                                                   (4, 2, 1), (128, 1, 1))
+    assert (launch.kind, launch.name, launch.device, launch.grid, launch.block) == (
+        "raw",
+        "scale_f32",
+        0,
+        (4, 2, 1),
+        (128, 1, 1),
+    )
 
 
 def test_barriers_and_dynamic_shared_memory_run_on_fibers():
@@ -118,18 +125,31 @@ def test_barriers_and_dynamic_shared_memory_run_on_fibers():
     np.testing.assert_allclose(y.get(), x.get().sum(), rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("args, match", [
-    (lambda x, y: (x, y, 1000, np.float32(2.0)), "Python int as int64"),
-    (lambda x, y: (x, y, np.int32(1000), 2.0), "Python float as float64"),
-    (lambda x, y: (x, y, np.int64(1000), np.float32(2.0)), "int64 scalar"),
-    (lambda x, y: (x, y, np.int32(1000)), "3 arguments for 4 parameters"),
-    (lambda x, y: (x.astype(np.float64), y, np.int32(1000), np.float32(2.0)), "array of float64"),
-    (lambda x, y: (x, cp.empty(4001, np.uint8)[1:], np.int32(1000), np.float32(2.0)), "not 4-byte aligned"),
-    (lambda x, y: (x.get(), y, np.int32(1000), np.float32(2.0)), "host numpy.ndarray"),
-    (lambda x, y: (x, y, x, np.float32(2.0)), "is a scalar"),
-    (lambda x, y: (np.uint64(12345), y, np.int32(1000), np.float32(2.0)), "8-byte 0"),
-], ids=["python-int-for-int", "python-float-for-float", "int64-for-int", "count", "pointee-dtype",
-        "misaligned-raw-bytes", "host-array", "array-for-scalar", "raw-address"])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (lambda x, y: (x, y, 1000, np.float32(2.0)), "Python int as int64"),
+        (lambda x, y: (x, y, np.int32(1000), 2.0), "Python float as float64"),
+        (lambda x, y: (x, y, np.int64(1000), np.float32(2.0)), "int64 scalar"),
+        (lambda x, y: (x, y, np.int32(1000)), "3 arguments for 4 parameters"),
+        (lambda x, y: (x.astype(np.float64), y, np.int32(1000), np.float32(2.0)), "array of float64"),
+        (lambda x, y: (x, cp.empty(4001, np.uint8)[1:], np.int32(1000), np.float32(2.0)), "not 4-byte aligned"),
+        (lambda x, y: (x.get(), y, np.int32(1000), np.float32(2.0)), "host numpy.ndarray"),
+        (lambda x, y: (x, y, x, np.float32(2.0)), "is a scalar"),
+        (lambda x, y: (np.uint64(12345), y, np.int32(1000), np.float32(2.0)), "8-byte 0"),
+    ],
+    ids=[
+        "python-int-for-int",
+        "python-float-for-float",
+        "int64-for-int",
+        "count",
+        "pointee-dtype",
+        "misaligned-raw-bytes",
+        "host-array",
+        "array-for-scalar",
+        "raw-address",
+    ],
+)
 def test_argument_checks(scale, args, match):
     x, y = _x(), cp.empty(1000, np.float32)
     with pytest.raises(LaunchContractError, match=match):
@@ -153,14 +173,18 @@ def test_null_pointers_are_none_or_an_8_byte_zero():
         kernel((1,), (32,), (np.uint32(0), y, np.int64(10)))
 
 
-@pytest.mark.parametrize("grid, block, match", [
-    ((1, 70000), (128,), "dimension y = 70000 exceeds 65535"),
-    ((2**31,), (128,), "dimension x"),
-    ((0,), (128,), ">= 1"),
-    ((1,), (1025,), "dimension x = 1025"),
-    ((1,), (16, 16, 65), "dimension z = 65"),
-    ((1,), (64, 32), "2048 threads"),
-], ids=["grid-y", "grid-x", "grid-0", "block-x", "block-z", "threads"])
+@pytest.mark.parametrize(
+    "grid, block, match",
+    [
+        ((1, 70000), (128,), "dimension y = 70000 exceeds 65535"),
+        ((2**31,), (128,), "dimension x"),
+        ((0,), (128,), ">= 1"),
+        ((1,), (1025,), "dimension x = 1025"),
+        ((1,), (16, 16, 65), "dimension z = 65"),
+        ((1,), (64, 32), "2048 threads"),
+    ],
+    ids=["grid-y", "grid-x", "grid-0", "block-x", "block-z", "threads"],
+)
 def test_launch_configuration_limits(scale, grid, block, match):
     x, y = _x(), cp.empty(1000, np.float32)
     with pytest.raises(LaunchContractError, match=match):
@@ -218,7 +242,7 @@ def test_an_array_of_another_device(scale):
         scale((8,), (128,), (x1, y1, np.int32(1000), np.float32(2.0)))
 
 
-PROBE = '''
+PROBE = """
 import numpy as np
 import cupy
 
@@ -231,7 +255,7 @@ def allocate_then_launch(kernel, x, alloc_stream, launch_stream):
 
 def sync(x):
     return x.get()
-'''
+"""
 
 
 def test_an_array_this_gpuact_call_allocated_on_another_stream(scale):
@@ -480,18 +504,26 @@ class CudaStreamProtocol:
 
 STREAM_CALLS = {  # (call on x with the device mask m, the NumPy reference)
     "relu": (lambda x, m, **kw: gpuact.relu(x, **kw), lambda h: reference.elementwise("relu", h)),
-    "gelu-strided": (lambda x, m, **kw: gpuact.gelu(x[:, ::2], **kw),
-                     lambda h: reference.elementwise("gelu", h[:, ::2])),
+    "gelu-strided": (
+        lambda x, m, **kw: gpuact.gelu(x[:, ::2], **kw),
+        lambda h: reference.elementwise("gelu", h[:, ::2]),
+    ),
     "softmax": (lambda x, m, **kw: gpuact.softmax(x, **kw), lambda h: reference.softmax(h, -1)),
-    "log_softmax-axis0": (lambda x, m, **kw: gpuact.log_softmax(x, axis=0, **kw),
-                          lambda h: reference.softmax(h, 0, True)),
+    "log_softmax-axis0": (
+        lambda x, m, **kw: gpuact.log_softmax(x, axis=0, **kw),
+        lambda h: reference.softmax(h, 0, True),
+    ),
     "softmax-numpy-mask": (lambda x, m, **kw: Softmax()(x, mask=MASK, **kw), lambda h: _masked_softmax(h, MASK)),
     "softmax-device-mask": (lambda x, m, **kw: Softmax()(x, mask=m, **kw), lambda h: _masked_softmax(h, MASK)),
     "glu": (lambda x, m, **kw: gpuact.glu(x, **kw), lambda h: reference.glu(h, -1)),
-    "sparsemax": (lambda x, m, **kw: gpuact.sparsemax(x, **kw),
-                  lambda h: reference.sparsemax(h.astype(np.float64), -1)),
-    "prelu-numpy-alpha": (lambda x, m, **kw: PReLU(ALPHA)(x, **kw),
-                          lambda h: np.maximum(h, 0) - ALPHA * np.maximum(-h, 0)),
+    "sparsemax": (
+        lambda x, m, **kw: gpuact.sparsemax(x, **kw),
+        lambda h: reference.sparsemax(h.astype(np.float64), -1),
+    ),
+    "prelu-numpy-alpha": (
+        lambda x, m, **kw: PReLU(ALPHA)(x, **kw),
+        lambda h: np.maximum(h, 0) - ALPHA * np.maximum(-h, 0),
+    ),
 }
 
 
@@ -532,10 +564,18 @@ OVERLAPS = {  # (host input, the call on its device copy x, where the output goe
     "relu-aligned": (LINE, lambda x: gpuact.relu(x[4:], out=x[:-4]), np.s_[:-4], lambda h: gpuact.relu(h[4:])),
     "relu-misaligned": (LINE, lambda x: gpuact.relu(x[1:], out=x[:-1]), np.s_[:-1], lambda h: gpuact.relu(h[1:])),
     "softmax-rows": (HOST, lambda x: gpuact.softmax(x[1:], out=x[:-1]), np.s_[:-1], lambda h: gpuact.softmax(h[1:])),
-    "softmax-axis0": (HOST, lambda x: gpuact.softmax(x[1:], axis=0, out=x[:-1]), np.s_[:-1],
-                      lambda h: gpuact.softmax(h[1:], axis=0)),
-    "log_softmax-columns": (HOST, lambda x: gpuact.log_softmax(x[:, 1:], out=x[:, :-1]), np.s_[:, :-1],
-                            lambda h: gpuact.log_softmax(h[:, 1:])),
+    "softmax-axis0": (
+        HOST,
+        lambda x: gpuact.softmax(x[1:], axis=0, out=x[:-1]),
+        np.s_[:-1],
+        lambda h: gpuact.softmax(h[1:], axis=0),
+    ),
+    "log_softmax-columns": (
+        HOST,
+        lambda x: gpuact.log_softmax(x[:, 1:], out=x[:, :-1]),
+        np.s_[:, :-1],
+        lambda h: gpuact.log_softmax(h[:, 1:]),
+    ),
     "glu": (HOST, lambda x: gpuact.glu(x[:, 4:12], out=x[:, 6:10]), np.s_[:, 6:10], lambda h: gpuact.glu(h[:, 4:12])),
     "sparsemax": (HOST, lambda x: gpuact.sparsemax(x[1:], out=x[:-1]), np.s_[:-1], lambda h: gpuact.sparsemax(h[1:])),
     "prelu": (HOST, lambda x: PReLU(ALPHA)(x[1:], out=x[:-1]), np.s_[:-1], lambda h: PReLU(ALPHA)(h[1:])),

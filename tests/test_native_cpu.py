@@ -25,7 +25,7 @@ from tests.reference import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import hatch_build
+import hatch_build  # noqa: E402  (the checkout root, put on the path just above)
 
 
 def _skip_unless_loaded():
@@ -106,11 +106,39 @@ def test_gelu_erfc_matches_scipy():
     assert_close(_run("gelu", x), exact, np.float32)
 
 
-EDGES = [0.0, -0.0, 1e-7, -1e-7, 1e-40, -1e-40, 1.0, -1.0, 20.0, -20.0, 88.0, -88.0, 89.0, -89.0,
-         1e4, -1e4, 3e38, -3e38, np.inf, -np.inf, np.nan]
-PARAMS = {"relu": [(0.0, 0.0, -np.inf, np.inf), (0.3, -2.0, -np.inf, 6.0), (0.0, 5.0, -np.inf, np.inf)],
-          "elu": [(1.0,), (0.5,)], "celu": [(2.0,)], "leaky_relu": [(0.2,), (0.0,)],
-          "hard_shrink": [(0.5,)], "soft_shrink": [(0.5,)], "threshold": [(0.1, -1.0)], "squareplus": [(4.0,)]}
+EDGES = [
+    0.0,
+    -0.0,
+    1e-7,
+    -1e-7,
+    1e-40,
+    -1e-40,
+    1.0,
+    -1.0,
+    20.0,
+    -20.0,
+    88.0,
+    -88.0,
+    89.0,
+    -89.0,
+    1e4,
+    -1e4,
+    3e38,
+    -3e38,
+    np.inf,
+    -np.inf,
+    np.nan,
+]
+PARAMS = {
+    "relu": [(0.0, 0.0, -np.inf, np.inf), (0.3, -2.0, -np.inf, 6.0), (0.0, 5.0, -np.inf, np.inf)],
+    "elu": [(1.0,), (0.5,)],
+    "celu": [(2.0,)],
+    "leaky_relu": [(0.2,), (0.0,)],
+    "hard_shrink": [(0.5,)],
+    "soft_shrink": [(0.5,)],
+    "threshold": [(0.1, -1.0)],
+    "squareplus": [(4.0,)],
+}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -161,11 +189,11 @@ def test_softmax_rows(length, log, dtype):
     rng = np.random.default_rng(length)
     rows = max(2, 3 * numpy_backend.PARALLEL_MIN // length)
     x = (rng.standard_normal((rows, length)) * 20).astype(dtype)
-    x[0, 0] = np.nan                                 # a NaN row stays all NaN
-    x[1] = -np.inf                                   # all -inf: NaN, as NumPy's exp(-inf - -inf)
+    x[0, 0] = np.nan  # a NaN row stays all NaN
+    x[1] = -np.inf  # all -inf: NaN, as NumPy's exp(-inf - -inf)
     if length > 1:
         x[-1, :] = -np.inf
-        x[-1, length // 2] = 3.0                     # one finite value among -inf: 1 there, 0 elsewhere
+        x[-1, length // 2] = 3.0  # one finite value among -inf: 1 there, 0 elsewhere
     with np.errstate(all="ignore"):
         expected = reference.softmax(x.astype(np.float64), axis=-1, log=log)
     y = np.empty_like(x)
@@ -192,10 +220,10 @@ def test_softmax_columns(shape, axis, log):
     x = (np.random.default_rng(sum(shape)).standard_normal(shape) * 20).astype(np.float32)
     index = [0] * x.ndim
     index[axis] = slice(None)
-    x[tuple(index)] = -np.inf                        # a column of -inf: NaN
+    x[tuple(index)] = -np.inf  # a column of -inf: NaN
     index[-1 if axis != x.ndim - 1 else 0] = 1
     x[tuple(index)] = np.linspace(-5, 5, shape[axis])
-    x[tuple(index[:axis] + [0] + index[axis + 1:])] = np.nan  # a column with a NaN: NaN
+    x[tuple(index[:axis] + [0] + index[axis + 1 :])] = np.nan  # a column with a NaN: NaN
     fn = gpuact.log_softmax if log else gpuact.softmax
     with np.errstate(all="ignore"):
         expected = reference.softmax(x.astype(np.float64), axis=axis, log=log)

@@ -24,11 +24,39 @@ FLOATS = (np.float16, np.float32, np.float64)
 TOL = {np.dtype(np.float16): 1e-3, np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 PARAMS = {
     "relu": [(0.0, 0.0, 0.0, math.inf), (0.3, 0.5, 0.0, 4.0), (0.1, -1.0, -math.inf, math.inf)],
-    "elu": [(0.7,)], "leaky_relu": [(0.2,), (0.0,)], "celu": [(2.0,)], "hard_shrink": [(0.5,)],
-    "soft_shrink": [(1.5,)], "threshold": [(0.3, -2.0)], "squareplus": [(4.0,), (0.0,)],
+    "elu": [(0.7,)],
+    "leaky_relu": [(0.2,), (0.0,)],
+    "celu": [(2.0,)],
+    "hard_shrink": [(0.5,)],
+    "soft_shrink": [(1.5,)],
+    "threshold": [(0.3, -2.0)],
+    "squareplus": [(4.0,), (0.0,)],
 }
-EDGES = [0.0, -0.0, 1e-7, -1e-7, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 3.0, -3.0, 6.0, 20.0, -20.0, 88.0, -88.0,
-         1e4, -1e4, -1e5, math.inf, -math.inf, math.nan]
+EDGES = [
+    0.0,
+    -0.0,
+    1e-7,
+    -1e-7,
+    0.5,
+    -0.5,
+    1.0,
+    -1.0,
+    2.0,
+    -2.0,
+    3.0,
+    -3.0,
+    6.0,
+    20.0,
+    -20.0,
+    88.0,
+    -88.0,
+    1e4,
+    -1e4,
+    -1e5,
+    math.inf,
+    -math.inf,
+    math.nan,
+]
 
 
 def dev(host):
@@ -45,8 +73,9 @@ def assert_close(got, expected, dtype):
     tol = TOL[np.dtype(dtype)]
     assert got.dtype == expected.dtype
     assert got.shape == expected.shape
-    np.testing.assert_allclose(got.astype(np.float64), expected.astype(np.float64), rtol=tol, atol=tol * 0.1,
-                               equal_nan=True)
+    np.testing.assert_allclose(
+        got.astype(np.float64), expected.astype(np.float64), rtol=tol, atol=tol * 0.1, equal_nan=True
+    )
 
 
 def device_array_type():
@@ -106,16 +135,16 @@ def test_strided_views_in_and_out():
     base = dev(base_host)
     for select in (lambda a: a[::2, 1::3], lambda a: a[3:9, :], lambda a: a.T, lambda a: a[:, 5]):
         y = gpuact.mish(select(base), backend="numba")
-        expected = ref_backend.elementwise("mish", np.ascontiguousarray(select(base_host)), (), None,
-                                           np.dtype(np.float32))
+        expected = ref_backend.elementwise(
+            "mish", np.ascontiguousarray(select(base_host)), (), None, np.dtype(np.float32)
+        )
         assert_close(host(y), expected, np.float32)
     # a non-contiguous out: every other column of a bigger array, the rest untouched
     x_host = base_host[:, :9].copy()
     big = dev(np.zeros((12, 18), np.float32))
     gpuact.softplus(dev(x_host), out=big[:, ::2], backend="numba")
     got = host(big)
-    assert_close(got[:, ::2], ref_backend.elementwise("softplus", x_host, (), None, np.dtype(np.float32)),
-                 np.float32)
+    assert_close(got[:, ::2], ref_backend.elementwise("softplus", x_host, (), None, np.dtype(np.float32)), np.float32)
     assert (got[:, 1::2] == 0).all()
 
 
@@ -150,8 +179,9 @@ def test_stream_keyword():
     s = gpuact.softmax(dev(x_host.reshape(-1, 1)[:120].reshape(10, 12)), axis=0, stream=stream, backend="numba")
     stream.synchronize()
     assert_close(host(y), ref_backend.elementwise("sigmoid", x_host, (), None, np.dtype(np.float32)), np.float32)
-    assert_close(host(s), ref_backend.softmax(x_host[:120].reshape(10, 12), (0,), None, np.float32, log=False),
-                 np.float32)
+    assert_close(
+        host(s), ref_backend.softmax(x_host[:120].reshape(10, 12), (0,), None, np.float32, log=False), np.float32
+    )
 
 
 class CudaArrayLike:
@@ -166,8 +196,14 @@ class CudaArrayLike:
 
         if numba_backend.SIMULATOR:  # the simulator's arrays live in host memory and export none
             ai = self._a._ary.__array_interface__
-            return {"shape": ai["shape"], "typestr": ai["typestr"], "data": ai["data"],
-                    "strides": ai["strides"], "version": 3, "stream": None}
+            return {
+                "shape": ai["shape"],
+                "typestr": ai["typestr"],
+                "data": ai["data"],
+                "strides": ai["strides"],
+                "version": 3,
+                "stream": None,
+            }
         return self._a.__cuda_array_interface__
 
 
@@ -264,9 +300,11 @@ def test_softmax_out_and_in_place():
     # a strided input
     d = dev(np.random.default_rng(10).normal(0, 3, (8, 10)).astype(np.float32))
     for axis in (0, 1):
-        assert_close(host(gpuact.log_softmax(d[::2, 1:], axis=axis, backend="numba")),
-                     ref_backend.softmax(np.ascontiguousarray(host(d)[::2, 1:]), (axis,), None, np.float32, log=True),
-                     np.float32)
+        assert_close(
+            host(gpuact.log_softmax(d[::2, 1:], axis=axis, backend="numba")),
+            ref_backend.softmax(np.ascontiguousarray(host(d)[::2, 1:]), (axis,), None, np.float32, log=True),
+            np.float32,
+        )
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
@@ -276,8 +314,11 @@ def test_glu(dtype):
         got = host(gpuact.glu(dev(x), axis=axis, backend="numba"))
         assert_close(got, ref_backend.glu(x, axis % 3, None, np.dtype(dtype)), dtype)
     d = dev(x)
-    assert_close(host(gpuact.glu(d[:, ::2], axis=0, backend="numba")),
-                 ref_backend.glu(np.ascontiguousarray(x[:, ::2]), 0, None, np.dtype(dtype)), dtype)
+    assert_close(
+        host(gpuact.glu(d[:, ::2], axis=0, backend="numba")),
+        ref_backend.glu(np.ascontiguousarray(x[:, ::2]), 0, None, np.dtype(dtype)),
+        dtype,
+    )
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
@@ -290,10 +331,16 @@ def test_sparsemax(dtype):
         got = host(gpuact.sparsemax(dev(x), axis=axis, backend="numba"))
         assert_close(got, ref_backend.sparsemax(x, axis, None, np.dtype(dtype)), dtype)
     d = dev(x)
-    assert_close(host(gpuact.sparsemax(d, axis=1, out=d, backend="numba")),
-                 ref_backend.sparsemax(x, 1, None, np.dtype(dtype)), dtype)
-    assert_close(host(gpuact.sparsemax(dev(x)[:, ::2], axis=1, backend="numba")),
-                 ref_backend.sparsemax(np.ascontiguousarray(x[:, ::2]), 1, None, np.dtype(dtype)), dtype)
+    assert_close(
+        host(gpuact.sparsemax(d, axis=1, out=d, backend="numba")),
+        ref_backend.sparsemax(x, 1, None, np.dtype(dtype)),
+        dtype,
+    )
+    assert_close(
+        host(gpuact.sparsemax(dev(x)[:, ::2], axis=1, backend="numba")),
+        ref_backend.sparsemax(np.ascontiguousarray(x[:, ::2]), 1, None, np.dtype(dtype)),
+        dtype,
+    )
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
@@ -302,8 +349,9 @@ def test_prelu(dtype):
 
     x = np.random.default_rng(13).normal(0, 3, (3, 4, 5)).astype(dtype)
     for alpha in (0.25, np.linspace(0.1, 0.5, 5), np.full((4, 1), 0.3), np.linspace(0, 1, 60).reshape(3, 4, 5)):
-        expected = ref_backend.prelu(x, ref_backend.as_param_array(alpha, x.shape, np.dtype(dtype)), None,
-                                     np.dtype(dtype))
+        expected = ref_backend.prelu(
+            x, ref_backend.as_param_array(alpha, x.shape, np.dtype(dtype)), None, np.dtype(dtype)
+        )
         assert_close(host(PReLU(alpha)(dev(x), backend="numba")), expected, dtype)
         compute = np.float64 if dtype is np.float64 else np.float32
         assert_close(host(PReLU(dev(np.asarray(alpha, compute)))(dev(x), backend="numba")), expected, dtype)
@@ -405,14 +453,15 @@ def test_a_foreign_stream_object_is_taken_by_its_handle():
 
 
 def test_the_launch_checker_catches_a_mistyped_launch():
-    from tests import numba_launch_checks as checks
-
     from gpuact.backends import numba_backend
     from gpuact.backends._numba import kernels as K
+    from tests import numba_launch_checks as checks
 
-    kern = numba_backend._kernel(("relu", np.dtype(np.float32), np.dtype(np.float32), 0),
-                                 lambda: K.elementwise_contig("relu", np.float32),
-                                 lambda: K.elementwise_contig_signature(np.float32, np.float32))
+    kern = numba_backend._kernel(
+        ("relu", np.dtype(np.float32), np.dtype(np.float32), 0),
+        lambda: K.elementwise_contig("relu", np.float32),
+        lambda: K.elementwise_contig_signature(np.float32, np.float32),
+    )
     x = dev(np.ones((4, 4), np.float32))
     y = dev(np.ones(16, np.float32))
     p = [np.float32(0)] * 4
@@ -431,6 +480,8 @@ def test_no_performance_warning_for_small_launches():
         gpuact.relu(x, backend="numba")
         gpuact.softmax(x, axis=0, backend="numba")
         gpuact.softmax(x, backend="numba")
+
+
 # ---------------------------------------------------------------------------------------------
 # N-D kernels: merged axes and the odometer walk (every rank, strides of every sign)
 
@@ -466,7 +517,7 @@ def _device_view(base_dev, base_host, select):
     nb = _backend()
     view = select(base_host)
     offset = view.__array_interface__["data"][0] - base_host.__array_interface__["data"][0]
-    start = nb._flat(base_dev)[offset // base_host.itemsize:]
+    start = nb._flat(base_dev)[offset // base_host.itemsize :]
     return nb._view(start, view.shape, view.strides), view
 
 
@@ -499,8 +550,14 @@ class _HostStrided:
     def __init__(self, a):
         self._a = a
         ai = a.__array_interface__
-        self.__cuda_array_interface__ = {"shape": ai["shape"], "typestr": ai["typestr"], "data": ai["data"],
-                                         "strides": a.strides, "version": 3, "stream": None}
+        self.__cuda_array_interface__ = {
+            "shape": ai["shape"],
+            "typestr": ai["typestr"],
+            "data": ai["data"],
+            "strides": a.strides,
+            "version": 3,
+            "stream": None,
+        }
 
 
 def test_negative_strides_under_the_simulator(sim_grid):
@@ -511,8 +568,11 @@ def test_negative_strides_under_the_simulator(sim_grid):
     for select in (lambda a: a[::-1], lambda a: a[:, ::-2, ::3], lambda a: a[::-1].transpose(2, 1, 0)):
         view = select(base)
         y = gpuact.elu(_HostStrided(view), 0.5, backend="numba")
-        assert_close(host(y), ref_backend.elementwise("elu", np.ascontiguousarray(view), (0.5,), None,
-                                                      np.dtype(np.float32)), np.float32)
+        assert_close(
+            host(y),
+            ref_backend.elementwise("elu", np.ascontiguousarray(view), (0.5,), None, np.dtype(np.float32)),
+            np.float32,
+        )
         # in place through a negative-stride out
         target = base.copy()
         gpuact.relu(_HostStrided(select(target)), out=_HostStrided(select(target)), backend="numba")
@@ -521,12 +581,16 @@ def test_negative_strides_under_the_simulator(sim_grid):
         np.testing.assert_array_equal(target, expected)
 
 
-@pytest.mark.parametrize("shape,axis", [((4, 6, 5), 1), ((1, 12, 7), 1), ((6, 9, 4), 0), ((3, 4, 10), 2),
-                                        ((3, 4, 10), -1), ((50,), 0)])
+@pytest.mark.parametrize(
+    "shape,axis", [((4, 6, 5), 1), ((1, 12, 7), 1), ((6, 9, 4), 0), ((3, 4, 10), 2), ((3, 4, 10), -1), ((50,), 0)]
+)
 def test_glu_layouts(shape, axis, sim_grid):
     x = np.random.default_rng(22).normal(0, 3, shape).astype(np.float32)
-    assert_close(host(gpuact.glu(dev(x), axis=axis, backend="numba")),
-                 ref_backend.glu(x, axis % len(shape), None, np.dtype(np.float32)), np.float32)
+    assert_close(
+        host(gpuact.glu(dev(x), axis=axis, backend="numba")),
+        ref_backend.glu(x, axis % len(shape), None, np.dtype(np.float32)),
+        np.float32,
+    )
 
 
 def test_prelu_broadcasts(sim_grid):
@@ -539,8 +603,9 @@ def test_prelu_broadcasts(sim_grid):
         assert_close(host(gpuact._dispatch.prelu(xd, alpha, backend="numba")), expected, np.float32)
         alpha_s = full[:, ::2].transpose(2, 0, 3, 1)  # zero strides, permuted like xs
         expected_s = ref_backend.prelu(np.ascontiguousarray(xs_host), alpha_s, None, np.dtype(np.float32))
-        assert_close(host(gpuact._dispatch.prelu(xs, np.ascontiguousarray(alpha_s), backend="numba")), expected_s,
-                     np.float32)
+        assert_close(
+            host(gpuact._dispatch.prelu(xs, np.ascontiguousarray(alpha_s), backend="numba")), expected_s, np.float32
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -552,8 +617,9 @@ def _softmax_plan(shape, axis):
     from gpuact.backends._numba import plan as P
 
     outer, length, inner = nb._rows_layout(shape, (axis,))
-    return P.softmax_plan(outer, length, inner, nb._sms(), block=nb._reduction_block(),
-                          max_grid=nb._reduction_max_grid())
+    return P.softmax_plan(
+        outer, length, inner, nb._sms(), block=nb._reduction_block(), max_grid=nb._reduction_max_grid()
+    )
 
 
 @pytest.fixture
@@ -569,13 +635,19 @@ def split_small(monkeypatch):
     monkeypatch.setattr(_backend(), "_reduction_block", lambda: 16)
 
 
-SPLIT_CASES = [((2, 40), 1, FLOATS), ((40, 2), 0, FLOATS), ((2, 12, 3), 1, (np.float32,)),
-               ((1, 64), -1, (np.float32,)), ((24, 5), 0, (np.float32,))]
+SPLIT_CASES = [
+    ((2, 40), 1, FLOATS),
+    ((40, 2), 0, FLOATS),
+    ((2, 12, 3), 1, (np.float32,)),
+    ((1, 64), -1, (np.float32,)),
+    ((24, 5), 0, (np.float32,)),
+]
 SPLIT_CASES = [(s, a, d) for s, a, dtypes in SPLIT_CASES for d in dtypes]
 
 
-@pytest.mark.parametrize("shape,axis,dtype", SPLIT_CASES,
-                         ids=[f"{s}-{a}-{np.dtype(d).name}" for s, a, d in SPLIT_CASES])
+@pytest.mark.parametrize(
+    "shape,axis,dtype", SPLIT_CASES, ids=[f"{s}-{a}-{np.dtype(d).name}" for s, a, d in SPLIT_CASES]
+)
 def test_softmax_split_across_blocks(shape, axis, dtype, split_small):
     axis %= len(shape)
     plan = _softmax_plan(shape, axis)
@@ -677,25 +749,45 @@ def _sparsemax_with(x, axis, **factory):
     dtype = np.dtype(x.dtype)
     ft = K.compute_type(dtype)
     outer, length, inner = nb._rows_layout(x.shape, (axis,))
-    plan, cached = P.sparsemax_plan(outer, length, inner, nb._sms(), np.dtype(ft).itemsize,
-                                    block=nb._reduction_block(), max_grid=nb._reduction_max_grid())
+    plan, cached = P.sparsemax_plan(
+        outer,
+        length,
+        inner,
+        nb._sms(),
+        np.dtype(ft).itemsize,
+        block=nb._reduction_block(),
+        max_grid=nb._reduction_max_grid(),
+    )
     key = ("sparsemax-test", dtype, cached, tuple(sorted(factory.items())))
-    kern = nb._kernel(key, lambda: K.sparsemax_tile(ft, cached, **factory),
-                      lambda: K.sparsemax_tile_signature(dtype, dtype))
+    kern = nb._kernel(
+        key, lambda: K.sparsemax_tile(ft, cached, **factory), lambda: K.sparsemax_tile_signature(dtype, dtype)
+    )
     xd = dev(x)
     y = nb._empty(x.shape, dtype, 0)
     nb._launch(kern, 0, 0, threads=plan.block, blocks=plan.grid)(
-        nb._flat(xd), nb._flat(y), np.int64(outer * inner), np.int64(length), np.int64(inner))
+        nb._flat(xd), nb._flat(y), np.int64(outer * inner), np.int64(length), np.int64(inner)
+    )
     return host(y)
 
 
 def _sparsemax_inputs(dtype):
     rng = np.random.default_rng(26)
     n = 120
-    rows = [rng.normal(0, 1, n), rng.normal(0, 0.01, n), rng.random(n), rng.standard_t(2, n) * 5,
-            -np.arange(n) * 1e-3, -(2.0 ** -np.arange(n)), np.r_[np.zeros(5), -1e-6 * rng.random(n - 5)],
-            np.r_[1e8, np.zeros(n - 1)], np.full(n, 0.5), np.r_[np.inf, np.zeros(n - 1)], np.full(n, -np.inf),
-            np.r_[np.nan, np.zeros(n - 1)], np.r_[3.0, -np.inf, np.full(n - 2, 2.9999)]]
+    rows = [
+        rng.normal(0, 1, n),
+        rng.normal(0, 0.01, n),
+        rng.random(n),
+        rng.standard_t(2, n) * 5,
+        -np.arange(n) * 1e-3,
+        -(2.0 ** -np.arange(n)),
+        np.r_[np.zeros(5), -1e-6 * rng.random(n - 5)],
+        np.r_[1e8, np.zeros(n - 1)],
+        np.full(n, 0.5),
+        np.r_[np.inf, np.zeros(n - 1)],
+        np.full(n, -np.inf),
+        np.r_[np.nan, np.zeros(n - 1)],
+        np.r_[3.0, -np.inf, np.full(n - 2, 2.9999)],
+    ]
     with np.errstate(over="ignore"):
         return np.array(rows).astype(dtype)
 
@@ -725,8 +817,9 @@ def test_sparsemax_tau_search(search, dtype, monkeypatch):
 
 def test_sparsemax_long_slices():
     x = np.random.default_rng(27).normal(0, 2, (2, 3000)).astype(np.float32)
-    assert_close(host(gpuact.sparsemax(dev(x), backend="numba")), ref_backend.sparsemax(x, 1, None, np.float32),
-                 np.float32)
+    assert_close(
+        host(gpuact.sparsemax(dev(x), backend="numba")), ref_backend.sparsemax(x, 1, None, np.float32), np.float32
+    )
 
 
 # ---------------------------------------------------------------------------------------------

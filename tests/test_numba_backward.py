@@ -20,11 +20,21 @@ import gpuact
 from gpuact import _dispatch
 from gpuact.backends import numpy_backend as ref_backend
 
+from .conftest import backend_unusable
 from .test_numba_backend import (  # noqa: F401 - sim_grid and split_small are fixtures used here
-    CASES, FLOATS, ND_VIEWS, _backend, _device_view, _softmax_plan, assert_close, dev, host, inputs, sim_grid,
+    CASES,
+    FLOATS,
+    ND_VIEWS,
+    _backend,
+    _device_view,
+    _softmax_plan,
+    assert_close,
+    dev,
+    host,
+    inputs,
+    sim_grid,
     split_small,
 )
-from .conftest import backend_unusable
 
 pytestmark = pytest.mark.skipif(backend_unusable("numba") is not None, reason=str(backend_unusable("numba")))
 
@@ -98,9 +108,17 @@ def test_elementwise_grad_in_place_contiguous(dtype):
     assert_close(host(x), want, dtype)
 
 
-@pytest.mark.parametrize("x_dtype,dy_dtype", [(np.int32, np.float32), (np.uint8, np.float16), (np.bool_, np.float32),
-                                               (np.float32, np.float16), (np.float16, np.float64),
-                                               (np.int64, np.int16)])
+@pytest.mark.parametrize(
+    "x_dtype,dy_dtype",
+    [
+        (np.int32, np.float32),
+        (np.uint8, np.float16),
+        (np.bool_, np.float32),
+        (np.float32, np.float16),
+        (np.float16, np.float64),
+        (np.int64, np.int16),
+    ],
+)
 def test_elementwise_grad_integer_and_mixed_dtypes(x_dtype, dy_dtype):
     x = np.array([0, 1, 2, 3, 100, 7, 5]).astype(x_dtype)
     dy = np.array([1, -2, 3, 1, 2, -1, 4]).astype(dy_dtype)
@@ -117,10 +135,17 @@ def test_elementwise_grad_integer_and_mixed_dtypes(x_dtype, dy_dtype):
 
 # (x shape, bias shape, x's view) -> the path taken: "contig" (the flat kernel's column counter)
 BIAS_CASES = [
-    ((4, 6), (6,), None, "contig"), ((4, 6), (1, 6), None, "contig"), ((2, 3, 5), (3, 5), None, "contig"),
-    ((2, 3, 5), (5,), None, "contig"), ((3, 1, 4), (1, 4), None, "contig"), ((4, 6), (), None, "contig"),
-    ((4, 6), (4, 1), None, "nd"), ((2, 3, 5), (2, 1, 5), None, "nd"), ((2, 3, 5), (2, 3, 5), None, "contig"),
-    ((4, 12), (12,), "every_other", "nd"), ((6, 4), (4,), "transposed", "nd"),
+    ((4, 6), (6,), None, "contig"),
+    ((4, 6), (1, 6), None, "contig"),
+    ((2, 3, 5), (3, 5), None, "contig"),
+    ((2, 3, 5), (5,), None, "contig"),
+    ((3, 1, 4), (1, 4), None, "contig"),
+    ((4, 6), (), None, "contig"),
+    ((4, 6), (4, 1), None, "nd"),
+    ((2, 3, 5), (2, 1, 5), None, "nd"),
+    ((2, 3, 5), (2, 3, 5), None, "contig"),
+    ((4, 12), (12,), "every_other", "nd"),
+    ((6, 4), (4,), "transposed", "nd"),
 ]
 
 
@@ -137,8 +162,7 @@ def _x_view(x_host, how):
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("x_shape,bias_shape,view,path", BIAS_CASES,
-                         ids=[f"{x}-{b}-{v}" for x, b, v, _ in BIAS_CASES])
+@pytest.mark.parametrize("x_shape,bias_shape,view,path", BIAS_CASES, ids=[f"{x}-{b}-{v}" for x, b, v, _ in BIAS_CASES])
 def test_bias_forward_and_backward_against_numpy(x_shape, bias_shape, view, path, dtype):
     rng = np.random.default_rng(5)
     x_host = rng.normal(0, 2, x_shape).astype(dtype)
@@ -148,8 +172,11 @@ def test_bias_forward_and_backward_against_numpy(x_shape, bias_shape, view, path
     bias = dev(b_host)
     mark = _mark()
     y = gpuact.gelu(x, bias=bias)
-    assert_close(host(y), ref_backend.elementwise("gelu", np.ascontiguousarray(x_ref), (), None, np.dtype(dtype),
-                                                  bias=b_host), dtype)
+    assert_close(
+        host(y),
+        ref_backend.elementwise("gelu", np.ascontiguousarray(x_ref), (), None, np.dtype(dtype), bias=b_host),
+        dtype,
+    )
     dx = gpuact.backward.gelu(dev(dy_host), x, bias=bias)
     assert_close(host(dx), _grad_ref("gelu", dy_host, np.ascontiguousarray(x_ref), (), dtype, bias=b_host), dtype)
     names = _launched_since(mark)
@@ -162,11 +189,16 @@ def test_bias_of_other_dtypes_and_strided_biases(sim_grid):
     rng = np.random.default_rng(6)
     x_host = rng.normal(0, 2, (5, 8)).astype(np.float32)
     dy_host = rng.normal(0, 1, (5, 8)).astype(np.float32)
-    for b_host in (np.arange(8, dtype=np.int32) - 4, rng.normal(0, 1, 8), rng.normal(0, 1, 8).astype(np.float16),
-                   np.arange(8) % 2 == 0):
+    for b_host in (
+        np.arange(8, dtype=np.int32) - 4,
+        rng.normal(0, 1, 8),
+        rng.normal(0, 1, 8).astype(np.float16),
+        np.arange(8) % 2 == 0,
+    ):
         y = gpuact.mish(dev(x_host), bias=dev(b_host))
-        assert_close(host(y), ref_backend.elementwise("mish", x_host, (), None, np.dtype(np.float32), bias=b_host),
-                     np.float32)
+        assert_close(
+            host(y), ref_backend.elementwise("mish", x_host, (), None, np.dtype(np.float32), bias=b_host), np.float32
+        )
         dx = gpuact.backward.mish(dev(dy_host), dev(x_host), bias=dev(b_host))
         assert_close(host(dx), _grad_ref("mish", dy_host, x_host, (), np.float32, bias=b_host), np.float32)
     # a strided bias (every other element of a device array): the N-D path reads it in place
@@ -208,8 +240,16 @@ def _softmax_grad_ref(dy, x, axes, dtype, log, mask=None, bias=None):
     return want
 
 
-SOFTMAX_GRAD_CASES = [((7,), (0,)), ((3, 70), (1,)), ((3, 70), (0,)), ((2, 3, 4), (1,)), ((2, 3, 4), (0, 2)),
-                      ((2, 3, 4), (1, 2)), ((1, 130, 2), (1,)), ((2, 3, 2, 5), (0, 3))]
+SOFTMAX_GRAD_CASES = [
+    ((7,), (0,)),
+    ((3, 70), (1,)),
+    ((3, 70), (0,)),
+    ((2, 3, 4), (1,)),
+    ((2, 3, 4), (0, 2)),
+    ((2, 3, 4), (1, 2)),
+    ((1, 130, 2), (1,)),
+    ((2, 3, 2, 5), (0, 3)),
+]
 
 
 @pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
@@ -268,16 +308,23 @@ def test_softmax_grad_masks():
 # (x shape, axes, bias shape): the bias read in its compact form ("compact"), or expanded into
 # the reduced-axes-last layout first ("expanded")
 SOFTMAX_BIAS_CASES = [
-    ((4, 9), (1,), (9,), "compact"), ((4, 9), (1,), (4, 1), "compact"), ((4, 9), (0,), (9,), "compact"),
-    ((2, 3, 4, 5), (3,), (2, 1, 4, 5), "compact"), ((2, 3, 4, 5), (3,), (1, 3, 4, 5), "compact"),
-    ((2, 3, 4, 5), (3,), (2, 1, 1, 5), "compact"), ((2, 3, 4, 5), (2, 3), (1, 3, 1, 5), "expanded"),
-    ((2, 3, 4, 5), (1,), (2, 3, 4, 5), "compact"), ((2, 3, 4, 5), (0, 2), (3, 1, 1), "compact"),
-    ((2, 3, 2, 3, 2), (4,), (2, 1, 2, 1, 2), "expanded"), ((3, 5), (1,), (), "compact"),
+    ((4, 9), (1,), (9,), "compact"),
+    ((4, 9), (1,), (4, 1), "compact"),
+    ((4, 9), (0,), (9,), "compact"),
+    ((2, 3, 4, 5), (3,), (2, 1, 4, 5), "compact"),
+    ((2, 3, 4, 5), (3,), (1, 3, 4, 5), "compact"),
+    ((2, 3, 4, 5), (3,), (2, 1, 1, 5), "compact"),
+    ((2, 3, 4, 5), (2, 3), (1, 3, 1, 5), "expanded"),
+    ((2, 3, 4, 5), (1,), (2, 3, 4, 5), "compact"),
+    ((2, 3, 4, 5), (0, 2), (3, 1, 1), "compact"),
+    ((2, 3, 2, 3, 2), (4,), (2, 1, 2, 1, 2), "expanded"),
+    ((3, 5), (1,), (), "compact"),
 ]
 
 
-@pytest.mark.parametrize("shape,axes,bias_shape,how", SOFTMAX_BIAS_CASES,
-                         ids=[f"{s}-{a}-{b}" for s, a, b, _ in SOFTMAX_BIAS_CASES])
+@pytest.mark.parametrize(
+    "shape,axes,bias_shape,how", SOFTMAX_BIAS_CASES, ids=[f"{s}-{a}-{b}" for s, a, b, _ in SOFTMAX_BIAS_CASES]
+)
 def test_softmax_forward_and_backward_with_a_bias(shape, axes, bias_shape, how):
     rng = np.random.default_rng(11)
     x = rng.normal(0, 2, shape).astype(np.float32)
@@ -328,13 +375,18 @@ def test_softmax_grad_views_and_in_place():
             assert_close(host(got), _softmax_grad_ref(dys_host, xs_host, (axis,), np.float32, log), np.float32)
 
 
-SPLIT_GRAD_CASES = [((2, 40), 1, FLOATS), ((40, 2), 0, (np.float32,)), ((2, 12, 3), 1, (np.float64,)),
-                    ((1, 64), -1, (np.float32,))]
+SPLIT_GRAD_CASES = [
+    ((2, 40), 1, FLOATS),
+    ((40, 2), 0, (np.float32,)),
+    ((2, 12, 3), 1, (np.float64,)),
+    ((1, 64), -1, (np.float32,)),
+]
 SPLIT_GRAD_CASES = [(s, a, d) for s, a, dtypes in SPLIT_GRAD_CASES for d in dtypes]
 
 
-@pytest.mark.parametrize("shape,axis,dtype", SPLIT_GRAD_CASES,
-                         ids=[f"{s}-{a}-{np.dtype(d).name}" for s, a, d in SPLIT_GRAD_CASES])
+@pytest.mark.parametrize(
+    "shape,axis,dtype", SPLIT_GRAD_CASES, ids=[f"{s}-{a}-{np.dtype(d).name}" for s, a, d in SPLIT_GRAD_CASES]
+)
 def test_softmax_grad_split_across_blocks(shape, axis, dtype, split_small):
     axis %= len(shape)
     assert _softmax_plan(shape, axis).split
@@ -419,9 +471,13 @@ def test_sparsemax_grad(dtype):
     _dispatch.sparsemax_grad(dev(dy), xd, 1, out=xd, backend="numba")
     assert_close(host(xd), want, dtype)
     strided = _dispatch.sparsemax_grad(dev(dy)[:, ::2], dev(x)[:, ::2], 1, backend="numba")
-    assert_close(host(strided), ref_backend.sparsemax_grad(np.ascontiguousarray(dy[:, ::2]),
-                                                           np.ascontiguousarray(x[:, ::2]), 1, None,
-                                                           np.dtype(dtype)), dtype)
+    assert_close(
+        host(strided),
+        ref_backend.sparsemax_grad(
+            np.ascontiguousarray(dy[:, ::2]), np.ascontiguousarray(x[:, ::2]), 1, None, np.dtype(dtype)
+        ),
+        dtype,
+    )
 
 
 @pytest.mark.parametrize("cache", ["cached", "uncached"])
@@ -432,8 +488,17 @@ def test_sparsemax_grad_search_variants(cache, monkeypatch):
         monkeypatch.setattr(P, "SPARSEMAX_CACHE_BYTES", 0)
     rng = np.random.default_rng(16)
     n = 90
-    x = np.array([rng.normal(0, 1, n), rng.standard_t(2, n) * 5, -np.arange(n) * 1e-3, np.full(n, 0.5),
-                  np.r_[1e8, np.zeros(n - 1)], np.r_[np.inf, np.zeros(n - 1)]], np.float32)
+    x = np.array(
+        [
+            rng.normal(0, 1, n),
+            rng.standard_t(2, n) * 5,
+            -np.arange(n) * 1e-3,
+            np.full(n, 0.5),
+            np.r_[1e8, np.zeros(n - 1)],
+            np.r_[np.inf, np.zeros(n - 1)],
+        ],
+        np.float32,
+    )
     dy = rng.normal(0, 1, x.shape).astype(np.float32)
     for xx, dd, axis in ((x, dy, 1), (np.ascontiguousarray(x.T), np.ascontiguousarray(dy.T), 0)):
         got = _dispatch.sparsemax_grad(dev(dd), dev(xx), axis, backend="numba")
@@ -457,8 +522,9 @@ def test_glu_grad_strided_and_mixed_dtypes():
     dy = rng.normal(0, 1, (4, 3, 3)).astype(np.float64)
     got = _dispatch.glu_grad(dev(dy), dev(x)[:, ::2], 1, backend="numba")
     assert got.dtype == np.float64
-    assert_close(host(got), ref_backend.glu_grad(dy, np.ascontiguousarray(x[:, ::2]), 1, None,
-                                                 np.dtype(np.float64)), np.float64)
+    assert_close(
+        host(got), ref_backend.glu_grad(dy, np.ascontiguousarray(x[:, ::2]), 1, None, np.dtype(np.float64)), np.float64
+    )
     out = dev(np.zeros((4, 12, 3), np.float64))
     _dispatch.glu_grad(dev(dy), dev(x)[:, ::2], 1, out=out[:, 1::2], backend="numba")
     assert_close(host(out)[:, 1::2], host(got), np.float64)
@@ -479,8 +545,13 @@ def test_prelu_grad(dtype, sim_grid):
     xs = dev(x)[:, ::2]
     got = _dispatch.prelu_grad(dev(np.ascontiguousarray(dy[:, ::2])), xs, np.linspace(0, 1, 5), backend="numba")
     full = ref_backend.as_param_array(np.linspace(0, 1, 5), (3, 2, 5), np.dtype(dtype))
-    assert_close(host(got), ref_backend.prelu_grad(np.ascontiguousarray(dy[:, ::2]), np.ascontiguousarray(x[:, ::2]),
-                                                   full, None, np.dtype(dtype)), dtype)
+    assert_close(
+        host(got),
+        ref_backend.prelu_grad(
+            np.ascontiguousarray(dy[:, ::2]), np.ascontiguousarray(x[:, ::2]), full, None, np.dtype(dtype)
+        ),
+        dtype,
+    )
 
 
 def test_empty_inputs_for_the_backward():

@@ -36,8 +36,21 @@ def _shapes_of_at_least_2_20():
             length = -(-n // (outer * inner))
             if length >= 1 and outer * length * inner >= 2**20:
                 shapes.add((outer, length, inner))
-    shapes.update({(1, 10_000_000, 1), (16, 256_000, 1), (1, 2**22, 2), (4096, 1024, 1), (2**20, 1, 1),
-                   (1, 1, 2**20), (1, 2, 2**19), (2**19, 2, 1), (2**25, 2, 1), (1, 2**25, 2), (2, 2**19, 1)})
+    shapes.update(
+        {
+            (1, 10_000_000, 1),
+            (16, 256_000, 1),
+            (1, 2**22, 2),
+            (4096, 1024, 1),
+            (2**20, 1, 1),
+            (1, 1, 2**20),
+            (1, 2, 2**19),
+            (2**19, 2, 1),
+            (2**25, 2, 1),
+            (1, 2**25, 2),
+            (2, 2**19, 1),
+        }
+    )
     return sorted(shapes)
 
 
@@ -72,8 +85,9 @@ def test_softmax_plan_gives_every_sm_two_blocks_for_large_inputs(sms):
 
 def test_softmax_plan_of_the_named_shapes():
     """The block counts quoted for an H100/H200 (132 SMs)."""
-    got = {s: P.softmax_plan(*s, H100_SMS) for s in [(1, 10_000_000, 1), (16, 256_000, 1), (1, 2**22, 2),
-                                                     (4096, 1024, 1)]}
+    got = {
+        s: P.softmax_plan(*s, H100_SMS) for s in [(1, 10_000_000, 1), (16, 256_000, 1), (1, 2**22, 2), (4096, 1024, 1)]
+    }
     assert got[(1, 10_000_000, 1)][:6] == (1, 256, 1, 528, 18940, 528)  # tx, ty, tiles, segments, seg_len, grid
     assert got[(16, 256_000, 1)].grid == 528 and got[(16, 256_000, 1)].segments == 33
     assert got[(1, 2**22, 2)].block == (2, 128) and got[(1, 2**22, 2)].grid == 528
@@ -88,10 +102,19 @@ def test_small_softmax_is_one_kernel(shape):
     P.check_limits(plan)
 
 
-@pytest.mark.parametrize("length,inner,expected", [
-    (10**6, 1, (1, 256)), (64, 1, (4, 64)), (5, 1, (32, 8)), (1, 1, (256, 1)),
-    (10**6, 2, (2, 128)), (10**6, 3, (4, 64)), (10**6, 1000, (32, 8)), (2, 1000, (128, 2)),
-])
+@pytest.mark.parametrize(
+    "length,inner,expected",
+    [
+        (10**6, 1, (1, 256)),
+        (64, 1, (4, 64)),
+        (5, 1, (32, 8)),
+        (1, 1, (256, 1)),
+        (10**6, 2, (2, 128)),
+        (10**6, 3, (4, 64)),
+        (10**6, 1000, (32, 8)),
+        (2, 1000, (128, 2)),
+    ],
+)
 def test_tile_shape(length, inner, expected):
     assert P.tile_shape(length, inner) == expected
 
@@ -112,13 +135,22 @@ def test_sparsemax_plan_caches_slices_that_fit():
 
 BIAS_LAYOUTS = [
     # (x shape, reduced axes, bias shape, fits the compact form)
-    ((4, 9), (1,), (9,), True), ((4, 9), (1,), (4, 1), True), ((4, 9), (0,), (9,), True), ((7,), (0,), (), True),
-    ((2, 3, 4, 5), (3,), (2, 1, 4, 5), True), ((2, 3, 4, 5), (3,), (1, 3, 4, 5), True),
-    ((2, 3, 4, 5), (3,), (2, 1, 1, 5), True), ((2, 3, 4, 5), (3,), (2, 3, 4, 1), True),
-    ((2, 3, 4, 5), (1,), (2, 3, 4, 5), True), ((2, 3, 4, 5), (0, 2), (3, 1, 1), True),
-    ((2, 3, 4, 5), (2, 3), (4, 5), True), ((2, 3, 4, 5), (2, 3), (1, 3, 1, 5), False),
-    ((2, 3, 2, 3, 2), (4,), (2, 1, 2, 1, 2), False), ((2, 3, 2, 3, 2), (0,), (1, 3, 1, 3, 1), False),
-    ((5, 1, 3), (2,), (5, 1, 1), True), ((2, 3, 4, 5), (1, 3), (2, 1, 4, 1), True),
+    ((4, 9), (1,), (9,), True),
+    ((4, 9), (1,), (4, 1), True),
+    ((4, 9), (0,), (9,), True),
+    ((7,), (0,), (), True),
+    ((2, 3, 4, 5), (3,), (2, 1, 4, 5), True),
+    ((2, 3, 4, 5), (3,), (1, 3, 4, 5), True),
+    ((2, 3, 4, 5), (3,), (2, 1, 1, 5), True),
+    ((2, 3, 4, 5), (3,), (2, 3, 4, 1), True),
+    ((2, 3, 4, 5), (1,), (2, 3, 4, 5), True),
+    ((2, 3, 4, 5), (0, 2), (3, 1, 1), True),
+    ((2, 3, 4, 5), (2, 3), (4, 5), True),
+    ((2, 3, 4, 5), (2, 3), (1, 3, 1, 5), False),
+    ((2, 3, 2, 3, 2), (4,), (2, 1, 2, 1, 2), False),
+    ((2, 3, 2, 3, 2), (0,), (1, 3, 1, 3, 1), False),
+    ((5, 1, 3), (2,), (5, 1, 1), True),
+    ((2, 3, 4, 5), (1, 3), (2, 1, 4, 1), True),
 ]
 
 
@@ -127,8 +159,9 @@ def _bias_strides(shape, bias_shape):
     return [t if b == n else 0 for t, b, n in zip(P.contiguous_strides(bshape), bshape, shape)]
 
 
-@pytest.mark.parametrize("shape,axes,bias_shape,fits", BIAS_LAYOUTS,
-                         ids=[f"{s}-{a}-{b}" for s, a, b, _ in BIAS_LAYOUTS])
+@pytest.mark.parametrize(
+    "shape,axes,bias_shape,fits", BIAS_LAYOUTS, ids=[f"{s}-{a}-{b}" for s, a, b, _ in BIAS_LAYOUTS]
+)
 def test_softmax_bias_layout_addresses_every_element(shape, axes, bias_shape, fits):
     """For every (column, element) of the softmax layout, ``bias_column`` (the device function's
     Python source) and ``tl`` address the bias element NumPy's broadcasting gives."""
@@ -136,8 +169,9 @@ def test_softmax_bias_layout_addresses_every_element(shape, axes, bias_shape, fi
     assert (bz is not None) == fits
     if bz is None:
         return
-    kernels = pytest.importorskip("gpuact.backends._numba.kernels", reason="numba is not installed",
-                                  exc_type=ImportError)
+    kernels = pytest.importorskip(
+        "gpuact.backends._numba.kernels", reason="numba is not installed", exc_type=ImportError
+    )
     bias = np.arange(math.prod(bias_shape), dtype=np.int64).reshape(bias_shape)
     rest = [a for a in range(len(shape)) if a not in axes]
     # the softmax layout: columns (the other axes, in order) by elements (the reduced axes)
@@ -168,19 +202,29 @@ def test_contiguous_strides():
 # ---------------------------------------------------------------------------------------------
 # N-D kernels: merged axes and the odometer
 
-nb = pytest.importorskip("gpuact.backends.numba_backend", reason="numba is not installed",
-                         exc_type=ImportError)
+nb = pytest.importorskip("gpuact.backends.numba_backend", reason="numba is not installed", exc_type=ImportError)
 
 
 def _strides(a):
     return tuple(a.strides)
 
 
-@pytest.mark.parametrize("case,expected_rank", [
-    ("c", 1), ("f", 1), ("glu_halves", 2), ("glu_halves_outer1", 1), ("transposed_in", 3),
-    ("broadcast_alpha", 1), ("broadcast_alpha_rows", 2), ("broadcast_alpha_channels", 3), ("one_element", 0),
-    ("size1_axes", 1), ("every_other", 1),
-])
+@pytest.mark.parametrize(
+    "case,expected_rank",
+    [
+        ("c", 1),
+        ("f", 1),
+        ("glu_halves", 2),
+        ("glu_halves_outer1", 1),
+        ("transposed_in", 3),
+        ("broadcast_alpha", 1),
+        ("broadcast_alpha_rows", 2),
+        ("broadcast_alpha_channels", 3),
+        ("one_element", 0),
+        ("size1_axes", 1),
+        ("every_other", 1),
+    ],
+)
 def test_merge_axes(case, expected_rank):
     base = np.zeros((4, 6, 10), np.float32)
     if case == "c":
@@ -280,8 +324,12 @@ def test_the_generated_copy_walks_strided_views(grid, block):
 
     rng = np.random.default_rng(0)
     base = rng.normal(size=(6, 8, 10)).astype(np.float32)
-    sources = (base.transpose(2, 0, 1), base[::-1, 1::3, ::2], base[:, ::-2],
-               np.broadcast_to(base[:1, :, :1], base.shape))
+    sources = (
+        base.transpose(2, 0, 1),
+        base[::-1, 1::3, ::2],
+        base[:, ::-2],
+        np.broadcast_to(base[:1, :, :1], base.shape),
+    )
     for src in sources:
         dst = np.zeros(src.shape, np.float64)
         (sv, dv), shape = _merged_numpy_views([src, dst])

@@ -19,9 +19,12 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.cpu_proxy,
-              pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1",
-                                 reason="PTX is compiled outside the CUDA simulator")]
+pytestmark = [
+    pytest.mark.cpu_proxy,
+    pytest.mark.skipif(
+        os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="PTX is compiled outside the CUDA simulator"
+    ),
+]
 
 CCS = [(8, 0), (9, 0)]
 DTYPES = [np.float16, np.float32, np.float64]
@@ -71,7 +74,7 @@ def loops_with_64bit_division(ptx):
         branch = _BRANCH.search(line)
         if branch and branch.group(1) in labels:  # seen already: a backward branch
             start = labels[branch.group(1)]
-            body = [ln.strip() for ln in lines[start:number + 1] if _DIV64.search(ln)]
+            body = [ln.strip() for ln in lines[start : number + 1] if _DIV64.search(ln)]
             if body:
                 found.append((branch.group(1), body))
     return found
@@ -100,8 +103,9 @@ def test_kernels_compile_to_ptx_without_spills(dtype, cc):
             path = os.path.join(tmp, f"{name}.ptx")
             with open(path, "w") as f:
                 f.write(ptx)
-            proc = subprocess.run([ptxas, f"-arch={arch}", "-v", path, "-o", os.devnull],
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [ptxas, f"-arch={arch}", "-v", path, "-o", os.devnull], capture_output=True, text=True
+            )
             report = proc.stdout + proc.stderr
             if proc.returncode != 0:
                 problems.append(f"{name}: ptxas failed:\n{report}")

@@ -22,13 +22,27 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # The public suite (the `be` fixture runs it on the Numba path, the gradients and bad input
 # included) and the Numba backend's own tests, forward and backward.
-INCLUDED = ("test_activations.py", "test_softmax.py", "test_properties.py", "test_api*.py", "test_numpy*.py",
-            "test_backward.py", "test_bad_input.py", "test_numba_backend.py", "test_numba_backward.py")
+INCLUDED = (
+    "test_activations.py",
+    "test_softmax.py",
+    "test_properties.py",
+    "test_api*.py",
+    "test_numpy*.py",
+    "test_backward.py",
+    "test_bad_input.py",
+    "test_numba_backend.py",
+    "test_numba_backward.py",
+)
 MIN_PASSED = 400
 # The only skips the child may report: documented limits of Numba device arrays, tests the
 # public suite hands over to tests/test_numba_backend.py, and GPU-sized tests.
-ALLOWED_SKIPS = ("cannot be sliced with a negative step", "covered by tests/test_numba_backend.py",
-                 "transpose only in 2-D", "a GPU's size, not the simulator's", "2**25-element reductions")
+ALLOWED_SKIPS = (
+    "cannot be sliced with a negative step",
+    "covered by tests/test_numba_backend.py",
+    "transpose only in 2-D",
+    "a GPU's size, not the simulator's",
+    "2**25-element reductions",
+)
 
 
 pytestmark = pytest.mark.cpu_proxy

@@ -33,8 +33,9 @@ def test_elementwise_in_blocks(small_blocks, name, dtype):
 
 
 @pytest.mark.parametrize("log", [False, True])
-@pytest.mark.parametrize("shape,axis", [((37, 45), 0), ((3, 40, 20), 1), ((50, 7), -1), ((4, 30, 9, 2), (1, 2)),
-                                        ((6, 5, 8), (0, 2))])
+@pytest.mark.parametrize(
+    "shape,axis", [((37, 45), 0), ((3, 40, 20), 1), ((50, 7), -1), ((4, 30, 9, 2), (1, 2)), ((6, 5, 8), (0, 2))]
+)
 def test_softmax_in_blocks_and_slabs(small_blocks, shape, axis, log):
     x = np.random.default_rng(1).normal(0, 3, shape).astype(np.float32)
     fn = gpuact.log_softmax if log else gpuact.softmax
@@ -57,6 +58,9 @@ def test_masked_softmax_in_blocks_and_slabs(small_blocks, shape, axis):
     assert_close(y, expected, np.float32)
 
 
+# JAX, when another test file imported it into this process, warns at every fork; the child here
+# never touches JAX.
+@pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning")
 def test_threads_work_in_a_forked_child():
     # The pool's threads do not survive fork; a child that reused the pool object would hang.
     import multiprocessing

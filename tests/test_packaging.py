@@ -13,8 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import hatch_build
-
+import hatch_build  # noqa: E402  (the checkout root, put on the path just above)
 
 pytestmark = pytest.mark.needs_network
 
@@ -22,8 +21,9 @@ pytestmark = pytest.mark.needs_network
 @pytest.mark.slow
 def test_wheel_installs_into_a_fresh_venv_and_ships_the_kernels(tmp_path):
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)], check=True, capture_output=True
+    )
     (wheel,) = dist.glob("gpuact-*.whl")
     if sys.version_info >= (3, 11) and hatch_build.compiler() is not None:
         assert "-cp311-abi3-" in wheel.name, wheel.name  # the extension module uses the stable ABI

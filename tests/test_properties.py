@@ -15,8 +15,9 @@ DTYPES = st.sampled_from([np.float16, np.float32, np.float64])
 
 
 def _arrays(dtype=np.float32, min_dims=1, max_dims=3, elements=FINITE32):
-    return hnp.arrays(dtype, hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=8),
-                      elements=elements)
+    return hnp.arrays(
+        dtype, hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=8), elements=elements
+    )
 
 
 @given(x=_arrays(), data=st.data())
@@ -29,9 +30,28 @@ def test_softmax_slices_sum_to_one(be, x, data):
     np.testing.assert_allclose(np.exp(logy).sum(axis=axis), 1.0, rtol=0, atol=1e-5 * x.shape[axis])
 
 
-MONOTONE = ["relu", "sigmoid", "tanh", "softplus", "softsign", "elu", "selu", "exponential", "relu6",
-            "leaky_relu", "hard_sigmoid", "log_sigmoid", "celu", "hard_tanh", "soft_shrink", "tanh_shrink",
-            "squareplus", "sparse_plus", "sparse_sigmoid", "linear"]
+MONOTONE = [
+    "relu",
+    "sigmoid",
+    "tanh",
+    "softplus",
+    "softsign",
+    "elu",
+    "selu",
+    "exponential",
+    "relu6",
+    "leaky_relu",
+    "hard_sigmoid",
+    "log_sigmoid",
+    "celu",
+    "hard_tanh",
+    "soft_shrink",
+    "tanh_shrink",
+    "squareplus",
+    "sparse_plus",
+    "sparse_sigmoid",
+    "linear",
+]
 
 
 @pytest.mark.parametrize("name", MONOTONE)
@@ -42,8 +62,13 @@ def test_monotone_functions_stay_monotone(be, name, x):
     assert (y[1:] >= y[:-1]).all()  # not np.diff: inf - inf would be NaN
 
 
-OUT_CASES = [("gelu", {}), ("relu", {"alpha": 0.1, "max_value": 3.0, "threshold": 0.5}),
-             ("softmax", {"axis": 0}), ("log_softmax", {"axis": -1}), ("squareplus", {"b": 2.0})]
+OUT_CASES = [
+    ("gelu", {}),
+    ("relu", {"alpha": 0.1, "max_value": 3.0, "threshold": 0.5}),
+    ("softmax", {"axis": 0}),
+    ("log_softmax", {"axis": -1}),
+    ("squareplus", {"b": 2.0}),
+]
 
 
 @pytest.mark.parametrize("name,kwargs", OUT_CASES, ids=[c[0] for c in OUT_CASES])

@@ -51,10 +51,9 @@ def test_row_lengths(be, row_length, dtype):
 
 
 def test_non_finite_rows(be):
-    x = np.array([[-math.inf, -math.inf, -math.inf],
-                  [1.0, -math.inf, 2.0],
-                  [math.nan, 0.0, 1.0],
-                  [1e4, -1e4, 0.0]], np.float32)
+    x = np.array(
+        [[-math.inf, -math.inf, -math.inf], [1.0, -math.inf, 2.0], [math.nan, 0.0, 1.0], [1e4, -1e4, 0.0]], np.float32
+    )
     y = be.to_numpy(gpuact.softmax(be.asarray(x)))
     assert np.isnan(y[0]).all()  # all -inf: NaN, as TF, PyTorch and JAX
     assert y[1, 1] == 0.0 and abs(y[1].sum() - 1) < 1e-6
@@ -71,9 +70,11 @@ def test_strided_and_negative_stride_views(be, view):
     if be.name == "numba" and view == "transposed":
         pytest.skip("Numba device arrays transpose only in 2-D (test_strided_views covers that)")
     host = _inputs((12, 10, 6), np.float32, seed=5)
-    select = {"transposed": lambda a: a.transpose(2, 0, 1),
-              "step": lambda a: a[::2, 1::3, :],
-              "reversed": lambda a: a[::-1, :, ::-2]}[view]
+    select = {
+        "transposed": lambda a: a.transpose(2, 0, 1),
+        "step": lambda a: a[::2, 1::3, :],
+        "reversed": lambda a: a[::-1, :, ::-2],
+    }[view]
     x = select(be.asarray(host))
     for axis in (0, 1, -1, (0, 2)):
         for log in (False, True):

@@ -16,8 +16,9 @@ torch = pytest.importorskip("torch")
 import gpuact.torch as gt  # noqa: E402
 
 # (name, kwargs) for every public function, with parameters where it has them
-CALLS = [(name, {"threshold": 0.5, "default_value": -1.0} if name == "threshold" else {})
-         for name in activations.__all__]
+CALLS = [
+    (name, {"threshold": 0.5, "default_value": -1.0} if name == "threshold" else {}) for name in activations.__all__
+]
 AXIS_OPS = ("softmax", "log_softmax", "sparsemax", "glu")
 
 
@@ -36,8 +37,9 @@ def test_every_function_gives_a_tensor_back(name, kwargs):
     if name != "glu":
         dx = getattr(gpuact.backward, name)(torch.ones_like(x), x, **kwargs)
         assert isinstance(dx, torch.Tensor)
-        np.testing.assert_array_equal(dx.numpy(), getattr(gpuact.backward, name)(np.ones(x.shape, np.float32),
-                                                                                   x.numpy(), **kwargs))
+        np.testing.assert_array_equal(
+            dx.numpy(), getattr(gpuact.backward, name)(np.ones(x.shape, np.float32), x.numpy(), **kwargs)
+        )
 
 
 def test_zero_copy_in_out_and_in_place():
@@ -76,10 +78,24 @@ def test_a_tensor_that_requires_grad_points_to_gpuact_torch():
 
 # ---- autograd ----------------------------------------------------------------------------------------
 
-KINKS = {"relu": [0.0], "relu6": [0.0, 6.0], "leaky_relu": [0.0], "hard_sigmoid": [-3.0, 3.0], "hard_silu": [-3.0, 3.0],
-         "hard_swish": [-3.0, 3.0], "hard_tanh": [-1.0, 1.0], "hard_shrink": [-0.5, 0.5], "soft_shrink": [-0.5, 0.5],
-         "threshold": [0.5], "sparse_sigmoid": [-1.0, 1.0], "sparse_plus": [-1.0, 1.0], "squareplus": [],
-         "elu": [0.0], "selu": [0.0], "celu": [0.0]}
+KINKS = {
+    "relu": [0.0],
+    "relu6": [0.0, 6.0],
+    "leaky_relu": [0.0],
+    "hard_sigmoid": [-3.0, 3.0],
+    "hard_silu": [-3.0, 3.0],
+    "hard_swish": [-3.0, 3.0],
+    "hard_tanh": [-1.0, 1.0],
+    "hard_shrink": [-0.5, 0.5],
+    "soft_shrink": [-0.5, 0.5],
+    "threshold": [0.5],
+    "sparse_sigmoid": [-1.0, 1.0],
+    "sparse_plus": [-1.0, 1.0],
+    "squareplus": [],
+    "elu": [0.0],
+    "selu": [0.0],
+    "celu": [0.0],
+}
 
 
 def _away_from_kinks(name, x):
@@ -99,10 +115,16 @@ def test_gradcheck(name, kwargs):
 
 
 PARITY = {
-    "relu": torch.relu, "gelu": torch.nn.functional.gelu, "silu": torch.nn.functional.silu,
-    "elu": torch.nn.functional.elu, "selu": torch.selu, "softplus": torch.nn.functional.softplus,
-    "softmax": lambda x: torch.softmax(x, -1), "log_softmax": lambda x: torch.log_softmax(x, -1),
-    "mish": torch.nn.functional.mish, "hard_tanh": torch.nn.functional.hardtanh,
+    "relu": torch.relu,
+    "gelu": torch.nn.functional.gelu,
+    "silu": torch.nn.functional.silu,
+    "elu": torch.nn.functional.elu,
+    "selu": torch.selu,
+    "softplus": torch.nn.functional.softplus,
+    "softmax": lambda x: torch.softmax(x, -1),
+    "log_softmax": lambda x: torch.log_softmax(x, -1),
+    "mish": torch.nn.functional.mish,
+    "hard_tanh": torch.nn.functional.hardtanh,
     "hard_sigmoid": torch.nn.functional.hardsigmoid,
 }
 

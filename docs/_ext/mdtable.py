@@ -30,9 +30,11 @@ def _section(lines: list[str], title: str) -> list[str] | None:
         m = _HEADING.match(line)
         if m and m.group(2) == title:
             level = len(m.group(1))
-            end = next((j for j in range(i + 1, len(lines))
-                        if (h := _HEADING.match(lines[j])) and len(h.group(1)) <= level), len(lines))
-            return lines[i + 1:end]
+            end = next(
+                (j for j in range(i + 1, len(lines)) if (h := _HEADING.match(lines[j])) and len(h.group(1)) <= level),
+                len(lines),
+            )
+            return lines[i + 1 : end]
     return None
 
 
@@ -84,8 +86,12 @@ class MarkdownTable(SphinxDirective):
             logger.warning("%s has no table under %r", rel, title, location=self.get_location())
             return []
         width = len(rows[0])
-        rst = [f".. list-table:: {self.options.get('caption', '')}".rstrip(), "   :header-rows: 1",
-               "   :class: markdown-table", ""]
+        rst = [
+            f".. list-table:: {self.options.get('caption', '')}".rstrip(),
+            "   :header-rows: 1",
+            "   :class: markdown-table",
+            "",
+        ]
         for row in rows:
             row = (row + [""] * width)[:width]
             rst.append(f"   * - {_inline(row[0])}")

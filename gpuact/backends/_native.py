@@ -72,10 +72,24 @@ def available() -> bool:
 # compiled / ufunc time was tanh 4.5x, softplus 5x, mish 8x, exponential 2.3x, softmax 1.7x.
 # float64 therefore takes the compiled kernels only for the ops that need no such function
 # (softsign 2.4x faster, relu 1.2x) and gelu (glibc's erfc beats the 23-term ufunc fit, 1.2x).
-FLOAT64_OPS = frozenset({
-    "relu", "linear", "relu6", "leaky_relu", "softsign", "hard_sigmoid", "hard_silu", "hard_tanh",
-    "hard_shrink", "soft_shrink", "threshold", "sparse_plus", "sparse_sigmoid", "gelu",
-})
+FLOAT64_OPS = frozenset(
+    {
+        "relu",
+        "linear",
+        "relu6",
+        "leaky_relu",
+        "softsign",
+        "hard_sigmoid",
+        "hard_silu",
+        "hard_tanh",
+        "hard_shrink",
+        "soft_shrink",
+        "threshold",
+        "sparse_plus",
+        "sparse_sigmoid",
+        "gelu",
+    }
+)
 
 
 class Unary:
@@ -235,8 +249,7 @@ def columns_grad_kernel(dtype):
     if lib is None or dtype not in TYPE_CODE:
         return None
     run, code = lib.columns_grad, TYPE_CODE[dtype]
-    return lambda dy, x, dx, length, inner, width, u0, u1, log: run(code, dy, x, dx, length, inner, width, u0, u1,
-                                                                     log)
+    return lambda dy, x, dx, length, inner, width, u0, u1, log: run(code, dy, x, dx, length, inner, width, u0, u1, log)
 
 
 def exported_ops() -> list[str]:

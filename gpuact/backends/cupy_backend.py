@@ -153,8 +153,10 @@ def accept_operand(a, x, foreign: bool, name: str):
     on x's device; host data is refused (it is not of x's kind)."""
     if not isinstance(a, cupy.ndarray):
         if not (foreign and _interop.is_cuda_array(a)):
-            raise TypeError(f"{name} must be a {type(x).__module__}.{type(x).__name__} like x; "
-                            f"got {type(a).__module__}.{type(a).__name__}")
+            raise TypeError(
+                f"{name} must be a {type(x).__module__}.{type(x).__name__} like x; "
+                f"got {type(a).__module__}.{type(a).__name__}"
+            )
         _interop.refuse_grad_tensor(a)
         a = cupy.asarray(_interop.split_stream(a)[0])
     if a.device.id != x.device.id:
@@ -335,7 +337,7 @@ def _trailing_bias(b, x, tag: str):
     core = tuple(b.shape)
     while core and core[0] == 1:
         core = core[1:]
-    if len(core) > x.ndim or tuple(x.shape[x.ndim - len(core):]) != core:
+    if len(core) > x.ndim or tuple(x.shape[x.ndim - len(core) :]) != core:
         return None
     return b, btag, max(1, b.size)
 
@@ -390,8 +392,13 @@ def elementwise(op, x, params, out, dtype, stream=None, bias=None):
                 _ew_kernel(op, compute)(x, *p, y)
             return y
         trailing = _trailing_bias(bias, x, tag)
-        if (trailing is not None and x.dtype == dtype and x.flags.c_contiguous and y.flags.c_contiguous
-                and _aligned(x, y)):
+        if (
+            trailing is not None
+            and x.dtype == dtype
+            and x.flags.c_contiguous
+            and y.flags.c_contiguous
+            and _aligned(x, y)
+        ):
             b, btag, units = trailing
             launch = ks.vec_launch(n, tag, _sm_count(), units)
             _vec_training_kernel("bias", op, tag, btag)((launch.blocks,), (ks.EW_THREADS,), (x, b, y, *launch.ints, *p))
@@ -417,18 +424,19 @@ def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
         if bias is None:
             if same and _same_layout_contiguous(x, dx) and _same_layout_contiguous(dy, dx):
                 launch = ks.vec_launch(n, tag, _sm_count())
-                _vec_training_kernel("grad", op, tag, None)((launch.blocks,), (ks.EW_THREADS,),
-                                                           (dy, x, dx, *launch.ints, *p))
+                _vec_training_kernel("grad", op, tag, None)(
+                    (launch.blocks,), (ks.EW_THREADS,), (dy, x, dx, *launch.ints, *p)
+                )
             else:
                 _ew_kernel(op, compute, "grad")(dy, x, *p, dx)
             return dx
         trailing = _trailing_bias(bias, x, tag)
-        if (trailing is not None and same and x.flags.c_contiguous and dy.flags.c_contiguous
-                and dx.flags.c_contiguous):
+        if trailing is not None and same and x.flags.c_contiguous and dy.flags.c_contiguous and dx.flags.c_contiguous:
             b, btag, units = trailing
             launch = ks.vec_launch(n, tag, _sm_count(), units)
-            _vec_training_kernel("grad_bias", op, tag, btag)((launch.blocks,), (ks.EW_THREADS,),
-                                                            (dy, x, b, dx, *launch.ints, *p))
+            _vec_training_kernel("grad_bias", op, tag, btag)(
+                (launch.blocks,), (ks.EW_THREADS,), (dy, x, b, dx, *launch.ints, *p)
+            )
         else:
             _ew_kernel(op, compute, "grad_bias")(dy, x, bias, *p, dx)
         return dx
@@ -511,8 +519,7 @@ def _softmax_family(dy, x, axes, y, dtype, log, mask, bias):
         bt = None if b is None else b.transpose(perm)
         length = math.prod(x.shape[a] for a in axes)
         res = cupy.empty(xt.shape, dtype)
-        _launch_softmax(dyt, xt, res, mt, bt, mode, (len(rest), x.ndim - 1), (xt.size // length, length, 1), dtype,
-                        log)
+        _launch_softmax(dyt, xt, res, mt, bt, mode, (len(rest), x.ndim - 1), (xt.size // length, length, 1), dtype, log)
         y.transpose(perm)[...] = res
         return
     res = y if y.flags.c_contiguous else cupy.empty(x.shape, dtype)
@@ -544,8 +551,15 @@ def _launch_softmax(dy, x, y, mask, bias, mode, reduced, oli, dtype, log):
     if bias is not None:
         bias, plan_bias = _bias_view(bias, mode, x.shape, *reduced)
     planner = ks.softmax_plan if dy is None else ks.softmax_grad_plan
-    plan = planner(*oli, ks.DTYPE_TAG[dtype], log=log, sm_count=_sm_count(), max_blocks=_max_blocks(),
-                   smem_optin=_smem_optin(), bias=plan_bias)
+    plan = planner(
+        *oli,
+        ks.DTYPE_TAG[dtype],
+        log=log,
+        sm_count=_sm_count(),
+        max_blocks=_max_blocks(),
+        smem_optin=_smem_optin(),
+        bias=plan_bias,
+    )
     arrays = {"x": x, "mask": _NULL if mask is None else mask, "bias": _NULL if bias is None else bias}
     arrays.update({"y": y} if dy is None else {"dy": dy, "dx": y})
     _run_plan(plan, arrays)
@@ -600,8 +614,9 @@ def sparsemax(x, axis, out, dtype, stream=None):
             x = cupy.ascontiguousarray(x, dtype=dtype)
         oli = ks.outer_axis_inner(x.shape, (axis,))
         res = y if y.flags.c_contiguous else cupy.empty(x.shape, dtype)
-        plan = ks.sparsemax_plan(*oli, ks.DTYPE_TAG[dtype], sm_count=_sm_count(), max_blocks=_max_blocks(),
-                                 smem_optin=_smem_optin())
+        plan = ks.sparsemax_plan(
+            *oli, ks.DTYPE_TAG[dtype], sm_count=_sm_count(), max_blocks=_max_blocks(), smem_optin=_smem_optin()
+        )
         _run_plan(plan, {"x": x, "y": res})
         if res is not y:
             y[...] = res
@@ -629,8 +644,9 @@ def sparsemax_grad(dy, x, axis, out, dtype, stream=None):
         x, dy = _contiguous(x, dtype), _contiguous(dy, dtype)
         oli = ks.outer_axis_inner(x.shape, (axis,))
         res = dx if dx.flags.c_contiguous else cupy.empty(x.shape, dtype)
-        plan = ks.sparsemax_grad_plan(*oli, ks.DTYPE_TAG[dtype], sm_count=_sm_count(), max_blocks=_max_blocks(),
-                                      smem_optin=_smem_optin())
+        plan = ks.sparsemax_grad_plan(
+            *oli, ks.DTYPE_TAG[dtype], sm_count=_sm_count(), max_blocks=_max_blocks(), smem_optin=_smem_optin()
+        )
         _run_plan(plan, {"dy": dy, "x": x, "dx": res})
         if res is not dx:
             dx[...] = res

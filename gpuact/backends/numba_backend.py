@@ -33,7 +33,6 @@ import numpy as np
 from numba import cuda
 
 from gpuact.backends import _interop
-
 from gpuact.backends._numba import kernels as K
 from gpuact.backends._numba import plan as P
 from gpuact.backends._numba.scalar import SIMULATOR, host_params
@@ -84,8 +83,11 @@ class _HostInterface:
     def __init__(self, owner, cai):
         self._owner = owner
         self.__array_interface__ = {
-            "shape": tuple(cai["shape"]), "typestr": cai["typestr"], "data": cai["data"],
-            "strides": cai.get("strides"), "version": 3,
+            "shape": tuple(cai["shape"]),
+            "typestr": cai["typestr"],
+            "data": cai["data"],
+            "strides": cai.get("strides"),
+            "version": 3,
         }
 
 
@@ -205,8 +207,10 @@ def accept_operand(a, x, foreign: bool, name: str):
     array) on x's device; host data is refused (it is not of x's kind)."""
     if not owns(a):
         if not (foreign and _has_cai(a)):
-            raise TypeError(f"{name} must be a {type(x).__module__}.{type(x).__name__} like x; "
-                            f"got {type(a).__module__}.{type(a).__name__}")
+            raise TypeError(
+                f"{name} must be a {type(x).__module__}.{type(x).__name__} like x; "
+                f"got {type(a).__module__}.{type(a).__name__}"
+            )
         _interop.refuse_grad_tensor(a)
         a = _wrap(a)
     if _device_id(a) != _device_id(x):
@@ -225,8 +229,7 @@ def overlap(a, b) -> int:
     eb = _interop.extent(pb, b.shape, b.strides, b.dtype.itemsize)
     if not _interop.ranges_overlap(ea, eb):
         return 0
-    same = pa == pb and tuple(a.shape) == tuple(b.shape) and tuple(a.strides) == tuple(b.strides) \
-        and a.dtype == b.dtype
+    same = pa == pb and tuple(a.shape) == tuple(b.shape) and tuple(a.strides) == tuple(b.strides) and a.dtype == b.dtype
     return 1 if same else 2
 
 
@@ -334,8 +337,10 @@ def _merged_views(arrays):
     shape, strides = _merge_axes(tuple(arrays[0].shape), [tuple(a.strides) for a in arrays])
     if not shape:  # one element (0-d or all axes of size 1)
         shape, strides = [1], [[i] for i in itemsizes]
-    views = [a if tuple(a.shape) == tuple(shape) and tuple(a.strides) == tuple(st) else _view(a, shape, st)
-             for a, st in zip(arrays, strides)]
+    views = [
+        a if tuple(a.shape) == tuple(shape) and tuple(a.strides) == tuple(st) else _view(a, shape, st)
+        for a, st in zip(arrays, strides)
+    ]
     flat = len(shape) == 1 and all(st[0] == i for st, i in zip(strides, itemsizes))
     return views, shape, flat
 
@@ -402,8 +407,7 @@ def _performance_warnings():
     classes = []
     for module in ("numba.cuda.core.errors", "numba.core.errors"):
         try:
-            classes.append(getattr(__import__(module, fromlist=["NumbaPerformanceWarning"]),
-                                   "NumbaPerformanceWarning"))
+            classes.append(__import__(module, fromlist=["NumbaPerformanceWarning"]).NumbaPerformanceWarning)
         except (ImportError, AttributeError):  # pragma: no cover - other numba / numba-cuda layouts
             pass
     return tuple(dict.fromkeys(classes))
@@ -472,16 +476,21 @@ def _copy(src, dst, stream):
     if dst.size == 0:
         return dst
     sd, dd = np.dtype(src.dtype), np.dtype(dst.dtype)
-    _run_nd(("copy", sd, dd), lambda nd: K.copy_nd(nd, sd, dd), lambda nd: K.copy_nd_signature(sd, dd, nd),
-            [src, dst], (), stream)
+    _run_nd(
+        ("copy", sd, dd),
+        lambda nd: K.copy_nd(nd, sd, dd),
+        lambda nd: K.copy_nd_signature(sd, dd, nd),
+        [src, dst],
+        (),
+        stream,
+    )
     return dst
 
 
 def _to_mask(src, dst, stream):
     """dst (uint8, same shape) = 1 where src is set (bool) or > 0.5 (numbers)."""
     sd = np.dtype(src.dtype)
-    _run_nd(("mask", sd), lambda nd: K.mask_nd(nd, sd), lambda nd: K.mask_nd_signature(sd, nd), [src, dst], (),
-            stream)
+    _run_nd(("mask", sd), lambda nd: K.mask_nd(nd, sd), lambda nd: K.mask_nd_signature(sd, nd), [src, dst], (), stream)
     return dst
 
 
@@ -505,12 +514,19 @@ def elementwise(op, x, params, out, dtype, stream=None, bias=None):
         return y
     (xv, yv), _, flat = _merged_views([x, y])
     if flat:
-        kern = _kernel((op, xd, dtype, 0), lambda: K.elementwise_contig(op, ft),
-                       lambda: K.elementwise_contig_signature(xd, dtype))
+        kern = _kernel(
+            (op, xd, dtype, 0), lambda: K.elementwise_contig(op, ft), lambda: K.elementwise_contig_signature(xd, dtype)
+        )
         _launch(kern, n, stream)(xv, yv, np.int64(n), *p)
         return y
-    _run_nd((op, xd, dtype), lambda nd: K.elementwise_nd(op, ft, nd),
-            lambda nd: K.elementwise_nd_signature(xd, dtype, nd), [x, y], p, stream)
+    _run_nd(
+        (op, xd, dtype),
+        lambda nd: K.elementwise_nd(op, ft, nd),
+        lambda nd: K.elementwise_nd_signature(xd, dtype, nd),
+        [x, y],
+        p,
+        stream,
+    )
     return y
 
 
@@ -523,7 +539,7 @@ def _trailing_bias(bias, shape):
     core = tuple(bias.shape)
     while core and core[0] == 1:
         core = core[1:]
-    if len(core) > len(shape) or tuple(shape[len(shape) - len(core):]) != core:
+    if len(core) > len(shape) or tuple(shape[len(shape) - len(core) :]) != core:
         return None
     return _flat(bias)
 
@@ -542,15 +558,24 @@ def _elementwise_bias(op, x, bias, y, p, dtype, stream):
     n = x.size
     flat_bias = _trailing_bias(bias, tuple(x.shape))
     if flat_bias is not None and _contiguous(x) and _contiguous(y):
-        kern = _kernel(("bias", op, xd, bd, dtype, 0), lambda: K.elementwise_bias_contig(op, ft),
-                       lambda: K.elementwise_bias_contig_signature(xd, bd, dtype))
+        kern = _kernel(
+            ("bias", op, xd, bd, dtype, 0),
+            lambda: K.elementwise_bias_contig(op, ft),
+            lambda: K.elementwise_bias_contig_signature(xd, bd, dtype),
+        )
         blocks, cstep = _column_launch(n, flat_bias.size)
-        _launch(kern, n, stream, blocks=blocks)(_flat(x), flat_bias, _flat(y), np.int64(n),
-                                                np.int64(flat_bias.size), cstep, *p)
+        _launch(kern, n, stream, blocks=blocks)(
+            _flat(x), flat_bias, _flat(y), np.int64(n), np.int64(flat_bias.size), cstep, *p
+        )
         return
-    _run_nd(("bias", op, xd, bd, dtype), lambda nd: K.elementwise_bias_nd(op, ft, nd),
-            lambda nd: K.elementwise_bias_nd_signature(xd, bd, dtype, nd),
-            [x, _broadcast_view(bias, tuple(x.shape)), y], p, stream)
+    _run_nd(
+        ("bias", op, xd, bd, dtype),
+        lambda nd: K.elementwise_bias_nd(op, ft, nd),
+        lambda nd: K.elementwise_bias_nd_signature(xd, bd, dtype, nd),
+        [x, _broadcast_view(bias, tuple(x.shape)), y],
+        p,
+        stream,
+    )
 
 
 def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
@@ -569,25 +594,43 @@ def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
     if bias is None:
         (dyv, xv, dxv), _, flat = _merged_views([dy, x, dx])
         if flat:
-            kern = _kernel(("grad", op, dyd, xd, dtype, 0), lambda: K.grad_contig(op, ft),
-                           lambda: K.grad_contig_signature(dyd, xd, dtype))
+            kern = _kernel(
+                ("grad", op, dyd, xd, dtype, 0),
+                lambda: K.grad_contig(op, ft),
+                lambda: K.grad_contig_signature(dyd, xd, dtype),
+            )
             _launch(kern, n, stream)(dyv, xv, dxv, np.int64(n), *p)
             return dx
-        _run_nd(("grad", op, dyd, xd, dtype), lambda nd: K.grad_nd(op, ft, nd),
-                lambda nd: K.grad_nd_signature(dyd, xd, dtype, nd), [dy, x, dx], p, stream)
+        _run_nd(
+            ("grad", op, dyd, xd, dtype),
+            lambda nd: K.grad_nd(op, ft, nd),
+            lambda nd: K.grad_nd_signature(dyd, xd, dtype, nd),
+            [dy, x, dx],
+            p,
+            stream,
+        )
         return dx
     bd = np.dtype(bias.dtype)
     flat_bias = _trailing_bias(bias, tuple(x.shape))
     if flat_bias is not None and _contiguous(dy) and _contiguous(x) and _contiguous(dx):
-        kern = _kernel(("grad_bias", op, dyd, xd, bd, dtype, 0), lambda: K.grad_contig(op, ft, True),
-                       lambda: K.grad_contig_signature(dyd, xd, dtype, bd))
+        kern = _kernel(
+            ("grad_bias", op, dyd, xd, bd, dtype, 0),
+            lambda: K.grad_contig(op, ft, True),
+            lambda: K.grad_contig_signature(dyd, xd, dtype, bd),
+        )
         blocks, cstep = _column_launch(n, flat_bias.size)
-        _launch(kern, n, stream, blocks=blocks)(_flat(dy), _flat(x), flat_bias, _flat(dx), np.int64(n),
-                                                np.int64(flat_bias.size), cstep, *p)
+        _launch(kern, n, stream, blocks=blocks)(
+            _flat(dy), _flat(x), flat_bias, _flat(dx), np.int64(n), np.int64(flat_bias.size), cstep, *p
+        )
         return dx
-    _run_nd(("grad_bias", op, dyd, xd, bd, dtype), lambda nd: K.grad_nd(op, ft, nd, True),
-            lambda nd: K.grad_nd_signature(dyd, xd, dtype, nd, bd),
-            [dy, x, _broadcast_view(bias, tuple(x.shape)), dx], p, stream)
+    _run_nd(
+        ("grad_bias", op, dyd, xd, bd, dtype),
+        lambda nd: K.grad_nd(op, ft, nd, True),
+        lambda nd: K.grad_nd_signature(dyd, xd, dtype, nd, bd),
+        [dy, x, _broadcast_view(bias, tuple(x.shape)), dx],
+        p,
+        stream,
+    )
     return dx
 
 
@@ -597,7 +640,7 @@ def _rows_layout(shape, axes):
         return None
     outer = math.prod(shape[: axes[0]])
     length = math.prod(shape[a] for a in axes)
-    inner = math.prod(shape[axes[-1] + 1:])
+    inner = math.prod(shape[axes[-1] + 1 :])
     return outer, length, inner
 
 
@@ -657,8 +700,11 @@ def _direct(perm, result, inputs):
     """Whether a softmax-like result can be written straight into ``result``: it has the inputs'
     layout and is each of them itself or apart from it (a column's elements are read before they
     are written, by the same thread; a result overlapping an input elsewhere is not safe)."""
-    return (perm == list(range(len(perm))) and _contiguous(result)
-            and all(_same_start(a, result) or not _may_alias(a, result) for a in inputs))
+    return (
+        perm == list(range(len(perm)))
+        and _contiguous(result)
+        and all(_same_start(a, result) or not _may_alias(a, result) for a in inputs)
+    )
 
 
 def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
@@ -684,22 +730,28 @@ def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
     plan = P.softmax_plan(outer, length, inner, _sms(), block=_reduction_block(), max_grid=_reduction_max_grid())
     sizes = (np.int64(cols), np.int64(length), np.int64(inner))
     if not plan.split:
-        kern = _kernel(("softmax_tile", xd, dtype, bd, log, masked, biased),
-                       lambda: K.softmax_tile(ft, log, masked, biased),
-                       lambda: K.softmax_tile_signature(xd, dtype, bd))
+        kern = _kernel(
+            ("softmax_tile", xd, dtype, bd, log, masked, biased),
+            lambda: K.softmax_tile(ft, log, masked, biased),
+            lambda: K.softmax_tile_signature(xd, dtype, bd),
+        )
         _launch(kern, 0, stream, threads=plan.block, blocks=plan.grid)(xf, rf, m, b, bz, *sizes)
     else:
         # Partial (max, sum) per (column, segment): a few KiB, allocated on the call's stream.
         work = _empty((2, cols * plan.segments), ft, stream)
         wm, ws = work[0], work[1]
         seg = (np.int64(plan.segments), np.int64(plan.seg_len))
-        first = _kernel(("softmax_partials", xd, ft, bd, masked, biased),
-                        lambda: K.softmax_partials(ft, masked, biased),
-                        lambda: K.softmax_partials_signature(xd, ft, bd))
+        first = _kernel(
+            ("softmax_partials", xd, ft, bd, masked, biased),
+            lambda: K.softmax_partials(ft, masked, biased),
+            lambda: K.softmax_partials_signature(xd, ft, bd),
+        )
         _launch(first, 0, stream, threads=plan.block, blocks=plan.grid)(xf, m, b, bz, wm, ws, *sizes, *seg)
-        second = _kernel(("softmax_finish", xd, dtype, bd, log, masked, biased),
-                         lambda: K.softmax_finish(ft, log, masked, biased),
-                         lambda: K.softmax_finish_signature(xd, dtype, bd))
+        second = _kernel(
+            ("softmax_finish", xd, dtype, bd, log, masked, biased),
+            lambda: K.softmax_finish(ft, log, masked, biased),
+            lambda: K.softmax_finish_signature(xd, dtype, bd),
+        )
         _launch(second, 0, stream, threads=plan.block, blocks=plan.grid)(xf, rf, m, b, bz, wm, ws, *sizes, *seg)
     if not direct:
         _copy(result, _moved(y, perm), stream)
@@ -734,23 +786,31 @@ def softmax_grad(dy, x, axes, out, dtype, *, log, mask=None, bias=None, stream=N
     sizes = (np.int64(cols), np.int64(length), np.int64(inner))
     flags = (log, masked, biased)
     if not plan.split:
-        kern = _kernel(("softmax_grad_tile", dyd, xd, dtype, bd, *flags), lambda: K.softmax_grad_tile(ft, *flags),
-                       lambda: K.softmax_grad_tile_signature(dyd, xd, dtype, bd))
+        kern = _kernel(
+            ("softmax_grad_tile", dyd, xd, dtype, bd, *flags),
+            lambda: K.softmax_grad_tile(ft, *flags),
+            lambda: K.softmax_grad_tile_signature(dyd, xd, dtype, bd),
+        )
         _launch(kern, 0, stream, threads=plan.block, blocks=plan.grid)(dyf, xf, rf, m, b, bz, *sizes)
     else:
         # Partial (max, sum of exp, dy sum) per (column, segment), on the call's stream.
         work = _empty((3, cols * plan.segments), ft, stream)
         wm, ws, wt = work[0], work[1], work[2]
         seg = (np.int64(plan.segments), np.int64(plan.seg_len))
-        first = _kernel(("softmax_grad_partials", dyd, xd, ft, bd, *flags),
-                        lambda: K.softmax_grad_partials(ft, *flags),
-                        lambda: K.softmax_grad_partials_signature(dyd, xd, ft, bd))
+        first = _kernel(
+            ("softmax_grad_partials", dyd, xd, ft, bd, *flags),
+            lambda: K.softmax_grad_partials(ft, *flags),
+            lambda: K.softmax_grad_partials_signature(dyd, xd, ft, bd),
+        )
         _launch(first, 0, stream, threads=plan.block, blocks=plan.grid)(dyf, xf, m, b, bz, wm, ws, wt, *sizes, *seg)
-        second = _kernel(("softmax_grad_finish", dyd, xd, dtype, bd, *flags),
-                         lambda: K.softmax_grad_finish(ft, *flags),
-                         lambda: K.softmax_grad_finish_signature(dyd, xd, dtype, bd))
-        _launch(second, 0, stream, threads=plan.block, blocks=plan.grid)(dyf, xf, rf, m, b, bz, wm, ws, wt,
-                                                                         *sizes, *seg)
+        second = _kernel(
+            ("softmax_grad_finish", dyd, xd, dtype, bd, *flags),
+            lambda: K.softmax_grad_finish(ft, *flags),
+            lambda: K.softmax_grad_finish_signature(dyd, xd, dtype, bd),
+        )
+        _launch(second, 0, stream, threads=plan.block, blocks=plan.grid)(
+            dyf, xf, rf, m, b, bz, wm, ws, wt, *sizes, *seg
+        )
     if not direct:
         _copy(result, _moved(dx, perm), stream)
     return dx
@@ -782,7 +842,7 @@ def glu(x, axis, out, dtype, stream=None):
     stream = _stream(stream)
     dtype = np.dtype(dtype)
     half = x.shape[axis] // 2
-    shape = tuple(x.shape[:axis]) + (half,) + tuple(x.shape[axis + 1:])
+    shape = tuple(x.shape[:axis]) + (half,) + tuple(x.shape[axis + 1 :])
     y = _empty(shape, dtype, stream) if out is None else out
     n = y.size
     if n == 0:
@@ -793,8 +853,14 @@ def glu(x, axis, out, dtype, stream=None):
     b = _offset_view(x, axis, half, shape)
     ft = K.compute_type(dtype)
     xd = np.dtype(x.dtype)
-    _run_nd(("glu", xd, dtype), lambda nd: K.binary_nd("glu", ft, nd),
-            lambda nd: K.binary_nd_signature(xd, xd, dtype, nd), [a, b, y], (), stream)
+    _run_nd(
+        ("glu", xd, dtype),
+        lambda nd: K.binary_nd("glu", ft, nd),
+        lambda nd: K.binary_nd_signature(xd, xd, dtype, nd),
+        [a, b, y],
+        (),
+        stream,
+    )
     return y
 
 
@@ -826,12 +892,17 @@ def sparsemax(x, axis, out, dtype, stream=None):
     result = y if direct else _empty(shape, dtype, stream)
     ft = K.compute_type(dtype)
     xd = np.dtype(x.dtype)
-    plan, cached = P.sparsemax_plan(outer, length, inner, _sms(), np.dtype(ft).itemsize,
-                                    block=_reduction_block(), max_grid=_reduction_max_grid())
-    kern = _kernel(("sparsemax", xd, dtype, cached), lambda: K.sparsemax_tile(ft, cached),
-                   lambda: K.sparsemax_tile_signature(xd, dtype))
+    plan, cached = P.sparsemax_plan(
+        outer, length, inner, _sms(), np.dtype(ft).itemsize, block=_reduction_block(), max_grid=_reduction_max_grid()
+    )
+    kern = _kernel(
+        ("sparsemax", xd, dtype, cached),
+        lambda: K.sparsemax_tile(ft, cached),
+        lambda: K.sparsemax_tile_signature(xd, dtype),
+    )
     _launch(kern, 0, stream, threads=plan.block, blocks=plan.grid)(
-        _flat(xin), _flat(result), np.int64(outer * inner), np.int64(length), np.int64(inner))
+        _flat(xin), _flat(result), np.int64(outer * inner), np.int64(length), np.int64(inner)
+    )
     if not direct:
         _copy(result, y, stream)
     return y
@@ -854,12 +925,17 @@ def sparsemax_grad(dy, x, axis, out, dtype, stream=None):
     result = dx if direct else _empty(shape, dtype, stream)
     ft = K.compute_type(dtype)
     dyd, xd = np.dtype(dy.dtype), np.dtype(x.dtype)
-    plan, cached = P.sparsemax_plan(outer, length, inner, _sms(), np.dtype(ft).itemsize,
-                                    block=_reduction_block(), max_grid=_reduction_max_grid())
-    kern = _kernel(("sparsemax_grad", dyd, xd, dtype, cached), lambda: K.sparsemax_grad_tile(ft, cached),
-                   lambda: K.sparsemax_grad_tile_signature(dyd, xd, dtype))
+    plan, cached = P.sparsemax_plan(
+        outer, length, inner, _sms(), np.dtype(ft).itemsize, block=_reduction_block(), max_grid=_reduction_max_grid()
+    )
+    kern = _kernel(
+        ("sparsemax_grad", dyd, xd, dtype, cached),
+        lambda: K.sparsemax_grad_tile(ft, cached),
+        lambda: K.sparsemax_grad_tile_signature(dyd, xd, dtype),
+    )
     _launch(kern, 0, stream, threads=plan.block, blocks=plan.grid)(
-        _flat(dyin), _flat(xin), _flat(result), np.int64(outer * inner), np.int64(length), np.int64(inner))
+        _flat(dyin), _flat(xin), _flat(result), np.int64(outer * inner), np.int64(length), np.int64(inner)
+    )
     if not direct:
         _copy(result, dx, stream)
     return dx
@@ -896,8 +972,14 @@ def prelu(x, alpha, out, dtype, stream=None):
     ft = K.compute_type(dtype)
     xd, ad = np.dtype(x.dtype), np.dtype(alpha.dtype)
     # alpha is a broadcast view (zero strides where it repeats): its axes merge like x's
-    _run_nd(("prelu", xd, ad, dtype), lambda nd: K.binary_nd("prelu", ft, nd),
-            lambda nd: K.binary_nd_signature(xd, ad, dtype, nd), [x, alpha, y], (), stream)
+    _run_nd(
+        ("prelu", xd, ad, dtype),
+        lambda nd: K.binary_nd("prelu", ft, nd),
+        lambda nd: K.binary_nd_signature(xd, ad, dtype, nd),
+        [x, alpha, y],
+        (),
+        stream,
+    )
     return y
 
 
@@ -910,8 +992,14 @@ def prelu_grad(dy, x, alpha, out, dtype, stream=None):
         return dx
     ft = K.compute_type(dtype)
     dyd, xd, ad = np.dtype(dy.dtype), np.dtype(x.dtype), np.dtype(alpha.dtype)
-    _run_nd(("prelu_grad", dyd, xd, ad, dtype), lambda nd: K.prelu_grad_nd(ft, nd),
-            lambda nd: K.prelu_grad_nd_signature(dyd, xd, ad, dtype, nd), [dy, x, alpha, dx], (), stream)
+    _run_nd(
+        ("prelu_grad", dyd, xd, ad, dtype),
+        lambda nd: K.prelu_grad_nd(ft, nd),
+        lambda nd: K.prelu_grad_nd_signature(dyd, xd, ad, dtype, nd),
+        [dy, x, alpha, dx],
+        (),
+        stream,
+    )
     return dx
 
 
@@ -924,11 +1012,17 @@ def glu_grad(dy, x, axis, out, dtype, stream=None):
     if dx.size == 0:
         return dx
     half = x.shape[axis] // 2
-    shape = tuple(x.shape[:axis]) + (half,) + tuple(x.shape[axis + 1:])
+    shape = tuple(x.shape[:axis]) + (half,) + tuple(x.shape[axis + 1 :])
     a, b = _view(x, shape, x.strides), _offset_view(x, axis, half, shape)
     da, db = _view(dx, shape, dx.strides), _offset_view(dx, axis, half, shape)
     ft = K.compute_type(dtype)
     xd, dyd = np.dtype(x.dtype), np.dtype(dy.dtype)
-    _run_nd(("glu_grad", xd, dyd, dtype), lambda nd: K.glu_grad_nd(ft, nd),
-            lambda nd: K.glu_grad_nd_signature(xd, dyd, dtype, nd), [a, b, dy, da, db], (), stream)
+    _run_nd(
+        ("glu_grad", xd, dyd, dtype),
+        lambda nd: K.glu_grad_nd(ft, nd),
+        lambda nd: K.glu_grad_nd_signature(xd, dyd, dtype, nd),
+        [a, b, dy, da, db],
+        (),
+        stream,
+    )
     return dx

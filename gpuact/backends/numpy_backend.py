@@ -98,8 +98,12 @@ def overlap(a, b) -> int:
     """0: no shared memory, 1: the same view, 2: partly shared (see ``gpuact._dispatch``)."""
     if not np.may_share_memory(a, b):
         return 0
-    same = (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+    same = (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.shape == b.shape
+        and a.strides == b.strides
+        and a.dtype == b.dtype
+    )
     return 1 if same else 2
 
 
@@ -159,9 +163,9 @@ def _times_sigmoid(v, y, t, negative):
     (no overflow), and e / (1 + e) below 0, so subnormal results stay subnormal."""
     np.abs(t, out=t)
     np.negative(t, out=t)
-    np.exp(t, out=t)                # e = exp(-|t|)
+    np.exp(t, out=t)  # e = exp(-|t|)
     np.add(t, 1.0, out=y)
-    np.divide(v, y, out=y)          # v / (1 + e)
+    np.divide(v, y, out=y)  # v / (1 + e)
     np.multiply(y, t, out=t)
     np.copyto(y, t, where=negative)
 
@@ -279,15 +283,44 @@ def _gelu_tanh(x, y, t, u):
 # these polynomials (highest power first) are least-squares fits of it at 4000 Chebyshev nodes
 # against scipy.special.erfcx, made for gpuact; tests/test_numpy_erfc.py re-derives them and checks
 # the error: below 1e-7 relative with degree 10 (float32) and 1e-14 with degree 22 (float64).
-_ERFC_G32 = (7.86440864730578e-06, 0.0003338040634112046, -0.00022760422912714836, -0.002048871097483392,
-             0.0017938276801523656, 0.008703901505034192, -0.009879944772132698, -0.046874909480877386,
-             0.047343879625403464, 0.6726422184868442, -0.6717940915476512)
-_ERFC_G64 = (9.45898465584964e-10, -1.1804295622892343e-07, 1.5900650470828688e-07, 8.54231051707791e-07,
-             -1.7112471291795858e-06, -2.351391751108054e-06, 8.950713514248325e-06, -4.0825254918557433e-07,
-             -3.041963971827113e-05, 3.2066971730840454e-05, 7.149464437653694e-05, -0.00017442660782769542,
-             -9.376017500740573e-05, 0.0006737092385109215, -0.00014624255068628275, -0.0023458170749729454,
-             0.0017589331181841268, 0.00882493893922414, -0.00987268934296121, -0.04689561024597444,
-             0.047343306841393366, 0.6726432239778304, -0.6717940840566896)
+_ERFC_G32 = (
+    7.86440864730578e-06,
+    0.0003338040634112046,
+    -0.00022760422912714836,
+    -0.002048871097483392,
+    0.0017938276801523656,
+    0.008703901505034192,
+    -0.009879944772132698,
+    -0.046874909480877386,
+    0.047343879625403464,
+    0.6726422184868442,
+    -0.6717940915476512,
+)
+_ERFC_G64 = (
+    9.45898465584964e-10,
+    -1.1804295622892343e-07,
+    1.5900650470828688e-07,
+    8.54231051707791e-07,
+    -1.7112471291795858e-06,
+    -2.351391751108054e-06,
+    8.950713514248325e-06,
+    -4.0825254918557433e-07,
+    -3.041963971827113e-05,
+    3.2066971730840454e-05,
+    7.149464437653694e-05,
+    -0.00017442660782769542,
+    -9.376017500740573e-05,
+    0.0006737092385109215,
+    -0.00014624255068628275,
+    -0.0023458170749729454,
+    0.0017589331181841268,
+    0.00882493893922414,
+    -0.00987268934296121,
+    -0.04689561024597444,
+    0.047343306841393366,
+    0.6726432239778304,
+    -0.6717940840566896,
+)
 _GELU_CLIP = 1.0e4  # |x| beyond this: Phi(x) is exactly 0 or 1 in every format
 
 
@@ -296,23 +329,23 @@ def _half_erfc_abs(x, h, y, t):
     coefficients = _ERFC_G64 if x.dtype == np.float64 else _ERFC_G32
     np.clip(x, -_GELU_CLIP, _GELU_CLIP, out=t)
     np.abs(t, out=t)
-    np.multiply(t, math.sqrt(0.5), out=t)          # a = |x| / sqrt 2
+    np.multiply(t, math.sqrt(0.5), out=t)  # a = |x| / sqrt 2
     np.multiply(t, 0.5, out=y)
     np.add(y, 1.0, out=y)
-    np.divide(1.0, y, out=y)                        # y = 1 / (1 + a/2)
+    np.divide(1.0, y, out=y)  # y = 1 / (1 + a/2)
     np.multiply(y, 2.0, out=t)
-    np.subtract(t, 1.0, out=t)                     # t = 2y - 1
+    np.subtract(t, 1.0, out=t)  # t = 2y - 1
     h.fill(coefficients[0])
     for c in coefficients[1:]:
         np.multiply(h, t, out=h)
-        np.add(h, c, out=h)                        # h = g(2y - 1)
+        np.add(h, c, out=h)  # h = g(2y - 1)
     np.clip(x, -_GELU_CLIP, _GELU_CLIP, out=t)
     np.multiply(t, t, out=t)
-    np.multiply(t, 0.5, out=t)                     # t = a^2
+    np.multiply(t, 0.5, out=t)  # t = a^2
     np.subtract(h, t, out=h)
     np.exp(h, out=h)
     np.multiply(h, y, out=h)
-    np.multiply(h, 0.5, out=h)                     # h = erfc(a) / 2
+    np.multiply(h, 0.5, out=h)  # h = erfc(a) / 2
 
 
 def _gelu(x, y, t, u):
@@ -413,13 +446,33 @@ def _sparse_sigmoid(x, y, t, u):
 
 
 _KERNELS = {
-    "relu": _relu, "sigmoid": _sigmoid, "softplus": _softplus, "softsign": _softsign, "tanh": _tanh,
-    "selu": _selu, "elu": _elu, "exponential": _exponential, "linear": _linear, "relu6": _relu6,
-    "leaky_relu": _leaky_relu, "silu": _silu, "gelu": _gelu, "gelu_tanh": _gelu_tanh,
-    "hard_sigmoid": _hard_sigmoid, "hard_silu": _hard_silu, "mish": _mish, "log_sigmoid": _log_sigmoid,
-    "celu": _celu, "hard_tanh": _hard_tanh, "hard_shrink": _hard_shrink, "soft_shrink": _soft_shrink,
-    "tanh_shrink": _tanh_shrink, "threshold": _threshold, "squareplus": _squareplus,
-    "sparse_plus": _sparse_plus, "sparse_sigmoid": _sparse_sigmoid,
+    "relu": _relu,
+    "sigmoid": _sigmoid,
+    "softplus": _softplus,
+    "softsign": _softsign,
+    "tanh": _tanh,
+    "selu": _selu,
+    "elu": _elu,
+    "exponential": _exponential,
+    "linear": _linear,
+    "relu6": _relu6,
+    "leaky_relu": _leaky_relu,
+    "silu": _silu,
+    "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
+    "hard_sigmoid": _hard_sigmoid,
+    "hard_silu": _hard_silu,
+    "mish": _mish,
+    "log_sigmoid": _log_sigmoid,
+    "celu": _celu,
+    "hard_tanh": _hard_tanh,
+    "hard_shrink": _hard_shrink,
+    "soft_shrink": _soft_shrink,
+    "tanh_shrink": _tanh_shrink,
+    "threshold": _threshold,
+    "squareplus": _squareplus,
+    "sparse_plus": _sparse_plus,
+    "sparse_sigmoid": _sparse_sigmoid,
 }
 
 
@@ -587,12 +640,12 @@ def _g_gelu_tanh(x, g, t, u):
     np.multiply(z2, 0.044715, out=z2)
     np.add(z2, 1.0, out=z2)
     np.multiply(z2, u, out=z2)
-    np.multiply(z2, c, out=z2)                     # 2z
+    np.multiply(z2, c, out=z2)  # 2z
     _sigmoid_grad_into(z2, g, t)
     np.multiply(u, u, out=t)
     np.multiply(t, 3 * 0.044715, out=t)
     np.add(t, 1.0, out=t)
-    np.multiply(t, c, out=t)                       # (2z)'
+    np.multiply(t, c, out=t)  # (2z)'
     np.multiply(g, t, out=g)
     np.multiply(g, u, out=g)
     _sigmoid_into(z2, z2, t)
@@ -650,13 +703,13 @@ def _g_squareplus(x, g, t, u, sqrt_b):
         _indicator(g, np.greater(x, 0.0))
         _keep_nan(x, g)
         return
-    np.hypot(x, sqrt_b, out=t)                     # s
+    np.hypot(x, sqrt_b, out=t)  # s
     np.divide(x, t, out=g)
     np.multiply(g, 0.5, out=g)
     np.add(g, 0.5, out=g)
-    np.copyto(g, 1.0, where=np.equal(x, t))        # +inf, or s rounded to x
+    np.copyto(g, 1.0, where=np.equal(x, t))  # +inf, or s rounded to x
     np.subtract(t, x, out=u)
-    np.multiply(u, t, out=u)                       # s (s - x)
+    np.multiply(u, t, out=u)  # s (s - x)
     np.divide(sqrt_b, u, out=u)
     np.multiply(u, sqrt_b * 0.5, out=u)
     np.copyto(g, u, where=np.less(x, 0.0))
@@ -674,16 +727,34 @@ def _g_sparse_sigmoid(x, g, t, u):
 
 
 _GRADS = {
-    "relu": _g_relu, "sigmoid": _g_sigmoid, "softplus": _g_softplus, "softsign": _g_softsign, "tanh": _g_tanh,
-    "selu": _g_selu, "elu": _g_elu, "exponential": _g_exponential, "linear": _g_linear, "relu6": _g_relu6,
-    "leaky_relu": _g_leaky_relu, "silu": _g_silu, "gelu": _g_gelu, "gelu_tanh": _g_gelu_tanh,
-    "hard_sigmoid": _g_hard_sigmoid, "hard_silu": _g_hard_silu, "mish": _g_mish, "log_sigmoid": _g_log_sigmoid,
-    "celu": _g_celu, "hard_tanh": _g_hard_tanh, "hard_shrink": _g_shrink, "soft_shrink": _g_shrink,
-    "tanh_shrink": _g_tanh_shrink, "threshold": _g_threshold, "squareplus": _g_squareplus,
-    "sparse_plus": _g_sparse_plus, "sparse_sigmoid": _g_sparse_sigmoid,
+    "relu": _g_relu,
+    "sigmoid": _g_sigmoid,
+    "softplus": _g_softplus,
+    "softsign": _g_softsign,
+    "tanh": _g_tanh,
+    "selu": _g_selu,
+    "elu": _g_elu,
+    "exponential": _g_exponential,
+    "linear": _g_linear,
+    "relu6": _g_relu6,
+    "leaky_relu": _g_leaky_relu,
+    "silu": _g_silu,
+    "gelu": _g_gelu,
+    "gelu_tanh": _g_gelu_tanh,
+    "hard_sigmoid": _g_hard_sigmoid,
+    "hard_silu": _g_hard_silu,
+    "mish": _g_mish,
+    "log_sigmoid": _g_log_sigmoid,
+    "celu": _g_celu,
+    "hard_tanh": _g_hard_tanh,
+    "hard_shrink": _g_shrink,
+    "soft_shrink": _g_shrink,
+    "tanh_shrink": _g_tanh_shrink,
+    "threshold": _g_threshold,
+    "squareplus": _g_squareplus,
+    "sparse_plus": _g_sparse_plus,
+    "sparse_sigmoid": _g_sparse_sigmoid,
 }
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -774,8 +845,12 @@ def elementwise(op, x, params, out, dtype, stream=None, bias=None):
     if bias is not None:
         return _elementwise_bias(op, x, params, out, dtype, bias)
     n = x.size
-    if (n < PARALLEL_MIN and x.dtype is dtype and x.flags.c_contiguous
-            and (out is None or (out.dtype is dtype and out.flags.c_contiguous))):
+    if (
+        n < PARALLEL_MIN
+        and x.dtype is dtype
+        and x.flags.c_contiguous
+        and (out is None or (out.dtype is dtype and out.flags.c_contiguous))
+    ):
         # The small common call, kept to a few hundred nanoseconds on top of the kernel itself.
         entry = _native.fast_unary(op, dtype)
         if entry:
@@ -893,14 +968,12 @@ def _buffered_elementwise(op, native, x, y, params, compute):
 # Softmax family: rows of the (reduced) axes, several rows per block.
 
 
-
-
 def _merged_axis(shape, axes):
     """``(outer, length, inner)`` when ``axes`` are adjacent, so that a C-contiguous array reshapes
     to 3-D for free and is reduced along its middle axis; ``None`` when they are not."""
     if axes != tuple(range(axes[0], axes[-1] + 1)):
         return None
-    return (math.prod(shape[: axes[0]]), math.prod(shape[axes[0]: axes[-1] + 1]), math.prod(shape[axes[-1] + 1:]))
+    return (math.prod(shape[: axes[0]]), math.prod(shape[axes[0] : axes[-1] + 1]), math.prod(shape[axes[-1] + 1 :]))
 
 
 def _softmax_block(x, y, log, mask):
@@ -1022,6 +1095,7 @@ def _native_softmax_columns(kernel, x3, y3, log):
 def _each_in_parallel(fn, count):
     """fn(0, stop) ... fn(count - 1, stop), one per thread; warnings are off in each (errstate is
     per thread)."""
+
     def body(lo, hi, stop):
         with np.errstate(all="ignore"):
             for k in range(lo, hi):
@@ -1046,8 +1120,14 @@ def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
         if n:
             _softmax_gathered(x, axes, y, _compute_dtype(dtype), log, mask, bias)
         return y
-    if out is None and mask is None and n < PARALLEL_MIN and axes[0] == x.ndim - 1 and x.dtype is dtype \
-            and x.flags.c_contiguous:
+    if (
+        out is None
+        and mask is None
+        and n < PARALLEL_MIN
+        and axes[0] == x.ndim - 1
+        and x.dtype is dtype
+        and x.flags.c_contiguous
+    ):
         # the small common call: one compiled pass over the rows, nothing else
         entry = _native.fast_softmax_rows(dtype)
         if entry and n:
@@ -1060,8 +1140,14 @@ def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
     if n == 0:
         return y
     merged = _merged_axis(x.shape, axes)
-    contiguous = (merged is not None and x.dtype == compute and y.dtype == compute and x.flags.c_contiguous
-                  and y.flags.c_contiguous and not np.may_share_memory(x, y))
+    contiguous = (
+        merged is not None
+        and x.dtype == compute
+        and y.dtype == compute
+        and x.flags.c_contiguous
+        and y.flags.c_contiguous
+        and not np.may_share_memory(x, y)
+    )
     if contiguous:
         outer, length, inner = merged
         x3, y3 = x.reshape(merged), y.reshape(merged)
@@ -1108,7 +1194,7 @@ def _gathered_rows(x, axes, y, compute, rows_fn, mask=None, extra=(), add=None):
     at = None if add is None else np.broadcast_to(add, x.shape).transpose(perm)
     et = [np.broadcast_to(e, x.shape).transpose(perm) for e in extra]
     rest_shape = xt.shape[: len(rest)]
-    length = math.prod(xt.shape[len(rest):])
+    length = math.prod(xt.shape[len(rest) :])
     chunks = list(_row_chunks(rest_shape, max(1, BLOCK // length)))
 
     def run(lo, hi, stop):
@@ -1165,9 +1251,15 @@ def _buffered_map(fn, inputs, y, compute):
     outputs = list(y) if isinstance(y, (list, tuple)) else [y]
     operands = [*inputs, *outputs]
     op_flags = [["readonly", "contig", "aligned"]] * len(inputs) + [["writeonly", "contig", "aligned"]] * len(outputs)
-    it = np.nditer(operands, flags=["external_loop", "buffered", "zerosize_ok", "ranged", "delay_bufalloc"],
-                   op_flags=op_flags, op_dtypes=[compute] * len(operands), casting="unsafe",
-                   buffersize=BLOCK, order="C")
+    it = np.nditer(
+        operands,
+        flags=["external_loop", "buffered", "zerosize_ok", "ranged", "delay_bufalloc"],
+        op_flags=op_flags,
+        op_dtypes=[compute] * len(operands),
+        casting="unsafe",
+        buffersize=BLOCK,
+        order="C",
+    )
 
     def run(lo, hi, stop):
         sub = it.copy()
@@ -1271,7 +1363,7 @@ def _trailing_bias(b, shape, compute):
     core = b.shape
     while core and core[0] == 1:
         core = core[1:]
-    if len(core) > len(shape) or tuple(shape[len(shape) - len(core):]) != tuple(core):
+    if len(core) > len(shape) or tuple(shape[len(shape) - len(core) :]) != tuple(core):
         return None
     return b.reshape(-1)
 
@@ -1316,9 +1408,15 @@ def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
     dy and x (and the bias) once and writes dx, for float32 and float64; float16, integer and
     strided operands go block by block; without the compiled module, the ufunc derivative."""
     n = x.size
-    if (bias is None and n < PARALLEL_MIN and x.dtype is dtype and dy.dtype is dtype
-            and x.flags.c_contiguous and dy.flags.c_contiguous
-            and (out is None or (out.dtype is dtype and out.flags.c_contiguous))):
+    if (
+        bias is None
+        and n < PARALLEL_MIN
+        and x.dtype is dtype
+        and dy.dtype is dtype
+        and x.flags.c_contiguous
+        and dy.flags.c_contiguous
+        and (out is None or (out.dtype is dtype and out.flags.c_contiguous))
+    ):
         # the small common call: no views, no ranges, no wrapper
         entry = _native.fast_grad(op, dtype)
         if entry:
@@ -1333,8 +1431,13 @@ def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
     kernel = _native.grad_kernel(op, compute)
     p4 = tuple(params) + _NO_PARAMS[len(params)]
     flat_bias = None if bias is None else _trailing_bias(bias, x.shape, compute)
-    if (kernel is not None and _contiguous_in(dy, compute) and _contiguous_in(x, compute)
-            and _contiguous_in(dx, compute) and (bias is None or flat_bias is not None)):
+    if (
+        kernel is not None
+        and _contiguous_in(dy, compute)
+        and _contiguous_in(x, compute)
+        and _contiguous_in(dx, compute)
+        and (bias is None or flat_bias is not None)
+    ):
         dyf, xf, dxf = dy.reshape(-1), x.reshape(-1), dx.reshape(-1)
         if bias is None:
             _run_ranges(xf.size, lambda start, end: kernel.grad(dyf, xf, dxf, start, end, *p4))
@@ -1388,9 +1491,14 @@ def softmax_grad(dy, x, axes, out, dtype, *, log, mask=None, bias=None, stream=N
     if dx.size == 0:
         return dx
     merged = _merged_axis(x.shape, axes)
-    if (merged is not None and merged[2] > 1 and mask is None and bias is None
-            and all(_contiguous_in(a, compute) for a in (dy, x, dx))
-            and (columns := _native.columns_grad_kernel(compute)) is not None):
+    if (
+        merged is not None
+        and merged[2] > 1
+        and mask is None
+        and bias is None
+        and all(_contiguous_in(a, compute) for a in (dy, x, dx))
+        and (columns := _native.columns_grad_kernel(compute)) is not None
+    ):
         # along a middle axis of contiguous arrays: the column kernel, no transposing gather
         outer, length, inner = merged
         width = min(_COLUMN_WIDTH, inner)

@@ -28,9 +28,10 @@ Method
   overhead is measured separately: wall time of 200 back-to-back calls / 200 with one sync at the
   end, for gpuact's CuPy and Numba paths, PyTorch eager and the rest (``overhead`` in the JSON).
 * **Bandwidth.** GB/s = (input bytes read + output bytes written) / median time. Each run also
-  measures the same machine's copy at every size it uses, the same way (CPU: the fastest of ``np.copyto``
-  and ``np.positive(x, out=y)``, each on one thread and on gpuact's threads; GPU: the faster of ``cudaMemcpyAsync`` device-to-device
-  and CuPy's copy kernel), plus one large copy (64 MiB on the CPU, up to 1 GiB on the GPU).
+  measures the same machine's copy at every size it uses, the same way (CPU: the fastest of
+  ``np.copyto`` and ``np.positive(x, out=y)``, each on one thread and on gpuact's threads; GPU: the
+  faster of ``cudaMemcpyAsync`` device-to-device and CuPy's copy kernel), plus one large copy
+  (64 MiB on the CPU, up to 1 GiB on the GPU).
   ``frac_of_copy`` is GB/s over the copy **at the same byte size** on the same device;
   ``copy_gbps`` is each device's **peak** copy over the run (``copy_gbps_large`` the large copy).
   A result above 1.1x the same-size copy is physically implausible and is flagged *suspicious*.

@@ -13,14 +13,27 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 # The seed's nine (the tf.keras 2 reference page), then three of Keras 3's.
-DEFAULT_OPS = ("relu", "sigmoid", "softmax", "softplus", "softsign", "tanh", "selu", "elu", "exponential",
-               "gelu", "silu", "log_softmax")
+DEFAULT_OPS = (
+    "relu",
+    "sigmoid",
+    "softmax",
+    "softplus",
+    "softsign",
+    "tanh",
+    "selu",
+    "elu",
+    "exponential",
+    "gelu",
+    "silu",
+    "log_softmax",
+)
 QUICK_OPS = ("relu", "sigmoid", "gelu", "softmax")
 SOFTMAX_OPS = ("softmax", "log_softmax")
 ALL_OPS = DEFAULT_OPS
@@ -57,11 +70,12 @@ def is_bias(op: str) -> bool:
 def is_softmax(op: str) -> bool:
     return base_op(op) in SOFTMAX_OPS
 
+
 DTYPES = ("float16", "float32", "float64")
 
 # Size ladders: every other power of two (4x a rung), so a default run stays short.
-CPU_SIZES = tuple(2**k for k in range(10, 25, 2))          # 2**10 ... 2**24
-GPU_SIZES = tuple(2**k for k in range(10, 29, 2))          # 2**10 ... 2**28
+CPU_SIZES = tuple(2**k for k in range(10, 25, 2))  # 2**10 ... 2**24
+GPU_SIZES = tuple(2**k for k in range(10, 29, 2))  # 2**10 ... 2**28
 QUICK_CPU_SIZES = (2**10, 2**14, 2**18)
 QUICK_GPU_SIZES = (2**10, 2**16, 2**20, 2**24)
 
@@ -203,15 +217,23 @@ def split_input(op: str, a):
     if is_bias(op):
         if is_grad(op):
             rows = (a.shape[0] - 1) // 2
-            return a[:rows], a[rows:2 * rows], a[-1]
+            return a[:rows], a[rows : 2 * rows], a[-1]
         return a[:-1], None, a[-1]
     if is_grad(op):
         return a[0], a[1], None
     return a, None, None
 
 
-def build_training_cases(ops=DEFAULT_OPS, dtypes=("float32",), sizes=CPU_SIZES, rows=SOFTMAX_ROWS,
-                         axes=SOFTMAX_AXES, softmax_limit=1, softmax_max=None, bias=True) -> list[Case]:
+def build_training_cases(
+    ops=DEFAULT_OPS,
+    dtypes=("float32",),
+    sizes=CPU_SIZES,
+    rows=SOFTMAX_ROWS,
+    axes=SOFTMAX_AXES,
+    softmax_limit=1,
+    softmax_max=None,
+    bias=True,
+) -> list[Case]:
     """The backward rows (``<op>:grad``) of ``ops`` and, with ``bias``, the fused-bias rows
     (forward and backward, fused and add-then-activate) at the sizes holding a whole bias row."""
     cases = build_cases(tuple(grad_of(op) for op in ops), dtypes, sizes, rows, axes, softmax_limit, softmax_max)
@@ -225,8 +247,15 @@ def build_training_cases(ops=DEFAULT_OPS, dtypes=("float32",), sizes=CPU_SIZES, 
     return cases
 
 
-def build_cases(ops=DEFAULT_OPS, dtypes=("float32",), sizes=CPU_SIZES, rows=SOFTMAX_ROWS,
-                axes=SOFTMAX_AXES, softmax_limit=SOFTMAX_MAX_SIZES, softmax_max=None) -> list[Case]:
+def build_cases(
+    ops=DEFAULT_OPS,
+    dtypes=("float32",),
+    sizes=CPU_SIZES,
+    rows=SOFTMAX_ROWS,
+    axes=SOFTMAX_AXES,
+    softmax_limit=SOFTMAX_MAX_SIZES,
+    softmax_max=None,
+) -> list[Case]:
     """Every case of the run, in the order they are timed (op, dtype, size).
 
     Softmax-family ops take the sizes at most ``softmax_max`` (when given; all sizes if none is
@@ -440,5 +469,7 @@ def compare(case: Case, got: np.ndarray, x_sample: np.ndarray, gpuact: bool):
     if nbad == 0:
         return True, ""
     i = int(np.flatnonzero(bad.reshape(-1))[0])
-    return False, (f"{nbad} of {bad.size} checked values outside rtol={rtol:g} atol={atol:g}; "
-                   f"first: got {g.reshape(-1)[i]!r}, expected {ref.reshape(-1)[i]!r}")
+    return False, (
+        f"{nbad} of {bad.size} checked values outside rtol={rtol:g} atol={atol:g}; "
+        f"first: got {g.reshape(-1)[i]!r}, expected {ref.reshape(-1)[i]!r}"
+    )

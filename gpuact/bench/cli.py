@@ -23,7 +23,7 @@ OVERHEAD_OPS = ("relu", "sigmoid", "softmax")
 # bare CuPy RawKernel launch on the GPU).
 OVERHEAD_ELEMENTS = 16
 OVERHEAD_SOFTMAX_SHAPE = (32, 32)
-CPU_LARGE_COPY_BYTES = 64 << 20   # "copy_gbps" is also measured at this size at least (DRAM, not cache)
+CPU_LARGE_COPY_BYTES = 64 << 20  # "copy_gbps" is also measured at this size at least (DRAM, not cache)
 GPU_LARGE_COPY_BYTES = 1 << 30
 
 
@@ -31,38 +31,63 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gpuact-bench",
         description="Time gpuact's activations on every available backend (NumPy, CuPy, Numba) against the "
-                    "peers installed here (TensorFlow, PyTorch, JAX, plain NumPy/CuPy expressions).",
+        "peers installed here (TensorFlow, PyTorch, JAX, plain NumPy/CuPy expressions).",
         epilog="Sizes: integers, 2**K, or exponent ranges LO:HI[:STEP] (inclusive), comma-separated, "
-               "e.g. --sizes 10:20:2 or --sizes 2**12,2**20.")
-    p.add_argument("--quick", action="store_true",
-                   help="a short run (fewer ops and sizes, shorter timing): under 30 s on a small CPU-only machine")
+        "e.g. --sizes 10:20:2 or --sizes 2**12,2**20.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short run (fewer ops and sizes, shorter timing): under 30 s on a small CPU-only machine",
+    )
     p.add_argument("--ops", help=f"comma-separated ops (default: {','.join(C.DEFAULT_OPS)})")
-    p.add_argument("--dtype", action="append", dest="dtypes", metavar="DTYPE",
-                   help="float16, float32 or float64; repeat or comma-separate for several (default float32)")
+    p.add_argument(
+        "--dtype",
+        action="append",
+        dest="dtypes",
+        metavar="DTYPE",
+        help="float16, float32 or float64; repeat or comma-separate for several (default float32)",
+    )
     p.add_argument("--sizes", help="element counts for both devices (default CPU 10:24:2, GPU 10:28:2)")
     p.add_argument("--cpu-sizes", help="element counts on the CPU (overrides --sizes there)")
     p.add_argument("--gpu-sizes", help="element counts on the GPU (overrides --sizes there)")
     p.add_argument("--rows", help="softmax row lengths (default 32,1024,4096,65536)")
-    p.add_argument("--softmax-sizes", type=int, metavar="N",
-                   help=f"at most N sizes per softmax row length and axis (default {C.SOFTMAX_MAX_SIZES})")
+    p.add_argument(
+        "--softmax-sizes",
+        type=int,
+        metavar="N",
+        help=f"at most N sizes per softmax row length and axis (default {C.SOFTMAX_MAX_SIZES})",
+    )
     p.add_argument("--backends", help=f"comma-separated subset of {','.join(ALL_BACKENDS)} (default: all found)")
     p.add_argument("--device", choices=("cpu", "gpu", "all"), default="all", help="where to run (default all)")
     p.add_argument("--min-time", type=float, help="CPU: at least this many seconds of samples (default 0.2)")
     p.add_argument("--min-runs", type=int, help="CPU: at least this many samples (default 10)")
-    p.add_argument("--max-time", type=float, help="CPU: stop a case after this many seconds, with at least 3 samples (default 0.5)")
+    p.add_argument(
+        "--max-time", type=float, help="CPU: stop a case after this many seconds, with at least 3 samples (default 0.5)"
+    )
     p.add_argument("--gpu-runs", type=int, help="GPU: samples per case (default 50, at least 50 recommended)")
-    p.add_argument("--backward", action="store_true",
-                   help="only the training rows: gradients (gpuact.backward against TensorFlow's GradientTape, "
-                        "jax.vjp, PyTorch autograd, the composed NumPy/CuPy derivative) and the fused bias "
-                        "(gelu with bias= against add-then-gelu)")
+    p.add_argument(
+        "--backward",
+        action="store_true",
+        help="only the training rows: gradients (gpuact.backward against TensorFlow's GradientTape, "
+        "jax.vjp, PyTorch autograd, the composed NumPy/CuPy derivative) and the fused bias "
+        "(gelu with bias= against add-then-gelu)",
+    )
     p.add_argument("--no-backward", action="store_true", help="no training rows (the forward ops only)")
-    p.add_argument("--dask", action="store_true",
-                   help="only the Dask section: softmax along a chunked axis and gelu on a 2**26-element Dask array "
-                        "(threads, a 2-worker LocalCluster, LocalCUDACluster on a GPU) against the plain dask.array "
-                        "expression and gpuact's NumPy path on the whole array")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS",
-                   help="stop starting new cases after this many seconds (the rest are listed as skipped); "
-                        "the copy and overhead measurements and all outputs are still made")
+    p.add_argument(
+        "--dask",
+        action="store_true",
+        help="only the Dask section: softmax along a chunked axis and gelu on a 2**26-element Dask array "
+        "(threads, a 2-worker LocalCluster, LocalCUDACluster on a GPU) against the plain dask.array "
+        "expression and gpuact's NumPy path on the whole array",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="stop starting new cases after this many seconds (the rest are listed as skipped); "
+        "the copy and overhead measurements and all outputs are still made",
+    )
     p.add_argument("--json", metavar="PATH", help="write every number, with raw samples, as JSON")
     p.add_argument("--plot", metavar="PATH.png", help="GB/s against size per backend, one panel per op")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -77,19 +102,25 @@ class Config:
         dtypes = ",".join(args.dtypes) if args.dtypes else "float32"
         self.dtypes = C.parse_list(dtypes, C.DTYPES, "dtype")
         both = C.parse_sizes(args.sizes) if args.sizes else None
-        self.cpu_sizes = (C.parse_sizes(args.cpu_sizes) if args.cpu_sizes else
-                          both or (C.QUICK_CPU_SIZES if q else C.CPU_SIZES))
-        self.gpu_sizes = (C.parse_sizes(args.gpu_sizes) if args.gpu_sizes else
-                          both or (C.QUICK_GPU_SIZES if q else C.GPU_SIZES))
-        self.rows = (tuple(int(r) for r in C.parse_sizes(args.rows)) if args.rows else
-                     (C.QUICK_SOFTMAX_ROWS if q else C.SOFTMAX_ROWS))
+        self.cpu_sizes = (
+            C.parse_sizes(args.cpu_sizes) if args.cpu_sizes else both or (C.QUICK_CPU_SIZES if q else C.CPU_SIZES)
+        )
+        self.gpu_sizes = (
+            C.parse_sizes(args.gpu_sizes) if args.gpu_sizes else both or (C.QUICK_GPU_SIZES if q else C.GPU_SIZES)
+        )
+        self.rows = (
+            tuple(int(r) for r in C.parse_sizes(args.rows))
+            if args.rows
+            else (C.QUICK_SOFTMAX_ROWS if q else C.SOFTMAX_ROWS)
+        )
         self.softmax_limit = args.softmax_sizes or (1 if q else C.SOFTMAX_MAX_SIZES)
         self.backends = C.parse_list(args.backends, ALL_BACKENDS, "backend") if args.backends else None
         self.devices = ("cpu", "gpu") if args.device == "all" else (args.device,)
         self.cpu_budget = timing.CpuBudget(
             min_time=args.min_time if args.min_time is not None else (0.02 if q else 0.2),
             min_runs=args.min_runs if args.min_runs is not None else (5 if q else 10),
-            max_time=args.max_time if args.max_time is not None else (0.2 if q else 0.5))
+            max_time=args.max_time if args.max_time is not None else (0.2 if q else 0.5),
+        )
         self.gpu_budget = timing.GpuBudget(runs=args.gpu_runs or 50)
         self.time_budget = args.time_budget
         if args.backward and args.no_backward:
@@ -103,13 +134,23 @@ class Config:
 
     def as_dict(self):
         return {
-            "ops": list(self.ops), "dtypes": list(self.dtypes), "cpu_sizes": list(self.cpu_sizes),
-            "gpu_sizes": list(self.gpu_sizes), "softmax_rows": list(self.rows), "softmax_axes": list(C.SOFTMAX_AXES),
-            "softmax_sizes_per_row": self.softmax_limit, "softmax_cpu_max": C.SOFTMAX_CPU_MAX,
-            "cpu_timing": vars(self.cpu_budget), "gpu_timing": vars(self.gpu_budget),
-            "suspicious_above_frac_of_copy": SUSPICIOUS_FRAC, "time_budget_s": self.time_budget,
-            "forward": self.forward, "train_ops": list(self.train_ops), "train_cpu_sizes": list(self.train_cpu_sizes),
-            "train_gpu_sizes": list(self.train_gpu_sizes), "train_rows": list(self.train_rows),
+            "ops": list(self.ops),
+            "dtypes": list(self.dtypes),
+            "cpu_sizes": list(self.cpu_sizes),
+            "gpu_sizes": list(self.gpu_sizes),
+            "softmax_rows": list(self.rows),
+            "softmax_axes": list(C.SOFTMAX_AXES),
+            "softmax_sizes_per_row": self.softmax_limit,
+            "softmax_cpu_max": C.SOFTMAX_CPU_MAX,
+            "cpu_timing": vars(self.cpu_budget),
+            "gpu_timing": vars(self.gpu_budget),
+            "suspicious_above_frac_of_copy": SUSPICIOUS_FRAC,
+            "time_budget_s": self.time_budget,
+            "forward": self.forward,
+            "train_ops": list(self.train_ops),
+            "train_cpu_sizes": list(self.train_cpu_sizes),
+            "train_gpu_sizes": list(self.train_gpu_sizes),
+            "train_rows": list(self.train_rows),
         }
 
 
@@ -134,9 +175,16 @@ def main(argv=None) -> int:
 
         entries = dask_bench.run(out, gpu="gpu" in cfg.devices and gpu_unusable() is None)
         if args.json:
-            report.write_json({"schema": SCHEMA, "machine": machine_info(), "dask": entries,
-                               "wall_s": round(time.perf_counter() - started, 3),
-                               "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}, args.json)
+            report.write_json(
+                {
+                    "schema": SCHEMA,
+                    "machine": machine_info(),
+                    "dask": entries,
+                    "wall_s": round(time.perf_counter() - started, 3),
+                    "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                },
+                args.json,
+            )
             out.note(f"JSON written to {args.json}")
         return 0 if entries else 1
     impls, statuses = discover(cfg.backends, cfg.devices, need_x64="float64" in cfg.dtypes)
@@ -180,18 +228,39 @@ class Run:
         cfg = self.cfg
         cpu_cases, gpu_cases = [], []
         if cfg.forward:
-            cpu_cases = C.build_cases(cfg.ops, cfg.dtypes, cfg.cpu_sizes, cfg.rows, C.SOFTMAX_AXES,
-                                      cfg.softmax_limit, softmax_max=C.SOFTMAX_CPU_MAX) if self.cpu else []
-            gpu_cases = C.build_cases(cfg.ops, cfg.dtypes, cfg.gpu_sizes, cfg.rows, C.SOFTMAX_AXES,
-                                      cfg.softmax_limit) if self.gpu else []
+            cpu_cases = (
+                C.build_cases(
+                    cfg.ops,
+                    cfg.dtypes,
+                    cfg.cpu_sizes,
+                    cfg.rows,
+                    C.SOFTMAX_AXES,
+                    cfg.softmax_limit,
+                    softmax_max=C.SOFTMAX_CPU_MAX,
+                )
+                if self.cpu
+                else []
+            )
+            gpu_cases = (
+                C.build_cases(cfg.ops, cfg.dtypes, cfg.gpu_sizes, cfg.rows, C.SOFTMAX_AXES, cfg.softmax_limit)
+                if self.gpu
+                else []
+            )
         if cfg.train_ops:
             bias = "gelu" in cfg.ops
             if self.cpu:
-                cpu_cases += C.build_training_cases(cfg.train_ops, cfg.dtypes, cfg.train_cpu_sizes, cfg.train_rows,
-                                                    softmax_max=C.SOFTMAX_CPU_MAX, bias=bias)
+                cpu_cases += C.build_training_cases(
+                    cfg.train_ops,
+                    cfg.dtypes,
+                    cfg.train_cpu_sizes,
+                    cfg.train_rows,
+                    softmax_max=C.SOFTMAX_CPU_MAX,
+                    bias=bias,
+                )
             if self.gpu:
-                gpu_cases += C.build_training_cases(cfg.train_ops, cfg.dtypes, cfg.train_gpu_sizes, cfg.train_rows,
-                                                    bias=bias)
+                gpu_cases += C.build_training_cases(
+                    cfg.train_ops, cfg.dtypes, cfg.train_gpu_sizes, cfg.train_rows, bias=bias
+                )
         total = len(cpu_cases) * len(self.cpu) + len(gpu_cases) * len(self.gpu)
         with self.out.progress(total, enabled=self.progress) as tick:
             self._copies(cpu_cases, gpu_cases)
@@ -407,8 +476,10 @@ class Run:
 
     def _derive(self):
         copy = {(c["device"], c["bytes"]): c["gbps"] for c in self.copies}
-        times = {(r["op"], r["dtype"], tuple(r["shape"]), r["axis"], r["device"], r["backend"]): r["median_s"]
-                 for r in self.results}
+        times = {
+            (r["op"], r["dtype"], tuple(r["shape"]), r["axis"], r["device"], r["backend"]): r["median_s"]
+            for r in self.results
+        }
         for r in self.results:
             key = (r["op"], r["dtype"], tuple(r["shape"]), r["axis"])
             nbytes = r["elements"] * np.dtype(r["dtype"]).itemsize
@@ -434,7 +505,8 @@ class Run:
         suspicious = [
             f"{r['op']} {r['dtype']} {r['shape']} axis={r['axis']} {r['backend']}@{r['device']}: "
             f"{r['gbps']:.1f} GB/s = {r['frac_of_copy']:.2f}x the copy at that size"
-            for r in self.results if r["suspicious"]
+            for r in self.results
+            if r["suspicious"]
         ]
         return {
             "schema": SCHEMA,
@@ -457,21 +529,21 @@ class Run:
 
 METHOD = {
     "gbps": "bytes moved (input read once + output written once; a gradient: x and dy read, dx written) "
-            "/ median time / 1e9",
+    "/ median time / 1e9",
     "frac_of_copy": "gbps / the copy bandwidth measured in this run at the same byte size and device",
     "copy_gbps": "peak copy bandwidth of the run per device (max over the sizes in 'copy'); "
-                 "copy_gbps_large is the copy at the largest size (CPU >= 64 MiB, GPU up to 1 GiB)",
+    "copy_gbps_large is the copy at the largest size (CPU >= 64 MiB, GPU up to 1 GiB)",
     "speedup_vs_numpy": "median time of gpuact's numpy backend on the same case / this median time",
     "cpu_timing": "perf_counter_ns per call after a warm-up; samples until >= min_runs and >= min_time, "
-                  "bounded by max_runs and max_time",
+    "bounded by max_runs and max_time",
     "gpu_timing": "CUDA events around each call on the op's stream (cupy.cuda.Event; torch.cuda.Event for torch), "
-                  "no host sync between calls, inputs rotated over >= 2x L2; jax: wall clock + block_until_ready",
+    "no host sync between calls, inputs rotated over >= 2x L2; jax: wall clock + block_until_ready",
     "check": "every result is compared with a float64 NumPy reference before it is timed (all elements up to "
-             "2**20, else a deterministic sample of whole slices); gpuact within the contract's tolerances, "
-             "peers 10x looser",
+    "2**20, else a deterministic sample of whole slices); gpuact within the contract's tolerances, "
+    "peers 10x looser",
     "overhead": "wall time of 200 back-to-back calls / 200 with one sync at the end, median of 5; elementwise at "
-                "16 elements, softmax at 32x32; vs_reference = gpuact / (CPU: the plain NumPy expression, "
-                "numpy-naive; GPU: a bare CuPy RawKernel launch, cupy-launch), added_s = the difference",
+    "16 elements, softmax at 32x32; vs_reference = gpuact / (CPU: the plain NumPy expression, "
+    "numpy-naive; GPU: a bare CuPy RawKernel launch, cupy-launch), added_s = the difference",
 }
 
 
@@ -486,28 +558,57 @@ def _by_bytes(keys):
 def _copy_entry(device, key, t, method):
     dtype, n = key
     nbytes = n * np.dtype(dtype).itemsize
-    return {"device": device, "dtype": dtype, "elements": n, "bytes": nbytes, "method": method,
-            "median_s": t.median, "min_s": t.min, "max_s": t.max, "samples_s": t.samples,
-            "gbps": 2 * nbytes / t.median / 1e9}
+    return {
+        "device": device,
+        "dtype": dtype,
+        "elements": n,
+        "bytes": nbytes,
+        "method": method,
+        "median_s": t.median,
+        "min_s": t.min,
+        "max_s": t.max,
+        "samples_s": t.samples,
+        "gbps": 2 * nbytes / t.median / 1e9,
+    }
 
 
 def _result(case, impl, ok, t, msg):
     timed = ok and t is not None
     return {
-        "op": case.op, "dtype": case.dtype, "shape": list(case.shape), "axis": case.axis,
-        "elements": case.elements, "device": impl.device, "backend": impl.backend, "correct": bool(ok),
-        "median_s": t.median if timed else None, "min_s": t.min if timed else None,
-        "max_s": t.max if timed else None, "samples_s": t.samples if timed else None,
+        "op": case.op,
+        "dtype": case.dtype,
+        "shape": list(case.shape),
+        "axis": case.axis,
+        "elements": case.elements,
+        "device": impl.device,
+        "backend": impl.backend,
+        "correct": bool(ok),
+        "median_s": t.median if timed else None,
+        "min_s": t.min if timed else None,
+        "max_s": t.max if timed else None,
+        "samples_s": t.samples if timed else None,
         "gbps": case.bytes_moved / t.median / 1e9 if timed else None,
-        "frac_of_copy": None, "speedup_vs_numpy": None,
+        "frac_of_copy": None,
+        "speedup_vs_numpy": None,
         "error": msg or None,
     }
 
 
 def _overhead_entry(case, device, backend, t):
-    return {"op": case.op, "dtype": case.dtype, "shape": list(case.shape), "axis": case.axis,
-            "elements": case.elements, "device": device, "backend": backend, "calls": 200,
-            "median_s": t.median, "min_s": t.min, "max_s": t.max, "samples_s": t.samples}
+    return {
+        "op": case.op,
+        "dtype": case.dtype,
+        "shape": list(case.shape),
+        "axis": case.axis,
+        "elements": case.elements,
+        "device": device,
+        "backend": backend,
+        "calls": 200,
+        "median_s": t.median,
+        "min_s": t.min,
+        "max_s": t.max,
+        "samples_s": t.samples,
+    }
 
 
 # the per-call reference each device's gpuact rows are held against
@@ -518,18 +619,24 @@ def _overhead_ratios(entries):
     """``vs_reference``: a gpuact call's time over its reference's in the same run (CPU: the plain
     NumPy expression; GPU: a bare CuPy launch, also as ``added_s``, the host time gpuact adds)."""
     for e in entries:
-        ref = next((r for r in entries if r["op"] == e["op"] and r["device"] == e["device"]
-                    and r["backend"] == OVERHEAD_REFERENCE[e["device"]]), None)
+        ref = next(
+            (
+                r
+                for r in entries
+                if r["op"] == e["op"] and r["device"] == e["device"] and r["backend"] == OVERHEAD_REFERENCE[e["device"]]
+            ),
+            None,
+        )
         if ref is None or e["backend"] not in ("numpy", "cupy", "numba"):
             continue
         e["vs_reference"] = e["median_s"] / ref["median_s"]
         e["added_s"] = e["median_s"] - ref["median_s"]
 
 
-_NOOP_SOURCE = '''extern "C" __global__ void gpuact_bench_noop(const float* x, float* y, long long n) {
+_NOOP_SOURCE = """extern "C" __global__ void gpuact_bench_noop(const float* x, float* y, long long n) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = x[i];
-}'''
+}"""
 
 
 def _bare_cupy_launch(x):
@@ -550,8 +657,16 @@ def _bare_cupy_launch(x):
 
 
 def _error_entry(case, impl, kind, text):
-    return {"op": case.op, "dtype": case.dtype, "shape": list(case.shape), "axis": case.axis,
-            "device": impl.device, "backend": impl.backend, "status": kind, "message": text}
+    return {
+        "op": case.op,
+        "dtype": case.dtype,
+        "shape": list(case.shape),
+        "axis": case.axis,
+        "device": impl.device,
+        "backend": impl.backend,
+        "status": kind,
+        "message": text,
+    }
 
 
 def _cpu_model() -> str:

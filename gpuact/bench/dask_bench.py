@@ -66,8 +66,12 @@ def _configurations(gpu: bool):
 
     @contextlib.contextmanager
     def local():
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                      dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        with (
+            distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
             yield client
 
     yield "LocalCluster(2 workers)", local
@@ -112,8 +116,7 @@ def run(out, gpu: bool = False) -> list[dict]:
                 from distributed import wait
 
                 wait(x)
-            ways = {"gpuact": {"softmax": lambda a: gpuact.softmax(a, axis=0), "gelu": gpuact.gelu},
-                    "dask": plain}
+            ways = {"gpuact": {"softmax": lambda a: gpuact.softmax(a, axis=0), "gelu": gpuact.gelu}, "dask": plain}
             for op in ("softmax", "gelu"):
                 for way, table in ways.items():
                     tasks = len(table[op](x).__dask_graph__())
@@ -130,22 +133,47 @@ def run(out, gpu: bool = False) -> list[dict]:
                         del result
 
                     median, samples = _time(compute)
-                    entries.append({"config": config, "op": op, "way": way, "elements": ELEMENTS,
-                                    "chunks": [CHUNK_ROWS, COLUMNS], "median_s": median, "samples_s": samples,
-                                    "vs_single_array": single_times[op] / median, "tasks": tasks})
+                    entries.append(
+                        {
+                            "config": config,
+                            "op": op,
+                            "way": way,
+                            "elements": ELEMENTS,
+                            "chunks": [CHUNK_ROWS, COLUMNS],
+                            "median_s": median,
+                            "samples_s": samples,
+                            "vs_single_array": single_times[op] / median,
+                            "tasks": tasks,
+                        }
+                    )
     for op, t in single_times.items():
-        entries.append({"config": "single array", "op": op, "way": "gpuact (NumPy path)", "elements": ELEMENTS,
-                        "chunks": None, "median_s": t, "samples_s": None, "vs_single_array": 1.0, "tasks": None})
+        entries.append(
+            {
+                "config": "single array",
+                "op": op,
+                "way": "gpuact (NumPy path)",
+                "elements": ELEMENTS,
+                "chunks": None,
+                "median_s": t,
+                "samples_s": None,
+                "vs_single_array": 1.0,
+                "tasks": None,
+            }
+        )
     _print(entries)
     return entries
 
 
 def _print(entries):
-    print(f"Dask: softmax along axis 0 and gelu on a {ELEMENTS // COLUMNS}x{COLUMNS} float32 array "
-          f"({ELEMENTS // (CHUNK_ROWS * COLUMNS)} chunks of {CHUNK_ROWS}x{COLUMNS}); 'of single' = the single-array "
-          "NumPy-path time / this time")
+    print(
+        f"Dask: softmax along axis 0 and gelu on a {ELEMENTS // COLUMNS}x{COLUMNS} float32 array "
+        f"({ELEMENTS // (CHUNK_ROWS * COLUMNS)} chunks of {CHUNK_ROWS}x{COLUMNS}); 'of single' = the single-array "
+        "NumPy-path time / this time"
+    )
     print(f"  {'configuration':<24} {'op':<8} {'way':<22} {'median':>9} {'of single':>10} {'tasks':>6}")
     for e in entries:
         tasks = "-" if e["tasks"] is None else str(e["tasks"])
-        print(f"  {e['config']:<24} {e['op']:<8} {e['way']:<22} {e['median_s'] * 1e3:8.1f}ms "
-              f"{e['vs_single_array']:9.2f}x {tasks:>6}")
+        print(
+            f"  {e['config']:<24} {e['op']:<8} {e['way']:<22} {e['median_s'] * 1e3:8.1f}ms "
+            f"{e['vs_single_array']:9.2f}x {tasks:>6}"
+        )

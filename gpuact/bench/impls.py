@@ -26,8 +26,9 @@ import importlib.util
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -63,11 +64,11 @@ class Impl:
     device: str
     gpuact: bool
     timer: str
-    _make: Any = None                                 # (op, axis) -> callable(x) -> y
-    _wrap: Callable[..., Any] | None = None           # host ndarray (cpu) / cupy array (gpu) -> native input
-    _to_array: Callable[..., Any] | None = None       # native output -> np.ndarray (cpu) / cupy.ndarray (gpu)
-    _sync: Callable[..., Any] | None = None           # y -> None: waits until y is computed (overhead loop)
-    _supports: Callable[..., Any] | None = None       # Case -> reason or None
+    _make: Any = None  # (op, axis) -> callable(x) -> y
+    _wrap: Callable[..., Any] | None = None  # host ndarray (cpu) / cupy array (gpu) -> native input
+    _to_array: Callable[..., Any] | None = None  # native output -> np.ndarray (cpu) / cupy.ndarray (gpu)
+    _sync: Callable[..., Any] | None = None  # y -> None: waits until y is computed (overhead loop)
+    _supports: Callable[..., Any] | None = None  # Case -> reason or None
     _cache: dict = field(default_factory=dict)
 
     def function(self, case: Case):
@@ -120,8 +121,8 @@ def _training(op, axis, make_forward, make_grad=None, fused_bias=False):
         return lambda a: f(a[:-1] + a[-1])
     g = make_grad(base, axis, bias=True) if fused else make_grad(base, axis)
     if fused:
-        return lambda a: g(a[: (a.shape[0] - 1) // 2], a[(a.shape[0] - 1) // 2: -1], a[-1])
-    return lambda a: g(a[: (a.shape[0] - 1) // 2] + a[-1], a[(a.shape[0] - 1) // 2: -1])
+        return lambda a: g(a[: (a.shape[0] - 1) // 2], a[(a.shape[0] - 1) // 2 : -1], a[-1])
+    return lambda a: g(a[: (a.shape[0] - 1) // 2] + a[-1], a[(a.shape[0] - 1) // 2 : -1])
 
 
 def _gpuact_fn(op, axis):
@@ -149,16 +150,22 @@ def _gpuact_fn(op, axis):
 
 def _naive(xp, special, op, axis):
     """The expression a user would write in NumPy/CuPy, no gpuact involved."""
-    return _training(op, axis, lambda base, axis: _naive_forward(xp, special, base, axis),
-                     lambda base, axis: _naive_grad(xp, special, base, axis))
+    return _training(
+        op,
+        axis,
+        lambda base, axis: _naive_forward(xp, special, base, axis),
+        lambda base, axis: _naive_grad(xp, special, base, axis),
+    )
 
 
 def _naive_grad(xp, special, op, axis):
     """dy * f'(x) composed of the module's own operations (one pass per step)."""
+
     def sig(x):
         return 1 / (1 + xp.exp(-x))
 
     if op in SOFTMAX_OPS:
+
         def softmax(x):
             z = xp.exp(x - x.max(axis=axis, keepdims=True))
             return z / z.sum(axis=axis, keepdims=True)
@@ -186,8 +193,9 @@ def _naive_grad(xp, special, op, axis):
         if special is None:
             raise NotImplementedError("naive gelu needs scipy.special.erf (pip install scipy)")
         erf = special.erf
-        return lambda x, dy: dy * (0.5 * (1 + erf(x * (1 / math.sqrt(2))))
-                                   + x * xp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi)))
+        return lambda x, dy: (
+            dy * (0.5 * (1 + erf(x * (1 / math.sqrt(2)))) + x * xp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi)))
+        )
     return table[op]
 
 
@@ -249,8 +257,15 @@ def _torch_forward(op, axis):
     import torch.nn.functional as F
 
     table = {
-        "relu": F.relu, "sigmoid": torch.sigmoid, "softplus": F.softplus, "softsign": F.softsign,
-        "tanh": torch.tanh, "selu": F.selu, "elu": F.elu, "exponential": torch.exp, "gelu": F.gelu,
+        "relu": F.relu,
+        "sigmoid": torch.sigmoid,
+        "softplus": F.softplus,
+        "softsign": F.softsign,
+        "tanh": torch.tanh,
+        "selu": F.selu,
+        "elu": F.elu,
+        "exponential": torch.exp,
+        "gelu": F.gelu,
         "silu": F.silu,
     }
     if op == "softmax":
@@ -264,6 +279,7 @@ def _jax_fn(op, axis, block: bool):
     import jax
 
     if C.is_grad(op) or C.is_bias(op):
+
         def forward(base, axis):
             return _jax_table(base, axis)
 
@@ -284,8 +300,15 @@ def _jax_table(op, axis):
     import jax.numpy as jnp
 
     table = {
-        "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "softplus": jax.nn.softplus, "softsign": jax.nn.soft_sign,
-        "tanh": jnp.tanh, "selu": jax.nn.selu, "elu": jax.nn.elu, "exponential": jnp.exp, "silu": jax.nn.silu,
+        "relu": jax.nn.relu,
+        "sigmoid": jax.nn.sigmoid,
+        "softplus": jax.nn.softplus,
+        "softsign": jax.nn.soft_sign,
+        "tanh": jnp.tanh,
+        "selu": jax.nn.selu,
+        "elu": jax.nn.elu,
+        "exponential": jnp.exp,
+        "silu": jax.nn.silu,
         "gelu": functools.partial(jax.nn.gelu, approximate=False),  # jax's default is the tanh form
         "softmax": functools.partial(jax.nn.softmax, axis=axis),
         "log_softmax": functools.partial(jax.nn.log_softmax, axis=axis),
@@ -409,17 +432,29 @@ def discover(selected=None, devices=("cpu", "gpu"), need_x64=False):
     add("numba", "gpu", _gpuact_numba, numba_reason)
     add("cupy-naive", "gpu", _cupy_naive, gpu_reason)
     add("torch", "gpu", _torch_gpu, gpu_reason or (None if _installed("torch") else "torch is not installed"))
-    add("jax", "gpu", lambda: _jax_impl("gpu", need_x64), gpu_reason or (None if _installed("jax") else "jax is not installed"))
-    add("gpuact-torch", "gpu", lambda: _gpuact_torch("gpu"),
-        gpu_reason or (None if _installed("torch") else "torch is not installed"))
+    add(
+        "jax",
+        "gpu",
+        lambda: _jax_impl("gpu", need_x64),
+        gpu_reason or (None if _installed("jax") else "jax is not installed"),
+    )
+    add(
+        "gpuact-torch",
+        "gpu",
+        lambda: _gpuact_torch("gpu"),
+        gpu_reason or (None if _installed("torch") else "torch is not installed"),
+    )
     statuses.append(Status("tensorflow", "gpu", False, "tensorflow is timed on the CPU only"))
     return impls, statuses
 
 
 def _describe(impl: Impl) -> str:
-    return {"cpu": "perf_counter_ns", "cuda-event": "CUDA events (cupy.cuda.Event)",
-            "torch-event": "CUDA events (torch.cuda.Event)",
-            "wall-sync": "wall clock + block_until_ready"}[impl.timer]
+    return {
+        "cpu": "perf_counter_ns",
+        "cuda-event": "CUDA events (cupy.cuda.Event)",
+        "torch-event": "CUDA events (torch.cuda.Event)",
+        "wall-sync": "wall clock + block_until_ready",
+    }[impl.timer]
 
 
 def _numpy_naive():
@@ -438,8 +473,7 @@ def _numpy_naive():
 def _torch_cpu():
     import torch
 
-    return Impl("torch", "cpu", False, "cpu", _make=_torch_fn, _wrap=torch.from_numpy,
-                _to_array=lambda y: y.numpy())
+    return Impl("torch", "cpu", False, "cpu", _make=_torch_fn, _wrap=torch.from_numpy, _to_array=lambda y: y.numpy())
 
 
 def _jax_impl(device, need_x64):
@@ -455,9 +489,16 @@ def _jax_impl(device, need_x64):
     except RuntimeError as exc:
         raise RuntimeError(f"jax has no {device} device ({str(exc).splitlines()[0]})") from None
     if device == "cpu":
-        return Impl("jax", "cpu", False, "cpu", _make=lambda op, axis: _jax_fn(op, axis, block=True),
-                    _wrap=lambda a: jax.device_put(a, dev), _to_array=np.asarray,
-                    _sync=lambda y: y.block_until_ready())
+        return Impl(
+            "jax",
+            "cpu",
+            False,
+            "cpu",
+            _make=lambda op, axis: _jax_fn(op, axis, block=True),
+            _wrap=lambda a: jax.device_put(a, dev),
+            _to_array=np.asarray,
+            _sync=lambda y: y.block_until_ready(),
+        )
     import cupy
 
     def wrap(a):
@@ -466,8 +507,16 @@ def _jax_impl(device, need_x64):
         except Exception:
             return jax.device_put(cupy.asnumpy(a), dev)
 
-    return Impl("jax", "gpu", False, "wall-sync", _make=lambda op, axis: _jax_fn(op, axis, block=False),
-                _wrap=wrap, _to_array=lambda y: cupy.from_dlpack(y), _sync=lambda y: y.block_until_ready())
+    return Impl(
+        "jax",
+        "gpu",
+        False,
+        "wall-sync",
+        _make=lambda op, axis: _jax_fn(op, axis, block=False),
+        _wrap=wrap,
+        _to_array=lambda y: cupy.from_dlpack(y),
+        _sync=lambda y: y.block_until_ready(),
+    )
 
 
 def _tf_cpu():
@@ -508,16 +557,30 @@ def _gpuact_numba():
     if not cuda.is_available():
         raise RuntimeError("numba sees no usable CUDA GPU")
     # A Numba device array viewing the CuPy buffer: the same type cuda.to_device returns, no copy.
-    return Impl("numba", "gpu", True, "cuda-event", _make=_gpuact_fn, _wrap=cuda.as_cuda_array,
-                _to_array=cupy.asarray, _sync=_cupy_sync)
+    return Impl(
+        "numba",
+        "gpu",
+        True,
+        "cuda-event",
+        _make=_gpuact_fn,
+        _wrap=cuda.as_cuda_array,
+        _to_array=cupy.asarray,
+        _sync=_cupy_sync,
+    )
 
 
 def _cupy_naive():
     import cupy
     import cupyx.scipy.special as special
 
-    return Impl("cupy-naive", "gpu", False, "cuda-event", _make=lambda op, axis: _naive(cupy, special, op, axis),
-                _sync=_cupy_sync)
+    return Impl(
+        "cupy-naive",
+        "gpu",
+        False,
+        "cuda-event",
+        _make=lambda op, axis: _naive(cupy, special, op, axis),
+        _sync=_cupy_sync,
+    )
 
 
 def _torch_gpu():
@@ -527,9 +590,16 @@ def _torch_gpu():
         raise RuntimeError("torch was built without CUDA or sees no GPU")
     import cupy
 
-    return Impl("torch", "gpu", False, "torch-event", _make=_torch_fn,
-                _wrap=lambda a: torch.as_tensor(a, device="cuda"), _to_array=cupy.asarray,
-                _sync=lambda y: torch.cuda.synchronize())
+    return Impl(
+        "torch",
+        "gpu",
+        False,
+        "torch-event",
+        _make=_torch_fn,
+        _wrap=lambda a: torch.as_tensor(a, device="cuda"),
+        _to_array=cupy.asarray,
+        _sync=lambda y: torch.cuda.synchronize(),
+    )
 
 
 def _gpuact_torch(device):
@@ -561,13 +631,29 @@ def _gpuact_torch(device):
         return None if C.is_grad(case.op) and not C.is_bias(case.op) else "gpuact-torch runs the training rows only"
 
     if device == "cpu":
-        return Impl("gpuact-torch", "cpu", False, "cpu", _make=make, _wrap=torch.from_numpy,
-                    _to_array=lambda y: y.numpy(), _supports=supports)
+        return Impl(
+            "gpuact-torch",
+            "cpu",
+            False,
+            "cpu",
+            _make=make,
+            _wrap=torch.from_numpy,
+            _to_array=lambda y: y.numpy(),
+            _supports=supports,
+        )
     import cupy
 
-    return Impl("gpuact-torch", "gpu", False, "torch-event", _make=make,
-                _wrap=lambda a: torch.as_tensor(a, device="cuda"), _to_array=cupy.asarray,
-                _sync=lambda y: torch.cuda.synchronize(), _supports=supports)
+    return Impl(
+        "gpuact-torch",
+        "gpu",
+        False,
+        "torch-event",
+        _make=make,
+        _wrap=lambda a: torch.as_tensor(a, device="cuda"),
+        _to_array=cupy.asarray,
+        _sync=lambda y: torch.cuda.synchronize(),
+        _supports=supports,
+    )
 
 
 def library_versions() -> dict:
@@ -577,8 +663,24 @@ def library_versions() -> dict:
         from importlib.metadata import PackageNotFoundError, version
     except ImportError:  # pragma: no cover
         return out
-    for dist in ("gpuact", "numpy", "scipy", "cupy-cuda12x", "cupy-cuda13x", "cupy", "numba", "numba-cuda",
-                 "torch", "jax", "jaxlib", "tensorflow", "tensorflow-cpu", "keras", "matplotlib", "rich"):
+    for dist in (
+        "gpuact",
+        "numpy",
+        "scipy",
+        "cupy-cuda12x",
+        "cupy-cuda13x",
+        "cupy",
+        "numba",
+        "numba-cuda",
+        "torch",
+        "jax",
+        "jaxlib",
+        "tensorflow",
+        "tensorflow-cpu",
+        "keras",
+        "matplotlib",
+        "rich",
+    ):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:

@@ -59,23 +59,46 @@ def case_label(r) -> str:
     return f"{'x'.join(map(str, r['shape']))} ax{r['axis']}"
 
 
-HEADERS = ("op", "dtype", "size / shape", "dev", "backend", "median", "GB/s", "of copy",
-           "vs numpy", "vs torch", "vs jax")
+HEADERS = (
+    "op",
+    "dtype",
+    "size / shape",
+    "dev",
+    "backend",
+    "median",
+    "GB/s",
+    "of copy",
+    "vs numpy",
+    "vs torch",
+    "vs jax",
+)
 
 
 def _rows(doc):
     order = {op: i for i, op in enumerate(doc["config"]["ops"])}
     backend_order = ("numpy", "cupy", "numba", "numpy-naive", "cupy-naive", "torch", "jax", "tensorflow")
-    results = sorted(doc["results"], key=lambda r: (
-        order.get(r["op"], 99), r["dtype"], r["axis"] is not None and r["axis"] != -1, r["axis"] is not None and
-        r["shape"][r["axis"]], r["elements"], r["device"] != "cpu",
-        backend_order.index(r["backend"]) if r["backend"] in backend_order else 99))
+    results = sorted(
+        doc["results"],
+        key=lambda r: (
+            order.get(r["op"], 99),
+            r["dtype"],
+            r["axis"] is not None and r["axis"] != -1,
+            r["axis"] is not None and r["shape"][r["axis"]],
+            r["elements"],
+            r["device"] != "cpu",
+            backend_order.index(r["backend"]) if r["backend"] in backend_order else 99,
+        ),
+    )
     for r in results:
         if r["correct"]:
-            cells = (fmt_time(r["median_s"]), fmt_gbps(r["gbps"]),
-                     fmt_ratio(r["frac_of_copy"]) + (" !" if r.get("suspicious") else ""),
-                     fmt_ratio(r["speedup_vs_numpy"]), fmt_ratio(r.get("speedup_vs_torch")),
-                     fmt_ratio(r.get("speedup_vs_jax")))
+            cells = (
+                fmt_time(r["median_s"]),
+                fmt_gbps(r["gbps"]),
+                fmt_ratio(r["frac_of_copy"]) + (" !" if r.get("suspicious") else ""),
+                fmt_ratio(r["speedup_vs_numpy"]),
+                fmt_ratio(r.get("speedup_vs_torch")),
+                fmt_ratio(r.get("speedup_vs_jax")),
+            )
         else:
             cells = ("WRONG", "-", "-", "-", "-", "-")
         yield r, (r["op"], r["dtype"], case_label(r), r["device"], r["backend"], *cells)
@@ -113,8 +136,14 @@ class Output:
         if self.rich is not None and self.err.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            with Progress(TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=self.err, transient=True) as bar:
+            with Progress(
+                TextColumn("{task.description:<44}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.err,
+                transient=True,
+            ) as bar:
                 task = bar.add_task("benchmark", total=total)
 
                 def tick(text):
@@ -137,22 +166,28 @@ class Output:
 
     def table(self, doc):
         rows = list(_rows(doc))
-        title = ("gpuact-bench: median per call; GB/s = (input + output bytes) / median; "
-                 "'of copy' = GB/s / same-size copy; 'vs X' = X's time / this time (> 1: faster)")
+        title = (
+            "gpuact-bench: median per call; GB/s = (input + output bytes) / median; "
+            "'of copy' = GB/s / same-size copy; 'vs X' = X's time / this time (> 1: faster)"
+        )
         if self.rich is not None:
             from rich.table import Table
 
             table = Table(title=title, title_justify="left", show_lines=False, pad_edge=False)
             for h in HEADERS:
-                table.add_column(h, justify="right" if h not in ("op", "dtype", "backend", "dev") else "left",
-                                 no_wrap=True)
+                table.add_column(
+                    h, justify="right" if h not in ("op", "dtype", "backend", "dev") else "left", no_wrap=True
+                )
             last_op = None
             for r, cells in rows:
                 if last_op is not None and r["op"] != last_op:
                     table.add_section()
                 last_op = r["op"]
-                style = "bold red" if not r["correct"] else ("yellow" if r.get("suspicious") else
-                                                            ("bold" if r["backend"] in ("cupy", "numba") else None))
+                style = (
+                    "bold red"
+                    if not r["correct"]
+                    else ("yellow" if r.get("suspicious") else ("bold" if r["backend"] in ("cupy", "numba") else None))
+                )
                 table.add_row(*cells, style=style)
             self.rich.print(table)
         else:
@@ -177,14 +212,18 @@ class Output:
             parts.append(f"GPU {fmt_gbps(cg['gpu'])} / {fmt_gbps(large.get('gpu'))} GB/s")
         print("; ".join(parts))
         if doc["overhead"]:
-            print("Per-call host overhead (200 back-to-back calls, one sync; gpuact against the plain NumPy "
-                  "expression on the CPU, a bare CuPy launch on the GPU):")
+            print(
+                "Per-call host overhead (200 back-to-back calls, one sync; gpuact against the plain NumPy "
+                "expression on the CPU, a bare CuPy launch on the GPU):"
+            )
             for o in doc["overhead"]:
                 versus = ""
                 if o.get("vs_reference") is not None:
                     versus = f"  {o['vs_reference']:.2f}x the reference ({fmt_time(o['added_s'])} added)"
-                print(f"  {o['op']:<10} {case_label(o):<14} {o['backend'] + '@' + o['device']:<18} "
-                      f"{fmt_time(o['median_s'])}{versus}")
+                print(
+                    f"  {o['op']:<10} {case_label(o):<14} {o['backend'] + '@' + o['device']:<18} "
+                    f"{fmt_time(o['median_s'])}{versus}"
+                )
         wrong = [r for r in doc["results"] if not r["correct"]]
         for r in wrong:
             print(f"WRONG: {r['op']} {r['dtype']} {case_label(r)} {r['backend']}@{r['device']}: {r['error']}")
@@ -200,8 +239,10 @@ class Output:
                 print(f"{status.upper()}: {e['op']} {e['dtype']} {e['shape']} {e['backend']}@{e['device']}: {message}")
         for s in doc["suspicious"]:
             print(f"SUSPICIOUS (faster than the copy measured in this run): {s}")
-        print(f"{len(doc['results'])} results, {len(wrong)} wrong, {len(doc['errors'])} errors/skips, "
-              f"{len(doc['suspicious'])} suspicious, {doc.get('wall_s', 0):.1f} s")
+        print(
+            f"{len(doc['results'])} results, {len(wrong)} wrong, {len(doc['errors'])} errors/skips, "
+            f"{len(doc['suspicious'])} suspicious, {doc.get('wall_s', 0):.1f} s"
+        )
         sys.stdout.flush()
 
 
@@ -270,11 +311,11 @@ def plot(doc, path):
                 pts.sort()
                 color = colors.setdefault(backend, palette[len(colors) % len(palette)])
                 label = f"{backend}@{device}" + (f" {dtype}" if len(dtypes) > 1 else "")
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[device], color=color, marker=".",
-                        label=label)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[device], color=color, marker=".", label=label)
             for device in ("cpu", "gpu"):
-                cp = sorted((c["elements"], c["gbps"]) for c in doc["copy"]
-                            if c["device"] == device and c["dtype"] == dtype)
+                cp = sorted(
+                    (c["elements"], c["gbps"]) for c in doc["copy"] if c["device"] == device and c["dtype"] == dtype
+                )
                 if cp:
                     ax.plot([p[0] for p in cp], [p[1] for p in cp], ":", color="gray", label=f"copy@{device}")
         ax.set_xscale("log", base=2)

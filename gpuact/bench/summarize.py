@@ -32,8 +32,10 @@ def headline(doc, dtype="float32") -> str:
     device = "gpu" if any(r["device"] == "gpu" for r in doc["results"]) else "cpu"
     gpu = (doc.get("gpu") or {}).get("name") or "no GPU"
     lines = [
-        (f"Run of {doc.get('date', '?')} on {doc['machine'].get('cpu_model')} + {gpu}; {dtype}; "
-         f"copy bandwidth {fmt_gbps(doc['copy_gbps'].get(device))} GB/s ({device}, peak)."),
+        (
+            f"Run of {doc.get('date', '?')} on {doc['machine'].get('cpu_model')} + {gpu}; {dtype}; "
+            f"copy bandwidth {fmt_gbps(doc['copy_gbps'].get(device))} GB/s ({device}, peak)."
+        ),
         "",
         "| op | size | path | median | GB/s | of copy | vs numpy | vs torch | vs jax |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
@@ -51,11 +53,15 @@ def headline(doc, dtype="float32") -> str:
             lines.append(
                 f"| {op} | {size} | {backend} | {fmt_time(r['median_s'])} | {fmt_gbps(r['gbps'])} | "
                 f"{fmt_ratio(r['frac_of_copy'])} | {fmt_ratio(r['speedup_vs_numpy'])} | "
-                f"{fmt_ratio(r.get('speedup_vs_torch'))} | {fmt_ratio(r.get('speedup_vs_jax'))} |")
+                f"{fmt_ratio(r.get('speedup_vs_torch'))} | {fmt_ratio(r.get('speedup_vs_jax'))} |"
+            )
     overhead = [o for o in doc.get("overhead", []) if o["device"] == device]
     if overhead:
-        lines += ["", "| per-call host overhead | " + " | ".join(sorted({o["backend"] for o in overhead})) + " |",
-                  "|---|" + "---:|" * len({o["backend"] for o in overhead})]
+        lines += [
+            "",
+            "| per-call host overhead | " + " | ".join(sorted({o["backend"] for o in overhead})) + " |",
+            "|---|" + "---:|" * len({o["backend"] for o in overhead}),
+        ]
         for op in dict.fromkeys(o["op"] for o in overhead):
             by = {o["backend"]: o for o in overhead if o["op"] == op}
             cells = [fmt_time(by[b]["median_s"]) if b in by else "-" for b in sorted({o["backend"] for o in overhead})]

@@ -111,7 +111,7 @@ class GpuPool:
         pool = gen.uniform(INPUT_LOW, INPUT_HIGH, size=self.slots * elements, dtype=fill_dtype)
         self.pool = pool.astype(dtype, copy=False)
         self.elements = elements
-        self.buffers = [self.pool[i * elements:(i + 1) * elements] for i in range(self.count)]
+        self.buffers = [self.pool[i * elements : (i + 1) * elements] for i in range(self.count)]
         cupy.cuda.Device().synchronize()
 
     def views(self, shape):

@@ -42,8 +42,15 @@ class ShimKernel:
                 assert type(arg) is _WIDTH[ctype], f"{self.name} {pname}: {type(arg)} for a C {ctype}"
                 ints.append(arg)
         assert shared_mem <= max(self.max_dynamic_shared_size_bytes, 48 * 1024 - ks.fused_static_smem(self.name))
-        launch = ks.Launch(self.name, tuple(grid), block[0], shared_mem, ks.fused_static_smem(self.name),
-                           tuple(n for t, n in spec.params if t.endswith("*")), tuple(ints))
+        launch = ks.Launch(
+            self.name,
+            tuple(grid),
+            block[0],
+            shared_mem,
+            ks.fused_static_smem(self.name),
+            tuple(n for t, n in spec.params if t.endswith("*")),
+            tuple(ints),
+        )
         ShimKernel.launches.append(launch)
         fused_shim.run_plan(self.lib, ks.Plan((launch,), 0), arrays)
 
@@ -54,8 +61,12 @@ def patch(monkeypatch, build_dir: Path):
 
     build_dir = Path(build_dir)
     ek_shim.ElementwiseKernel.build_dir = build_dir
-    fake = types.SimpleNamespace(empty=np.empty, ascontiguousarray=np.ascontiguousarray,
-                                 broadcast_to=np.broadcast_to, ElementwiseKernel=ek_shim.ElementwiseKernel)
+    fake = types.SimpleNamespace(
+        empty=np.empty,
+        ascontiguousarray=np.ascontiguousarray,
+        broadcast_to=np.broadcast_to,
+        ElementwiseKernel=ek_shim.ElementwiseKernel,
+    )
     monkeypatch.setattr(cb, "cupy", fake)
     monkeypatch.setattr(cb, "_on", lambda x, stream: contextlib.nullcontext())
     monkeypatch.setattr(cb, "_sm_count", lambda: 1)  # 8 blocks fill this "GPU"
@@ -64,12 +75,15 @@ def patch(monkeypatch, build_dir: Path):
     # the kernel caches start empty and are dropped after the test: no shim kernel outlives it
     monkeypatch.setattr(cb, "_ew_kernels", {})
     monkeypatch.setattr(cb, "_vec_kernels", {})
-    monkeypatch.setattr(cb, "_fused_kernel",
-                        lambda name: ShimKernel(fused_shim.library(build_dir, fused_shim.group_of(name)), name))
-    monkeypatch.setattr(cb, "_vec_kernel",
-                        lambda op, tag: vec_shim.kernel(build_dir, ks.vec_kernel_name(op, tag), tag))
-    monkeypatch.setattr(cb, "_vec_training_kernel", lambda kind, op, tag, btag: vec_shim.kernel(
-        build_dir, ks.vec_training_name(kind, op, tag, btag), tag))
+    monkeypatch.setattr(
+        cb, "_fused_kernel", lambda name: ShimKernel(fused_shim.library(build_dir, fused_shim.group_of(name)), name)
+    )
+    monkeypatch.setattr(cb, "_vec_kernel", lambda op, tag: vec_shim.kernel(build_dir, ks.vec_kernel_name(op, tag), tag))
+    monkeypatch.setattr(
+        cb,
+        "_vec_training_kernel",
+        lambda kind, op, tag, btag: vec_shim.kernel(build_dir, ks.vec_training_name(kind, op, tag, btag), tag),
+    )
     ShimKernel.launches = []
     vec_shim.VecKernel.launches = []
     ek_shim.ElementwiseKernel.calls = []

@@ -25,14 +25,29 @@ from gpuact._ops import ELEMENTWISE_OPS
 from tests.cuda_shim import gpuact_cuda_build as build
 
 # dtype -> (kind code in the C++ runtime below, its C type)
-_KINDS = {np.dtype(t): (k, c) for k, (t, c) in enumerate([
-    (np.float16, "_Float16"), (np.float32, "float"), (np.float64, "double"), (np.int8, "signed char"),
-    (np.int16, "short"), (np.int32, "int"), (np.int64, "long long"), (np.uint8, "unsigned char"),
-    (np.uint16, "unsigned short"), (np.uint32, "unsigned int"), (np.uint64, "unsigned long long"),
-    (np.bool_, "bool")])}
+_KINDS = {
+    np.dtype(t): (k, c)
+    for k, (t, c) in enumerate(
+        [
+            (np.float16, "_Float16"),
+            (np.float32, "float"),
+            (np.float64, "double"),
+            (np.int8, "signed char"),
+            (np.int16, "short"),
+            (np.int32, "int"),
+            (np.int64, "long long"),
+            (np.uint8, "unsigned char"),
+            (np.uint16, "unsigned short"),
+            (np.uint32, "unsigned int"),
+            (np.uint64, "unsigned long long"),
+            (np.bool_, "bool"),
+        ]
+    )
+}
 _FIXED = {"float16": "_Float16", "float32": "float", "float64": "double", "int32": "int", "int64": "long long"}
 
-_RUNTIME = r"""
+_RUNTIME = (
+    r"""
 #include <cstdint>
 namespace ek {
 struct Arr { void* data; int kind; };
@@ -44,7 +59,9 @@ struct Num {
 template <typename T> inline double at(const Arr& a, long long i) { return (double)static_cast<const T*>(a.data)[i]; }
 inline Num get(const Arr& a, long long i) {
     switch (a.kind) {
-""" + "".join(f"    case {k}: return Num{{at<{c}>(a, i)}};\n" for k, c in _KINDS.values()) + r"""    }
+"""
+    + "".join(f"    case {k}: return Num{{at<{c}>(a, i)}};\n" for k, c in _KINDS.values())
+    + r"""    }
     return Num{0.0};
 }
 // the operation's "(Y)(value)": the value held exactly (a float or a double), rounded once on assignment
@@ -59,12 +76,15 @@ struct Ref {
     long long i;
     Ref& operator=(const Val& y) {
         switch (a.kind) {
-""" + "".join(f"        case {k}: put<{c}>(a, i, y.v); break;\n" for k, c in _KINDS.values()) + r"""        }
+"""
+    + "".join(f"        case {k}: put<{c}>(a, i, y.v); break;\n" for k, c in _KINDS.values())
+    + r"""        }
         return *this;
     }
 };
 }  // namespace ek
 """
+)
 
 
 def _parse(params: str) -> list[tuple[str, str]]:
@@ -88,7 +108,7 @@ def all_specs() -> list[dict]:
 
 def _function(spec: dict) -> str:
     ins, outs = _parse(spec["in_params"]), _parse(spec["out_params"])
-    symbol = f'ek_{key(spec["in_params"], spec["out_params"], spec["operation"])}'
+    symbol = f"ek_{key(spec['in_params'], spec['out_params'], spec['operation'])}"
     lines = [f'extern "C" void {symbol}(const ek::Arr* in, const ek::Arr* out, const double* sc, long long n) {{']
     placeholders = {t for t, _ in ins + outs if t not in _FIXED}
     out_types = {t for t, _ in outs}
@@ -110,7 +130,7 @@ def _function(spec: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def library(build_dir: Path) -> ctypes.CDLL:
     specs = all_specs()
     preambles = list(dict.fromkeys(s["preamble"] for s in specs))

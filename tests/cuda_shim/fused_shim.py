@@ -22,9 +22,13 @@ MAX_INTS = 16
 def _dispatch_source(names) -> str:
     """The kernels, and ``shim_launch(name, pointers, grid, block, smem, ints)`` to run one
     (``pointers`` indexed as ``_POINTERS``)."""
-    lines = ['#include "cuda_shim.h"', ks.fused_unit_source(names), "#include <cstring>",
-             'extern "C" int shim_launch(const char* name, void* const* ptrs, unsigned gx, unsigned gy,',
-             "                           unsigned block, unsigned long smem, const long long* ints) {"]
+    lines = [
+        '#include "cuda_shim.h"',
+        ks.fused_unit_source(names),
+        "#include <cstring>",
+        'extern "C" int shim_launch(const char* name, void* const* ptrs, unsigned gx, unsigned gy,',
+        "                           unsigned block, unsigned long smem, const long long* ints) {",
+    ]
     for name in names:
         spec = ks.fused_kernels()[name]
         args, k = [], 0
@@ -36,13 +40,15 @@ def _dispatch_source(names) -> str:
                 k += 1
         assert k <= MAX_INTS
         call = f"{name}({', '.join(args)})"
-        lines.append(f'  if (!std::strcmp(name, "{name}")) {{ ga_shim::launch(gx, gy, block, smem, [&] {{ {call}; }}); '
-                     "return 0; }")
+        lines.append(
+            f'  if (!std::strcmp(name, "{name}")) {{ ga_shim::launch(gx, gy, block, smem, [&] {{ {call}; }}); '
+            "return 0; }"
+        )
     lines += ["  return 1;", "}"]
     return "\n".join(lines) + "\n"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def library(build_dir: Path, group: str) -> ctypes.CDLL:
     """The shim library of every kernel of ``group`` (``ks.FUSED_GROUPS``: "softmax", "sparsemax",
     "softmax_grad", "sparsemax_grad"), all dtypes; built once per build folder (the tests pass
@@ -51,8 +57,11 @@ def library(build_dir: Path, group: str) -> ctypes.CDLL:
     so = build.build_shared(_dispatch_source(names), Path(build_dir), std="c++20")
     lib = ctypes.CDLL(str(so))
     lib.shim_launch.restype = ctypes.c_int
-    lib.shim_launch.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)] + [ctypes.c_uint] * 3 + [
-        ctypes.c_ulong, ctypes.POINTER(ctypes.c_longlong)]
+    lib.shim_launch.argtypes = (
+        [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
+        + [ctypes.c_uint] * 3
+        + [ctypes.c_ulong, ctypes.POINTER(ctypes.c_longlong)]
+    )
     return lib
 
 

@@ -44,8 +44,23 @@ def build_shared(source: str, build_dir: Path, *, std: str = "c++20", extra=()) 
         return so
     src = build_dir / f"src_{digest}.cpp"
     src.write_text(source)
-    cmd = [gxx(), "-O2", f"-std={std}", "-shared", "-fPIC", "-pthread", "-fno-fast-math",
-           "-I", str(kernels_dir()), "-I", str(SHIM_DIR), *extra, str(src), "-o", str(so) + ".tmp"]
+    cmd = [
+        gxx(),
+        "-O2",
+        f"-std={std}",
+        "-shared",
+        "-fPIC",
+        "-pthread",
+        "-fno-fast-math",
+        "-I",
+        str(kernels_dir()),
+        "-I",
+        str(SHIM_DIR),
+        *extra,
+        str(src),
+        "-o",
+        str(so) + ".tmp",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"g++ failed:\n{' '.join(cmd)}\n{proc.stderr[-6000:]}")
@@ -77,8 +92,17 @@ def nvcc_compile(source: str, arch: int, build_dir: Path, options=()) -> tuple[b
     digest = hashlib.sha256((source + str(arch) + " ".join(options)).encode()).hexdigest()[:16]
     src = build_dir / f"nv_{digest}.cu"
     src.write_text(source)
-    cmd = [nvcc(), "-cubin", f"-arch=sm_{arch}", "--resource-usage", "-std=c++17", *options,
-           str(src), "-o", str(build_dir / f"nv_{digest}.cubin")]
+    cmd = [
+        nvcc(),
+        "-cubin",
+        f"-arch=sm_{arch}",
+        "--resource-usage",
+        "-std=c++17",
+        *options,
+        str(src),
+        "-o",
+        str(build_dir / f"nv_{digest}.cubin"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     return proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -95,8 +119,10 @@ def parse_resource_usage(log: str) -> dict[str, dict]:
     for line in log.splitlines():
         mo = _ENTRY.search(line)
         if mo:
-            current = out.setdefault(mo.group(1), {"arch": mo.group(2), "registers": None, "spill_stores": 0,
-                                                   "spill_loads": 0, "stack": 0, "smem": 0})
+            current = out.setdefault(
+                mo.group(1),
+                {"arch": mo.group(2), "registers": None, "spill_stores": 0, "spill_loads": 0, "stack": 0, "smem": 0},
+            )
             continue
         if current is None:
             continue

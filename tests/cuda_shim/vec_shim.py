@@ -32,10 +32,14 @@ def kernels(tag: str) -> dict[str, tuple]:
 
 def _source(tag: str) -> str:
     table = kernels(tag)
-    lines = ['#include "cuda_shim.h"', ks.vec_training_headers(), *(code for code, _ in table.values()),
-             "#include <cstring>",
-             'extern "C" int shim_vec(const char* name, void* const* ptrs, const long long* ints, const double* fl,',
-             "                        unsigned grid, unsigned block) {"]
+    lines = [
+        '#include "cuda_shim.h"',
+        ks.vec_training_headers(),
+        *(code for code, _ in table.values()),
+        "#include <cstring>",
+        'extern "C" int shim_vec(const char* name, void* const* ptrs, const long long* ints, const double* fl,',
+        "                        unsigned grid, unsigned block) {",
+    ]
     for name, (_, params) in table.items():
         args, counts = [], {"p": 0, "i": 0, "f": 0}
         for ctype, _pname in params:
@@ -49,21 +53,29 @@ def _source(tag: str) -> str:
                 args.append(f"({ctype})fl[{counts['f']}]")
                 counts["f"] += 1
         assert counts["p"] <= MAX_POINTERS and counts["i"] <= MAX_INTS and counts["f"] <= MAX_FLOATS
-        lines.append(f'  if (!std::strcmp(name, "{name}")) {{ ga_shim::launch_independent(grid, 1, block, [&] {{ '
-                     f"{name}({', '.join(args)}); }}); return 0; }}")
+        lines.append(
+            f'  if (!std::strcmp(name, "{name}")) {{ ga_shim::launch_independent(grid, 1, block, [&] {{ '
+            f"{name}({', '.join(args)}); }}); return 0; }}"
+        )
     lines += ["  return 1;", "}"]
     return "\n".join(lines) + "\n"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def library(build_dir: Path, tag: str) -> ctypes.CDLL:
     """The shim library of every contiguous kernel of ``tag`` data; built once per build folder.
     -O1: some 130 kernels a library, each launched on a few thousand elements."""
     so = build.build_shared(_source(tag), Path(build_dir), std="c++20", extra=("-O1",))
     lib = ctypes.CDLL(str(so))
     lib.shim_vec.restype = ctypes.c_int
-    lib.shim_vec.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_longlong),
-                             ctypes.POINTER(ctypes.c_double), ctypes.c_uint, ctypes.c_uint]
+    lib.shim_vec.argtypes = [
+        ctypes.c_char_p,
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_longlong),
+        ctypes.POINTER(ctypes.c_double),
+        ctypes.c_uint,
+        ctypes.c_uint,
+    ]
     return lib
 
 
@@ -94,9 +106,14 @@ class VecKernel:
                 assert type(arg) is {"float": np.float32, "double": np.float64}[ctype], (self.name, pname, type(arg))
                 floats.append(float(arg))
         VecKernel.launches.append((self.name, tuple(grid)))
-        rc = self.lib.shim_vec(self.name.encode(), (ctypes.c_void_p * MAX_POINTERS)(*ptrs),
-                               (ctypes.c_longlong * MAX_INTS)(*ints), (ctypes.c_double * MAX_FLOATS)(*floats),
-                               int(grid[0]), int(block[0]))
+        rc = self.lib.shim_vec(
+            self.name.encode(),
+            (ctypes.c_void_p * MAX_POINTERS)(*ptrs),
+            (ctypes.c_longlong * MAX_INTS)(*ints),
+            (ctypes.c_double * MAX_FLOATS)(*floats),
+            int(grid[0]),
+            int(block[0]),
+        )
         assert rc == 0, f"no kernel {self.name} in the shim library"
 
 

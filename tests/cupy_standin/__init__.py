@@ -42,10 +42,10 @@ access does not fault where the host mapping allows it, and a host pointer hande
 run), timing and occupancy, real concurrency between streams (work runs at once, in call order; only
 the recorded stream of each launch and allocation is checked), CuPy's own kernels (indexing,
 sorting, reductions, copies run as NumPy), the device math library (host libm and g++ stand in for
-libdevice and ptxas: last-ulp differences, no fused multiply-adds where ptxas would contract), warp behaviour beyond what the shim models (independent
-thread scheduling, partial shuffle masks), ordering of work across streams by events (recorded, not
-modelled), and ``np.asarray(cupy_array)``, which succeeds here (the arrays are NumPy subclasses)
-but raises under real CuPy.
+libdevice and ptxas: last-ulp differences, no fused multiply-adds where ptxas would contract), warp
+behaviour beyond what the shim models (independent thread scheduling, partial shuffle masks),
+ordering of work across streams by events (recorded, not modelled), and ``np.asarray(cupy_array)``,
+which succeeds here (the arrays are NumPy subclasses) but raises under real CuPy.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _module(name: str, attrs: dict, package: bool = False) -> types.ModuleType:
     return mod
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _real_nvrtc():
     """The real NVRTC bindings (``cupy.cuda.nvrtc``), exercised once, before the stand-in takes over.
 
@@ -114,25 +114,61 @@ def install() -> types.ModuleType:
         del sys.modules[name]  # the parts of the real cupy that loading NVRTC imported step aside
 
     runtime = _module("cupy.cuda.runtime", {k: v for k, v in vars(_runtime).items() if not k.startswith("__")})
-    stream_mod = _module("cupy.cuda.stream", {
-        "Stream": _state.Stream, "ExternalStream": _state.ExternalStream, "Event": _state.Event,
-        "get_current_stream": _state.get_current_stream})
+    stream_mod = _module(
+        "cupy.cuda.stream",
+        {
+            "Stream": _state.Stream,
+            "ExternalStream": _state.ExternalStream,
+            "Event": _state.Event,
+            "get_current_stream": _state.get_current_stream,
+        },
+    )
     device_mod = _module("cupy.cuda.device", {"Device": _state.Device, "get_device_id": _state.get_device_id})
-    cuda = _module("cupy.cuda", {
-        "Device": _state.Device, "Stream": _state.Stream, "ExternalStream": _state.ExternalStream,
-        "Event": _state.Event, "get_current_stream": _state.get_current_stream,
-        "get_device_id": _state.get_device_id, "is_available": lambda: True, "runtime": runtime,
-        "stream": stream_mod, "device": device_mod, "MemoryPointer": _array.MemoryPointer}, package=True)
+    cuda = _module(
+        "cupy.cuda",
+        {
+            "Device": _state.Device,
+            "Stream": _state.Stream,
+            "ExternalStream": _state.ExternalStream,
+            "Event": _state.Event,
+            "get_current_stream": _state.get_current_stream,
+            "get_device_id": _state.get_device_id,
+            "is_available": lambda: True,
+            "runtime": runtime,
+            "stream": stream_mod,
+            "device": device_mod,
+            "MemoryPointer": _array.MemoryPointer,
+        },
+        package=True,
+    )
     if nvrtc is not None:
         cuda.nvrtc = nvrtc
-    cupy = _module("cupy", {
-        "__doc__": __doc__, "__version__": "14.2.0+gpuact.standin", "ndarray": _array.ndarray, "cuda": cuda,
-        "RawKernel": _kernels.RawKernel, "RawModule": _kernels.RawModule,
-        "ElementwiseKernel": _kernels.ElementwiseKernel, "empty": _routines.EXPLICIT["empty"],
-        "__getattr__": _getattr, "_standin": sys.modules[__name__],
-        **{k: v for k, v in _routines.EXPLICIT.items() if k != "empty"}}, package=True)
-    sys.modules.update({"cupy": cupy, "cupy.cuda": cuda, "cupy.cuda.runtime": runtime, "cupy.cuda.stream": stream_mod,
-                        "cupy.cuda.device": device_mod})
+    cupy = _module(
+        "cupy",
+        {
+            "__doc__": __doc__,
+            "__version__": "14.2.0+gpuact.standin",
+            "ndarray": _array.ndarray,
+            "cuda": cuda,
+            "RawKernel": _kernels.RawKernel,
+            "RawModule": _kernels.RawModule,
+            "ElementwiseKernel": _kernels.ElementwiseKernel,
+            "empty": _routines.EXPLICIT["empty"],
+            "__getattr__": _getattr,
+            "_standin": sys.modules[__name__],
+            **{k: v for k, v in _routines.EXPLICIT.items() if k != "empty"},
+        },
+        package=True,
+    )
+    sys.modules.update(
+        {
+            "cupy": cupy,
+            "cupy.cuda": cuda,
+            "cupy.cuda.runtime": runtime,
+            "cupy.cuda.stream": stream_mod,
+            "cupy.cuda.device": device_mod,
+        }
+    )
     if nvrtc is not None:
         sys.modules["cupy.cuda.nvrtc"] = nvrtc
     _installed = True

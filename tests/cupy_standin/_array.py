@@ -39,8 +39,10 @@ class Allocation:
 
     def __repr__(self):
         where = f"in gpuact at {self.site}" if self.site else "outside gpuact"
-        return (f"<{self.kind} allocation #{self.seq}: {self.nbytes} bytes on device {self.device}, "
-                f"stream {self.stream:#x}, {where}>")
+        return (
+            f"<{self.kind} allocation #{self.seq}: {self.nbytes} bytes on device {self.device}, "
+            f"stream {self.stream:#x}, {where}>"
+        )
 
 
 # live allocations: (start, end, weakref to the array that owns the memory, record)
@@ -120,8 +122,13 @@ class ndarray(np.ndarray):
     def __new__(cls, shape, dtype=float, memptr=None, strides=None, order="C"):
         if memptr is None:
             return empty(shape, dtype, order)
-        return _wrap_pointer(memptr.ptr, tuple(np.atleast_1d(shape)) if np.ndim(shape) else (int(shape),),
-                             np.dtype(dtype), strides, keepalive=memptr)
+        return _wrap_pointer(
+            memptr.ptr,
+            tuple(np.atleast_1d(shape)) if np.ndim(shape) else (int(shape),),
+            np.dtype(dtype),
+            strides,
+            keepalive=memptr,
+        )
 
     def __array_finalize__(self, obj):
         if obj is None:  # the explicit constructor: the caller sets _alloc
@@ -147,7 +154,10 @@ class ndarray(np.ndarray):
         # as cupy/_core/core.pyx: v3, the current stream (never 0: the legacy default is 1)
         ptr = get_current_stream().ptr
         return {
-            "shape": self.shape, "typestr": self.dtype.str, "descr": self.dtype.descr, "version": 3,
+            "shape": self.shape,
+            "typestr": self.dtype.str,
+            "descr": self.dtype.descr,
+            "version": 3,
             "stream": stream_key(ptr),
             "strides": None if self.flags.c_contiguous else self.strides,
             "data": (data_ptr(self) if self.size else 0, False),
@@ -235,8 +245,9 @@ class ndarray(np.ndarray):
             np.ndarray.__setitem__(self.view(np.ndarray), plain_index, plain_value)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        return apply(f"{ufunc.__name__}" + ("" if method == "__call__" else f".{method}"),
-                     getattr(ufunc, method), inputs, kwargs)
+        return apply(
+            f"{ufunc.__name__}" + ("" if method == "__call__" else f".{method}"), getattr(ufunc, method), inputs, kwargs
+        )
 
     def __array_function__(self, func, types, args, kwargs):
         from . import _routines
@@ -258,7 +269,7 @@ ndarray.__module__ = "cupy"
 
 def _layout_ok(a, order):
     order = (order or "K").upper()
-    return (order in "KA" or (order == "C" and a.flags.c_contiguous) or (order == "F" and a.flags.f_contiguous))
+    return order in "KA" or (order == "C" and a.flags.c_contiguous) or (order == "F" and a.flags.f_contiguous)
 
 
 def _order(order, like) -> str:
@@ -278,7 +289,7 @@ def empty(shape, dtype=float, order="C") -> ndarray:
     nbytes = math.prod(shape) * dtype.itemsize
     buf = np.empty(nbytes + ALIGN, np.uint8)
     off = (-data_ptr(buf)) % ALIGN
-    buf[off: off + nbytes] = GARBAGE
+    buf[off : off + nbytes] = GARBAGE
     arr = np.ndarray.__new__(ndarray, shape, dtype, buffer=buf, offset=off, order=order)
     arr._alloc = _register(buf, data_ptr(buf) + off, nbytes, "empty")
     return arr
@@ -329,8 +340,9 @@ def from_cuda_array_interface(obj) -> ndarray:
     if desc.get("mask") is not None:
         raise ValueError("CuPy currently does not support masked arrays.")
     strides = desc.get("strides")
-    arr = _wrap_pointer(desc["data"][0], tuple(desc["shape"]), dtype,
-                        None if strides is None else tuple(strides), keepalive=obj)
+    arr = _wrap_pointer(
+        desc["data"][0], tuple(desc["shape"]), dtype, None if strides is None else tuple(strides), keepalive=obj
+    )
     stream = desc.get("stream")
     if stream is not None:
         if stream == 0:
@@ -382,8 +394,10 @@ def apply(name, fn, args, kwargs):
     plain_kwargs = _unwrap(dict(kwargs), arrays)
     outs = {}
     if out is not None:
-        for o, p in zip(out if isinstance(out, tuple) else (out,),
-                        plain_kwargs["out"] if isinstance(out, tuple) else (plain_kwargs["out"],)):
+        for o, p in zip(
+            out if isinstance(out, tuple) else (out,),
+            plain_kwargs["out"] if isinstance(out, tuple) else (plain_kwargs["out"],),
+        ):
             if not isinstance(o, ndarray):
                 raise TypeError(f"{name}: out must be a cupy.ndarray; got {type(o).__name__}")
             outs[id(p)] = o
@@ -417,14 +431,17 @@ def check_launch(kind, name, arrays, *, stream=None, check_devices=True, grid=()
         if check_devices and alloc.device != device:
             raise LaunchContractError(
                 f"{kind} {name}{where}: array argument {i} (shape {a.shape}) lives on device {alloc.device}, but the "
-                f"launch runs on device {device}")
+                f"launch runs on device {device}"
+            )
         if token is not None and alloc.call == token and (alloc.device, alloc.stream) != (device, skey):
             raise LaunchContractError(
                 f"{kind} {name}{where}: array argument {i} (shape {a.shape}) was allocated by this gpuact call "
                 f"({alloc.site}) on device {alloc.device}, stream {alloc.stream:#x}, but the launch runs on "
-                f"device {device}, stream {skey:#x}")
-    _state.log_launch(_state.Launch(kind, name, device, skey, tuple(grid), tuple(block), int(shared_mem),
-                                    token is not None))
+                f"device {device}, stream {skey:#x}"
+            )
+    _state.log_launch(
+        _state.Launch(kind, name, device, skey, tuple(grid), tuple(block), int(shared_mem), token is not None)
+    )
 
 
 def check_overlap(kind, name, outputs, others) -> None:
@@ -433,8 +450,12 @@ def check_overlap(kind, name, outputs, others) -> None:
         for j, a in others:
             if a is o:
                 continue
-            same = (data_ptr(a) == data_ptr(o) and a.shape == o.shape and a.strides == o.strides
-                    and a.dtype.itemsize == o.dtype.itemsize)
+            same = (
+                data_ptr(a) == data_ptr(o)
+                and a.shape == o.shape
+                and a.strides == o.strides
+                and a.dtype.itemsize == o.dtype.itemsize
+            )
             if same:
                 continue
             po, pa = o.view(np.ndarray), a.view(np.ndarray)
@@ -448,4 +469,5 @@ def check_overlap(kind, name, outputs, others) -> None:
                 raise LaunchContractError(
                     f"{kind} {name}: output argument {i} (shape {o.shape}, strides {o.strides}) partly overlaps "
                     f"argument {j} (shape {a.shape}, strides {a.strides}); threads would read what others already "
-                    "wrote: copy the input first")
+                    "wrote: copy the input first"
+                )

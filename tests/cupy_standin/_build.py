@@ -71,20 +71,52 @@ def _write_atomic(path: Path, data: str) -> None:
 
 # C type (as written, qualifiers removed) -> NumPy dtype name
 C_SCALARS = {
-    "bool": "bool", "char": "int8", "signed char": "int8", "unsigned char": "uint8",
-    "short": "int16", "short int": "int16", "signed short": "int16", "unsigned short": "uint16",
-    "unsigned short int": "uint16", "int": "int32", "signed": "int32", "signed int": "int32",
-    "unsigned": "uint32", "unsigned int": "uint32", "long": "int64", "long int": "int64",
-    "long long": "int64", "long long int": "int64", "unsigned long": "uint64", "unsigned long int": "uint64",
-    "unsigned long long": "uint64", "unsigned long long int": "uint64", "size_t": "uint64",
-    "ptrdiff_t": "int64", "int8_t": "int8", "uint8_t": "uint8", "int16_t": "int16", "uint16_t": "uint16",
-    "int32_t": "int32", "uint32_t": "uint32", "int64_t": "int64", "uint64_t": "uint64",
-    "float": "float32", "double": "float64", "__half": "float16", "half": "float16",
+    "bool": "bool",
+    "char": "int8",
+    "signed char": "int8",
+    "unsigned char": "uint8",
+    "short": "int16",
+    "short int": "int16",
+    "signed short": "int16",
+    "unsigned short": "uint16",
+    "unsigned short int": "uint16",
+    "int": "int32",
+    "signed": "int32",
+    "signed int": "int32",
+    "unsigned": "uint32",
+    "unsigned int": "uint32",
+    "long": "int64",
+    "long int": "int64",
+    "long long": "int64",
+    "long long int": "int64",
+    "unsigned long": "uint64",
+    "unsigned long int": "uint64",
+    "unsigned long long": "uint64",
+    "unsigned long long int": "uint64",
+    "size_t": "uint64",
+    "ptrdiff_t": "int64",
+    "int8_t": "int8",
+    "uint8_t": "uint8",
+    "int16_t": "int16",
+    "uint16_t": "uint16",
+    "int32_t": "int32",
+    "uint32_t": "uint32",
+    "int64_t": "int64",
+    "uint64_t": "uint64",
+    "float": "float32",
+    "double": "float64",
+    "__half": "float16",
+    "half": "float16",
 }
 # array dtypes a pointer to each C type may receive: float16 data is raw 16-bit storage in the
 # kernels, and a bool array is bytes of 0 or 1
-POINTEE_DTYPES = {"uint16": ("uint16", "float16"), "uint8": ("uint8", "bool"), "float16": ("float16",),
-                  "int8": ("int8",), "bool": ("bool", "uint8")}
+POINTEE_DTYPES = {
+    "uint16": ("uint16", "float16"),
+    "uint8": ("uint8", "bool"),
+    "float16": ("float16",),
+    "int8": ("int8",),
+    "bool": ("bool", "uint8"),
+}
 
 
 @dataclass(frozen=True)
@@ -111,14 +143,18 @@ class Signature:
 
 
 _KERNEL = re.compile(
-    r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\(\s*([^,)]*)[^)]*\)\s*)?(\w+)\s*\(([^)]*)\)',
-    re.S)
+    r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\(\s*([^,)]*)[^)]*\)\s*)?(\w+)\s*\(([^)]*)\)', re.S
+)
 
 
 def preprocess(code: str) -> str:
     """``code`` through the C preprocessor as NVRTC sees it (macros, ## pasting, #if)."""
-    proc = subprocess.run([gxx(), "-E", "-P", "-x", "c++", "-D__CUDACC_RTC__", "-D__CUDACC__",
-                           f"-D__CUDA_ARCH__={ARCH}0", "-"], input=code, capture_output=True, text=True)
+    proc = subprocess.run(
+        [gxx(), "-E", "-P", "-x", "c++", "-D__CUDACC_RTC__", "-D__CUDACC__", f"-D__CUDA_ARCH__={ARCH}0", "-"],
+        input=code,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"the C preprocessor rejects the kernel source:\n{proc.stderr[-4000:]}")
     return proc.stdout
@@ -190,8 +226,10 @@ def resource_report(code: str, options: tuple = ()) -> dict[str, dict]:
         try:
             _nvrtc.compileProgram(prog, opts)
         except Exception as exc:
-            raise RuntimeError(f"NVRTC cannot compile the kernel source for sm_{ARCH} "
-                               f"(CuPy would raise CompileException):\n{exc}\n{_nvrtc.getProgramLog(prog)[-6000:]}")
+            raise RuntimeError(
+                f"NVRTC cannot compile the kernel source for sm_{ARCH} "
+                f"(CuPy would raise CompileException):\n{exc}\n{_nvrtc.getProgramLog(prog)[-6000:]}"
+            ) from exc
         log = _nvrtc.getProgramLog(prog)
     finally:
         _nvrtc.destroyProgram(prog)
@@ -205,9 +243,26 @@ def resource_report(code: str, options: tuple = ()) -> dict[str, dict]:
 # ---------------------------------------------------------------------------------------------
 # Host builds on the threads shim
 
-_FLOAT_MATH = ("exp", "exp2", "expm1", "log", "log1p", "log2", "log10", "tanh", "sinh", "cosh", "erf", "erfc",
-               "sin", "cos", "tan", "atan")
-PRELUDE = """// the stand-in's precompiled prelude: what every host build of a kernel includes first
+_FLOAT_MATH = (
+    "exp",
+    "exp2",
+    "expm1",
+    "log",
+    "log1p",
+    "log2",
+    "log10",
+    "tanh",
+    "sinh",
+    "cosh",
+    "erf",
+    "erfc",
+    "sin",
+    "cos",
+    "tan",
+    "atan",
+)
+PRELUDE = (
+    """// the stand-in's precompiled prelude: what every host build of a kernel includes first
 #include <cmath>
 #include <cstdint>
 #include "cuda_shim.h"
@@ -216,11 +271,14 @@ typedef _Float16 float16;  // CuPy's float16 in ElementwiseKernel code: a float 
 // an ulp in places where CUDA's are exact (tanhf(1.4e-5f) is x + 1 ulp, so x - tanh(x) < 0 and
 // tanh_shrink stops being monotone). Linked -Bsymbolic, the kernels call these, nothing else does.
 extern "C" {
-""" + "".join(f"float {f}f(float x) noexcept {{ return (float){f}((double)x); }}\n" for f in _FLOAT_MATH) + """\
+"""
+    + "".join(f"float {f}f(float x) noexcept {{ return (float){f}((double)x); }}\n" for f in _FLOAT_MATH)
+    + """\
 float hypotf(float x, float y) noexcept { return (float)hypot((double)x, (double)y); }
 float powf(float x, float y) noexcept { return (float)pow((double)x, (double)y); }
 }
 """
+)
 
 
 def _pch_dir() -> Path:
@@ -260,8 +318,21 @@ class HostBuild:
             src = self.so.with_suffix(".cpp")
             _write_atomic(src, source)
             self._tmp = self.so.with_name(f"{self.so.name}.{os.getpid()}.tmp")
-            self._cmd = [gxx(), *CXXFLAGS, "-shared", "-Wl,-Bsymbolic", "-I", str(pch), "-I", str(SHIM_DIR),
-                         "-include", "prelude.h", str(src), "-o", str(self._tmp)]
+            self._cmd = [
+                gxx(),
+                *CXXFLAGS,
+                "-shared",
+                "-Wl,-Bsymbolic",
+                "-I",
+                str(pch),
+                "-I",
+                str(SHIM_DIR),
+                "-include",
+                "prelude.h",
+                str(src),
+                "-o",
+                str(self._tmp),
+            ]
             self._start = time.perf_counter()
             self._proc = subprocess.Popen(self._cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -278,8 +349,9 @@ class HostBuild:
                 stats["gxx_s"] += time.perf_counter() - self._start
                 stats["gxx"] += 1
                 if self._proc.returncode != 0:
-                    raise RuntimeError(f"g++ failed to build a kernel for the CPU:\n{' '.join(self._cmd)}\n"
-                                       f"{err[-6000:]}")
+                    raise RuntimeError(
+                        f"g++ failed to build a kernel for the CPU:\n{' '.join(self._cmd)}\n{err[-6000:]}"
+                    )
                 os.replace(self._tmp, self.so)
                 self._proc = None
             self._lib = ctypes.CDLL(str(self.so))

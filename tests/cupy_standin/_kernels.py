@@ -82,10 +82,13 @@ class _Program:
         lines = [code, "", "// ---- the stand-in's launchers: kernelParams-style argument arrays"]
         for sig in self.signatures.values():
             args = ", ".join(f"*({p.decl}*)ga_args[{i}]" for i, p in enumerate(sig.params))
-            lines += [f'extern "C" void ga_standin_{sig.name}(void** ga_args, unsigned gx, unsigned gy, unsigned gz,',
-                      "        unsigned bx, unsigned by, unsigned bz, unsigned long smem, int mode) {",
-                      "    ga_shim::launch3({gx, gy, gz}, {bx, by, bz}, smem, mode,",
-                      f"                     [&] {{ {sig.name}({args}); }});", "}"]
+            lines += [
+                f'extern "C" void ga_standin_{sig.name}(void** ga_args, unsigned gx, unsigned gy, unsigned gz,',
+                "        unsigned bx, unsigned by, unsigned bz, unsigned long smem, int mode) {",
+                "    ga_shim::launch3({gx, gy, gz}, {bx, by, bz}, smem, mode,",
+                f"                     [&] {{ {sig.name}({args}); }});",
+                "}",
+            ]
         return "\n".join(lines) + "\n"
 
     def function(self, name: str):
@@ -96,7 +99,8 @@ class _Program:
 
 
 _EXTERN_SHARED = re.compile(
-    r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s+)?([A-Za-z_][\w\s]*?)\s+(\w+)\s*\[\s*\]\s*;")
+    r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s+)?([A-Za-z_][\w\s]*?)\s+(\w+)\s*\[\s*\]\s*;"
+)
 _programs: dict = {}
 
 
@@ -115,8 +119,17 @@ def program(code: str, options: tuple) -> _Program:
 
 
 class RawKernel:
-    def __init__(self, code, name, options=(), backend="nvrtc", *, translate_cucomplex=False,
-                 enable_cooperative_groups=False, jitify=None):
+    def __init__(
+        self,
+        code,
+        name,
+        options=(),
+        backend="nvrtc",
+        *,
+        translate_cucomplex=False,
+        enable_cooperative_groups=False,
+        jitify=None,
+    ):
         if not isinstance(code, str) or not isinstance(name, str):
             raise TypeError("RawKernel takes the source and the kernel name as str")
         if not isinstance(options, tuple):  # CuPy declares `tuple options`
@@ -131,8 +144,10 @@ class RawKernel:
     def _prog(self) -> _Program:
         prog = program(self.code, self.options)
         if self.name not in prog.signatures:
-            raise RuntimeError(f"CUDA_ERROR_NOT_FOUND: no extern \"C\" __global__ {self.name} in the source "
-                               f"(it has {sorted(prog.signatures)})")
+            raise RuntimeError(
+                f'CUDA_ERROR_NOT_FOUND: no extern "C" __global__ {self.name} in the source '
+                f"(it has {sorted(prog.signatures)})"
+            )
         return prog
 
     def _res(self) -> dict:
@@ -151,7 +166,8 @@ class RawKernel:
         if value < 0 or value + static > _state.SMEM_OPTIN:
             raise LaunchContractError(
                 f"{self.name}: max_dynamic_shared_size_bytes = {value} plus {static} bytes of static shared memory "
-                f"exceeds the {_state.SMEM_OPTIN} bytes a block may opt in to (CUDA_ERROR_INVALID_VALUE)")
+                f"exceeds the {_state.SMEM_OPTIN} bytes a block may opt in to (CUDA_ERROR_INVALID_VALUE)"
+            )
         self._prog().attributes[(self.name, get_device_id())] = value
 
     @property
@@ -175,8 +191,16 @@ class RawKernel:
 
     @property
     def attributes(self) -> dict:
-        return {k: getattr(self, k) for k in ("max_threads_per_block", "shared_size_bytes", "local_size_bytes",
-                                               "num_regs", "max_dynamic_shared_size_bytes")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "max_threads_per_block",
+                "shared_size_bytes",
+                "local_size_bytes",
+                "num_regs",
+                "max_dynamic_shared_size_bytes",
+            )
+        }
 
     def compile(self, log_stream=None):
         self._prog()
@@ -190,8 +214,10 @@ class RawKernel:
         _check_config(self, sig, grid, block, shared_mem)
         args = tuple(args)
         if len(args) != len(sig.params):
-            raise LaunchContractError(f"{name}: {len(args)} arguments for {len(sig.params)} parameters "
-                                      f"({', '.join(p.decl + ' ' + p.name for p in sig.params)})")
+            raise LaunchContractError(
+                f"{name}: {len(args)} arguments for {len(sig.params)} parameters "
+                f"({', '.join(p.decl + ' ' + p.name for p in sig.params)})"
+            )
         storage, arrays, outputs = [], [], []
         for i, (param, value) in enumerate(zip(sig.params, args)):
             storage.append(_marshal(name, i, param, value))
@@ -200,8 +226,7 @@ class RawKernel:
                 if not param.const:
                     outputs.append((i, value))
         check_overlap("kernel", name, outputs, arrays)
-        check_launch("raw", name, [a for _, a in arrays], stream=stream, grid=grid, block=block,
-                     shared_mem=shared_mem)
+        check_launch("raw", name, [a for _, a in arrays], stream=stream, grid=grid, block=block, shared_mem=shared_mem)
         argv = (ctypes.c_void_p * max(1, len(storage)))(*[data_ptr(s) for s in storage])
         prog.function(name)(argv, *grid, *block, shared_mem, prog.mode)
 
@@ -235,8 +260,10 @@ def _check_config(kernel, sig, grid, block, shared_mem):
     if threads > _state.MAX_THREADS:
         raise LaunchContractError(f"{name}: block {block} has {threads} threads; at most {_state.MAX_THREADS}")
     if sig.launch_bounds is not None and threads > sig.launch_bounds:
-        raise LaunchContractError(f"{name}: block of {threads} threads, but the kernel is compiled with "
-                                  f"__launch_bounds__({sig.launch_bounds})")
+        raise LaunchContractError(
+            f"{name}: block of {threads} threads, but the kernel is compiled with "
+            f"__launch_bounds__({sig.launch_bounds})"
+        )
     res = kernel._res()
     static = res["smem"]
     allowed = kernel.max_dynamic_shared_size_bytes
@@ -244,14 +271,19 @@ def _check_config(kernel, sig, grid, block, shared_mem):
         raise LaunchContractError(
             f"{name}: {shared_mem} bytes of dynamic shared memory (+ {static} static) but the kernel allows "
             f"{allowed} on device {get_device_id()}: above {_state.SMEM_PER_BLOCK} bytes in all, set "
-            "max_dynamic_shared_size_bytes first (the opt-in)")
+            "max_dynamic_shared_size_bytes first (the opt-in)"
+        )
     if static + shared_mem > _state.SMEM_OPTIN:
-        raise LaunchContractError(f"{name}: {static} + {shared_mem} bytes of shared memory exceed the "
-                                  f"{_state.SMEM_OPTIN} bytes of an H100/H200 block")
+        raise LaunchContractError(
+            f"{name}: {static} + {shared_mem} bytes of shared memory exceed the "
+            f"{_state.SMEM_OPTIN} bytes of an H100/H200 block"
+        )
     need = _regs_per_warp(res["registers"]) * -(-threads // 32)
     if need > _state.REGS_PER_BLOCK:
-        raise LaunchContractError(f"{name}: {res['registers']} registers x {threads} threads need {need} registers; "
-                                  f"a block has {_state.REGS_PER_BLOCK} (too many resources requested for launch)")
+        raise LaunchContractError(
+            f"{name}: {res['registers']} registers x {threads} threads need {need} registers; "
+            f"a block has {_state.REGS_PER_BLOCK} (too many resources requested for launch)"
+        )
 
 
 def _marshal(name, i, param, value) -> np.ndarray:
@@ -267,8 +299,10 @@ def _marshal(name, i, param, value) -> np.ndarray:
                 if value.dtype != np.uint8:
                     raise LaunchContractError(f"{what} gets an array of {value.dtype}; the kernel reads {param.ctype}")
                 if data_ptr(value) % size or value.nbytes % size:
-                    raise LaunchContractError(f"{what} gets {value.nbytes} raw bytes at {data_ptr(value):#x}: not "
-                                              f"{size}-byte aligned {param.ctype} values")
+                    raise LaunchContractError(
+                        f"{what} gets {value.nbytes} raw bytes at {data_ptr(value):#x}: not "
+                        f"{size}-byte aligned {param.ctype} values"
+                    )
             return np.array([data_ptr(value)], np.uint64)
         if value is None:
             return np.zeros(1, np.uint64)
@@ -299,8 +333,18 @@ def _marshal(name, i, param, value) -> np.ndarray:
 
 
 class RawModule:
-    def __init__(self, *, code=None, path=None, options=(), backend="nvrtc", translate_cucomplex=False,
-                 enable_cooperative_groups=False, name_expressions=None, jitify=None):
+    def __init__(
+        self,
+        *,
+        code=None,
+        path=None,
+        options=(),
+        backend="nvrtc",
+        translate_cucomplex=False,
+        enable_cooperative_groups=False,
+        name_expressions=None,
+        jitify=None,
+    ):
         if (code is None) == (path is None):
             raise TypeError("Exactly one of `code` and `path` keyword arguments must be given.")
         if path is not None or name_expressions is not None:
@@ -322,9 +366,20 @@ class RawModule:
 # ElementwiseKernel
 
 # cupy/_core/_scalar.pyx: _typenames_base
-CUPY_CTYPES = {"float64": "double", "float32": "float", "float16": "float16", "int64": "long long", "int32": "int",
-               "int16": "short", "int8": "signed char", "uint64": "unsigned long long", "uint32": "unsigned int",
-               "uint16": "unsigned short", "uint8": "unsigned char", "bool": "bool"}
+CUPY_CTYPES = {
+    "float64": "double",
+    "float32": "float",
+    "float16": "float16",
+    "int64": "long long",
+    "int32": "int",
+    "int16": "short",
+    "int8": "signed char",
+    "uint64": "unsigned long long",
+    "uint32": "unsigned int",
+    "uint16": "unsigned short",
+    "uint8": "unsigned char",
+    "bool": "bool",
+}
 
 
 class _EwParam:
@@ -349,8 +404,18 @@ def _params(s: str, is_const: bool) -> tuple:
 
 
 class ElementwiseKernel:
-    def __init__(self, in_params, out_params, operation, name="kernel", reduce_dims=True, preamble="",
-                 no_return=False, return_tuple=False, **kwargs):
+    def __init__(
+        self,
+        in_params,
+        out_params,
+        operation,
+        name="kernel",
+        reduce_dims=True,
+        preamble="",
+        no_return=False,
+        return_tuple=False,
+        **kwargs,
+    ):
         self.in_params = _params(in_params, True)
         self.out_params = _params(out_params, False)
         if any(p.raw for p in self.in_params + self.out_params):
@@ -395,12 +460,14 @@ class ElementwiseKernel:
         if block_size <= 0:
             raise ValueError("block_size must be greater than zero")
         if len(args) not in (self.nin, self.nargs):
-            raise TypeError(f"Wrong number of arguments for {self.name!r}. It must be either {self.nin} or "
-                            f"{self.nargs} (with outputs), but given {len(args)}.")
+            raise TypeError(
+                f"Wrong number of arguments for {self.name!r}. It must be either {self.nin} or "
+                f"{self.nargs} (with outputs), but given {len(args)}."
+            )
         for a in args:
             if isinstance(a, np.ndarray) and not isinstance(a, ndarray):
                 raise TypeError(f"Unsupported type {type(a)}")  # CuPy's CScalar refuses host arrays
-        ins, outs = args[: self.nin], list(args[self.nin:])
+        ins, outs = args[: self.nin], list(args[self.nin :])
         for a in ins:
             if not isinstance(a, ndarray):
                 _cupy_scalar_dtype(a)  # TypeError for what CuPy cannot pass
@@ -413,8 +480,11 @@ class ElementwiseKernel:
         for a in outs:
             if a.shape != shape:
                 raise ValueError("Out shape is mismatched")
-        scalars = {i: _ew_scalar(self.name, self.in_params[i], a, in_types[i])
-                   for i, a in enumerate(ins) if not isinstance(a, ndarray)}
+        scalars = {
+            i: _ew_scalar(self.name, self.in_params[i], a, in_types[i])
+            for i, a in enumerate(ins)
+            if not isinstance(a, ndarray)
+        }
         in_arrays = [(i, a) for i, a in enumerate(ins) if isinstance(a, ndarray)]
         given = [(self.nin + k, a) for k, a in enumerate(outs)]
         check_overlap("ElementwiseKernel", self.name, given, in_arrays)
@@ -477,7 +547,7 @@ def _ew_library(kernel, types, scalar_slots, type_map):
     """
     typedefs = "".join(f"typedef {CUPY_CTYPES[np.dtype(t).name]} {c};\n" for c, t in type_map)
     bind, loop = [], []
-    for k, (p, t) in enumerate(zip(kernel.in_params + kernel.out_params, types)):
+    for k, (p, _t) in enumerate(zip(kernel.in_params + kernel.out_params, types)):
         ctype = p.ctype if p.dtype is None else CUPY_CTYPES[p.dtype.name]
         const = "const " if p.is_const else ""
         if k in scalar_slots:
@@ -485,10 +555,12 @@ def _ew_library(kernel, types, scalar_slots, type_map):
         else:
             bind.append(f"    {const}{ctype}* _raw_{p.name} = ({const}{ctype}*)_standin_args[{k}];")
             loop.append(f"        {const}{ctype} &{p.name} = _raw_{p.name}[i];")
-    source = (f"{typedefs}{kernel.preamble}\n"
-              'extern "C" void ga_standin_ew(void** _standin_args, long long _standin_n) {\n' + "\n".join(bind) + "\n"
-              "    for (long long i = 0; i < _standin_n; ++i) {\n" + "\n".join(loop) + "\n"
-              f"        {kernel.operation};\n    }}\n}}\n")
+    source = (
+        f"{typedefs}{kernel.preamble}\n"
+        'extern "C" void ga_standin_ew(void** _standin_args, long long _standin_n) {\n' + "\n".join(bind) + "\n"
+        "    for (long long i = 0; i < _standin_n; ++i) {\n" + "\n".join(loop) + "\n"
+        f"        {kernel.operation};\n    }}\n}}\n"
+    )
     key = _build.digest(source)
     fn = _ew_libs.get(key)
     if fn is None:

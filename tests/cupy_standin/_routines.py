@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from ._array import apply, check_launch, empty, from_cuda_array_interface, from_host, ndarray, _order
+from ._array import _order, apply, check_launch, empty, from_cuda_array_interface, from_host, ndarray
 
 
 def asarray(a, dtype=None, order=None, *, blocking=False):
@@ -138,9 +138,28 @@ def is_available():
     return True
 
 
-EXPLICIT = {f.__name__: f for f in (
-    asarray, array, ascontiguousarray, asfortranarray, copyto, zeros, ones, full, empty_like, zeros_like, ones_like,
-    full_like, arange, linspace, asnumpy, get_array_module, is_available)}
+EXPLICIT = {
+    f.__name__: f
+    for f in (
+        asarray,
+        array,
+        ascontiguousarray,
+        asfortranarray,
+        copyto,
+        zeros,
+        ones,
+        full,
+        empty_like,
+        zeros_like,
+        ones_like,
+        full_like,
+        arange,
+        linspace,
+        asnumpy,
+        get_array_module,
+        is_available,
+    )
+}
 EXPLICIT["empty"] = lambda shape, dtype=float, order="C": empty(shape, dtype, order)
 
 
@@ -181,6 +200,7 @@ def lookup(name: str):
     if isinstance(target, np.ufunc):
         fn = ufunc(target)
     elif callable(target) and not isinstance(target, type) and not name.startswith("_"):
+
         def fn(*args, _target=target, _name=name, **kwargs):
             return apply(_name, _target, args, kwargs)
 

@@ -21,13 +21,18 @@ cudaDevAttrMaxSharedMemoryPerBlockOptin = 97
 
 _ATTRIBUTES = {
     cudaDevAttrMaxThreadsPerBlock: _state.MAX_THREADS,
-    cudaDevAttrMaxBlockDimX: _state.MAX_BLOCK[0], cudaDevAttrMaxBlockDimY: _state.MAX_BLOCK[1],
+    cudaDevAttrMaxBlockDimX: _state.MAX_BLOCK[0],
+    cudaDevAttrMaxBlockDimY: _state.MAX_BLOCK[1],
     cudaDevAttrMaxBlockDimZ: _state.MAX_BLOCK[2],
-    cudaDevAttrMaxGridDimX: _state.MAX_GRID[0], cudaDevAttrMaxGridDimY: _state.MAX_GRID[1],
+    cudaDevAttrMaxGridDimX: _state.MAX_GRID[0],
+    cudaDevAttrMaxGridDimY: _state.MAX_GRID[1],
     cudaDevAttrMaxGridDimZ: _state.MAX_GRID[2],
-    cudaDevAttrMaxSharedMemoryPerBlock: _state.SMEM_PER_BLOCK, cudaDevAttrWarpSize: 32,
-    cudaDevAttrMaxRegistersPerBlock: _state.REGS_PER_BLOCK, cudaDevAttrMultiProcessorCount: _state.SM_COUNT,
-    cudaDevAttrComputeCapabilityMajor: 9, cudaDevAttrComputeCapabilityMinor: 0,
+    cudaDevAttrMaxSharedMemoryPerBlock: _state.SMEM_PER_BLOCK,
+    cudaDevAttrWarpSize: 32,
+    cudaDevAttrMaxRegistersPerBlock: _state.REGS_PER_BLOCK,
+    cudaDevAttrMultiProcessorCount: _state.SM_COUNT,
+    cudaDevAttrComputeCapabilityMajor: 9,
+    cudaDevAttrComputeCapabilityMinor: 0,
     cudaDevAttrMaxSharedMemoryPerBlockOptin: _state.SMEM_OPTIN,
 }
 
@@ -62,10 +67,18 @@ def deviceGetAttribute(attrib: int, device: int) -> int:
 def getDeviceProperties(device: int) -> dict:
     _state._check_device(device)
     return {
-        "name": _state.DEVICE_NAME, "totalGlobalMem": TOTAL_MEMORY, "multiProcessorCount": _state.SM_COUNT,
-        "sharedMemPerBlock": _state.SMEM_PER_BLOCK, "sharedMemPerBlockOptin": _state.SMEM_OPTIN,
-        "regsPerBlock": _state.REGS_PER_BLOCK, "warpSize": 32, "maxThreadsPerBlock": _state.MAX_THREADS,
-        "maxThreadsDim": _state.MAX_BLOCK, "maxGridSize": _state.MAX_GRID, "major": 9, "minor": 0,
+        "name": _state.DEVICE_NAME,
+        "totalGlobalMem": TOTAL_MEMORY,
+        "multiProcessorCount": _state.SM_COUNT,
+        "sharedMemPerBlock": _state.SMEM_PER_BLOCK,
+        "sharedMemPerBlockOptin": _state.SMEM_OPTIN,
+        "regsPerBlock": _state.REGS_PER_BLOCK,
+        "warpSize": 32,
+        "maxThreadsPerBlock": _state.MAX_THREADS,
+        "maxThreadsDim": _state.MAX_BLOCK,
+        "maxGridSize": _state.MAX_GRID,
+        "major": 9,
+        "minor": 0,
     }
 
 

@@ -121,11 +121,19 @@ class Device:
 
 
 DEVICE_ATTRIBUTES = {
-    "MultiProcessorCount": SM_COUNT, "MaxSharedMemoryPerBlock": SMEM_PER_BLOCK,
-    "MaxSharedMemoryPerBlockOptin": SMEM_OPTIN, "MaxThreadsPerBlock": MAX_THREADS,
-    "MaxBlockDimX": MAX_BLOCK[0], "MaxBlockDimY": MAX_BLOCK[1], "MaxBlockDimZ": MAX_BLOCK[2],
-    "MaxGridDimX": MAX_GRID[0], "MaxGridDimY": MAX_GRID[1], "MaxGridDimZ": MAX_GRID[2],
-    "WarpSize": 32, "MaxRegistersPerBlock": REGS_PER_BLOCK, "ComputeCapabilityMajor": 9,
+    "MultiProcessorCount": SM_COUNT,
+    "MaxSharedMemoryPerBlock": SMEM_PER_BLOCK,
+    "MaxSharedMemoryPerBlockOptin": SMEM_OPTIN,
+    "MaxThreadsPerBlock": MAX_THREADS,
+    "MaxBlockDimX": MAX_BLOCK[0],
+    "MaxBlockDimY": MAX_BLOCK[1],
+    "MaxBlockDimZ": MAX_BLOCK[2],
+    "MaxGridDimX": MAX_GRID[0],
+    "MaxGridDimY": MAX_GRID[1],
+    "MaxGridDimZ": MAX_GRID[2],
+    "WarpSize": 32,
+    "MaxRegistersPerBlock": REGS_PER_BLOCK,
+    "ComputeCapabilityMajor": 9,
     "ComputeCapabilityMinor": 0,
 }
 
@@ -156,8 +164,10 @@ class _BaseStream:
         # CuPy's check_stream_device_match: a stream is used on the device it was made on
         current = get_device_id()
         if self.device_id not in (-1, current):
-            raise RuntimeError(f"The device that the stream is created on ({self.device_id}) does not match "
-                               f"with the current device ({current})")
+            raise RuntimeError(
+                f"The device that the stream is created on ({self.device_id}) does not match "
+                f"with the current device ({current})"
+            )
         return current
 
     def __enter__(self):
@@ -223,13 +233,16 @@ class Stream(_BaseStream):
         try:
             version, ptr = obj.__cuda_stream__()
         except AttributeError as exc:
-            raise TypeError(f"Object of type {type(obj).__name__} does not implement the CUDA stream protocol "
-                            "(__cuda_stream__ method)") from exc
+            raise TypeError(
+                f"Object of type {type(obj).__name__} does not implement the CUDA stream protocol "
+                "(__cuda_stream__ method)"
+            ) from exc
         except (TypeError, ValueError) as exc:
             raise TypeError("__cuda_stream__() must return a 2-tuple of (version, stream_ptr)") from exc
         if not isinstance(version, int) or not isinstance(ptr, int):
-            raise TypeError(f"__cuda_stream__() must return (int, int), got "
-                            f"({type(version).__name__}, {type(ptr).__name__})")
+            raise TypeError(
+                f"__cuda_stream__() must return (int, int), got ({type(version).__name__}, {type(ptr).__name__})"
+            )
         if version != 0:
             raise TypeError(f"__cuda_stream__() returned unsupported version {version}, only version 0 is supported")
         stream = cls.__new__(cls)
@@ -244,8 +257,12 @@ Stream.ptds = Stream(ptds=True)
 
 class ExternalStream(_BaseStream):
     def __init__(self, ptr, device_id=-1):
-        warnings.warn("ExternalStream is deprecated. Use Stream.from_external() instead to interoperate with "
-                      "external streams that implement the CUDA stream protocol.", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "ExternalStream is deprecated. Use Stream.from_external() instead to interoperate with "
+            "external streams that implement the CUDA stream protocol.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         super().__init__(ptr, device_id)
 
 

@@ -151,9 +151,11 @@ def _nd_kernel(name, ndim, args, body, namespace, shape_of="y"):
     while ``i < n``; the top digit needs no bound, ``i < n`` ends the loop.
     """
     last = ndim - 1
-    lines = [f"def {name}({', '.join(args)}):",
-             "    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x",
-             "    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x"]
+    lines = [
+        f"def {name}({', '.join(args)}):",
+        "    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x",
+        "    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x",
+    ]
     lines += [f"    s{k} = np.int64({shape_of}.shape[{k}])" for k in range(1, ndim)]
     lines += [f"    g{k} = g[{k}]" for k in range(ndim)]
     lines.append("    r = i")
@@ -165,10 +167,12 @@ def _nd_kernel(name, ndim, args, body, namespace, shape_of="y"):
     lines += [f"        {line}".replace("IDX", idx) for line in body]
     lines.append("        i += step")
     for k in range(last, 0, -1):
-        lines += [f"        d{k} += g{k}",
-                  f"        if d{k} >= s{k}:",
-                  f"            d{k} -= s{k}",
-                  f"            d{k - 1} += 1"]
+        lines += [
+            f"        d{k} += g{k}",
+            f"        if d{k} >= s{k}:",
+            f"            d{k} -= s{k}",
+            f"            d{k - 1} += 1",
+        ]
     lines.append("        d0 += g0")
     ns = {"np": np, "cuda": cuda, "store": store, **namespace}
     exec("\n".join(lines), ns)  # noqa: S102 - generated from the fixed templates above
@@ -177,8 +181,13 @@ def _nd_kernel(name, ndim, args, body, namespace, shape_of="y"):
 
 def elementwise_nd(op, ft, ndim):
     f = device_functions(ft)[op]
-    return _nd_kernel(f"gpuact_{op}_nd{ndim}", ndim, ["x", "y", "n", "g", "p0", "p1", "p2", "p3"],
-                      ["store(y, (IDX), f(ft(x[IDX]), p0, p1, p2, p3))"], {"f": f, "ft": ft})
+    return _nd_kernel(
+        f"gpuact_{op}_nd{ndim}",
+        ndim,
+        ["x", "y", "n", "g", "p0", "p1", "p2", "p3"],
+        ["store(y, (IDX), f(ft(x[IDX]), p0, p1, p2, p3))"],
+        {"f": f, "ft": ft},
+    )
 
 
 def elementwise_nd_signature(in_dtype, out_dtype, ndim):
@@ -214,21 +223,36 @@ def elementwise_bias_contig(op, ft):
 
 def elementwise_bias_contig_signature(in_dtype, bias_dtype, out_dtype):
     ft = compute_type(out_dtype)
-    return signature((in_dtype, 1, "C"), (bias_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64, np.int64, np.int64,
-                     ft, ft, ft, ft)
+    return signature(
+        (in_dtype, 1, "C"), (bias_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64, np.int64, np.int64, ft, ft, ft, ft
+    )
 
 
 def elementwise_bias_nd(op, ft, ndim):
     """y = op(x + b) over N-D views, the bias a broadcast view of x's shape (zero strides)."""
     f = device_functions(ft)[op]
-    return _nd_kernel(f"gpuact_{op}_bias_nd{ndim}", ndim, ["x", "b", "y", "n", "g", "p0", "p1", "p2", "p3"],
-                      ["store(y, (IDX), f(ft(x[IDX]) + ft(b[IDX]), p0, p1, p2, p3))"], {"f": f, "ft": ft})
+    return _nd_kernel(
+        f"gpuact_{op}_bias_nd{ndim}",
+        ndim,
+        ["x", "b", "y", "n", "g", "p0", "p1", "p2", "p3"],
+        ["store(y, (IDX), f(ft(x[IDX]) + ft(b[IDX]), p0, p1, p2, p3))"],
+        {"f": f, "ft": ft},
+    )
 
 
 def elementwise_bias_nd_signature(in_dtype, bias_dtype, out_dtype, ndim):
     ft = compute_type(out_dtype)
-    return signature((in_dtype, ndim, "A"), (bias_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64,
-                     steps_type(ndim), ft, ft, ft, ft)
+    return signature(
+        (in_dtype, ndim, "A"),
+        (bias_dtype, ndim, "A"),
+        (out_dtype, ndim, "A"),
+        np.int64,
+        steps_type(ndim),
+        ft,
+        ft,
+        ft,
+        ft,
+    )
 
 
 def grad_contig(op, ft, biased=False):
@@ -237,6 +261,7 @@ def grad_contig(op, ft, biased=False):
     may be dy or x itself (each element is read before the same thread writes it)."""
     g = grad_functions(ft)[op]
     if biased:
+
         def kernel(dy, x, b, dx, n, nb, cstep, p0, p1, p2, p3):
             i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
             step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
@@ -248,6 +273,7 @@ def grad_contig(op, ft, biased=False):
                 if col >= nb:
                     col -= nb
     else:
+
         def kernel(dy, x, dx, n, p0, p1, p2, p3):  # type: ignore[misc]  # the other variant's signature
             i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
             step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
@@ -263,8 +289,19 @@ def grad_contig_signature(dy_dtype, in_dtype, out_dtype, bias_dtype=None):
     ft = compute_type(out_dtype)
     if bias_dtype is None:
         return signature((dy_dtype, 1, "C"), (in_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64, ft, ft, ft, ft)
-    return signature((dy_dtype, 1, "C"), (in_dtype, 1, "C"), (bias_dtype, 1, "C"), (out_dtype, 1, "C"), np.int64,
-                     np.int64, np.int64, ft, ft, ft, ft)
+    return signature(
+        (dy_dtype, 1, "C"),
+        (in_dtype, 1, "C"),
+        (bias_dtype, 1, "C"),
+        (out_dtype, 1, "C"),
+        np.int64,
+        np.int64,
+        np.int64,
+        ft,
+        ft,
+        ft,
+        ft,
+    )
 
 
 def grad_nd(op, ft, ndim, biased=False):
@@ -275,9 +312,14 @@ def grad_nd(op, ft, ndim, biased=False):
     else:
         args, value = ["dy", "x", "dx"], "ft(x[IDX])"
     name = f"gpuact_{op}_grad{'_bias' if biased else ''}_nd{ndim}"
-    return _nd_kernel(name, ndim, args + ["n", "g", "p0", "p1", "p2", "p3"],
-                      [f"store(dx, (IDX), ft(dy[IDX]) * gf({value}, p0, p1, p2, p3))"], {"gf": g, "ft": ft},
-                      shape_of="dx")
+    return _nd_kernel(
+        name,
+        ndim,
+        args + ["n", "g", "p0", "p1", "p2", "p3"],
+        [f"store(dx, (IDX), ft(dy[IDX]) * gf({value}, p0, p1, p2, p3))"],
+        {"gf": g, "ft": ft},
+        shape_of="dx",
+    )
 
 
 def grad_nd_signature(dy_dtype, in_dtype, out_dtype, ndim, bias_dtype=None):
@@ -323,8 +365,12 @@ def binary_nd(kind, ft, ndim):
     elif kind == "prelu":
         # where alpha is 0 (Keras's initial PReLU) the negative part is 0, also at x = -inf (the
         # limit, as leaky_relu), not 0 * -inf
-        body = ["v = ft(a[IDX])", "al = ft(b[IDX])", "neg = al * fmin(v, zero) if al != zero else zero",
-                "store(y, (IDX), fmax(v, zero) + neg)"]
+        body = [
+            "v = ft(a[IDX])",
+            "al = ft(b[IDX])",
+            "neg = al * fmin(v, zero) if al != zero else zero",
+            "store(y, (IDX), fmax(v, zero) + neg)",
+        ]
     else:  # pragma: no cover
         raise ValueError(kind)
     ns = {"ft": ft, "sig": fns["_sigmoid_of"], "fmax": fns["_fmax"], "fmin": fns["_fmin"], "zero": ft(0)}
@@ -332,39 +378,61 @@ def binary_nd(kind, ft, ndim):
 
 
 def binary_nd_signature(a_dtype, b_dtype, out_dtype, ndim):
-    return signature((a_dtype, ndim, "A"), (b_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64,
-                     steps_type(ndim))
+    return signature((a_dtype, ndim, "A"), (b_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64, steps_type(ndim))
 
 
 def glu_grad_nd(ft, ndim):
     """glu's backward over the output's shape: a, b the halves of x, da, db those of dx;
     da = dy sigmoid(b), db = dy a sigmoid'(b), both halves written in one pass."""
     fns, grads = device_functions(ft), grad_functions(ft)
-    body = ["bv = ft(b[IDX])", "d = ft(dy[IDX])", "store(da, (IDX), sig(bv) * d)",
-            "store(db, (IDX), sig_grad(bv) * ft(a[IDX]) * d)"]
+    body = [
+        "bv = ft(b[IDX])",
+        "d = ft(dy[IDX])",
+        "store(da, (IDX), sig(bv) * d)",
+        "store(db, (IDX), sig_grad(bv) * ft(a[IDX]) * d)",
+    ]
     ns = {"ft": ft, "sig": fns["_sigmoid_of"], "sig_grad": grads["_sigmoid_grad"]}
-    return _nd_kernel(f"gpuact_glu_grad_nd{ndim}", ndim, ["a", "b", "dy", "da", "db", "n", "g"], body, ns,
-                      shape_of="db")
+    return _nd_kernel(
+        f"gpuact_glu_grad_nd{ndim}", ndim, ["a", "b", "dy", "da", "db", "n", "g"], body, ns, shape_of="db"
+    )
 
 
 def glu_grad_nd_signature(in_dtype, dy_dtype, out_dtype, ndim):
-    return signature((in_dtype, ndim, "A"), (in_dtype, ndim, "A"), (dy_dtype, ndim, "A"), (out_dtype, ndim, "A"),
-                     (out_dtype, ndim, "A"), np.int64, steps_type(ndim))
+    return signature(
+        (in_dtype, ndim, "A"),
+        (in_dtype, ndim, "A"),
+        (dy_dtype, ndim, "A"),
+        (out_dtype, ndim, "A"),
+        (out_dtype, ndim, "A"),
+        np.int64,
+        steps_type(ndim),
+    )
 
 
 def prelu_grad_nd(ft, ndim):
     """dx = dy where x > 0, dy * alpha elsewhere (the left derivative at 0); NaN in x stays."""
     # alpha is loaded unconditionally: a load under the branch doubled the registers (70 at sm_90)
-    body = ["v = ft(x[IDX])", "al = ft(alpha[IDX])", "gv = one if v > zero else al",
-            "store(dx, (IDX), ft(dy[IDX]) * (v if v != v else gv))"]
+    body = [
+        "v = ft(x[IDX])",
+        "al = ft(alpha[IDX])",
+        "gv = one if v > zero else al",
+        "store(dx, (IDX), ft(dy[IDX]) * (v if v != v else gv))",
+    ]
     ns = {"ft": ft, "one": ft(1), "zero": ft(0)}
-    return _nd_kernel(f"gpuact_prelu_grad_nd{ndim}", ndim, ["dy", "x", "alpha", "dx", "n", "g"], body, ns,
-                      shape_of="dx")
+    return _nd_kernel(
+        f"gpuact_prelu_grad_nd{ndim}", ndim, ["dy", "x", "alpha", "dx", "n", "g"], body, ns, shape_of="dx"
+    )
 
 
 def prelu_grad_nd_signature(dy_dtype, in_dtype, alpha_dtype, out_dtype, ndim):
-    return signature((dy_dtype, ndim, "A"), (in_dtype, ndim, "A"), (alpha_dtype, ndim, "A"), (out_dtype, ndim, "A"),
-                     np.int64, steps_type(ndim))
+    return signature(
+        (dy_dtype, ndim, "A"),
+        (in_dtype, ndim, "A"),
+        (alpha_dtype, ndim, "A"),
+        (out_dtype, ndim, "A"),
+        np.int64,
+        steps_type(ndim),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,10 +445,18 @@ def tile_thread(inner):
     shape. Rows (inner == 1) are launched as blockDim (TY, TX), so that the threads of a row are
     the fastest-varying ones and a warp reads along the row; columns as (TX, TY)."""
     if inner == 1:
-        return (np.int64(cuda.threadIdx.y), np.int64(cuda.threadIdx.x),
-                np.int64(cuda.blockDim.y), np.int64(cuda.blockDim.x))
-    return (np.int64(cuda.threadIdx.x), np.int64(cuda.threadIdx.y),
-            np.int64(cuda.blockDim.x), np.int64(cuda.blockDim.y))
+        return (
+            np.int64(cuda.threadIdx.y),
+            np.int64(cuda.threadIdx.x),
+            np.int64(cuda.blockDim.y),
+            np.int64(cuda.blockDim.x),
+        )
+    return (
+        np.int64(cuda.threadIdx.x),
+        np.int64(cuda.threadIdx.y),
+        np.int64(cuda.blockDim.x),
+        np.int64(cuda.blockDim.y),
+    )
 
 
 @cuda.jit(device=True)
@@ -645,8 +721,16 @@ def bias_layout_type():
 
 
 def softmax_tile_signature(in_dtype, out_dtype, bias_dtype=np.uint8):
-    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"), (bias_dtype, 1, "C"),
-                     bias_layout_type(), np.int64, np.int64, np.int64)
+    return signature(
+        (in_dtype, 1, "C"),
+        (out_dtype, 1, "C"),
+        (np.uint8, 1, "C"),
+        (bias_dtype, 1, "C"),
+        bias_layout_type(),
+        np.int64,
+        np.int64,
+        np.int64,
+    )
 
 
 def softmax_partials(ft, masked, biased=False):
@@ -683,8 +767,19 @@ def softmax_partials(ft, masked, biased=False):
 
 
 def softmax_partials_signature(in_dtype, ft, bias_dtype=np.uint8):
-    return signature((in_dtype, 1, "C"), (np.uint8, 1, "C"), (bias_dtype, 1, "C"), bias_layout_type(),
-                     (ft, 1, "C"), (ft, 1, "C"), np.int64, np.int64, np.int64, np.int64, np.int64)
+    return signature(
+        (in_dtype, 1, "C"),
+        (np.uint8, 1, "C"),
+        (bias_dtype, 1, "C"),
+        bias_layout_type(),
+        (ft, 1, "C"),
+        (ft, 1, "C"),
+        np.int64,
+        np.int64,
+        np.int64,
+        np.int64,
+        np.int64,
+    )
 
 
 def softmax_finish(ft, log, masked, biased=False):
@@ -726,9 +821,20 @@ def softmax_finish(ft, log, masked, biased=False):
 
 def softmax_finish_signature(in_dtype, out_dtype, bias_dtype=np.uint8):
     ft = compute_type(out_dtype)
-    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"), (bias_dtype, 1, "C"),
-                     bias_layout_type(), (ft, 1, "C"), (ft, 1, "C"), np.int64, np.int64, np.int64, np.int64,
-                     np.int64)
+    return signature(
+        (in_dtype, 1, "C"),
+        (out_dtype, 1, "C"),
+        (np.uint8, 1, "C"),
+        (bias_dtype, 1, "C"),
+        bias_layout_type(),
+        (ft, 1, "C"),
+        (ft, 1, "C"),
+        np.int64,
+        np.int64,
+        np.int64,
+        np.int64,
+        np.int64,
+    )
 
 
 def _softmax_grad_parts(ft, log, masked, biased):
@@ -827,8 +933,17 @@ def softmax_grad_tile(ft, log, masked, biased=False):
 
 
 def softmax_grad_tile_signature(dy_dtype, in_dtype, out_dtype, bias_dtype=np.uint8):
-    return signature((dy_dtype, 1, "C"), (in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"),
-                     (bias_dtype, 1, "C"), bias_layout_type(), np.int64, np.int64, np.int64)
+    return signature(
+        (dy_dtype, 1, "C"),
+        (in_dtype, 1, "C"),
+        (out_dtype, 1, "C"),
+        (np.uint8, 1, "C"),
+        (bias_dtype, 1, "C"),
+        bias_layout_type(),
+        np.int64,
+        np.int64,
+        np.int64,
+    )
 
 
 def softmax_grad_partials(ft, log, masked, biased=False):
@@ -867,9 +982,21 @@ def softmax_grad_partials(ft, log, masked, biased=False):
 
 
 def softmax_grad_partials_signature(dy_dtype, in_dtype, ft, bias_dtype=np.uint8):
-    return signature((dy_dtype, 1, "C"), (in_dtype, 1, "C"), (np.uint8, 1, "C"), (bias_dtype, 1, "C"),
-                     bias_layout_type(), (ft, 1, "C"), (ft, 1, "C"), (ft, 1, "C"), np.int64, np.int64, np.int64,
-                     np.int64, np.int64)
+    return signature(
+        (dy_dtype, 1, "C"),
+        (in_dtype, 1, "C"),
+        (np.uint8, 1, "C"),
+        (bias_dtype, 1, "C"),
+        bias_layout_type(),
+        (ft, 1, "C"),
+        (ft, 1, "C"),
+        (ft, 1, "C"),
+        np.int64,
+        np.int64,
+        np.int64,
+        np.int64,
+        np.int64,
+    )
 
 
 def softmax_grad_finish(ft, log, masked, biased=False):
@@ -912,9 +1039,22 @@ def softmax_grad_finish(ft, log, masked, biased=False):
 
 def softmax_grad_finish_signature(dy_dtype, in_dtype, out_dtype, bias_dtype=np.uint8):
     ft = compute_type(out_dtype)
-    return signature((dy_dtype, 1, "C"), (in_dtype, 1, "C"), (out_dtype, 1, "C"), (np.uint8, 1, "C"),
-                     (bias_dtype, 1, "C"), bias_layout_type(), (ft, 1, "C"), (ft, 1, "C"), (ft, 1, "C"),
-                     np.int64, np.int64, np.int64, np.int64, np.int64)
+    return signature(
+        (dy_dtype, 1, "C"),
+        (in_dtype, 1, "C"),
+        (out_dtype, 1, "C"),
+        (np.uint8, 1, "C"),
+        (bias_dtype, 1, "C"),
+        bias_layout_type(),
+        (ft, 1, "C"),
+        (ft, 1, "C"),
+        (ft, 1, "C"),
+        np.int64,
+        np.int64,
+        np.int64,
+        np.int64,
+        np.int64,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1124,16 +1264,27 @@ def nd_catalogue(dtype, ndims=(1, 2, 3, 4), ops=None):
     for nd in ndims:
         for op in ELEMENTWISE_OPS if ops is None else ops:
             out.append((f"{op}_nd{nd}", elementwise_nd(op, ft, nd), elementwise_nd_signature(dtype, dtype, nd)))
-            out.append((f"{op}_bias_nd{nd}", elementwise_bias_nd(op, ft, nd),
-                        elementwise_bias_nd_signature(dtype, dtype, dtype, nd)))
+            out.append(
+                (
+                    f"{op}_bias_nd{nd}",
+                    elementwise_bias_nd(op, ft, nd),
+                    elementwise_bias_nd_signature(dtype, dtype, dtype, nd),
+                )
+            )
             for biased in (False, True):
-                out.append((f"{op}_grad{'_bias' if biased else ''}_nd{nd}", grad_nd(op, ft, nd, biased),
-                            grad_nd_signature(dtype, dtype, dtype, nd, dtype if biased else None)))
+                out.append(
+                    (
+                        f"{op}_grad{'_bias' if biased else ''}_nd{nd}",
+                        grad_nd(op, ft, nd, biased),
+                        grad_nd_signature(dtype, dtype, dtype, nd, dtype if biased else None),
+                    )
+                )
         out.append((f"glu_nd{nd}", binary_nd("glu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
         out.append((f"glu_grad_nd{nd}", glu_grad_nd(ft, nd), glu_grad_nd_signature(dtype, dtype, dtype, nd)))
         out.append((f"prelu_nd{nd}", binary_nd("prelu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
-        out.append((f"prelu_grad_nd{nd}", prelu_grad_nd(ft, nd),
-                    prelu_grad_nd_signature(dtype, dtype, dtype, dtype, nd)))
+        out.append(
+            (f"prelu_grad_nd{nd}", prelu_grad_nd(ft, nd), prelu_grad_nd_signature(dtype, dtype, dtype, dtype, nd))
+        )
         out.append((f"copy_nd{nd}", copy_nd(nd, dtype, dtype), copy_nd_signature(dtype, dtype, nd)))
         out.append((f"mask_nd{nd}", mask_nd(nd, dtype), mask_nd_signature(dtype, nd)))
     return out
@@ -1149,33 +1300,70 @@ def catalogue(dtype, ndims=(1, 3)):
     out = []
     for op in ELEMENTWISE_OPS:
         out.append((f"{op}_contig", elementwise_contig(op, ft), elementwise_contig_signature(dtype, dtype)))
-        out.append((f"{op}_bias_contig", elementwise_bias_contig(op, ft),
-                    elementwise_bias_contig_signature(dtype, dtype, dtype)))
+        out.append(
+            (
+                f"{op}_bias_contig",
+                elementwise_bias_contig(op, ft),
+                elementwise_bias_contig_signature(dtype, dtype, dtype),
+            )
+        )
         out.append((f"{op}_grad_contig", grad_contig(op, ft), grad_contig_signature(dtype, dtype, dtype)))
-        out.append((f"{op}_grad_bias_contig", grad_contig(op, ft, True),
-                    grad_contig_signature(dtype, dtype, dtype, dtype)))
+        out.append(
+            (f"{op}_grad_bias_contig", grad_contig(op, ft, True), grad_contig_signature(dtype, dtype, dtype, dtype))
+        )
     for log in (False, True):
         for masked in (False, True):
             for biased in (False, True):
                 bd = dtype if biased else np.uint8
                 name = f"{'log_' if log else ''}softmax{'_masked' if masked else ''}{'_bias' if biased else ''}"
-                out.append((f"{name}_tile", softmax_tile(ft, log, masked, biased),
-                            softmax_tile_signature(dtype, dtype, bd)))
-                out.append((f"{name}_finish", softmax_finish(ft, log, masked, biased),
-                            softmax_finish_signature(dtype, dtype, bd)))
-                out.append((f"{name}_grad_tile", softmax_grad_tile(ft, log, masked, biased),
-                            softmax_grad_tile_signature(dtype, dtype, dtype, bd)))
-                out.append((f"{name}_grad_partials", softmax_grad_partials(ft, log, masked, biased),
-                            softmax_grad_partials_signature(dtype, dtype, ft, bd)))
-                out.append((f"{name}_grad_finish", softmax_grad_finish(ft, log, masked, biased),
-                            softmax_grad_finish_signature(dtype, dtype, dtype, bd)))
+                out.append(
+                    (f"{name}_tile", softmax_tile(ft, log, masked, biased), softmax_tile_signature(dtype, dtype, bd))
+                )
+                out.append(
+                    (
+                        f"{name}_finish",
+                        softmax_finish(ft, log, masked, biased),
+                        softmax_finish_signature(dtype, dtype, bd),
+                    )
+                )
+                out.append(
+                    (
+                        f"{name}_grad_tile",
+                        softmax_grad_tile(ft, log, masked, biased),
+                        softmax_grad_tile_signature(dtype, dtype, dtype, bd),
+                    )
+                )
+                out.append(
+                    (
+                        f"{name}_grad_partials",
+                        softmax_grad_partials(ft, log, masked, biased),
+                        softmax_grad_partials_signature(dtype, dtype, ft, bd),
+                    )
+                )
+                out.append(
+                    (
+                        f"{name}_grad_finish",
+                        softmax_grad_finish(ft, log, masked, biased),
+                        softmax_grad_finish_signature(dtype, dtype, dtype, bd),
+                    )
+                )
                 if not log:
-                    out.append((f"{name}_partials", softmax_partials(ft, masked, biased),
-                                softmax_partials_signature(dtype, ft, bd)))
+                    out.append(
+                        (
+                            f"{name}_partials",
+                            softmax_partials(ft, masked, biased),
+                            softmax_partials_signature(dtype, ft, bd),
+                        )
+                    )
     for cached in (False, True):
         suffix = "_cached" if cached else ""
         out.append((f"sparsemax_tile{suffix}", sparsemax_tile(ft, cached), sparsemax_tile_signature(dtype, dtype)))
-        out.append((f"sparsemax_grad_tile{suffix}", sparsemax_grad_tile(ft, cached),
-                    sparsemax_grad_tile_signature(dtype, dtype, dtype)))
+        out.append(
+            (
+                f"sparsemax_grad_tile{suffix}",
+                sparsemax_grad_tile(ft, cached),
+                sparsemax_grad_tile_signature(dtype, dtype, dtype),
+            )
+        )
     out += nd_catalogue(dtype, ndims)
     return out

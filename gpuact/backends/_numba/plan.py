@@ -85,8 +85,9 @@ def _block_dims(tx, ty, inner):
     return (ty, tx) if inner == 1 else (tx, ty)
 
 
-def softmax_plan(outer: int, length: int, inner: int, sm_count: int, block: int = BLOCK,
-                 max_grid: int | None = None) -> TilePlan:
+def softmax_plan(
+    outer: int, length: int, inner: int, sm_count: int, block: int = BLOCK, max_grid: int | None = None
+) -> TilePlan:
     """How to launch softmax over a contiguous (outer, L, inner) array on ``sm_count`` SMs.
 
     ``max_grid`` caps single-pass grids (the CUDA simulator's small grids); a split's grid is
@@ -99,8 +100,7 @@ def softmax_plan(outer: int, length: int, inner: int, sm_count: int, block: int 
     n = cols * length
     least = MIN_BLOCKS_PER_SM * sm_count
     cap = max_grid if max_grid is not None else max(least, TILE_BLOCKS_PER_SM * sm_count)
-    single = TilePlan(tx, ty, tiles, 1, length, max(1, min(tiles, cap, MAX_GRID_X)),
-                      _block_dims(tx, ty, inner))
+    single = TilePlan(tx, ty, tiles, 1, length, max(1, min(tiles, cap, MAX_GRID_X)), _block_dims(tx, ty, inner))
     if tiles >= least or length <= 1:
         return single
     # Too few tiles: split L. Aim for SPLIT_BLOCKS_PER_SM per SM with segments worth a block ...
@@ -117,8 +117,9 @@ def softmax_plan(outer: int, length: int, inner: int, sm_count: int, block: int 
     return TilePlan(tx, ty, tiles, segments, seg_len, tiles * segments, _block_dims(tx, ty, inner))
 
 
-def sparsemax_plan(outer: int, length: int, inner: int, sm_count: int, itemsize: int,
-                   block: int = BLOCK, max_grid: int | None = None) -> tuple[TilePlan, bool]:
+def sparsemax_plan(
+    outer: int, length: int, inner: int, sm_count: int, itemsize: int, block: int = BLOCK, max_grid: int | None = None
+) -> tuple[TilePlan, bool]:
     """(plan, cached): a block per tile, the slice held in shared memory when ``cached``."""
     outer, length, inner, sm_count = int(outer), int(length), int(inner), max(1, int(sm_count))
     tx, ty = tile_shape(length, inner, block)

@@ -28,6 +28,7 @@ from numba import cuda
 
 from gpuact._ops import NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
 
+
 def _simulator_active() -> bool:
     try:
         from numba.cuda.core import config
@@ -357,20 +358,48 @@ def _build(ft):  # noqa: C901 - one small function per op, on purpose
     sum_add, sum_merge = online_add_grad_for(False)
 
     fns = {
-        "relu": relu, "sigmoid": sigmoid, "softplus": softplus, "softsign": softsign, "tanh": tanh,
-        "selu": selu, "elu": elu, "exponential": exponential, "linear": linear, "relu6": relu6,
-        "leaky_relu": leaky_relu, "silu": silu, "gelu": gelu, "gelu_tanh": gelu_tanh,
-        "hard_sigmoid": hard_sigmoid, "hard_silu": hard_silu, "mish": mish, "log_sigmoid": log_sigmoid,
-        "celu": celu, "hard_tanh": hard_tanh, "hard_shrink": hard_shrink, "soft_shrink": soft_shrink,
-        "tanh_shrink": tanh_shrink, "threshold": threshold, "squareplus": squareplus,
-        "sparse_plus": sparse_plus, "sparse_sigmoid": sparse_sigmoid,
+        "relu": relu,
+        "sigmoid": sigmoid,
+        "softplus": softplus,
+        "softsign": softsign,
+        "tanh": tanh,
+        "selu": selu,
+        "elu": elu,
+        "exponential": exponential,
+        "linear": linear,
+        "relu6": relu6,
+        "leaky_relu": leaky_relu,
+        "silu": silu,
+        "gelu": gelu,
+        "gelu_tanh": gelu_tanh,
+        "hard_sigmoid": hard_sigmoid,
+        "hard_silu": hard_silu,
+        "mish": mish,
+        "log_sigmoid": log_sigmoid,
+        "celu": celu,
+        "hard_tanh": hard_tanh,
+        "hard_shrink": hard_shrink,
+        "soft_shrink": soft_shrink,
+        "tanh_shrink": tanh_shrink,
+        "threshold": threshold,
+        "squareplus": squareplus,
+        "sparse_plus": sparse_plus,
+        "sparse_sigmoid": sparse_sigmoid,
         # helpers the fused kernels use
-        "_fmax": fmax, "_fmin": fmin, "_clip": clip, "_sigmoid_of": sigmoid_of, "_log1p_exp_neg_abs": log1p_exp_neg_abs,
+        "_fmax": fmax,
+        "_fmin": fmin,
+        "_clip": clip,
+        "_sigmoid_of": sigmoid_of,
+        "_log1p_exp_neg_abs": log1p_exp_neg_abs,
         "_hard_sigmoid_of": hard_sigmoid_of,
-        "_neumaier": neumaier, "_online_add": online_add, "_online_merge": online_merge,
+        "_neumaier": neumaier,
+        "_online_add": online_add,
+        "_online_merge": online_merge,
         # the softmax backward's state (max, sum of exp, second sum): softmax's "dot", log's "sum"
-        "_online_add_dot": dot_add, "_online_merge_dot": dot_merge,
-        "_online_add_sum": sum_add, "_online_merge_sum": sum_merge,
+        "_online_add_dot": dot_add,
+        "_online_merge_dot": dot_merge,
+        "_online_add_sum": sum_add,
+        "_online_merge_sum": sum_merge,
     }
     return fns
 
@@ -556,13 +585,33 @@ def _build_grads(ft, fns):  # noqa: C901 - one small function per op, as in _bui
         return nan_or(x, half if (x > -one and x <= one) else zero)
 
     return {
-        "relu": relu, "sigmoid": sigmoid, "softplus": softplus, "softsign": softsign, "tanh": tanh,
-        "selu": selu, "elu": elu, "exponential": exponential, "linear": linear, "relu6": relu6,
-        "leaky_relu": leaky_relu, "silu": silu, "gelu": gelu, "gelu_tanh": gelu_tanh,
-        "hard_sigmoid": hard_sigmoid, "hard_silu": hard_silu, "mish": mish, "log_sigmoid": log_sigmoid,
-        "celu": celu, "hard_tanh": hard_tanh, "hard_shrink": shrink, "soft_shrink": shrink,
-        "tanh_shrink": tanh_shrink, "threshold": threshold, "squareplus": squareplus,
-        "sparse_plus": sparse_plus, "sparse_sigmoid": sparse_sigmoid,
+        "relu": relu,
+        "sigmoid": sigmoid,
+        "softplus": softplus,
+        "softsign": softsign,
+        "tanh": tanh,
+        "selu": selu,
+        "elu": elu,
+        "exponential": exponential,
+        "linear": linear,
+        "relu6": relu6,
+        "leaky_relu": leaky_relu,
+        "silu": silu,
+        "gelu": gelu,
+        "gelu_tanh": gelu_tanh,
+        "hard_sigmoid": hard_sigmoid,
+        "hard_silu": hard_silu,
+        "mish": mish,
+        "log_sigmoid": log_sigmoid,
+        "celu": celu,
+        "hard_tanh": hard_tanh,
+        "hard_shrink": shrink,
+        "soft_shrink": shrink,
+        "tanh_shrink": tanh_shrink,
+        "threshold": threshold,
+        "squareplus": squareplus,
+        "sparse_plus": sparse_plus,
+        "sparse_sigmoid": sparse_sigmoid,
         # helpers the fused kernels use
         "_sigmoid_grad": sigmoid_grad_core,
     }
