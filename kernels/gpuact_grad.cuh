@@ -73,7 +73,11 @@ GA_GRAD(leaky_relu) { GA_UNUSED; return GA_NAN_OR((x > T(0)) ? T(1) : p0); }
 GA_GRAD(silu) {
     GA_UNUSED;
     T u = clip_(x, -GA_GRAD_SAT, GA_GRAD_SAT);
-    return sigmoid_core(u) * (T(1) + u * sigmoid_core(-u));
+    T e = exp_(-abs_(u));  // s(u) and s(-u) from one exp and one division
+    T r = T(1) / (T(1) + e);
+    T s_pos = u >= T(0) ? r : e * r;
+    T s_neg = u >= T(0) ? e * r : r;
+    return s_pos * (T(1) + u * s_neg);
 }
 // (x Phi(x))' = Phi(x) + x phi(x)
 // Phi(x) from the tail Phi(-|x|), phi(x) = e**(-x**2 / 2) / sqrt(2 pi)
