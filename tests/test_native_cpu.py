@@ -70,8 +70,17 @@ def _ulps(actual32: np.ndarray, exact64: np.ndarray) -> np.ndarray:
 def _run(op, x, *params):
     kernel = _native.compiled_elementwise(op, x.dtype)  # also the float64 kernels the path does not route to
     y = np.empty_like(x)
-    numpy_backend._native_elementwise(kernel, x, y, params)
+    numpy_backend._native_elementwise(kernel, x, y, params, numpy_backend.PARALLEL_MIN)
     return y
+
+
+@pytest.fixture
+def threads_from_parallel_min(monkeypatch):
+    """The compiled passes shared among the threads from PARALLEL_MIN elements (their own thresholds
+    are 2**18 to 2**21), so that the tests' arrays cross threads at a few hundred thousand
+    elements."""
+    monkeypatch.setattr(numpy_backend, "compiled_parallel_min", lambda op: numpy_backend.PARALLEL_MIN)
+    monkeypatch.setattr(numpy_backend, "COMPILED_SOFTMAX_PARALLEL_MIN", numpy_backend.PARALLEL_MIN)
 
 
 # (op, params, exact float64 function, input ranges, ulp bound). The bounds are what
@@ -143,7 +152,7 @@ PARAMS = {
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("op", ELEMENTWISE_OPS)
-def test_compiled_kernels_agree_with_the_ufunc_formulas_across_threads(op, dtype):
+def test_compiled_kernels_agree_with_the_ufunc_formulas_across_threads(op, dtype, threads_from_parallel_min):
     """Edge values and a random array long enough to be cut across every thread (not a whole
     number of chunks), against the ufunc formulas they replace: same NaN and inf positions, values
     within the contract's tolerance."""
@@ -159,7 +168,7 @@ def test_compiled_kernels_agree_with_the_ufunc_formulas_across_threads(op, dtype
         assert_close(_run(op, x, *params), expected, dtype)
 
 
-def test_public_calls_use_the_compiled_kernels_and_threads():
+def test_public_calls_use_the_compiled_kernels_and_threads(threads_from_parallel_min):
     _skip_unless_loaded()
     x = np.random.default_rng(3).standard_normal(4 * numpy_backend.PARALLEL_MIN + 7).astype(np.float32)
     expected = reference.elementwise("gelu", x)
@@ -169,7 +178,7 @@ def test_public_calls_use_the_compiled_kernels_and_threads():
     assert_close(out, expected, np.float32)
 
 
-def test_out_is_the_input_or_overlaps_it():
+def test_out_is_the_input_or_overlaps_it(threads_from_parallel_min):
     _skip_unless_loaded()
     x = np.linspace(-6.0, 6.0, 2 * numpy_backend.PARALLEL_MIN + 3, dtype=np.float32)
     expected = reference.elementwise("silu", x)
@@ -213,7 +222,7 @@ def test_loading_the_library_keeps_subnormals():
 
 @pytest.mark.parametrize("shape, axis", [((5, 300, 17), 1), ((3000, 64), 0), ((16, 7, 40, 3), 2), ((2, 70000, 2), 1)])
 @pytest.mark.parametrize("log", [False, True])
-def test_softmax_columns(shape, axis, log):
+def test_softmax_columns(shape, axis, log, threads_from_parallel_min):
     """Softmax along a non-last axis: the column kernel, several work units a thread, a last unit
     narrower than the others, NaN and all--inf columns."""
     _skip_unless_loaded()
@@ -228,3 +237,9 @@ def test_softmax_columns(shape, axis, log):
     with np.errstate(all="ignore"):
         expected = reference.softmax(x.astype(np.float64), axis=axis, log=log)
     assert_close(fn(x, axis=axis), expected, np.float32)
+
+
+def test_thread_thresholds_name_real_ops():
+    # a misspelt name would silently get the default threshold
+    assert numpy_backend._CHEAP_OPS | numpy_backend._HEAVY_OPS <= set(ELEMENTWISE_OPS)
+    assert numpy_backend.compiled_parallel_min("relu") > numpy_backend.compiled_parallel_min("gelu")

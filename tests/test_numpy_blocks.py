@@ -18,6 +18,8 @@ def small_blocks(request, monkeypatch):
     block, parallel_min = request.param
     monkeypatch.setattr(numpy_backend, "BLOCK", block)
     monkeypatch.setattr(numpy_backend, "PARALLEL_MIN", parallel_min)
+    monkeypatch.setattr(numpy_backend, "compiled_parallel_min", lambda op: parallel_min)
+    monkeypatch.setattr(numpy_backend, "COMPILED_SOFTMAX_PARALLEL_MIN", parallel_min)
     monkeypatch.setattr(numpy_backend, "THREADS", 2)
 
 

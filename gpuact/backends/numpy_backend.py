@@ -35,8 +35,43 @@ from gpuact.backends import _composite, _interop, _native
 # thread idle (softsign 4.1 ms, elu 6.1 ms), 128K ones halved that (2.5 ms, 3.4 ms), 512K gained
 # little more.
 BLOCK = 131072
-# Below this many elements a second thread costs more (start-up, cache traffic) than it saves.
+# Below this many elements a second thread costs more (start-up, cache traffic) than it saves: the
+# ufunc formulas' passes. The compiled kernels do far more per element and microsecond, so handing
+# half of a pass to the pool (a few tens of microseconds on this 2-core VM, under load) pays off only
+# on longer arrays, the later the cheaper the op. Measured (float32, one thread against two): relu
+# 55 us against 101 us at 2**19, 282 against 260 at 2**21; sigmoid 225 against 227 at 2**19; gelu
+# 292 against 220 at 2**18; softmax rows of 1024 131 against 145 at 2**18, 269 against 210 at 2**19.
 PARALLEL_MIN = 1 << 16
+_CHEAP_OPS = frozenset(
+    {
+        "relu",
+        "relu6",
+        "leaky_relu",
+        "linear",
+        "hard_sigmoid",
+        "hard_silu",
+        "hard_tanh",
+        "hard_shrink",
+        "soft_shrink",
+        "threshold",
+        "sparse_plus",
+        "sparse_sigmoid",
+        "softsign",
+        "squareplus",
+    }
+)
+_HEAVY_OPS = frozenset({"gelu", "gelu_tanh", "mish", "softplus", "log_sigmoid"})
+COMPILED_SOFTMAX_PARALLEL_MIN = 1 << 19
+
+
+def compiled_parallel_min(op: str) -> int:
+    """Elements from which a compiled elementwise pass of ``op`` (forward, bias or backward) is
+    shared among the threads."""
+    if op in _CHEAP_OPS:
+        return 1 << 21
+    return 1 << 18 if op in _HEAVY_OPS else 1 << 19
+
+
 THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 _pool: ThreadPoolExecutor | None = None
@@ -761,10 +796,11 @@ _GRADS = {
 # The block driver.
 
 
-def _parallel_ranges(count: int, work: int) -> list[tuple[int, int]]:
+def _parallel_ranges(count: int, work: int, minimum: int = PARALLEL_MIN) -> list[tuple[int, int]]:
     """``count`` items (blocks, rows, ...) cut into one contiguous range per thread, or a single
-    range when the ``work`` (elements) is too small for a second thread to pay off."""
-    if work < PARALLEL_MIN or count < 2 or THREADS == 1:
+    range when the ``work`` (elements) is below ``minimum``, too little for a second thread to pay
+    off."""
+    if work < minimum or count < 2 or THREADS == 1:
         return [(0, count)]
     per = -(-count // THREADS)
     return [(i * per, min(count, (i + 1) * per)) for i in range(THREADS) if i * per < count]
@@ -846,7 +882,7 @@ def elementwise(op, x, params, out, dtype, stream=None, bias=None):
         return _elementwise_bias(op, x, params, out, dtype, bias)
     n = x.size
     if (
-        n < PARALLEL_MIN
+        n < compiled_parallel_min(op)
         and x.dtype is dtype
         and x.flags.c_contiguous
         and (out is None or (out.dtype is dtype and out.flags.c_contiguous))
@@ -874,7 +910,7 @@ def elementwise(op, x, params, out, dtype, stream=None, bias=None):
         _buffered_elementwise(op, native, x, y, params, compute)
         return y
     if native is not None:
-        _native_elementwise(native, xf, yf, tuple(params) + _NO_PARAMS[len(params)])
+        _native_elementwise(native, xf, yf, tuple(params) + _NO_PARAMS[len(params)], compiled_parallel_min(op))
     else:
         _ufunc_elementwise(op, xf, yf, params, compute)
     if yf.base is not y and yf is not y:
@@ -889,10 +925,10 @@ def _in_compute_dtype(params, compute):
     return tuple(compute.type(p) for p in params)
 
 
-def _run_ranges(n: int, call):
-    """``call(start, end)`` over [0, n) in whole cache lines, on every core for large ``n``, in
-    pieces between stop checks (see ``_run_parallel``)."""
-    if n < PARALLEL_MIN:
+def _run_ranges(n: int, call, minimum: int):
+    """``call(start, end)`` over [0, n) in whole cache lines, on every core from ``minimum``
+    elements, in pieces between stop checks (see ``_run_parallel``)."""
+    if n < minimum:
         call(0, n)
         return
     chunks = -(-n // _NATIVE_CHUNK)
@@ -901,13 +937,13 @@ def _run_ranges(n: int, call):
         for start, end in _pieces(lo * _NATIVE_CHUNK, min(n, hi * _NATIVE_CHUNK), stop):
             call(start, end)
 
-    _run_parallel(run, _parallel_ranges(chunks, n))
+    _run_parallel(run, _parallel_ranges(chunks, n, minimum))
 
 
-def _native_elementwise(kernel, xf, yf, params):
-    """``yf = op(xf)`` by a compiled kernel (``params`` padded to 4), on every core for large
-    arrays; ``xf`` is ``yf`` or does not overlap it."""
-    _run_ranges(xf.size, lambda start, end: kernel(xf, yf, start, end, *params))
+def _native_elementwise(kernel, xf, yf, params, minimum):
+    """``yf = op(xf)`` by a compiled kernel (``params`` padded to 4), on every core from
+    ``minimum`` elements; ``xf`` is ``yf`` or does not overlap it."""
+    _run_ranges(xf.size, lambda start, end: kernel(xf, yf, start, end, *params), minimum)
 
 
 def _ufunc_elementwise(op, xf, yf, params, compute):
@@ -1076,7 +1112,7 @@ def _native_softmax_rows(kernel, x2, y2, log):
         for start, end in _pieces(lo, hi, stop, step):
             kernel(x2, y2, start, end, length, int(log))
 
-    _run_parallel(run, _parallel_ranges(rows, x2.size))
+    _run_parallel(run, _parallel_ranges(rows, x2.size, COMPILED_SOFTMAX_PARALLEL_MIN))
 
 
 def _native_softmax_columns(kernel, x3, y3, log):
@@ -1089,7 +1125,7 @@ def _native_softmax_columns(kernel, x3, y3, log):
         for start, end in _pieces(lo, hi, stop, step):
             kernel(x3, y3, length, inner, width, start, end, int(log))
 
-    _run_parallel(run, _parallel_ranges(units, x3.size))
+    _run_parallel(run, _parallel_ranges(units, x3.size, COMPILED_SOFTMAX_PARALLEL_MIN))
 
 
 def _each_in_parallel(fn, count):
@@ -1123,7 +1159,7 @@ def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
     if (
         out is None
         and mask is None
-        and n < PARALLEL_MIN
+        and n < COMPILED_SOFTMAX_PARALLEL_MIN
         and axes[0] == x.ndim - 1
         and x.dtype is dtype
         and x.flags.c_contiguous
@@ -1387,7 +1423,9 @@ def _elementwise_bias(op, x, params, out, dtype, bias):
     flat_bias = _trailing_bias(bias, x.shape, compute)
     if native is not None and flat_bias is not None and _contiguous_in(x, compute) and _contiguous_in(y, compute):
         xf, yf = x.reshape(-1), y.reshape(-1)
-        _run_ranges(xf.size, lambda start, end: native.bias(xf, flat_bias, yf, start, end, *p4))
+        _run_ranges(
+            xf.size, lambda start, end: native.bias(xf, flat_bias, yf, start, end, *p4), compiled_parallel_min(op)
+        )
         return y
     kernel, cparams = _KERNELS[op], _in_compute_dtype(params, compute)
 
@@ -1410,7 +1448,7 @@ def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
     n = x.size
     if (
         bias is None
-        and n < PARALLEL_MIN
+        and n < compiled_parallel_min(op)
         and x.dtype is dtype
         and dy.dtype is dtype
         and x.flags.c_contiguous
@@ -1439,10 +1477,11 @@ def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
         and (bias is None or flat_bias is not None)
     ):
         dyf, xf, dxf = dy.reshape(-1), x.reshape(-1), dx.reshape(-1)
+        minimum = compiled_parallel_min(op)
         if bias is None:
-            _run_ranges(xf.size, lambda start, end: kernel.grad(dyf, xf, dxf, start, end, *p4))
+            _run_ranges(xf.size, lambda start, end: kernel.grad(dyf, xf, dxf, start, end, *p4), minimum)
         else:
-            _run_ranges(xf.size, lambda start, end: kernel.grad_bias(dyf, xf, flat_bias, dxf, start, end, *p4))
+            _run_ranges(xf.size, lambda start, end: kernel.grad_bias(dyf, xf, flat_bias, dxf, start, end, *p4), minimum)
         return dx
     derivative, cparams = _GRADS[op], _in_compute_dtype(params, compute)
 
