@@ -188,8 +188,12 @@ class Call:
 
     def check_out(self, out, shape):
         """Validate ``out`` against the result's kind, device, shape, dtype and writeability, before
-        any work; an ``out`` sharing memory with ``x`` must be ``x`` itself or ``x`` is copied."""
+        any work; an ``out`` sharing memory with ``x`` must be ``x`` itself or ``x`` is copied.
+        Without ``out``, a foreign host input whose library needs an aligned buffer to take the
+        result back zero-copy (JAX) gets one here."""
         if out is None:
+            if self._foreign is not None and self.backend is _loaded.get("numpy"):
+                return _foreign.host_result_buffer(self._foreign, shape, self.dtype)
             return None
         if _foreign.is_bfloat16(out):
             # computed in float32, then copied into out (see finish)

@@ -75,12 +75,29 @@ def host_out(out):
     """A host ``out`` of another library as a writeable ndarray view (zero-copy), or TypeError."""
     if isinstance(out, np.ndarray):
         return out
-    if sys.modules.get("jax") is not None and type(out).__module__.split(".")[0] in ("jax", "jaxlib"):
+    if _is_jax(out):
         raise TypeError("out cannot be a JAX array: JAX arrays are immutable; use the returned array")
     if getattr(out, "__dlpack__", None) is not None and _on_cpu(out):
         _interop.refuse_grad_tensor(out)
         return np.from_dlpack(out)
     raise TypeError(f"out must be a numpy.ndarray like the input; got {type(out).__name__}")
+
+
+def _is_jax(x) -> bool:
+    return sys.modules.get("jax") is not None and type(x).__module__.split(".")[0] in ("jax", "jaxlib")
+
+
+def host_result_buffer(original, shape, dtype):
+    """An empty result for a host ``original`` whose library takes a NumPy buffer zero-copy only
+    at an alignment NumPy's allocator does not promise (JAX: 64 bytes, else ``from_dlpack``
+    copies); None when NumPy's own allocation is taken as it is."""
+    if not _is_jax(original):
+        return None
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(count * dtype.itemsize + 64, np.uint8)
+    start = -raw.__array_interface__["data"][0] % 64
+    return raw[start : start + count * dtype.itemsize].view(dtype).reshape(shape)
 
 
 def back(original, result):
@@ -94,8 +111,7 @@ def back(original, result):
         if tensor.device != original.device:  # pragma: no cover - DLPack keeps the device
             tensor = tensor.to(original.device)
         return tensor.to(torch.bfloat16) if original.dtype == torch.bfloat16 else tensor
-    module = type(original).__module__.split(".")[0]
-    if module in ("jax", "jaxlib") and sys.modules.get("jax.numpy") is not None:
+    if _is_jax(original) and sys.modules.get("jax.numpy") is not None:
         return sys.modules["jax.numpy"].from_dlpack(result)
     namespace = getattr(original, "__array_namespace__", None)
     if namespace is not None:

@@ -90,3 +90,22 @@ def test_bias_gradient_axis_and_vmap():
     np.testing.assert_allclose(np.asarray(v), np.asarray(jax.nn.softmax(x)), rtol=1e-5, atol=1e-6)
     with pytest.raises(TypeError, match="bfloat16"):
         gj.relu(x.astype(jnp.bfloat16))
+
+
+def test_the_kernels_read_and_write_the_arrays_memory(monkeypatch):
+    # zero-copy both ways on the CPU: the NumPy path gets the JAX array's own buffer, and the JAX
+    # array returned wraps the NumPy path's result buffer
+    from gpuact.backends import numpy_backend
+
+    seen = {}
+    real = numpy_backend.elementwise
+
+    def recording(op, x, *args, **kwargs):
+        y = real(op, x, *args, **kwargs)
+        seen["x"], seen["y"] = x.__array_interface__["data"][0], y.__array_interface__["data"][0]
+        return y
+
+    monkeypatch.setattr(numpy_backend, "elementwise", recording)
+    x = _x((64, 64))
+    y = gpuact.silu(x)
+    assert seen["x"] == x.unsafe_buffer_pointer() and seen["y"] == y.unsafe_buffer_pointer()
