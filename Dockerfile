@@ -25,8 +25,10 @@ ENV DEBIAN_FRONTEND=noninteractive \
 
 # A private venv, whatever Python layout the base has, and a C++ compiler, which
 # `pip install .` below uses to build the NumPy path's compiled kernels
-# (hatch_build.py). python3 comes from apt only when the base cannot make a venv
-# itself (the CUDA images ship no Python at all).
+# (hatch_build.py, a Python extension module: it needs Python.h). python3 comes
+# from apt only when the base cannot make a venv itself (the CUDA images ship no
+# Python at all); python3-dev whenever the base's Python has no headers (Debian's
+# python3 package has none).
 # DL3008 (pin apt package versions) is ignored: the apt release depends on
 # BASE, a build argument; a pin valid for one base (e.g. Ubuntu 24.04) does not
 # exist on another (e.g. Debian 12), so the base image tag pins these packages.
@@ -34,7 +36,9 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # hadolint ignore=DL3008,SC2086
 RUN python_pkgs="" \
     && if ! python3 -m venv /tmp/venv-probe >/dev/null 2>&1; then \
-        python_pkgs="ca-certificates python3 python3-venv"; \
+        python_pkgs="ca-certificates python3 python3-venv python3-dev"; \
+    elif ! python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then \
+        python_pkgs="python3-dev"; \
     fi \
     && rm -rf /tmp/venv-probe \
     && apt-get update \
@@ -64,10 +68,12 @@ RUN pip install --no-cache-dir "uv==0.13.9" \
 # The project itself: only what .dockerignore lets through (package, CUDA
 # sources, tests, the build hook). No network needed here: dependencies are
 # already present. The build hook compiles gpuact/_gpuact_cpu.so in this tree,
-# which is where the tests import gpuact from.
+# which is where the tests import gpuact from. The build stops here if the hook
+# could not compile it (a wheel without it would run, slower, on plain ufuncs).
 COPY --chown=10001:10001 . ./
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
-    && pip check
+    && pip check \
+    && python -c "from gpuact.backends import _native; assert _native.available(), _native.unavailable_reason()"
 
 USER 10001:10001
 
