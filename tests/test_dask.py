@@ -195,11 +195,18 @@ def test_dask_arrays_refuse_out_stream_and_mixed_kinds():
 # ---- distributed --------------------------------------------------------------------------------------
 
 
+# dashboard_address: a free loopback port. None only turns the dashboard off: the scheduler's HTTP
+# server still takes port 8787, which the module's other cluster then finds in use (a warning).
 @pytest.fixture(scope="module")
 def cluster_client():
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, memory_limit="1GiB"
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        memory_limit="1GiB",
     )
     client = distributed.Client(cluster)
     try:
@@ -231,7 +238,7 @@ def test_softmax_of_more_data_than_the_workers_hold():
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             memory_limit="256MiB",
         ) as cluster,
         distributed.Client(cluster) as client,

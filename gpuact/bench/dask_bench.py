@@ -69,7 +69,7 @@ def _configurations(gpu: bool):
     def local():
         with (
             distributed.LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
             ) as cluster,
             distributed.Client(cluster) as client,
         ):
@@ -84,7 +84,7 @@ def _configurations(gpu: bool):
 
         @contextlib.contextmanager
         def cuda():
-            with LocalCUDACluster(dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+            with LocalCUDACluster(dashboard_address="127.0.0.1:0") as cluster, distributed.Client(cluster) as client:
                 yield client
 
         yield "LocalCUDACluster", cuda
