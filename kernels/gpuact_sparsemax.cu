@@ -96,6 +96,70 @@ template <typename C> __device__ __forceinline__ C sparsemax_out(C z, C tau, boo
     return valid ? max_(z - tau, C(0)) : qnan(C());
 }
 
+// tau of each W-lane group's slice, z = x - max in registers (the padding -inf, above no probe).
+// Warp-collective: every lane of the warp calls it, active or not.
+template <typename C, int E, int W> __device__ __forceinline__ C warp_tau(const C (&z)[E], bool valid) {
+    TauSearch<C> search;
+    search.init(valid);
+    for (int pass = 0; __any_sync(0xffffffffu, !search.done) && pass < GA_SPARSEMAX_MAX_PASSES(C); ++pass) {
+        const C mid = search.mid();
+        SupportSums<C> r;
+        r.s_lo = r.s_mid = C(0);
+        r.n_lo = r.n_mid = 0;
+#pragma unroll
+        for (int e = 0; e < E; ++e) {  // at most 32 terms a lane: plain sums
+            r.s_lo += z[e] > search.lo ? z[e] : C(0);
+            r.n_lo += z[e] > search.lo;
+            r.s_mid += z[e] > mid ? z[e] : C(0);
+            r.n_mid += z[e] > mid;
+        }
+#pragma unroll
+        for (int d = W / 2; d > 0; d /= 2) {
+            r.s_lo += __shfl_xor_sync(0xffffffffu, r.s_lo, d, W);
+            r.s_mid += __shfl_xor_sync(0xffffffffu, r.s_mid, d, W);
+            r.n_lo += __shfl_xor_sync(0xffffffffu, r.n_lo, d, W);
+            r.n_mid += __shfl_xor_sync(0xffffffffu, r.n_mid, d, W);
+        }
+        if (!search.done) search.step(r, mid);
+    }
+    return search.lo;
+}
+
+// tau of each column of a tile, z = x - m read from `cached` (this thread's own column values) or
+// from x. Block-collective: every thread of the block calls it; `red` is the tile's shared tree.
+template <typename S, typename C>
+__device__ __forceinline__ C column_tau(const S* x, const C* cached, long long base, long long L, long long inner,
+                                        int ct, const Tile& tile, bool active, C m, bool valid, SupportSums<C>* red) {
+    TauSearch<C> search;
+    search.init(valid);
+    // __syncthreads_or: the block's columns pass together until the last one is done
+    for (int pass = 0; __syncthreads_or(!search.done) && pass < GA_SPARSEMAX_MAX_PASSES(C); ++pass) {
+        const C mid = search.mid();
+        SupportSums<C> r;
+        r.s_lo = r.s_mid = C(0);
+        r.n_lo = r.n_mid = 0;
+        C c_lo = C(0), c_mid = C(0);
+        if (active) {
+            for (long long k = tile.ty; k < L; k += tile.ny) {
+                const C z = (cached ? cached[k * ct + tile.tx] : to_c(x[base + k * inner])) - m;
+                if (z > search.lo) {
+                    kahan_add(r.s_lo, c_lo, z);
+                    ++r.n_lo;
+                }
+                if (z > mid) {
+                    kahan_add(r.s_mid, c_mid, z);
+                    ++r.n_mid;
+                }
+            }
+        }
+        r.s_lo -= c_lo;
+        r.s_mid -= c_mid;
+        r = tile_reduce(r, red, tile, AddSupportSums());
+        if (!search.done) search.step(r, mid);
+    }
+    return search.lo;
+}
+
 template <typename S, int E, int W>
 __device__ __forceinline__ void sparsemax_warp(const S* x, S* y, long long rows, int L) {
     typedef typename compute_of<S>::type C;
@@ -123,33 +187,11 @@ __device__ __forceinline__ void sparsemax_warp(const S* x, S* y, long long rows,
         const bool valid = active && is_finite(m);
 #pragma unroll
         for (int e = 0; e < E; ++e) z[e] = z[e] - m;  // the padding stays -inf: above no probe
-        TauSearch<C> search;
-        search.init(valid);
-        for (int pass = 0; __any_sync(0xffffffffu, !search.done) && pass < GA_SPARSEMAX_MAX_PASSES(C); ++pass) {
-            const C mid = search.mid();
-            SupportSums<C> r;
-            r.s_lo = r.s_mid = C(0);
-            r.n_lo = r.n_mid = 0;
-#pragma unroll
-            for (int e = 0; e < E; ++e) {  // at most 32 terms a lane: plain sums
-                r.s_lo += z[e] > search.lo ? z[e] : C(0);
-                r.n_lo += z[e] > search.lo;
-                r.s_mid += z[e] > mid ? z[e] : C(0);
-                r.n_mid += z[e] > mid;
-            }
-#pragma unroll
-            for (int d = W / 2; d > 0; d /= 2) {
-                r.s_lo += __shfl_xor_sync(0xffffffffu, r.s_lo, d, W);
-                r.s_mid += __shfl_xor_sync(0xffffffffu, r.s_mid, d, W);
-                r.n_lo += __shfl_xor_sync(0xffffffffu, r.n_lo, d, W);
-                r.n_mid += __shfl_xor_sync(0xffffffffu, r.n_mid, d, W);
-            }
-            if (!search.done) search.step(r, mid);
-        }
+        const C tau = warp_tau<C, E, W>(z, valid);
 #pragma unroll
         for (int e = 0; e < E; ++e) {
             const int k = lane + e * W;
-            if (active && k < L) y[off + k] = to_s(sparsemax_out(z[e], search.lo, valid), (S*)0);
+            if (active && k < L) y[off + k] = to_s(sparsemax_out(z[e], tau, valid), (S*)0);
         }
     }
 }
@@ -177,38 +219,12 @@ __device__ __forceinline__ void sparsemax_cols(const S* x, S* y, long long outer
         }
         m = tile_reduce(m, red_max, tile, MergeNanMax());
         const bool valid = is_finite(m);  // false for the columns past `inner` too: they stop at once
-        TauSearch<C> search;
-        search.init(valid);
-        // __syncthreads_or: the block's columns pass together until the last one is done
-        for (int pass = 0; __syncthreads_or(!search.done) && pass < GA_SPARSEMAX_MAX_PASSES(C); ++pass) {
-            const C mid = search.mid();
-            SupportSums<C> r;
-            r.s_lo = r.s_mid = C(0);
-            r.n_lo = r.n_mid = 0;
-            C c_lo = C(0), c_mid = C(0);
-            if (active) {
-                for (long long k = tile.ty; k < L; k += tile.ny) {
-                    const C z = (cached ? cached[k * ct + tile.tx] : to_c(x[base + k * inner])) - m;
-                    if (z > search.lo) {
-                        kahan_add(r.s_lo, c_lo, z);
-                        ++r.n_lo;
-                    }
-                    if (z > mid) {
-                        kahan_add(r.s_mid, c_mid, z);
-                        ++r.n_mid;
-                    }
-                }
-            }
-            r.s_lo -= c_lo;
-            r.s_mid -= c_mid;
-            r = tile_reduce(r, red, tile, AddSupportSums());
-            if (!search.done) search.step(r, mid);
-        }
+        const C tau = column_tau(x, (const C*)cached, base, L, inner, ct, tile, active, m, valid, red);
         if (active) {
             for (long long k = tile.ty; k < L; k += tile.ny) {
                 const long long e = base + k * inner;
                 const C z = (cached ? cached[k * ct + tile.tx] : to_c(x[e])) - m;
-                y[e] = to_s(sparsemax_out(z, search.lo, valid), (S*)0);
+                y[e] = to_s(sparsemax_out(z, tau, valid), (S*)0);
             }
         }
     }

@@ -57,30 +57,7 @@ __device__ __forceinline__ void sparsemax_grad_warp(const S* dy, const S* x, S* 
         const bool valid = active && is_finite(m);
 #pragma unroll
         for (int e = 0; e < E; ++e) z[e] = z[e] - m;  // the padding stays -inf: above no probe
-        TauSearch<C> search;
-        search.init(valid);
-        for (int pass = 0; __any_sync(0xffffffffu, !search.done) && pass < GA_SPARSEMAX_MAX_PASSES(C); ++pass) {
-            const C mid = search.mid();
-            SupportSums<C> r;
-            r.s_lo = r.s_mid = C(0);
-            r.n_lo = r.n_mid = 0;
-#pragma unroll
-            for (int e = 0; e < E; ++e) {
-                r.s_lo += z[e] > search.lo ? z[e] : C(0);
-                r.n_lo += z[e] > search.lo;
-                r.s_mid += z[e] > mid ? z[e] : C(0);
-                r.n_mid += z[e] > mid;
-            }
-#pragma unroll
-            for (int d = W / 2; d > 0; d /= 2) {
-                r.s_lo += __shfl_xor_sync(0xffffffffu, r.s_lo, d, W);
-                r.s_mid += __shfl_xor_sync(0xffffffffu, r.s_mid, d, W);
-                r.n_lo += __shfl_xor_sync(0xffffffffu, r.n_lo, d, W);
-                r.n_mid += __shfl_xor_sync(0xffffffffu, r.n_mid, d, W);
-            }
-            if (!search.done) search.step(r, mid);
-        }
-        const C tau = search.lo;
+        const C tau = warp_tau<C, E, W>(z, valid);
         C sum = C(0);
         int count = 0;
 #pragma unroll
@@ -131,34 +108,7 @@ __device__ __forceinline__ void sparsemax_grad_cols(const S* dy, const S* x, S* 
         }
         m = tile_reduce(m, red_max, tile, MergeNanMax());
         const bool valid = is_finite(m);  // false for the columns past `inner` too: they stop at once
-        TauSearch<C> search;
-        search.init(valid);
-        // __syncthreads_or: the block's columns pass together until the last one is done
-        for (int pass = 0; __syncthreads_or(!search.done) && pass < GA_SPARSEMAX_MAX_PASSES(C); ++pass) {
-            const C mid = search.mid();
-            SupportSums<C> r;
-            r.s_lo = r.s_mid = C(0);
-            r.n_lo = r.n_mid = 0;
-            C c_lo = C(0), c_mid = C(0);
-            if (active) {
-                for (long long k = tile.ty; k < L; k += tile.ny) {
-                    const C z = (cached ? cached[k * ct + tile.tx] : to_c(x[base + k * inner])) - m;
-                    if (z > search.lo) {
-                        kahan_add(r.s_lo, c_lo, z);
-                        ++r.n_lo;
-                    }
-                    if (z > mid) {
-                        kahan_add(r.s_mid, c_mid, z);
-                        ++r.n_mid;
-                    }
-                }
-            }
-            r.s_lo -= c_lo;
-            r.s_mid -= c_mid;
-            r = tile_reduce(r, red, tile, AddSupportSums());
-            if (!search.done) search.step(r, mid);
-        }
-        const C tau = search.lo;
+        const C tau = column_tau(x, (const C*)cached, base, L, inner, ct, tile, active, m, valid, red);
         // the support's sum of dy and count (in the lo fields; the tree adds all four)
         SupportSums<C> r;
         r.s_lo = r.s_mid = C(0);
