@@ -1,7 +1,7 @@
 """Keras's activation functions, one small public function each.
 
 Every function is ``f(x, <keyword parameters>, *, out=None, backend=None, stream=None)`` and
-returns an array of the same kind as ``x`` (see ``gpuact._dispatch``). ``stream`` is the launch
+returns an array of the same kind as ``x`` (see ``docs/contract.rst``). ``stream`` is the launch
 stream of the GPU backends; the NumPy backend ignores it. The elementwise functions, softmax and
 log_softmax also take ``bias=``: the result is then ``f(x + bias)``, with ``bias`` (an array of
 ``x``'s kind) broadcast against ``x`` and added inside the kernel, never as a temporary
@@ -24,7 +24,8 @@ import numpy as _np
 from numpy import maximum as _maximum
 from numpy import ndarray as _ndarray
 
-from gpuact import _dispatch
+from gpuact import _entry
+from gpuact._contract import checks
 from gpuact._typing import Array, Axis, Backend, Result, Stream
 
 
@@ -51,22 +52,22 @@ def relu_params(alpha, max_value, threshold, negative_slope) -> tuple:
         if alpha is not _ALPHA_UNSET:
             raise TypeError("relu() got both alpha and negative_slope; they name the same parameter")
         alpha = negative_slope
-    alpha = 0.0 if alpha is _ALPHA_UNSET else _dispatch.as_param("alpha", alpha)
-    threshold = _dispatch.as_param("threshold", threshold)
+    alpha = 0.0 if alpha is _ALPHA_UNSET else checks.as_param("alpha", alpha)
+    threshold = checks.as_param("threshold", threshold)
     if max_value is None:
         return alpha, threshold, -math.inf, math.inf
-    return alpha, threshold, 0.0, _dispatch.as_param("max_value", max_value)
+    return alpha, threshold, 0.0, checks.as_param("max_value", max_value)
 
 
 def celu_params(alpha) -> tuple:
-    alpha = _dispatch.as_param("alpha", alpha)
+    alpha = checks.as_param("alpha", alpha)
     if alpha == 0.0:
         raise ValueError("celu needs alpha != 0: alpha * expm1(x / alpha) is undefined at alpha = 0")
     return (alpha,)
 
 
 def squareplus_params(b) -> tuple:
-    b = _dispatch.as_param("b", b)
+    b = checks.as_param("b", b)
     if b < 0:
         raise ValueError(f"squareplus needs b >= 0; got {b}")
     # the kernels take sqrt(b), taken here in double precision (b may be beyond float32's range)
@@ -81,8 +82,8 @@ def gelu_op(approximate) -> str:
 
 def _elementwise(op, x, params, out, backend, stream, bias=None):
     if out is None and backend is None and bias is None and type(x) is _ndarray:
-        return _dispatch.numpy_elementwise(op, x, params)
-    return _dispatch.elementwise(op, x, params, bias=bias, out=out, backend=backend, stream=stream)
+        return _entry.numpy_elementwise(op, x, params)
+    return _entry.elementwise(op, x, params, bias=bias, out=out, backend=backend, stream=stream)
 
 
 def relu(
@@ -253,7 +254,7 @@ def softmax(
     >>> gpuact.softmax(np.array([0.0, -np.inf], dtype=np.float32))
     array([1., 0.], dtype=float32)
     """
-    return _dispatch.softmax(x, axis, log=False, bias=bias, out=out, backend=backend, stream=stream)
+    return _entry.softmax(x, axis, log=False, bias=bias, out=out, backend=backend, stream=stream)
 
 
 def softplus(
@@ -445,7 +446,7 @@ def elu(
     >>> gpuact.elu(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
     array([-0.63212,  0.     ,  1.     ], dtype=float32)
     """
-    return _elementwise("elu", x, (_dispatch.as_param("alpha", alpha),), out, backend, stream, bias)
+    return _elementwise("elu", x, (checks.as_param("alpha", alpha),), out, backend, stream, bias)
 
 
 def exponential(
@@ -596,7 +597,7 @@ def leaky_relu(
     >>> gpuact.leaky_relu(np.array([-10.0, 5.0], dtype=np.float32))
     array([-2.,  5.], dtype=float32)
     """
-    params = (_dispatch.as_param("negative_slope", negative_slope),)
+    params = (checks.as_param("negative_slope", negative_slope),)
     return _elementwise("leaky_relu", x, params, out, backend, stream, bias)
 
 
@@ -946,7 +947,7 @@ def hard_shrink(
     >>> gpuact.hard_shrink(np.array([-1.0, 0.25, 1.0], dtype=np.float32))
     array([-1.,  0.,  1.], dtype=float32)
     """
-    params = (_dispatch.as_param("threshold", threshold),)
+    params = (checks.as_param("threshold", threshold),)
     return _elementwise("hard_shrink", x, params, out, backend, stream, bias)
 
 
@@ -988,7 +989,7 @@ def soft_shrink(
     >>> gpuact.soft_shrink(np.array([-1.0, 0.25, 1.0], dtype=np.float32))
     array([-0.5,  0. ,  0.5], dtype=float32)
     """
-    params = (_dispatch.as_param("threshold", threshold),)
+    params = (checks.as_param("threshold", threshold),)
     return _elementwise("soft_shrink", x, params, out, backend, stream, bias)
 
 
@@ -1073,8 +1074,8 @@ def threshold(
     array([-5., -5.,  2.], dtype=float32)
     """
     params = (
-        _dispatch.as_param("threshold", threshold),
-        _dispatch.as_param("default_value", default_value, allow_nan=True),
+        checks.as_param("threshold", threshold),
+        checks.as_param("default_value", default_value, allow_nan=True),
     )
     return _elementwise("threshold", x, params, out, backend, stream, bias)
 
@@ -1234,7 +1235,7 @@ def log_softmax(
     >>> gpuact.log_softmax(np.array([1.0, 2.0, 3.0], dtype=np.float32))
     array([-2.40761, -1.40761, -0.40761], dtype=float32)
     """
-    return _dispatch.softmax(x, axis, log=True, bias=bias, out=out, backend=backend, stream=stream)
+    return _entry.softmax(x, axis, log=True, bias=bias, out=out, backend=backend, stream=stream)
 
 
 def glu(
@@ -1268,7 +1269,7 @@ def glu(
     >>> gpuact.glu(np.array([1.0, 2.0, 0.0, 1.0], dtype=np.float32))
     array([0.5    , 1.46212], dtype=float32)
     """
-    return _dispatch.glu(x, axis, out=out, backend=backend, stream=stream)
+    return _entry.glu(x, axis, out=out, backend=backend, stream=stream)
 
 
 def sparsemax(
@@ -1309,7 +1310,7 @@ def sparsemax(
     array([[0.     , 0.     , 1.     ],
            [0.33333, 0.33333, 0.33333]], dtype=float32)
     """
-    return _dispatch.sparsemax(x, axis, out=out, backend=backend, stream=stream)
+    return _entry.sparsemax(x, axis, out=out, backend=backend, stream=stream)
 
 
 swish = silu

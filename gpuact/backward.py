@@ -34,13 +34,14 @@ array([0., 0., 0., 1., 1.], dtype=float32)
 
 from __future__ import annotations
 
-from gpuact import _dispatch, activations
+from gpuact import _entry, activations
+from gpuact._contract import checks
 from gpuact._typing import Array, Axis, Backend, Result, Stream
 from gpuact.activations import _ALPHA_UNSET
 
 
 def _grad(op, dy, x, params, bias, out, backend, stream):
-    return _dispatch.elementwise_grad(op, dy, x, params, bias=bias, out=out, backend=backend, stream=stream)
+    return _entry.elementwise_grad(op, dy, x, params, bias=bias, out=out, backend=backend, stream=stream)
 
 
 def relu(
@@ -175,7 +176,7 @@ def softmax(
     >>> gpuact.backward.softmax(np.array([1.0, 0.0], np.float32), np.zeros(2, np.float32))
     array([ 0.25, -0.25], dtype=float32)
     """
-    return _dispatch.softmax_grad(dy, x, axis, log=False, bias=bias, out=out, backend=backend, stream=stream)
+    return _entry.softmax_grad(dy, x, axis, log=False, bias=bias, out=out, backend=backend, stream=stream)
 
 
 def softplus(
@@ -377,7 +378,7 @@ def elu(
     >>> gpuact.backward.elu(np.ones(2, np.float32), np.array([-1.0, 1.0], np.float32))
     array([0.36788, 1.     ], dtype=float32)
     """
-    return _grad("elu", dy, x, (_dispatch.as_param("alpha", alpha),), bias, out, backend, stream)
+    return _grad("elu", dy, x, (checks.as_param("alpha", alpha),), bias, out, backend, stream)
 
 
 def exponential(
@@ -538,7 +539,7 @@ def leaky_relu(
     >>> gpuact.backward.leaky_relu(np.ones(3, np.float32), np.array([-1.0, 0.0, 1.0], np.float32))
     array([0.2, 0.2, 1. ], dtype=float32)
     """
-    params = (_dispatch.as_param("negative_slope", negative_slope),)
+    params = (checks.as_param("negative_slope", negative_slope),)
     return _grad("leaky_relu", dy, x, params, bias, out, backend, stream)
 
 
@@ -797,7 +798,7 @@ def log_softmax(
     >>> gpuact.backward.log_softmax(np.array([1.0, 0.0], np.float32), np.zeros(2, np.float32))
     array([ 0.5, -0.5], dtype=float32)
     """
-    return _dispatch.softmax_grad(dy, x, axis, log=True, bias=bias, out=out, backend=backend, stream=stream)
+    return _entry.softmax_grad(dy, x, axis, log=True, bias=bias, out=out, backend=backend, stream=stream)
 
 
 def log_sigmoid(
@@ -920,7 +921,7 @@ def glu(
     >>> gpuact.backward.glu(np.ones(1, np.float32), np.array([2.0, 0.0], np.float32))
     array([0.5, 0.5], dtype=float32)
     """
-    return _dispatch.glu_grad(dy, x, axis, out=out, backend=backend, stream=stream)
+    return _entry.glu_grad(dy, x, axis, out=out, backend=backend, stream=stream)
 
 
 def hard_tanh(
@@ -1003,7 +1004,7 @@ def hard_shrink(
     >>> gpuact.backward.hard_shrink(np.ones(3, np.float32), np.array([-0.5, 0.0, 0.5], np.float32))
     array([1., 0., 0.], dtype=float32)
     """
-    params = (_dispatch.as_param("threshold", threshold),)
+    params = (checks.as_param("threshold", threshold),)
     return _grad("hard_shrink", dy, x, params, bias, out, backend, stream)
 
 
@@ -1047,7 +1048,7 @@ def soft_shrink(
     >>> gpuact.backward.soft_shrink(np.ones(3, np.float32), np.array([-1.0, 0.0, 1.0], np.float32))
     array([1., 0., 1.], dtype=float32)
     """
-    params = (_dispatch.as_param("threshold", threshold),)
+    params = (checks.as_param("threshold", threshold),)
     return _grad("soft_shrink", dy, x, params, bias, out, backend, stream)
 
 
@@ -1131,8 +1132,8 @@ def threshold(
     array([0., 0., 1.], dtype=float32)
     """
     params = (
-        _dispatch.as_param("threshold", threshold),
-        _dispatch.as_param("default_value", default_value, allow_nan=True),
+        checks.as_param("threshold", threshold),
+        checks.as_param("default_value", default_value, allow_nan=True),
     )
     return _grad("threshold", dy, x, params, bias, out, backend, stream)
 
@@ -1300,7 +1301,7 @@ def sparsemax(
     >>> gpuact.backward.sparsemax(np.array([1.0, 0.0, 5.0], np.float32), np.array([1.0, 1.0, -5.0], np.float32))
     array([ 0.5, -0.5,  0. ], dtype=float32)
     """
-    return _dispatch.sparsemax_grad(dy, x, axis, out=out, backend=backend, stream=stream)
+    return _entry.sparsemax_grad(dy, x, axis, out=out, backend=backend, stream=stream)
 
 
 swish = silu

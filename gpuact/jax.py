@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import gpuact
-from gpuact import _dispatch, activations
+from gpuact import activations
+from gpuact._contract import checks
 
 _NOT_FORWARDED = ("out", "backend", "stream")
 _AXIS_OPS = ("softmax", "log_softmax", "sparsemax", "glu")
@@ -43,7 +44,7 @@ def _result_dtype(*dtypes):
             continue
         if dtype == jnp.bfloat16:
             raise TypeError("gpuact.jax does not take bfloat16: cast to float32 around the call")
-        dtype = _dispatch.result_dtype(np.dtype(dtype))
+        dtype = checks.result_dtype(np.dtype(dtype))
         out = dtype if out is None else np.promote_types(out, dtype)
     return np.dtype(out)
 
@@ -51,7 +52,7 @@ def _result_dtype(*dtypes):
 def _output_shape(name, shape, kwargs):
     if name != "glu":
         return tuple(shape)
-    axis = _dispatch.single_axis(kwargs.get("axis", -1), len(shape))
+    axis = checks.single_axis(kwargs.get("axis", -1), len(shape))
     return tuple(shape[:axis]) + (shape[axis] // 2,) + tuple(shape[axis + 1 :])
 
 

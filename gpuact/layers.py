@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from gpuact import _dispatch, activations
+from gpuact import _entry, activations
+from gpuact._contract import checks
 from gpuact._typing import ActivationFn, Array, Axis, Layer, Result
 from gpuact.registry import get, serialize
 
@@ -33,7 +34,7 @@ _L = TypeVar("_L", bound="_Layer")
 def _non_negative(layer: str, name: str, value) -> float:
     if value is None:
         raise ValueError(f"{name} of a {layer} layer cannot be None")
-    value = _dispatch.as_param(name, value)
+    value = checks.as_param(name, value)
     if value < 0:
         raise ValueError(f"{name} of a {layer} layer cannot be negative; got {name}={value}")
     return value
@@ -292,12 +293,12 @@ class PReLU(_Layer):
             for axis in self.shared_axes:
                 if axis >= ndim or aligned[axis] != 1:
                     raise ValueError(f"alpha of shape {alpha_shape} is not shared along axis {axis} of {shape}")
-        return _dispatch.prelu(x, self.alpha, **kwargs)
+        return _entry.prelu(x, self.alpha, **kwargs)
 
     def backward(self, dy: Array, x: Array, **kwargs: Any) -> Result:
         """``dx = dy`` where ``x > 0``, ``dy * alpha`` elsewhere (the left derivative at 0). alpha's own
         gradient, ``dy * min(x, 0)`` summed over the axes it is broadcast along, is not computed."""
-        return _dispatch.prelu_grad(dy, x, self.alpha, **kwargs)
+        return _entry.prelu_grad(dy, x, self.alpha, **kwargs)
 
 
 def _backward():
@@ -323,7 +324,7 @@ def _constant_initializer(initializer) -> float:
     if name in ("Ones", "ones"):
         return 1.0
     if name in ("Constant", "constant"):
-        return _dispatch.as_param("alpha", initializer.get("config", {}).get("value", 0.0))
+        return checks.as_param("alpha", initializer.get("config", {}).get("value", 0.0))
     raise ValueError(f"PReLU's alpha_initializer {name!r} is not a constant: pass alpha= explicitly")
 
 
@@ -352,7 +353,7 @@ class ELU(_Layer):
     def __init__(self, alpha: float = 1.0) -> None:
         if alpha is None:
             raise ValueError("alpha of an ELU layer cannot be None")
-        self.alpha = _dispatch.as_param("alpha", alpha)
+        self.alpha = checks.as_param("alpha", alpha)
 
     def __call__(self, x: Array, **kwargs: Any) -> Result:
         """The layer's :math:`f(x)`; ``kwargs`` go to :func:`gpuact.elu`."""
@@ -398,11 +399,11 @@ class Softmax(_Layer):
     def __call__(self, x: Array, mask: Array | None = None, **kwargs: Any) -> Result:
         """The masked softmax :math:`y` of ``x``; ``mask`` (bool, or numbers where > 0.5 keeps)
         broadcasts against ``x``; ``kwargs`` are ``bias``, ``out``, ``backend`` and ``stream``."""
-        return _dispatch.softmax(x, self.axis, log=False, mask=mask, **kwargs)
+        return _entry.softmax(x, self.axis, log=False, mask=mask, **kwargs)
 
     def backward(self, dy: Array, x: Array, mask: Array | None = None, **kwargs: Any) -> Result:
         """``dx = y (dy - sum(dy y))`` with the forward's mask (masked positions get 0)."""
-        return _dispatch.softmax_grad(dy, x, self.axis, log=False, mask=mask, **kwargs)
+        return _entry.softmax_grad(dy, x, self.axis, log=False, mask=mask, **kwargs)
 
 
 class ThresholdedReLU(_Layer):

@@ -30,6 +30,7 @@ host: no ``.get()``, ``.item()`` or ``bool(array)`` anywhere on a call's path.
 from __future__ import annotations
 
 import contextlib
+import typing
 import math
 
 import cupy  # only imported once a CuPy array arrives or backend="cupy" is forced
@@ -165,7 +166,7 @@ def accept_operand(a, x, foreign: bool, name: str):
 
 
 def overlap(a, b) -> int:
-    """0: no shared memory, 1: the same view, 2: partly shared (see ``gpuact._dispatch``)."""
+    """0: no shared memory, 1: the same view, 2: partly shared (``gpuact._contract.checks.OVERLAP_*``)."""
     ea = _interop.extent(a.data.ptr, a.shape, a.strides, a.itemsize)
     eb = _interop.extent(b.data.ptr, b.shape, b.strides, b.itemsize)
     if not _interop.ranges_overlap(ea, eb):
@@ -346,7 +347,7 @@ _fast_params: dict = {}
 
 
 def elementwise_fast(op, x, params):
-    """``op(x)`` for the common call (``gpuact._dispatch``'s fast path: a ``cupy.ndarray`` and no
+    """``op(x)`` for the common call (``gpuact._entry``'s fast path: a ``cupy.ndarray`` and no
     ``out``, ``bias``, ``backend`` or ``stream``): when ``x`` is a C-contiguous, 16-byte aligned
     float array on the current device, the vector kernel on CuPy's current stream with nothing else
     to resolve; else None, and the caller takes the general path."""
@@ -684,3 +685,10 @@ def prelu_grad(dy, x, alpha, out, dtype, stream=None):
             return dx
         _ew_kernel("prelu_grad", _compute_dtype(dtype), "special")(dy, x, alpha, dx)
         return dx
+
+
+if typing.TYPE_CHECKING:  # mypy checks this module against the backend protocol
+    from gpuact.backends import cupy_backend as _this
+    from gpuact.backends.protocol import Backend
+
+    _conforms: Backend = _this

@@ -1,7 +1,7 @@
 """The Numba path (issue 4): Numba CUDA kernels on Numba device arrays.
 
 Imported only when a Numba device array arrives or ``backend="numba"`` is forced (see
-``gpuact._dispatch``). Kernels come from ``gpuact.backends._numba.kernels``; each is compiled on
+``gpuact.backends.load_backend``). Kernels come from ``gpuact.backends._numba.kernels``; each is compiled on
 first use for one (kernel, input dtype, output dtype, rank) with an explicit signature, so a call
 never re-dispatches on types, and its launch configuration ``kernel[grid, block, stream]`` is
 cached. Parameters are kernel arguments: a new value never recompiles.
@@ -24,6 +24,7 @@ memory, which ``asarray`` wraps the same way.
 from __future__ import annotations
 
 import contextlib
+import typing
 import math
 import warnings
 import weakref
@@ -223,7 +224,7 @@ def _pointer(a) -> int:
 
 
 def overlap(a, b) -> int:
-    """0: no shared memory, 1: the same view, 2: partly shared (see ``gpuact._dispatch``)."""
+    """0: no shared memory, 1: the same view, 2: partly shared (``gpuact._contract.checks.OVERLAP_*``)."""
     pa, pb = _pointer(a), _pointer(b)
     ea = _interop.extent(pa, a.shape, a.strides, a.dtype.itemsize)
     eb = _interop.extent(pb, b.shape, b.strides, b.dtype.itemsize)
@@ -1026,3 +1027,10 @@ def glu_grad(dy, x, axis, out, dtype, stream=None):
         stream,
     )
     return dx
+
+
+if typing.TYPE_CHECKING:  # mypy checks this module against the backend protocol
+    from gpuact.backends import numba_backend as _this
+    from gpuact.backends.protocol import Backend
+
+    _conforms: Backend = _this

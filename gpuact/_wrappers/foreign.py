@@ -12,6 +12,9 @@
 * A tensor that requires grad is refused with a message pointing to ``gpuact.torch`` (the plain
   functions would cut it out of autograd).
 
+CUDA arrays of other libraries go down as they are: the GPU backend's ``accept`` wraps them
+zero-copy and orders the launch after the stream that produced them; the result comes back here.
+
 Nothing here imports PyTorch or JAX: their modules are looked up in ``sys.modules``.
 """
 
@@ -21,7 +24,79 @@ import sys
 
 import numpy as np
 
-from gpuact.backends import _interop
+from gpuact._contract import checks
+from gpuact._contract.calls import Request
+from gpuact.backends import _interop, detect_backend
+
+# the modules whose arrays a backend owns: nothing to unwrap
+_OWN_KINDS = frozenset({"numpy", "cupy", "numba", "numba_cuda"})
+
+
+def is_foreign(a) -> bool:
+    """Whether ``a`` is an array of another library (PyTorch, JAX, any DLPack or CUDA array
+    interface exporter) rather than one a backend owns, a sequence or a scalar."""
+    if a is None or isinstance(a, (np.ndarray, float, int, list, tuple)):
+        return False
+    if type(a).__module__.split(".")[0] in _OWN_KINDS:
+        return False
+    return _torch(a) is not None or hasattr(type(a), "__dlpack__") or hasattr(type(a), "__cuda_array_interface__")
+
+
+def wrap(inner):
+    """The call ``inner`` with other libraries' arrays unwrapped: host arrays as zero-copy
+    ndarrays, bfloat16 as float32; the result goes back as ``x``'s kind (or into ``out``)."""
+
+    def call(request: Request):
+        if not (is_foreign(request.x) or is_foreign(request.dy) or is_foreign(request.bias) or is_foreign(request.out)):
+            return inner(request)
+        return _unwrapped(inner, request)
+
+    return call
+
+
+def _unwrapped(inner, request: Request):
+    original = request.x
+    name = request.backend if request.backend is not None else detect_backend(original)
+    on_host = name == "numpy"
+    x, back_to = for_compute(original)
+    if on_host and type(x) is not np.ndarray:
+        x, host_foreign = host_array(x)
+        back_to = back_to if back_to is not None else host_foreign
+    elif back_to is None and is_foreign(x) and _interop.is_cuda_array(x):
+        back_to = x  # wrapped zero-copy by the GPU backend, and its result goes back as this kind
+    dy, bias = _operand(request.dy, on_host), _operand(request.bias, on_host)
+    out = request.out
+    if is_bfloat16(out):
+        # computed in float32, then copied into out
+        shape = request.family.result_shape(tuple(x.shape), request.axis)
+        if tuple(out.shape) != shape:
+            raise ValueError(f"out has shape {tuple(out.shape)}; the result has shape {shape}")
+        if not is_bfloat16(original):
+            dtype = checks.result_dtype(x.dtype) if dy is None else checks.grad_dtype(dy.dtype, x.dtype)
+            raise TypeError(f"out is bfloat16; the result has dtype {dtype}")
+        result = inner(request.replace(x=x, dy=dy, bias=bias, out=None))
+        return copy_into(out, result)
+    if out is not None and on_host and is_foreign(out):
+        out = host_out(out)
+    alloc = None
+    if request.out is None and on_host and _is_jax(back_to):
+        alloc = lambda shape, dtype: host_result_buffer(back_to, shape, dtype)  # noqa: E731
+    result = inner(request.replace(x=x, dy=dy, bias=bias, out=out, alloc=alloc))
+    if request.out is not None:
+        return request.out
+    return result if back_to is None else back(back_to, result)
+
+
+def _operand(a, on_host: bool):
+    """``dy`` or ``bias``: bfloat16 as float32, and another library's host array as an ndarray
+    when the call runs on the host."""
+    if not is_foreign(a):
+        return a
+    a, _ = for_compute(a)
+    if on_host and not _interop.is_cuda_array(a):
+        a, _ = host_array(a)
+    return a
+
 
 _KDL_CPU = 1
 

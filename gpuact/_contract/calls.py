@@ -1,0 +1,145 @@
+"""The ten call families and the request that travels down the layers.
+
+Every public function is one of ten families: five forwards (``elementwise``, ``softmax``,
+``glu``, ``sparsemax``, ``prelu``) and their backwards. A ``Family`` row says what a call of it
+takes and returns: which operands, how its axis is read, the result's shape, and whether ``out``
+may be ``x`` itself. ``gpuact._core`` runs any family from its row, and each wrapper of
+``gpuact._wrappers`` unwraps any family from it, so that no layer repeats a sequence per family.
+
+A ``Request`` is one call's arguments as the entry point got them; a wrapper hands the layer
+below a request with some arguments replaced (a chunk for a Dask array, the data for a masked one,
+a NumPy view for a PyTorch tensor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gpuact._contract import checks
+
+
+@dataclass(frozen=True)
+class Family:
+    """One call family: what its calls take and return."""
+
+    name: str  # also the backend function that computes it
+    grad: bool  # a backward: takes ``dy`` first
+    axis: Callable[[Any, int], Any] | None  # reads ``axis=`` for an array of this many dimensions
+    halves: bool  # glu: the forward's result (and so the backward's dy) is half of x along the axis
+    out_may_be_x: bool  # ``out`` may be ``x`` itself (and ``dy``): the kernels read each element first
+    bias: bool  # takes ``bias=``
+    mask: bool  # takes the Softmax layer's ``mask=``
+    alpha: bool  # takes PReLU's ``alpha``
+
+    def forward_shape(self, shape, axis) -> tuple:
+        """The forward's result shape for an ``x`` of ``shape`` (``axis`` as given)."""
+        if self.halves:
+            return checks.glu_halves(axis, shape)[1]
+        return tuple(shape)
+
+    def result_shape(self, shape, axis) -> tuple:
+        """The shape of this family's result: a backward's ``dx`` has x's shape."""
+        return tuple(shape) if self.grad else self.forward_shape(shape, axis)
+
+
+def _family(name, *, grad=False, axis=None, halves=False, out_may_be_x=True, bias=False, mask=False, alpha=False):
+    return Family(name, grad, axis, halves, out_may_be_x, bias, mask, alpha)
+
+
+ELEMENTWISE = _family("elementwise", bias=True)
+ELEMENTWISE_GRAD = _family("elementwise_grad", grad=True, bias=True)
+SOFTMAX = _family("softmax", axis=checks.softmax_axes, bias=True, mask=True)
+SOFTMAX_GRAD = _family("softmax_grad", grad=True, axis=checks.softmax_axes, bias=True, mask=True)
+# glu writes half of x's length: an out overlapping x would be written before all of x is read
+GLU = _family("glu", axis=checks.single_axis, halves=True, out_may_be_x=False)
+GLU_GRAD = _family("glu_grad", grad=True, axis=checks.single_axis, halves=True, out_may_be_x=False)
+SPARSEMAX = _family("sparsemax", axis=checks.single_axis)
+SPARSEMAX_GRAD = _family("sparsemax_grad", grad=True, axis=checks.single_axis)
+PRELU = _family("prelu", alpha=True)
+PRELU_GRAD = _family("prelu_grad", grad=True, alpha=True)
+
+FAMILIES = (
+    ELEMENTWISE,
+    ELEMENTWISE_GRAD,
+    SOFTMAX,
+    SOFTMAX_GRAD,
+    GLU,
+    GLU_GRAD,
+    SPARSEMAX,
+    SPARSEMAX_GRAD,
+    PRELU,
+    PRELU_GRAD,
+)
+
+# the forward of each backward (a Dask or masked wrapper computes some backwards from forwards)
+FORWARD_OF = {f.name: g for f in FAMILIES if f.grad for g in FAMILIES if g.name + "_grad" == f.name}
+
+
+class Request:
+    """One call's arguments. ``alloc``, set by a wrapper, makes the result buffer when ``out`` is
+    None (a JAX host input, whose library takes a result zero-copy only at an alignment NumPy's
+    allocator does not promise)."""
+
+    __slots__ = (
+        "family",
+        "x",
+        "dy",
+        "op",
+        "params",
+        "axis",
+        "log",
+        "bias",
+        "mask",
+        "alpha",
+        "out",
+        "backend",
+        "stream",
+        "alloc",
+    )
+
+    def __init__(
+        self,
+        family: Family,
+        x,
+        *,
+        dy=None,
+        op: str | None = None,
+        params: tuple = (),
+        axis=None,
+        log: bool = False,
+        bias=None,
+        mask=None,
+        alpha=None,
+        out=None,
+        backend: str | None = None,
+        stream=None,
+        alloc: Callable | None = None,
+    ):
+        self.family = family
+        self.x = x
+        self.dy = dy
+        self.op = op
+        self.params = params
+        self.axis = axis
+        self.log = log
+        self.bias = bias
+        self.mask = mask
+        self.alpha = alpha
+        self.out = out
+        self.backend = backend
+        self.stream = stream
+        self.alloc = alloc
+
+    def replace(self, **changes) -> Request:
+        """A copy with ``changes`` applied."""
+        new = Request.__new__(Request)
+        for name in Request.__slots__:
+            setattr(new, name, changes[name] if name in changes else getattr(self, name))
+        return new
+
+    def operands(self) -> dict[str, Any]:
+        """The array arguments that are given, by name (``x`` first)."""
+        named = {"x": self.x, "dy": self.dy, "bias": self.bias, "mask": self.mask, "alpha": self.alpha}
+        return {name: a for name, a in named.items() if a is not None}

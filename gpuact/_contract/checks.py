@@ -1,0 +1,105 @@
+"""Argument validation shared by every layer: dtypes, axes and scalar parameters.
+
+Each function raises the error a user sees (``TypeError`` for a wrong kind, ``ValueError`` for a
+wrong value, NumPy's ``AxisError`` for an axis out of range), with the same message whatever path
+the call takes (NumPy, CuPy, Numba, Dask, masked, PyTorch or JAX).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+AxisError = getattr(np, "exceptions", np).AxisError  # numpy.exceptions from 1.25
+
+try:  # numpy >= 2.0
+    from numpy.lib.array_utils import normalize_axis_tuple
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.numeric import normalize_axis_tuple  # type: ignore[no-redef]
+
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+# What ``backend.overlap(a, b)`` answers: no shared memory, the very same view, partly shared.
+OVERLAP_NONE, OVERLAP_SAME, OVERLAP_PARTIAL = 0, 1, 2
+
+
+def result_dtype(dtype) -> np.dtype:
+    """float16/32/64 keep their dtype; integers and bool compute in float32; the rest is refused."""
+    if dtype in FLOAT_DTYPES:
+        return dtype
+    dtype = np.dtype(dtype)
+    if dtype in FLOAT_DTYPES:
+        return dtype
+    if dtype.kind in "biu":
+        return np.dtype(np.float32)
+    if dtype.kind == "f" and dtype.itemsize in (2, 4, 8):
+        return dtype.newbyteorder("=")  # another byte order: computed like NumPy, into native order
+    raise TypeError(f"gpuact activations take real numbers; got an array of dtype {dtype}")
+
+
+def grad_dtype(dy_dtype, x_dtype) -> np.dtype:
+    """A backward's result dtype: each side by the forward's rule, then the wider of the two."""
+    return np.dtype(np.promote_types(result_dtype(dy_dtype), result_dtype(x_dtype)))
+
+
+def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
+    """An int or a tuple of ints → sorted, distinct, non-negative axes (``AxisError``/``ValueError``)."""
+    if isinstance(axis, (list, tuple)):
+        if len(axis) == 0:
+            raise ValueError("axis must name at least one axis")
+        for a in axis:
+            _check_int_axis(a)
+    else:
+        _check_int_axis(axis)
+    return tuple(sorted(normalize_axis_tuple(axis, ndim, "axis")))
+
+
+def _check_int_axis(a):
+    if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
+        raise TypeError(f"axis must be an int or a tuple of ints; got {a!r}")
+
+
+def softmax_axes(axis, ndim: int) -> tuple[int, ...]:
+    """softmax's axes: one or several, and never of a 0-d array (it has no axis to normalize along)."""
+    if ndim == 0:
+        raise AxisError(
+            f"softmax normalizes along an axis, and a 0-d array has none (axis={axis!r}); reshape it to 1-d"
+        )
+    return normalize_axes(axis, ndim)
+
+
+def single_axis(axis, ndim: int) -> int:
+    """One axis, given as an int or a 1-tuple, normalised like ``normalize_axes``."""
+    if isinstance(axis, (list, tuple)):
+        if len(axis) != 1:
+            raise ValueError(f"this function takes a single axis; got {axis!r}")
+        axis = axis[0]
+    return normalize_axes(axis, ndim)[0]
+
+
+def glu_halves(axis, shape) -> tuple[int, tuple[int, ...]]:
+    """``(the normalised axis, the shape of one half)`` for glu's split of ``shape`` along ``axis``."""
+    ax = single_axis(axis, len(shape))
+    length = shape[ax]
+    if length != length or length is None:  # Dask's unknown chunk sizes (NaN)
+        raise ValueError(
+            f"glu splits axis {axis} in two halves, and its length is unknown; call x.compute_chunk_sizes() first"
+        )
+    if length % 2:
+        raise ValueError(f"glu splits axis {axis} in two halves; its length {length} is odd")
+    return ax, tuple(shape[:ax]) + (length // 2,) + tuple(shape[ax + 1 :])
+
+
+def as_param(name: str, value, *, allow_nan: bool = False) -> float:
+    """A scalar parameter as a Python float; arrays, strings and complex numbers are refused
+    (``TypeError``), and so is NaN (``ValueError``: no parameter of an activation means anything
+    at NaN, and the paths would disagree on it) unless ``allow_nan`` (``threshold``'s
+    ``default_value``, which is only ever copied out)."""
+    if type(value) is float and value == value:
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if not (isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf"):
+            raise TypeError(f"{name} must be a real number; got {value!r}")
+    value = float(value)
+    if value != value and not allow_nan:
+        raise ValueError(f"{name} must not be NaN")
+    return value

@@ -1,0 +1,120 @@
+"""The one core call: a request of any family, on arrays a backend owns, validated once and run.
+
+``run`` does, for every family alike, from its ``Family`` row (``gpuact._contract.calls``):
+
+1. picks the backend (``backend=``, else the one that owns ``x``) and loads it;
+2. ``backend.accept`` takes ``x`` in: the device that holds it, the launch stream (``stream=``,
+   else the convention of ``x``'s library), ordered after the stream that produced a foreign ``x``;
+3. checks ``dy`` (a backward), the axis, the result dtype and shape;
+4. inside ``backend.scope`` (that device and stream current, so every array the call makes is
+   made there): checks ``out`` (kind, device, shape, dtype, writeable), takes the bias, mask and
+   alpha in, copies any input that ``out`` would overwrite while it is still read;
+5. calls the family's backend function by keyword.
+
+It returns the backend's array, or ``out`` as it was handed in. Arrays of other kinds (Dask,
+masked, PyTorch or JAX) have been unwrapped by ``gpuact._wrappers`` before they get here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpuact._contract import checks
+from gpuact._contract.calls import Request
+from gpuact.backends import detect_backend, load_backend
+
+
+def run(request: Request):
+    family = request.family
+    name = request.backend if request.backend is not None else detect_backend(request.x)
+    backend = load_backend(name)
+    x, stream, foreign = backend.accept(request.x, request.stream)
+    foreign = foreign is not None
+    dtype = checks.result_dtype(x.dtype)
+    dy = None
+    if family.grad:
+        dy = request.dy
+        if dy is None:
+            raise TypeError(f"dy must be an array (the gradient of the forward's result); got {dy!r}")
+        dy = backend.accept_operand(dy, x, foreign, "dy")
+        dtype = np.dtype(np.promote_types(checks.result_dtype(dy.dtype), dtype))
+    axis = None if family.axis is None else family.axis(request.axis, x.ndim)
+    shape = family.result_shape(x.shape, request.axis)
+    if dy is not None:
+        want = family.forward_shape(x.shape, request.axis)
+        if tuple(dy.shape) != want:
+            if family.halves:
+                raise ValueError(f"dy has shape {tuple(dy.shape)}; glu's output, and so dy, has shape {want}")
+            raise ValueError(f"dy has shape {tuple(dy.shape)}; x has shape {tuple(x.shape)}")
+    with backend.scope(x, stream):
+        out = request.out
+        if out is not None:
+            out = _checked_out(backend, out, x, foreign, shape, dtype)
+        elif request.alloc is not None and name == "numpy":
+            out = request.alloc(shape, dtype)
+        same_ok = family.out_may_be_x
+        arguments = {"x": _unaliased(backend, x, out, stream, same_ok), "out": out, "dtype": dtype, "stream": stream}
+        if dy is not None:
+            arguments["dy"] = _unaliased(backend, dy, out, stream, same_ok)
+        if family.name.startswith("elementwise"):
+            arguments["op"], arguments["params"] = request.op, request.params
+        elif family.name.startswith("softmax"):
+            arguments["axes"], arguments["log"] = axis, request.log
+        elif axis is not None:
+            arguments["axis"] = axis
+        if family.bias:
+            arguments["bias"] = _bias(backend, request.bias, x, foreign, dtype, out, stream)
+        if family.mask:
+            mask = None if request.mask is None else backend.as_mask(request.mask, x.shape, stream)
+            arguments["mask"] = _unaliased(backend, mask, out, stream, False)
+        if family.alpha:
+            alpha = backend.as_param_array(request.alpha, x.shape, dtype, stream)
+            arguments["alpha"] = _unaliased(backend, alpha, out, stream, False)
+        result = getattr(backend, family.name)(**arguments)
+    return result if request.out is None else request.out
+
+
+def _checked_out(backend, out, x, foreign: bool, shape, dtype):
+    """``out`` validated against the result's kind, device, shape, dtype and writeability, before
+    any work."""
+    out = backend.accept_out(out, x, foreign)
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"out has shape {tuple(out.shape)}; the result has shape {tuple(shape)}")
+    if np.dtype(out.dtype) != dtype:
+        raise TypeError(f"out has dtype {np.dtype(out.dtype)}; the result has dtype {dtype}")
+    flags = getattr(out, "flags", None)
+    if flags is not None and getattr(flags, "writeable", True) is False:
+        raise ValueError("out is read-only; gpuact writes its result into out")
+    return out
+
+
+def _unaliased(backend, a, out, stream, same_ok: bool):
+    """``a``, or a copy of it when writing ``out`` could change it while it is read: ``out``
+    shares memory with ``a`` and is not (``same_ok``) the very same view."""
+    if out is None or a is None:
+        return a
+    overlap = backend.overlap(a, out)
+    if overlap == checks.OVERLAP_NONE or (overlap == checks.OVERLAP_SAME and same_ok):
+        return a
+    return backend.copy(a, stream)
+
+
+def _bias(backend, bias, x, foreign: bool, dtype, out, stream):
+    """``bias`` as an array of the call's kind, on its device, broadcastable to ``x`` (a scalar
+    too); copied first if ``out`` shares memory with it."""
+    if bias is None:
+        return None
+    if np.ndim(bias) == 0 and isinstance(bias, (int, float, np.integer, np.floating)):
+        value = checks.as_param("bias", bias)
+        bias = backend.as_param_array(value, (), dtype, stream)
+    else:
+        bias = backend.accept_operand(bias, x, foreign, "bias")
+    try:
+        shape = np.broadcast_shapes(tuple(bias.shape), tuple(x.shape))
+    except ValueError:
+        shape = None
+    if shape != tuple(x.shape):
+        raise ValueError(f"bias of shape {tuple(bias.shape)} does not broadcast to x's shape {tuple(x.shape)}")
+    if np.dtype(bias.dtype).kind not in "biuf":
+        raise TypeError(f"bias must be real numbers; got dtype {np.dtype(bias.dtype)}")
+    return _unaliased(backend, bias, out, stream, False)
