@@ -50,8 +50,6 @@ def run(request: Request):
         out = request.out
         if out is not None:
             out = _checked_out(backend, out, x, foreign, shape, dtype)
-        elif request.alloc is not None and name == "numpy":
-            out = request.alloc(shape, dtype)
         same_ok = family.out_may_be_x
         arguments = {"x": _unaliased(backend, x, out, stream, same_ok), "out": out, "dtype": dtype, "stream": stream}
         if dy is not None:

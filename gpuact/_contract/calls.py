@@ -78,9 +78,7 @@ FORWARD_OF = {f.name: g for f in FAMILIES if f.grad for g in FAMILIES if g.name 
 
 
 class Request:
-    """One call's arguments. ``alloc``, set by a wrapper, makes the result buffer when ``out`` is
-    None (a JAX host input, whose library takes a result zero-copy only at an alignment NumPy's
-    allocator does not promise)."""
+    """One call's arguments, as the public function got them (``axis`` not yet normalised)."""
 
     __slots__ = (
         "family",
@@ -96,7 +94,6 @@ class Request:
         "out",
         "backend",
         "stream",
-        "alloc",
     )
 
     def __init__(
@@ -115,7 +112,6 @@ class Request:
         out=None,
         backend: str | None = None,
         stream=None,
-        alloc: Callable | None = None,
     ):
         self.family = family
         self.x = x
@@ -130,7 +126,6 @@ class Request:
         self.out = out
         self.backend = backend
         self.stream = stream
-        self.alloc = alloc
 
     def replace(self, **changes) -> Request:
         """A copy with ``changes`` applied."""

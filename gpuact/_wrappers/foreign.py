@@ -72,16 +72,18 @@ def _unwrapped(inner, request: Request):
         if tuple(out.shape) != shape:
             raise ValueError(f"out has shape {tuple(out.shape)}; the result has shape {shape}")
         if not is_bfloat16(original):
-            dtype = checks.result_dtype(x.dtype) if dy is None else checks.grad_dtype(dy.dtype, x.dtype)
+            dtype = checks.result_dtype(x.dtype) if dy is None else checks.grad_dtype(np.asarray(dy).dtype, x.dtype)
             raise TypeError(f"out is bfloat16; the result has dtype {dtype}")
         result = inner(request.replace(x=x, dy=dy, bias=bias, out=None))
         return copy_into(out, result)
     if out is not None and on_host and is_foreign(out):
         out = host_out(out)
-    alloc = None
-    if request.out is None and on_host and _is_jax(back_to):
-        alloc = lambda shape, dtype: host_result_buffer(back_to, shape, dtype)  # noqa: E731
-    result = inner(request.replace(x=x, dy=dy, bias=bias, out=out, alloc=alloc))
+    if out is None and on_host and _is_jax(back_to):
+        # JAX takes a host result zero-copy only 64-byte aligned: the result is computed into such a buffer
+        shape = request.family.result_shape(tuple(x.shape), request.axis)
+        dtype = checks.result_dtype(x.dtype) if dy is None else checks.grad_dtype(np.asarray(dy).dtype, x.dtype)
+        out = host_result_buffer(back_to, shape, dtype)
+    result = inner(request.replace(x=x, dy=dy, bias=bias, out=out))
     if request.out is not None:
         return request.out
     return result if back_to is None else back(back_to, result)

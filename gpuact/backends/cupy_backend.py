@@ -30,7 +30,6 @@ host: no ``.get()``, ``.item()`` or ``bool(array)`` anywhere on a call's path.
 from __future__ import annotations
 
 import contextlib
-import typing
 import math
 
 import cupy  # only imported once a CuPy array arrives or backend="cupy" is forced
@@ -685,10 +684,3 @@ def prelu_grad(dy, x, alpha, out, dtype, stream=None):
             return dx
         _ew_kernel("prelu_grad", _compute_dtype(dtype), "special")(dy, x, alpha, dx)
         return dx
-
-
-if typing.TYPE_CHECKING:  # mypy checks this module against the backend protocol
-    from gpuact.backends import cupy_backend as _this
-    from gpuact.backends.protocol import Backend
-
-    _conforms: Backend = _this

@@ -24,7 +24,6 @@ memory, which ``asarray`` wraps the same way.
 from __future__ import annotations
 
 import contextlib
-import typing
 import math
 import warnings
 import weakref
@@ -1027,10 +1026,3 @@ def glu_grad(dy, x, axis, out, dtype, stream=None):
         stream,
     )
     return dx
-
-
-if typing.TYPE_CHECKING:  # mypy checks this module against the backend protocol
-    from gpuact.backends import numba_backend as _this
-    from gpuact.backends.protocol import Backend
-
-    _conforms: Backend = _this
