@@ -3,26 +3,35 @@ gpuact's own backend for that chunk (the NumPy path, or CuPy for CuPy chunks). N
 gpuact's own: the graph runs on whatever runs Dask (threads, dask.distributed, dask-cuda's
 ``LocalCUDACluster`` with CuPy chunks).
 
-* Elementwise ops (and their gradients, PReLU) add one blockwise layer; a bias is aligned to x's
-  chunks by Dask.
+* Elementwise ops (and their gradients, PReLU) add one blockwise layer. A bias, mask or alpha is
+  checked against x's shape when the call is made and aligned to x's chunks, and so is a
+  gradient's ``dy``, whatever their own chunks.
 * softmax and log_softmax along axes that each lie within one chunk are one blockwise call of the
   fused kernel. Along a chunked axis they never rechunk it: each chunk reduces to partial results
   ``(max, sum of exp(x - max))``, which a tree reduction combines by the online-softmax rule
   (``s = s1 e**(m1 - m) + s2 e**(m2 - m)``), and one blockwise pass writes the result: ``x`` read
   twice, the result written once, a graph linear in the number of chunks. (The partial pairs travel
   packed as complex128, max in the real part and the sum in the imaginary part, so that they are
-  one array to Dask.)
+  one array to Dask.) log_softmax subtracts the max and log(sum) one after the other, as the NumPy
+  path does: their sum, rounded first, would lose the result's low bits (or all of it, at 1e30).
+* Chunks that are ``numpy.ma.MaskedArray`` (``da.from_array`` of one, ``da.ma.masked_array``) get
+  what the NumPy path gives the masked array: masked entries are left out of every softmax slice,
+  also along a chunked axis, and the results are masked likewise (see ``gpuact._wrappers.masked``).
 * sparsemax along a chunked axis rechunks that axis into one chunk (its threshold needs the whole
-  slice); glu aligns the two halves' chunks.
+  slice); glu aligns the two halves' chunks, and its gradient is computed in the result dtype
+  (float16 in float32), as the kernels do. Where that needs the length of an axis Dask does not know
+  (after boolean indexing), ``ValueError`` says to call ``compute_chunk_sizes()`` first.
 * ``out=`` is refused (Dask arrays are immutable: use ``dask.array.store`` to write into an
   existing array), and so is ``stream=``; a bias, mask or alpha must be a Dask array or an array of
-  the chunks' kind (a NumPy array for NumPy chunks), else ``TypeError``.
+  the chunks' kind (a NumPy array or a list for NumPy chunks), else ``TypeError``; ``dy`` must be a
+  Dask array.
 
 Dask is looked up in ``sys.modules``: a Dask array cannot exist unless dask.array was imported.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -51,9 +60,38 @@ def _chunk_module(x):
     return np
 
 
-def _meta(x, dtype, ndim=None):
+def _is_masked(a) -> bool:
+    ma = sys.modules.get("numpy.ma")
+    return ma is not None and isinstance(a, ma.MaskedArray)
+
+
+def _masked_chunks(x) -> bool:
+    """x's chunks are masked arrays, as far as its meta tells (from_array and da.ma keep it)."""
+    return _is_masked(getattr(x, "_meta", None))
+
+
+def _meta(x, dtype, ndim=None, *, masked=False):
     xp = _chunk_module(x)
-    return xp.empty((0,) * (x.ndim if ndim is None else ndim), dtype=dtype)
+    meta = xp.empty((0,) * (x.ndim if ndim is None else ndim), dtype=dtype)
+    return np.ma.masked_array(meta) if masked else meta
+
+
+def _unknown_length(ax, why):
+    return ValueError(
+        f"{why}, and the length of axis {ax} is unknown (a Dask array with unknown chunk sizes, as boolean "
+        "indexing makes): call x.compute_chunk_sizes() first"
+    )
+
+
+def _rechunked(a, chunks, name):
+    """a with the given chunks; where either side's chunk sizes along an axis are unknown they must
+    be the same already (Dask cannot rechunk across unknown sizes)."""
+    if a.chunks == chunks:
+        return a
+    for k, (have, want) in enumerate(zip(a.chunks, chunks)):
+        if have != want and (math.isnan(sum(have)) or math.isnan(sum(want))):
+            raise _unknown_length(k, f"{name} is chunked unlike x along axis {k}")
+    return a.rechunk(chunks)
 
 
 def _check_call(x, out, stream, **operands):
@@ -85,18 +123,64 @@ def _check_call(x, out, stream, **operands):
             )
 
 
-def _operand(a, x):
+def _operand(a, x, name):
     """A bias/mask/alpha as a Dask array whose chunks line up with x's along every axis it
-    broadcasts over (a plain array of the chunks' kind becomes one); scalars stay scalars."""
+    broadcasts over (a plain array of the chunks' kind, or a list, becomes one); scalars stay
+    scalars. Its shape is checked here, when the call is made, not in a chunk at compute time."""
     if a is None or np.ndim(a) == 0:
         return a
     if not is_dask(a):
+        a = np.asarray(a) if isinstance(a, (list, tuple)) else a
         a = _da().from_array(a, chunks=a.shape, asarray=False)
-    if a.ndim > x.ndim:
-        raise ValueError(f"an operand of shape {a.shape} does not broadcast to x's shape {x.shape}")
     lead = x.ndim - a.ndim
-    chunks = tuple(x.chunks[lead + k] if a.shape[k] == x.shape[lead + k] else (a.shape[k],) for k in range(a.ndim))
-    return a if a.chunks == chunks else a.rechunk(chunks)
+    mismatch = ValueError(f"{name} of shape {tuple(a.shape)} does not broadcast to x's shape {tuple(x.shape)}")
+    if lead < 0:
+        raise mismatch
+    chunks = []
+    for k, n in enumerate(a.shape):
+        along = x.chunks[lead + k]
+        if a.chunks[k] == along:  # also where both lengths are unknown, from the same indexing
+            chunks.append(along)
+        elif n == 1:
+            chunks.append((1,))
+        elif n == x.shape[lead + k]:
+            chunks.append(along)
+        elif math.isnan(n) or math.isnan(x.shape[lead + k]):
+            raise _unknown_length(lead + k, f"{name} of shape {tuple(a.shape)} must match x's shape")
+        else:
+            raise mismatch
+    return _rechunked(a, tuple(chunks), name)
+
+
+def _bias(bias, x):
+    """The bias as the NumPy path takes it: a real scalar (checked by as_param), or an array that
+    broadcasts to x's shape, refused when the call is made where the NumPy path refuses it."""
+    from gpuact import _dispatch
+
+    if bias is None:
+        return None
+    if np.ndim(bias) == 0 and isinstance(bias, (int, float, np.integer, np.floating)):
+        return _dispatch.as_param("bias", bias)
+    bias = _operand(bias, x, "bias")
+    if np.dtype(bias.dtype).kind not in "biuf":
+        raise TypeError(f"bias must be real numbers; got dtype {np.dtype(bias.dtype)}")
+    return bias
+
+
+def _dy(dy, x, chunks=None, shape=None, of="x"):
+    """A gradient's dy: a Dask array of plain chunks and of ``shape`` (x's), rechunked to ``chunks``
+    (x's) so that the blockwise calls meet chunk for chunk. Where both shapes have an unknown
+    length, the chunks (compared in _rechunked) decide."""
+    if not is_dask(dy):
+        raise TypeError("dy must be a Dask array like x")
+    if _masked_chunks(x) or _masked_chunks(dy):
+        raise TypeError("gpuact.backward takes plain arrays: pass the masked arrays' data (and mask dy)")
+    shape = tuple(x.shape) if shape is None else tuple(shape)
+    if len(dy.shape) != len(shape) or any(
+        n != m and not (math.isnan(n) and math.isnan(m)) for n, m in zip(dy.shape, shape)
+    ):
+        raise ValueError(f"dy has shape {tuple(dy.shape)}; {of} has shape {shape}")
+    return _rechunked(dy, x.chunks if chunks is None else chunks, "dy")
 
 
 def _dtype(x, dy=None):
@@ -121,7 +205,10 @@ def _elementwise_chunk(xb, *rest, op, params, has_bias, backend):
 def elementwise(op, x, params, *, bias, out, backend, stream):
     _check_call(x, out, stream, bias=bias)
     dtype = _dtype(x)
-    args = [x] + ([_operand(bias, x)] if bias is not None else [])
+    if bias is not None and _masked_chunks(x):
+        raise TypeError("bias= does not take masked arrays; add the bias to x first")
+    bias = _bias(bias, x)
+    args = [x] + ([bias] if bias is not None else [])
     return _da().map_blocks(
         _elementwise_chunk,
         *args,
@@ -130,7 +217,7 @@ def elementwise(op, x, params, *, bias, out, backend, stream):
         has_bias=bias is not None,
         backend=backend,
         dtype=dtype,
-        meta=_meta(x, dtype),
+        meta=_meta(x, dtype, masked=_masked_chunks(x)),
     )
 
 
@@ -143,12 +230,10 @@ def _grad_chunk(dyb, xb, *rest, op, params, has_bias, backend):
 
 def elementwise_grad(op, dy, x, params, *, bias, out, backend, stream):
     _check_call(x, out, stream, dy=dy, bias=bias)
-    if not is_dask(dy):
-        raise TypeError("dy must be a Dask array like x")
-    if tuple(dy.shape) != tuple(x.shape):
-        raise ValueError(f"dy has shape {tuple(dy.shape)}; x has shape {tuple(x.shape)}")
+    dy = _dy(dy, x)
     dtype = _dtype(x, dy)
-    args = [dy, x] + ([_operand(bias, x)] if bias is not None else [])
+    bias = _bias(bias, x)
+    args = [dy, x] + ([bias] if bias is not None else [])
     return _da().map_blocks(
         _grad_chunk,
         *args,
@@ -170,7 +255,14 @@ def _prelu_chunk(xb, ab, *, backend):
 def prelu(x, alpha, *, out, backend, stream):
     _check_call(x, out, stream, alpha=alpha)
     dtype = _dtype(x)
-    return _da().map_blocks(_prelu_chunk, x, _operand(alpha, x), backend=backend, dtype=dtype, meta=_meta(x, dtype))
+    return _da().map_blocks(
+        _prelu_chunk,
+        x,
+        _operand(alpha, x, "alpha"),
+        backend=backend,
+        dtype=dtype,
+        meta=_meta(x, dtype, masked=_masked_chunks(x)),
+    )
 
 
 def _prelu_grad_chunk(dyb, xb, ab, *, backend):
@@ -181,9 +273,10 @@ def _prelu_grad_chunk(dyb, xb, ab, *, backend):
 
 def prelu_grad(dy, x, alpha, *, out, backend, stream):
     _check_call(x, out, stream, dy=dy, alpha=alpha)
+    dy = _dy(dy, x)
     dtype = _dtype(x, dy)
     return _da().map_blocks(
-        _prelu_grad_chunk, dy, x, _operand(alpha, x), backend=backend, dtype=dtype, meta=_meta(x, dtype)
+        _prelu_grad_chunk, dy, x, _operand(alpha, x, "alpha"), backend=backend, dtype=dtype, meta=_meta(x, dtype)
     )
 
 
@@ -211,6 +304,8 @@ def _shifted(x, mask, bias, dtype):
         xp = sys.modules["cupy"] if type(xb).__module__.split(".")[0] == "cupy" else np
         rest = list(rest)
         keep = rest.pop(0) if has_mask else None
+        if _is_masked(xb):  # its mask is in keep
+            xb = xb.data
         z = xb.astype(dtype, copy=True)
         if has_bias:
             z += rest.pop(0)
@@ -223,6 +318,15 @@ def _shifted(x, mask, bias, dtype):
     return da.map_blocks(
         shift, *args, has_mask=mask is not None, has_bias=bias is not None, dtype=dtype, meta=_meta(x, dtype)
     )
+
+
+def _keep_chunk(xb, *rest):
+    """Where a masked chunk's entries count: not masked, and kept by the given mask if any."""
+    keep = ~np.ma.getmaskarray(xb)
+    if rest:
+        given = rest[0]
+        keep &= given if given.dtype == np.bool_ else given > 0.5
+    return keep
 
 
 def _partials(zb, axis=None, keepdims=True, computing_meta=False, **kwargs):
@@ -270,8 +374,9 @@ def _aggregate_pairs(pairs, axis=None, keepdims=True, computing_meta=False, **kw
     return combined["max"] + 1j * combined["sum"]  # one array for Dask: max + i sum
 
 
-def _normalize(zb, pb, *rest, log, has_mask, out_dtype):
-    """The result from a chunk of z = x + bias (-inf where masked) and its slices' packed (max, sum)."""
+def _normalize(zb, pb, *rest, log, has_mask, masked, out_dtype):
+    """The result from a chunk of z = x + bias (-inf where masked) and its slices' packed (max, sum);
+    ``masked``: a masked array, masked where the mask (then required) is False."""
     from gpuact import _dispatch
 
     m, s = pb.real, pb.imag
@@ -280,13 +385,12 @@ def _normalize(zb, pb, *rest, log, has_mask, out_dtype):
     xp = sys.modules["cupy"] if type(zb).__module__.split(".")[0] == "cupy" else np
     compute = np.float64 if out_dtype == np.float64 else np.float32  # float16 is computed in float32
     with np.errstate(invalid="ignore", divide="ignore"):
+        shift = xp.where(finite, -m, np.nan).astype(compute)  # exact: m is one of z's values
         if log:
-            shift = -(m + xp.log(s))
-        else:
-            shift = -m
-        shift = xp.where(finite, shift, np.nan).astype(compute)
-        if log:
-            y = _dispatch.elementwise("linear", zb, (), bias=shift).astype(out_dtype, copy=False)
+            # (z - m) - log(s), each step rounded in the compute dtype as the NumPy path does
+            y = _dispatch.elementwise("linear", zb, (), bias=shift)
+            y -= xp.log(s).astype(compute)
+            y = y.astype(out_dtype, copy=False)
         else:
             e = _dispatch.elementwise("exponential", zb.astype(compute, copy=False), (), bias=shift)
             e *= xp.where(finite, 1.0 / s, np.nan).astype(compute)
@@ -295,6 +399,8 @@ def _normalize(zb, pb, *rest, log, has_mask, out_dtype):
         keep = rest[0]
         keep = keep if keep.dtype == np.bool_ else keep > 0.5
         y = xp.where(keep, y, xp.zeros((), out_dtype))
+        if masked:
+            y = np.ma.MaskedArray(y, mask=~keep)
     return y
 
 
@@ -304,7 +410,10 @@ def softmax(x, axis, *, log, mask, bias, out, backend, stream):
     _check_call(x, out, stream, mask=mask, bias=bias)
     axes = _dispatch._softmax_axes(axis, x.ndim)
     dtype = _dtype(x)
-    mask, bias = _operand(mask, x), _operand(bias, x)
+    masked = _masked_chunks(x)
+    if bias is not None and masked:
+        raise TypeError("bias= does not take masked arrays; add the bias to x first")
+    mask, bias = _operand(mask, x, "mask"), _bias(bias, x)
     if _within_chunks(x, axes):
         args = [x] + ([mask] if mask is not None else []) + ([bias] if bias is not None else [])
         return _da().map_blocks(
@@ -316,14 +425,19 @@ def softmax(x, axis, *, log, mask, bias, out, backend, stream):
             has_bias=bias is not None,
             backend=backend,
             dtype=dtype,
-            meta=_meta(x, dtype),
+            meta=_meta(x, dtype, masked=masked),
         )
-    return _softmax_tree(x, axes, log, mask, bias, dtype)
+    return _softmax_tree(x, axes, log, mask, bias, dtype, masked)
 
 
-def _softmax_tree(x, axes, log, mask, bias, dtype):
+def _softmax_tree(x, axes, log, mask, bias, dtype, masked=False):
     da = _da()
     compute = np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+    if masked:
+        # the chunks' masks join the given mask: masked entries are left out of the slices and
+        # masked in the result, as the NumPy path does with a masked array
+        args = [x] + ([mask] if mask is not None else [])
+        mask = da.map_blocks(_keep_chunk, *args, dtype=np.bool_, meta=_meta(x, np.bool_))
     z = _shifted(x, mask, bias, compute) if (mask is not None or bias is not None or x.dtype != compute) else x
     packed = da.reduction(
         z,
@@ -338,7 +452,14 @@ def _softmax_tree(x, axes, log, mask, bias, dtype):
     )
     args = [z, packed] + ([mask] if mask is not None else [])
     return da.map_blocks(
-        _normalize, *args, log=log, has_mask=mask is not None, out_dtype=dtype, dtype=dtype, meta=_meta(x, dtype)
+        _normalize,
+        *args,
+        log=log,
+        has_mask=mask is not None,
+        masked=masked,
+        out_dtype=dtype,
+        dtype=dtype,
+        meta=_meta(x, dtype, masked=masked),
     )
 
 
@@ -348,11 +469,10 @@ def softmax_grad(dy, x, axis, *, log, mask, bias, out, backend, stream):
     from gpuact import _dispatch
 
     _check_call(x, out, stream, dy=dy, mask=mask, bias=bias)
-    if not is_dask(dy) or tuple(dy.shape) != tuple(x.shape):
-        raise (TypeError if not is_dask(dy) else ValueError)("dy must be a Dask array of x's shape")
+    dy = _dy(dy, x)
     axes = _dispatch._softmax_axes(axis, x.ndim)
     dtype = _dtype(x, dy)
-    mask, bias = _operand(mask, x), _operand(bias, x)
+    mask, bias = _operand(mask, x, "mask"), _bias(bias, x)
     da = _da()
     if _within_chunks(x, axes):
 
@@ -384,6 +504,17 @@ def softmax_grad(dy, x, axis, *, log, mask, bias, out, backend, stream):
 # ---- glu, sparsemax ---------------------------------------------------------------------------------
 
 
+def _glu_axis(x, axis):
+    from gpuact import _dispatch
+
+    ax = _dispatch.single_axis(axis, x.ndim)
+    if math.isnan(x.shape[ax]):
+        raise _unknown_length(ax, f"glu splits axis {ax} in two halves")
+    if x.shape[ax] % 2:
+        raise ValueError(f"glu splits axis {axis} in two halves; its length {x.shape[ax]} is odd")
+    return ax
+
+
 def _halves(x, ax):
     half = x.shape[ax] // 2
     index_a = (slice(None),) * ax + (slice(0, half),)
@@ -396,53 +527,66 @@ def glu(x, axis, *, out, backend, stream):
     from gpuact import _dispatch
 
     _check_call(x, out, stream)
-    ax = _dispatch.single_axis(axis, x.ndim)
-    if x.shape[ax] % 2:
-        raise ValueError(f"glu splits axis {axis} in two halves; its length {x.shape[ax]} is odd")
+    ax = _glu_axis(x, axis)
     dtype = _dtype(x)
+    masked = _masked_chunks(x)
     if x.numblocks[ax] == 1:
         return _da().map_blocks(
             lambda xb: _dispatch.glu(xb, ax, backend=backend),
             x,
             dtype=dtype,
             chunks=tuple(c if i != ax else (c[0] // 2,) for i, c in enumerate(x.chunks)),
-            meta=_meta(x, dtype),
+            meta=_meta(x, dtype, masked=masked),
         )
     a, b = _halves(x, ax)
 
     def gate(ab, bb):
-        xp = sys.modules["cupy"] if type(ab).__module__.split(".")[0] == "cupy" else np
+        if _is_masked(ab) or _is_masked(bb):
+            xp = np.ma  # np.concatenate would drop the masks
+        else:
+            xp = sys.modules["cupy"] if type(ab).__module__.split(".")[0] == "cupy" else np
         return _dispatch.glu(xp.concatenate([ab, bb], axis=ax), ax, backend=backend)
 
-    return _da().map_blocks(gate, a, b, dtype=dtype, meta=_meta(x, dtype))
+    return _da().map_blocks(gate, a, b, dtype=dtype, meta=_meta(x, dtype, masked=masked))
 
 
 def glu_grad(dy, x, axis, *, out, backend, stream):
     """da = dy sigmoid(b) and db = dy a sigmoid'(b) (gpuact's sigmoid and its gradient kernel on
-    each chunk), the two halves concatenated back along ``axis``."""
+    each chunk), the two halves concatenated back along ``axis``; computed in the result dtype's
+    compute dtype (float16 in float32, as the kernels do: dy a overflows float16 long before the
+    result does), each half rounded once at the end."""
     from gpuact import _dispatch
 
     _check_call(x, out, stream, dy=dy)
-    ax = _dispatch.single_axis(axis, x.ndim)
-    if x.shape[ax] % 2:
-        raise ValueError(f"glu splits axis {axis} in two halves; its length {x.shape[ax]} is odd")
+    ax = _glu_axis(x, axis)
     half = tuple(x.shape[:ax]) + (x.shape[ax] // 2,) + tuple(x.shape[ax + 1 :])
-    if not is_dask(dy) or tuple(dy.shape) != half:
-        raise ValueError(f"dy must be a Dask array of glu's output shape {half}")
-    dtype = _dtype(x, dy)
     a, b = _halves(x, ax)
-    dy = dy.rechunk(a.chunks)
+    dy = _dy(dy, x, chunks=a.chunks, shape=half, of="glu's output, and so dy,")
+    dtype = _dtype(x, dy)
+    compute = np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
     da = _da()
 
     def grad_a(dyb, bb):
-        return (dyb * _dispatch.elementwise("sigmoid", bb, backend=backend)).astype(dtype, copy=False)
+        s = _dispatch.elementwise("sigmoid", bb.astype(compute, copy=False), backend=backend)
+        return (dyb.astype(compute, copy=False) * s).astype(dtype, copy=False)
 
     def grad_b(dyb, ab, bb):
-        return _dispatch.elementwise_grad("sigmoid", (dyb * ab).astype(dtype, copy=False), bb, backend=backend)
+        dya = dyb.astype(compute, copy=False) * ab.astype(compute, copy=False)
+        db = _dispatch.elementwise_grad("sigmoid", dya, bb.astype(compute, copy=False), backend=backend)
+        return db.astype(dtype, copy=False)
 
     first = da.map_blocks(grad_a, dy, b, dtype=dtype, meta=_meta(x, dtype))
     second = da.map_blocks(grad_b, dy, a, b, dtype=dtype, meta=_meta(x, dtype))
-    return da.concatenate([first, second], axis=ax)
+    # the halves are blockwise over the same chunks: their unknown lengths, if any, are the same
+    return da.concatenate([first, second], axis=ax, allow_unknown_chunksizes=True)
+
+
+def _one_chunk_along(x, ax, name):
+    if x.numblocks[ax] == 1:
+        return x
+    if math.isnan(x.shape[ax]):
+        raise _unknown_length(ax, f"{name} along axis {ax} rechunks it into one chunk")
+    return x.rechunk({ax: -1})
 
 
 def sparsemax(x, axis, *, out, backend, stream):
@@ -453,10 +597,12 @@ def sparsemax(x, axis, *, out, backend, stream):
     _check_call(x, out, stream)
     ax = _dispatch.single_axis(axis, x.ndim)
     dtype = _dtype(x)
-    if x.numblocks[ax] > 1:
-        x = x.rechunk({ax: -1})
+    x = _one_chunk_along(x, ax, "sparsemax")
     return _da().map_blocks(
-        lambda xb: _dispatch.sparsemax(xb, ax, backend=backend), x, dtype=dtype, meta=_meta(x, dtype)
+        lambda xb: _dispatch.sparsemax(xb, ax, backend=backend),
+        x,
+        dtype=dtype,
+        meta=_meta(x, dtype, masked=_masked_chunks(x)),
     )
 
 
@@ -464,13 +610,10 @@ def sparsemax_grad(dy, x, axis, *, out, backend, stream):
     from gpuact import _dispatch
 
     _check_call(x, out, stream, dy=dy)
-    if not is_dask(dy) or tuple(dy.shape) != tuple(x.shape):
-        raise ValueError("dy must be a Dask array of x's shape")
     ax = _dispatch.single_axis(axis, x.ndim)
+    x = _one_chunk_along(x, ax, "sparsemax's gradient")
+    dy = _dy(dy, x)
     dtype = _dtype(x, dy)
-    if x.numblocks[ax] > 1:
-        x = x.rechunk({ax: -1})
-    dy = dy.rechunk(x.chunks)
     return _da().map_blocks(
         lambda dyb, xb: _dispatch.sparsemax_grad(dyb, xb, ax, backend=backend), dy, x, dtype=dtype, meta=_meta(x, dtype)
     )

@@ -9,6 +9,8 @@ CuPy chunks are in the GPU tests (skipped with the reason where no GPU is usable
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -134,6 +136,165 @@ def test_integer_0d_and_empty():
     empty = np.zeros((0, 4), np.float32)
     _close(gpuact.relu(da.from_array(empty)), gpuact.relu(empty), np.float32)
     _close(gpuact.softmax(da.from_array(empty), axis=0), gpuact.softmax(empty, axis=0), np.float32)
+
+
+def _ulps(got, want):
+    """The largest distance between got and want in units of want's dtype's spacing at want, or at 1
+    where |want| < 1: log(sum) carries an absolute error of an ulp or two of the sum (~1), which
+    the NumPy path's result near 0 has too (the tree's float64 combination adds a few in float64)."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype
+    return float(np.max(np.abs(got.astype(np.float64) - want) / np.spacing(np.maximum(np.abs(want), 1))))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_softmax_along_a_chunked_axis_is_as_accurate_as_the_numpy_path(dtype):
+    # an offset of 1000 makes max + log(sum) round in float32 (its spacing near 1000 is 6e-5)
+    x = (_x((96, 12), dtype) + 1000).astype(dtype)
+    lx = da.from_array(x, chunks=(16, 5))
+    assert _ulps(gpuact.log_softmax(lx, axis=0).compute(), gpuact.log_softmax(x, axis=0)) <= 4
+    assert _ulps(gpuact.log_softmax(lx, axis=(0, 1)).compute(), gpuact.log_softmax(x, axis=(0, 1))) <= 4
+    # max + log(2) is max itself at 1e30: rounded first, the result would be 0
+    big = np.array([1e30, 1e30], dtype)
+    got = gpuact.log_softmax(da.from_array(big, chunks=1), axis=0).compute()
+    np.testing.assert_allclose(got, [-np.log(2)] * 2, rtol=1e-6)
+    got = gpuact.softmax(da.from_array(big, chunks=1), axis=0).compute()
+    np.testing.assert_allclose(got, [0.5, 0.5], rtol=1e-6)
+    # slices of all -inf, with a NaN, with a +inf, with -inf among finite values: as the NumPy path
+    x = _x((12, 4), dtype)
+    x[:, 0] = -np.inf
+    x[5, 1] = np.nan
+    x[7, 2] = np.inf
+    x[::2, 3] = -np.inf
+    for fn in (gpuact.softmax, gpuact.log_softmax):
+        got, want = fn(da.from_array(x, chunks=(4, 2)), axis=0).compute(), fn(x, axis=0)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        assert_close(got, want.astype(np.float64), dtype)
+
+
+def test_gradients_take_dy_chunked_unlike_x():
+    x, dy = _x((24, 20)), _x((24, 20), seed=1)
+    lx = da.from_array(x, chunks=(8, 10))
+    ldy = da.from_array(dy, chunks=(5, 7))
+    b = _x((20,), seed=2)
+    _close(gpuact.backward.gelu(ldy, lx), gpuact.backward.gelu(dy, x), np.float32)
+    _close(
+        gpuact.backward.gelu(ldy, lx, bias=da.from_array(b, chunks=3)), gpuact.backward.gelu(dy, x, bias=b), np.float32
+    )
+    mask = np.random.default_rng(3).random(x.shape) > 0.3
+    lmask = da.from_array(mask, chunks=(6, 6))
+    for axis in (0, 1):  # along axis 1 x's chunks hold whole slices, along axis 0 they do not
+        for grad in (gpuact.backward.softmax, gpuact.backward.log_softmax):
+            _close(grad(ldy, lx, axis=axis), grad(dy, x, axis=axis), np.float32)
+        layer = Softmax(axis=axis)
+        _close(layer.backward(ldy, lx, mask=lmask), layer.backward(dy, x, mask=mask), np.float32)
+        _close(gpuact.backward.sparsemax(ldy, lx, axis=axis), gpuact.backward.sparsemax(dy, x, axis=axis), np.float32)
+        dyg = _x(gpuact.glu(x, axis=axis).shape, seed=4)
+        _close(
+            gpuact.backward.glu(da.from_array(dyg, chunks=(5, 3)), lx, axis=axis),
+            gpuact.backward.glu(dyg, x, axis=axis),
+            np.float32,
+        )
+    lx_whole_rows = da.from_array(x, chunks=(8, -1))
+    for grad in (gpuact.backward.softmax, gpuact.backward.log_softmax):
+        _close(grad(ldy, lx_whole_rows, axis=1), grad(dy, x, axis=1), np.float32)
+    alpha = np.linspace(0, 1, 20, dtype=np.float32)
+    for a in (alpha, da.from_array(alpha, chunks=6)):
+        _close(PReLU(a).backward(ldy, lx), PReLU(alpha).backward(dy, x), np.float32)
+
+
+def test_glu_backward_computes_in_the_result_dtype():
+    rng = np.random.default_rng(8)
+    x = rng.normal(0, 200, (6, 16)).astype(np.float16)  # dy a reaches 1e5: inf in float16
+    dy = rng.normal(0, 200, (6, 8)).astype(np.float16)
+    lx, ldy = da.from_array(x, chunks=(3, 4)), da.from_array(dy, chunks=(3, 4))
+    want = gpuact.backward.glu(dy, x, axis=1)
+    assert np.isfinite(want).all()
+    _close(gpuact.backward.glu(ldy, lx, axis=1), want, np.float16)
+    # float16 x and float64 dy: float64, computed in float64
+    dy64 = rng.normal(0, 1, (6, 8))
+    _close(
+        gpuact.backward.glu(da.from_array(dy64, chunks=(3, 4)), lx, axis=1),
+        gpuact.backward.glu(dy64, x, axis=1),
+        np.float64,
+    )
+
+
+def test_a_bias_is_checked_when_the_call_is_made():
+    x, dy = _x((40, 33)), _x((40, 33), seed=1)
+    lx, ldy = da.from_array(x, chunks=(8, 11)), da.from_array(dy, chunks=(8, 11))
+    message = re.escape("bias of shape (3,) does not broadcast to x's shape (40, 33)")
+    for bias in (np.zeros(3, np.float32), da.zeros(3, chunks=1, dtype=np.float32)):
+        with pytest.raises(ValueError, match=message):
+            gpuact.gelu(lx, bias=bias)
+        with pytest.raises(ValueError, match=message):
+            gpuact.backward.gelu(ldy, lx, bias=bias)
+        for axis in (0, 1):
+            with pytest.raises(ValueError, match=message):
+                gpuact.softmax(lx, axis=axis, bias=bias)
+            with pytest.raises(ValueError, match=message):
+                gpuact.backward.softmax(ldy, lx, axis=axis, bias=bias)
+    # a list, as the NumPy path takes it
+    b = [float(v) for v in _x((33,), seed=2)]
+    _close(gpuact.gelu(lx, bias=b), gpuact.gelu(x, bias=b), np.float32)
+    _close(gpuact.backward.gelu(ldy, lx, bias=b), gpuact.backward.gelu(dy, x, bias=b), np.float32)
+    for axis in (0, 1):
+        _close(gpuact.softmax(lx, axis=axis, bias=b), gpuact.softmax(x, axis=axis, bias=b), np.float32)
+
+
+def _masked_close(lazy, eager):
+    # Dask joins masked chunks by their fill_value, whose default (1e20) overflows float16
+    with np.errstate(over="ignore"):
+        got = lazy.compute()
+    assert isinstance(got, np.ma.MaskedArray) and got.dtype == eager.dtype
+    np.testing.assert_array_equal(np.ma.getmaskarray(got), np.ma.getmaskarray(eager))
+    assert_close(np.ma.getdata(got), np.ma.getdata(eager).astype(np.float64), eager.dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_softmax_of_masked_chunks(dtype):
+    x = _x((12, 10), dtype)
+    hidden = np.random.default_rng(9).random(x.shape) > 0.7
+    hidden[:, 3] = True  # a slice masked throughout, over three chunks
+    m = np.ma.masked_array(x, mask=hidden)
+    given = np.random.default_rng(10).random(x.shape) > 0.2  # the Softmax layer's mask besides
+    for lm in (
+        da.from_array(m, chunks=(4, 5)),
+        da.ma.masked_array(da.from_array(x, chunks=(4, 5)), mask=da.from_array(hidden, chunks=(4, 5))),
+    ):
+        for fn in (gpuact.softmax, gpuact.log_softmax):
+            for axis in (0, 1, (0, 1)):
+                _masked_close(fn(lm, axis=axis), fn(m, axis=axis))
+            _masked_close(Softmax(axis=0)(lm, mask=given), Softmax(axis=0)(m, mask=given))
+        _masked_close(gpuact.glu(lm, axis=1), gpuact.glu(m, axis=1))
+    with pytest.raises(TypeError, match="masked"):
+        gpuact.softmax(da.from_array(m, chunks=(4, 5)), axis=0, bias=np.zeros(10, dtype))
+
+
+def test_an_axis_of_unknown_length():
+    x = _x((20, 8))
+    lx = da.from_array(x, chunks=(5, 4))
+    picked = lx[lx[:, 0] > 0]  # axis 0's length is unknown until computed
+    kept = x[x[:, 0] > 0]
+    for call in (
+        lambda: gpuact.glu(picked, axis=0),
+        lambda: gpuact.backward.glu(da.zeros((5, 8), chunks=5), picked, axis=0),
+        lambda: gpuact.sparsemax(picked, axis=0),
+        lambda: gpuact.backward.sparsemax(picked, picked, axis=0),
+    ):
+        with pytest.raises(ValueError, match=r"length of axis 0 is unknown.*compute_chunk_sizes\(\)"):
+            call()
+    # along the other axis, or where the unknown axis is one chunk, nothing needs the length
+    _close(gpuact.glu(picked, axis=1), gpuact.glu(kept, axis=1), np.float32)
+    dy = picked[:, :4] + 1
+    _close(gpuact.backward.glu(dy, picked, axis=1), gpuact.backward.glu(kept[:, :4] + 1, kept, axis=1), np.float32)
+    _close(gpuact.sparsemax(picked, axis=1), gpuact.sparsemax(kept, axis=1), np.float32)
+    _close(gpuact.backward.sparsemax(picked, picked, axis=1), gpuact.backward.sparsemax(kept, kept, axis=1), np.float32)
+    for fn in (gpuact.softmax, gpuact.log_softmax):
+        _close(fn(picked, axis=0), fn(kept, axis=0), np.float32)
+    one_chunk = da.from_array(x, chunks=(-1, 4))
+    picked = one_chunk[one_chunk[:, 0] > 0]
+    _close(gpuact.sparsemax(picked, axis=0), gpuact.sparsemax(kept, axis=0), np.float32)
 
 
 # ---- the graph -----------------------------------------------------------------------------------------
