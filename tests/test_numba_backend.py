@@ -99,13 +99,13 @@ CASES = [(op, p) for op in ELEMENTWISE_PARAMS for p in PARAMS.get(op, [()])]
 def test_elementwise_matches_numpy(op, params, dtype):
     x = inputs(dtype)
     expected = ref_backend.elementwise(op, x, params, None, np.dtype(dtype))
-    got = gpuact._dispatch.elementwise(op, dev(x), params, backend="numba")
+    got = gpuact._entry.elementwise(op, dev(x), params, backend="numba")
     assert isinstance(got, device_array_type())
     assert_close(host(got), expected, dtype)
 
 
 def test_detected_without_backend_keyword():
-    # Needs gpuact._dispatch to recognise the simulator's FakeCUDAArray too (no __cuda_array_interface__).
+    # Needs gpuact.backends.detect_backend to recognise the simulator's FakeCUDAArray too (no __cuda_array_interface__).
     y = gpuact.relu(dev(np.array([-1.0, 2.0], np.float32)))
     assert isinstance(y, device_array_type())
     np.testing.assert_array_equal(host(y), [0.0, 2.0])
@@ -256,7 +256,7 @@ def test_softmax_dtypes_non_finite_and_long_rows(dtype):
     x[4, 9] = np.inf
     for log in (False, True):
         for axis in (1, 0):
-            y = gpuact._dispatch.softmax(dev(x), axis, log=log, backend="numba")
+            y = gpuact._entry.softmax(dev(x), axis, log=log, backend="numba")
             assert_close(host(y), ref_backend.softmax(x, (axis,), None, np.dtype(dtype), log=log), dtype)
     y = host(gpuact.softmax(dev(x), backend="numba"))
     assert (y[2, ::3] == 0).all()
@@ -600,11 +600,11 @@ def test_prelu_broadcasts(sim_grid):
     for alpha in (0.2, np.linspace(0, 1, 6), np.linspace(0, 1, 4).reshape(4, 1, 1), np.ones((3, 1, 5, 1)) * 0.3):
         full = ref_backend.as_param_array(alpha, x.shape, np.dtype(np.float32))  # zero strides where it repeats
         expected = ref_backend.prelu(x, full, None, np.dtype(np.float32))
-        assert_close(host(gpuact._dispatch.prelu(xd, alpha, backend="numba")), expected, np.float32)
+        assert_close(host(gpuact._entry.prelu(xd, alpha, backend="numba")), expected, np.float32)
         alpha_s = full[:, ::2].transpose(2, 0, 3, 1)  # zero strides, permuted like xs
         expected_s = ref_backend.prelu(np.ascontiguousarray(xs_host), alpha_s, None, np.dtype(np.float32))
         assert_close(
-            host(gpuact._dispatch.prelu(xs, np.ascontiguousarray(alpha_s), backend="numba")), expected_s, np.float32
+            host(gpuact._entry.prelu(xs, np.ascontiguousarray(alpha_s), backend="numba")), expected_s, np.float32
         )
 
 
@@ -664,10 +664,10 @@ def test_softmax_split_across_blocks(shape, axis, dtype, split_small):
     rest = tuple(d for i, d in enumerate(shape) if i != axis)
     x = np.ascontiguousarray(np.moveaxis(slices.reshape(rest + (length,)), -1, axis)).astype(dtype)
     for log in (False, True):
-        got = host(gpuact._dispatch.softmax(dev(x), axis, log=log, backend="numba"))
+        got = host(gpuact._entry.softmax(dev(x), axis, log=log, backend="numba"))
         assert_close(got, ref_backend.softmax(x, (axis,), None, np.dtype(dtype), log=log), dtype)
     d = dev(x)  # in place
-    gpuact._dispatch.softmax(d, axis, out=d, log=False, backend="numba")
+    gpuact._entry.softmax(d, axis, out=d, log=False, backend="numba")
     assert_close(host(d), ref_backend.softmax(x, (axis,), None, np.dtype(dtype), log=False), dtype)
 
 
@@ -702,7 +702,7 @@ def test_softmax_sums_are_compensated(monkeypatch):
     e = np.exp(x64 - x64.max())
     for log in (False, True):
         expected = (x64 - np.log(e.sum())) if log else e / e.sum()
-        got = host(gpuact._dispatch.softmax(dev(x), 1, log=log, backend="numba")).astype(np.float64)
+        got = host(gpuact._entry.softmax(dev(x), 1, log=log, backend="numba")).astype(np.float64)
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0 if not log else 1e-6)
 
 
@@ -842,4 +842,4 @@ def test_no_performance_warnings_from_small_grids(split_small):
         gpuact.softmax(dev(np.zeros((1, 40), np.float32)), backend="numba")  # the split
         gpuact.glu(x, backend="numba")
         gpuact.sparsemax(x, backend="numba")
-        gpuact._dispatch.prelu(x, 0.2, backend="numba")
+        gpuact._entry.prelu(x, 0.2, backend="numba")

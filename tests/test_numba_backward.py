@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import gpuact
-from gpuact import _dispatch
+from gpuact import _entry
+from gpuact._contract import checks
 from gpuact.backends import numpy_backend as ref_backend
 
 from .conftest import backend_unusable
@@ -69,7 +70,7 @@ def test_elementwise_grad_matches_numpy(op, params, dtype):
     x = inputs(dtype, 100)
     dy = np.random.default_rng(1).uniform(-2, 2, x.shape).astype(dtype)
     dy[:3] = [np.nan, np.inf, 0.0]
-    got = _dispatch.elementwise_grad(op, dev(dy), dev(x), params, backend="numba")
+    got = _entry.elementwise_grad(op, dev(dy), dev(x), params, backend="numba")
     assert_close(host(got), _grad_ref(op, dy, x, params, dtype), dtype)
 
 
@@ -123,7 +124,7 @@ def test_elementwise_grad_integer_and_mixed_dtypes(x_dtype, dy_dtype):
     x = np.array([0, 1, 2, 3, 100, 7, 5]).astype(x_dtype)
     dy = np.array([1, -2, 3, 1, 2, -1, 4]).astype(dy_dtype)
     got = gpuact.backward.silu(dev(dy), dev(x))
-    dtype = np.promote_types(_dispatch.result_dtype(dy.dtype), _dispatch.result_dtype(x.dtype))
+    dtype = np.promote_types(checks.result_dtype(dy.dtype), checks.result_dtype(x.dtype))
     assert got.dtype == dtype
     assert_close(host(got), _grad_ref("silu", dy, x, (), dtype), dtype)
     with_bias = gpuact.backward.silu(dev(dy), dev(x), bias=dev(np.array([0.5], np.float32)))
@@ -258,7 +259,7 @@ def test_softmax_grad_axes(shape, axes, log):
     rng = np.random.default_rng(8)
     x = rng.normal(0, 3, shape).astype(np.float32)
     dy = rng.normal(0, 1, shape).astype(np.float32)
-    got = _dispatch.softmax_grad(dev(dy), dev(x), axes if len(axes) > 1 else axes[0], log=log, backend="numba")
+    got = _entry.softmax_grad(dev(dy), dev(x), axes if len(axes) > 1 else axes[0], log=log, backend="numba")
     assert_close(host(got), _softmax_grad_ref(dy, x, axes, np.float32, log), np.float32)
 
 
@@ -274,12 +275,12 @@ def test_softmax_grad_dtypes_non_finite_and_integers(dtype):
     dy[5, 3] = np.nan  # a NaN dy: the slice's sums are NaN
     for log in (False, True):
         for axis in (1, 0):
-            got = _dispatch.softmax_grad(dev(dy), dev(x), axis, log=log, backend="numba")
+            got = _entry.softmax_grad(dev(dy), dev(x), axis, log=log, backend="numba")
             assert_close(host(got), _softmax_grad_ref(dy, x, (axis,), dtype, log), dtype)
     xi = np.arange(12).reshape(3, 4) % 5
     dyi = rng.normal(0, 1, (3, 4)).astype(np.float32)
     for xx in (xi.astype(np.int32), xi.astype(np.uint8)):
-        got = _dispatch.softmax_grad(dev(dyi), dev(xx), 1, log=False, backend="numba")
+        got = _entry.softmax_grad(dev(dyi), dev(xx), 1, log=False, backend="numba")
         assert got.dtype == np.float32
         assert_close(host(got), _softmax_grad_ref(dyi, xx, (1,), np.float32, False), np.float32)
 
@@ -297,11 +298,11 @@ def test_softmax_grad_masks():
         want = _softmax_grad_ref(dy, x, (1,), np.float32, log, mask=mask)
         assert not np.isnan(want[0]).any()
         for m in (mask, dev(mask), dev(mask.astype(np.float32))):
-            got = _dispatch.softmax_grad(dev(dy), dev(x), 1, log=log, mask=m, backend="numba")
+            got = _entry.softmax_grad(dev(dy), dev(x), 1, log=log, mask=m, backend="numba")
             assert_close(host(got), want, np.float32)
         row = mask[0:1]  # a broadcast mask, along axis 0
         want0 = _softmax_grad_ref(dy, x, (0,), np.float32, log, mask=np.broadcast_to(row, x.shape))
-        got0 = _dispatch.softmax_grad(dev(dy), dev(x), 0, log=log, mask=dev(row), backend="numba")
+        got0 = _entry.softmax_grad(dev(dy), dev(x), 0, log=log, mask=dev(row), backend="numba")
         assert_close(host(got0), want0, np.float32)
 
 
@@ -337,15 +338,15 @@ def test_softmax_forward_and_backward_with_a_bias(shape, axes, bias_shape, how):
     assert (P.softmax_bias_layout(shape, strides, axes) is None) == (how == "expanded")
     axis = axes if len(axes) > 1 else axes[0]
     for log in (False, True):
-        y = _dispatch.softmax(dev(x), axis, log=log, bias=dev(b), backend="numba")
+        y = _entry.softmax(dev(x), axis, log=log, bias=dev(b), backend="numba")
         assert_close(host(y), ref_backend.softmax(x, axes, None, np.float32, log=log, bias=b), np.float32)
-        got = _dispatch.softmax_grad(dev(dy), dev(x), axis, log=log, bias=dev(b), backend="numba")
+        got = _entry.softmax_grad(dev(dy), dev(x), axis, log=log, bias=dev(b), backend="numba")
         assert_close(host(got), _softmax_grad_ref(dy, x, axes, np.float32, log, bias=b), np.float32)
     # with a mask and a bias of another dtype, in place into dy
     mask = rng.random(shape) > 0.25
     b16 = b.astype(np.float16)
     d = dev(dy)
-    _dispatch.softmax_grad(d, dev(x), axis, log=False, mask=dev(mask), bias=dev(b16), out=d, backend="numba")
+    _entry.softmax_grad(d, dev(x), axis, log=False, mask=dev(mask), bias=dev(b16), out=d, backend="numba")
     assert_close(host(d), _softmax_grad_ref(dy, x, axes, np.float32, False, mask=mask, bias=b16), np.float32)
 
 
@@ -357,13 +358,13 @@ def test_softmax_grad_views_and_in_place():
         axes = tuple(sorted(a % 3 for a in (axis if isinstance(axis, tuple) else (axis,))))
         want = _softmax_grad_ref(dy_host, x_host, axes, np.float32, False)
         d = dev(dy_host)
-        assert _dispatch.softmax_grad(d, dev(x_host), axis, log=False, out=d, backend="numba") is d
+        assert _entry.softmax_grad(d, dev(x_host), axis, log=False, out=d, backend="numba") is d
         assert_close(host(d), want, np.float32)
         xd = dev(x_host)
-        _dispatch.softmax_grad(dev(dy_host), xd, axis, log=False, out=xd, backend="numba")
+        _entry.softmax_grad(dev(dy_host), xd, axis, log=False, out=xd, backend="numba")
         assert_close(host(xd), want, np.float32)
         big = dev(np.zeros((6, 5, 8), np.float32))
-        _dispatch.softmax_grad(dev(dy_host), dev(x_host), axis, log=False, out=big[:, :, ::2], backend="numba")
+        _entry.softmax_grad(dev(dy_host), dev(x_host), axis, log=False, out=big[:, :, ::2], backend="numba")
         assert_close(host(big)[:, :, ::2], want, np.float32)
         assert (host(big)[:, :, 1::2] == 0).all()
     # strided x and dy (copied into rows)
@@ -371,7 +372,7 @@ def test_softmax_grad_views_and_in_place():
     xs_host, dys_host = np.ascontiguousarray(x_host[::2, 1:]), np.ascontiguousarray(dy_host[1::2, :4])
     for log in (False, True):
         for axis in (1, 2):
-            got = _dispatch.softmax_grad(dys, xs, axis, log=log, backend="numba")
+            got = _entry.softmax_grad(dys, xs, axis, log=log, backend="numba")
             assert_close(host(got), _softmax_grad_ref(dys_host, xs_host, (axis,), np.float32, log), np.float32)
 
 
@@ -407,15 +408,15 @@ def test_softmax_grad_split_across_blocks(shape, axis, dtype, split_small):
     mask = rng.random(shape) > 0.3
     mark = _mark()
     for log in (False, True):
-        got = _dispatch.softmax_grad(dev(dy), dev(x), axis, log=log, backend="numba")
+        got = _entry.softmax_grad(dev(dy), dev(x), axis, log=log, backend="numba")
         assert_close(host(got), _softmax_grad_ref(dy, x, (axis,), dtype, log), dtype)
-        got = _dispatch.softmax_grad(dev(dy), dev(x), axis, log=log, mask=mask, bias=dev(bias_nd), backend="numba")
+        got = _entry.softmax_grad(dev(dy), dev(x), axis, log=log, mask=mask, bias=dev(bias_nd), backend="numba")
         assert_close(host(got), _softmax_grad_ref(dy, x, (axis,), dtype, log, mask=mask, bias=bias_nd), dtype)
     names = _launched_since(mark)
     if names is not None:
         assert any("grad_partials" in n for n in names) and any("grad_finish" in n for n in names), names
     d = dev(dy)  # in place
-    _dispatch.softmax_grad(d, dev(x), axis, log=True, out=d, backend="numba")
+    _entry.softmax_grad(d, dev(x), axis, log=True, out=d, backend="numba")
     assert_close(host(d), _softmax_grad_ref(dy, x, (axis,), dtype, True), dtype)
 
 
@@ -428,7 +429,7 @@ def test_softmax_grad_split_with_a_fully_masked_segment(split_small):
     mask[1] = False
     assert _softmax_plan(x.shape, 1).split
     for log in (False, True):
-        got = _dispatch.softmax_grad(dev(dy), dev(x), 1, log=log, mask=dev(mask), backend="numba")
+        got = _entry.softmax_grad(dev(dy), dev(x), 1, log=log, mask=dev(mask), backend="numba")
         assert_close(host(got), _softmax_grad_ref(dy, x, (1,), np.float32, log, mask=mask), np.float32)
 
 
@@ -443,7 +444,7 @@ def test_softmax_grad_sums_are_compensated(monkeypatch):
     dy = np.full((1, length), 2.0**-24, np.float32)
     dy[0, 0] = 1.0
     total = 1.0 + (length - 1) * 2.0**-24
-    got = host(_dispatch.softmax_grad(dev(dy), dev(x), 1, log=True, backend="numba")).astype(np.float64)
+    got = host(_entry.softmax_grad(dev(dy), dev(x), 1, log=True, backend="numba")).astype(np.float64)
     np.testing.assert_allclose(got, dy.astype(np.float64) - total / length, rtol=1e-6, atol=1e-12)
 
 
@@ -461,16 +462,16 @@ def test_sparsemax_grad(dtype):
     x[2, 2, 1] = -np.inf
     dy[3, 0, 0] = np.nan
     for axis in (0, 1, 2):
-        got = _dispatch.sparsemax_grad(dev(dy), dev(x), axis, backend="numba")
+        got = _entry.sparsemax_grad(dev(dy), dev(x), axis, backend="numba")
         assert_close(host(got), ref_backend.sparsemax_grad(dy, x, axis, None, np.dtype(dtype)), dtype)
     want = ref_backend.sparsemax_grad(dy, x, 1, None, np.dtype(dtype))
     d = dev(dy)
-    assert _dispatch.sparsemax_grad(d, dev(x), 1, out=d, backend="numba") is d
+    assert _entry.sparsemax_grad(d, dev(x), 1, out=d, backend="numba") is d
     assert_close(host(d), want, dtype)
     xd = dev(x)
-    _dispatch.sparsemax_grad(dev(dy), xd, 1, out=xd, backend="numba")
+    _entry.sparsemax_grad(dev(dy), xd, 1, out=xd, backend="numba")
     assert_close(host(xd), want, dtype)
-    strided = _dispatch.sparsemax_grad(dev(dy)[:, ::2], dev(x)[:, ::2], 1, backend="numba")
+    strided = _entry.sparsemax_grad(dev(dy)[:, ::2], dev(x)[:, ::2], 1, backend="numba")
     assert_close(
         host(strided),
         ref_backend.sparsemax_grad(
@@ -501,7 +502,7 @@ def test_sparsemax_grad_search_variants(cache, monkeypatch):
     )
     dy = rng.normal(0, 1, x.shape).astype(np.float32)
     for xx, dd, axis in ((x, dy, 1), (np.ascontiguousarray(x.T), np.ascontiguousarray(dy.T), 0)):
-        got = _dispatch.sparsemax_grad(dev(dd), dev(xx), axis, backend="numba")
+        got = _entry.sparsemax_grad(dev(dd), dev(xx), axis, backend="numba")
         assert_close(host(got), ref_backend.sparsemax_grad(dd, xx, axis, None, np.dtype(np.float32)), np.float32)
 
 
@@ -512,7 +513,7 @@ def test_glu_grad(shape, axis, dtype, sim_grid):
     x = rng.normal(0, 3, shape).astype(dtype)
     half = tuple(s // 2 if i == axis else s for i, s in enumerate(shape))
     dy = rng.normal(0, 1, half).astype(dtype)
-    got = _dispatch.glu_grad(dev(dy), dev(x), axis, backend="numba")
+    got = _entry.glu_grad(dev(dy), dev(x), axis, backend="numba")
     assert_close(host(got), ref_backend.glu_grad(dy, x, axis, None, np.dtype(dtype)), dtype)
 
 
@@ -520,13 +521,13 @@ def test_glu_grad_strided_and_mixed_dtypes():
     rng = np.random.default_rng(18)
     x = rng.normal(0, 3, (4, 12, 3)).astype(np.float32)
     dy = rng.normal(0, 1, (4, 3, 3)).astype(np.float64)
-    got = _dispatch.glu_grad(dev(dy), dev(x)[:, ::2], 1, backend="numba")
+    got = _entry.glu_grad(dev(dy), dev(x)[:, ::2], 1, backend="numba")
     assert got.dtype == np.float64
     assert_close(
         host(got), ref_backend.glu_grad(dy, np.ascontiguousarray(x[:, ::2]), 1, None, np.dtype(np.float64)), np.float64
     )
     out = dev(np.zeros((4, 12, 3), np.float64))
-    _dispatch.glu_grad(dev(dy), dev(x)[:, ::2], 1, out=out[:, 1::2], backend="numba")
+    _entry.glu_grad(dev(dy), dev(x)[:, ::2], 1, out=out[:, 1::2], backend="numba")
     assert_close(host(out)[:, 1::2], host(got), np.float64)
 
 
@@ -543,7 +544,7 @@ def test_prelu_grad(dtype, sim_grid):
         want = ref_backend.prelu_grad(dy, x, full, None, np.dtype(dtype))
         assert_close(host(PReLU(alpha).backward(dev(dy), dev(x), backend="numba")), want, dtype)
     xs = dev(x)[:, ::2]
-    got = _dispatch.prelu_grad(dev(np.ascontiguousarray(dy[:, ::2])), xs, np.linspace(0, 1, 5), backend="numba")
+    got = _entry.prelu_grad(dev(np.ascontiguousarray(dy[:, ::2])), xs, np.linspace(0, 1, 5), backend="numba")
     full = ref_backend.as_param_array(np.linspace(0, 1, 5), (3, 2, 5), np.dtype(dtype))
     assert_close(
         host(got),
