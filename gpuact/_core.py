@@ -54,12 +54,12 @@ def run(request: Request):
         arguments = {"x": _unaliased(backend, x, out, stream, same_ok), "out": out, "dtype": dtype, "stream": stream}
         if dy is not None:
             arguments["dy"] = _unaliased(backend, dy, out, stream, same_ok)
-        if family.name.startswith("elementwise"):
+        if family.op:
             arguments["op"], arguments["params"] = request.op, request.params
-        elif family.name.startswith("softmax"):
-            arguments["axes"], arguments["log"] = axis, request.log
-        elif axis is not None:
-            arguments["axis"] = axis
+        elif family.axis_keyword is not None:
+            arguments[family.axis_keyword] = axis
+            if family.mask:  # softmax and log_softmax
+                arguments["log"] = request.log
         if family.bias:
             arguments["bias"] = _bias(backend, request.bias, x, foreign, dtype, out, stream)
         if family.mask:

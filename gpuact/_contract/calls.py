@@ -26,7 +26,9 @@ class Family:
 
     name: str  # also the backend function that computes it
     grad: bool  # a backward: takes ``dy`` first
+    op: bool  # takes an elementwise op's name and parameters
     axis: Callable[[Any, int], Any] | None  # reads ``axis=`` for an array of this many dimensions
+    axis_keyword: str | None  # what the backend function calls the axis or axes it is given
     halves: bool  # glu: the forward's result (and so the backward's dy) is half of x along the axis
     out_may_be_x: bool  # ``out`` may be ``x`` itself (and ``dy``): the kernels read each element first
     bias: bool  # takes ``bias=``
@@ -44,12 +46,15 @@ class Family:
         return tuple(shape) if self.grad else self.forward_shape(shape, axis)
 
 
-def _family(name, *, grad=False, axis=None, halves=False, out_may_be_x=True, bias=False, mask=False, alpha=False):
-    return Family(name, grad, axis, halves, out_may_be_x, bias, mask, alpha)
+def _family(
+    name, *, grad=False, op=False, axis=None, halves=False, out_may_be_x=True, bias=False, mask=False, alpha=False
+):
+    keyword = None if axis is None else ("axes" if axis is checks.softmax_axes else "axis")
+    return Family(name, grad, op, axis, keyword, halves, out_may_be_x, bias, mask, alpha)
 
 
-ELEMENTWISE = _family("elementwise", bias=True)
-ELEMENTWISE_GRAD = _family("elementwise_grad", grad=True, bias=True)
+ELEMENTWISE = _family("elementwise", op=True, bias=True)
+ELEMENTWISE_GRAD = _family("elementwise_grad", grad=True, op=True, bias=True)
 SOFTMAX = _family("softmax", axis=checks.softmax_axes, bias=True, mask=True)
 SOFTMAX_GRAD = _family("softmax_grad", grad=True, axis=checks.softmax_axes, bias=True, mask=True)
 # glu writes half of x's length: an out overlapping x would be written before all of x is read
@@ -72,9 +77,6 @@ FAMILIES = (
     PRELU,
     PRELU_GRAD,
 )
-
-# the forward of each backward (a Dask or masked wrapper computes some backwards from forwards)
-FORWARD_OF = {f.name: g for f in FAMILIES if f.grad for g in FAMILIES if g.name + "_grad" == f.name}
 
 
 class Request:
