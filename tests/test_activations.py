@@ -191,9 +191,9 @@ def test_out_non_contiguous(be):
 
 def test_large_array_crosses_blocks_and_threads():
     # More elements than one block and the parallel threshold of the NumPy path, odd length.
-    from gpuact.backends import numpy_backend
+    from gpuact.backends.numpy_backend import pool
 
-    n = 2 * numpy_backend.PARALLEL_MIN + numpy_backend.BLOCK + 3
+    n = 2 * pool.PARALLEL_MIN + pool.BLOCK + 3
     x = np.linspace(-30, 30, n, dtype=np.float32)
     for name in ("sigmoid", "softplus", "gelu", "relu"):
         y = getattr(gpuact, name)(x)

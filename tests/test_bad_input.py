@@ -447,14 +447,14 @@ MIB = 1 << 20
 
 @pytest.mark.parametrize("path", ["compiled", "ufunc"])
 def test_peak_memory_stays_near_the_output(path, monkeypatch):
-    from gpuact.backends import numpy_backend
+    from gpuact.backends.numpy_backend import pool
 
     if path == "ufunc":
         monkeypatch.setattr(_native, "_state", {"lib": None, "reason": "off"})
     n = 1 << 22
     # scratch the NumPy path may use beyond the result: a few 128K-element blocks per thread
     # (float64 at most), or for slice-wise ops two chunks of slices per thread
-    slack = 16 * numpy_backend.BLOCK * 8 * numpy_backend.THREADS + 4 * MIB
+    slack = 16 * pool.BLOCK * 8 * pool.THREADS + 4 * MIB
     cases = {
         "relu of a broadcast scalar": (lambda: gpuact.relu(np.broadcast_to(np.float32(2.0), (n,))), 4 * n),
         "gelu of a strided view": (lambda: gpuact.gelu(_STRIDED[::2]), 4 * n),

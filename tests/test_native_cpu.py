@@ -19,7 +19,8 @@ import pytest
 
 import gpuact
 from gpuact._ops import ELEMENTWISE_OPS
-from gpuact.backends import _native, numpy_backend
+from gpuact.backends import _native
+from gpuact.backends.numpy_backend import elementwise_ops, formulas, pool
 from tests import reference
 from tests.reference import assert_close
 
@@ -70,7 +71,7 @@ def _ulps(actual32: np.ndarray, exact64: np.ndarray) -> np.ndarray:
 def _run(op, x, *params):
     kernel = _native.compiled_elementwise(op, x.dtype)  # also the float64 kernels the path does not route to
     y = np.empty_like(x)
-    numpy_backend._native_elementwise(kernel, x, y, params, numpy_backend.PARALLEL_MIN)
+    elementwise_ops._native_elementwise(kernel, x, y, params, pool.PARALLEL_MIN)
     return y
 
 
@@ -79,8 +80,8 @@ def threads_from_parallel_min(monkeypatch):
     """The compiled passes shared among the threads from PARALLEL_MIN elements (their own thresholds
     are 2**18 to 2**21), so that the tests' arrays cross threads at a few hundred thousand
     elements."""
-    monkeypatch.setattr(numpy_backend, "compiled_parallel_min", lambda op: numpy_backend.PARALLEL_MIN)
-    monkeypatch.setattr(numpy_backend, "COMPILED_SOFTMAX_PARALLEL_MIN", numpy_backend.PARALLEL_MIN)
+    monkeypatch.setattr(pool, "compiled_parallel_min", lambda op: pool.PARALLEL_MIN)
+    monkeypatch.setattr(pool, "COMPILED_SOFTMAX_PARALLEL_MIN", pool.PARALLEL_MIN)
 
 
 # (op, params, exact float64 function, input ranges, ulp bound). The bounds are what
@@ -158,19 +159,19 @@ def test_compiled_kernels_agree_with_the_ufunc_formulas_across_threads(op, dtype
     within the contract's tolerance."""
     _skip_unless_loaded()
     rng = np.random.default_rng(7)
-    n = 3 * numpy_backend.PARALLEL_MIN + 12345
+    n = 3 * pool.PARALLEL_MIN + 12345
     x = (rng.standard_normal(n) * rng.choice([0.01, 1.0, 10.0, 100.0], n)).astype(dtype)
     x[: len(EDGES)] = EDGES
     for params in PARAMS.get(op, [()]):
         with np.errstate(all="ignore"):
             expected = np.empty_like(x)
-            numpy_backend._KERNELS[op](x, expected, np.empty_like(x), np.empty_like(x), *params)
+            formulas.KERNELS[op](x, expected, np.empty_like(x), np.empty_like(x), *params)
         assert_close(_run(op, x, *params), expected, dtype)
 
 
 def test_public_calls_use_the_compiled_kernels_and_threads(threads_from_parallel_min):
     _skip_unless_loaded()
-    x = np.random.default_rng(3).standard_normal(4 * numpy_backend.PARALLEL_MIN + 7).astype(np.float32)
+    x = np.random.default_rng(3).standard_normal(4 * pool.PARALLEL_MIN + 7).astype(np.float32)
     expected = reference.elementwise("gelu", x)
     assert_close(gpuact.gelu(x), expected, np.float32)
     out = np.full_like(x, np.nan)
@@ -180,7 +181,7 @@ def test_public_calls_use_the_compiled_kernels_and_threads(threads_from_parallel
 
 def test_out_is_the_input_or_overlaps_it(threads_from_parallel_min):
     _skip_unless_loaded()
-    x = np.linspace(-6.0, 6.0, 2 * numpy_backend.PARALLEL_MIN + 3, dtype=np.float32)
+    x = np.linspace(-6.0, 6.0, 2 * pool.PARALLEL_MIN + 3, dtype=np.float32)
     expected = reference.elementwise("silu", x)
     y = x.copy()
     gpuact.silu(y, out=y)  # exactly the same memory: allowed in place
@@ -196,7 +197,7 @@ def test_out_is_the_input_or_overlaps_it(threads_from_parallel_min):
 def test_softmax_rows(length, log, dtype):
     _skip_unless_loaded()
     rng = np.random.default_rng(length)
-    rows = max(2, 3 * numpy_backend.PARALLEL_MIN // length)
+    rows = max(2, 3 * pool.PARALLEL_MIN // length)
     x = (rng.standard_normal((rows, length)) * 20).astype(dtype)
     x[0, 0] = np.nan  # a NaN row stays all NaN
     x[1] = -np.inf  # all -inf: NaN, as NumPy's exp(-inf - -inf)
@@ -241,5 +242,5 @@ def test_softmax_columns(shape, axis, log, threads_from_parallel_min):
 
 def test_thread_thresholds_name_real_ops():
     # a misspelt name would silently get the default threshold
-    assert numpy_backend._CHEAP_OPS | numpy_backend._HEAVY_OPS <= set(ELEMENTWISE_OPS)
-    assert numpy_backend.compiled_parallel_min("relu") > numpy_backend.compiled_parallel_min("gelu")
+    assert pool._CHEAP_OPS | pool._HEAVY_OPS <= set(ELEMENTWISE_OPS)
+    assert pool.compiled_parallel_min("relu") > pool.compiled_parallel_min("gelu")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gpuact
-from gpuact.backends import numpy_backend
+from gpuact.backends.numpy_backend import pool as numpy_pool
 from tests import reference
 from tests.reference import assert_close
 
@@ -16,11 +16,11 @@ from tests.reference import assert_close
 @pytest.fixture(params=[(64, 256), (1000, 1 << 30)], ids=["tiny-blocks-threaded", "medium-blocks-serial"])
 def small_blocks(request, monkeypatch):
     block, parallel_min = request.param
-    monkeypatch.setattr(numpy_backend, "BLOCK", block)
-    monkeypatch.setattr(numpy_backend, "PARALLEL_MIN", parallel_min)
-    monkeypatch.setattr(numpy_backend, "compiled_parallel_min", lambda op: parallel_min)
-    monkeypatch.setattr(numpy_backend, "COMPILED_SOFTMAX_PARALLEL_MIN", parallel_min)
-    monkeypatch.setattr(numpy_backend, "THREADS", 2)
+    monkeypatch.setattr(numpy_pool, "BLOCK", block)
+    monkeypatch.setattr(numpy_pool, "PARALLEL_MIN", parallel_min)
+    monkeypatch.setattr(numpy_pool, "compiled_parallel_min", lambda op: parallel_min)
+    monkeypatch.setattr(numpy_pool, "COMPILED_SOFTMAX_PARALLEL_MIN", parallel_min)
+    monkeypatch.setattr(numpy_pool, "THREADS", 2)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -67,7 +67,7 @@ def test_threads_work_in_a_forked_child():
     # The pool's threads do not survive fork; a child that reused the pool object would hang.
     import multiprocessing
 
-    x = np.linspace(-5, 5, 4 * numpy_backend.PARALLEL_MIN, dtype=np.float32)
+    x = np.linspace(-5, 5, 4 * numpy_pool.PARALLEL_MIN, dtype=np.float32)
     gpuact.sigmoid(x)  # the parent's pool exists now
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(1) as pool:

@@ -1,0 +1,174 @@
+"""The NumPy path's threads: the pool, the thresholds from which work is shared out, and the
+drivers that cut a call into one range per thread and stop every range when one fails.
+
+Tests shrink ``BLOCK``, ``PARALLEL_MIN``, ``THREADS``, ``COMPILED_SOFTMAX_PARALLEL_MIN`` and
+``compiled_parallel_min`` here to send small inputs down the routes large ones take; the sibling
+modules therefore read them as ``pool.NAME`` at call time, never as names imported once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+# 131072 elements: 512 KiB per float32 buffer, so a thread's input, output and two scratch
+# blocks (2 MiB) stay in the shared L3 while every ufunc call has enough work that its Python
+# overhead, and the GIL it holds meanwhile, stay small next to the loop that runs without the GIL.
+# Measured on the 2-core EPYC (float32, 2**22, two threads): 32K-element blocks left the second
+# thread idle (softsign 4.1 ms, elu 6.1 ms), 128K ones halved that (2.5 ms, 3.4 ms), 512K gained
+# little more.
+BLOCK = 131072
+# Below this many elements a second thread costs more (start-up, cache traffic) than it saves: the
+# ufunc formulas' passes. The compiled kernels do far more per element and microsecond, so handing
+# half of a pass to the pool (a few tens of microseconds on this 2-core VM, under load) pays off only
+# on longer arrays, the later the cheaper the op. Measured (float32, one thread against two): relu
+# 55 us against 101 us at 2**19, 282 against 260 at 2**21; sigmoid 225 against 227 at 2**19; gelu
+# 292 against 220 at 2**18; softmax rows of 1024 131 against 145 at 2**18, 269 against 210 at 2**19.
+PARALLEL_MIN = 1 << 16
+_CHEAP_OPS = frozenset(
+    {
+        "relu",
+        "relu6",
+        "leaky_relu",
+        "linear",
+        "hard_sigmoid",
+        "hard_silu",
+        "hard_tanh",
+        "hard_shrink",
+        "soft_shrink",
+        "threshold",
+        "sparse_plus",
+        "sparse_sigmoid",
+        "softsign",
+        "squareplus",
+    }
+)
+_HEAVY_OPS = frozenset({"gelu", "gelu_tanh", "mish", "softplus", "log_sigmoid"})
+COMPILED_SOFTMAX_PARALLEL_MIN = 1 << 19
+
+
+def compiled_parallel_min(op: str) -> int:
+    """Elements from which a compiled elementwise pass of ``op`` (forward, bias or backward) is
+    shared among the threads."""
+    if op in _CHEAP_OPS:
+        return 1 << 21
+    return 1 << 18 if op in _HEAVY_OPS else 1 << 19
+
+
+THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="gpuact")
+    return _pool
+
+
+def _forget_pool_after_fork():
+    # A forked child inherits the pool object but not its threads: work submitted to it would
+    # wait forever (multiprocessing with fork, DataLoader workers). The child starts a new pool.
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def parallel_ranges(count: int, work: int, minimum: int = PARALLEL_MIN) -> list[tuple[int, int]]:
+    """``count`` items (blocks, rows, ...) cut into one contiguous range per thread, or a single
+    range when the ``work`` (elements) is below ``minimum``, too little for a second thread to pay
+    off."""
+    if work < minimum or count < 2 or THREADS == 1:
+        return [(0, count)]
+    per = -(-count // THREADS)
+    return [(i * per, min(count, (i + 1) * per)) for i in range(THREADS) if i * per < count]
+
+
+def block_ranges(n: int) -> list[tuple[int, int]]:
+    """Element ranges, one per thread, each a whole number of blocks (but the last)."""
+    return [(lo * BLOCK, min(n, hi * BLOCK)) for lo, hi in parallel_ranges(-(-n // BLOCK), n)]
+
+
+class Stop(Exception):
+    """Raised inside a pool task told to stop (its call was interrupted, or failed elsewhere)."""
+
+
+def run_parallel(fn, ranges):
+    """``fn(lo, hi, stop)`` for each range: the first on this thread, the others on the pool.
+
+    ``stop`` is a ``threading.Event`` (None for a lone range) that ``fn`` checks between pieces of
+    its range (see ``pieces``). When this thread is interrupted (Ctrl-C) or any range fails, the
+    others are told to stop and are waited for before the exception propagates: no thread keeps
+    writing into the caller's arrays after the call has returned.
+    """
+    if len(ranges) == 1:
+        fn(*ranges[0], None)
+        return
+    stop = threading.Event()
+    futures = [_executor().submit(fn, lo, hi, stop) for lo, hi in ranges[1:]]
+    try:
+        fn(*ranges[0], stop)
+        for f in futures:
+            f.result()
+    except BaseException:
+        stop.set()
+        concurrent.futures.wait(futures)
+        raise
+
+
+# The largest piece of a range a thread works on between two checks for a stop: 4 MiB of float32,
+# about a millisecond, so an interrupted call returns promptly and the checks cost nothing.
+PIECE = 1 << 20
+
+
+def pieces(lo: int, hi: int, stop, step: int = PIECE):
+    """``(start, end)`` pieces of ``[lo, hi)``; raises ``Stop`` once ``stop`` is set."""
+    for start in range(lo, hi, step):
+        if stop is not None and stop.is_set():
+            raise Stop
+        yield start, min(start + step, hi)
+
+
+def check_stop(stop):
+    """Raises ``Stop`` once ``stop`` (a ``threading.Event`` or None) is set."""
+    if stop is not None and stop.is_set():
+        raise Stop
+
+
+def each_in_parallel(fn, count):
+    """fn(0, stop) ... fn(count - 1, stop), one per thread; warnings are off in each (errstate is
+    per thread)."""
+
+    def body(lo, hi, stop):
+        with np.errstate(all="ignore"):
+            for k in range(lo, hi):
+                fn(k, stop)
+
+    run_parallel(body, [(k, k + 1) for k in range(count)])
+
+
+# The compiled kernels run in chunks of whole cache lines, one contiguous range a thread.
+_NATIVE_CHUNK = 1024
+
+
+def run_ranges(n: int, call, minimum: int):
+    """``call(start, end)`` over [0, n) in whole cache lines, on every core from ``minimum``
+    elements, in pieces between stop checks (see ``run_parallel``)."""
+    if n < minimum:
+        call(0, n)
+        return
+    chunks = -(-n // _NATIVE_CHUNK)
+
+    def run(lo, hi, stop):
+        for start, end in pieces(lo * _NATIVE_CHUNK, min(n, hi * _NATIVE_CHUNK), stop):
+            call(start, end)
+
+    run_parallel(run, parallel_ranges(chunks, n, minimum))

@@ -1,0 +1,146 @@
+"""The ops whose output is not simply one value per input element by a formula of that element:
+glu (halves of an axis), sparsemax (a projection along an axis) and prelu (a parameter array),
+forward and backward, block by block."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpuact.backends import _composite, _native
+from gpuact.backends.numpy_backend.blocks import buffered_map, gathered_rows, scratch_buffer
+from gpuact.backends.numpy_backend.dtypes import compute_dtype
+from gpuact.backends.numpy_backend.formulas import KERNELS, keep_nan, sigmoid_grad_into, sigmoid_into
+
+
+def glu(x, axis, out, dtype, stream=None):
+    """``a * sigmoid(b)`` for the halves ``a, b`` of ``x`` along ``axis``: views of ``x`` read
+    block by block, no copy of either half."""
+    compute = compute_dtype(dtype)
+    half = x.shape[axis] // 2
+    a = x[(slice(None),) * axis + (slice(0, half),)]
+    b = x[(slice(None),) * axis + (slice(half, 2 * half),)]
+    y = np.empty(a.shape, dtype) if out is None else out
+    if y.size == 0:
+        return y
+    sigmoid = _native.elementwise_kernel("sigmoid", compute)
+    sigmoid_formula = KERNELS["sigmoid"]
+
+    def gate(ab, bb, yb, scratch):
+        m = yb.size
+        s = scratch_buffer(scratch, "s", m, compute)
+        if sigmoid is not None:
+            sigmoid(bb, s, 0, m)
+        else:
+            sigmoid_formula(bb, s, scratch_buffer(scratch, "t", m, compute), scratch_buffer(scratch, "u", m, compute))
+        np.multiply(ab, s, out=yb)
+
+    buffered_map(gate, [a, b], y, compute)
+    return y
+
+
+def glu_grad(dy, x, axis, out, dtype, stream=None):
+    """glu's backward, both halves in one pass: da = dy sigmoid(b), db = dy a sigmoid'(b)."""
+    compute = compute_dtype(dtype)
+    dx = np.empty(x.shape, dtype) if out is None else out
+    if dx.size == 0:
+        return dx
+    half = x.shape[axis] // 2
+    first, second = (slice(None),) * axis + (slice(0, half),), (slice(None),) * axis + (slice(half, 2 * half),)
+
+    def gate_grad(ab, bb, dyb, dab, dbb, scratch):
+        m = dyb.size
+        s = scratch_buffer(scratch, "s", m, compute)
+        t = scratch_buffer(scratch, "t", m, compute)
+        ds = scratch_buffer(scratch, "ds", m, compute)
+        sigmoid_into(bb, s, t)
+        sigmoid_grad_into(bb, ds, t)
+        np.multiply(ds, ab, out=ds)
+        np.multiply(ds, dyb, out=dbb)
+        np.multiply(s, dyb, out=dab)
+
+    buffered_map(gate_grad, [x[first], x[second], dy], [dx[first], dx[second]], compute)
+    return dx
+
+
+def sparsemax(x, axis, out, dtype, stream=None):
+    """Sparsemax along ``axis``, slices gathered in chunks (``gathered_rows``): the compiled row
+    kernel (bisection and Michelot steps on tau, O(length) a pass, float32 and float64) or, without
+    it, the sort-based NumPy composition on each chunk."""
+    compute = compute_dtype(dtype)
+    y = np.empty(x.shape, dtype) if out is None else out
+    if x.size == 0:
+        return y
+    kernel = _native.sparsemax_rows_kernel(compute)
+
+    def rows_fn(src, res, keep):
+        if kernel is not None:
+            kernel(src, res, 0, src.shape[0], src.shape[1])
+        else:
+            _composite.sparsemax_into(np, src, 1, res, compute)
+
+    gathered_rows(x, (axis,), y, compute, rows_fn)
+    return y
+
+
+def sparsemax_grad(dy, x, axis, out, dtype, stream=None):
+    """The sparsemax backward along ``axis``: dx = s (dy - mean of dy over the support), the support
+    s recomputed per slice (gathered in chunks)."""
+    compute = compute_dtype(dtype)
+    dx = np.empty(x.shape, dtype) if out is None else out
+    if dx.size == 0:
+        return dx
+    kernel = _native.rows_grad_kernel("sparsemax", compute)
+
+    def rows_fn(src, res, keep, dyc):
+        if kernel is not None:
+            kernel(dyc, src, res, 0, src.shape[0], src.shape[1])
+            return
+        _composite.sparsemax_into(np, src, 1, res, compute)
+        support = res > 0
+        count = np.maximum(support.sum(axis=1, keepdims=True), 1)
+        mean = np.add.reduce(np.where(support, dyc, 0.0), axis=1, keepdims=True, dtype=np.float64) / count
+        nan = np.isnan(res).any(axis=1, keepdims=True)
+        np.subtract(dyc, mean.astype(compute), out=res, where=support)
+        np.copyto(res, 0.0, where=~support)
+        np.copyto(res, np.nan, where=nan)
+
+    gathered_rows(x, (axis,), dx, compute, rows_fn, extra=(dy,))
+    return dx
+
+
+def prelu(x, alpha, out, dtype, stream=None):
+    """``max(x, 0) + alpha * min(x, 0)``, block by block: ``alpha`` stays a broadcast view. Where
+    ``alpha`` is 0 the second term is 0, also at ``x = -inf`` (the limit, as leaky_relu)."""
+    compute = compute_dtype(dtype)
+    y = np.empty(x.shape, dtype) if out is None else out
+    if y.size == 0:
+        return y
+
+    def leaky(xb, ab, yb, scratch):
+        neg = scratch_buffer(scratch, "neg", yb.size, compute)
+        np.minimum(xb, 0.0, out=neg)
+        np.multiply(neg, ab, out=neg)
+        np.copyto(neg, 0.0, where=ab == 0)  # alpha 0 (Keras's initial PReLU) at -inf: 0, not 0 * -inf
+        np.maximum(xb, 0.0, out=yb)  # after xb's last read: yb may be xb (in place)
+        np.add(yb, neg, out=yb)
+
+    buffered_map(leaky, [x, alpha], y, compute)
+    return y
+
+
+def prelu_grad(dy, x, alpha, out, dtype, stream=None):
+    """``dx = dy`` where x > 0, ``dy * alpha`` elsewhere (the left derivative at 0); NaN kept."""
+    compute = compute_dtype(dtype)
+    dx = np.empty(x.shape, dtype) if out is None else out
+    if dx.size == 0:
+        return dx
+
+    def leaky_grad(dyb, xb, ab, dxb, scratch):
+        g = scratch_buffer(scratch, "g", dxb.size, compute)
+        np.copyto(g, ab)
+        np.copyto(g, 1.0, where=np.greater(xb, 0.0))
+        keep_nan(xb, g)
+        np.multiply(dyb, g, out=dxb)
+
+    buffered_map(leaky_grad, [dy, x, alpha], dx, compute)
+    return dx
