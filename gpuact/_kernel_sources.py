@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpuact._ops import ELEMENTWISE_OPS
+from gpuact._contract.ops import ELEMENTWISE_OPS
 
 MATH_HEADER = "gpuact_math.cuh"
 HALF_HEADER = "gpuact_half.cuh"

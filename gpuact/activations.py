@@ -47,7 +47,7 @@ _SMALL = 1 << 16
 
 
 def relu_params(alpha, max_value, threshold, negative_slope) -> tuple:
-    """relu's canonical parameters ``(alpha, threshold, lo, hi)`` (see gpuact._ops)."""
+    """relu's canonical parameters ``(alpha, threshold, lo, hi)`` (see gpuact._contract.ops)."""
     if negative_slope is not None:
         if alpha is not _ALPHA_UNSET:
             raise TypeError("relu() got both alpha and negative_slope; they name the same parameter")

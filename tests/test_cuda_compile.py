@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from gpuact import _kernel_sources as ks  # noqa: E402
-from gpuact._ops import ELEMENTWISE_OPS  # noqa: E402
+from gpuact._contract.ops import ELEMENTWISE_OPS  # noqa: E402
 from tests.cuda_shim import gpuact_cuda_build as build
 
 ARCHS = (80, 90)

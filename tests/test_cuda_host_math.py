@@ -13,14 +13,14 @@ import math
 import numpy as np
 import pytest
 
-from gpuact._ops import ELEMENTWISE_OPS  # noqa: E402
+from gpuact._contract.ops import ELEMENTWISE_OPS  # noqa: E402
 from gpuact.backends import numpy_backend  # noqa: E402
 from tests.cuda_shim import gpuact_cuda_build as build
 
 pytestmark = [pytest.mark.cpu_proxy, pytest.mark.skipif(build.gxx() is None, reason="no host C++ compiler (g++)")]
 
 INF = math.inf
-# parameter sets per op (canonical order of gpuact._ops), several where the code branches
+# parameter sets per op (canonical order of gpuact._contract.ops), several where the code branches
 PARAMS = {
     "relu": [
         (0.0, 0.0, -INF, INF),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gpuact
-from gpuact._ops import ELEMENTWISE_OPS
+from gpuact._contract.ops import ELEMENTWISE_OPS
 from gpuact.backends import numpy_backend
 from tests.conftest import skip_unless_usable
 

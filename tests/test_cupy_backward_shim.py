@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from gpuact import _kernel_sources as ks
-from gpuact._ops import ELEMENTWISE_OPS
+from gpuact._contract.ops import ELEMENTWISE_OPS
 from gpuact.backends import numpy_backend as nb
 from tests.cuda_shim import backend_shim, ek_shim, vec_shim
 from tests.cuda_shim import gpuact_cuda_build as build

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import gpuact
-from gpuact._ops import ELEMENTWISE_OPS
+from gpuact._contract.ops import ELEMENTWISE_OPS
 from gpuact.backends import _native
 from gpuact.backends.numpy_backend import elementwise_ops, formulas, pool
 from tests import reference

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import gpuact
-from gpuact._ops import ELEMENTWISE_PARAMS
+from gpuact._contract.ops import ELEMENTWISE_PARAMS
 from gpuact.backends import numpy_backend as ref_backend
 
 from .conftest import CUDASIM, backend_unusable

@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from gpuact._ops import ELEMENTWISE_OPS
+from gpuact._contract.ops import ELEMENTWISE_OPS
 
 MODULE_NAME = "gpuact._gpuact_cpu"
 # kernels/gpuact_cpu.cc's kAbiVersion: a module built from other sources is not used.

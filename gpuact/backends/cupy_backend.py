@@ -36,7 +36,7 @@ import cupy  # only imported once a CuPy array arrives or backend="cupy" is forc
 import numpy as np
 
 from gpuact import _kernel_sources as ks
-from gpuact._ops import ELEMENTWISE_PARAMS
+from gpuact._contract.ops import ELEMENTWISE_PARAMS
 from gpuact.backends import _composite, _interop
 
 _NVRTC_OPTIONS = ()  # CuPy adds its own (--std=c++17, include paths)

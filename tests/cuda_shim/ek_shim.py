@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gpuact import _kernel_sources as ks
-from gpuact._ops import ELEMENTWISE_OPS
+from gpuact._contract.ops import ELEMENTWISE_OPS
 from tests.cuda_shim import gpuact_cuda_build as build
 
 # dtype -> (kind code in the C++ runtime below, its C type)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gpuact import _kernel_sources as ks
-from gpuact._ops import ELEMENTWISE_OPS
+from gpuact._contract.ops import ELEMENTWISE_OPS
 from tests.cuda_shim import gpuact_cuda_build as build
 
 MAX_POINTERS, MAX_INTS, MAX_FLOATS = 4, 4, 4

@@ -1256,7 +1256,7 @@ def nd_catalogue(dtype, ndims=(1, 2, 3, 4), ops=None):
     """(name, python kernel, signature) of the N-D (odometer) kernels at the ranks ``ndims``:
     per op the forward, the forward with a bias, the backward and the backward with a bias
     (biases of ``dtype``)."""
-    from gpuact._ops import ELEMENTWISE_OPS
+    from gpuact._contract.ops import ELEMENTWISE_OPS
 
     dtype = np.dtype(dtype)
     ft = compute_type(dtype)
@@ -1293,7 +1293,7 @@ def nd_catalogue(dtype, ndims=(1, 2, 3, 4), ops=None):
 def catalogue(dtype, ndims=(1, 3)):
     """(name, python kernel, signature) of every kernel for data of ``dtype`` (float16/32/64)
     in and out (and biases of ``dtype``), N-D kernels at the ranks ``ndims``."""
-    from gpuact._ops import ELEMENTWISE_OPS
+    from gpuact._contract.ops import ELEMENTWISE_OPS
 
     dtype = np.dtype(dtype)
     ft = compute_type(dtype)

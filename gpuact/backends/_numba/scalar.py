@@ -5,7 +5,7 @@ device functions.
 ``@cuda.jit(device=True)`` function computing the activation of ``x`` in the compute type ``ft``
 (``numpy.float32`` for float16/float32 data, ``numpy.float64`` for float64): its constants are
 ``ft`` values, so a float32 kernel never widens to float64. ``p0..p3`` are the op's canonical
-parameters (``gpuact._ops.ELEMENTWISE_PARAMS``, after ``host_params``), already of type ``ft``;
+parameters (``gpuact._contract.ops.ELEMENTWISE_PARAMS``, after ``host_params``), already of type ``ft``;
 unused ones are ignored. The semantics are those of ``gpuact.backends.numpy_backend``, NaN
 propagation and the limits at ±inf included: ``fmax``/``fmin`` below propagate NaN like
 ``numpy.maximum``/``numpy.minimum``, and silu/gelu/mish clamp at ``NEGATIVE_SATURATION`` first.
@@ -26,7 +26,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from gpuact._ops import NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
+from gpuact._contract.ops import NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
 
 
 def _simulator_active() -> bool:

@@ -1,5 +1,5 @@
 """The ufunc formulas of every elementwise op, each beside its derivative, and their tables
-``KERNELS`` (forward) and ``GRADS`` (derivative), keyed by the op names of ``gpuact._ops``.
+``KERNELS`` (forward) and ``GRADS`` (derivative), keyed by the op names of ``gpuact._contract.ops``.
 
 A forward formula is ``f(x, y, t, u, *params)`` on 1-D contiguous blocks of the compute dtype:
 ``x`` is read only and never aliases ``y``; ``t``, ``u`` are scratch buffers of the same size.
@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from gpuact._ops import NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
+from gpuact._contract.ops import NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
 
 # np.clip(x, lo, inf) rather than np.maximum(x, lo): with a scalar bound NumPy 2's maximum and
 # minimum take a slow loop (2-4x the time of clip, which has its own SIMD loop), and
