@@ -239,7 +239,7 @@ def _call(name: str, kwargs: dict, grad: bool, via: str, operands: tuple):
         callback = functools.partial(_write, name, kwargs, grad, arrays)
         result = _buffer_callback(callback, spec)(*wide)
     else:
-        # no vmap_method: the custom_vmap rule around this call batches it (and JAX before 0.4.34 has none)
+        # no vmap_method (older JAX releases take none): the custom_vmap rule around this call batches it
         callback = functools.partial(_host, name, kwargs, grad, arrays)
         result = jax.pure_callback(callback, spec, *wide)
     return result if result.dtype == want else result.astype(want)
