@@ -9,8 +9,18 @@
   read-only one (a JAX array) is refused as ``out``.
 * bfloat16 (PyTorch's; NumPy has none): computed in float32 and returned as bfloat16, like
   float16 is computed in float32; an ``out`` of bfloat16 is written from the float32 result.
+* A backward's result is bfloat16 only where dy and x both are (the wider dtype wins, as for
+  float16: ``dy`` float32 with a bfloat16 ``x`` gives float32).
+* PyTorch's lazy negation and conjugation bits (``t.is_neg()``, ``t.is_conj()``: a view such as
+  ``complex_tensor.conj().imag`` shares storage holding the un-negated values) are resolved
+  (``resolve_neg``/``resolve_conj``, a copy) for ``x``, ``dy`` and ``bias`` before any pointer is
+  read; an ``out`` with either bit is refused (``TypeError``), since writing through it would
+  store the negation of the result.
 * A tensor that requires grad is refused with a message pointing to ``gpuact.torch`` (the plain
   functions would cut it out of autograd).
+* Under ``torch.compile`` a call on tensors is left out of the traced graph
+  (``torch.compiler.disable``): Dynamo cannot trace the DLPack hand-over, and the call runs eagerly
+  at a graph break. ``gpuact.torch`` gives the same functions as operators that compile whole.
 
 CUDA arrays of other libraries go down as they are: the GPU backend's ``accept`` wraps them
 zero-copy and orders the launch after the stream that produced them; the result comes back here.
@@ -49,13 +59,40 @@ def wrap(inner):
     def call(request: Request):
         if not (is_foreign(request.x) or is_foreign(request.dy) or is_foreign(request.bias) or is_foreign(request.out)):
             return inner(request)
+        torch = sys.modules.get("torch")
+        if torch is not None and any(
+            isinstance(a, torch.Tensor) for a in (request.x, request.dy, request.bias, request.out)
+        ):
+            # also outside torch.compiler.is_compiling(): a frame Dynamo gave up on runs eagerly,
+            # but the frames it calls are still offered to Dynamo
+            return _eager(torch)(inner, request)
         return _unwrapped(inner, request)
 
     return call
 
 
+_EAGER: list = []
+
+
+def _eager(torch):
+    """``_unwrapped`` excluded from Dynamo's tracing (about 1 us a call): it hands the tensor's
+    memory to NumPy or CuPy through DLPack, which Dynamo cannot trace (it crashed on the
+    device-type enum)."""
+    if not _EAGER:
+        _EAGER.append(
+            torch.compiler.disable(
+                _unwrapped,
+                reason="plain gpuact functions run eagerly under torch.compile; gpuact.torch's are operators",
+            )
+        )
+    return _EAGER[0]
+
+
 def _unwrapped(inner, request: Request):
+    _refuse_lazy_out(request.out)
     original = request.x
+    # bfloat16 results only where the result dtype rule gives bfloat16: dy too, in a backward
+    bf16_result = is_bfloat16(original) and (request.dy is None or is_bfloat16(request.dy))
     name = request.backend if request.backend is not None else detect_backend(original)
     on_host = name == "numpy"
     x, back_to = for_compute(original)
@@ -71,8 +108,8 @@ def _unwrapped(inner, request: Request):
         shape = request.family.result_shape(tuple(x.shape), request.axis)
         if tuple(out.shape) != shape:
             raise ValueError(f"out has shape {tuple(out.shape)}; the result has shape {shape}")
-        if not is_bfloat16(original):
-            dtype = checks.result_dtype(x.dtype) if dy is None else checks.grad_dtype(np.asarray(dy).dtype, x.dtype)
+        if not bf16_result:
+            dtype = checks.result_dtype(x.dtype) if dy is None else checks.grad_dtype(_dtype_of(dy), x.dtype)
             raise TypeError(f"out is bfloat16; the result has dtype {dtype}")
         result = inner(request.replace(x=x, dy=dy, bias=bias, out=None))
         return copy_into(out, result)
@@ -86,7 +123,23 @@ def _unwrapped(inner, request: Request):
     result = inner(request.replace(x=x, dy=dy, bias=bias, out=out))
     if request.out is not None:
         return request.out
-    return result if back_to is None else back(back_to, result)
+    return result if back_to is None else back(back_to, result, bfloat16=bf16_result)
+
+
+def _dtype_of(a) -> np.dtype:
+    if _torch(a) is not None:
+        return np.dtype(str(a.dtype).rsplit(".", 1)[-1])  # bfloat16 is float32 by now
+    return np.asarray(a).dtype
+
+
+def _refuse_lazy_out(out) -> None:
+    torch = _torch(out)
+    if torch is not None and (out.is_neg() or out.is_conj()):
+        raise TypeError(
+            "out has PyTorch's negative or conjugate bit set (a lazily negated view, such as "
+            "complex.conj().imag): gpuact would write the un-negated result into its storage; "
+            "pass a plain tensor (out.resolve_neg() is a copy, not a view)"
+        )
 
 
 def _operand(a, on_host: bool):
@@ -113,10 +166,14 @@ def is_bfloat16(x) -> bool:
 
 
 def for_compute(x):
-    """``(x to compute on, the foreign original or None)``: a bfloat16 tensor becomes float32
-    (a copy, on its device); anything else is itself."""
+    """``(x to compute on, the foreign original or None)``: a tensor with the negative or
+    conjugate bit resolved (a copy: its storage holds the values un-negated), a bfloat16 tensor as
+    float32 (a copy, on its device); anything else is itself."""
     if x is None:
         return None, None
+    if _torch(x) is not None and (x.is_neg() or x.is_conj()):
+        _interop.refuse_grad_tensor(x)
+        x = x.resolve_conj().resolve_neg()
     if is_bfloat16(x):
         _interop.refuse_grad_tensor(x)
         return x.float(), x
@@ -177,8 +234,9 @@ def host_result_buffer(original, shape, dtype):
     return raw[start : start + count * dtype.itemsize].view(dtype).reshape(shape)
 
 
-def back(original, result):
-    """``result`` (the backend's array) as ``original``'s kind, zero-copy where DLPack allows."""
+def back(original, result, bfloat16: bool = True):
+    """``result`` (the backend's array) as ``original``'s kind, zero-copy where DLPack allows; a
+    bfloat16 ``original``'s float32 result back as bfloat16 where ``bfloat16``."""
     torch = _torch(original)
     if torch is not None:
         if getattr(result, "__dlpack__", None) is not None:
@@ -187,7 +245,7 @@ def back(original, result):
             tensor = torch.as_tensor(result, device=original.device)
         if tensor.device != original.device:  # pragma: no cover - DLPack keeps the device
             tensor = tensor.to(original.device)
-        return tensor.to(torch.bfloat16) if original.dtype == torch.bfloat16 else tensor
+        return tensor.to(torch.bfloat16) if bfloat16 and original.dtype == torch.bfloat16 else tensor
     if _is_jax(original) and sys.modules.get("jax.numpy") is not None:
         return sys.modules["jax.numpy"].from_dlpack(result)
     namespace = getattr(original, "__array_namespace__", None)
