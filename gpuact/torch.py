@@ -1,12 +1,24 @@
-"""gpuact for PyTorch training: differentiable functions and a layer.
+"""gpuact for PyTorch training: operators registered with ``torch.library``, functions and a layer.
 
 ``gpuact.torch.<name>(x, <the activation's parameters>, bias=None)`` is ``gpuact.<name>`` as a
-``torch.autograd.Function``: the forward runs gpuact's kernels on the tensor (CPU tensors on the
-NumPy path, CUDA tensors on the CuPy path, zero-copy both ways, on PyTorch's current stream), the
-backward runs ``gpuact.backward.<name>`` (one fused pass). ``bias`` (a tensor broadcast against
-``x``, added inside the kernel) gets its gradient too: ``dx`` summed over the axes it was
-broadcast along. softmax, log_softmax, sparsemax and glu take ``axis``. Every activation of
-``gpuact`` is here under its name, aliases included.
+differentiable PyTorch operator: the forward runs gpuact's kernel on the tensor (CPU tensors on the
+NumPy path, CUDA tensors on the CuPy path, on PyTorch's current stream), the backward runs
+``gpuact.backward.<name>`` (one fused pass). ``bias`` (a tensor broadcast against ``x``, a Python
+number or an array, added inside the kernel) gets its gradient too: ``dx`` summed over the axes
+it was broadcast along. softmax, log_softmax, sparsemax and glu take ``axis``. Every activation
+of ``gpuact`` is here under its name, aliases included.
+
+The operators are eight ``torch.library.custom_op`` in the ``gpuact`` namespace, one forward and
+one backward per family, each taking the op's canonical parameters (``torch.ops.gpuact.
+elementwise(x, bias, "gelu_tanh", [])``): ``elementwise``, ``softmax``, ``glu``, ``sparsemax`` and
+their ``*_backward``. Each has a fake (meta) kernel and an autograd formula, so
+``torch.compile(fullgraph=True)`` traces them with no graph break; each result is allocated by
+PyTorch (``torch.empty``) and written by gpuact through ``out=``, so no buffer outlives PyTorch's
+allocator (what CUDA-graph capture needs).
+
+Second derivatives (``create_graph=True``, then a backward through the gradient) are exact for
+relu, relu6, leaky_relu, sigmoid, tanh, gelu (both forms), silu/swish, softplus, elu, selu,
+softmax and log_softmax; any other op raises ``NotImplementedError`` naming it.
 
 ``gpuact.torch.Activation("gelu", approximate=True)`` is the same as a ``torch.nn.Module``, for
 ``torch.nn.Sequential``.
@@ -31,37 +43,507 @@ derivative, 1 or 1/6), and at +-inf the limit.
 from __future__ import annotations
 
 import inspect
+import math
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 
 import gpuact
-from gpuact import activations
+from gpuact import _entry, activations
+from gpuact._contract import calls, checks
+from gpuact._contract.ops import ELEMENTWISE_PARAMS, SELU_ALPHA, SELU_SCALE
 
 _NOT_FORWARDED = ("out", "backend", "stream")
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_HALF = (torch.float16, torch.bfloat16)
 
 
-class _ActivationFunction(torch.autograd.Function):
-    """One gpuact activation: forward by gpuact's kernel, backward by gpuact.backward's."""
+# ---- dtypes and operands ------------------------------------------------------------------------
 
-    @staticmethod
-    def forward(ctx, name, kwargs, x, bias):
-        ctx.name, ctx.kwargs = name, kwargs
-        ctx.save_for_backward(x, bias)
-        # inside forward autograd is off, but the tensors keep requires_grad: hand gpuact plain views
-        options = {} if bias is None else {"bias": bias.detach()}
-        return getattr(gpuact, name)(x.detach(), **kwargs, **options)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy):
-        x, bias = ctx.saved_tensors
-        options = {} if bias is None else {"bias": bias.detach()}
-        dx = getattr(gpuact.backward, ctx.name)(dy, x.detach(), **ctx.kwargs, **options)
-        dbias = None
-        if bias is not None and ctx.needs_input_grad[3]:
-            dbias = dx.sum_to_size(bias.shape) if bias.dim() else dx.sum()
-        return None, None, dx if ctx.needs_input_grad[2] else None, dbias
+def _result_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The forward's result dtype, by plain gpuact's rule (bfloat16 kept, like float16)."""
+    if dtype in _FLOATS:
+        return dtype
+    if not dtype.is_floating_point and not dtype.is_complex:
+        return torch.float32  # integers and bool compute in float32
+    raise TypeError(f"gpuact activations take real numbers; got a tensor of dtype {dtype}")
+
+
+def _grad_dtype(dy: torch.dtype, x: torch.dtype) -> torch.dtype:
+    """A backward's result dtype: each side by the forward's rule, then the wider."""
+    return torch.promote_types(_result_dtype(dy), _result_dtype(x))
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # the torch-written second derivatives compute half precision in float32, as gpuact's kernels do
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def _plain(t: torch.Tensor | None) -> torch.Tensor | None:
+    # inside an op autograd is below us, but the tensors keep requires_grad, which plain gpuact refuses
+    return None if t is None else t.detach()
+
+
+def _bias_tensor(bias, x: torch.Tensor) -> torch.Tensor | None:
+    """``bias`` as the operators take it: a tensor as it is; a Python or NumPy number as a 0-d
+    tensor in the call's compute dtype (as plain gpuact makes it); an array on ``x``'s device."""
+    if bias is None or isinstance(bias, torch.Tensor):
+        return bias
+    if isinstance(bias, (int, float, np.integer, np.floating)):
+        value = checks.as_param("bias", bias)
+        return torch.tensor(value, dtype=_compute_dtype(_result_dtype(x.dtype)), device=x.device)
+    return torch.as_tensor(bias, device=x.device)
+
+
+def _check_bias(bias: torch.Tensor | None, x: torch.Tensor) -> None:
+    if bias is None:
+        return
+    try:
+        shape = tuple(torch.broadcast_shapes(bias.shape, x.shape))
+    except RuntimeError:
+        shape = None
+    if shape != tuple(x.shape):
+        raise ValueError(f"bias of shape {tuple(bias.shape)} does not broadcast to x's shape {tuple(x.shape)}")
+    if bias.dtype.is_complex:
+        raise TypeError(f"bias must be real numbers; got dtype {bias.dtype}")
+
+
+def _check_dy(dy: torch.Tensor, want: Sequence[int], x: torch.Tensor) -> None:
+    if tuple(dy.shape) != tuple(want):
+        raise ValueError(f"dy has shape {tuple(dy.shape)}; x has shape {tuple(x.shape)}")
+
+
+def _sum_to(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The gradient of a broadcast operand: ``grad`` summed over the axes it was broadcast along."""
+    summed = grad.sum_to_size(like.shape) if like.dim() else grad.sum()
+    return summed.to(like.dtype)
+
+
+def _biased(x: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    z = x.to(dtype)
+    return z if bias is None else z + bias.to(dtype)
+
+
+# ---- the operators ------------------------------------------------------------------------------
+#
+# One forward and one backward per family, taking the canonical parameters (gpuact._contract.ops), so that
+# a new parameter value is a new constant of the graph, never a new operator.
+
+
+@torch.library.custom_op(
+    "gpuact::elementwise", mutates_args=(), schema="(Tensor x, Tensor? bias, str op, float[] params) -> Tensor"
+)
+def _elementwise(x, bias, op, params):
+    y = torch.empty(x.shape, dtype=_result_dtype(x.dtype), device=x.device)
+    _entry.elementwise(op, x.detach(), tuple(params), bias=_plain(bias), out=y)
+    return y
+
+
+@_elementwise.register_fake
+def _(x, bias, op, params):
+    _check_op(op, params)
+    _check_bias(bias, x)
+    return x.new_empty(x.shape, dtype=_result_dtype(x.dtype))
+
+
+@torch.library.custom_op(
+    "gpuact::elementwise_backward",
+    mutates_args=(),
+    schema="(Tensor dy, Tensor x, Tensor? bias, str op, float[] params) -> Tensor",
+)
+def _elementwise_backward(dy, x, bias, op, params):
+    dx = torch.empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype), device=x.device)
+    _entry.elementwise_grad(op, dy.detach(), x.detach(), tuple(params), bias=_plain(bias), out=dx)
+    return dx
+
+
+@_elementwise_backward.register_fake
+def _(dy, x, bias, op, params):
+    _check_op(op, params)
+    _check_dy(dy, x.shape, x)
+    _check_bias(bias, x)
+    return x.new_empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype))
+
+
+@torch.library.custom_op(
+    "gpuact::softmax", mutates_args=(), schema="(Tensor x, Tensor? bias, int[] axis, bool log) -> Tensor"
+)
+def _softmax(x, bias, axis, log):
+    y = torch.empty(x.shape, dtype=_result_dtype(x.dtype), device=x.device)
+    _entry.softmax(x.detach(), tuple(axis), log=log, bias=_plain(bias), out=y)
+    return y
+
+
+@_softmax.register_fake
+def _(x, bias, axis, log):
+    checks.softmax_axes(tuple(axis), x.dim())
+    _check_bias(bias, x)
+    return x.new_empty(x.shape, dtype=_result_dtype(x.dtype))
+
+
+@torch.library.custom_op(
+    "gpuact::softmax_backward",
+    mutates_args=(),
+    schema="(Tensor dy, Tensor x, Tensor? bias, int[] axis, bool log) -> Tensor",
+)
+def _softmax_backward(dy, x, bias, axis, log):
+    dx = torch.empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype), device=x.device)
+    _entry.softmax_grad(dy.detach(), x.detach(), tuple(axis), log=log, bias=_plain(bias), out=dx)
+    return dx
+
+
+@_softmax_backward.register_fake
+def _(dy, x, bias, axis, log):
+    checks.softmax_axes(tuple(axis), x.dim())
+    _check_dy(dy, x.shape, x)
+    _check_bias(bias, x)
+    return x.new_empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype))
+
+
+@torch.library.custom_op("gpuact::glu", mutates_args=(), schema="(Tensor x, int axis) -> Tensor")
+def _glu(x, axis):
+    y = torch.empty(calls.GLU.result_shape(tuple(x.shape), axis), dtype=_result_dtype(x.dtype), device=x.device)
+    _entry.glu(x.detach(), axis, out=y)
+    return y
+
+
+@_glu.register_fake
+def _(x, axis):
+    return x.new_empty(calls.GLU.result_shape(tuple(x.shape), axis), dtype=_result_dtype(x.dtype))
+
+
+@torch.library.custom_op("gpuact::glu_backward", mutates_args=(), schema="(Tensor dy, Tensor x, int axis) -> Tensor")
+def _glu_backward(dy, x, axis):
+    dx = torch.empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype), device=x.device)
+    _entry.glu_grad(dy.detach(), x.detach(), axis, out=dx)
+    return dx
+
+
+@_glu_backward.register_fake
+def _(dy, x, axis):
+    want = calls.GLU.forward_shape(tuple(x.shape), axis)
+    if tuple(dy.shape) != want:
+        raise ValueError(f"dy has shape {tuple(dy.shape)}; glu's output, and so dy, has shape {want}")
+    return x.new_empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype))
+
+
+@torch.library.custom_op("gpuact::sparsemax", mutates_args=(), schema="(Tensor x, int axis) -> Tensor")
+def _sparsemax(x, axis):
+    y = torch.empty(x.shape, dtype=_result_dtype(x.dtype), device=x.device)
+    _entry.sparsemax(x.detach(), axis, out=y)
+    return y
+
+
+@_sparsemax.register_fake
+def _(x, axis):
+    checks.single_axis(axis, x.dim())
+    return x.new_empty(x.shape, dtype=_result_dtype(x.dtype))
+
+
+@torch.library.custom_op(
+    "gpuact::sparsemax_backward", mutates_args=(), schema="(Tensor dy, Tensor x, int axis) -> Tensor"
+)
+def _sparsemax_backward(dy, x, axis):
+    dx = torch.empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype), device=x.device)
+    _entry.sparsemax_grad(dy.detach(), x.detach(), axis, out=dx)
+    return dx
+
+
+@_sparsemax_backward.register_fake
+def _(dy, x, axis):
+    checks.single_axis(axis, x.dim())
+    _check_dy(dy, x.shape, x)
+    return x.new_empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype))
+
+
+def _check_op(op: str, params: Sequence[float]) -> None:
+    names = ELEMENTWISE_PARAMS.get(op)
+    if names is None:
+        raise ValueError(f"gpuact has no elementwise op {op!r}")
+    if len(params) != len(names):
+        raise ValueError(f"gpuact's {op} takes {len(names)} parameters {names}; got {len(params)}")
+
+
+OPS = (
+    torch.ops.gpuact.elementwise,
+    torch.ops.gpuact.elementwise_backward,
+    torch.ops.gpuact.softmax,
+    torch.ops.gpuact.softmax_backward,
+    torch.ops.gpuact.glu,
+    torch.ops.gpuact.glu_backward,
+    torch.ops.gpuact.sparsemax,
+    torch.ops.gpuact.sparsemax_backward,
+)
+
+
+# ---- first derivatives: gpuact's backward kernels -------------------------------------------------
+
+
+def _save_inputs(ctx, inputs, output):
+    """Every tensor input saved, the rest kept as they are (``ctx.args``)."""
+    ctx.save_for_backward(*(a if isinstance(a, torch.Tensor) or a is None else None for a in inputs))
+    ctx.args = inputs
+
+
+def _elementwise_grad(ctx, dy):
+    x, bias, _, _ = ctx.saved_tensors
+    op, params = ctx.args[2], ctx.args[3]
+    dx = torch.ops.gpuact.elementwise_backward(dy, x, bias, op, params)
+    return _x_and_bias(ctx, dx, bias, 0) + (None, None)
+
+
+def _softmax_grad(ctx, dy):
+    x, bias, _, _ = ctx.saved_tensors
+    axis, log = ctx.args[2], ctx.args[3]
+    dx = torch.ops.gpuact.softmax_backward(dy, x, bias, axis, log)
+    return _x_and_bias(ctx, dx, bias, 0) + (None, None)
+
+
+def _glu_grad(ctx, dy):
+    x, _ = ctx.saved_tensors
+    return torch.ops.gpuact.glu_backward(dy, x, ctx.args[1]), None
+
+
+def _sparsemax_grad(ctx, dy):
+    x, _ = ctx.saved_tensors
+    return torch.ops.gpuact.sparsemax_backward(dy, x, ctx.args[1]), None
+
+
+def _x_and_bias(ctx, dz: torch.Tensor, bias: torch.Tensor | None, first: int) -> tuple:
+    """The gradients of ``x`` and ``bias`` (inputs ``first`` and ``first + 1``) from the
+    gradient ``dz`` of ``z = x + bias``, each where it is needed."""
+    need_x, need_bias = ctx.needs_input_grad[first], ctx.needs_input_grad[first + 1]
+    dx = dz.to(ctx.saved_tensors[first].dtype) if need_x else None
+    dbias = _sum_to(dz, bias) if bias is not None and need_bias else None
+    return dx, dbias
+
+
+_elementwise.register_autograd(_elementwise_grad, setup_context=_save_inputs)
+_softmax.register_autograd(_softmax_grad, setup_context=_save_inputs)
+_glu.register_autograd(_glu_grad, setup_context=_save_inputs)
+_sparsemax.register_autograd(_sparsemax_grad, setup_context=_save_inputs)
+
+
+# ---- second derivatives ---------------------------------------------------------------------------
+#
+# The backward operators are differentiated here, by torch expressions of x and dy: f''(z) for the
+# elementwise ops below, the softmax Hessian-vector products. They are written in torch in this
+# module, not (yet) in the shared CUDA/C++/Numba math that gives the forwards and first
+# derivatives; so they run as a few torch kernels, and are exact where those are. An op missing
+# here raises rather than treating its derivative as a constant.
+
+_SATURATION = 1.0e4  # beyond it silu'' and gelu'' are 0 in every float format; clamped so inf gives 0, not NaN
+
+
+def _piecewise_linear(z, params):
+    return torch.where(torch.isnan(z), z, torch.zeros_like(z))
+
+
+def _sigmoid2(z, params):
+    s = torch.sigmoid(z)
+    return s * (1 - s) * (1 - 2 * s)
+
+
+def _tanh2(z, params):
+    t = torch.tanh(z)
+    return -2 * t * (1 - t * t)
+
+
+def _silu2(z, params):
+    z = z.clamp(-_SATURATION, _SATURATION)
+    s = torch.sigmoid(z)
+    return s * (1 - s) * (2 + z * (1 - 2 * s))
+
+
+def _gelu2(z, params):
+    # (z Phi(z))'' = phi(z) (2 - z^2)
+    z = z.clamp(-_SATURATION, _SATURATION)
+    return torch.exp(-0.5 * z * z) * (1 / math.sqrt(2 * math.pi)) * (2 - z * z)
+
+
+_GELU_C = math.sqrt(2 / math.pi)
+_GELU_K = 0.044715
+
+
+def _gelu_tanh2(z, params):
+    # f = z (1 + tanh(u)) / 2 with u = c (z + k z^3): f'' = (1 - t^2) (u' + z (u'' - 2 t u'^2) / 2)
+    z = z.clamp(-_SATURATION, _SATURATION)
+    t = torch.tanh(_GELU_C * (z + _GELU_K * z * z * z))
+    du = _GELU_C * (1 + 3 * _GELU_K * z * z)
+    ddu = _GELU_C * 6 * _GELU_K * z
+    return (1 - t * t) * (du + 0.5 * z * (ddu - 2 * t * du * du))
+
+
+def _softplus2(z, params):
+    s = torch.sigmoid(z)
+    return s * (1 - s)
+
+
+def _elu2(z, params):
+    # z <= 0 as the first derivative's kink rule: at 0 the derivative from the left
+    return torch.where(z > 0, torch.zeros_like(z), params[0] * torch.exp(z.clamp(max=0)))
+
+
+def _selu2(z, params):
+    return torch.where(z > 0, torch.zeros_like(z), (SELU_SCALE * SELU_ALPHA) * torch.exp(z.clamp(max=0)))
+
+
+SECOND_DERIVATIVES: dict[str, Callable] = {
+    "relu": _piecewise_linear,
+    "relu6": _piecewise_linear,
+    "leaky_relu": _piecewise_linear,
+    "sigmoid": _sigmoid2,
+    "tanh": _tanh2,
+    "silu": _silu2,
+    "gelu": _gelu2,
+    "gelu_tanh": _gelu_tanh2,
+    "softplus": _softplus2,
+    "elu": _elu2,
+    "selu": _selu2,
+}
+
+
+def _no_second_derivative(name: str):
+    supported = ", ".join(sorted({*SECOND_DERIVATIVES, "softmax", "log_softmax"} - {"gelu_tanh"}))
+    return NotImplementedError(
+        f"gpuact.torch.{name}: the second derivative (a backward through a gradient taken with "
+        f"create_graph=True) is not implemented for {name}; it is for {supported}"
+    )
+
+
+def _elementwise_grad_grad(ctx, ggx):
+    dy, x, bias, _, _ = ctx.saved_tensors
+    op, params = ctx.args[3], ctx.args[4]
+    need_dy = ctx.needs_input_grad[0]
+    gdy = None
+    if need_dy:
+        # dx = dy f'(z) is linear in dy, with a diagonal Jacobian: its own backward
+        gdy = torch.ops.gpuact.elementwise_backward(ggx, x, bias, op, params).to(dy.dtype)
+    if not (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+        return gdy, None, None, None, None
+    second = SECOND_DERIVATIVES.get(op)
+    if second is None:
+        raise _no_second_derivative("gelu(approximate=True)" if op == "gelu_tanh" else op)
+    dtype = _compute_dtype(_grad_dtype(dy.dtype, x.dtype))
+    dz = ggx.to(dtype) * dy.to(dtype) * second(_biased(x, bias, dtype), params)
+    return (gdy, *_x_and_bias(ctx, dz, bias, 1), None, None)
+
+
+def _softmax_grad_grad(ctx, ggx):
+    dy, x, bias, _, _ = ctx.saved_tensors
+    axis, log = checks.softmax_axes(tuple(ctx.args[3]), x.dim()), ctx.args[4]
+    dtype = _compute_dtype(_grad_dtype(dy.dtype, x.dtype))
+    z = _biased(x, bias, dtype)
+    p = torch.exp(z - torch.logsumexp(z, axis, keepdim=True))
+    g, d = ggx.to(dtype), dy.to(dtype)
+    gp = (g * p).sum(axis, keepdim=True)
+    if log:
+        # dx = dy - p sum(dy)
+        gdy = g - gp
+        dz = -d.sum(axis, keepdim=True) * p * (g - gp)
+    else:
+        # dx = p (dy - sum(dy p)); the Jacobian in dy is symmetric: its own backward
+        gdy = torch.ops.gpuact.softmax_backward(ggx, x, bias, list(axis), False) if ctx.needs_input_grad[0] else None
+        dp = g * (d - (d * p).sum(axis, keepdim=True)) - gp * d
+        dz = p * (dp - (dp * p).sum(axis, keepdim=True))
+    gdy = gdy.to(dy.dtype) if gdy is not None and ctx.needs_input_grad[0] else None
+    return (gdy, *_x_and_bias(ctx, dz, bias, 1), None, None)
+
+
+def _sparsemax_grad_grad(ctx, ggx):
+    dy, x, _ = ctx.saved_tensors
+    if ctx.needs_input_grad[1]:
+        raise _no_second_derivative("sparsemax")
+    # dx = s (dy - mean of dy over the support) is linear in dy, with a symmetric Jacobian
+    return torch.ops.gpuact.sparsemax_backward(ggx, x, ctx.args[2]).to(dy.dtype), None, None
+
+
+def _glu_grad_grad(ctx, ggx):
+    dy, x, _ = ctx.saved_tensors
+    if ctx.needs_input_grad[1]:
+        raise _no_second_derivative("glu")
+    # dx = (dy s(b), dy a s'(b)) for x = (a, b) is linear in dy: its transpose applied to ggx
+    axis = checks.single_axis(ctx.args[2], x.dim())
+    dtype = _compute_dtype(_grad_dtype(dy.dtype, x.dtype))
+    a, b = x.to(dtype).chunk(2, axis)
+    ga, gb = ggx.to(dtype).chunk(2, axis)
+    s = torch.sigmoid(b)
+    return (ga * s + gb * a * s * (1 - s)).to(dy.dtype), None, None
+
+
+_elementwise_backward.register_autograd(_elementwise_grad_grad, setup_context=_save_inputs)
+_softmax_backward.register_autograd(_softmax_grad_grad, setup_context=_save_inputs)
+_sparsemax_backward.register_autograd(_sparsemax_grad_grad, setup_context=_save_inputs)
+_glu_backward.register_autograd(_glu_grad_grad, setup_context=_save_inputs)
+
+
+# ---- the public functions -------------------------------------------------------------------------
+
+
+def _params_of(name: str) -> Callable[..., tuple[str, list[float]]]:
+    """``(canonical op, its parameters)`` from the public function's keyword parameters, by the
+    same helpers plain gpuact uses."""
+    op = getattr(activations, name).__name__  # an alias is the function it names
+    if op == "relu":
+        return lambda alpha, max_value, threshold, negative_slope: (
+            "relu",
+            list(activations.relu_params(alpha, max_value, threshold, negative_slope)),
+        )
+    if op == "gelu":
+        return lambda approximate: (activations.gelu_op(approximate), [])
+    if op == "celu":
+        return lambda alpha: ("celu", list(activations.celu_params(alpha)))
+    if op == "squareplus":
+        return lambda b: ("squareplus", list(activations.squareplus_params(b)))
+    if op == "threshold":
+        return lambda threshold, default_value: (
+            "threshold",
+            [checks.as_param("threshold", threshold), checks.as_param("default_value", default_value, allow_nan=True)],
+        )
+    names = ELEMENTWISE_PARAMS[op]
+    forward = inspect.signature(getattr(activations, name)).parameters
+    public = tuple(p for p in forward if p not in ("x", "bias", *_NOT_FORWARDED))
+    if public != names:  # pragma: no cover - a new parameter needs its conversion above
+        raise RuntimeError(f"gpuact.torch does not know how to pass {name}'s parameters {public}")
+    return lambda **kwargs: (op, [checks.as_param(n, kwargs[n]) for n in names])
+
+
+def _axes(axis) -> list[int]:
+    """``axis`` as the operators take it (``int[]``), checked for its type only: the operators
+    normalise it against ``x``'s dimensions, outside Dynamo's tracing (NumPy's helper is not
+    traceable)."""
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    for a in axes:
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
+            raise TypeError(f"axis must be an int or a tuple of ints; got {a!r}")
+    return [int(a) for a in axes]
+
+
+def _single_axis(axis) -> int:
+    axes = _axes(axis)
+    if len(axes) != 1:
+        raise ValueError(f"this function takes a single axis; got {axis!r}")
+    return axes[0]
+
+
+def _call(name: str) -> Callable:
+    """The operator call behind ``gpuact.torch.<name>``: ``call(x, bias, **parameters)``."""
+    if name in ("softmax", "log_softmax"):
+        log = name == "log_softmax"
+        return lambda x, bias, axis: torch.ops.gpuact.softmax(x, bias, _axes(axis), log)
+    if name == "glu":
+        return lambda x, bias, axis: torch.ops.gpuact.glu(x, _single_axis(axis))
+    if name == "sparsemax":
+        return lambda x, bias, axis: torch.ops.gpuact.sparsemax(x, _single_axis(axis))
+    params_of = _params_of(name)
+
+    def elementwise(x, bias, **kwargs):
+        op, params = params_of(**kwargs)
+        return torch.ops.gpuact.elementwise(x, bias, op, params)
+
+    return elementwise
 
 
 def _differentiable(name: str):
@@ -70,16 +552,17 @@ def _differentiable(name: str):
     signature = inspect.signature(forward)
     parameters = [p for p in signature.parameters.values() if p.name not in _NOT_FORWARDED]
     signature = signature.replace(parameters=parameters)
+    call = _call(name)
 
     def function(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = dict(bound.arguments)
         x = arguments.pop("x")
-        bias = arguments.pop("bias", None)
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"gpuact.torch.{name} takes a torch.Tensor; got {type(x).__name__} (use gpuact.{name})")
-        return _ActivationFunction.apply(name, arguments, x, bias)
+        bias = _bias_tensor(arguments.pop("bias", None), x)
+        return call(x, bias, **arguments)
 
     function.__name__ = function.__qualname__ = name
     function.__module__ = __name__
