@@ -33,6 +33,7 @@ DEFAULT_OPS = (
     "gelu",
     "silu",
     "log_softmax",
+    "linear-gelu-linear",
 )
 QUICK_OPS = ("relu", "sigmoid", "gelu", "softmax")
 SOFTMAX_OPS = ("softmax", "log_softmax")
@@ -47,6 +48,16 @@ GRAD = ":grad"
 BIAS_OPS = ("gelu+bias", "gelu(x+bias)")
 BIAS_UNITS = 4096
 QUICK_GRAD_OPS = ("relu", "gelu", "softmax")
+
+# The compiled-model row, a training row only: "linear-gelu-linear:grad" is one step of
+# Linear(MODEL_UNITS, MODEL_UNITS) -> gelu -> Linear(MODEL_UNITS, MODEL_UNITS) under torch.compile,
+# forward and backward, its result the gradient at the model's input (dy given at its output).
+# gpuact-torch's model uses gpuact.torch.gelu, the torch peer's torch.nn.functional.gelu; the
+# other backends skip it. The weights are fixed (model_weights), so the float64 reference checks
+# both. One size per dtype (the smallest training rung): its time is mostly the two matmuls.
+MODEL_OP = "linear-gelu-linear"
+MODEL_UNITS = 256
+MODEL_BACKENDS = ("gpuact-torch", "torch")
 
 
 def grad_of(op: str) -> str:
@@ -69,6 +80,10 @@ def is_bias(op: str) -> bool:
 
 def is_softmax(op: str) -> bool:
     return base_op(op) in SOFTMAX_OPS
+
+
+def is_model(op: str) -> bool:
+    return base_op(op) == MODEL_OP
 
 
 DTYPES = ("float16", "float32", "float64")
@@ -237,6 +252,9 @@ def build_training_cases(
     """The backward rows (``<op>:grad``) of ``ops`` and, with ``bias``, the fused-bias rows
     (forward and backward, fused and add-then-activate) at the sizes holding a whole bias row."""
     cases = build_cases(tuple(grad_of(op) for op in ops), dtypes, sizes, rows, axes, softmax_limit, softmax_max)
+    if MODEL_OP in ops:
+        n = max(min(sizes), MODEL_UNITS)
+        cases += [Case(grad_of(MODEL_OP), dtype, (n // MODEL_UNITS, MODEL_UNITS), None) for dtype in dtypes]
     if bias:
         for dtype in dtypes:
             for n in sorted(sizes):
@@ -267,6 +285,8 @@ def build_cases(
     else:
         softmax_ladder = list(sizes)
     for op in ops:
+        if is_model(op):
+            continue  # built by build_training_cases: a training row only
         for dtype in dtypes:
             if is_softmax(op):
                 for row_length in rows:
@@ -363,10 +383,29 @@ GRAD_REFERENCES: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def model_weights(units: int = MODEL_UNITS) -> tuple[np.ndarray, ...]:
+    """The model row's ``(w1, b1, w2, b2)``, float64, fixed: uniform in +-1/sqrt(units), as
+    torch.nn.Linear draws them."""
+    rng = np.random.default_rng(20)
+    bound = 1.0 / math.sqrt(units)
+    return tuple(rng.uniform(-bound, bound, shape) for shape in ((units, units), (units,), (units, units), (units,)))
+
+
+def _model_reference(x, dy):
+    """The model row's gradient at its input: ``dx = ((dy w2) * gelu'(x w1^T + b1)) w1``."""
+    w1, b1, w2, _ = model_weights()
+    shape = x.shape
+    h = x.reshape(-1, MODEL_UNITS) @ w1.T + b1
+    dh = (dy.reshape(-1, MODEL_UNITS) @ w2) * _gelu_grad(h)
+    return (dh @ w1).reshape(shape)
+
+
 def reference(op: str, x: np.ndarray, axis=None) -> np.ndarray:
     """The float64 result of case op ``op`` on its input ``x`` (converted to float64 first)."""
     x = np.asarray(x, dtype=np.float64)
     x, dy, bias = split_input(op, x)
+    if is_model(op):
+        return _model_reference(x, dy)
     if bias is not None:
         x = x + bias
     base = base_op(op)

@@ -17,6 +17,10 @@ Backends in the results:
 ``tensorflow``     cpu     ``tf.keras.activations`` (the reference implementation), eager
 ``gpuact-torch``   both    ``gpuact.torch`` with autograd (training rows only)
 =================  ======  ================================================================
+
+The compiled-model row (``linear-gelu-linear:grad``, see ``gpuact.bench.cases``) runs on
+``gpuact-torch`` (the model with ``gpuact.torch.gelu``) and ``torch`` (with
+``torch.nn.functional.gelu``), both under ``torch.compile(fullgraph=True)``; the others skip it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from gpuact.bench.cases import SELU_ALPHA, SELU_SCALE, SOFTMAX_OPS, Case
 GPUACT_BACKENDS = ("numpy", "cupy", "numba")
 PEERS = ("numpy-naive", "cupy-naive", "torch", "jax", "tensorflow", "gpuact-torch")
 ALL_BACKENDS = GPUACT_BACKENDS + PEERS
+# the torch.compile backend of the compiled-model row (the tests take "aot_eager": no C++ build)
+COMPILE_BACKEND = "inductor"
 
 
 @dataclass
@@ -89,6 +95,8 @@ class Impl:
             self._sync(y)
 
     def unsupported(self, case: Case):
+        if C.is_model(case.op) and self.backend not in C.MODEL_BACKENDS:
+            return f"the compiled-model row runs on {' and '.join(C.MODEL_BACKENDS)} only"
         return self._supports(case) if self._supports else None
 
     @property
@@ -236,8 +244,38 @@ def _naive_forward(xp, special, op, axis):
     raise KeyError(op)
 
 
+def _compiled_model(activation):
+    """The compiled-model row's step, ``activation()`` making the model's activation module: one
+    model per dtype and device, its weights ``C.model_weights()``, compiled whole."""
+    import torch
+
+    models: dict = {}
+
+    def model_for(x):
+        key = (x.dtype, x.device)
+        if key not in models:
+            units = C.MODEL_UNITS
+            model = torch.nn.Sequential(torch.nn.Linear(units, units), activation(), torch.nn.Linear(units, units))
+            model = model.to(device=x.device, dtype=x.dtype)
+            with torch.no_grad():
+                for p, w in zip(model.parameters(), C.model_weights()):
+                    p.copy_(torch.from_numpy(w))
+            models[key] = torch.compile(model, fullgraph=True, backend=COMPILE_BACKEND)
+        return models[key]
+
+    def step(a):
+        x = a[0].detach().requires_grad_(True)
+        (dx,) = torch.autograd.grad(model_for(x)(x), x, a[1])
+        return dx
+
+    return step
+
+
 def _torch_fn(op, axis):
     import torch
+
+    if C.is_model(op):
+        return _compiled_model(torch.nn.GELU)
 
     def grad(base, axis):
         f = _torch_forward(base, axis)
@@ -616,6 +654,8 @@ def _gpuact_torch(device):
     def make(op, axis):
         if not C.is_grad(op) or C.is_bias(op):
             raise NotImplementedError("gpuact-torch runs the training rows only")
+        if C.is_model(op):
+            return _compiled_model(lambda: gt.Activation("gelu"))
         f = getattr(gt, C.base_op(op))
         if C.base_op(op) in SOFTMAX_OPS:
             f = functools.partial(f, axis=axis)
