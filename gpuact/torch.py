@@ -528,20 +528,31 @@ def _single_axis(axis) -> int:
     return axes[0]
 
 
-def _call(name: str) -> Callable:
-    """The operator call behind ``gpuact.torch.<name>``: ``call(x, bias, **parameters)``."""
+def _prepare(name: str) -> Callable[..., Callable]:
+    """``prepare(**parameters)``: the operator call behind ``gpuact.torch.<name>`` with these
+    parameters in canonical form, ``run(x, bias)``."""
+    ops = torch.ops.gpuact
     if name in ("softmax", "log_softmax"):
         log = name == "log_softmax"
-        return lambda x, bias, axis: torch.ops.gpuact.softmax(x, bias, _axes(axis), log)
-    if name == "glu":
-        return lambda x, bias, axis: torch.ops.gpuact.glu(x, _single_axis(axis))
-    if name == "sparsemax":
-        return lambda x, bias, axis: torch.ops.gpuact.sparsemax(x, _single_axis(axis))
+
+        def softmax(axis):
+            axes = _axes(axis)
+            return lambda x, bias: ops.softmax(x, bias, axes, log)
+
+        return softmax
+    if name in ("glu", "sparsemax"):
+        op = ops.glu if name == "glu" else ops.sparsemax
+
+        def shaped(axis):
+            single = _single_axis(axis)
+            return lambda x, bias: op(x, single)
+
+        return shaped
     params_of = _params_of(name)
 
-    def elementwise(x, bias, **kwargs):
-        op, params = params_of(**kwargs)
-        return torch.ops.gpuact.elementwise(x, bias, op, params)
+    def elementwise(**parameters):
+        op, params = params_of(**parameters)
+        return lambda x, bias: ops.elementwise(x, bias, op, params)
 
     return elementwise
 
@@ -552,17 +563,27 @@ def _differentiable(name: str):
     signature = inspect.signature(forward)
     parameters = [p for p in signature.parameters.values() if p.name not in _NOT_FORWARDED]
     signature = signature.replace(parameters=parameters)
-    call = _call(name)
+    prepare = _prepare(name)
+    takes_bias = "bias" in signature.parameters
+    # the common call, x alone (and a bias): its parameters made canonical once, here, since
+    # binding the signature costs more than the rest of the Python around the operator
+    defaults = {p.name: p.default for p in parameters[1:] if p.name != "bias"}
+    run_defaults = None
+    if all(v is not inspect.Parameter.empty for v in defaults.values()):
+        run_defaults = prepare(**defaults)
 
     def function(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
-        x = arguments.pop("x")
+        if run_defaults is not None and len(args) == 1 and all(k == "bias" and takes_bias for k in kwargs):
+            x, bias, run = args[0], kwargs.get("bias"), run_defaults
+        else:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            x, bias = arguments.pop("x"), arguments.pop("bias", None)
+            run = prepare(**arguments)
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"gpuact.torch.{name} takes a torch.Tensor; got {type(x).__name__} (use gpuact.{name})")
-        bias = _bias_tensor(arguments.pop("bias", None), x)
-        return call(x, bias, **arguments)
+        return run(x, _bias_tensor(bias, x))
 
     function.__name__ = function.__qualname__ = name
     function.__module__ = __name__

@@ -196,6 +196,10 @@ def test_bad_parameters_raise_plain_gpuacts_errors():
         gt.glu(x[:, :5])
     with pytest.raises(ValueError, match="does not broadcast"):
         gt.gelu(x, bias=torch.ones(4))
+    with pytest.raises(TypeError, match="bias"):
+        gt.glu(x, bias=1.0)  # glu and sparsemax take no bias, as in plain gpuact
+    with pytest.raises(TypeError, match="takes a torch.Tensor"):
+        gt.gelu(np.ones(3), bias=1.0)
 
 
 @pytest.mark.parametrize("bias", [0.5, 1, np.float32(0.5), np.linspace(-1, 1, 6), [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]])
