@@ -42,6 +42,7 @@ derivative, 1 or 1/6), and at +-inf the limit.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -93,7 +94,8 @@ def _bias_tensor(bias, x: torch.Tensor) -> torch.Tensor | None:
         return bias
     if isinstance(bias, (int, float, np.integer, np.floating)):
         value = checks.as_param("bias", bias)
-        return torch.tensor(value, dtype=_compute_dtype(_result_dtype(x.dtype)), device=x.device)
+        # torch.full, not torch.tensor: a fill kernel, where a CUDA graph capture refuses the copy from the host
+        return torch.full((), value, dtype=_compute_dtype(_result_dtype(x.dtype)), device=x.device)
     return torch.as_tensor(bias, device=x.device)
 
 
@@ -126,6 +128,32 @@ def _biased(x: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> t
     return z if bias is None else z + bias.to(dtype)
 
 
+_ALLOCATOR: list = []
+
+
+def _gpuact_memory(x: torch.Tensor):
+    """Around gpuact's call on a CUDA tensor: CuPy's own allocations (softmax workspaces, glu's
+    and the layout copies' temporaries) taken from PyTorch's caching allocator on its current
+    stream. A CUDA graph being captured then keeps them in its private pool; from CuPy's pool they
+    would go back to CuPy after the capture while the graph still writes them at each replay."""
+    if not x.is_cuda:
+        return contextlib.nullcontext()
+    try:
+        import cupy
+    except ImportError:  # gpuact's GPU backend is missing: its call says so
+        return contextlib.nullcontext()
+    if not _ALLOCATOR:
+
+        def malloc(size: int, device: int) -> int:
+            return torch.cuda.caching_allocator_alloc(size, device, torch.cuda.current_stream(device))
+
+        def free(pointer: int, device: int) -> None:
+            torch.cuda.caching_allocator_delete(pointer)
+
+        _ALLOCATOR.append(cupy.cuda.memory.PythonFunctionAllocator(malloc, free).malloc)
+    return cupy.cuda.using_allocator(_ALLOCATOR[0])
+
+
 # ---- the operators ------------------------------------------------------------------------------
 #
 # One forward and one backward per family, taking the canonical parameters (gpuact._contract.ops), so that
@@ -137,7 +165,8 @@ def _biased(x: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> t
 )
 def _elementwise(x, bias, op, params):
     y = torch.empty(x.shape, dtype=_result_dtype(x.dtype), device=x.device)
-    _entry.elementwise(op, x.detach(), tuple(params), bias=_plain(bias), out=y)
+    with _gpuact_memory(x):
+        _entry.elementwise(op, x.detach(), tuple(params), bias=_plain(bias), out=y)
     return y
 
 
@@ -155,7 +184,8 @@ def _(x, bias, op, params):
 )
 def _elementwise_backward(dy, x, bias, op, params):
     dx = torch.empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype), device=x.device)
-    _entry.elementwise_grad(op, dy.detach(), x.detach(), tuple(params), bias=_plain(bias), out=dx)
+    with _gpuact_memory(x):
+        _entry.elementwise_grad(op, dy.detach(), x.detach(), tuple(params), bias=_plain(bias), out=dx)
     return dx
 
 
@@ -172,7 +202,8 @@ def _(dy, x, bias, op, params):
 )
 def _softmax(x, bias, axis, log):
     y = torch.empty(x.shape, dtype=_result_dtype(x.dtype), device=x.device)
-    _entry.softmax(x.detach(), tuple(axis), log=log, bias=_plain(bias), out=y)
+    with _gpuact_memory(x):
+        _entry.softmax(x.detach(), tuple(axis), log=log, bias=_plain(bias), out=y)
     return y
 
 
@@ -190,7 +221,8 @@ def _(x, bias, axis, log):
 )
 def _softmax_backward(dy, x, bias, axis, log):
     dx = torch.empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype), device=x.device)
-    _entry.softmax_grad(dy.detach(), x.detach(), tuple(axis), log=log, bias=_plain(bias), out=dx)
+    with _gpuact_memory(x):
+        _entry.softmax_grad(dy.detach(), x.detach(), tuple(axis), log=log, bias=_plain(bias), out=dx)
     return dx
 
 
@@ -205,7 +237,8 @@ def _(dy, x, bias, axis, log):
 @torch.library.custom_op("gpuact::glu", mutates_args=(), schema="(Tensor x, int axis) -> Tensor")
 def _glu(x, axis):
     y = torch.empty(calls.GLU.result_shape(tuple(x.shape), axis), dtype=_result_dtype(x.dtype), device=x.device)
-    _entry.glu(x.detach(), axis, out=y)
+    with _gpuact_memory(x):
+        _entry.glu(x.detach(), axis, out=y)
     return y
 
 
@@ -217,7 +250,8 @@ def _(x, axis):
 @torch.library.custom_op("gpuact::glu_backward", mutates_args=(), schema="(Tensor dy, Tensor x, int axis) -> Tensor")
 def _glu_backward(dy, x, axis):
     dx = torch.empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype), device=x.device)
-    _entry.glu_grad(dy.detach(), x.detach(), axis, out=dx)
+    with _gpuact_memory(x):
+        _entry.glu_grad(dy.detach(), x.detach(), axis, out=dx)
     return dx
 
 
@@ -232,7 +266,8 @@ def _(dy, x, axis):
 @torch.library.custom_op("gpuact::sparsemax", mutates_args=(), schema="(Tensor x, int axis) -> Tensor")
 def _sparsemax(x, axis):
     y = torch.empty(x.shape, dtype=_result_dtype(x.dtype), device=x.device)
-    _entry.sparsemax(x.detach(), axis, out=y)
+    with _gpuact_memory(x):
+        _entry.sparsemax(x.detach(), axis, out=y)
     return y
 
 
@@ -247,7 +282,8 @@ def _(x, axis):
 )
 def _sparsemax_backward(dy, x, axis):
     dx = torch.empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype), device=x.device)
-    _entry.sparsemax_grad(dy.detach(), x.detach(), axis, out=dx)
+    with _gpuact_memory(x):
+        _entry.sparsemax_grad(dy.detach(), x.detach(), axis, out=dx)
     return dx
 
 

@@ -160,16 +160,21 @@ def _cuda():
 def test_cuda_graph_captures_and_replays_a_training_step():
     device = _cuda()
     torch.manual_seed(3)
+    # every family, a number bias (made on the device by a fill kernel) and glu's CuPy temporaries
     model = torch.nn.Sequential(
-        torch.nn.Linear(16, 32), gt.Activation("gelu"), torch.nn.Linear(32, 16), gt.Activation("silu")
+        torch.nn.Linear(16, 32), gt.Activation("gelu"), torch.nn.Linear(32, 32), gt.Activation("glu")
     ).to(device)
     loss_fn = torch.nn.MSELoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     static_x, static_y = torch.randn(8, 16, device=device), torch.randn(8, 16, device=device)
 
+    def loss_of(net, x, y):
+        h = gt.silu(net(x), bias=0.5)
+        return loss_fn(gt.softmax(h, axis=0) + gt.log_softmax(h) + gt.sparsemax(h), y)
+
     def step():
         opt.zero_grad(set_to_none=False)
-        loss = loss_fn(torch.softmax(model(static_x), -1) + gt.log_softmax(static_x), static_y)
+        loss = loss_of(model, static_x, static_y)
         loss.backward()
         opt.step()
         return loss
@@ -192,13 +197,48 @@ def test_cuda_graph_captures_and_replays_a_training_step():
         static_y.copy_(y)
         graph.replay()
         ref_opt.zero_grad()
-        want = loss_fn(torch.softmax(reference(x), -1) + gt.log_softmax(x), y)
+        want = loss_of(reference, x, y)
         want.backward()
         ref_opt.step()
         torch.cuda.synchronize()
         torch.testing.assert_close(static_loss, want, msg=f"replay {i}")
         for p, q in zip(model.parameters(), reference.parameters()):
             torch.testing.assert_close(p, q, msg=f"replay {i}")
+
+
+def test_cupys_allocations_in_the_operators_come_from_pytorch(monkeypatch):
+    # the wiring only (the capture itself is the GPU test above): CuPy's allocator hook is given
+    # functions that take PyTorch's caching allocator on its current stream
+    import contextlib
+    import sys
+    import types
+
+    made, calls = [], []
+
+    class Allocator:
+        def __init__(self, malloc, free):
+            made.append((malloc, free))
+            self.malloc = "torch's"
+
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(
+        memory=types.SimpleNamespace(PythonFunctionAllocator=Allocator),
+        using_allocator=lambda allocator: calls.append(allocator) or contextlib.nullcontext(),
+    )
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(gt, "_ALLOCATOR", [])
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: f"stream of {device}")
+    monkeypatch.setattr(torch.cuda, "caching_allocator_alloc", lambda *args: ("alloc", *args))
+    monkeypatch.setattr(torch.cuda, "caching_allocator_delete", lambda *args: calls.append(("delete", *args)))
+    cuda_tensor = types.SimpleNamespace(is_cuda=True)
+    with gt._gpuact_memory(cuda_tensor):
+        pass
+    ((malloc, free),) = made
+    assert calls == ["torch's"]
+    assert malloc(256, 1) == ("alloc", 256, 1, "stream of 1")
+    free(1234, 1)
+    assert calls[-1] == ("delete", 1234)
+    assert isinstance(gt._gpuact_memory(torch.ones(1)), contextlib.nullcontext)
 
 
 @pytest.mark.gpu
