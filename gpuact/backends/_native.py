@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from gpuact._contract.ops import ELEMENTWISE_OPS
+from gpuact._contract.ops import ELEMENTWISE_OPS, OPS
 
 MODULE_NAME = "gpuact._gpuact_cpu"
 # kernels/gpuact_cpu.cc's kAbiVersion: a module built from other sources is not used.
@@ -67,29 +67,8 @@ def available() -> bool:
     return _load() is not None
 
 
-# float64 math comes from the C library one element at a time (gpuact_host_simd.h is float32
-# only), slower than NumPy's SIMD float64 loops: measured at 2**21 float64 on the 2-core EPYC,
-# compiled / ufunc time was tanh 4.5x, softplus 5x, mish 8x, exponential 2.3x, softmax 1.7x.
-# float64 therefore takes the compiled kernels only for the ops that need no such function
-# (softsign 2.4x faster, relu 1.2x) and gelu (glibc's erfc beats the 23-term ufunc fit, 1.2x).
-FLOAT64_OPS = frozenset(
-    {
-        "relu",
-        "linear",
-        "relu6",
-        "leaky_relu",
-        "softsign",
-        "hard_sigmoid",
-        "hard_silu",
-        "hard_tanh",
-        "hard_shrink",
-        "soft_shrink",
-        "threshold",
-        "sparse_plus",
-        "sparse_sigmoid",
-        "gelu",
-    }
-)
+# the ops whose float64 arrays take the compiled kernels (the op table says why the others do not)
+FLOAT64_OPS = frozenset(name for name, op in OPS.items() if op.compiled_float64)
 
 
 class Unary:

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from gpuact._contract.ops import OPS, Cost
+
 # 131072 elements: 512 KiB per float32 buffer, so a thread's input, output and two scratch
 # blocks (2 MiB) stay in the shared L3 while every ufunc call has enough work that its Python
 # overhead, and the GIL it holds meanwhile, stay small next to the loop that runs without the GIL.
@@ -23,40 +25,20 @@ import numpy as np
 # little more.
 BLOCK = 131072
 # Below this many elements a second thread costs more (start-up, cache traffic) than it saves: the
-# ufunc formulas' passes. The compiled kernels do far more per element and microsecond, so handing
-# half of a pass to the pool (a few tens of microseconds on this 2-core VM, under load) pays off only
-# on longer arrays, the later the cheaper the op. Measured (float32, one thread against two): relu
-# 55 us against 101 us at 2**19, 282 against 260 at 2**21; sigmoid 225 against 227 at 2**19; gelu
-# 292 against 220 at 2**18; softmax rows of 1024 131 against 145 at 2**18, 269 against 210 at 2**19.
+# ufunc formulas' passes. The compiled kernels do far more per element and microsecond, so they
+# share a pass out only from longer arrays, by the op's cost class in the op table (the
+# measurements are there), and a compiled softmax from COMPILED_SOFTMAX_PARALLEL_MIN (measured,
+# float32, rows of 1024, one thread against two: 131 us against 145 at 2**18, 269 against 210 at
+# 2**19).
 PARALLEL_MIN = 1 << 16
-_CHEAP_OPS = frozenset(
-    {
-        "relu",
-        "relu6",
-        "leaky_relu",
-        "linear",
-        "hard_sigmoid",
-        "hard_silu",
-        "hard_tanh",
-        "hard_shrink",
-        "soft_shrink",
-        "threshold",
-        "sparse_plus",
-        "sparse_sigmoid",
-        "softsign",
-        "squareplus",
-    }
-)
-_HEAVY_OPS = frozenset({"gelu", "gelu_tanh", "mish", "softplus", "log_sigmoid"})
 COMPILED_SOFTMAX_PARALLEL_MIN = 1 << 19
+_COMPILED_PARALLEL_MIN: dict[Cost, int] = {"cheap": 1 << 21, "exp": 1 << 19, "heavy": 1 << 18}
 
 
 def compiled_parallel_min(op: str) -> int:
     """Elements from which a compiled elementwise pass of ``op`` (forward, bias or backward) is
     shared among the threads."""
-    if op in _CHEAP_OPS:
-        return 1 << 21
-    return 1 << 18 if op in _HEAVY_OPS else 1 << 19
+    return _COMPILED_PARALLEL_MIN[OPS[op].cost]
 
 
 THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
