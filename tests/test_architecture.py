@@ -27,7 +27,7 @@ LAYERS = (
     ("gpuact._entry",),
     ("gpuact._wrappers",),
     ("gpuact._core",),
-    ("gpuact.backends",),
+    ("gpuact.backends", "gpuact._kernel_sources"),
     ("gpuact._contract", "gpuact._typing"),
 )
 WRAPPER_CHAIN = ("gpuact._wrappers.dask", "gpuact._wrappers.masked", "gpuact._wrappers.foreign")
