@@ -48,7 +48,7 @@ namespace {
 // y may be x itself (out=x): element i is read once, before it is written, and no other element
 // is touched in between, so there is no dependence between iterations. ivdep says so to GCC, which
 // would otherwise add a run-time overlap check and take its scalar loop for exactly that case.
-// Partly overlapping x and y are never passed (gpuact/backends/numpy_backend.py copies x first).
+// Partly overlapping x and y are never passed (gpuact/backends/numpy_backend/ copies x first).
 template <typename T, T (*Op)(T, T, T, T, T)>
 GA_HD void elementwise_loop(const T* x, T* y, int64_t n, T p0, T p1, T p2, T p3) {
 #pragma GCC ivdep
@@ -414,7 +414,7 @@ GA_HD void sparsemax_grad_rows(const T* dy, const T* x, T* dx, int64_t rows, int
     }
 #define GA_CPU_OP(name) GA_CPU_TYPED(name, float, f32) GA_CPU_TYPED(name, double, f64)
 
-// every op of gpuact._ops.ELEMENTWISE_PARAMS (tests/test_native_cpu.py checks the list)
+// every op of gpuact._contract.ops.OPS (tests/test_op_table.py checks the list)
 #define GA_CPU_OPS(X)                                                                                     \
     X(relu) X(sigmoid) X(softplus) X(log_sigmoid) X(softsign) X(tanh) X(elu) X(selu) X(celu)              \
     X(exponential) X(linear) X(relu6) X(leaky_relu) X(silu) X(gelu_tanh) X(gelu) X(hard_sigmoid)          \

@@ -5,7 +5,7 @@
 //
 // Accuracy, checked against float64 NumPy over the whole float32 range by tests/test_native_cpu.py:
 // exp and expm1 within 2 ulp, log1p within 4, tanh within 5, erfc as gelu's NumPy path (its fitted
-// polynomial, shared with gpuact/backends/numpy_backend.py). Subnormal inputs and results are kept
+// polynomial, shared with gpuact/backends/numpy_backend/formulas.py). Subnormal inputs and results are kept
 // (no flush to zero), NaN propagates, and +-inf give the limits.
 #ifndef GPUACT_HOST_SIMD_H
 #define GPUACT_HOST_SIMD_H
@@ -187,7 +187,7 @@ GA_SIMD_INLINE float tanh(float x) {
 }
 
 // erfc(a) for a >= 0 as s * e**(-a**2 + g(2s - 1)), s = 1 / (1 + a/2): g is
-// gpuact/backends/numpy_backend.py's _ERFC_G32 (relative error below 1e-7); negative z by
+// gpuact/backends/numpy_backend/formulas.py's ERFC_G32 (relative error below 1e-7); negative z by
 // erfc(z) = 2 - erfc(-z).
 GA_SIMD_INLINE float erfc(float z) {
     float a = abs(z);

@@ -2,10 +2,10 @@
 //
 // Every function is  T ga::<op>(T x, T p0, T p1, T p2, T p3)  for a compute type T (float or
 // double; float16 data is computed in float). p0..p3 are the op's canonical parameters in the
-// order of gpuact._ops.ELEMENTWISE_PARAMS (unused ones are ignored), so one signature serves
+// order of gpuact._contract.ops.ELEMENTWISE_PARAMS (unused ones are ignored), so one signature serves
 // every op and a new parameter value is a new kernel argument, never a recompile.
 //
-// The formulas, and the order of their roundings, follow gpuact/backends/numpy_backend.py, the
+// The formulas, and the order of their roundings, follow gpuact/backends/numpy_backend/formulas.py, the
 // reference: NaN in gives NaN out (max/min here propagate NaN like np.maximum/np.minimum, unlike
 // fmaxf), and +-inf give the mathematical limits (inputs clamped at NEGATIVE_SATURATION for
 // silu/gelu/mish, softsign clamped to the largest finite value, ...).
@@ -104,7 +104,7 @@ template <> struct limits<double> {
     GA_HD static double max() { return 1.79769313486231570815e+308; }
 };
 
-// gpuact._ops.NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
+// gpuact._contract.ops.NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
 #define GA_NEG_SAT T(-1.0e4)
 template <typename T> GA_HD T selu_alpha() { return T(1.6732632423543772848170429916717); }
 template <typename T> GA_HD T selu_scale() { return T(1.0507009873554804934193349852946); }
