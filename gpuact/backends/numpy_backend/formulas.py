@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from gpuact._contract.ops import NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
+from gpuact._contract.ops import NEGATIVE_SATURATION, OPS, SELU_ALPHA, SELU_SCALE
 
 # np.clip(x, lo, inf) rather than np.maximum(x, lo): with a scalar bound NumPy 2's maximum and
 # minimum take a slow loop (2-4x the time of clip, which has its own SIMD loop), and
@@ -595,66 +595,13 @@ def _g_sparse_sigmoid(x, g, t, u):
     keep_nan(x, g)
 
 
-KERNELS = {
-    "relu": _relu,
-    "sigmoid": _sigmoid,
-    "softplus": _softplus,
-    "softsign": _softsign,
-    "tanh": _tanh,
-    "selu": _selu,
-    "elu": _elu,
-    "exponential": _exponential,
-    "linear": _linear,
-    "relu6": _relu6,
-    "leaky_relu": _leaky_relu,
-    "silu": _silu,
-    "gelu": _gelu,
-    "gelu_tanh": _gelu_tanh,
-    "hard_sigmoid": _hard_sigmoid,
-    "hard_silu": _hard_silu,
-    "mish": _mish,
-    "log_sigmoid": _log_sigmoid,
-    "celu": _celu,
-    "hard_tanh": _hard_tanh,
-    "hard_shrink": _hard_shrink,
-    "soft_shrink": _soft_shrink,
-    "tanh_shrink": _tanh_shrink,
-    "threshold": _threshold,
-    "squareplus": _squareplus,
-    "sparse_plus": _sparse_plus,
-    "sparse_sigmoid": _sparse_sigmoid,
-}
+# Each op's formula is ``_<op>`` and its derivative ``_g_<op>``: the tables are read from the op
+# table's rows, so an op without a formula here fails at import (and tests/test_op_table.py says which).
+KERNELS = {name: globals()[f"_{name}"] for name in OPS}
 
 
-GRADS = {
-    "relu": _g_relu,
-    "sigmoid": _g_sigmoid,
-    "softplus": _g_softplus,
-    "softsign": _g_softsign,
-    "tanh": _g_tanh,
-    "selu": _g_selu,
-    "elu": _g_elu,
-    "exponential": _g_exponential,
-    "linear": _g_linear,
-    "relu6": _g_relu6,
-    "leaky_relu": _g_leaky_relu,
-    "silu": _g_silu,
-    "gelu": _g_gelu,
-    "gelu_tanh": _g_gelu_tanh,
-    "hard_sigmoid": _g_hard_sigmoid,
-    "hard_silu": _g_hard_silu,
-    "mish": _g_mish,
-    "log_sigmoid": _g_log_sigmoid,
-    "celu": _g_celu,
-    "hard_tanh": _g_hard_tanh,
-    "hard_shrink": _g_shrink,
-    "soft_shrink": _g_shrink,
-    "tanh_shrink": _g_tanh_shrink,
-    "threshold": _g_threshold,
-    "squareplus": _g_squareplus,
-    "sparse_plus": _g_sparse_plus,
-    "sparse_sigmoid": _g_sparse_sigmoid,
-}
+_g_hard_shrink = _g_soft_shrink = _g_shrink  # the same derivative: 1 outside the dead zone
+GRADS = {name: globals()[f"_g_{name}"] for name in OPS}
 
 
 # One ufunc pass each: cutting them into blocks only adds call overhead.
