@@ -190,25 +190,38 @@ def main(argv=None) -> int:
     impls, statuses = discover(cfg.backends, cfg.devices, need_x64="float64" in cfg.dtypes)
     out.backends(statuses)
 
-    run = Run(cfg, impls, out, progress=not args.no_progress)
+    run = Run(cfg, impls, out, progress=not args.no_progress, checkpoint=args.json)
     doc = run.execute()
     doc["wall_s"] = round(time.perf_counter() - started, 3)
 
     out.table(doc)
     out.summary(doc)
     if args.json:
-        report.write_json(doc, args.json)
+        _write_json_atomically(doc, args.json)
         out.note(f"JSON written to {args.json}")
     if args.plot and report.have_matplotlib():
         report.plot(doc, args.plot)
         out.note(f"plot written to {args.plot}")
     wrong = [r for r in doc["results"] if not r["correct"] and r["backend"] in ("numpy", "cupy", "numba")]
-    broken = [e for e in doc["errors"] if e["backend"] in ("numpy", "cupy", "numba")]
+    # a case skipped (unsupported, or past --time-budget) is not a failure; one that raised is
+    broken = [e for e in doc["errors"] if e["backend"] in ("numpy", "cupy", "numba") and e["status"] == "error"]
     return 1 if wrong or broken else 0
 
 
+def _write_json_atomically(doc, path):
+    """``report.write_json`` through a temporary file: a kill during the write leaves the last
+    complete document in place, never a truncated one."""
+    tmp = f"{path}.tmp"
+    report.write_json(doc, tmp)
+    os.replace(tmp, path)
+
+
+# A checkpoint at most this often: a case can take milliseconds, and the document grows with every row.
+CHECKPOINT_INTERVAL_S = 1.0
+
+
 class Run:
-    def __init__(self, cfg: Config, impls, out, progress=True):
+    def __init__(self, cfg: Config, impls, out, progress=True, checkpoint=None):
         self.cfg = cfg
         self.cpu = [i for i in impls if i.device == "cpu"]
         self.gpu = [i for i in impls if i.device == "gpu"]
@@ -221,6 +234,10 @@ class Run:
         self._host_inputs: dict = {}
         self._pool = None
         self._deadline = None if cfg.time_budget is None else time.perf_counter() + cfg.time_budget
+        # --json, rewritten as the run goes ("partial": true), so that a run stopped by a signal or
+        # a time limit (bench/gpu_check.sh) keeps the rows it finished
+        self._checkpoint_path = checkpoint
+        self._checkpoint_at: float | None = None
 
     # -- the run
 
@@ -264,16 +281,19 @@ class Run:
         total = len(cpu_cases) * len(self.cpu) + len(gpu_cases) * len(self.gpu)
         with self.out.progress(total, enabled=self.progress) as tick:
             self._copies(cpu_cases, gpu_cases)
+            self._checkpoint()
             # The GPU first: on a GPU machine its numbers are the point, should the time budget run out.
             for case in gpu_cases:
                 if self._out_of_time(case, self.gpu, tick):
                     continue
                 self._gpu_case(case, tick)
+                self._checkpoint()
             self._pool = None
             for case in cpu_cases:
                 if self._out_of_time(case, self.cpu, tick):
                     continue
                 self._cpu_case(case, tick)
+                self._checkpoint()
             self._host_inputs.clear()
             self._overheads()
             self._recheck_copies()
@@ -454,6 +474,18 @@ class Run:
         _overhead_ratios(self.overhead)
 
     # -- bookkeeping
+
+    def _checkpoint(self):
+        if self._checkpoint_path is None:
+            return
+        now = time.perf_counter()
+        if self._checkpoint_at is not None and now - self._checkpoint_at < CHECKPOINT_INTERVAL_S:
+            return
+        self._derive()
+        doc = self._document()
+        doc["partial"] = True
+        _write_json_atomically(doc, self._checkpoint_path)
+        self._checkpoint_at = time.perf_counter()
 
     def _out_of_time(self, case, impls, tick) -> bool:
         if self._deadline is None or time.perf_counter() < self._deadline:
