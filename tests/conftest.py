@@ -47,6 +47,53 @@ if CUDASIM:
     sys.setswitchinterval(2e-4)
 
 
+def _make_simulator_shared_arrays_atomic() -> None:
+    """Replace ``FakeCUDAShared.array`` of numba-cuda's simulator with one that cannot race.
+
+    The original (numba_cuda/numba/cuda/simulator/kernelapi.py, ``FakeCUDAShared.array``) keys a
+    block's shared arrays by the caller's (file, line), then does ``get``, ``np.empty`` and an
+    insert as separate steps. Every CUDA thread is a Python thread, so a thread switch between the
+    ``get`` and the insert lets two threads of one block each make and keep their own "shared"
+    array: their writes never meet, and a reduction reads uninitialized memory (in CI,
+    test_forward_and_backward_with_a_bias[numba-float32-(1, 8)] failed about 1 run in 8; the 0.2 ms
+    switch interval above makes the switch likelier). ``dict.setdefault`` inserts or returns the
+    first array in one step under the GIL (the key is a tuple of a str and an int: no Python code
+    runs to hash or compare it).
+    The key, the dtype conversion and the dynamic (``shape == 0``) and ``alignment`` paths are
+    the original's; the tests/test_simulator_shared.py test shows both allocators under a forced
+    switch.
+    """
+    from numba.cuda.simulator import kernelapi
+
+    racy = kernelapi.FakeCUDAShared.array
+    if getattr(racy, "racy_original", None) is not None:
+        return
+    if not isinstance(getattr(kernelapi.FakeCUDAShared(0), "_allocations", None), dict):
+        return  # another numba-cuda layout: test_simulator_shared.py fails on the missing patch
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None:
+            return racy(self, shape, dtype, alignment)
+        if shape == 0:
+            return racy(self, shape, dtype)
+        if isinstance(dtype, kernelapi.types.Type):
+            dtype = kernelapi.numpy_support.as_dtype(dtype)
+        # traceback.extract_stack(...)[-2][0:2] of the original: the calling frame's file and line
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        res = self._allocations.get(key)
+        if res is None:
+            res = self._allocations.setdefault(key, np.empty(shape, dtype))
+        return res
+
+    array.racy_original = racy
+    kernelapi.FakeCUDAShared.array = array
+
+
+if CUDASIM:
+    _make_simulator_shared_arrays_atomic()
+
+
 def _cupy_unusable() -> str | None:
     if STANDIN:
         return None if STANDIN_UNUSABLE is None else f"the CuPy stand-in cannot run here: {STANDIN_UNUSABLE}"
