@@ -291,9 +291,7 @@ def test_masked_positions_get_no_gradient_even_in_a_nan_slice(be, log):
     mask = np.array([True, False, True, False])
     if log:  # no public masked log_softmax; the backends' softmax_grad takes the mask for both
         got = be.to_numpy(
-            gpuact._entry.softmax_grad(
-                be.asarray(np.ones_like(x)), be.asarray(x), -1, log=True, mask=be.asarray(mask)
-            )
+            gpuact._entry.softmax_grad(be.asarray(np.ones_like(x)), be.asarray(x), -1, log=True, mask=be.asarray(mask))
         )
     else:
         got = be.to_numpy(Softmax().backward(be.asarray(np.ones_like(x)), be.asarray(x), mask=be.asarray(mask)))
