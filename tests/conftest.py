@@ -93,6 +93,38 @@ def _make_simulator_shared_arrays_atomic() -> None:
 if CUDASIM:
     _make_simulator_shared_arrays_atomic()
 
+# The public test files a child run (the simulator, the stand-in) reruns: there it keeps only the
+# tests on the `be` fixture, the ones that run on its backend; the rest run the NumPy path alone.
+BE_ONLY = frozenset(name for name in os.environ.get("GPUACT_TEST_BE_ONLY", "").split(",") if name)
+# Under pytest-xdist, .ci/run's `-n 2 --dist loadfile --no-loadscope-reorder` hands whole files to
+# the workers (module fixtures and the shims' per-process libraries are built once per file) in the
+# order the items have here: first the two child runs, each on a worker of its own at once, then
+# the files that took minutes in a measured serial run, then the rest, which evens out the end.
+# In the collection's order the simulator child started past the middle and the run waited for it.
+# (--dist loadgroup would group across files, but with pytest 9.2 it silently groups nothing:
+# pytest-dev/pytest-xdist#1386.)
+XDIST_FIRST = (
+    "test_numba_simulator.py",
+    "test_cupy_standin.py",
+    "test_numba_ptx.py",
+    "test_cuda_compile.py",
+    "test_cupy_backward_shim.py",
+    "test_packaging.py",
+    "test_gpu_check.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    if BE_ONLY:
+        numpy_only = [i for i in items if i.path.name in BE_ONLY and "be" not in getattr(i, "fixturenames", ())]
+        if numpy_only:
+            config.hook.pytest_deselected(items=numpy_only)
+            dropped = set(numpy_only)
+            items[:] = [i for i in items if i not in dropped]
+    if hasattr(config, "workerinput"):  # an xdist worker; every worker must order its items the same
+        rank = {name: k for k, name in enumerate(XDIST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 def _cupy_unusable() -> str | None:
     if STANDIN:

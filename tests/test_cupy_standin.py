@@ -5,7 +5,9 @@ streams, and then run on the CPU.
 
 The stand-in must take the name ``cupy`` before anything imports it, hence a separate process with
 ``GPUACT_CUPY_STANDIN=1`` and ``GPUACT_TEST_BACKENDS=cupy`` (the ``be`` fixture then runs the public
-tests on the CuPy path only). The child runs only the files listed here, so never this one.
+tests on the CuPy path only). The child runs only the files listed here, so never this one, and of
+the public files only the tests that take the ``be`` fixture (``GPUACT_TEST_BE_ONLY``, as in
+tests/test_numba_simulator.py).
 ``GPUACT_STANDIN_CACHE=<dir>`` keeps the compiled kernels between runs (a cold run compiles ~200).
 """
 
@@ -20,14 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_numba_simulator import INCLUDED as PUBLIC_AND_NUMBA
+from tests.test_numba_simulator import PUBLIC
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-INCLUDED = tuple(p for p in PUBLIC_AND_NUMBA if not p.startswith("test_numba_")) + (
-    "test_cupy_backend.py",
-    "test_launch_contract.py",
-)
+INCLUDED = (*PUBLIC, "test_cupy_backend.py", "test_launch_contract.py")
 # 2**31 float16 elements through the CPU shim would take hours (and 12 GiB of host memory)
 DESELECTED = ("tests/test_cupy_backend.py::test_more_than_2_31_elements",)
 MIN_PASSED = 850
@@ -52,7 +51,7 @@ def test_cupy_backend_on_the_standin():
     if reason:
         pytest.skip(reason)
     files = sorted({str(p.relative_to(ROOT)) for pattern in INCLUDED for p in HERE.glob(pattern)})
-    env = dict(os.environ, GPUACT_CUPY_STANDIN="1", GPUACT_TEST_BACKENDS="cupy")
+    env = dict(os.environ, GPUACT_CUPY_STANDIN="1", GPUACT_TEST_BACKENDS="cupy", GPUACT_TEST_BE_ONLY=",".join(PUBLIC))
     env.pop("GPUACT_REQUIRE_GPU", None)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     cmd = [

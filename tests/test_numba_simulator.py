@@ -3,8 +3,10 @@
 
 The simulator must be switched on before numba is imported, hence a separate process, with
 ``NUMBA_ENABLE_CUDASIM=1`` and ``GPUACT_TEST_BACKENDS=numba`` (the ``be`` fixture then runs the
-public tests on the Numba path only). The child runs only the files in ``INCLUDED``;
-this test skips itself inside the simulator (no recursion).
+public tests on the Numba path only). The child runs only the files in ``INCLUDED``, and of the
+public ones (``PUBLIC``, named to the child in ``GPUACT_TEST_BE_ONLY``) only the tests that take
+the ``be`` fixture: the others run the NumPy path alone, as the main run already did. This test
+skips itself inside the simulator (no recursion).
 """
 
 from __future__ import annotations
@@ -20,19 +22,17 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# The public suite (the `be` fixture runs it on the Numba path, the gradients and bad input
-# included) and the Numba backend's own tests, forward and backward.
-INCLUDED = (
+# The public suite's files with tests on the `be` fixture (run on the Numba path here, the gradients
+# and bad input included). test_api.py and test_numpy_*.py have none: the main run covers them.
+PUBLIC = (
     "test_activations.py",
     "test_softmax.py",
     "test_properties.py",
-    "test_api*.py",
-    "test_numpy*.py",
     "test_backward.py",
     "test_bad_input.py",
-    "test_numba_backend.py",
-    "test_numba_backward.py",
 )
+# ...and the Numba backend's own tests, forward and backward, which run whole.
+INCLUDED = (*PUBLIC, "test_numba_backend.py", "test_numba_backward.py")
 MIN_PASSED = 400
 # The only skips the child may report: documented limits of Numba device arrays, tests the
 # public suite hands over to tests/test_numba_backend.py, and GPU-sized tests.
@@ -54,7 +54,7 @@ def test_numba_backend_under_the_cuda_simulator():
     pytest.importorskip("numba")
     pytest.importorskip("numba.cuda")
     files = sorted({str(p.relative_to(ROOT)) for pattern in INCLUDED for p in HERE.glob(pattern)})
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", GPUACT_TEST_BACKENDS="numba")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", GPUACT_TEST_BACKENDS="numba", GPUACT_TEST_BE_ONLY=",".join(PUBLIC))
     env.pop("GPUACT_REQUIRE_GPU", None)
     cmd = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider", "-rs", "--no-header"]
     start = time.perf_counter()
