@@ -97,8 +97,14 @@ def read(name: str) -> str:
     return expand(name)
 
 
-def vec_kernel_name(op: str, tag: str) -> str:
-    return f"gpuact_vec_{op}_{tag}"
+# A contiguous kernel whose output is x or dy itself (in place) is the "_inplace" variant: plain
+# loads instead of read-only ones (__ldg, ld.global.nc), which PTX allows only for data that no
+# thread writes while the kernel runs (kernels/gpuact_elementwise.cuh, load16).
+INPLACE_SUFFIX = "_inplace"
+
+
+def vec_kernel_name(op: str, tag: str, inplace: bool = False) -> str:
+    return f"gpuact_vec_{op}_{tag}" + (INPLACE_SUFFIX if inplace else "")
 
 
 def _op_functor(op: str, ctype: str, struct: str, fn: str | None = None) -> str:
@@ -136,13 +142,24 @@ def _vec_wrapper(name: str, params: tuple, functor: str, body: str, launch_bound
     )
 
 
-def vec_kernel_code(op: str, tag: str) -> str:
-    """One op's vectorised contiguous kernel, without the headers."""
+def _nc(inplace: bool) -> str:
+    return "false" if inplace else "true"
+
+
+def vec_kernel_code(op: str, tag: str, inplace: bool = False) -> str:
+    """One op's vectorised contiguous kernel, without the headers (``inplace``: the variant for
+    ``y is x``, see ``INPLACE_SUFFIX``)."""
     _check_op(op)
     s, c = STORAGE_CTYPE[tag], COMPUTE_CTYPE[tag]
-    name = vec_kernel_name(op, tag)
+    name = vec_kernel_name(op, tag, inplace)
+    # The in-place variant without __launch_bounds__: with it ptxas (sm_90) holds float64 sigmoid
+    # to 64 registers and spills 32 bytes; without it every op takes <= 76 and none spills.
     return _vec_wrapper(
-        name, vec_kernel_params(tag), _op_functor(op, c, f"{name}_op"), f"    ga::vec_apply<{s}>(x, y, n, op);\n"
+        name,
+        vec_kernel_params(tag),
+        _op_functor(op, c, f"{name}_op"),
+        f"    ga::vec_apply<{s}, {_nc(inplace)}>(x, y, n, op);\n",
+        launch_bounds=not inplace,
     )
 
 
@@ -150,9 +167,9 @@ def vec_headers() -> str:
     return read(MATH_HEADER) + read(HALF_HEADER) + read(ELEMENTWISE_HEADER)
 
 
-def vec_source(op: str, tag: str) -> str:
-    """Self-contained source of ``vec_kernel_name(op, tag)``."""
-    return vec_headers() + vec_kernel_code(op, tag)
+def vec_source(op: str, tag: str, inplace: bool = False) -> str:
+    """Self-contained source of ``vec_kernel_name(op, tag, inplace)``."""
+    return vec_headers() + vec_kernel_code(op, tag, inplace)
 
 
 # The training kernels of the contiguous path (kernels/gpuact_elementwise.cuh, vec_fused), one per
@@ -170,14 +187,14 @@ def bias_tags(tag: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys((tag, DTYPE_TAG[COMPUTE_DTYPE[tag]])))
 
 
-def vec_training_name(kind: str, op: str, tag: str, btag: str | None = None) -> str:
+def vec_training_name(kind: str, op: str, tag: str, btag: str | None = None, inplace: bool = False) -> str:
     if kind not in VEC_TRAINING_KINDS:
         raise ValueError(f"unknown kind {kind!r}")
     if (btag is None) != (kind == "grad"):
         raise ValueError(f"{kind} kernels take {'no' if kind == 'grad' else 'a'} bias dtype")
     if btag is not None and btag not in bias_tags(tag):
         raise ValueError(f"{tag} data takes a bias of {bias_tags(tag)}; got {btag}")
-    return f"gpuact_vec_{kind}_{op}_{tag}" + (f"_b{btag}" if btag else "")
+    return f"gpuact_vec_{kind}_{op}_{tag}" + (f"_b{btag}" if btag else "") + (INPLACE_SUFFIX if inplace else "")
 
 
 def vec_training_params(kind: str, tag: str, btag: str | None = None) -> tuple:
@@ -195,10 +212,11 @@ def vec_training_params(kind: str, tag: str, btag: str | None = None) -> tuple:
     return tuple(params) + tuple((c, f"p{k}") for k in range(4))
 
 
-def vec_training_code(kind: str, op: str, tag: str, btag: str | None = None) -> str:
-    """One training kernel of the contiguous path, without the headers."""
+def vec_training_code(kind: str, op: str, tag: str, btag: str | None = None, inplace: bool = False) -> str:
+    """One training kernel of the contiguous path, without the headers (``inplace``: the variant
+    whose output is x or dy, see ``INPLACE_SUFFIX``)."""
     _check_op(op)
-    name = vec_training_name(kind, op, tag, btag)
+    name = vec_training_name(kind, op, tag, btag, inplace)
     s, c = STORAGE_CTYPE[tag], COMPUTE_CTYPE[tag]
     grad = kind.startswith("grad")
     functor = _op_functor(op, c, f"{name}_op", f"grad_{op}" if grad else op)
@@ -207,10 +225,11 @@ def vec_training_code(kind: str, op: str, tag: str, btag: str | None = None) -> 
     if btag is not None:
         body = f"    const ga::TrailingBias<{STORAGE_CTYPE[btag]}> bias = {{b, units, step, tail_col, 0, 0}};\n"
         bias = "bias"
+    nc = _nc(inplace)
     call = (
-        f"ga::vec_fused<{s}, true>(dy, x, dx, n, {bias}, op)"
+        f"ga::vec_fused<{s}, true, {nc}>(dy, x, dx, n, {bias}, op)"
         if grad
-        else f"ga::vec_fused<{s}, false>(({s}*)0, x, y, n, {bias}, op)"
+        else f"ga::vec_fused<{s}, false, {nc}>(({s}*)0, x, y, n, {bias}, op)"
     )
     # No __launch_bounds__: with it ptxas (sm_80 and sm_90) holds some float64 backward kernels
     # to about 80 registers and spills (8-112 bytes); without it they take <= 96 and never spill.
@@ -223,9 +242,9 @@ def vec_training_headers() -> str:
     return vec_headers() + read(GRAD_HEADER)
 
 
-def vec_training_source(kind: str, op: str, tag: str, btag: str | None = None) -> str:
-    """Self-contained source of ``vec_training_name(kind, op, tag, btag)``."""
-    return vec_training_headers() + vec_training_code(kind, op, tag, btag)
+def vec_training_source(kind: str, op: str, tag: str, btag: str | None = None, inplace: bool = False) -> str:
+    """Self-contained source of ``vec_training_name(kind, op, tag, btag, inplace)``."""
+    return vec_training_headers() + vec_training_code(kind, op, tag, btag, inplace)
 
 
 def vec_training_variants(tag: str):
@@ -381,6 +400,8 @@ BIAS_INTS = tuple(n for _, n in _BIAS_INTS)
 _WARP = ((_I8, "rows"), (_I4, "L"))
 _COLS = ((_I8, "outer"), (_I8, "L"), (_I8, "inner"), (_I4, "ct"))
 _SPLIT = ((_I8, "L"), (_I8, "inner"), (_I4, "ct"), (_I4, "tiles"), (_I4, "segs"), (_I8, "seg_len"))
+# sparsemax's split kernels take the slice count too (the workspace's layout depends on it)
+_SSPLIT = ((_I8, "outer"),) + _SPLIT
 _LOG = ((_I4, "log_mode"),)
 _CACHE = ((_I4, "cache"),)
 _WS, _CWS = ("C*", "ws"), ("const C*", "ws")
@@ -416,8 +437,33 @@ FUSED_FAMILIES = {
     ),
     "sparsemax_warp": ("sparsemax", SPARSEMAX_SOURCE, (_X, _Y) + _WARP),
     "sparsemax_cols": ("sparsemax", SPARSEMAX_SOURCE, (_X, _Y) + _COLS + _CACHE),
+    "sparsemax_split_max": ("sparsemax", SPARSEMAX_SOURCE, (_X, _WS) + _SSPLIT),
+    "sparsemax_split_pass": ("sparsemax", SPARSEMAX_SOURCE, (_X, _WS) + _SSPLIT + ((_I4, "pass_index"),)),
+    "sparsemax_split_resolve": ("sparsemax", SPARSEMAX_SOURCE, (_X, _WS) + _SSPLIT + ((_I4, "passes"),)),
+    "sparsemax_split_finish": ("sparsemax", SPARSEMAX_SOURCE, (_X, _Y, _CWS) + _SSPLIT + ((_I4, "passes"),)),
     "sparsemax_grad_warp": ("sparsemax_grad", SPARSEMAX_GRAD_SOURCE, (_DY, _X, _DX) + _WARP),
     "sparsemax_grad_cols": ("sparsemax_grad", SPARSEMAX_GRAD_SOURCE, (_DY, _X, _DX) + _COLS + _CACHE),
+    "sparsemax_grad_split_max": ("sparsemax_grad", SPARSEMAX_GRAD_SOURCE, (_X, _WS) + _SSPLIT),
+    "sparsemax_grad_split_pass": (
+        "sparsemax_grad",
+        SPARSEMAX_GRAD_SOURCE,
+        (_X, _WS) + _SSPLIT + ((_I4, "pass_index"),),
+    ),
+    "sparsemax_grad_split_resolve": (
+        "sparsemax_grad",
+        SPARSEMAX_GRAD_SOURCE,
+        (_X, _WS) + _SSPLIT + ((_I4, "passes"),),
+    ),
+    "sparsemax_grad_split_sums": (
+        "sparsemax_grad",
+        SPARSEMAX_GRAD_SOURCE,
+        (_DY, _X, _WS) + _SSPLIT + ((_I4, "passes"),),
+    ),
+    "sparsemax_grad_split_finish": (
+        "sparsemax_grad",
+        SPARSEMAX_GRAD_SOURCE,
+        (_DY, _X, _DX, _CWS) + _SSPLIT + ((_I4, "passes"),),
+    ),
 }
 FUSED_GROUPS = tuple(dict.fromkeys(g for g, _, _ in FUSED_FAMILIES.values()))
 
@@ -813,6 +859,24 @@ def _softmax_plan(
     return Plan((partials, finish), workspace)
 
 
+# The passes of sparsemax's split search (each one launch reading x once; a column whose search
+# is done reads nothing): Michelot's step and a bisection each pass, as sparsemax_cols, ended in
+# 2-9 passes on every family tried in a host emulation (normal, uniform, arithmetic and equal
+# values, 2K-1M of them); the resolve kernel steps once more and goes on over the whole column
+# where the search is still not done.
+SPARSEMAX_SPLIT_PASSES = 8
+
+
+def sparsemax_workspace(outer: int, segs: int, inner: int, tag: str) -> int:
+    """Bytes of the split sparsemax's workspace (kernels/gpuact_sparsemax.cu, SparsemaxSplitWorkspace):
+    a max per (slice, segment, column), two buffers of SupportSums (two sums, two int counts) per
+    (slice, segment, column) and two of TauSearch (two bounds, an int, a bool) per column."""
+    c = COMPUTE_DTYPE[tag].itemsize
+    record = 2 * c + 8  # SupportSums<C> and TauSearch<C>, padded to C's alignment
+    parts, cols = outer * segs * inner, outer * inner
+    return parts * c + 2 * parts * record + 2 * cols * record
+
+
 @functools.lru_cache(maxsize=4096)
 def sparsemax_plan(
     outer: int,
@@ -823,9 +887,16 @@ def sparsemax_plan(
     sm_count: int,
     max_blocks: int,
     smem_optin: int = SMEM_OPTIN_DEFAULT,
+    min_segment: int = SPLIT_MIN_SEGMENT,
+    min_split: int = SPLIT_MIN_ELEMENTS,
+    passes: int = SPARSEMAX_SPLIT_PASSES,
 ) -> Plan:
-    """The launch of an (outer, L, inner) sparsemax: one block (or group of lanes) per slice."""
-    return _sparsemax_plan("sparsemax", outer, length, inner, tag, sm_count, max_blocks, smem_optin)
+    """The launches of an (outer, L, inner) sparsemax: one block (or group of lanes) per slice, or,
+    where the slices and tiles are too few to fill the GPU, L split over blocks as softmax's
+    (``min_segment``, ``min_split``: see ``softmax_plan``) with ``passes`` search passes."""
+    return _sparsemax_plan(
+        "sparsemax", outer, length, inner, tag, sm_count, max_blocks, smem_optin, min_segment, min_split, passes
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -838,28 +909,56 @@ def sparsemax_grad_plan(
     sm_count: int,
     max_blocks: int,
     smem_optin: int = SMEM_OPTIN_DEFAULT,
+    min_segment: int = SPLIT_MIN_SEGMENT,
+    min_split: int = SPLIT_MIN_ELEMENTS,
+    passes: int = SPARSEMAX_SPLIT_PASSES,
 ) -> Plan:
-    """The launch of an (outer, L, inner) sparsemax backward (kernels/gpuact_sparsemax_grad.cu): the
-    forward's plan with the backward's kernels, rows and caches."""
-    return _sparsemax_plan("sparsemax_grad", outer, length, inner, tag, sm_count, max_blocks, smem_optin)
+    """The launches of an (outer, L, inner) sparsemax backward (kernels/gpuact_sparsemax_grad.cu):
+    the forward's plan with the backward's kernels, rows and caches; split, the forward's search,
+    then the support's sums of dy and the write."""
+    return _sparsemax_plan(
+        "sparsemax_grad", outer, length, inner, tag, sm_count, max_blocks, smem_optin, min_segment, min_split, passes
+    )
 
 
-def _sparsemax_plan(group, outer, length, inner, tag, sm_count, max_blocks, smem_optin) -> Plan:
+def _sparsemax_plan(
+    group, outer, length, inner, tag, sm_count, max_blocks, smem_optin, min_segment, min_split, passes
+) -> Plan:
     if length > 2**31 - 1:
         raise ValueError(f"{group}: slices of {length} elements are beyond the kernels' 32-bit counts")
+    fill = _fill(sm_count, max_blocks)
     if inner == 1 and length <= _warp_max_row(group, tag):
-        return Plan((_warp_launch(f"{group}_warp", tag, outer, length, _fill(sm_count, max_blocks), max_blocks),), 0)
+        return Plan((_warp_launch(f"{group}_warp", tag, outer, length, fill, max_blocks),), 0)
     ct, tiles = _column_tile(inner, group)
-    cache = _cache_bytes(f"{group}_cols", tag, ct, length, smem_optin)
-    launch = _launch(
-        f"gpuact_{group}_cols_{tag}",
-        _cols_grid(outer, tiles, max_blocks),
-        TILE_THREADS,
-        cache,
-        outer=outer,
-        L=length,
-        inner=inner,
-        ct=ct,
-        cache=int(cache > 0),
+    segs, seg_len = 1, length
+    if passes > 0:
+        segs, seg_len = _split_segments(outer, length, inner, tiles, ct, fill, min_segment, min_split)
+    if segs == 1:
+        cache = _cache_bytes(f"{group}_cols", tag, ct, length, smem_optin)
+        launch = _launch(
+            f"gpuact_{group}_cols_{tag}",
+            _cols_grid(outer, tiles, max_blocks),
+            TILE_THREADS,
+            cache,
+            outer=outer,
+            L=length,
+            inner=inner,
+            ct=ct,
+            cache=int(cache > 0),
+        )
+        return Plan((launch,), 0)
+    # one block per (slice, tile, segment): at most `fill` of them, so no grid-stride loop
+    grid = (segs * tiles * outer,)
+    shape = {"outer": outer, "L": length, "inner": inner, "ct": ct, "tiles": tiles, "segs": segs, "seg_len": seg_len}
+    launches = [_launch(f"gpuact_{group}_split_max_{tag}", grid, TILE_THREADS, **shape)]
+    launches += [
+        _launch(f"gpuact_{group}_split_pass_{tag}", grid, TILE_THREADS, pass_index=p, **shape) for p in range(passes)
+    ]
+    # a block per (slice, tile): the search ended over whole columns before any segment is written
+    launches.append(
+        _launch(f"gpuact_{group}_split_resolve_{tag}", (tiles * outer,), TILE_THREADS, passes=passes, **shape)
     )
-    return Plan((launch,), 0)
+    if group.endswith("_grad"):  # the support's sums of dy, per segment
+        launches.append(_launch(f"gpuact_{group}_split_sums_{tag}", grid, TILE_THREADS, passes=passes, **shape))
+    launches.append(_launch(f"gpuact_{group}_split_finish_{tag}", grid, TILE_THREADS, passes=passes, **shape))
+    return Plan(tuple(launches), sparsemax_workspace(outer, segs, inner, tag))

@@ -13,8 +13,10 @@
 //   backward                dx = dy * f'(x)
 //   backward with a bias    dx = dy * f'(x + b)
 // The output may be x or dy itself (in place): each element is loaded once, by the thread that
-// stores it, before it stores it, and never loaded again, so neither the read-only (.nc) loads
-// nor the absence of __restrict__ on the output can make a thread read a value already written.
+// stores it, before it stores it, and never loaded again. The loads are read-only (__ldg,
+// ld.global.nc) only with NC: PTX allows .nc only for data that stays read-only while the kernel
+// runs, which an input the kernel also writes is not, so the host launches the NC = false
+// variant (plain ld.global) whenever the output is x or dy.
 //
 // The fused bias is one along x's trailing axes (a Dense layer's (units,) bias; any C-contiguous
 // b of `units` elements that x's C-contiguous data repeats): element e takes b[e % units]. The
@@ -110,7 +112,13 @@ template <bool HAS_DY, typename Bias, typename F> struct FusedElement {
     }
 };
 
-template <typename S, bool HAS_DY, typename Bias, typename F>
+// A 16-byte load: through the read-only data path (NC) or a plain one (the output aliases it).
+template <bool NC, typename V> __device__ __forceinline__ V load16(const V* p) {
+    if (NC) return __ldg(p);
+    return *p;
+}
+
+template <typename S, bool HAS_DY, bool NC, typename Bias, typename F>
 __device__ __forceinline__ void vec_fused(const S* dy, const S* x, S* y, long long n, Bias bias, const F& f) {
     typedef vec16<S> VT;
     typedef typename VT::V V;
@@ -129,8 +137,8 @@ __device__ __forceinline__ void vec_fused(const S* dy, const S* x, S* y, long lo
         for (int u = 0; u < GA_EW_UNROLL; ++u) {
             long long i = base + u * stride;
             if (i < nvec) {
-                v[u] = __ldg(xv + i);
-                d[u] = HAS_DY ? __ldg(dv + i) : v[u];
+                v[u] = load16<NC>(xv + i);
+                d[u] = HAS_DY ? load16<NC>(dv + i) : v[u];
             }
         }
 #pragma unroll
@@ -148,9 +156,9 @@ __device__ __forceinline__ void vec_fused(const S* dy, const S* x, S* y, long lo
 }
 
 // The forward's contiguous body: y = op(x)
-template <typename S, typename Op>
+template <typename S, bool NC, typename Op>
 __device__ __forceinline__ void vec_apply(const S* x, S* y, long long n, const Op& op) {
-    vec_fused<S, false>((const S*)0, x, y, n, NoBias(), op);
+    vec_fused<S, false, NC>((const S*)0, x, y, n, NoBias(), op);
 }
 
 }  // namespace ga

@@ -17,6 +17,16 @@
 //    needs another.
 //  * sparsemax_cols<S>  (the rest): a block on a tile of ct columns; the slices stay in dynamic
 //    shared memory when ct * L values fit (cache = 1), else every pass reads the input again.
+//  * sparsemax_split_max<S>, sparsemax_split_pass<S> (launched `passes` times),
+//    sparsemax_split_resolve<S> and sparsemax_split_finish<S>  (too few slices or tiles to fill the
+//    GPU: a long row, or a non-last axis with a small inner size): L cut into segments, one block
+//    per (slice, tile, segment), as softmax's split. The first kernel writes each segment's max;
+//    each pass merges the column's max and the last pass's sums (every block of a column in the
+//    same order, so they agree to the bit), steps the search, and writes its segment's (sum,
+//    count) above the new probes; a column whose search is done reads nothing in the later
+//    passes. The resolve kernel, a block per tile, steps once more and goes on over the whole
+//    column where the search is still not done (rare: the passes cover what the search needs on
+//    real data); the finish writes each segment with its column's tau.
 //
 // Semantics (gpuact.backends._composite.sparsemax_into): a slice holding NaN, or whose max is
 // +inf, or that is all -inf, is NaN throughout; -inf among finite values gives 0. float16 is
@@ -126,12 +136,12 @@ template <typename C, int E, int W> __device__ __forceinline__ C warp_tau(const 
 }
 
 // tau of each column of a tile, z = x - m read from `cached` (this thread's own column values) or
-// from x. Block-collective: every thread of the block calls it; `red` is the tile's shared tree.
+// from x, the search going on from `search`. Block-collective: every thread of the block calls it;
+// `red` is the tile's shared tree.
 template <typename S, typename C>
-__device__ __forceinline__ C column_tau(const S* x, const C* cached, long long base, long long L, long long inner,
-                                        int ct, const Tile& tile, bool active, C m, bool valid, SupportSums<C>* red) {
-    TauSearch<C> search;
-    search.init(valid);
+__device__ __forceinline__ C column_search(const S* x, const C* cached, long long base, long long L, long long inner,
+                                           const Tile& tile, bool active, C m, TauSearch<C> search,
+                                           SupportSums<C>* red) {
     // __syncthreads_or: the block's columns pass together until the last one is done
     for (int pass = 0; __syncthreads_or(!search.done) && pass < GA_SPARSEMAX_MAX_PASSES(C); ++pass) {
         const C mid = search.mid();
@@ -141,7 +151,7 @@ __device__ __forceinline__ C column_tau(const S* x, const C* cached, long long b
         C c_lo = C(0), c_mid = C(0);
         if (active) {
             for (long long k = tile.ty; k < L; k += tile.ny) {
-                const C z = (cached ? cached[k * ct + tile.tx] : to_c(x[base + k * inner])) - m;
+                const C z = (cached ? cached[k * tile.ct + tile.tx] : to_c(x[base + k * inner])) - m;
                 if (z > search.lo) {
                     kahan_add(r.s_lo, c_lo, z);
                     ++r.n_lo;
@@ -158,6 +168,14 @@ __device__ __forceinline__ C column_tau(const S* x, const C* cached, long long b
         if (!search.done) search.step(r, mid);
     }
     return search.lo;
+}
+
+template <typename S, typename C>
+__device__ __forceinline__ C column_tau(const S* x, const C* cached, long long base, long long L, long long inner,
+                                        int ct, const Tile& tile, bool active, C m, bool valid, SupportSums<C>* red) {
+    TauSearch<C> search;
+    search.init(valid);
+    return column_search(x, cached, base, L, inner, tile, active, m, search, red);
 }
 
 template <typename S, int E, int W>
@@ -227,6 +245,197 @@ __device__ __forceinline__ void sparsemax_cols(const S* x, S* y, long long outer
                 y[e] = to_s(sparsemax_out(z, tau, valid), (S*)0);
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The split over blocks. Block b of the 1-D grid: segment b % segs of column tile (b / segs) %
+// tiles of slice b / (segs * tiles) (the plan keeps the grid below 2**31: 32-bit division); each
+// launch visits the blocks in the reverse of the previous one's order, so the segments read last,
+// still in L2, are read first. The workspace (its size: gpuact._kernel_sources.sparsemax_workspace)
+// holds, for P = outer * segs * inner (slice o, segment j, column i at (o * segs + j) * inner + i)
+// and the outer * inner columns:
+//   C wmax[P]; SupportSums<C> sums[2][P]; TauSearch<C> state[2][outer * inner]
+// a pass reading the sums and state of the previous pass (buffer (pass - 1) & 1) and writing its
+// own (pass & 1), which the blocks of one launch never both read and write.
+
+// gpuact._kernel_sources.sparsemax_workspace counts 2 sizeof(C) + 8 bytes for each record
+static_assert(sizeof(SupportSums<float>) == 16 && sizeof(SupportSums<double>) == 24, "SupportSums layout");
+static_assert(sizeof(TauSearch<float>) == 16 && sizeof(TauSearch<double>) == 24, "TauSearch layout");
+
+struct SparsemaxSplitBlock {
+    unsigned seg, tile, o;
+};
+
+__device__ __forceinline__ SparsemaxSplitBlock sparsemax_split_block(bool reverse, unsigned segs, unsigned tiles) {
+    unsigned b = reverse ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+    SparsemaxSplitBlock r;
+    r.seg = b % segs;
+    b /= segs;
+    r.tile = b % tiles;
+    r.o = b / tiles;
+    return r;
+}
+
+template <typename C> struct SparsemaxSplitWorkspace {
+    C* wmax;
+    SupportSums<C>* sums;
+    TauSearch<C>* state;
+    long long parts, cols;
+    __device__ __forceinline__ SparsemaxSplitWorkspace(void* ws, long long outer, int segs, long long inner) {
+        parts = outer * segs * inner;
+        cols = outer * inner;
+        wmax = reinterpret_cast<C*>(ws);
+        sums = reinterpret_cast<SupportSums<C>*>(wmax + parts);
+        state = reinterpret_cast<TauSearch<C>*>(sums + 2 * parts);
+    }
+    __device__ __forceinline__ long long part(unsigned o, int seg, int segs, long long inner, long long i) const {
+        return ((long long)o * segs + seg) * inner + i;
+    }
+};
+
+// The column's max over the segments' maxima (every thread of a column gets it).
+template <typename C>
+__device__ __forceinline__ C split_column_max(const SparsemaxSplitWorkspace<C>& w, unsigned o, int segs,
+                                              long long inner, long long i, const Tile& tile, bool active, C* red) {
+    C m = neg_inf(C());
+    if (active) {
+        for (int j = tile.ty; j < segs; j += tile.ny) m = nan_max(m, w.wmax[w.part(o, j, segs, inner, i)]);
+    }
+    return tile_reduce(m, red, tile, MergeNanMax());
+}
+
+// The column's search after pass `pass` - 1's sums (the state before pass `pass`'s probes).
+template <typename C>
+__device__ __forceinline__ TauSearch<C> split_column_state(const SparsemaxSplitWorkspace<C>& w, int pass, unsigned o,
+                                                           int segs, long long inner, long long i, const Tile& tile,
+                                                           bool active, bool valid, SupportSums<C>* red) {
+    TauSearch<C> search;
+    search.init(valid && active);  // a thread past the tile's columns searches nothing
+    if (pass == 0) return search;
+    const int prev = (pass - 1) & 1;
+    if (active) search = w.state[prev * w.cols + (long long)o * inner + i];
+    SupportSums<C> r;
+    r.s_lo = r.s_mid = C(0);
+    r.n_lo = r.n_mid = 0;
+    if (active && !search.done) {
+        const SupportSums<C>* sums = w.sums + prev * w.parts;
+        for (int j = tile.ty; j < segs; j += tile.ny) r = AddSupportSums()(r, sums[w.part(o, j, segs, inner, i)]);
+    }
+    r = tile_reduce(r, red, tile, AddSupportSums());
+    if (!search.done) search.step(r, search.mid());
+    return search;
+}
+
+template <typename S>
+__device__ __forceinline__ void sparsemax_split_max(const S* x, typename compute_of<S>::type* ws, long long outer,
+                                                    long long L, long long inner, int ct, int tiles, int segs,
+                                                    long long seg_len) {
+    typedef typename compute_of<S>::type C;
+    __shared__ SupportSums<C> red[GA_TILE_THREADS];
+    const SparsemaxSplitWorkspace<C> w(ws, outer, segs, inner);
+    const SparsemaxSplitBlock blk = sparsemax_split_block(false, segs, tiles);
+    const Tile tile = make_tile(ct);
+    const long long i = (long long)blk.tile * ct + tile.tx;
+    const bool active = tile.in_tile && i < inner;
+    const long long base = (long long)blk.o * L * inner + i;
+    const long long k0 = (long long)blk.seg * seg_len;
+    const long long k1 = k0 + seg_len < L ? k0 + seg_len : L;
+    C m = neg_inf(C());
+    if (active) {
+        for (long long k = k0 + tile.ty; k < k1; k += tile.ny) m = nan_max(m, to_c(x[base + k * inner]));
+    }
+    m = tile_reduce(m, reinterpret_cast<C*>(red), tile, MergeNanMax());
+    if (active && tile.ty == 0) w.wmax[w.part(blk.o, blk.seg, segs, inner, i)] = m;
+}
+
+template <typename S>
+__device__ __forceinline__ void sparsemax_split_pass(const S* x, typename compute_of<S>::type* ws, long long outer,
+                                                     long long L, long long inner, int ct, int tiles, int segs,
+                                                     long long seg_len, int pass) {
+    typedef typename compute_of<S>::type C;
+    __shared__ SupportSums<C> red[GA_TILE_THREADS];
+    const SparsemaxSplitWorkspace<C> w(ws, outer, segs, inner);
+    const SparsemaxSplitBlock blk = sparsemax_split_block((pass & 1) == 0, segs, tiles);
+    const Tile tile = make_tile(ct);
+    const long long i = (long long)blk.tile * ct + tile.tx;
+    const bool active = tile.in_tile && i < inner;
+    const C m = split_column_max(w, blk.o, segs, inner, i, tile, active, reinterpret_cast<C*>(red));
+    const TauSearch<C> search =
+        split_column_state(w, pass, blk.o, segs, inner, i, tile, active, is_finite(m), red);
+    if (active && blk.seg == 0 && tile.ty == 0) w.state[(pass & 1) * w.cols + (long long)blk.o * inner + i] = search;
+    const bool busy = active && !search.done;
+    if (!__syncthreads_or(busy)) return;  // every column of the tile is done: nothing to read
+    const C mid = search.mid();
+    SupportSums<C> r;
+    r.s_lo = r.s_mid = C(0);
+    r.n_lo = r.n_mid = 0;
+    if (busy) {
+        C c_lo = C(0), c_mid = C(0);
+        const long long base = (long long)blk.o * L * inner + i;
+        const long long k0 = (long long)blk.seg * seg_len;
+        const long long k1 = k0 + seg_len < L ? k0 + seg_len : L;
+        for (long long k = k0 + tile.ty; k < k1; k += tile.ny) {
+            const C z = to_c(x[base + k * inner]) - m;
+            if (z > search.lo) {
+                kahan_add(r.s_lo, c_lo, z);
+                ++r.n_lo;
+            }
+            if (z > mid) {
+                kahan_add(r.s_mid, c_mid, z);
+                ++r.n_mid;
+            }
+        }
+        r.s_lo -= c_lo;
+        r.s_mid -= c_mid;
+    }
+    r = tile_reduce(r, red, tile, AddSupportSums());
+    if (busy && tile.ty == 0) w.sums[(pass & 1) * w.parts + w.part(blk.o, blk.seg, segs, inner, i)] = r;
+}
+
+// One block per (slice, tile): the last pass's sums merged and the search stepped once more; where
+// it is still not done, it goes on over the whole column here, before any block writes (in place,
+// the segments' writes would change what it reads). tau goes to the state buffer (passes & 1).
+template <typename S>
+__device__ __forceinline__ void sparsemax_split_resolve(const S* x, typename compute_of<S>::type* ws,
+                                                        long long outer, long long L, long long inner, int ct,
+                                                        int tiles, int segs, long long seg_len, int passes) {
+    typedef typename compute_of<S>::type C;
+    __shared__ SupportSums<C> red[GA_TILE_THREADS];
+    const SparsemaxSplitWorkspace<C> w(ws, outer, segs, inner);
+    const unsigned o = blockIdx.x / tiles, t = blockIdx.x % tiles;
+    const Tile tile = make_tile(ct);
+    const long long i = (long long)t * ct + tile.tx;
+    const bool active = tile.in_tile && i < inner;
+    const C m = split_column_max(w, o, segs, inner, i, tile, active, reinterpret_cast<C*>(red));
+    TauSearch<C> search = split_column_state(w, passes, o, segs, inner, i, tile, active, is_finite(m), red);
+    search.lo = column_search(x, (const C*)0, (long long)o * L * inner + i, L, inner, tile, active, m, search, red);
+    search.done = true;
+    if (active && tile.ty == 0) w.state[(passes & 1) * w.cols + (long long)o * inner + i] = search;
+}
+
+// Block (slice, tile, segment) writes its segment with the column's tau.
+template <typename S>
+__device__ __forceinline__ void sparsemax_split_finish(const S* x, S* y, const typename compute_of<S>::type* ws,
+                                                       long long outer, long long L, long long inner, int ct,
+                                                       int tiles, int segs, long long seg_len, int passes) {
+    typedef typename compute_of<S>::type C;
+    __shared__ SupportSums<C> red[GA_TILE_THREADS];
+    const SparsemaxSplitWorkspace<C> w(const_cast<C*>(ws), outer, segs, inner);
+    const SparsemaxSplitBlock blk = sparsemax_split_block((passes & 1) == 0, segs, tiles);
+    const Tile tile = make_tile(ct);
+    const long long i = (long long)blk.tile * ct + tile.tx;
+    const bool active = tile.in_tile && i < inner;
+    const C m = split_column_max(w, blk.o, segs, inner, i, tile, active, reinterpret_cast<C*>(red));
+    if (!active) return;  // no barrier below
+    const bool valid = is_finite(m);
+    const C tau = w.state[(passes & 1) * w.cols + (long long)blk.o * inner + i].lo;
+    const long long base = (long long)blk.o * L * inner + i;
+    const long long k0 = (long long)blk.seg * seg_len;
+    const long long k1 = k0 + seg_len < L ? k0 + seg_len : L;
+    for (long long k = k0 + tile.ty; k < k1; k += tile.ny) {
+        const long long e = base + k * inner;
+        y[e] = to_s(sparsemax_out(to_c(x[e]) - m, tau, valid), (S*)0);
     }
 }
 

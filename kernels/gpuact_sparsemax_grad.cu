@@ -10,6 +10,8 @@
 //  * sparsemax_grad_cols<S>  (the rest): a block on a tile of ct columns; z and dy stay in dynamic
 //    shared memory when 2 ct L values fit (cache = 1), else every pass reads x (and the last two
 //    read dy) again.
+//  * sparsemax_grad_split_*<S>  (where the forward splits): the forward's split search, then the
+//    support's dy sums per segment and the write (see the end of the file).
 //
 // Semantics (gpuact.backends.numpy_backend.sparsemax_grad): a slice without a projection (a NaN,
 // a +inf, all -inf) is NaN throughout, as the forward; a NaN in dy on the support makes the
@@ -135,6 +137,103 @@ __device__ __forceinline__ void sparsemax_grad_cols(const S* dy, const S* x, S* 
                 dx[e] = to_s(sparsemax_grad_out(z, g, tau, mean, valid), (S*)0);
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The split over blocks (gpuact_sparsemax.cu): the forward's max, passes and resolve find each
+// column's tau (in the state buffer passes & 1); then the sums kernel writes each segment's (sum
+// of dy, count) over the support into the lo fields of the sums buffer passes & 1 (which the
+// resolve, reading buffer (passes - 1) & 1, left free), and the finish merges them and writes its
+// segment of dx (dx may be x or dy: each element read by the thread that writes it). The
+// forward's kernels under the backward's names, so that a group compiles and is tested whole:
+template <typename S>
+__device__ __forceinline__ void sparsemax_grad_split_max(const S* x, typename compute_of<S>::type* ws, long long outer,
+                                                         long long L, long long inner, int ct, int tiles, int segs,
+                                                         long long seg_len) {
+    sparsemax_split_max(x, ws, outer, L, inner, ct, tiles, segs, seg_len);
+}
+
+template <typename S>
+__device__ __forceinline__ void sparsemax_grad_split_pass(const S* x, typename compute_of<S>::type* ws,
+                                                          long long outer, long long L, long long inner, int ct,
+                                                          int tiles, int segs, long long seg_len, int pass) {
+    sparsemax_split_pass(x, ws, outer, L, inner, ct, tiles, segs, seg_len, pass);
+}
+
+template <typename S>
+__device__ __forceinline__ void sparsemax_grad_split_resolve(const S* x, typename compute_of<S>::type* ws,
+                                                             long long outer, long long L, long long inner, int ct,
+                                                             int tiles, int segs, long long seg_len, int passes) {
+    sparsemax_split_resolve(x, ws, outer, L, inner, ct, tiles, segs, seg_len, passes);
+}
+
+template <typename S>
+__device__ __forceinline__ void sparsemax_grad_split_sums(const S* dy, const S* x, typename compute_of<S>::type* ws,
+                                                          long long outer, long long L, long long inner, int ct,
+                                                          int tiles, int segs, long long seg_len, int passes) {
+    typedef typename compute_of<S>::type C;
+    __shared__ SupportSums<C> red[GA_TILE_THREADS];
+    const SparsemaxSplitWorkspace<C> w(ws, outer, segs, inner);
+    const SparsemaxSplitBlock blk = sparsemax_split_block((passes & 1) == 0, segs, tiles);
+    const Tile tile = make_tile(ct);
+    const long long i = (long long)blk.tile * ct + tile.tx;
+    const bool active = tile.in_tile && i < inner;
+    const C m = split_column_max(w, blk.o, segs, inner, i, tile, active, reinterpret_cast<C*>(red));
+    const bool valid = is_finite(m);
+    SupportSums<C> r;
+    r.s_lo = r.s_mid = C(0);
+    r.n_lo = r.n_mid = 0;
+    if (active && valid) {
+        const C tau = w.state[(passes & 1) * w.cols + (long long)blk.o * inner + i].lo;
+        const long long base = (long long)blk.o * L * inner + i;
+        const long long k0 = (long long)blk.seg * seg_len;
+        const long long k1 = k0 + seg_len < L ? k0 + seg_len : L;
+        C c_sum = C(0);
+        for (long long k = k0 + tile.ty; k < k1; k += tile.ny) {
+            const long long e = base + k * inner;
+            if (sparsemax_out(to_c(x[e]) - m, tau, true) > C(0)) {
+                kahan_add(r.s_lo, c_sum, to_c(dy[e]));
+                ++r.n_lo;
+            }
+        }
+        r.s_lo -= c_sum;
+    }
+    r = tile_reduce(r, red, tile, AddSupportSums());
+    if (active && tile.ty == 0) w.sums[(passes & 1) * w.parts + w.part(blk.o, blk.seg, segs, inner, i)] = r;
+}
+
+template <typename S>
+__device__ __forceinline__ void sparsemax_grad_split_finish(const S* dy, const S* x, S* dx,
+                                                            const typename compute_of<S>::type* ws, long long outer,
+                                                            long long L, long long inner, int ct, int tiles, int segs,
+                                                            long long seg_len, int passes) {
+    typedef typename compute_of<S>::type C;
+    __shared__ SupportSums<C> red[GA_TILE_THREADS];
+    const SparsemaxSplitWorkspace<C> w(const_cast<C*>(ws), outer, segs, inner);
+    const SparsemaxSplitBlock blk = sparsemax_split_block((passes & 1) != 0, segs, tiles);
+    const Tile tile = make_tile(ct);
+    const long long i = (long long)blk.tile * ct + tile.tx;
+    const bool active = tile.in_tile && i < inner;
+    const C m = split_column_max(w, blk.o, segs, inner, i, tile, active, reinterpret_cast<C*>(red));
+    SupportSums<C> r;
+    r.s_lo = r.s_mid = C(0);
+    r.n_lo = r.n_mid = 0;
+    if (active) {
+        const SupportSums<C>* sums = w.sums + (passes & 1) * w.parts;
+        for (int j = tile.ty; j < segs; j += tile.ny) r = AddSupportSums()(r, sums[w.part(blk.o, j, segs, inner, i)]);
+    }
+    r = tile_reduce(r, red, tile, AddSupportSums());
+    if (!active) return;  // no barrier below
+    const bool valid = is_finite(m);
+    const C tau = w.state[(passes & 1) * w.cols + (long long)blk.o * inner + i].lo;
+    const C mean = r.s_lo / C(r.n_lo > 0 ? r.n_lo : 1);
+    const long long base = (long long)blk.o * L * inner + i;
+    const long long k0 = (long long)blk.seg * seg_len;
+    const long long k1 = k0 + seg_len < L ? k0 + seg_len : L;
+    for (long long k = k0 + tile.ty; k < k1; k += tile.ny) {
+        const long long e = base + k * inner;
+        dx[e] = to_s(sparsemax_grad_out(to_c(x[e]) - m, to_c(dy[e]), tau, mean, valid), (S*)0);
     }
 }
 

@@ -51,7 +51,10 @@ def _have_nvrtc() -> str | None:
 
 
 def vec_unit(tag: str) -> str:
-    return ks.vec_headers() + "".join(ks.vec_kernel_code(op, tag) for op in ELEMENTWISE_OPS)
+    """Every op's vector kernel, and its in-place variant (plain loads: see ks.INPLACE_SUFFIX)."""
+    return ks.vec_headers() + "".join(
+        ks.vec_kernel_code(op, tag, inplace) for op in ELEMENTWISE_OPS for inplace in (False, True)
+    )
 
 
 def _cupy_headers(for_nvcc: bool) -> tuple[str, tuple[str, ...]]:
@@ -164,7 +167,9 @@ def ek_training_unit(tag: str, for_nvcc: bool = False) -> tuple[str, tuple[str, 
 
 def vec_training_unit(tag: str) -> str:
     return ks.vec_training_headers() + "".join(
-        ks.vec_training_code(kind, op, tag, btag) for kind, op, btag in ks.vec_training_variants(tag)
+        ks.vec_training_code(kind, op, tag, btag, inplace)
+        for kind, op, btag in ks.vec_training_variants(tag)
+        for inplace in (False, True)
     )
 
 
@@ -273,31 +278,41 @@ def test_nvcc_compiles_every_kernel(arch, report, tmp_path):
 
 def test_vectorised_kernels_use_16_byte_loads():
     """The contiguous kernels move 16 bytes per load and store (ld.global.nc.v4.f32, ...): the
-    forward, and the training kernels for both dy and x."""
+    forward, and the training kernels for both dy and x. Their in-place variants (issue 21: the
+    output is x or dy) load the same vectors without .nc: PTX allows the non-coherent read-only
+    path only for data that no thread writes while the kernel runs."""
     reason = _have_nvrtc()
     if reason:
         pytest.skip(reason)
     from cupy.cuda import nvrtc
 
     sources = {
-        "forward": lambda tag: ks.vec_source("silu", tag),
-        "grad": lambda tag: ks.vec_training_source("grad", "silu", tag),
-        "grad_bias": lambda tag: ks.vec_training_source("grad_bias", "silu", tag, tag),
-        "bias": lambda tag: ks.vec_training_source("bias", "silu", tag, tag),
+        "forward": lambda tag, inplace: ks.vec_source("silu", tag, inplace),
+        "grad": lambda tag, inplace: ks.vec_training_source("grad", "silu", tag, None, inplace),
+        "grad_bias": lambda tag, inplace: ks.vec_training_source("grad_bias", "silu", tag, tag, inplace),
+        "bias": lambda tag, inplace: ks.vec_training_source("bias", "silu", tag, tag, inplace),
     }
     for tag, load, store in (
         ("f32", "ld.global.nc.v4.f32", "st.global.v4.f32"),
         ("f64", "ld.global.nc.v2.f64", "st.global.v2.f64"),
         ("f16", "ld.global.nc.v4.u32", "st.global.v4.u32"),
     ):
+        plain = load.replace(".nc", "")
         for kind, source in sources.items():
-            prog = nvrtc.createProgram(source(tag), "v.cu", [], [])
-            nvrtc.compileProgram(prog, ["-arch=compute_90"])
-            ptx = nvrtc.getPTX(prog).decode() if isinstance(nvrtc.getPTX(prog), bytes) else nvrtc.getPTX(prog)
-            # dy and x both in 16-byte vectors: two vector loads per unrolled step for a backward
-            loads = ptx.count(load)
-            assert loads >= (2 if kind.startswith("grad") else 1) * 4, f"{tag} {kind}: {loads} x {load} in the PTX"
-            assert store in ptx, f"{tag} {kind}: no {store} in the PTX"
+            for inplace in (False, True):
+                prog = nvrtc.createProgram(source(tag, inplace), "v.cu", [], [])
+                nvrtc.compileProgram(prog, ["-arch=compute_90"])
+                ptx = nvrtc.getPTX(prog)
+                ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+                # dy and x both in 16-byte vectors: two vector loads per unrolled step for a backward
+                want = (2 if kind.startswith("grad") else 1) * 4
+                what = f"{tag} {kind}{' in place' if inplace else ''}"
+                if inplace:
+                    assert ".nc" not in ptx, f"{what}: a read-only load where the output aliases an input"
+                    assert ptx.count(plain) >= want, f"{what}: {ptx.count(plain)} x {plain} in the PTX"
+                else:
+                    assert ptx.count(load) >= want, f"{what}: {ptx.count(load)} x {load} in the PTX"
+                assert store in ptx, f"{what}: no {store} in the PTX"
 
 
 def test_kernel_sources_are_found():

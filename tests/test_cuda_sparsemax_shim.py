@@ -125,3 +125,96 @@ def test_in_place(shape, axis, dtype, shim_lib):
     x = np.random.default_rng(9).normal(0, 1, shape).astype(dtype)
     got, _ = shim_sparsemax(shim_lib, x, axis, in_place=True)
     _check(got, x, axis, dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# The split over blocks: long rows and small-inner axes (issue 21)
+
+# A "GPU" of 2 SMs (16 blocks fill it), segments of at least 64 elements, any input size: rows of a
+# few thousand split into up to 16 segments, so that every kernel of the split runs on the shim.
+SPLIT_PLAN = {"sm_count": 2, "max_blocks": 16, "min_segment": 64, "min_split": 0}
+SPLIT_SHAPES = [((1, 3000), 1), ((2, 2500), 1), ((1, 2000, 3), 1), ((3000, 2), 0), ((1, 1500, 40), 1)]
+
+
+def _split_input(shape, axis, dtype, seed):
+    """Normal values, with the special slices of the other tests where there are slices enough:
+    all -inf, NaN in the last segment, +inf in the first, shifted far from 0, ties."""
+    rng = np.random.default_rng(seed)
+    x = np.moveaxis(rng.normal(0, 1.5, shape), axis, -1)
+    slices = x.reshape(-1, x.shape[-1])
+    n = slices.shape[1]
+    special = [
+        lambda s: s.fill(-np.inf),
+        lambda s: s.__setitem__(n - 3, np.nan),
+        lambda s: s.__setitem__(2, np.inf),
+        lambda s: s.__iadd__(1e3 if dtype == np.float16 else 1e6),
+        lambda s: s.__setitem__(slice(None), np.round(s * 2) / 2),
+    ]
+    for row, make in zip(range(1, slices.shape[0]), special):
+        make(slices[row])
+    return np.ascontiguousarray(np.moveaxis(slices.reshape(x.shape), -1, axis)).astype(dtype)
+
+
+@pytest.mark.parametrize("passes", [1, 3, 8])
+@pytest.mark.parametrize("shape, axis", SPLIT_SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_split_over_blocks(shape, axis, dtype, passes, shim_lib):
+    """The max kernel, ``passes`` search passes, the resolve (which goes on alone where the passes
+    did not end the search: passes=1 makes it do most of the work) and the finish, against the
+    NumPy path, also in place; the workspace starts as NaN bytes, so a read before a write shows."""
+    x = _split_input(shape, axis, dtype, seed=sum(shape) + passes)
+    got, plan = shim_sparsemax(shim_lib, x, axis, passes=passes, **SPLIT_PLAN)
+    names = [launch.name.rsplit("_", 1)[0] for launch in plan.launches]
+    split = "gpuact_sparsemax_split_"
+    assert names == [split + "max"] + [split + "pass"] * passes + [split + "resolve", split + "finish"], names
+    assert plan.launches[0].args()["segs"] > 1
+    _check(got, x, axis, dtype)
+    got, _ = shim_sparsemax(shim_lib, x, axis, in_place=True, passes=passes, **SPLIT_PLAN)
+    _check(got, x, axis, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_structured_rows_match_bisection(dtype, shim_lib):
+    """The adversarial rows of test_structured_rows_match_bisection, split over blocks."""
+    n = 1200
+    geometric = -(1.0 - 0.5 ** np.arange(n) * 0.999)
+    near = np.concatenate([[0.0], np.full(n - 1, -1.0 / (n - 1)) + np.linspace(-1e-7, 1e-7, n - 1)])
+    twins = np.concatenate([[0.0, -1e-7], np.full(n - 2, -3.0)])
+    uniform = np.random.default_rng(5).random(n)
+    x = np.stack([geometric, near, twins, uniform]).astype(dtype)
+    for passes in (2, 8):
+        got, plan = shim_sparsemax(shim_lib, x, 1, passes=passes, **SPLIT_PLAN)
+        assert "_split_" in plan.launches[0].name
+        _check(got, x, 1, dtype)
+        np.testing.assert_allclose(
+            got, reference.sparsemax(x.astype(np.float64)), rtol=0, atol=1e-6 if dtype == np.float32 else 1e-12
+        )
+
+
+@pytest.fixture(scope="session")
+def shim_grad_lib(tmp_path_factory):
+    return fused_shim.library(tmp_path_factory.getbasetemp(), "sparsemax_grad")
+
+
+@pytest.mark.parametrize("passes", [1, 8])
+@pytest.mark.parametrize("shape, axis", SPLIT_SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_split_backward(shape, axis, dtype, passes, shim_grad_lib):
+    """The backward where the forward splits: the forward's search (max, passes, resolve), the
+    support's sums of dy per segment and the write, against the NumPy path; dx into dy and into
+    x too (each element read by the thread that writes it)."""
+    x = _split_input(shape, axis, dtype, seed=sum(shape) + 7 * passes)
+    dy = np.random.default_rng(passes).normal(0, 1, shape).astype(dtype)
+    oli = ks.outer_axis_inner(x.shape, (axis,))
+    plan = ks.sparsemax_grad_plan(*oli, ks.DTYPE_TAG[x.dtype], passes=passes, **SPLIT_PLAN)
+    names = [launch.name.rsplit("_", 1)[0] for launch in plan.launches]
+    split = "gpuact_sparsemax_grad_split_"
+    assert names == [split + "max"] + [split + "pass"] * passes + [split + s for s in ("resolve", "sums", "finish")]
+    want = numpy_backend.sparsemax_grad(dy, x, axis, None, np.dtype(dtype))
+    rtol, atol = TOL[dtype]
+    for into in ("new", "dy", "x"):
+        xi, dyi = x.copy(), dy.copy()
+        dx = {"new": np.full_like(x, 7.0), "dy": dyi, "x": xi}[into]
+        fused_shim.run_plan(shim_grad_lib, plan, {"dy": dyi, "x": xi, "dx": dx})
+        np.testing.assert_allclose(dx.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol, equal_nan=True)
+        assert (np.isnan(dx) == np.isnan(want)).all(), into

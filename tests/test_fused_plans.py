@@ -82,6 +82,62 @@ def test_sparsemax_plans_stay_within_the_limits(tag):
         _check_limits(ks.sparsemax_plan(*oli, tag, **H100), H100)
 
 
+SPLIT = "gpuact_sparsemax_split_"
+
+
+@pytest.mark.parametrize("tag", ["f32", "f16", "f64"])
+def test_sparsemax_fills_the_gpu(tag):
+    """Issue 21: as softmax, >= 2 blocks an SM for every (outer, L, inner) of >= 2**20 elements. A
+    long row or a small inner size, too few tiles to fill the GPU, splits L over blocks: the max
+    kernel, the search passes, the resolve (a block per tile) and the finish, on one grid of
+    (slice, tile, segment) blocks and one workspace."""
+    count = split = 0
+    for oli in _shapes():
+        plan = ks.sparsemax_plan(*oli, tag, **H100)
+        _check_limits(plan, H100)
+        outer, length, inner = oli
+        if not plan.launches[0].name.startswith(SPLIT):
+            assert len(plan.launches) == 1
+            assert _blocks(plan.launches[0]) >= 2 * H100["sm_count"], (oli, plan)
+            count += 1
+            continue
+        passes = ks.SPARSEMAX_SPLIT_PASSES
+        names = [launch.name.removesuffix(f"_{tag}") for launch in plan.launches]
+        assert names == [SPLIT + "max"] + [SPLIT + "pass"] * passes + [SPLIT + "resolve", SPLIT + "finish"]
+        args = plan.launches[0].args()
+        assert args["outer"] == outer and args["L"] == length and args["inner"] == inner
+        assert args["segs"] * args["seg_len"] >= length > (args["segs"] - 1) * args["seg_len"]
+        blocks = outer * args["tiles"] * args["segs"]
+        assert blocks >= 2 * H100["sm_count"], (oli, plan)
+        for p, launch in enumerate(plan.launches[1:-2]):
+            assert launch.args() == dict(args, pass_index=p) and _blocks(launch) == blocks
+        resolve, finish = plan.launches[-2:]
+        assert resolve.args() == finish.args() == dict(args, passes=passes)
+        assert _blocks(resolve) == outer * args["tiles"] and _blocks(finish) == blocks
+        assert plan.workspace == ks.sparsemax_workspace(outer, args["segs"], inner, tag)
+        count += 1
+        split += 1
+    assert count > 500 and split > 100
+
+
+def test_sparsemax_split_shapes():
+    """The issue's shapes: one long row, a few long rows, a long axis of two columns."""
+    expect = {(1, 10_000_000, 1): 1056, (16, 256000, 1): 1008, (1, 2**22, 2): 1024, (1, 100_000, 4): 313}
+    for oli, blocks in expect.items():
+        plan = ks.sparsemax_plan(*oli, "f32", **H100)
+        assert plan.launches[0].name == SPLIT + "max_f32" and _blocks(plan.launches[0]) == blocks, (oli, plan)
+    for oli in [(4096, 1024, 1), (1, 5000, 1), (8, 3000, 1), (1, 60000, 1)]:  # enough slices, or small
+        assert len(ks.sparsemax_plan(*oli, "f32", **H100).launches) == 1, oli
+
+
+def test_sparsemax_workspace_layout():
+    """kernels/gpuact_sparsemax.cu: C wmax[P], SupportSums<C> sums[2][P], TauSearch<C> state[2][cols]
+    (both records two C and eight bytes: static_assert there)."""
+    assert ks.sparsemax_workspace(3, 5, 7, "f32") == 105 * 4 + 2 * 105 * 16 + 2 * 21 * 16
+    assert ks.sparsemax_workspace(3, 5, 7, "f16") == ks.sparsemax_workspace(3, 5, 7, "f32")
+    assert ks.sparsemax_workspace(3, 5, 7, "f64") == 105 * 8 + 2 * 105 * 24 + 2 * 21 * 24
+
+
 def test_plans_are_memoised_and_immutable():
     ks.softmax_plan.cache_clear()
     a = ks.softmax_plan(16, 256000, 1, "f32", log=False, **H100)
@@ -150,7 +206,13 @@ def test_backward_plans_mirror_the_forward(tag):
         assert [launch.grid for launch in fwd.launches] == [launch.grid for launch in bwd.launches], oli
         assert [launch.block for launch in fwd.launches] == [launch.block for launch in bwd.launches]
         sfwd, sbwd = ks.sparsemax_plan(*oli, tag, **H100), ks.sparsemax_grad_plan(*oli, tag, **H100)
-        assert [launch.grid for launch in sfwd.launches] == [launch.grid for launch in sbwd.launches], oli
+        fgrids, bgrids = [launch.grid for launch in sfwd.launches], [launch.grid for launch in sbwd.launches]
+        if sfwd.launches[0].name.startswith(SPLIT):  # the forward's search, then the dy sums and the write
+            assert bgrids == fgrids[:-1] + fgrids[-1:] * 2, oli
+            assert sbwd.launches[-2].name == f"gpuact_sparsemax_grad_split_sums_{tag}"
+            assert sbwd.workspace == sfwd.workspace
+            continue
+        assert fgrids == bgrids, oli
 
 
 @pytest.mark.parametrize("tag", ["f32", "f16", "f64"])

@@ -590,3 +590,211 @@ def test_partly_overlapping_out_gives_the_values_of_a_copy(case):
     expected = host.copy()
     expected[out_index] = on_copy(host.copy())  # the NumPy path, every input read before any output
     assert_close(x.get(), expected, np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# gpuact's contract: operands of other libraries, ordered after the streams that produced them
+
+
+def test_an_event_is_recorded_only_on_a_stream_of_its_device():
+    with cp.cuda.Device(1):
+        s1 = cp.cuda.Stream(non_blocking=True)
+    wrapped = cp.cuda.Stream.from_external(CudaStreamProtocol(s1))  # device_id -1, as in CuPy 14
+    with pytest.raises(LaunchContractError, match="made on device 0 is recorded on stream .* of device 1"):
+        cp.cuda.Event().record(wrapped)
+    with cp.cuda.Device(1):
+        event = cp.cuda.Event()
+        event.record(wrapped)
+    cp.cuda.get_current_stream().wait_event(event)  # a stream of any device may wait for it
+    with pytest.raises(LaunchContractError, match="of device 1"):
+        with wrapped:  # device 0 is current: a launch into a device-1 stream
+            cp.multiply(_x(10), 2.0)
+
+
+class _Produced:
+    """An array of another library: only ``__cuda_array_interface__``, naming the stream that
+    produced it (as a CuPy array exports it from inside ``with stream``)."""
+
+    def __init__(self, a, stream):
+        self.owner = a  # the memory lives as long as the interface does
+        self.__cuda_array_interface__ = dict(a.__cuda_array_interface__, stream=stream.ptr)
+
+
+OPERAND_CALLS = {  # (call on x and the operands, the operands, the NumPy reference on host x)
+    "relu_grad-dy": (
+        lambda x, o, **kw: gpuact.backward.relu(o["dy"], x, **kw),
+        ("dy",),
+        lambda h, a: a["dy"] * (h > 0),
+    ),
+    "gelu-bias": (
+        lambda x, o, **kw: gpuact.gelu(x, bias=o["bias"], **kw),
+        ("bias",),
+        lambda h, a: reference.elementwise("gelu", h + a["bias"]),
+    ),
+    "softmax_grad-dy-bias": (
+        lambda x, o, **kw: gpuact.backward.softmax(o["dy"], x, bias=o["bias"], **kw),
+        ("dy", "bias"),
+        lambda h, a: gpuact.backward.softmax(a["dy"], h, bias=a["bias"]),
+    ),
+    "masked_softmax-mask": (
+        lambda x, o, **kw: Softmax()(x, mask=o["mask"], **kw),
+        ("mask",),
+        lambda h, a: _masked_softmax(h, a["mask"]),
+    ),
+    "prelu-alpha": (
+        lambda x, o, **kw: gpuact._entry.prelu(x, o["alpha"], **kw),
+        ("alpha",),
+        lambda h, a: np.maximum(h, 0) - a["alpha"] * np.maximum(-h, 0),
+    ),
+    "relu-out": (
+        lambda x, o, **kw: gpuact.relu(x, out=o["out"], **kw),
+        ("out",),
+        lambda h, a: np.maximum(h, 0),
+    ),
+    "sparsemax_grad-dy-out": (
+        lambda x, o, **kw: gpuact.backward.sparsemax(o["dy"], x, out=o["out"], **kw),
+        ("dy", "out"),
+        lambda h, a: gpuact.backward.sparsemax(a["dy"], h),
+    ),
+}
+OPERANDS = {
+    "dy": np.random.default_rng(3).normal(0, 1, (6, 40)).astype(np.float32),
+    "bias": np.linspace(-1, 1, 40, dtype=np.float32),
+    "mask": MASK,
+    "alpha": ALPHA,
+    "out": np.zeros((6, 40), np.float32),
+}
+
+
+def _waits(rec, producer, launch):
+    """The seq of each wait of ``launch`` for an event recorded on ``producer`` right before."""
+    events = rec.events
+    return [
+        b.seq
+        for a, b in zip(events, events[1:])
+        if a.kind == "event_record"
+        and a.info["stream"] == producer.ptr
+        and b.kind == "stream_wait_event"
+        and b.info["event"] == a.info["event"]
+        and b.info["stream"] == launch
+    ]
+
+
+@pytest.mark.parametrize("how", ["x's stream", "stream=__cuda_stream__"])
+@pytest.mark.parametrize("device", [0, 1])
+@pytest.mark.parametrize("call", OPERAND_CALLS)
+def test_every_operand_is_ordered_after_its_producer_stream(call, device, how):
+    """Issue 21: an operand of another library (dy, bias, mask, alpha, out: an object whose
+    ``__cuda_array_interface__`` names the stream that produced it) is read after its producer's
+    work: the launch stream waits for an event recorded on the producer stream, before any kernel
+    of the call, and the host never synchronizes. On device 1 while device 0 is current, every
+    stream and event belongs to device 1 (the stand-in fails an event recorded on another device's
+    stream, and a launch into one). The stand-in runs launches in call order, so it cannot see
+    the race itself: it checks that the waits are there."""
+    fn, names, ref = OPERAND_CALLS[call]
+    with cp.cuda.Device(device):
+        streams = {name: cp.cuda.Stream(non_blocking=True) for name in ("x", "launch", *names)}
+        x = _Produced(cp.asarray(HOST), streams["x"])
+        arrays = {name: cp.asarray(OPERANDS[name]) for name in names}
+        operands = {name: _Produced(arrays[name], streams[name]) for name in names}
+    kwargs = {"stream": CudaStreamProtocol(streams["launch"])} if how != "x's stream" else {}
+    launch = streams["launch" if kwargs else "x"].ptr
+    with recording() as rec:
+        y = fn(x, operands, **kwargs)
+    _check_all_on(rec, device, types.SimpleNamespace(ptr=launch))
+    first = min(launch_.seq for launch_ in rec.launches)
+    for name in ("x", *names):
+        if name == "x" and not kwargs:
+            continue  # x's stream is the launch stream
+        waits = _waits(rec, streams[name], launch)
+        assert waits, f"{name}: no event recorded on its producer stream and waited for on the launch stream"
+        assert min(waits) < first, f"{name}: the wait comes after a launch of the call"
+    assert not [e for e in rec.events if e.kind.endswith("synchronize")], "the host synchronized"
+    got = (arrays["out"] if "out" in names else y).get()
+    assert_close(got, ref(HOST, OPERANDS), np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# gpuact's contract: read-only loads only of data no thread writes
+
+
+INPLACE_CALLS = {  # (call on x, dy and a bias, the input that is out, the kernel that must run)
+    "relu-out=x": (lambda x, dy, b: gpuact.relu(x, out=x), "x", "gpuact_vec_relu_f32_inplace"),
+    "relu": (lambda x, dy, b: gpuact.relu(x), None, "gpuact_vec_relu_f32"),
+    "gelu-bias-out=x": (lambda x, dy, b: gpuact.gelu(x, bias=b, out=x), "x", "gpuact_vec_bias_gelu_f32_bf32_inplace"),
+    "silu_grad-out=dy": (
+        lambda x, dy, b: gpuact.backward.silu(dy, x, out=dy),
+        "dy",
+        "gpuact_vec_grad_silu_f32_inplace",
+    ),
+    "silu_grad-out=x": (lambda x, dy, b: gpuact.backward.silu(dy, x, out=x), "x", "gpuact_vec_grad_silu_f32_inplace"),
+    "silu_grad": (lambda x, dy, b: gpuact.backward.silu(dy, x), None, "gpuact_vec_grad_silu_f32"),
+    "gelu_grad-bias-out=dy": (
+        lambda x, dy, b: gpuact.backward.gelu(dy, x, bias=b, out=dy),
+        "dy",
+        "gpuact_vec_grad_bias_gelu_f32_bf32_inplace",
+    ),
+}
+
+
+@pytest.mark.parametrize("call", INPLACE_CALLS)
+def test_an_output_that_is_an_input_gets_plain_loads(call):
+    """Issue 21: the vector kernels load x and dy through the read-only path (``__ldg``,
+    ``ld.global.nc``), which PTX allows only for data no thread writes while the kernel runs; an
+    ``out`` that is x or dy takes the ``_inplace`` variant, with plain loads
+    (tests/test_cuda_compile.py checks both variants' PTX). The stand-in runs the kernels on host
+    memory, where both loads read the same: it checks which kernel ran, and the values."""
+    fn, aliased, kernel = INPLACE_CALLS[call]
+    dy_host, bias_host = OPERANDS["dy"], OPERANDS["bias"]
+    x, dy, b = cp.asarray(HOST), cp.asarray(dy_host), cp.asarray(bias_host)
+    with recording() as rec:
+        y = fn(x, dy, b)
+    names = [launch.name for launch in rec.launches if launch.kind == "raw"]
+    assert names == [kernel], names
+    if aliased is not None:
+        assert y is {"x": x, "dy": dy}[aliased]
+    expected = fn(HOST.copy(), dy_host.copy(), bias_host)  # the NumPy path
+    assert_close(y.get(), expected, np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# sparsemax over blocks: long rows and small inner sizes
+
+
+@pytest.mark.parametrize("device", [0, 1])
+@pytest.mark.parametrize("shape, axis", [((1, 70000), -1), ((2, 40000, 2), 1)], ids=["long-row", "inner-2"])
+def test_sparsemax_splits_a_long_slice_over_blocks(shape, axis, device):
+    """Issue 21: a long row, or a long axis over a small inner size, too few slices to fill the
+    GPU, runs the split (segment maxima, search passes, resolve, write) on a grid of (slice, tile,
+    segment) blocks instead of one block a slice, its workspace allocated on the call's device and
+    stream (the stand-in checks), in place too; and so does the backward."""
+    host = np.random.default_rng(8).normal(0, 2, shape).astype(np.float32)
+    expected = gpuact.sparsemax(host, axis=axis)  # the NumPy path
+    s = None
+    with cp.cuda.Device(device):
+        x = cp.asarray(host)
+        s = cp.cuda.Stream(non_blocking=True)
+    with recording() as rec:
+        y = gpuact.sparsemax(x, axis=axis, stream=s)
+    _check_all_on(rec, device, s)
+    raw = [launch for launch in rec.launches if launch.kind == "raw"]
+    names = [launch.name.removesuffix("_f32") for launch in raw]
+    split = "gpuact_sparsemax_split_"
+    passes = len(names) - 3
+    assert names == [split + "max"] + [split + "pass"] * passes + [split + "resolve", split + "finish"], names
+    assert raw[0].grid[0] > 1 and raw[-1].grid == raw[0].grid
+    assert_close(y.get(), expected, np.float32)
+    with cp.cuda.Device(device):
+        gpuact.sparsemax(x, axis=axis, out=x)
+    assert_close(x.get(), expected, np.float32)
+    # the backward: the forward's split search, the support's dy sums, the write into dy
+    dy_host = np.random.default_rng(9).normal(0, 1, shape).astype(np.float32)
+    expected = gpuact.backward.sparsemax(dy_host, host, axis=axis)
+    with cp.cuda.Device(device):
+        x, dy = cp.asarray(host), cp.asarray(dy_host)
+    with recording() as rec:
+        gpuact.backward.sparsemax(dy, x, axis=axis, out=dy, stream=s)
+    _check_all_on(rec, device, s)
+    names = [launch.name.removesuffix("_f32") for launch in rec.launches if launch.kind == "raw"]
+    assert names[-3:] == ["gpuact_sparsemax_grad_split_" + n for n in ("resolve", "sums", "finish")], names
+    assert_close(dy.get(), expected, np.float32)

@@ -7,6 +7,7 @@ runs every GPU thread as Python. Calls pass ``backend="numba"`` except in the te
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -482,6 +483,226 @@ def test_no_performance_warning_for_small_launches():
         gpuact.softmax(x, backend="numba")
 
 
+# --- operands of other libraries: ordered after the streams that produced them -----------------
+
+
+class _Produced(CudaArrayLike):
+    """A foreign array whose ``__cuda_array_interface__`` names the stream that produced it."""
+
+    def __init__(self, device_array, handle):
+        super().__init__(device_array)
+        self.handle = handle
+
+    @property
+    def __cuda_array_interface__(self):
+        desc = dict(CudaArrayLike.__cuda_array_interface__.fget(self))  # type: ignore[attr-defined]
+        desc["stream"] = self.handle
+        return desc
+
+
+_KEEP_STREAMS: list = []
+_FAKE_HANDLES = itertools.count(0x5000)
+
+
+def _producer_handle():
+    """A stream handle for an interface: a real stream's on a GPU, a number under the simulator
+    (which has no handles: the backend stands a stream object in for each)."""
+    from numba import cuda
+
+    if _backend().SIMULATOR:
+        return next(_FAKE_HANDLES)
+    stream = cuda.stream()
+    _KEEP_STREAMS.append(stream)
+    return int(stream.handle.value)
+
+
+class _EventLog:
+    """Stands in for ``numba_backend._event``: each record and wait, with the number of kernel
+    launches before it (``tests/numba_launch_checks.py``), passed on to a real event."""
+
+    def __init__(self):
+        self.entries: list = []
+
+    def __call__(self):
+        from numba import cuda
+
+        from tests import numba_launch_checks as checks
+
+        real, log = cuda.event() if _backend().SIMULATOR else cuda.event(timing=False), self.entries
+
+        class Logged:
+            def record(self, stream=0):
+                log.append(("record", stream, len(checks.LAUNCHES)))
+                real.record(stream)
+
+            def wait(self, stream=0):
+                log.append(("wait", stream, len(checks.LAUNCHES)))
+                real.wait(stream)
+
+        return Logged()
+
+
+def _operand_calls():
+    """(call on x and the operands, the operands' names) of every family that takes an operand."""
+    from gpuact.layers import Softmax
+
+    nb = {"backend": "numba"}  # an object with only an interface goes to CuPy by default
+    return {
+        "relu_grad-dy": (lambda x, o: gpuact.backward.relu(o["dy"], x, **nb), ("dy",)),
+        "gelu-bias": (lambda x, o: gpuact.gelu(x, bias=o["bias"], **nb), ("bias",)),
+        "softmax_grad-dy-bias": (
+            lambda x, o: gpuact.backward.softmax(o["dy"], x, axis=0, bias=o["bias"], **nb),
+            ("dy", "bias"),
+        ),
+        "masked_softmax-mask": (lambda x, o: Softmax(axis=-1)(x, mask=o["mask"], **nb), ("mask",)),
+        "prelu-alpha": (lambda x, o: gpuact._entry.prelu(x, o["alpha"], **nb), ("alpha",)),
+        "relu-out": (lambda x, o: gpuact.relu(x, out=o["out"], **nb), ("out",)),
+        "sparsemax_grad-dy-out": (
+            lambda x, o: gpuact.backward.sparsemax(o["dy"], x, out=o["out"], **nb),
+            ("dy", "out"),
+        ),
+    }
+
+
+@pytest.mark.parametrize("call", list(_operand_calls()))
+def test_every_operand_is_ordered_after_its_producer_stream(call, monkeypatch):
+    """Issue 21: an operand from another library (dy, bias, mask, alpha, out: an object with a
+    ``__cuda_array_interface__`` naming a stream) is read after its producer's work: the launch
+    stream (x's producer here) waits for an event recorded on that stream, before any kernel of
+    the call is launched, and the host is never synchronized. The simulator runs every launch in
+    order, so it cannot see a missing wait itself: the test checks the waits."""
+    from tests import numba_launch_checks as checks
+
+    nb = _backend()
+    log = _EventLog()
+    monkeypatch.setattr(nb, "_event", log, raising=False)
+    fn, names = _operand_calls()[call]
+    rng = np.random.default_rng(30)
+    x_host = rng.normal(0, 2, (6, 8)).astype(np.float32)
+    arrays = {
+        "dy": rng.normal(0, 1, (6, 8)).astype(np.float32),
+        "bias": rng.normal(0, 1, (8,)).astype(np.float32),
+        "mask": rng.random((6, 8)) > 0.3,
+        "alpha": np.linspace(0, 1, 8).astype(np.float32),
+        "out": np.zeros((6, 8), np.float32),
+    }
+    hx = _producer_handle()
+    handles = {name: _producer_handle() for name in names}
+    operands = {name: _Produced(dev(arrays[name]), handles[name]) for name in names}
+    mark = len(checks.LAUNCHES)
+    fn(_Produced(dev(x_host), hx), operands)
+    assert len(checks.LAUNCHES) > mark, "nothing was launched"
+    launch = nb._external_streams[hx]
+    assert all(entry.stream is launch for entry in checks.LAUNCHES[mark:])
+    for name in names:
+        producer = nb._external_streams.get(handles[name])
+        pairs = [
+            (a, b)
+            for a, b in zip(log.entries, log.entries[1:])
+            if a[:2] == ("record", producer) and b[:2] == ("wait", launch)
+        ]
+        assert pairs, f"{name}: no event recorded on its producer stream and waited for on the launch: {log.entries}"
+        assert pairs[0][1][2] == mark, f"{name}: the wait came after a launch of the call"
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: the per-stream pool (gpuact/backends/_numba/pool.py)
+
+
+def _pool_calls(x, xs, mask, dy):
+    """Every family, with a result to drop: softmax split over blocks (``split_small``), layout
+    copies (strided inputs, non-adjacent axes), masks from the host and the device, a host alpha."""
+    from gpuact.layers import PReLU, Softmax
+
+    return [
+        lambda: gpuact.relu(x),
+        lambda: gpuact.gelu(xs),
+        lambda: gpuact.gelu(x, bias=x[0]),
+        lambda: gpuact.softmax(x, axis=1),
+        lambda: gpuact.log_softmax(xs, axis=0),
+        lambda: Softmax(axis=-1)(x, mask=mask),
+        lambda: Softmax(axis=-1)(x, mask=host(mask)),
+        lambda: gpuact.softmax(x, axis=0, bias=x[:, :1]),
+        lambda: gpuact.glu(x, axis=1),
+        lambda: gpuact.sparsemax(x, axis=1),
+        lambda: PReLU(np.linspace(0, 1, x.shape[1]))(x),
+        lambda: gpuact.backward.gelu(dy, x, bias=x[0]),
+        lambda: gpuact.backward.softmax(dy, x, axis=(0, 1)),
+        lambda: gpuact.backward.sparsemax(dy, x, axis=0),
+        lambda: gpuact.backward.glu(dy[:, :20], x, axis=1),
+        lambda: gpuact.relu(x, out=dev(np.zeros(x.shape, np.float32))),  # the out made before counting
+    ]
+
+
+def test_repeated_calls_allocate_no_device_memory(split_small, monkeypatch):
+    """Issue 21: once a stream's pool holds the blocks a workload needs, calls allocate nothing
+    (``cuda.device_array`` and ``cuda.to_device`` are never called), so nothing of gpuact's goes to
+    Numba's deallocation queue, whose flush frees with ``cuMemFree`` and so synchronizes the
+    device. Results, workspaces of the split softmax, layout copies and masks all come from the
+    pool and go back to it when dropped."""
+    from numba import cuda
+
+    nb = _backend()
+    rng = np.random.default_rng(31)
+    x = dev(rng.normal(0, 2, (4, 40)).astype(np.float32))
+    xs = dev(rng.normal(0, 2, (4, 80)).astype(np.float32))[:, ::2]
+    mask = dev(rng.random((4, 40)) > 0.3)
+    dy = dev(rng.normal(0, 1, (4, 40)).astype(np.float32))
+    assert _softmax_plan((4, 40), 1).split  # the workspace path runs
+    outs = [dev(np.zeros((4, 40), np.float32)) for _ in range(4)]
+    calls = _pool_calls(x, xs, mask, dy)
+    calls[-1] = lambda: gpuact.relu(x, out=outs.pop())
+    for call in calls[:-1]:  # warm the pool
+        call()
+    allocations = []
+
+    def counted(name, allocate):
+        def allocation(*args, **kwargs):
+            allocations.append((name, args[:1]))
+            return allocate(*args, **kwargs)
+
+        return allocation
+
+    monkeypatch.setattr(cuda, "device_array", counted("device_array", cuda.device_array))
+    monkeypatch.setattr(cuda, "to_device", counted("to_device", cuda.to_device))
+    pool = getattr(nb, "_pool", None)
+    before = pool and pool.POOL.allocations
+    for _ in range(3):
+        for call in calls:
+            call()  # the result dropped at once
+    assert not allocations, f"{len(allocations)} allocations, the first: {allocations[:3]}"
+    assert (pool and pool.POOL.allocations) == before
+
+
+def test_the_pool_reuses_a_block_only_on_its_stream_and_once_free():
+    from numba import cuda
+
+    nb = _backend()
+    pool = nb._pool.Pool()
+    s1, s2 = cuda.stream(), cuda.stream()
+    a = pool.empty((100,), np.float32, s1)
+    view = a[10:20]
+    del a
+    b = pool.empty((100,), np.float32, s1)  # a's block still has a live view
+    assert pool.allocations == 2
+    del b
+    c = pool.empty((90,), np.float32, s2)  # another stream: never b's block
+    assert pool.allocations == 3
+    d = pool.empty((90,), np.float32, s1)  # b's block (same size class), ordered after b's work
+    assert pool.allocations == 3
+    assert d.stream is s1 and c.stream is s2 and tuple(d.shape) == (90,)
+    del view, c, d
+    e = pool.empty((0, 3), np.float64, s1)
+    assert e.size == 0 and pool.allocations == 3
+    assert pool.empty((), np.float16, 0).shape == ()
+    streams = len(pool._streams)
+    del s2
+    import gc
+
+    gc.collect()
+    assert len(pool._streams) < streams  # the stream gone, its free blocks go too
+
+
 # ---------------------------------------------------------------------------------------------
 # N-D kernels: merged axes and the odometer walk (every rank, strides of every sign)
 
@@ -685,6 +906,68 @@ def test_softmax_split_with_masks(split_small):
     for axis, xx, mm in ((1, x, mask), (0, x.T.copy(), mask.T.copy())):
         expected = ref_backend.softmax(xx, (axis,), None, np.float32, log=False, mask=mm)
         assert_close(host(Softmax(axis=axis)(dev(xx), mask=mm, backend="numba")), expected, np.float32)
+
+
+SPARSEMAX_SPLIT_CASES = [((2, 40), 1), ((40, 2), 0), ((2, 30, 3), 1), ((1, 64), -1)]
+
+
+@pytest.mark.parametrize("passes", [1, 8])
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape,axis", SPARSEMAX_SPLIT_CASES, ids=[f"{s}-{a}" for s, a in SPARSEMAX_SPLIT_CASES])
+def test_sparsemax_split_across_blocks(shape, axis, dtype, passes, split_small, monkeypatch):
+    """Issue 21: a long slice (here: any, with ``split_small``) is split over blocks as softmax's:
+    the segments' maxima, ``passes`` search steps a launch each, the rest of the search a block
+    per tile (passes=1 leaves it most of it), the segments written; special slices and in place."""
+    from gpuact.backends._numba import plan as P
+
+    monkeypatch.setattr(P, "SPARSEMAX_SPLIT_PASSES", passes)
+    nb = _backend()
+    axis %= len(shape)
+    outer, length, inner = nb._rows_layout(shape, (axis,))
+    plan, _ = P.sparsemax_plan(
+        outer, length, inner, nb._sms(), 4, block=nb._reduction_block(), max_grid=nb._reduction_max_grid(), split=True
+    )
+    assert plan.split, plan
+    rng = np.random.default_rng(26)
+    slices = rng.normal(0, 2, (math.prod(shape) // length, length))
+    slices[0, :] = -np.inf  # all -inf: NaN
+    if slices.shape[0] > 1:
+        slices[1, ::3] = -np.inf  # -inf among finite values: 0
+    if slices.shape[0] > 3:
+        slices[2, -5] = np.nan  # NaN in the last segment
+        slices[3] = np.round(slices[3])  # ties
+    rest = tuple(d for i, d in enumerate(shape) if i != axis)
+    x = np.ascontiguousarray(np.moveaxis(slices.reshape(rest + (length,)), -1, axis)).astype(dtype)
+    expected = ref_backend.sparsemax(x, axis, None, np.dtype(dtype))
+    assert_close(host(gpuact._entry.sparsemax(dev(x), axis, backend="numba")), expected, dtype)
+    d = dev(x)  # in place
+    gpuact._entry.sparsemax(d, axis, out=d, backend="numba")
+    assert_close(host(d), expected, dtype)
+
+
+@pytest.mark.parametrize("passes", [1, 8])
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape,axis", SPARSEMAX_SPLIT_CASES, ids=[f"{s}-{a}" for s, a in SPARSEMAX_SPLIT_CASES])
+def test_sparsemax_backward_split_across_blocks(shape, axis, dtype, passes, split_small, monkeypatch):
+    """The backward where the forward splits: the forward's split search, the support's sums of dy
+    per segment, then dx; into dy and into x too."""
+    from gpuact.backends._numba import plan as P
+
+    monkeypatch.setattr(P, "SPARSEMAX_SPLIT_PASSES", passes)
+    axis %= len(shape)
+    rng = np.random.default_rng(27)
+    x = rng.normal(0, 2, shape)
+    x[(0,) * (len(shape) - 1)] = -np.inf  # a slice (or part of one) of -inf
+    x = x.astype(dtype)
+    dy = rng.normal(0, 1, shape).astype(dtype)
+    expected = ref_backend.sparsemax_grad(dy, x, axis, None, np.dtype(dtype))
+    got = gpuact._entry.sparsemax_grad(dev(dy), dev(x), axis, backend="numba")
+    assert_close(host(got), expected, dtype)
+    for into in ("dy", "x"):
+        d_dy, d_x = dev(dy), dev(x)
+        out = d_dy if into == "dy" else d_x
+        gpuact._entry.sparsemax_grad(d_dy, d_x, axis, out=out, backend="numba")
+        assert_close(host(out), expected, dtype)
 
 
 def test_softmax_sums_are_compensated(monkeypatch):

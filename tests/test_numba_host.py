@@ -130,6 +130,39 @@ def test_sparsemax_plan_caches_slices_that_fit():
         P.check_limits(P.sparsemax_plan(*s, H100_SMS, 4)[0])
 
 
+@pytest.mark.parametrize("sms", SM_COUNTS)
+def test_sparsemax_split_plan_gives_every_sm_two_blocks_for_large_inputs(sms):
+    """Issue 21: the forward splits a long slice over blocks exactly where softmax does (the same
+    tiles, segments and grid), so every input of >= 2**20 elements gets two blocks an SM; without
+    ``split`` (the backward) the plan is a block per tile, as before."""
+    problems = []
+    for outer, length, inner in SHAPES:
+        plan, cached = P.sparsemax_plan(outer, length, inner, sms, 4, split=True)
+        P.check_limits(plan)
+        softmax = P.softmax_plan(outer, length, inner, sms)
+        if softmax.split:
+            assert plan == softmax and not cached
+            floats, ints = K.sparsemax_split_sizes(outer * inner, plan.segments)
+            assert floats == outer * inner * (3 * plan.segments + 4) and ints == outer * inner * (2 * plan.segments + 8)
+        else:
+            assert plan == P.sparsemax_plan(outer, length, inner, sms, 4)[0]
+        if plan.grid < P.MIN_BLOCKS_PER_SM * sms:
+            problems.append(((outer, length, inner), plan))
+        assert not P.sparsemax_plan(outer, length, inner, sms, 4)[0].split
+    assert not problems, f"{len(problems)} shapes get fewer than {P.MIN_BLOCKS_PER_SM} blocks per SM: {problems[:5]}"
+
+
+def test_sparsemax_split_plan_of_the_named_shapes():
+    """One long row on an H100 (132 SMs): 528 blocks of 256 threads, not one; small or many slices
+    stay one kernel."""
+    plan, _ = P.sparsemax_plan(1, 10_000_000, 1, H100_SMS, 4, split=True)
+    assert plan.split and plan[:6] == (1, 256, 1, 528, 18940, 528)
+    plan, _ = P.sparsemax_plan(1, 100_000, 4, H100_SMS, 4, split=True)  # below 2**20: 32 elements a thread
+    assert plan.split and plan.grid == 49 and plan.block == (4, 64)
+    for shape in [(1, 1000, 1), (8, 3000, 1), (4096, 1024, 1), (3, 7, 5)]:
+        assert not P.sparsemax_plan(*shape, H100_SMS, 4, split=True)[0].split
+
+
 # ---------------------------------------------------------------------------------------------
 # the softmax bias: its addressing from (column, element)
 
@@ -203,6 +236,7 @@ def test_contiguous_strides():
 # N-D kernels: merged axes and the odometer
 
 nb = pytest.importorskip("gpuact.backends.numba_backend", reason="numba is not installed", exc_type=ImportError)
+K = pytest.importorskip("gpuact.backends._numba.kernels", reason="numba is not installed", exc_type=ImportError)
 
 
 def _strides(a):
@@ -371,3 +405,121 @@ def test_launch_configuration_does_not_warn_but_user_launches_still_do():
     category = nb._PERFORMANCE_WARNINGS[0]
     with pytest.warns(category, match="Grid size 2"):
         kern[2, 32, 0]  # the user's own small grid still warns
+
+
+# ---------------------------------------------------------------------------------------------
+# two GPUs: streams and events made on the input's device
+
+
+class _TwoGPUs:
+    """A stand-in for ``numba.cuda`` on two devices, as the driver sees them: a context current
+    per thread (``gpus[i]`` makes device i's current), ``as_cuda_array`` wrapping a pointer in the
+    current context (numba-cuda's from_cuda_array_interface does), ``external_stream`` wrapping a
+    handle that belongs to the device that made it, ``event`` made in the current context, and
+    ``cuEventRecord`` failing for an event and a stream of different devices."""
+
+    def __init__(self):
+        self.current = 0
+        self.handle_device = {0x100: 0, 0x101: 1, 0x102: 1, 0x103: 1}  # stream handle -> its device
+        self.pointer_device = {0x7000: 1, 0x8000: 1}  # data pointer -> its device
+        self.log: list = []
+        gpus = self
+
+        class Context:
+            def __init__(self, device):
+                self.device = types.SimpleNamespace(id=device)
+
+        class Array:
+            def __init__(self, desc):
+                self.gpu_data = types.SimpleNamespace(context=Context(gpus.current))
+                self.shape, self.stream = tuple(desc["shape"]), 0
+                self.dtype = np.dtype(desc["typestr"])
+
+        class Stream:
+            def __init__(self, handle):
+                self.handle, self.device = handle, gpus.handle_device[handle]
+
+        class Event:
+            def __init__(self):
+                self.device = gpus.current
+
+            def record(self, stream):
+                gpus.log.append(("record", stream.handle, self.device))
+                if stream.device != self.device:
+                    raise RuntimeError("CUDA_ERROR_INVALID_HANDLE: an event recorded on another device's stream")
+
+            def wait(self, stream):
+                gpus.log.append(("wait", getattr(stream, "handle", stream), self.device))
+
+        class Device:
+            def __init__(self, index):
+                self.index = index
+
+            def __enter__(self):
+                self.previous, gpus.current = gpus.current, self.index
+
+            def __exit__(self, *exc):
+                gpus.current = self.previous
+
+        self.Array, self.Stream, self.Event, self.gpus = Array, Stream, Event, [Device(0), Device(1)]
+
+    def get_current_device(self):
+        return types.SimpleNamespace(id=self.current)
+
+    def as_cuda_array(self, view, sync=True):
+        return self.Array(view.__cuda_array_interface__)
+
+    def external_stream(self, handle):
+        return self.Stream(handle)
+
+    def event(self, timing=True):
+        return self.Event()
+
+
+class _Foreign:
+    def __init__(self, pointer, stream):
+        self.__cuda_array_interface__ = {
+            "shape": (4,),
+            "typestr": "<f4",
+            "data": (pointer, False),
+            "version": 3,
+            "stream": stream,
+        }
+
+
+class _ProtocolStream:
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __cuda_stream__(self):
+        return (0, self.handle)
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="the simulator has one device")
+@pytest.mark.parametrize("stream", [None, 0x103], ids=["x's stream", "stream=__cuda_stream__"])
+def test_streams_and_events_are_made_on_the_input_device(monkeypatch, stream):
+    """Issue 21: with x on device 1 while device 0 is current, the Numba path wraps x's producer
+    stream (and ``stream=``) and makes its events with device 1 current, before ``scope()``: an
+    event made on device 0 and recorded on a device-1 stream fails (CUDA_ERROR_INVALID_HANDLE),
+    and a foreign x wrapped in device 0's context would run its launches on device 0."""
+    from collections import OrderedDict
+
+    gpus = _TwoGPUs()
+    monkeypatch.setattr(nb, "cuda", gpus)
+    monkeypatch.setattr(nb, "_external_streams", OrderedDict())
+    monkeypatch.setattr(nb, "_pointer_device", lambda ptr: gpus.pointer_device.get(ptr), raising=False)
+    if hasattr(nb, "_call"):
+        monkeypatch.setattr(nb._call, "events", {}, raising=False)  # no event of a real device
+    x, dy = _Foreign(0x7000, 0x101), _Foreign(0x8000, 0x102)
+    xa, launch, foreign = nb.accept(x, None if stream is None else _ProtocolStream(stream))
+    assert foreign is x and nb._device_id(xa) == 1 and gpus.current == 0
+    dya = nb.accept_operand(dy, xa, True, "dy")  # before the call's scope, as gpuact._core does
+    assert nb._device_id(dya) == 1 and gpus.current == 0
+    with nb.scope(xa, launch):
+        assert gpus.current == 1
+    launch_handle = launch.handle
+    assert launch_handle == (0x101 if stream is None else stream)
+    waited = {h for kind, h, _ in gpus.log if kind == "record"}
+    assert waited == ({0x102} if stream is None else {0x101, 0x102}), gpus.log
+    assert all(device == 1 for _, _, device in gpus.log), gpus.log
+    assert [h for kind, h, _ in gpus.log if kind == "wait"] == [launch_handle] * len(waited)

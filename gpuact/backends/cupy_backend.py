@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 
 import cupy  # only imported once a CuPy array arrives or backend="cupy" is forced
 import numpy as np
@@ -64,8 +65,9 @@ def accept(x, stream):
     foreign array whose interface names its stream that stream, else None: CuPy's current stream.
     A foreign array is wrapped zero-copy and without the host synchronization CuPy would do on an
     interface's stream; when the launch runs on another stream, that stream waits for the producer's
-    (an event), so the input is complete before it is read. Host data (``backend="cupy"``) is
-    copied to the current device on the launch stream.
+    (an event), so the input is complete before it is read. The operands of the same call (dy,
+    bias, mask, alpha, out) get the same treatment (``_ordered``). Host data (``backend="cupy"``)
+    is copied to the current device on the launch stream.
     """
     foreign = producer = None
     if isinstance(x, cupy.ndarray):
@@ -78,22 +80,32 @@ def accept(x, stream):
     else:
         xa = None
     device = xa.device.id if xa is not None else cupy.cuda.runtime.getDevice()
-    if stream is not None:
-        launch = _as_stream(stream, device)
-    elif _interop.torch_tensor_module(x) is not None:
-        torch = _interop.torch_tensor_module(x)
-        launch = _external(torch.cuda.current_stream(x.device))
-    elif producer is not None:
-        launch = _external(_interop.StreamProtocol(producer))
-    else:
-        launch = None
-    if producer is not None and (launch is None or launch.ptr != producer):
-        with cupy.cuda.Device(device):
-            _wait_for(producer, launch)
-    if xa is None:
-        with cupy.cuda.Device(device), _current(launch):
-            xa = cupy.asarray(x)
+    ordered: set = set()
+    # Streams wrapped and events made with x's device current: an event belongs to the device
+    # current when it is created, and recording it on another device's stream fails.
+    with cupy.cuda.Device(device):
+        if stream is not None:
+            launch = _as_stream(stream, device)
+        elif _interop.torch_tensor_module(x) is not None:
+            torch = _interop.torch_tensor_module(x)
+            launch = _external(torch.cuda.current_stream(x.device))
+        elif producer is not None:
+            launch = _external(_interop.StreamProtocol(producer))
+        else:
+            launch = None
+        if producer is not None:
+            _wait_for(producer, launch, ordered)
+        if xa is None:
+            with _current(launch):
+                xa = cupy.asarray(x)
+    _call.state = (xa, launch, ordered)
     return xa, launch, foreign
+
+
+# The call this thread is in: (x as accepted, its launch stream, the producer streams already
+# waited for). The operands are taken in after x, dy before the call's scope is entered, so the
+# launch stream is looked up here rather than taken from the current stream.
+_call = threading.local()
 
 
 def _external(obj):
@@ -118,11 +130,44 @@ def _as_stream(stream, device: int):
     return stream
 
 
-def _wait_for(producer: int, launch):
-    """Order work on ``launch`` (None: the current stream) after what is queued on ``producer``."""
+def _same_stream(a: int, b: int) -> bool:
+    # 0 (CuPy's null stream) is the legacy default stream, which an interface exports as 1
+    return (a or 1) == (b or 1)
+
+
+def _wait_for(producer: int, launch, ordered: set | None = None):
+    """Order work on ``launch`` (None: the current stream) after what is queued on ``producer``:
+    an event, no host synchronization. Called with the launch's device current; ``ordered``
+    holds the producers this call has waited for already."""
+    target = launch if launch is not None else cupy.cuda.get_current_stream()
+    if _same_stream(producer, target.ptr):
+        return
+    key = (cupy.cuda.runtime.getDevice(), producer, target.ptr)
+    if ordered is not None:
+        if key in ordered:
+            return
+        ordered.add(key)
     event = cupy.cuda.Event(block=False, disable_timing=True, interprocess=False)
     event.record(_external(_interop.StreamProtocol(producer)))
-    (launch if launch is not None else cupy.cuda.get_current_stream()).wait_event(event)
+    target.wait_event(event)
+
+
+def _ordered(a, x=None):
+    """A foreign CUDA array operand (dy, bias, mask, alpha, out) as a cupy array, zero-copy, with
+    the call's launch stream ordered after the stream its interface names (as for x, ``accept``).
+    ``x``: the call's accepted input when the call's scope may not be entered yet (dy); without
+    it, the current device and stream are the call's."""
+    view, producer = _interop.split_stream(a)
+    a = cupy.asarray(view)
+    if producer is not None:
+        state = getattr(_call, "state", None)
+        launch, ordered = None, None
+        if state is not None and (x is None or state[0] is x):
+            launch, ordered = state[1], state[2]
+        device = x.device.id if x is not None else cupy.cuda.runtime.getDevice()
+        with cupy.cuda.Device(device):
+            _wait_for(producer, launch, ordered)
+    return a
 
 
 def _current(stream):
@@ -142,7 +187,8 @@ def accept_out(out, x, foreign: bool):
                 f"({type(x).__module__}.{type(x).__name__}); got {type(out).__name__}"
             )
         _interop.refuse_grad_tensor(out)
-        out = cupy.asarray(_interop.split_stream(out)[0])
+        # the producer's pending reads and writes of out come before this call writes it
+        out = _ordered(out, x)
     if out.device.id != x.device.id:
         raise ValueError(f"out is on device {out.device.id}; the input is on device {x.device.id}")
     return out
@@ -158,7 +204,7 @@ def accept_operand(a, x, foreign: bool, name: str):
                 f"got {type(a).__module__}.{type(a).__name__}"
             )
         _interop.refuse_grad_tensor(a)
-        a = cupy.asarray(_interop.split_stream(a)[0])
+        a = _ordered(a, x)
     if a.device.id != x.device.id:
         raise ValueError(f"{name} is on device {a.device.id}; x is on device {x.device.id}")
     return a
@@ -200,9 +246,10 @@ def as_param_array(alpha, shape, dtype, stream=None):
 
 
 def _on_this_device(a, name: str):
-    """A device array argument as a cupy array, refused when it lives on another device."""
+    """A device array argument as a cupy array (a foreign one ordered after its producer stream),
+    refused when it lives on another device. Called inside the call's scope."""
     if not isinstance(a, cupy.ndarray):
-        a = cupy.asarray(_interop.split_stream(a)[0])
+        a = _ordered(a)
     device = cupy.cuda.runtime.getDevice()
     if a.device.id != device:
         raise ValueError(f"{name} is on device {a.device.id}; the input is on device {device}")
@@ -247,11 +294,14 @@ def _sm_count() -> int:
     return count
 
 
-def _vec_kernel(op: str, tag: str):
-    key = (op, tag, _device_id())
+def _vec_kernel(op: str, tag: str, inplace: bool = False):
+    """The vector kernel of ``op``; ``inplace``: its variant without read-only loads, for y is x."""
+    key = (op, tag, _device_id()) + (("inplace",) if inplace else ())
     kernel = _vec_kernels.get(key)
     if kernel is None:
-        kernel = cupy.RawKernel(ks.vec_source(op, tag), ks.vec_kernel_name(op, tag), options=_NVRTC_OPTIONS)
+        kernel = cupy.RawKernel(
+            ks.vec_source(op, tag, inplace), ks.vec_kernel_name(op, tag, inplace), options=_NVRTC_OPTIONS
+        )
         _vec_kernels[key] = kernel
     return kernel
 
@@ -273,12 +323,12 @@ def _ew_kernel(op: str, compute: np.dtype, kind: str | None = None):
     return kernel
 
 
-def _vec_training_kernel(kind: str, op: str, tag: str, btag: str | None):
-    key = (kind, op, tag, btag, _device_id())
+def _vec_training_kernel(kind: str, op: str, tag: str, btag: str | None, inplace: bool = False):
+    key = (kind, op, tag, btag, _device_id(), inplace)
     kernel = _vec_kernels.get(key)
     if kernel is None:
-        name = ks.vec_training_name(kind, op, tag, btag)
-        kernel = cupy.RawKernel(ks.vec_training_source(kind, op, tag, btag), name, options=_NVRTC_OPTIONS)
+        name = ks.vec_training_name(kind, op, tag, btag, inplace)
+        kernel = cupy.RawKernel(ks.vec_training_source(kind, op, tag, btag, inplace), name, options=_NVRTC_OPTIONS)
         _vec_kernels[key] = kernel
     return kernel
 
@@ -312,6 +362,12 @@ def _same_layout_contiguous(x, y) -> bool:
 
 def _ptr(a) -> int:
     return a.data.ptr
+
+
+def _writes_an_input(out, *inputs) -> bool:
+    """Whether the vector kernels' output is one of their inputs: the core hands a backend an
+    ``out`` that is an input's very view or shares no memory with it, so the start decides."""
+    return any(_ptr(out) == _ptr(a) for a in inputs)
 
 
 def _aligned(*arrays) -> bool:
@@ -386,7 +442,8 @@ def elementwise(op, x, params, out, dtype, stream=None, bias=None):
         if bias is None:
             if x.dtype == dtype and _same_layout_contiguous(x, y) and _aligned(x, y):
                 launch = ks.vec_launch(n, tag, _sm_count())
-                _vec_kernel(op, tag)((launch.blocks,), (ks.EW_THREADS,), (x, y, *launch.ints, *p))
+                kernel = _vec_kernel(op, tag, _writes_an_input(y, x))
+                kernel((launch.blocks,), (ks.EW_THREADS,), (x, y, *launch.ints, *p))
             else:
                 # any strides, in-place or not; int/bool inputs are cast in the kernel
                 _ew_kernel(op, compute)(x, *p, y)
@@ -401,7 +458,8 @@ def elementwise(op, x, params, out, dtype, stream=None, bias=None):
         ):
             b, btag, units = trailing
             launch = ks.vec_launch(n, tag, _sm_count(), units)
-            _vec_training_kernel("bias", op, tag, btag)((launch.blocks,), (ks.EW_THREADS,), (x, b, y, *launch.ints, *p))
+            kernel = _vec_training_kernel("bias", op, tag, btag, _writes_an_input(y, x))
+            kernel((launch.blocks,), (ks.EW_THREADS,), (x, b, y, *launch.ints, *p))
         else:
             _ew_kernel(op, compute, "bias")(x, bias, *p, y)
         return y
@@ -424,9 +482,8 @@ def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
         if bias is None:
             if same and _same_layout_contiguous(x, dx) and _same_layout_contiguous(dy, dx):
                 launch = ks.vec_launch(n, tag, _sm_count())
-                _vec_training_kernel("grad", op, tag, None)(
-                    (launch.blocks,), (ks.EW_THREADS,), (dy, x, dx, *launch.ints, *p)
-                )
+                kernel = _vec_training_kernel("grad", op, tag, None, _writes_an_input(dx, dy, x))
+                kernel((launch.blocks,), (ks.EW_THREADS,), (dy, x, dx, *launch.ints, *p))
             else:
                 _ew_kernel(op, compute, "grad")(dy, x, *p, dx)
             return dx
@@ -434,9 +491,8 @@ def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
         if trailing is not None and same and x.flags.c_contiguous and dy.flags.c_contiguous and dx.flags.c_contiguous:
             b, btag, units = trailing
             launch = ks.vec_launch(n, tag, _sm_count(), units)
-            _vec_training_kernel("grad_bias", op, tag, btag)(
-                (launch.blocks,), (ks.EW_THREADS,), (dy, x, b, dx, *launch.ints, *p)
-            )
+            kernel = _vec_training_kernel("grad_bias", op, tag, btag, _writes_an_input(dx, dy, x))
+            kernel((launch.blocks,), (ks.EW_THREADS,), (dy, x, b, dx, *launch.ints, *p))
         else:
             _ew_kernel(op, compute, "grad_bias")(dy, x, bias, *p, dx)
         return dx

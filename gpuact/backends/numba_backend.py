@@ -8,7 +8,7 @@ cached. Parameters are kernel arguments: a new value never recompiles.
 
 Arrays: Numba device arrays are used as they are; any other object with
 ``__cuda_array_interface__`` (CuPy, PyTorch, ...) zero-copy through ``numba.cuda.as_cuda_array``;
-host arrays are copied with ``numba.cuda.to_device``. Work runs on ``stream`` (default: the
+host arrays are copied to the device. Work runs on ``stream`` (default: the
 default stream); nothing synchronises the host.
 
 Training: ``bias=`` on the elementwise ops and softmax is added inside the kernels (never as a
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import warnings
 import weakref
 from collections import OrderedDict
@@ -35,6 +36,7 @@ from numba import cuda
 from gpuact.backends import _interop
 from gpuact.backends._numba import kernels as K
 from gpuact.backends._numba import plan as P
+from gpuact.backends._numba import pool as _pool
 from gpuact.backends._numba.scalar import SIMULATOR, host_params
 
 if SIMULATOR:
@@ -92,13 +94,36 @@ class _HostInterface:
 
 
 def _wrap(x):
-    """A zero-copy device array for a CUDA array (its interface's stream dropped: see ``accept``)."""
+    """A zero-copy device array for a CUDA array (its interface's stream dropped: see ``accept``),
+    made in the context of the device that holds its memory (``as_cuda_array`` takes the current
+    one, which for another device's memory would give the array the wrong device)."""
     if owns(x):
         return x
     view, _ = _interop.split_stream(x)
     if SIMULATOR:
         return _DeviceArray(np.asarray(_HostInterface(view, view.__cuda_array_interface__)))
-    return cuda.as_cuda_array(view, sync=False)
+    with _device_scope(_pointer_device(view.__cuda_array_interface__["data"][0])):
+        return cuda.as_cuda_array(view, sync=False)
+
+
+def _pointer_device(ptr: int) -> int | None:
+    """The device whose memory ``ptr`` is (None: unknown, or a null pointer)."""
+    if SIMULATOR or not ptr:
+        return None
+    try:
+        from numba.cuda.cudadrv import driver as drv
+
+        attribute = drv.binding.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+        return int(drv.driver.cuPointerGetAttribute(attribute, drv.binding.CUdeviceptr(ptr)))
+    except Exception:  # pragma: no cover - other numba-cuda bindings: the current device stands
+        return None
+
+
+def _device_scope(device: int | None):
+    """``device`` current (Numba works in the current context), or nothing to do."""
+    if SIMULATOR or device is None or device == cuda.get_current_device().id:
+        return contextlib.nullcontext()
+    return cuda.gpus[device]
 
 
 def accept(x, stream):
@@ -109,10 +134,11 @@ def accept(x, stream):
     own ``stream`` (Numba's rule for operations on an array), or the stream a foreign array's
     ``__cuda_array_interface__`` names; else the default stream. Foreign arrays are wrapped
     zero-copy without synchronizing the host (``as_cuda_array(sync=False)``): when the launch runs
-    on another stream than the producer's, it waits for it through an event instead. Host data
+    on another stream than the producer's, it waits for it through an event instead; the call's
+    other operands (dy, bias, mask, alpha, out) likewise (``_ordered``). Host data
     (``backend="numba"``) is copied to the device on the launch stream.
     """
-    foreign = producer = None
+    foreign = producer = handle = None
     if owns(x):
         xa = x
         producer = x.stream or None
@@ -123,26 +149,87 @@ def accept(x, stream):
         foreign = x
         xa = _wrap(x)
         handle = _interop.split_stream(x)[1]
-        producer = None if handle is None else _external_stream(handle)
     else:
         xa = None
-    if stream is not None:
-        launch = _as_stream(stream)
-    elif _interop.torch_tensor_module(x) is not None:
-        torch = _interop.torch_tensor_module(x)
-        launch = _external_stream(torch.cuda.current_stream(x.device).cuda_stream)
-    else:
-        launch = producer or 0
-    if producer is not None and launch is not producer:
-        event = cuda.event(timing=False)
-        event.record(producer)
-        event.wait(launch)
-    if xa is None:
-        host = np.asarray(x)
-        if host.dtype == object:
-            raise TypeError("gpuact activations take real numbers; got an array of dtype object")
-        xa = cuda.to_device(_c_order(host), stream=launch)
+    ordered: set = set()
+    # A stream wrapped from a handle, and an event, belong to the context current when they are
+    # made (cuda.external_stream, cuda.event): make them on x's device, before scope() does.
+    with _device_scope(None if xa is None else _device_id(xa)):
+        if handle is not None:
+            producer = _external_stream(handle)
+        if stream is not None:
+            launch = _as_stream(stream)
+        elif _interop.torch_tensor_module(x) is not None:
+            torch = _interop.torch_tensor_module(x)
+            launch = _external_stream(torch.cuda.current_stream(x.device).cuda_stream)
+        else:
+            launch = producer or 0
+        if producer is not None:
+            _wait(producer, launch, ordered)
+        if xa is None:
+            host = np.asarray(x)
+            if host.dtype == object:
+                raise TypeError("gpuact activations take real numbers; got an array of dtype object")
+            xa = _pool.to_device(_c_order(host), launch)
+    _call.state = (xa, launch, ordered)
     return xa, launch, foreign
+
+
+# The call this thread is in: (x as accepted, its launch stream, the producers already waited
+# for). dy is taken in before the call's scope is entered, and Numba has no current stream.
+_call = threading.local()
+
+
+def _event():
+    """This thread's event on the current device, reused by every wait: a wait takes the event's
+    last record at the time it is queued, and a per-call event would add its destruction to
+    Numba's deallocation queue, whose flush may free memory and so synchronize the device."""
+    events = getattr(_call, "events", None)
+    if events is None:
+        events = _call.events = {}
+    device = 0 if SIMULATOR else cuda.get_current_device().id
+    event = events.get(device)
+    if event is None:
+        # (the simulator's event takes no arguments)
+        event = events[device] = cuda.event() if SIMULATOR else cuda.event(timing=False)
+    return event
+
+
+def _wait(producer, launch, ordered: set | None = None) -> None:
+    """``launch`` ordered after the work queued on ``producer`` (Numba streams, 0 the default
+    stream): an event, no host synchronization. Called with the launch's device current."""
+    if producer is launch or not producer:
+        return
+    key = (id(producer), id(launch))
+    if ordered is not None:
+        if key in ordered:
+            return
+        ordered.add(key)
+    event = _event()
+    event.record(producer)
+    event.wait(launch)
+
+
+def _ordered(a, x=None):
+    """An array operand beside x (dy, bias, mask, alpha, out) as a Numba device array, with the
+    call's launch stream ordered after the stream that produced it: the one its
+    ``__cuda_array_interface__`` names (a foreign array), or a Numba array's own stream (as for x,
+    ``accept``). ``x``: the call's accepted input, for an operand taken in before the call's scope
+    (dy); without it the call's device is current."""
+    handle = None
+    if owns(a):
+        array = a
+    else:
+        handle = _interop.split_stream(a)[1]
+        array = _wrap(a)
+    state = getattr(_call, "state", None)
+    if state is None or (x is not None and state[0] is not x):
+        return array
+    with _device_scope(None if x is None else _device_id(x)):
+        producer = (a.stream or None) if owns(a) else None if handle is None else _external_stream(handle)
+        if producer is not None:
+            _wait(producer, state[1], state[2])
+    return array
 
 
 # Numba wrappers of foreign streams, by handle: the same stream gets the same object (so launch
@@ -182,10 +269,7 @@ def scope(x, stream):
     """The device holding ``x`` current for the call (Numba launches in the current context)."""
     if SIMULATOR:
         return contextlib.nullcontext()
-    device = _device_id(x)
-    if device == cuda.get_current_device().id:
-        return contextlib.nullcontext()
-    return cuda.gpus[device]
+    return _device_scope(_device_id(x))
 
 
 def accept_out(out, x, foreign: bool):
@@ -196,7 +280,8 @@ def accept_out(out, x, foreign: bool):
                 f"({type(x).__module__}.{type(x).__name__}); got {type(out).__name__}"
             )
         _interop.refuse_grad_tensor(out)
-        out = _wrap(out)
+    # the producer's pending reads and writes of out come before this call writes it
+    out = _ordered(out, x)
     if _device_id(out) != _device_id(x):
         raise ValueError(f"out is on device {_device_id(out)}; the input is on device {_device_id(x)}")
     return out
@@ -204,7 +289,8 @@ def accept_out(out, x, foreign: bool):
 
 def accept_operand(a, x, foreign: bool, name: str):
     """An array argument beside x (dy, bias): a Numba device array (or, for a foreign x, any CUDA
-    array) on x's device; host data is refused (it is not of x's kind)."""
+    array) on x's device, ordered after the stream that produced it; host data is refused (it is
+    not of x's kind)."""
     if not owns(a):
         if not (foreign and _has_cai(a)):
             raise TypeError(
@@ -212,7 +298,7 @@ def accept_operand(a, x, foreign: bool, name: str):
                 f"got {type(a).__module__}.{type(a).__name__}"
             )
         _interop.refuse_grad_tensor(a)
-        a = _wrap(a)
+    a = _ordered(a, x)
     if _device_id(a) != _device_id(x):
         raise ValueError(f"{name} is on device {_device_id(a)}; x is on device {_device_id(x)}")
     return a
@@ -242,7 +328,7 @@ def as_mask(mask, shape, stream):
     ``stream``."""
     shape = tuple(shape)
     if owns(mask) or _has_cai(mask):
-        m = _on_this_device(_wrap(mask), "mask")
+        m = _on_this_device(_ordered(mask), "mask")
         view = _broadcast_view(m, shape)
         result = _empty(shape, np.uint8, stream)
         if result.size:
@@ -251,17 +337,17 @@ def as_mask(mask, shape, stream):
     host = np.asarray(mask)
     if host.dtype != np.bool_:
         host = host > 0.5
-    return cuda.to_device(np.ascontiguousarray(np.broadcast_to(host, shape)).view(np.uint8), stream=stream)
+    return _pool.to_device(np.ascontiguousarray(np.broadcast_to(host, shape)).view(np.uint8), stream)
 
 
 def as_param_array(alpha, shape, dtype, stream):
     """``alpha`` broadcast against ``shape`` (a zero-stride device view), in the compute dtype."""
     shape = tuple(shape)
     if owns(alpha) or _has_cai(alpha):
-        return _broadcast_view(_on_this_device(_wrap(alpha), "alpha"), shape)
+        return _broadcast_view(_on_this_device(_ordered(alpha), "alpha"), shape)
     host = np.asarray(alpha, dtype=K.compute_type(dtype))
     np.broadcast_shapes(host.shape, shape)  # ValueError now when they do not broadcast
-    return _broadcast_view(cuda.to_device(_c_order(host), stream=stream), shape)
+    return _broadcast_view(_pool.to_device(_c_order(host), stream), shape)
 
 
 def _c_order(host):
@@ -464,7 +550,9 @@ def _stream(stream):
 
 
 def _empty(shape, dtype, stream):
-    return cuda.device_array(tuple(shape), np.dtype(dtype), stream=stream)
+    """A C-contiguous array on the current device for work on ``stream``, from the per-stream
+    pool (``_numba/pool.py``): no allocation, and so no deferred free, once the pool is warm."""
+    return _pool.empty(shape, dtype, stream)
 
 
 def _contiguous(a):
@@ -893,8 +981,20 @@ def sparsemax(x, axis, out, dtype, stream=None):
     ft = K.compute_type(dtype)
     xd = np.dtype(x.dtype)
     plan, cached = P.sparsemax_plan(
-        outer, length, inner, _sms(), np.dtype(ft).itemsize, block=_reduction_block(), max_grid=_reduction_max_grid()
+        outer,
+        length,
+        inner,
+        _sms(),
+        np.dtype(ft).itemsize,
+        block=_reduction_block(),
+        max_grid=_reduction_max_grid(),
+        split=True,
     )
+    if plan.split:
+        _sparsemax_split(_flat(xin), _flat(result), plan, outer * inner, length, inner, xd, dtype, stream)
+        if not direct:
+            _copy(result, y, stream)
+        return y
     kern = _kernel(
         ("sparsemax", xd, dtype, cached),
         lambda: K.sparsemax_tile(ft, cached),
@@ -906,6 +1006,58 @@ def sparsemax(x, axis, out, dtype, stream=None):
     if not direct:
         _copy(result, y, stream)
     return y
+
+
+def _sparsemax_split(xf, rf, plan, cols, length, inner, xd, dtype, stream, dyf=None):
+    """sparsemax over a (tile, segment) grid (``kernels.sparsemax_split_*``): the segments' maxima,
+    ``P.SPARSEMAX_SPLIT_PASSES`` steps of the search, the rest of it a block per tile, the write;
+    with ``dyf`` the backward (rf: dx), the support's sums of dy per segment before the write."""
+    ft = K.compute_type(dtype)
+    segs = plan.segments
+    nf, ni = K.sparsemax_split_sizes(cols, segs)
+    wf, wi = _empty((nf,), ft, stream), _empty((ni,), np.int64, stream)
+    sizes = (np.int64(cols), np.int64(length), np.int64(inner), np.int64(segs), np.int64(plan.seg_len))
+    first = _kernel(
+        ("sparsemax_split_max", xd, ft),
+        lambda: K.sparsemax_split_max(ft),
+        lambda: K.sparsemax_split_max_signature(xd, ft),
+    )
+    _launch(first, 0, stream, threads=plan.block, blocks=plan.grid)(xf, wf, *sizes)
+    step = _kernel(
+        ("sparsemax_split_pass", xd, ft),
+        lambda: K.sparsemax_split_pass(ft),
+        lambda: K.sparsemax_split_pass_signature(xd, ft),
+    )
+    passes = P.SPARSEMAX_SPLIT_PASSES
+    for p in range(passes):
+        _launch(step, 0, stream, threads=plan.block, blocks=plan.grid)(xf, wf, wi, *sizes, np.int64(p))
+    resolve = _kernel(
+        ("sparsemax_split_resolve", xd, ft),
+        lambda: K.sparsemax_split_resolve(ft),
+        lambda: K.sparsemax_split_resolve_signature(xd, ft),
+    )
+    _launch(resolve, 0, stream, threads=plan.block, blocks=plan.tiles)(xf, wf, wi, *sizes, np.int64(passes))
+    if dyf is not None:
+        dyd = np.dtype(dyf.dtype)
+        sums = _kernel(
+            ("sparsemax_split_grad_sums", dyd, xd, ft),
+            lambda: K.sparsemax_split_grad_sums(ft),
+            lambda: K.sparsemax_split_grad_sums_signature(dyd, xd, ft),
+        )
+        _launch(sums, 0, stream, threads=plan.block, blocks=plan.grid)(dyf, xf, wf, wi, *sizes, np.int64(passes))
+        grad = _kernel(
+            ("sparsemax_split_grad_finish", dyd, xd, dtype),
+            lambda: K.sparsemax_split_grad_finish(ft),
+            lambda: K.sparsemax_split_grad_finish_signature(dyd, xd, dtype),
+        )
+        _launch(grad, 0, stream, threads=plan.block, blocks=plan.grid)(dyf, xf, rf, wf, wi, *sizes, np.int64(passes))
+        return
+    finish = _kernel(
+        ("sparsemax_split_finish", xd, dtype),
+        lambda: K.sparsemax_split_finish(ft),
+        lambda: K.sparsemax_split_finish_signature(xd, dtype),
+    )
+    _launch(finish, 0, stream, threads=plan.block, blocks=plan.grid)(xf, rf, wf, wi, *sizes, np.int64(passes))
 
 
 def sparsemax_grad(dy, x, axis, out, dtype, stream=None):
@@ -926,8 +1078,20 @@ def sparsemax_grad(dy, x, axis, out, dtype, stream=None):
     ft = K.compute_type(dtype)
     dyd, xd = np.dtype(dy.dtype), np.dtype(x.dtype)
     plan, cached = P.sparsemax_plan(
-        outer, length, inner, _sms(), np.dtype(ft).itemsize, block=_reduction_block(), max_grid=_reduction_max_grid()
+        outer,
+        length,
+        inner,
+        _sms(),
+        np.dtype(ft).itemsize,
+        block=_reduction_block(),
+        max_grid=_reduction_max_grid(),
+        split=True,
     )
+    if plan.split:
+        _sparsemax_split(_flat(xin), _flat(result), plan, outer * inner, length, inner, xd, dtype, stream, _flat(dyin))
+        if not direct:
+            _copy(result, dx, stream)
+        return dx
     kern = _kernel(
         ("sparsemax_grad", dyd, xd, dtype, cached),
         lambda: K.sparsemax_grad_tile(ft, cached),

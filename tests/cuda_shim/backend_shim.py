@@ -78,11 +78,17 @@ def patch(monkeypatch, build_dir: Path):
     monkeypatch.setattr(
         cb, "_fused_kernel", lambda name: ShimKernel(fused_shim.library(build_dir, fused_shim.group_of(name)), name)
     )
-    monkeypatch.setattr(cb, "_vec_kernel", lambda op, tag: vec_shim.kernel(build_dir, ks.vec_kernel_name(op, tag), tag))
+    monkeypatch.setattr(
+        cb,
+        "_vec_kernel",
+        lambda op, tag, inplace=False: vec_shim.kernel(build_dir, ks.vec_kernel_name(op, tag, inplace), tag),
+    )
     monkeypatch.setattr(
         cb,
         "_vec_training_kernel",
-        lambda kind, op, tag, btag: vec_shim.kernel(build_dir, ks.vec_training_name(kind, op, tag, btag), tag),
+        lambda kind, op, tag, btag, inplace=False: vec_shim.kernel(
+            build_dir, ks.vec_training_name(kind, op, tag, btag, inplace), tag
+        ),
     )
     ShimKernel.launches = []
     vec_shim.VecKernel.launches = []

@@ -22,11 +22,13 @@ MAX_POINTERS, MAX_INTS, MAX_FLOATS = 4, 4, 4
 def kernels(tag: str) -> dict[str, tuple]:
     """Every contiguous kernel of ``tag`` data: name -> (code, params)."""
     out = {}
-    for op in ELEMENTWISE_OPS:
-        out[ks.vec_kernel_name(op, tag)] = (ks.vec_kernel_code(op, tag), ks.vec_kernel_params(tag))
-    for kind, op, btag in ks.vec_training_variants(tag):
-        name = ks.vec_training_name(kind, op, tag, btag)
-        out[name] = (ks.vec_training_code(kind, op, tag, btag), ks.vec_training_params(kind, tag, btag))
+    for inplace in (False, True):
+        for op in ELEMENTWISE_OPS:
+            name = ks.vec_kernel_name(op, tag, inplace)
+            out[name] = (ks.vec_kernel_code(op, tag, inplace), ks.vec_kernel_params(tag))
+        for kind, op, btag in ks.vec_training_variants(tag):
+            name = ks.vec_training_name(kind, op, tag, btag, inplace)
+            out[name] = (ks.vec_training_code(kind, op, tag, btag, inplace), ks.vec_training_params(kind, tag, btag))
     return out
 
 

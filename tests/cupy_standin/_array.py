@@ -426,6 +426,12 @@ def check_launch(kind, name, arrays, *, stream=None, check_devices=True, grid=()
     skey = launch_stream(stream)
     token, site = _state.caller()
     where = f" (from {site})" if site else ""
+    stream_device = _state.stream_device(get_current_stream() if stream is None else stream)
+    if stream_device is not None and stream_device != device:
+        raise LaunchContractError(
+            f"{kind} {name}{where}: launched on device {device} into stream {skey:#x} of device {stream_device} "
+            "(cudaErrorInvalidResourceHandle)"
+        )
     for i, a in enumerate(arrays):
         alloc = a._alloc
         if check_devices and alloc.device != device:

@@ -201,7 +201,7 @@ class _BaseStream:
         return event
 
     def wait_event(self, event):
-        log_event("stream_wait_event", stream=stream_key(self.ptr), event=event.ptr)
+        log_event("stream_wait_event", stream=stream_key(self.ptr), event=event.ptr, device=stream_device(self))
 
     def add_callback(self, callback, arg):
         callback(self, 0, arg)
@@ -226,6 +226,7 @@ class Stream(_BaseStream):
         else:
             super().__init__(next(_ptrs), get_device_id())
             self.non_blocking = bool(non_blocking)
+            STREAM_DEVICES[self.ptr] = self.device_id
         self._foreign_stream_ref = None
 
     @classmethod
@@ -266,18 +267,45 @@ class ExternalStream(_BaseStream):
         super().__init__(ptr, device_id)
 
 
+# The device of every stream handle the stand-in made: a stream wrapped from its handle alone
+# (``Stream.from_external``: device_id -1, as in CuPy 14) still belongs to the device it was made
+# on, as a real handle does.
+STREAM_DEVICES: dict[int, int] = {}
+
+
+def stream_device(stream) -> int | None:
+    """The device a stream's work runs on: its own, a known handle's, the current device for the
+    default streams (0, 1, 2: each device has its own); None for a handle the stand-in never made."""
+    if stream.device_id >= 0:
+        return stream.device_id
+    if stream.ptr in (0, LEGACY_STREAM, PER_THREAD_STREAM):
+        return get_device_id()
+    return STREAM_DEVICES.get(stream.ptr)
+
+
 def get_current_stream(device_id: int = -1):
     loc = local()
     return loc.current_stream[loc.device if device_id == -1 else device_id]
 
 
 class Event:
+    """``cupy.cuda.Event``: made on the current device (``cudaEventCreate``), and recorded only on a
+    stream of that device (``cudaEventRecord`` fails with cudaErrorInvalidResourceHandle otherwise);
+    any device's stream may wait for it."""
+
     def __init__(self, block=False, disable_timing=False, interprocess=False):
         self.ptr = next(_ptrs)
+        self.device = get_device_id()
 
     def record(self, stream=None):
         stream = get_current_stream() if stream is None else stream
-        log_event("event_record", stream=stream_key(stream.ptr), event=self.ptr)
+        device = stream_device(stream)
+        if device is not None and device != self.device:
+            raise LaunchContractError(
+                f"an event made on device {self.device} is recorded on stream {stream.ptr:#x} of device {device}: "
+                "cudaEventRecord fails (cudaErrorInvalidResourceHandle); make the event with that device current"
+            )
+        log_event("event_record", stream=stream_key(stream.ptr), event=self.ptr, device=self.device)
 
     def synchronize(self):
         log_event("event_synchronize", event=self.ptr)

@@ -23,6 +23,10 @@ as Numba arrays:
                           second kernel merges the column's partials and writes its segment.
 * ``sparsemax_tile``      a block per tile: the slice max, then tau by Michelot's fixed point
                           (safeguarded by bisection), each step one block reduction.
+* ``sparsemax_split_*``   the split for long L, as softmax's: the segments' maxima, the search's
+                          steps one launch each (the partial sums per segment in a workspace),
+                          the rest of the search a block per tile, the segments written; for
+                          the backward, the support's sums of dy per segment, then dx.
 
 Training (``gpuact.backward`` and ``bias=``):
 
@@ -1249,6 +1253,384 @@ def sparsemax_grad_tile_signature(dy_dtype, in_dtype, out_dtype):
 
 
 # ---------------------------------------------------------------------------------------------
+# sparsemax split over blocks (long rows, small inner sizes): the search's steps one launch each
+#
+# Block b of a (tile, segment) grid (b = tile * segs + segment, as softmax_partials). Workspaces:
+# ``wf`` (the compute type) = [max: cols * segs | sums: 2 x cols * segs | (tm, hi): 2 x cols x 2]
+# and ``wi`` (int64) = [counts: 2 x cols * segs | (lo_count, bisect, nstep, done): 2 x cols x 4],
+# column c's segment j at c * segs + j. Pass p reads the state and sums of pass p - 1 (buffer
+# (p - 1) % 2) and writes its own (p % 2): no launch both reads and writes one buffer. Every block
+# of a column merges the partials in the same order, so they step the search alike.
+
+
+def sparsemax_split_sizes(cols, segs):
+    """(floats, ints) of the split's two workspaces."""
+    return cols * segs * 3 + cols * 4, cols * segs * 2 + cols * 8
+
+
+def _sparsemax_split_parts(ft, michelot_steps):
+    key = ("sparsemax_split_parts", ft, michelot_steps)
+    if key in _parts_cache:
+        return _parts_cache[key]
+    fns = device_functions(ft)
+    fmax, neumaier = fns["_fmax"], fns["_neumaier"]
+    half, one = ft(0.5), ft(1)
+    max_steps = SPARSEMAX_MAX_STEPS
+    block_max, block_sum_count, _ = _reductions(ft)
+    dev = cuda.jit(device=True)
+
+    @dev
+    def probe(tm, hi, bisect):
+        return (tm + hi) * half if bisect else tm
+
+    @dev
+    def step(tm, hi, lo_count, bisect, nstep, done, t, s, cnt):
+        """One step of _sparsemax_search's loop, from the (sum, count) of {z > t} (t = probe(...))."""
+        if not done:
+            lower = s - ft(cnt) * t >= one
+            if cnt == lo_count or (not lower and not bisect):
+                done = True
+            elif lower:
+                lo_count = cnt
+                tm = fmax(tm, (s - one) / ft(cnt))
+            else:
+                hi = t
+            nstep += 1
+            bisect = nstep > michelot_steps and not bisect
+            if nstep >= max_steps:
+                done = True
+        return tm, hi, lo_count, bisect, nstep, done
+
+    @dev
+    def sums(x, base, inner, k0, k1, ty, TY, mx, t):
+        """This thread's compensated (sum, count) of the z = x - mx above t over rows k0..k1."""
+        s, comp, cnt = ft(0), ft(0), np.int64(0)
+        k = k0 + ty
+        idx = base + k * inner
+        stride = TY * inner
+        while k < k1:
+            z = ft(x[idx]) - mx
+            if z > t:
+                s, comp = neumaier(s, comp, z)
+                cnt += 1
+            k += TY
+            idx += stride
+        return s + comp, cnt
+
+    @dev
+    def column_max(wf, c, segs, live, tx, ty, TX, TY, shs):
+        mx = ft(-math.inf)
+        if live:
+            j = ty
+            while j < segs:
+                mx = fmax(mx, wf[c * segs + j])
+                j += TY
+        return block_max(shs, tx, ty, TX, TY, mx)
+
+    @dev
+    def column_state(wf, wi, c, cols, segs, p, live, finite, tx, ty, TX, TY, shs, shk):
+        """The column's search before pass p's probe: pass p - 1's state stepped with its sums."""
+        tm, hi = -one, ft(0)
+        lo_count, bisect, nstep, done = np.int64(-1), False, np.int64(0), not (live and finite)
+        s, cnt = ft(0), np.int64(0)
+        if p > 0:
+            b = (p - 1) % 2
+            if live:
+                f0 = cols * segs * 3 + (b * cols + c) * 2
+                i0 = cols * segs * 2 + (b * cols + c) * 4
+                tm, hi = wf[f0], wf[f0 + 1]
+                lo_count, bisect, nstep, done = wi[i0], wi[i0 + 1] != 0, wi[i0 + 2], wi[i0 + 3] != 0
+                if not done:
+                    j = ty
+                    while j < segs:
+                        s += wf[cols * segs * (1 + b) + c * segs + j]
+                        cnt += wi[cols * segs * b + c * segs + j]
+                        j += TY
+            s, cnt = block_sum_count(shs, shk, tx, ty, TX, TY, s, cnt)
+            t = probe(tm, hi, bisect)
+            tm, hi, lo_count, bisect, nstep, done = step(tm, hi, lo_count, bisect, nstep, done, t, s, cnt)
+        return tm, hi, lo_count, bisect, nstep, done
+
+    @dev
+    def store_state(wf, wi, c, cols, segs, b, tm, hi, lo_count, bisect, nstep, done):
+        f0 = cols * segs * 3 + (b * cols + c) * 2
+        i0 = cols * segs * 2 + (b * cols + c) * 4
+        wf[f0] = tm
+        wf[f0 + 1] = hi
+        wi[i0] = lo_count
+        wi[i0 + 1] = 1 if bisect else 0
+        wi[i0 + 2] = nstep
+        wi[i0 + 3] = 1 if done else 0
+
+    out = _parts_cache[key] = (probe, step, sums, column_max, column_state, store_state)
+    return out
+
+
+def _split_block(segs):
+    """(tile, segment) of this block."""
+    blk = np.int64(cuda.blockIdx.x)
+    tile = blk // segs
+    return tile, blk - tile * segs
+
+
+_split_block = cuda.jit(device=True)(_split_block)
+
+
+def _split_suffix(michelot_steps):
+    return "" if michelot_steps == SPARSEMAX_MICHELOT_STEPS else f"_m{michelot_steps}"
+
+
+def sparsemax_split_max(ft):
+    """Split sparsemax, first kernel: block (tile, segment) writes each column's max over the segment."""
+    block_max = _reductions(ft)[0]
+    fmax = device_functions(ft)["_fmax"]
+    nb = BLOCK
+
+    def kernel(x, wf, cols, L, inner, segs, seg_len):
+        shs = cuda.shared.array(nb, ft)
+        tx, ty, TX, TY = tile_thread(inner)
+        tile, seg = _split_block(segs)
+        k0 = seg * seg_len
+        k1 = min(L, k0 + seg_len)
+        c = tile * TX + tx
+        live = c < cols
+        base = column_base(c, L, inner)
+        mx = ft(-math.inf)
+        if live:
+            k = k0 + ty
+            idx = base + k * inner
+            while k < k1:
+                mx = fmax(mx, ft(x[idx]))
+                k += TY
+                idx += TY * inner
+        mx = block_max(shs, tx, ty, TX, TY, mx)
+        if live and ty == 0:
+            wf[c * segs + seg] = mx
+
+    kernel.__name__ = "gpuact_sparsemax_split_max"
+    return kernel
+
+
+def sparsemax_split_max_signature(in_dtype, ft):
+    return signature((in_dtype, 1, "C"), (ft, 1, "C"), np.int64, np.int64, np.int64, np.int64, np.int64)
+
+
+def sparsemax_split_pass(ft, michelot_steps=SPARSEMAX_MICHELOT_STEPS):
+    """Split sparsemax, a pass: the column's max and state (pass p - 1's, stepped with its merged
+    sums); segment 0's block stores the state; then, unless the tile's columns are all done, each
+    block's (sum, count) above the new probe over its segment."""
+    probe, _, sums, column_max, column_state, store_state = _sparsemax_split_parts(ft, michelot_steps)
+    block_sum_count = _reductions(ft)[1]
+    nb = BLOCK
+
+    def kernel(x, wf, wi, cols, L, inner, segs, seg_len, p):
+        shs = cuda.shared.array(nb, ft)
+        shk = cuda.shared.array(nb, np.int64)
+        tx, ty, TX, TY = tile_thread(inner)
+        tile, seg = _split_block(segs)
+        c = tile * TX + tx
+        live = c < cols
+        mx = column_max(wf, c, segs, live, tx, ty, TX, TY, shs)
+        finite = mx - mx == ft(0)
+        tm, hi, lo_count, bisect, nstep, done = column_state(
+            wf, wi, c, cols, segs, p, live, finite, tx, ty, TX, TY, shs, shk
+        )
+        b = p % 2
+        if live and seg == 0 and ty == 0:
+            store_state(wf, wi, c, cols, segs, b, tm, hi, lo_count, bisect, nstep, done)
+        if cuda.syncthreads_or(0 if done else 1) == 0:
+            return  # every column of the tile is done: nothing to read
+        s, cnt = ft(0), np.int64(0)
+        if not done:
+            k0 = seg * seg_len
+            s, cnt = sums(
+                x, column_base(c, L, inner), inner, k0, min(L, k0 + seg_len), ty, TY, mx, probe(tm, hi, bisect)
+            )
+        s, cnt = block_sum_count(shs, shk, tx, ty, TX, TY, s, cnt)
+        if not done and ty == 0:
+            wf[cols * segs * (1 + b) + c * segs + seg] = s
+            wi[cols * segs * b + c * segs + seg] = cnt
+
+    kernel.__name__ = "gpuact_sparsemax_split_pass" + _split_suffix(michelot_steps)
+    return kernel
+
+
+def sparsemax_split_pass_signature(in_dtype, ft):
+    return signature((in_dtype, 1, "C"), (ft, 1, "C"), (np.int64, 1, "C"), *([np.int64] * 6))
+
+
+def sparsemax_split_resolve(ft, michelot_steps=SPARSEMAX_MICHELOT_STEPS):
+    """Split sparsemax, a block per tile: the last pass's sums merged and one more step; where the
+    search is still not done, it goes on over the whole column here, before any block writes (in
+    place, the segments' writes would change what it reads). tm goes to the state of buffer
+    ``passes % 2``."""
+    probe, step, sums, column_max, column_state, store_state = _sparsemax_split_parts(ft, michelot_steps)
+    block_sum_count = _reductions(ft)[1]
+    nb = BLOCK
+
+    def kernel(x, wf, wi, cols, L, inner, segs, seg_len, passes):
+        shs = cuda.shared.array(nb, ft)
+        shk = cuda.shared.array(nb, np.int64)
+        tx, ty, TX, TY = tile_thread(inner)
+        c = np.int64(cuda.blockIdx.x) * TX + tx
+        live = c < cols
+        mx = column_max(wf, c, segs, live, tx, ty, TX, TY, shs)
+        finite = mx - mx == ft(0)
+        tm, hi, lo_count, bisect, nstep, done = column_state(
+            wf, wi, c, cols, segs, passes, live, finite, tx, ty, TX, TY, shs, shk
+        )
+        base = column_base(c, L, inner)
+        while cuda.syncthreads_and(1 if done else 0) == 0:  # until every column is done
+            t = probe(tm, hi, bisect)
+            s, cnt = ft(0), np.int64(0)
+            if not done:
+                s, cnt = sums(x, base, inner, np.int64(0), L, ty, TY, mx, t)
+            s, cnt = block_sum_count(shs, shk, tx, ty, TX, TY, s, cnt)
+            tm, hi, lo_count, bisect, nstep, done = step(tm, hi, lo_count, bisect, nstep, done, t, s, cnt)
+        if live and ty == 0:
+            store_state(wf, wi, c, cols, segs, passes % 2, tm, hi, lo_count, bisect, nstep, True)
+
+    kernel.__name__ = "gpuact_sparsemax_split_resolve" + _split_suffix(michelot_steps)
+    return kernel
+
+
+sparsemax_split_resolve_signature = sparsemax_split_pass_signature
+
+
+def sparsemax_split_finish(ft):
+    """Split sparsemax, last kernel: block (tile, segment) writes its segment with the column's tau."""
+    column_max = _sparsemax_split_parts(ft, SPARSEMAX_MICHELOT_STEPS)[3]
+    zero, nan = ft(0), ft(math.nan)
+    fmax = device_functions(ft)["_fmax"]
+    nb = BLOCK
+
+    def kernel(x, y, wf, wi, cols, L, inner, segs, seg_len, passes):
+        shs = cuda.shared.array(nb, ft)
+        tx, ty, TX, TY = tile_thread(inner)
+        tile, seg = _split_block(segs)
+        c = tile * TX + tx
+        live = c < cols
+        mx = column_max(wf, c, segs, live, tx, ty, TX, TY, shs)
+        if live:
+            finite = mx - mx == zero
+            tm = wf[cols * segs * 3 + ((passes % 2) * cols + c) * 2]
+            k = seg * seg_len + ty
+            k1 = min(L, seg * seg_len + seg_len)
+            idx = column_base(c, L, inner) + k * inner
+            while k < k1:
+                store(y, idx, fmax(ft(x[idx]) - mx - tm, zero) if finite else nan)
+                k += TY
+                idx += TY * inner
+
+    kernel.__name__ = "gpuact_sparsemax_split_finish"
+    return kernel
+
+
+def sparsemax_split_finish_signature(in_dtype, out_dtype):
+    ft = compute_type(out_dtype)
+    return signature((in_dtype, 1, "C"), (out_dtype, 1, "C"), (ft, 1, "C"), (np.int64, 1, "C"), *([np.int64] * 6))
+
+
+def sparsemax_split_grad_sums(ft):
+    """Split sparsemax backward, after the forward's search (max, passes, resolve): block (tile,
+    segment) writes the (compensated sum of dy, count) over the support in its segment to the sums
+    buffer ``passes % 2`` (the resolve read the other one)."""
+    column_max = _sparsemax_split_parts(ft, SPARSEMAX_MICHELOT_STEPS)[3]
+    block_sum_count = _reductions(ft)[1]
+    neumaier = device_functions(ft)["_neumaier"]
+    zero = ft(0)
+    nb = BLOCK
+
+    def kernel(dy, x, wf, wi, cols, L, inner, segs, seg_len, passes):
+        shs = cuda.shared.array(nb, ft)
+        shk = cuda.shared.array(nb, np.int64)
+        tx, ty, TX, TY = tile_thread(inner)
+        tile, seg = _split_block(segs)
+        c = tile * TX + tx
+        live = c < cols
+        mx = column_max(wf, c, segs, live, tx, ty, TX, TY, shs)
+        b = passes % 2
+        s, comp, cnt = zero, zero, np.int64(0)
+        if live and mx - mx == zero:
+            tm = wf[cols * segs * 3 + (b * cols + c) * 2]
+            k = seg * seg_len + ty
+            k1 = min(L, seg * seg_len + seg_len)
+            idx = column_base(c, L, inner) + k * inner
+            while k < k1:
+                if ft(x[idx]) - mx > tm:
+                    s, comp = neumaier(s, comp, ft(dy[idx]))
+                    cnt += 1
+                k += TY
+                idx += TY * inner
+        s, cnt = block_sum_count(shs, shk, tx, ty, TX, TY, s + comp, cnt)
+        if live and ty == 0:
+            wf[cols * segs * (1 + b) + c * segs + seg] = s
+            wi[cols * segs * b + c * segs + seg] = cnt
+
+    kernel.__name__ = "gpuact_sparsemax_split_grad_sums"
+    return kernel
+
+
+def sparsemax_split_grad_sums_signature(dy_dtype, in_dtype, ft):
+    return signature((dy_dtype, 1, "C"), (in_dtype, 1, "C"), (ft, 1, "C"), (np.int64, 1, "C"), *([np.int64] * 6))
+
+
+def sparsemax_split_grad_finish(ft):
+    """Split sparsemax backward, last kernel: block (tile, segment) merges the column's sums of dy
+    and writes its segment: dx = dy - mean on the support, 0 off it, NaN where the forward is."""
+    column_max = _sparsemax_split_parts(ft, SPARSEMAX_MICHELOT_STEPS)[3]
+    block_sum_count = _reductions(ft)[1]
+    zero, nan = ft(0), ft(math.nan)
+    nb = BLOCK
+
+    def kernel(dy, x, dx, wf, wi, cols, L, inner, segs, seg_len, passes):
+        shs = cuda.shared.array(nb, ft)
+        shk = cuda.shared.array(nb, np.int64)
+        tx, ty, TX, TY = tile_thread(inner)
+        tile, seg = _split_block(segs)
+        c = tile * TX + tx
+        live = c < cols
+        mx = column_max(wf, c, segs, live, tx, ty, TX, TY, shs)
+        b = passes % 2
+        s, cnt = zero, np.int64(0)
+        if live:
+            j = ty
+            while j < segs:
+                s += wf[cols * segs * (1 + b) + c * segs + j]
+                cnt += wi[cols * segs * b + c * segs + j]
+                j += TY
+        s, cnt = block_sum_count(shs, shk, tx, ty, TX, TY, s, cnt)
+        if live:
+            finite = mx - mx == zero
+            tm = wf[cols * segs * 3 + (b * cols + c) * 2]
+            mean = s / ft(max(cnt, 1))  # the max is always in the support: cnt >= 1 when finite
+            k = seg * seg_len + ty
+            k1 = min(L, seg * seg_len + seg_len)
+            idx = column_base(c, L, inner) + k * inner
+            while k < k1:
+                inside = ft(x[idx]) - mx > tm
+                r = ft(dy[idx]) - mean if inside else zero
+                store(dx, idx, r if finite else nan)
+                k += TY
+                idx += TY * inner
+
+    kernel.__name__ = "gpuact_sparsemax_split_grad_finish"
+    return kernel
+
+
+def sparsemax_split_grad_finish_signature(dy_dtype, in_dtype, out_dtype):
+    ft = compute_type(out_dtype)
+    return signature(
+        (dy_dtype, 1, "C"),
+        (in_dtype, 1, "C"),
+        (out_dtype, 1, "C"),
+        (ft, 1, "C"),
+        (np.int64, 1, "C"),
+        *([np.int64] * 6),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # the catalogue (for the PTX test)
 
 
@@ -1355,6 +1737,22 @@ def catalogue(dtype, ndims=(1, 3)):
                             softmax_partials_signature(dtype, ft, bd),
                         )
                     )
+    out += [
+        ("sparsemax_split_max", sparsemax_split_max(ft), sparsemax_split_max_signature(dtype, ft)),
+        ("sparsemax_split_pass", sparsemax_split_pass(ft), sparsemax_split_pass_signature(dtype, ft)),
+        ("sparsemax_split_resolve", sparsemax_split_resolve(ft), sparsemax_split_resolve_signature(dtype, ft)),
+        ("sparsemax_split_finish", sparsemax_split_finish(ft), sparsemax_split_finish_signature(dtype, dtype)),
+        (
+            "sparsemax_split_grad_sums",
+            sparsemax_split_grad_sums(ft),
+            sparsemax_split_grad_sums_signature(dtype, dtype, ft),
+        ),
+        (
+            "sparsemax_split_grad_finish",
+            sparsemax_split_grad_finish(ft),
+            sparsemax_split_grad_finish_signature(dtype, dtype, dtype),
+        ),
+    ]
     for cached in (False, True):
         suffix = "_cached" if cached else ""
         out.append((f"sparsemax_tile{suffix}", sparsemax_tile(ft, cached), sparsemax_tile_signature(dtype, dtype)))

@@ -15,7 +15,8 @@ When the tiles alone cannot give every SM ``MIN_BLOCKS_PER_SM`` blocks (a long 1
 tile; softmax along axis 0 of an ``(N, 2)`` array is one tile), softmax splits ``L`` into
 segments: block ``(tile, segment)`` of a first kernel writes the segment's partial (max, sum of
 exp) per column to a small workspace, and the same blocks of a second kernel merge a column's
-partials and write their segment.
+partials and write their segment. sparsemax splits the same shapes the same way, its search one
+launch a step (``SPARSEMAX_SPLIT_PASSES``).
 
 The softmax kernels read a bias in its own compact layout (``softmax_bias_layout``): a column's
 offset from a few digits of its index, plus one stride along ``L``.
@@ -117,11 +118,29 @@ def softmax_plan(
     return TilePlan(tx, ty, tiles, segments, seg_len, tiles * segments, _block_dims(tx, ty, inner))
 
 
+# The passes of sparsemax's split search, each one launch (kernels.sparsemax_split_pass); the
+# resolve kernel ends what they leave (see SPARSEMAX_MICHELOT_STEPS: 2-12 steps on real data).
+SPARSEMAX_SPLIT_PASSES = 8
+
+
 def sparsemax_plan(
-    outer: int, length: int, inner: int, sm_count: int, itemsize: int, block: int = BLOCK, max_grid: int | None = None
+    outer: int,
+    length: int,
+    inner: int,
+    sm_count: int,
+    itemsize: int,
+    block: int = BLOCK,
+    max_grid: int | None = None,
+    split: bool = False,
 ) -> tuple[TilePlan, bool]:
-    """(plan, cached): a block per tile, the slice held in shared memory when ``cached``."""
+    """(plan, cached): a block per tile, the slice held in shared memory when ``cached``; with
+    ``split`` (the forward), L split into segments over blocks where softmax's plan splits it (too
+    few tiles to give every SM ``MIN_BLOCKS_PER_SM`` blocks), never cached."""
     outer, length, inner, sm_count = int(outer), int(length), int(inner), max(1, int(sm_count))
+    if split:
+        plan = softmax_plan(outer, length, inner, sm_count, block, max_grid)
+        if plan.split:
+            return plan, False
     tx, ty = tile_shape(length, inner, block)
     tiles = -(-(outer * inner) // tx)
     cap = max_grid if max_grid is not None else TILE_BLOCKS_PER_SM * sm_count
