@@ -37,7 +37,7 @@ def run(request: Request):
         if dy is None:
             raise TypeError(f"dy must be an array (the gradient of the forward's result); got {dy!r}")
         dy = backend.accept_operand(dy, x, foreign, "dy")
-        dtype = np.dtype(np.promote_types(checks.result_dtype(dy.dtype), dtype))
+        dtype = checks.grad_dtype(dy.dtype, x.dtype)
     axis = None if family.axis is None else family.axis(request.axis, x.ndim)
     shape = family.result_shape(x.shape, request.axis)
     if dy is not None:

@@ -236,10 +236,7 @@ def _dy(dy, x, chunks=None, shape=None, of="x"):
 
 
 def _dtype(x, dy=None):
-    dtype = checks.result_dtype(x.dtype)
-    if dy is not None:
-        dtype = np.promote_types(checks.result_dtype(dy.dtype), dtype)
-    return np.dtype(dtype)
+    return checks.result_dtype(x.dtype) if dy is None else checks.grad_dtype(dy.dtype, x.dtype)
 
 
 # ---- elementwise -------------------------------------------------------------------------------
