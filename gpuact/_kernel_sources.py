@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpuact._contract.ops import ELEMENTWISE_OPS
+from gpuact._contract.ops import DERIVATIVE_OPS, ELEMENTWISE_OPS
 
 MATH_HEADER = "gpuact_math.cuh"
 HALF_HEADER = "gpuact_half.cuh"
@@ -153,18 +153,20 @@ def vec_kernel_code(op: str, tag: str, inplace: bool = False) -> str:
     s, c = STORAGE_CTYPE[tag], COMPUTE_CTYPE[tag]
     name = vec_kernel_name(op, tag, inplace)
     # The in-place variant without __launch_bounds__: with it ptxas (sm_90) holds float64 sigmoid
-    # to 64 registers and spills 32 bytes; without it every op takes <= 76 and none spills.
+    # to 64 registers and spills 32 bytes; without it every op takes <= 76 and none spills. The
+    # derivative ops' forwards (first derivatives) neither: with it float64 d_gelu spills 156 bytes.
     return _vec_wrapper(
         name,
         vec_kernel_params(tag),
         _op_functor(op, c, f"{name}_op"),
         f"    ga::vec_apply<{s}, {_nc(inplace)}>(x, y, n, op);\n",
-        launch_bounds=not inplace,
+        launch_bounds=not inplace and op not in DERIVATIVE_OPS,
     )
 
 
 def vec_headers() -> str:
-    return read(MATH_HEADER) + read(HALF_HEADER) + read(ELEMENTWISE_HEADER)
+    # the derivatives too: the forward of a derivative op d_<op> is grad_<op>
+    return read(MATH_HEADER) + read(GRAD_HEADER) + read(HALF_HEADER) + read(ELEMENTWISE_HEADER)
 
 
 def vec_source(op: str, tag: str, inplace: bool = False) -> str:
@@ -239,7 +241,7 @@ def vec_training_code(kind: str, op: str, tag: str, btag: str | None = None, inp
 
 
 def vec_training_headers() -> str:
-    return vec_headers() + read(GRAD_HEADER)
+    return vec_headers()
 
 
 def vec_training_source(kind: str, op: str, tag: str, btag: str | None = None, inplace: bool = False) -> str:
@@ -296,7 +298,7 @@ def ew_kernel_spec(op: str, compute) -> dict:
         "out_params": "Y y",
         "operation": f"y = (Y)(ga::{op}<{ctype}>(({ctype})x, p0, p1, p2, p3))",
         "name": f"gpuact_ew_{op}",
-        "preamble": read(MATH_HEADER),
+        "preamble": read(MATH_HEADER) + read(GRAD_HEADER),
     }
 
 

@@ -414,12 +414,14 @@ GA_HD void sparsemax_grad_rows(const T* dy, const T* x, T* dx, int64_t rows, int
     }
 #define GA_CPU_OP(name) GA_CPU_TYPED(name, float, f32) GA_CPU_TYPED(name, double, f64)
 
-// every op of gpuact._contract.ops.OPS (tests/test_op_table.py checks the list)
+// every op of gpuact._contract.ops.OPS, the derivative ops d_<op> last (tests/test_op_table.py
+// checks the list)
 #define GA_CPU_OPS(X)                                                                                     \
     X(relu) X(sigmoid) X(softplus) X(log_sigmoid) X(softsign) X(tanh) X(elu) X(selu) X(celu)              \
     X(exponential) X(linear) X(relu6) X(leaky_relu) X(silu) X(gelu_tanh) X(gelu) X(hard_sigmoid)          \
     X(hard_silu) X(mish) X(hard_tanh) X(hard_shrink) X(soft_shrink) X(tanh_shrink) X(threshold)           \
-    X(squareplus) X(sparse_plus) X(sparse_sigmoid)
+    X(squareplus) X(sparse_plus) X(sparse_sigmoid) X(d_relu) X(d_relu6) X(d_leaky_relu) X(d_sigmoid)      \
+    X(d_tanh) X(d_silu) X(d_gelu) X(d_gelu_tanh) X(d_softplus) X(d_elu) X(d_selu)
 
 GA_CPU_OPS(GA_CPU_OP)
 

@@ -141,6 +141,67 @@ GA_GRAD(sparse_plus) {
 }
 GA_GRAD(sparse_sigmoid) { GA_UNUSED; return GA_NAN_OR((x > T(-1) && x <= T(1)) ? T(0.5) : T(0)); }
 
+// ---- second derivatives -------------------------------------------------------------------------
+//
+// The derivative op d_<op> (gpuact._contract.ops.SECOND_DERIVATIVE_OPS) is x -> f'(x) as an op of its
+// own, with <op>'s parameters; its derivative grad_d_<op> is f''(x), so the ordinary backward kernel
+// of d_<op> computes dy * f''(x). The rules are the first derivative's: the derivative from
+// the left at a kink (piecewise-linear ops have f'' = 0 everywhere, elu's at 0 is alpha), NaN in
+// gives NaN, the limit at +-inf (0 for all of these), stable forms, x clamped where f'' is already 0.
+#define GA_DERIVATIVE_OP(name)                                            \
+    template <typename T> GA_HD T d_##name(T x, T p0, T p1, T p2, T p3) { \
+        return grad_##name(x, p0, p1, p2, p3);                            \
+    }
+GA_DERIVATIVE_OP(relu)
+GA_DERIVATIVE_OP(relu6)
+GA_DERIVATIVE_OP(leaky_relu)
+GA_DERIVATIVE_OP(sigmoid)
+GA_DERIVATIVE_OP(tanh)
+GA_DERIVATIVE_OP(silu)
+GA_DERIVATIVE_OP(gelu)
+GA_DERIVATIVE_OP(gelu_tanh)
+GA_DERIVATIVE_OP(softplus)
+GA_DERIVATIVE_OP(elu)
+GA_DERIVATIVE_OP(selu)
+#undef GA_DERIVATIVE_OP
+
+GA_GRAD(d_relu) { GA_UNUSED; return GA_NAN_OR(T(0)); }
+GA_GRAD(d_relu6) { GA_UNUSED; return GA_NAN_OR(T(0)); }
+GA_GRAD(d_leaky_relu) { GA_UNUSED; return GA_NAN_OR(T(0)); }
+// s'' = s' (1 - 2 s) = -tanh(t / 2) s': no 1 - 2 s cancellation near 0
+GA_GRAD(d_sigmoid) { GA_UNUSED; return -tanh_(x * T(0.5)) * sigmoid_grad_core(x); }
+// tanh'' = -2 tanh sech**2
+GA_GRAD(d_tanh) { GA_UNUSED; return T(-2) * tanh_(x) * sech2(x); }
+// (x s(x))'' = s'(x) (2 + x (1 - 2 s(x))) = s'(x) (2 - x tanh(x / 2))
+GA_GRAD(d_silu) {
+    GA_UNUSED;
+    T u = clip_(x, -GA_GRAD_SAT, GA_GRAD_SAT);
+    return sigmoid_grad_core(u) * (T(2) - u * tanh_(u * T(0.5)));
+}
+// (x Phi(x))'' = phi(x) (2 - x**2)
+GA_GRAD(d_gelu) {
+    GA_UNUSED;
+    T u = clip_(x, -GA_GRAD_SAT, GA_GRAD_SAT);
+    T u2 = u * u;
+    return exp_(u2 * T(-0.5)) * T(0.39894228040143267793994605993438) * (T(2) - u2);
+}
+// x (1 + tanh(z)) / 2, z = c (x + k x**3): f'' = sech(z)**2 (z' + x (z'' - 2 tanh(z) z'**2) / 2)
+GA_GRAD(d_gelu_tanh) {
+    GA_UNUSED;
+    T u = clip_(x, -GA_GRAD_SAT, GA_GRAD_SAT);
+    T z = (u * u * T(0.044715) + T(1)) * u * T(0.79788456080286535587989211986876);  // sqrt(2 / pi)
+    T dz = (u * u * T(0.134145) + T(1)) * T(0.79788456080286535587989211986876);  // 3 k = 0.134145
+    T ddz = u * T(0.21406444881780074632901625683959);  // 6 k sqrt(2 / pi)
+    return sech2(z) * (dz + u * (ddz - T(2) * tanh_(z) * dz * dz) * T(0.5));
+}
+GA_GRAD(d_softplus) { GA_UNUSED; return sigmoid_grad_core(x); }
+// 0 above 0, alpha e**x up to 0 (the left derivative at 0)
+GA_GRAD(d_elu) { GA_UNUSED; return GA_NAN_OR((x > T(0)) ? T(0) : p0 * exp_(min_(x, T(0)))); }
+GA_GRAD(d_selu) {
+    GA_UNUSED;
+    return GA_NAN_OR((x > T(0)) ? T(0) : (selu_scale<T>() * selu_alpha<T>()) * exp_(min_(x, T(0))));
+}
+
 #undef GA_GRAD
 #undef GA_UNUSED
 #undef GA_NAN_OR

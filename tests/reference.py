@@ -183,6 +183,55 @@ def grad(name: str, x: np.ndarray, **params) -> np.ndarray:
     return np.array(flat, dtype=np.float64).reshape(np.shape(x))
 
 
+# ---- second derivatives (the derivative ops d_<op>): f''(x), 0 at +-inf, from the left at 0 -------
+
+
+def _gelu_second(x, approximate=False):
+    if math.isinf(x):
+        return 0.0
+    if approximate:
+        # d/dx of gelu_grad's tanh form, written out: with u = c (x + k x**3),
+        # f = x (1 + tanh u) / 2, f'' = sech(u)**2 (u' + x (u'' - 2 tanh(u) u'**2) / 2)
+        c, k = math.sqrt(2 / math.pi), 0.044715
+        u = c * (x + k * x**3)
+        du, ddu = c * (1 + 3 * k * x * x), 6 * c * k * x
+        return _sech2(u) * (du + x * (ddu - 2 * math.tanh(u) * du * du) / 2)
+    return math.exp(-x * x / 2) / math.sqrt(2 * math.pi) * (2 - x * x)
+
+
+def _silu_second(x):
+    if math.isinf(x):
+        return 0.0
+    s = sigmoid(x)
+    return s * (1 - s) * (2 + x * (1 - 2 * s))
+
+
+SECOND = {
+    "relu": lambda x, **params: 0.0,
+    "relu6": lambda x: 0.0,
+    "leaky_relu": lambda x, negative_slope=0.2: 0.0,
+    "sigmoid": lambda x: -math.tanh(x / 2) * _sigmoid_grad(x),
+    "tanh": lambda x: -2.0 * math.tanh(x) * _sech2(x),
+    "silu": _silu_second,
+    "gelu": _gelu_second,
+    "softplus": _sigmoid_grad,
+    "elu": lambda x, alpha=1.0: 0.0 if x > 0 else alpha * _exp(x),
+    "selu": lambda x: 0.0 if x > 0 else SELU_SCALE * SELU_ALPHA * _exp(x),
+}
+
+
+def second(name: str, x: np.ndarray, **params) -> np.ndarray:
+    """The reference second derivative f''(x) of one elementwise op on float64 values."""
+    fn = SECOND[name]
+    flat = [math.nan if math.isnan(v) else fn(v, **params) for v in np.asarray(x, np.float64).ravel().tolist()]
+    return np.array(flat, dtype=np.float64).reshape(np.shape(x))
+
+
+def with_derivative_ops(params: dict) -> dict:
+    """A test's table of parameters per op, with the derivative ops d_<op> taking their op's."""
+    return {**params, **{"d_" + op: value for op, value in params.items()}}
+
+
 def elementwise(name: str, x: np.ndarray, **params) -> np.ndarray:
     """The reference of one elementwise op on float64 values; NaN in gives NaN out."""
     fn = SCALAR[name]

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 import gpuact
+from gpuact import _entry
+from gpuact._contract import ops
 from gpuact.layers import PReLU, Softmax
 from tests import reference
 from tests.reference import assert_close
@@ -354,3 +356,100 @@ def test_layers_have_a_backward(be):
         gpuact.layers.ThresholdedReLU(0.5),
     ):
         assert be.to_numpy(layer.backward(be.asarray(dy), be.asarray(x))).shape == x.shape
+
+
+# ---- second derivatives: the derivative ops ---------------------------------------------------------
+#
+# d_<op> is x -> f'(x) as an op; its backward is dy * f''(x) (gpuact._contract.ops.derivative_op),
+# what gpuact.torch's double backward computes with. Checked against the hand-derived float64
+# second derivatives (tests/reference.py SECOND) with the forward's tolerances, and in float64
+# against central differences of the first derivative's kernel, which shares no formula with it.
+
+# (op, canonical parameters, reference kwargs)
+SECOND_CASES = [
+    ("relu", (0.0, 0.0, -math.inf, math.inf), {}),
+    ("relu", (0.3, -1.0, 0.0, 6.0), {}),
+    ("relu6", (), {}),
+    ("leaky_relu", (0.2,), {"negative_slope": 0.2}),
+    ("sigmoid", (), {}),
+    ("tanh", (), {}),
+    ("silu", (), {}),
+    ("gelu", (), {}),
+    ("gelu_tanh", (), {"approximate": True}),
+    ("softplus", (), {}),
+    ("elu", (1.0,), {"alpha": 1.0}),
+    ("elu", (0.5,), {"alpha": 0.5}),
+    ("selu", (), {}),
+]
+SECOND_IDS = [f"{op}{params}" for op, params, _ in SECOND_CASES]
+
+
+def _second_reference(op, x, ref_kwargs):
+    return reference.second("gelu" if op == "gelu_tanh" else op, x, **ref_kwargs)
+
+
+def test_the_second_derivative_ops_are_the_table_s():
+    assert {op for op, _, _ in SECOND_CASES} == set(ops.SECOND_DERIVATIVE_OPS)
+    assert ops.derivative_op("mish") is None
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("op,params,ref_kwargs", SECOND_CASES, ids=SECOND_IDS)
+def test_second_derivative_against_the_hand_derived_reference(be, op, params, ref_kwargs, dtype):
+    x = _inputs(dtype)
+    dy = np.random.default_rng(3).uniform(-2, 2, x.shape).astype(dtype)
+    got = _entry.elementwise_grad(ops.derivative_op(op), be.asarray(dy), be.asarray(x), params)
+    assert isinstance(got, be.array_type()) and got.dtype == x.dtype
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = dy.astype(np.float64) * _second_reference(op, x.astype(np.float64), ref_kwargs)
+    assert_close(be.to_numpy(got), want, dtype)
+    # the derivative op's forward is the first derivative
+    first = _entry.elementwise(ops.derivative_op(op), be.asarray(x), params)
+    assert_close(
+        be.to_numpy(first),
+        be.to_numpy(_entry.elementwise_grad(op, be.asarray(np.ones_like(x)), be.asarray(x), params)),
+        dtype,
+    )
+
+
+@pytest.mark.parametrize("op,params,ref_kwargs", SECOND_CASES, ids=SECOND_IDS)
+def test_second_derivative_limits_and_kinks(be, op, params, ref_kwargs):
+    x = np.array([math.inf, -math.inf, math.nan, 0.0, -0.0, 6.0, -1.0, 1e30, -1e30], np.float32)
+    got = be.to_numpy(
+        _entry.elementwise_grad(ops.derivative_op(op), be.asarray(np.ones_like(x)), be.asarray(x), params)
+    )
+    # 0 at +-inf (and far out), NaN for NaN; at 0 elu's is the left one, alpha
+    np.testing.assert_array_equal(got[[0, 1, 7, 8]], 0.0)
+    assert np.isnan(got[2]) and not np.isnan(np.delete(got, 2)).any()
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = _second_reference(op, x.astype(np.float64), ref_kwargs)
+    assert_close(got, want, np.float32)
+
+
+@pytest.mark.parametrize("op,params,ref_kwargs", SECOND_CASES, ids=SECOND_IDS)
+def test_second_derivative_against_differences_of_the_first(be, op, params, ref_kwargs):
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-6, 6, 400)
+    x = x[np.abs(x) > 1e-3]  # away from the kinks at 0 (and 6 and -1, which uniform hits with probability 0)
+    x = x[(np.abs(x - 6) > 1e-3) & (np.abs(x + 1) > 1e-3)]
+    h = 1e-5 * np.maximum(1.0, np.abs(x))
+    ones = np.ones_like(x)
+
+    def first(v):
+        return be.to_numpy(_entry.elementwise_grad(op, be.asarray(ones), be.asarray(v), params))
+
+    differences = (first(x + h) - first(x - h)) / (2 * h)
+    got = be.to_numpy(_entry.elementwise_grad(ops.derivative_op(op), be.asarray(ones), be.asarray(x), params))
+    # central differences in float64: O(h**2) truncation and O(eps / h) rounding, both near 1e-10
+    np.testing.assert_allclose(got, differences, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("op,params,ref_kwargs", SECOND_CASES[4:10], ids=SECOND_IDS[4:10])
+def test_second_derivative_with_a_bias(be, op, params, ref_kwargs):
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 2, (6, 8)).astype(np.float32)
+    b = rng.normal(0, 1, 8).astype(np.float32)
+    dy = rng.normal(0, 1, x.shape).astype(np.float32)
+    got = _entry.elementwise_grad(ops.derivative_op(op), be.asarray(dy), be.asarray(x), params, bias=be.asarray(b))
+    want = dy * _second_reference(op, x.astype(np.float64) + b, ref_kwargs)
+    assert_close(be.to_numpy(got), want, np.float32)

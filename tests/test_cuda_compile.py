@@ -63,7 +63,7 @@ def _cupy_headers(for_nvcc: bool) -> tuple[str, tuple[str, ...]]:
 
     prelude = "".join(f"#include <{h}>\n" for h in core._cupy_header_list)
     # included once at file scope, so that the copies inside the per-op namespaces are no-ops
-    prelude += '#include "cupy/float16.cuh"\n' + ks.read(ks.MATH_HEADER)
+    prelude += '#include "cupy/float16.cuh"\n' + ks.read(ks.MATH_HEADER) + ks.read(ks.GRAD_HEADER)
     options = tuple(o for o in core.assemble_cupy_compiler_options(()) if not o.startswith("--std"))
     if for_nvcc:
         # NVRTC gets exactly what CuPy gives it at run time. nvcc brings its own toolkit headers,
@@ -156,7 +156,6 @@ def ek_training_specs(compute) -> dict[str, dict]:
 
 def ek_training_unit(tag: str, for_nvcc: bool = False) -> tuple[str, tuple[str, ...]]:
     prelude, options = _cupy_headers(for_nvcc)
-    prelude += ks.read(ks.GRAD_HEADER)
     dt, compute = np.dtype(DTYPES[tag]), ks.COMPUTE_DTYPE[tag]
     parts = [prelude] + [
         f"namespace gpuact_ekt_{name} {{\n{_ek_spec_code(spec, dt, compute)}\n}}\n"

@@ -15,28 +15,31 @@ import pytest
 
 from gpuact._contract.ops import ELEMENTWISE_OPS  # noqa: E402
 from gpuact.backends import numpy_backend  # noqa: E402
+from tests import reference  # noqa: E402
 from tests.cuda_shim import gpuact_cuda_build as build
 
 pytestmark = [pytest.mark.cpu_proxy, pytest.mark.skipif(build.gxx() is None, reason="no host C++ compiler (g++)")]
 
 INF = math.inf
 # parameter sets per op (canonical order of gpuact._contract.ops), several where the code branches
-PARAMS = {
-    "relu": [
-        (0.0, 0.0, -INF, INF),
-        (0.0, 0.0, 0.0, 6.0),
-        (0.1, 0.5, 0.0, 6.0),
-        (0.3, -1.0, -INF, INF),
-        (0.0, 2.0, -INF, INF),
-    ],
-    "elu": [(1.0,), (0.5,)],
-    "celu": [(1.0,), (2.0,)],
-    "leaky_relu": [(0.2,), (0.0,)],
-    "hard_shrink": [(0.5,), (0.0,)],
-    "soft_shrink": [(0.5,), (2.0,)],
-    "threshold": [(1.0, -5.0), (-1.0, 0.0)],
-    "squareplus": [(4.0,), (0.0,), (0.5,)],
-}
+PARAMS = reference.with_derivative_ops(
+    {
+        "relu": [
+            (0.0, 0.0, -INF, INF),
+            (0.0, 0.0, 0.0, 6.0),
+            (0.1, 0.5, 0.0, 6.0),
+            (0.3, -1.0, -INF, INF),
+            (0.0, 2.0, -INF, INF),
+        ],
+        "elu": [(1.0,), (0.5,)],
+        "celu": [(1.0,), (2.0,)],
+        "leaky_relu": [(0.2,), (0.0,)],
+        "hard_shrink": [(0.5,), (0.0,)],
+        "soft_shrink": [(0.5,), (2.0,)],
+        "threshold": [(1.0, -5.0), (-1.0, 0.0)],
+        "squareplus": [(4.0,), (0.0,), (0.5,)],
+    }
+)
 
 # Ulp bounds, host (glibc) vs NumPy; each library function is within ~1-2 ulp of the true value
 # on both sides, so a single call differs by <= 2-4 ulp:
@@ -49,8 +52,22 @@ PARAMS = {
 # softplus near where max(x,0) and the log1p term cancel, gelu_tanh around 0), an ulp bound of
 # the *result* says nothing; there an absolute bound of a few ulp of the operands applies:
 # ABS_EPS x eps x max(1, |x|). Everything else must be within its ulp bound.
-ULPS = {"gelu": 64, "mish": 8, "softplus": 8, "log_sigmoid": 8, "gelu_tanh": 8}
-ABS_EPS = {"tanh_shrink": 4, "gelu_tanh": 4, "log_sigmoid": 2, "softplus": 2, "mish": 4, "silu": 2, "gelu": 4}
+# The derivative ops d_silu, d_gelu and d_gelu_tanh compute a first derivative with a zero (silu'
+# near -1.28, gelu' near -0.75), where Phi(x) + x phi(x) (or its sigmoid twin) cancels: absolute
+# bounds. d_gelu 16: Phi(x) as the sum's larger term carries gelu's erfc difference (above).
+ULPS = {"gelu": 64, "mish": 8, "softplus": 8, "log_sigmoid": 8, "gelu_tanh": 8, "d_gelu": 64, "d_gelu_tanh": 8}
+ABS_EPS = {
+    "tanh_shrink": 4,
+    "gelu_tanh": 4,
+    "log_sigmoid": 2,
+    "softplus": 2,
+    "mish": 4,
+    "silu": 2,
+    "gelu": 4,
+    "d_silu": 2,
+    "d_gelu": 16,
+    "d_gelu_tanh": 4,
+}
 
 EDGE = [
     0.0,
@@ -118,7 +135,7 @@ def _inputs(dtype):
     return np.concatenate([edge, random]).astype(dtype)
 
 
-HOST_SOURCE_HEAD = '#include "gpuact_math.cuh"\n'
+HOST_SOURCE_HEAD = '#include "gpuact_math.cuh"\n#include "gpuact_grad.cuh"\n'
 
 
 def _host_source() -> str:

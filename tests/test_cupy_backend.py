@@ -10,21 +10,24 @@ import pytest
 import gpuact
 from gpuact._contract.ops import ELEMENTWISE_OPS
 from gpuact.backends import numpy_backend
+from tests import reference
 from tests.conftest import skip_unless_usable
 
 pytestmark = pytest.mark.gpu
 
 TOL = {np.float16: (1e-3, 1e-3), np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-14)}
-PARAMS = {
-    "relu": (0.1, 0.5, 0.0, 6.0),
-    "elu": (0.7,),
-    "celu": (2.0,),
-    "leaky_relu": (0.2,),
-    "hard_shrink": (0.5,),
-    "soft_shrink": (0.5,),
-    "threshold": (1.0, -5.0),
-    "squareplus": (4.0,),
-}
+PARAMS = reference.with_derivative_ops(
+    {
+        "relu": (0.1, 0.5, 0.0, 6.0),
+        "elu": (0.7,),
+        "celu": (2.0,),
+        "leaky_relu": (0.2,),
+        "hard_shrink": (0.5,),
+        "soft_shrink": (0.5,),
+        "threshold": (1.0, -5.0),
+        "squareplus": (4.0,),
+    }
+)
 EDGE = [
     0.0,
     1e-7,

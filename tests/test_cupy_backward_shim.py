@@ -24,6 +24,7 @@ import pytest
 from gpuact import _kernel_sources as ks
 from gpuact._contract.ops import ELEMENTWISE_OPS
 from gpuact.backends import numpy_backend as nb
+from tests import reference
 from tests.cuda_shim import backend_shim, ek_shim, vec_shim
 from tests.cuda_shim import gpuact_cuda_build as build
 
@@ -31,16 +32,18 @@ pytestmark = [pytest.mark.cpu_proxy, pytest.mark.skipif(build.gxx() is None, rea
 
 TOL = {np.dtype(np.float16): (1e-3, 1e-3), np.dtype(np.float32): (1e-5, 1e-6), np.dtype(np.float64): (1e-12, 1e-14)}
 FLOATS = [np.float16, np.float32, np.float64]
-PARAMS = {
-    "relu": (0.1, 0.5, 0.0, 6.0),
-    "elu": (0.7,),
-    "celu": (2.0,),
-    "leaky_relu": (0.2,),
-    "hard_shrink": (0.5,),
-    "soft_shrink": (0.5,),
-    "threshold": (1.0, -5.0),
-    "squareplus": (2.0,),
-}
+PARAMS = reference.with_derivative_ops(
+    {
+        "relu": (0.1, 0.5, 0.0, 6.0),
+        "elu": (0.7,),
+        "celu": (2.0,),
+        "leaky_relu": (0.2,),
+        "hard_shrink": (0.5,),
+        "soft_shrink": (0.5,),
+        "threshold": (1.0, -5.0),
+        "squareplus": (2.0,),
+    }
+)
 EDGE = [
     0.0,
     -0.0,

@@ -139,16 +139,18 @@ EDGES = [
     -np.inf,
     np.nan,
 ]
-PARAMS = {
-    "relu": [(0.0, 0.0, -np.inf, np.inf), (0.3, -2.0, -np.inf, 6.0), (0.0, 5.0, -np.inf, np.inf)],
-    "elu": [(1.0,), (0.5,)],
-    "celu": [(2.0,)],
-    "leaky_relu": [(0.2,), (0.0,)],
-    "hard_shrink": [(0.5,)],
-    "soft_shrink": [(0.5,)],
-    "threshold": [(0.1, -1.0)],
-    "squareplus": [(4.0,)],
-}
+PARAMS = reference.with_derivative_ops(
+    {
+        "relu": [(0.0, 0.0, -np.inf, np.inf), (0.3, -2.0, -np.inf, 6.0), (0.0, 5.0, -np.inf, np.inf)],
+        "elu": [(1.0,), (0.5,)],
+        "celu": [(2.0,)],
+        "leaky_relu": [(0.2,), (0.0,)],
+        "hard_shrink": [(0.5,)],
+        "soft_shrink": [(0.5,)],
+        "threshold": [(0.1, -1.0)],
+        "squareplus": [(4.0,)],
+    }
+)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

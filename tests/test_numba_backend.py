@@ -16,6 +16,7 @@ import pytest
 import gpuact
 from gpuact._contract.ops import ELEMENTWISE_PARAMS
 from gpuact.backends import numpy_backend as ref_backend
+from tests import reference
 
 from .conftest import CUDASIM, backend_unusable
 
@@ -23,16 +24,18 @@ pytestmark = pytest.mark.skipif(backend_unusable("numba") is not None, reason=st
 
 FLOATS = (np.float16, np.float32, np.float64)
 TOL = {np.dtype(np.float16): 1e-3, np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
-PARAMS = {
-    "relu": [(0.0, 0.0, 0.0, math.inf), (0.3, 0.5, 0.0, 4.0), (0.1, -1.0, -math.inf, math.inf)],
-    "elu": [(0.7,)],
-    "leaky_relu": [(0.2,), (0.0,)],
-    "celu": [(2.0,)],
-    "hard_shrink": [(0.5,)],
-    "soft_shrink": [(1.5,)],
-    "threshold": [(0.3, -2.0)],
-    "squareplus": [(4.0,), (0.0,)],
-}
+PARAMS = reference.with_derivative_ops(
+    {
+        "relu": [(0.0, 0.0, 0.0, math.inf), (0.3, 0.5, 0.0, 4.0), (0.1, -1.0, -math.inf, math.inf)],
+        "elu": [(0.7,)],
+        "leaky_relu": [(0.2,), (0.0,)],
+        "celu": [(2.0,)],
+        "hard_shrink": [(0.5,)],
+        "soft_shrink": [(1.5,)],
+        "threshold": [(0.3, -2.0)],
+        "squareplus": [(4.0,), (0.0,)],
+    }
+)
 EDGES = [
     0.0,
     -0.0,

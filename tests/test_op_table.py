@@ -54,7 +54,9 @@ def test_compiled_cpu_kernels_built():
 def test_cuda_device_functions():
     math_source = _kernel_sources.read(_kernel_sources.MATH_HEADER)
     grad_source = _kernel_sources.read(_kernel_sources.GRAD_HEADER)
-    _assert_defines_the_table(re.findall(r"^GA_OP\((\w+)\)", math_source, re.M), "GA_OP in kernels/gpuact_math.cuh")
+    forwards = re.findall(r"^GA_OP\((\w+)\)", math_source, re.M)
+    forwards += ["d_" + op for op in re.findall(r"^GA_DERIVATIVE_OP\((\w+)\)", grad_source, re.M)]
+    _assert_defines_the_table(forwards, "GA_OP in kernels/gpuact_math.cuh and GA_DERIVATIVE_OP in gpuact_grad.cuh")
     _assert_defines_the_table(re.findall(r"^GA_GRAD\((\w+)\)", grad_source, re.M), "GA_GRAD in kernels/gpuact_grad.cuh")
 
 

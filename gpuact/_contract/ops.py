@@ -79,6 +79,38 @@ OPS: dict[str, Op] = {
     "sparse_sigmoid": Op((), "cheap", compiled_float64=True),
 }
 
+# The second derivatives, as derivative ops. ``d_<op>`` is the elementwise op ``x -> f'(x)`` with
+# ``<op>``'s parameters: its forward is the first derivative every path already has, and its
+# derivative (``grad_d_<op>`` in kernels/gpuact_grad.cuh, with its ufunc and Numba twins) is
+# ``f''(x)``. So ``dy * f''(x)``, what a backward through a gradient needs, is the backward family's
+# ordinary call with the op ``d_<op>``: every path computes it with the kernels and plumbing it has
+# for the first derivative. The ops here are the most used ones (gpuact.torch's second
+# derivatives); the others have no ``d_`` row, and asking for their second derivative raises.
+SECOND_DERIVATIVE_OPS = (
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "silu",
+    "gelu",
+    "gelu_tanh",
+    "softplus",
+    "elu",
+    "selu",
+)
+DERIVATIVE_PREFIX = "d_"
+
+
+def derivative_op(op: str) -> str | None:
+    """The derivative op of ``op`` (whose backward gives ``dy * f''(x)``), or None where gpuact has
+    no second derivative of ``op``."""
+    return DERIVATIVE_PREFIX + op if op in SECOND_DERIVATIVE_OPS else None
+
+
+DERIVATIVE_OPS = tuple(DERIVATIVE_PREFIX + op for op in SECOND_DERIVATIVE_OPS)
+OPS.update({DERIVATIVE_PREFIX + op: OPS[op] for op in SECOND_DERIVATIVE_OPS})
+
 ELEMENTWISE_PARAMS: dict[str, tuple[str, ...]] = {name: op.params for name, op in OPS.items()}
 ELEMENTWISE_OPS = tuple(OPS)
 

@@ -26,7 +26,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from gpuact._contract.ops import NEGATIVE_SATURATION, SELU_ALPHA, SELU_SCALE
+from gpuact._contract.ops import DERIVATIVE_PREFIX, NEGATIVE_SATURATION, SECOND_DERIVATIVE_OPS, SELU_ALPHA, SELU_SCALE
 
 
 def _simulator_active() -> bool:
@@ -105,7 +105,11 @@ def _tables(ft):
     tables = _cache.get(ft)
     if tables is None:
         fns = _build(ft)
-        tables = _cache[ft] = (fns, _build_grads(ft, fns))
+        grads = _build_grads(ft, fns)
+        # the derivative ops d_<op>: forward f', derivative f''
+        fns.update({DERIVATIVE_PREFIX + op: grads[op] for op in SECOND_DERIVATIVE_OPS})
+        grads.update(_build_second_derivatives(ft, fns, grads))
+        tables = _cache[ft] = (fns, grads)
     return tables
 
 
@@ -615,6 +619,87 @@ def _build_grads(ft, fns):  # noqa: C901 - one small function per op, as in _bui
         # helpers the fused kernels use
         "_sigmoid_grad": sigmoid_grad_core,
     }
+
+
+def _build_second_derivatives(ft, fns, grads) -> dict:
+    """The derivatives of the derivative ops ``d_<op>``: ``f''(x)``, mirroring the second
+    derivatives of ``kernels/gpuact_grad.cuh`` line by line."""
+    zero, half, one, two = ft(0), ft(0.5), ft(1), ft(2)
+    sat = ft(1.0e4)
+    inv_sqrt_2pi = ft(1.0 / math.sqrt(2.0 * math.pi))
+    gelu_k, gelu_3k = ft(0.044715), ft(3 * 0.044715)
+    gelu_c, gelu_6kc = ft(math.sqrt(2.0 / math.pi)), ft(6 * 0.044715 * math.sqrt(2.0 / math.pi))
+    selu_scale_alpha = ft(SELU_SCALE * SELU_ALPHA)
+    clip, fmin, sigmoid_grad_core = fns["_clip"], fns["_fmin"], grads["_sigmoid_grad"]
+    tanh_grad = grads["tanh"]  # sech(x)**2
+    dev = cuda.jit(device=True)
+
+    @dev
+    def piecewise_linear(x, p0, p1, p2, p3):
+        return x if x != x else zero
+
+    @dev
+    def sigmoid(x, p0, p1, p2, p3):
+        # s' (1 - 2 s) = -tanh(x / 2) s'
+        return -M.tanh(x * half) * sigmoid_grad_core(x)
+
+    @dev
+    def tanh(x, p0, p1, p2, p3):
+        return -two * M.tanh(x) * tanh_grad(x, p0, p1, p2, p3)
+
+    @dev
+    def silu(x, p0, p1, p2, p3):
+        # s'(x) (2 - x tanh(x / 2))
+        u = clip(x, -sat, sat)
+        return sigmoid_grad_core(u) * (two - u * M.tanh(u * half))
+
+    @dev
+    def gelu(x, p0, p1, p2, p3):
+        # phi(x) (2 - x**2)
+        u = clip(x, -sat, sat)
+        u2 = u * u
+        return M.exp(u2 * -half) * inv_sqrt_2pi * (two - u2)
+
+    @dev
+    def gelu_tanh(x, p0, p1, p2, p3):
+        # sech(z)**2 (z' + x (z'' - 2 tanh(z) z'**2) / 2), z = c (x + k x**3)
+        u = clip(x, -sat, sat)
+        z = (u * u * gelu_k + one) * u * gelu_c
+        dz = (u * u * gelu_3k + one) * gelu_c
+        ddz = u * gelu_6kc
+        return tanh_grad(z, p0, p1, p2, p3) * (dz + u * (ddz - two * M.tanh(z) * dz * dz) * half)
+
+    @dev
+    def softplus(x, p0, p1, p2, p3):
+        return sigmoid_grad_core(x)
+
+    @dev
+    def elu(x, alpha, p1, p2, p3):
+        # alpha e**x up to 0 (the left derivative at 0), 0 above
+        if x != x:
+            return x
+        return zero if x > zero else alpha * M.exp(fmin(x, zero))
+
+    @dev
+    def selu(x, p0, p1, p2, p3):
+        if x != x:
+            return x
+        return zero if x > zero else selu_scale_alpha * M.exp(fmin(x, zero))
+
+    second = {
+        "relu": piecewise_linear,
+        "relu6": piecewise_linear,
+        "leaky_relu": piecewise_linear,
+        "sigmoid": sigmoid,
+        "tanh": tanh,
+        "silu": silu,
+        "gelu": gelu,
+        "gelu_tanh": gelu_tanh,
+        "softplus": softplus,
+        "elu": elu,
+        "selu": selu,
+    }
+    return {DERIVATIVE_PREFIX + op: second[op] for op in SECOND_DERIVATIVE_OPS}
 
 
 def host_params(op: str, params: tuple) -> tuple:

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from gpuact._contract.ops import NEGATIVE_SATURATION, OPS, SELU_ALPHA, SELU_SCALE
+from gpuact._contract.ops import NEGATIVE_SATURATION, OPS, SECOND_DERIVATIVE_OPS, SELU_ALPHA, SELU_SCALE
 
 # np.clip(x, lo, inf) rather than np.maximum(x, lo): with a scalar bound NumPy 2's maximum and
 # minimum take a slow loop (2-4x the time of clip, which has its own SIMD loop), and
@@ -593,6 +593,106 @@ def _sparse_sigmoid(x, y, t, u):
 def _g_sparse_sigmoid(x, g, t, u):
     _indicator(g, _clamp_grad(x, -1.0, 1.0), 0.5)
     keep_nan(x, g)
+
+
+# ---------------------------------------------------------------------------------------------
+# The derivative ops ``d_<op>`` (gpuact._contract.ops.SECOND_DERIVATIVE_OPS): the forward is op's
+# derivative above, the derivative f'' the twin of kernels/gpuact_grad.cuh's ``grad_d_<op>``.
+
+
+def _g_d_piecewise_linear(x, g, t, u, *params):
+    g.fill(0.0)
+    keep_nan(x, g)
+
+
+_g_d_relu = _g_d_relu6 = _g_d_leaky_relu = _g_d_piecewise_linear
+
+
+def _g_d_sigmoid(x, g, t, u):
+    # s' (1 - 2 s) = -tanh(x / 2) s'
+    sigmoid_grad_into(x, g, t)
+    np.multiply(x, -0.5, out=t)
+    np.tanh(t, out=t)
+    np.multiply(g, t, out=g)
+
+
+def _g_d_tanh(x, g, t, u):
+    _sech2_into(x, g, t)
+    np.tanh(x, out=t)
+    np.multiply(t, -2.0, out=t)
+    np.multiply(g, t, out=g)
+
+
+def _g_d_silu(x, g, t, u):
+    # s'(x) (2 - x tanh(x / 2)), x clamped where it is 0
+    np.clip(x, -_GELU_CLIP, _GELU_CLIP, out=u)
+    sigmoid_grad_into(u, g, t)
+    np.multiply(u, 0.5, out=t)
+    np.tanh(t, out=t)
+    np.multiply(t, u, out=t)
+    np.subtract(2.0, t, out=t)
+    np.multiply(g, t, out=g)
+
+
+def _g_d_gelu(x, g, t, u):
+    # phi(x) (2 - x**2)
+    np.clip(x, -_GELU_CLIP, _GELU_CLIP, out=u)
+    np.multiply(u, u, out=u)
+    np.multiply(u, -0.5, out=t)
+    np.exp(t, out=g)
+    np.multiply(g, _INV_SQRT_2PI, out=g)
+    np.subtract(2.0, u, out=t)
+    np.multiply(g, t, out=g)
+
+
+def _g_d_gelu_tanh(x, g, t, u):
+    # sech(z)**2 (z' + x (z'' - 2 tanh(z) z'**2) / 2), z = c (x + k x**3)
+    c = _SQRT_2_OVER_PI
+    np.clip(x, -_GELU_CLIP, _GELU_CLIP, out=u)
+    u2 = np.multiply(u, u)
+    z = np.multiply(u2, 0.044715)
+    np.add(z, 1.0, out=z)
+    np.multiply(z, u, out=z)
+    np.multiply(z, c, out=z)
+    dz = np.multiply(u2, 3 * 0.044715, out=u2)
+    np.add(dz, 1.0, out=dz)
+    np.multiply(dz, c, out=dz)
+    _sech2_into(z, g, t)
+    np.tanh(z, out=z)
+    np.multiply(z, dz, out=z)
+    np.multiply(z, dz, out=z)
+    np.multiply(z, -2.0, out=z)
+    np.multiply(u, 6 * 0.044715 * c, out=t)
+    np.add(t, z, out=t)  # z'' - 2 tanh(z) z'**2
+    np.multiply(t, u, out=t)
+    np.multiply(t, 0.5, out=t)
+    np.add(t, dz, out=t)
+    np.multiply(g, t, out=g)
+
+
+def _g_d_softplus(x, g, t, u):
+    sigmoid_grad_into(x, g, t)
+
+
+def _elu_second_into(x, g, t, scale):
+    # scale e**x up to 0 (the left derivative at 0), 0 above
+    np.clip(x, -_INF, 0.0, out=t)
+    np.exp(t, out=g)
+    np.multiply(g, scale, out=g)
+    np.copyto(g, 0.0, where=np.greater(x, 0.0))
+    keep_nan(x, g)
+
+
+def _g_d_elu(x, g, t, u, alpha):
+    _elu_second_into(x, g, t, alpha)
+
+
+def _g_d_selu(x, g, t, u):
+    _elu_second_into(x, g, t, SELU_SCALE * SELU_ALPHA)
+
+
+for _op in SECOND_DERIVATIVE_OPS:
+    globals()[f"_d_{_op}"] = globals()[f"_g_{_op}"]
 
 
 # Each op's formula is ``_<op>`` and its derivative ``_g_<op>``: the tables are read from the op
