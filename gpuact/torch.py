@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -52,8 +51,8 @@ import torch
 
 import gpuact
 from gpuact import _entry, activations
-from gpuact._contract import calls, checks
-from gpuact._contract.ops import ELEMENTWISE_PARAMS, SELU_ALPHA, SELU_SCALE
+from gpuact._contract import calls, checks, ops
+from gpuact._contract.ops import ELEMENTWISE_PARAMS
 
 _NOT_FORWARDED = ("out", "backend", "stream")
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -78,7 +77,8 @@ def _grad_dtype(dy: torch.dtype, x: torch.dtype) -> torch.dtype:
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # the torch-written second derivatives compute half precision in float32, as gpuact's kernels do
+    # the torch parts of the second derivatives (ggx * dy, softmax's sums) compute half precision in
+    # float32, as gpuact's kernels do
     return torch.float32 if dtype in _HALF else dtype
 
 
@@ -364,88 +364,30 @@ _sparsemax.register_autograd(_sparsemax_grad, setup_context=_save_inputs)
 
 # ---- second derivatives ---------------------------------------------------------------------------
 #
-# The backward operators are differentiated here, by torch expressions of x and dy: f''(z) for the
-# elementwise ops below, the softmax Hessian-vector products. They are written in torch in this
-# module, not (yet) in the shared CUDA/C++/Numba math that gives the forwards and first
-# derivatives; so they run as a few torch kernels, and are exact where those are. An op missing
-# here raises rather than treating its derivative as a constant.
-
-_SATURATION = 1.0e4  # beyond it silu'' and gelu'' are 0 in every float format; clamped so inf gives 0, not NaN
-
-
-def _piecewise_linear(z, params):
-    return torch.where(torch.isnan(z), z, torch.zeros_like(z))
+# The backward operators are differentiable too. An elementwise dx = dy f'(z) is linear in dy, with a
+# diagonal Jacobian (its own backward gives ggx f'(z)), and its derivative in z is dy f''(z): the
+# backward operator of the derivative op d_<op> (gpuact._contract.ops.derivative_op), whose
+# f'' is written once in the shared CUDA/C++/Numba math beside f', run on ggx * dy. softmax and
+# log_softmax's Hessian-vector products are their forward and first-derivative kernels composed
+# with a few torch sums: they need no kernel of their own. An op without a second derivative, or
+# a third derivative of any op, raises rather than treating its derivative as a constant.
 
 
-def _sigmoid2(z, params):
-    s = torch.sigmoid(z)
-    return s * (1 - s) * (1 - 2 * s)
+def _display_name(op: str) -> str:
+    return "gelu(approximate=True)" if op == "gelu_tanh" else op
 
 
-def _tanh2(z, params):
-    t = torch.tanh(z)
-    return -2 * t * (1 - t * t)
-
-
-def _silu2(z, params):
-    z = z.clamp(-_SATURATION, _SATURATION)
-    s = torch.sigmoid(z)
-    return s * (1 - s) * (2 + z * (1 - 2 * s))
-
-
-def _gelu2(z, params):
-    # (z Phi(z))'' = phi(z) (2 - z^2)
-    z = z.clamp(-_SATURATION, _SATURATION)
-    return torch.exp(-0.5 * z * z) * (1 / math.sqrt(2 * math.pi)) * (2 - z * z)
-
-
-_GELU_C = math.sqrt(2 / math.pi)
-_GELU_K = 0.044715
-
-
-def _gelu_tanh2(z, params):
-    # f = z (1 + tanh(u)) / 2 with u = c (z + k z^3): f'' = (1 - t^2) (u' + z (u'' - 2 t u'^2) / 2)
-    z = z.clamp(-_SATURATION, _SATURATION)
-    t = torch.tanh(_GELU_C * (z + _GELU_K * z * z * z))
-    du = _GELU_C * (1 + 3 * _GELU_K * z * z)
-    ddu = _GELU_C * 6 * _GELU_K * z
-    return (1 - t * t) * (du + 0.5 * z * (ddu - 2 * t * du * du))
-
-
-def _softplus2(z, params):
-    s = torch.sigmoid(z)
-    return s * (1 - s)
-
-
-def _elu2(z, params):
-    # z <= 0 as the first derivative's kink rule: at 0 the derivative from the left
-    return torch.where(z > 0, torch.zeros_like(z), params[0] * torch.exp(z.clamp(max=0)))
-
-
-def _selu2(z, params):
-    return torch.where(z > 0, torch.zeros_like(z), (SELU_SCALE * SELU_ALPHA) * torch.exp(z.clamp(max=0)))
-
-
-SECOND_DERIVATIVES: dict[str, Callable] = {
-    "relu": _piecewise_linear,
-    "relu6": _piecewise_linear,
-    "leaky_relu": _piecewise_linear,
-    "sigmoid": _sigmoid2,
-    "tanh": _tanh2,
-    "silu": _silu2,
-    "gelu": _gelu2,
-    "gelu_tanh": _gelu_tanh2,
-    "softplus": _softplus2,
-    "elu": _elu2,
-    "selu": _selu2,
-}
-
-
-def _no_second_derivative(name: str):
-    supported = ", ".join(sorted({*SECOND_DERIVATIVES, "softmax", "log_softmax"} - {"gelu_tanh"}))
+def _no_second_derivative(op: str):
+    supported = ", ".join(sorted({*map(_display_name, ops.SECOND_DERIVATIVE_OPS), "softmax", "log_softmax"}))
+    if op.startswith(ops.DERIVATIVE_PREFIX) and op in ELEMENTWISE_PARAMS:
+        base = _display_name(op[len(ops.DERIVATIVE_PREFIX) :])
+        return NotImplementedError(
+            f"gpuact.torch.{base}: the third derivative (a backward through a second derivative taken "
+            f"with create_graph=True) is not implemented; gpuact's operators are differentiable twice"
+        )
     return NotImplementedError(
-        f"gpuact.torch.{name}: the second derivative (a backward through a gradient taken with "
-        f"create_graph=True) is not implemented for {name}; it is for {supported}"
+        f"gpuact.torch.{_display_name(op)}: the second derivative (a backward through a gradient taken "
+        f"with create_graph=True) is not implemented for {_display_name(op)}; it is for {supported}"
     )
 
 
@@ -459,32 +401,36 @@ def _elementwise_grad_grad(ctx, ggx):
         gdy = torch.ops.gpuact.elementwise_backward(ggx, x, bias, op, params).to(dy.dtype)
     if not (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
         return gdy, None, None, None, None
-    second = SECOND_DERIVATIVES.get(op)
+    second = ops.derivative_op(op)
     if second is None:
-        raise _no_second_derivative("gelu(approximate=True)" if op == "gelu_tanh" else op)
+        raise _no_second_derivative(op)
     dtype = _compute_dtype(_grad_dtype(dy.dtype, x.dtype))
-    dz = ggx.to(dtype) * dy.to(dtype) * second(_biased(x, bias, dtype), params)
+    dz = torch.ops.gpuact.elementwise_backward(ggx.to(dtype) * dy.to(dtype), x, bias, second, params)
     return (gdy, *_x_and_bias(ctx, dz, bias, 1), None, None)
 
 
 def _softmax_grad_grad(ctx, ggx):
     dy, x, bias, _, _ = ctx.saved_tensors
-    axis, log = checks.softmax_axes(tuple(ctx.args[3]), x.dim()), ctx.args[4]
+    axis, log = list(checks.softmax_axes(tuple(ctx.args[3]), x.dim())), ctx.args[4]
     dtype = _compute_dtype(_grad_dtype(dy.dtype, x.dtype))
-    z = _biased(x, bias, dtype)
-    p = torch.exp(z - torch.logsumexp(z, axis, keepdim=True))
     g, d = ggx.to(dtype), dy.to(dtype)
-    gp = (g * p).sum(axis, keepdim=True)
+    gdy = None
     if log:
-        # dx = dy - p sum(dy)
-        gdy = g - gp
-        dz = -d.sum(axis, keepdim=True) * p * (g - gp)
+        # dx = dy - p sum(dy): d dx / d dy is 1 - p, whose transpose takes ggx to g - sum(g p);
+        # d dx / dz is -sum(dy) J with J softmax's (symmetric) Jacobian
+        p = torch.ops.gpuact.softmax(x, bias, axis, False).to(dtype)
+        if ctx.needs_input_grad[0]:
+            gdy = g - (g * p).sum(axis, keepdim=True)
+        dz = -d.sum(axis, keepdim=True) * torch.ops.gpuact.softmax_backward(g, x, bias, axis, False)
     else:
-        # dx = p (dy - sum(dy p)); the Jacobian in dy is symmetric: its own backward
-        gdy = torch.ops.gpuact.softmax_backward(ggx, x, bias, list(axis), False) if ctx.needs_input_grad[0] else None
-        dp = g * (d - (d * p).sum(axis, keepdim=True)) - gp * d
-        dz = p * (dp - (dp * p).sum(axis, keepdim=True))
-    gdy = gdy.to(dy.dtype) if gdy is not None and ctx.needs_input_grad[0] else None
+        # dx = J dy with J = diag(p) - p p^T, symmetric: its own backward; d (J dy) / dz applied to
+        # ggx is J (g (dy - sum(dy p)) - sum(g p) dy)
+        if ctx.needs_input_grad[0]:
+            gdy = torch.ops.gpuact.softmax_backward(ggx, x, bias, axis, False)
+        p = torch.ops.gpuact.softmax(x, bias, axis, False).to(dtype)
+        dp = g * (d - (d * p).sum(axis, keepdim=True)) - (g * p).sum(axis, keepdim=True) * d
+        dz = torch.ops.gpuact.softmax_backward(dp, x, bias, axis, False)
+    gdy = gdy.to(dy.dtype) if gdy is not None else None
     return (gdy, *_x_and_bias(ctx, dz, bias, 1), None, None)
 
 

@@ -4,11 +4,14 @@ negation bit on every entry point. CPU tensors; compiled models are in test_torc
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 import gpuact
 from gpuact import activations, layers
+from gpuact._contract.ops import SECOND_DERIVATIVE_OPS
 
 torch = pytest.importorskip("torch")
 import gpuact.torch as gt  # noqa: E402
@@ -119,7 +122,7 @@ def test_a_gradient_penalty_through_gelu_matches_torch():
 NO_SECOND_ORDER = [
     (name, {"threshold": 0.5, "default_value": -1.0} if name == "threshold" else {})
     for name in activations.__all__
-    if getattr(activations, name).__name__ not in (*gt.SECOND_DERIVATIVES, "softmax", "log_softmax")
+    if getattr(activations, name).__name__ not in (*SECOND_DERIVATIVE_OPS, "softmax", "log_softmax")
     and name not in ("gelu",)
 ]
 
@@ -137,6 +140,28 @@ def test_a_second_derivative_that_is_not_implemented_raises_naming_the_op(name, 
     op = getattr(activations, name).__name__
     with pytest.raises(NotImplementedError, match=rf"gpuact\.torch\.{op}: the second derivative"):
         g.pow(2).sum().backward()
+
+
+@pytest.mark.parametrize("name,kwargs", [("gelu", {}), ("gelu", {"approximate": True}), ("silu", {}), ("elu", {})])
+def test_a_third_derivative_raises_naming_the_op(name, kwargs):
+    x = _x((4, 6), seed=6).requires_grad_(True)
+    (g,) = torch.autograd.grad(getattr(gt, name)(x, **kwargs).sum(), x, create_graph=True)
+    (gg,) = torch.autograd.grad(g.pow(2).sum(), x, create_graph=True)
+    shown = "gelu(approximate=True)" if kwargs else name
+    with pytest.raises(NotImplementedError, match=rf"gpuact\.torch\.{re.escape(shown)}: the third derivative"):
+        gg.pow(2).sum().backward()
+
+
+def test_the_second_derivative_runs_gpuact_s_derivative_op(monkeypatch):
+    # the double backward of an elementwise op is the backward operator of its derivative op
+    # d_<op>, the shared math's f'', not a composition of torch functions
+    seen = []
+    real = gpuact._entry.elementwise_grad
+    monkeypatch.setattr(gpuact._entry, "elementwise_grad", lambda op, *a, **k: seen.append(op) or real(op, *a, **k))
+    x = _x((4, 6), seed=7).requires_grad_(True)
+    (g,) = torch.autograd.grad(gt.gelu(x).sum(), x, create_graph=True)
+    g.pow(2).sum().backward()
+    assert "d_gelu" in seen
 
 
 def test_the_gradient_in_dy_alone_is_given_where_x_needs_none():
