@@ -170,7 +170,9 @@ def record_cupy(cupy_backend) -> None:
 
     def elementwise_family(a):
         kind = a.get("kind")
-        return "elementwise" if kind is None else f"elementwise_{a['op'] if kind == 'special' else kind}"
+        if kind == "special":  # prelu's backward, or a gated unit's (one family: glu's)
+            return "elementwise_prelu_grad" if a["op"] == "prelu_grad" else "elementwise_glu_grad"
+        return "elementwise" if kind is None else f"elementwise_{kind}"
 
     wrap("_ew_kernel", lambda k, a: lambda args, kw: RECORD.add("cupy", elementwise_family(a)))
 
@@ -190,6 +192,8 @@ _NUMBA_SOFTMAX = re.compile(
 )
 _NUMBA_SPARSEMAX = re.compile(r"sparsemax_(?P<kind>grad_tile|tile)(?P<rest>.*)")
 _NUMBA_SPECIAL = re.compile(r"(?P<kind>copy|mask|glu_grad|prelu_grad|glu|prelu)_nd\d+")
+# the other gated units' kernels are glu's families, with another gate
+_NUMBA_GATED = re.compile(r"(?:swiglu|geglu_tanh|geglu|reglu)(?P<grad>_grad)?_nd\d+")
 _NUMBA_ELEMENTWISE = re.compile(r"(?P<op>[a-z0-9_]+?)(?P<kind>_grad_bias|_grad|_bias)?_(?P<walk>contig|nd)\d*")
 
 
@@ -206,6 +210,9 @@ def numba_family(kernel_name: str) -> tuple[str, set]:
     m = _NUMBA_SPECIAL.fullmatch(name)
     if m:
         return f"{m.group('kind')}_nd", set()
+    m = _NUMBA_GATED.fullmatch(name)
+    if m:
+        return f"glu{m.group('grad') or ''}_nd", set()
     m = _NUMBA_ELEMENTWISE.fullmatch(name)
     if m:
         return f"elementwise{m.group('kind') or ''}_{m.group('walk')}", set()
@@ -499,6 +506,8 @@ def glu_and_prelu(d, dt):
     return (
         _entry.glu(x, -1, backend=d.backend),
         _entry.glu_grad(dy, x, -1, backend=d.backend),
+        _entry.glu(x, -1, gate="swiglu", backend=d.backend),
+        _entry.glu_grad(dy, x, -1, gate="geglu", backend=d.backend),
         _entry.prelu(x, alpha, backend=d.backend),
         _entry.prelu_grad(dyp, x, alpha, backend=d.backend),
     )

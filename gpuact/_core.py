@@ -58,6 +58,8 @@ def run(request: Request):
             arguments["op"], arguments["params"] = request.op, request.params
         elif family.axis_keyword is not None:
             arguments[family.axis_keyword] = axis
+            if family.halves:  # the gated units: which one (gpuact._contract.ops.GATES)
+                arguments["gate"] = request.op or "glu"
             if family.mask:  # softmax and log_softmax
                 arguments["log"] = request.log
         if family.bias:

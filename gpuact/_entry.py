@@ -135,13 +135,15 @@ def softmax_grad(dy, x, axis, *, log: bool, mask=None, bias=None, out=None, back
     )
 
 
-def glu(x, axis, *, out=None, backend=None, stream=None):
-    return run(Request(calls.GLU, x, axis=axis, out=out, backend=backend, stream=stream))
+def glu(x, axis, *, gate="glu", out=None, backend=None, stream=None):
+    """A gated unit (``gate``, a name of ``gpuact._contract.ops.GATES``) of ``x``'s halves."""
+    return run(Request(calls.GLU, x, op=gate, axis=axis, out=out, backend=backend, stream=stream))
 
 
-def glu_grad(dy, x, axis, *, out=None, backend=None, stream=None):
-    """``dx`` (x's shape) from ``dy`` (the output's shape): da = dy sigmoid(b), db = dy a sigmoid'(b)."""
-    return run(Request(calls.GLU_GRAD, x, dy=dy, axis=axis, out=out, backend=backend, stream=stream))
+def glu_grad(dy, x, axis, *, gate="glu", out=None, backend=None, stream=None):
+    """``dx`` (x's shape) from ``dy`` (the output's shape): for ``y = op(g) * v`` with ``g`` the gate
+    half, ``dg = dy v op'(g)`` and ``dv = dy op(g)``."""
+    return run(Request(calls.GLU_GRAD, x, dy=dy, op=gate, axis=axis, out=out, backend=backend, stream=stream))
 
 
 def sparsemax(x, axis, *, out=None, backend=None, stream=None):

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpuact._contract.ops import DERIVATIVE_OPS, ELEMENTWISE_OPS
+from gpuact._contract.ops import DERIVATIVE_OPS, ELEMENTWISE_OPS, GATES
 
 MATH_HEADER = "gpuact_math.cuh"
 HALF_HEADER = "gpuact_half.cuh"
@@ -335,21 +335,22 @@ def ew_training_spec(kind: str, op: str, compute) -> dict:
     }
 
 
-def glu_grad_spec(compute) -> dict:
-    """glu's backward in one pass over the halves: ``da = dy * sigmoid(b)``, ``db = dy * a * sigmoid'(b)``
-    (``a``, ``b``, ``da``, ``db``: views of x's and dx's halves, any strides)."""
+def glu_grad_spec(compute, gate: str = "glu") -> dict:
+    """A gated unit's backward (``gate``, ``gpuact._contract.ops.GATES``) in one pass over the halves:
+    for ``y = op(g) * v``, ``dg = dy * v * op'(g)`` and ``dv = dy * op(g)`` (``g``, ``v``, ``dg``,
+    ``dv``: views of x's and dx's halves, any strides; ``p0..p3`` the op's canonical parameters)."""
     compute = np.dtype(compute)
     c = {"float32": "float", "float64": "double"}[compute.name]
-    z = f"({c})0"
+    op = GATES[gate].op
     return {
-        "in_params": "A a, G g, D dy",
-        "out_params": "Y da, Y db",
+        "in_params": f"V v, G g, D dy, {_scalar_params(compute)}",
+        "out_params": "Y dv, Y dg",
         "operation": (
             f"const {c} t = ({c})g, d = ({c})dy; "
-            f"da = (Y)(ga::sigmoid<{c}>(t, {z}, {z}, {z}, {z}) * d); "
-            f"db = (Y)(ga::grad_sigmoid<{c}>(t, {z}, {z}, {z}, {z}) * ({c})a * d)"
+            f"dv = (Y)(ga::{op}<{c}>(t, p0, p1, p2, p3) * d); "
+            f"dg = (Y)(ga::grad_{op}<{c}>(t, p0, p1, p2, p3) * ({c})v * d)"
         ),
-        "name": "gpuact_ew_glu_grad",
+        "name": f"gpuact_ew_{gate}_grad",
         "preamble": read(MATH_HEADER) + read(GRAD_HEADER),
     }
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from gpuact import _kernel_sources as ks  # noqa: E402
-from gpuact._contract.ops import ELEMENTWISE_OPS  # noqa: E402
+from gpuact._contract.ops import ELEMENTWISE_OPS, GATES  # noqa: E402
 from tests.cuda_shim import gpuact_cuda_build as build
 
 ARCHS = (80, 90)
@@ -149,7 +149,8 @@ def ek_training_specs(compute) -> dict[str, dict]:
         for op in ELEMENTWISE_OPS
         for kind in ks.VEC_TRAINING_KINDS
     }
-    specs["glu_grad"] = ks.glu_grad_spec(compute)
+    for gate in GATES:
+        specs[f"{gate}_grad"] = ks.glu_grad_spec(compute, gate)
     specs["prelu_grad"] = ks.prelu_grad_spec(compute)
     return specs
 

@@ -127,6 +127,7 @@ def test_kernels_compile_to_ptx_without_spills(dtype, cc):
 # forward with a bias, the backward and the backward with a bias: two ops stand for all, the
 # catalogue above checks every op at rank 3) at ranks 1-4; float16 adds the conversions.
 ND_OPS = ("relu", "gelu")
+ND_GATES = ("glu", "swiglu")  # the gated units share one template too: the gate first and last
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=lambda d: np.dtype(d).name)
@@ -138,14 +139,14 @@ def test_nd_kernel_loops_have_no_64bit_division(dtype):
 
     problems, checked = [], 0
     with _compile_device_for((9, 0)):
-        for name, fn, sig in kernels.nd_catalogue(dtype, ndims=(1, 2, 3, 4), ops=ND_OPS):
+        for name, fn, sig in kernels.nd_catalogue(dtype, ndims=(1, 2, 3, 4), ops=ND_OPS, gates=ND_GATES):
             ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0))
             checked += 1
             assert _BRANCH.search(ptx), f"{name}: no branch found; has the PTX syntax changed?"
             found = loops_with_64bit_division(ptx)
             if found:
                 problems.append(f"{name}: {found}")
-    assert checked == 4 * (4 * len(ND_OPS) + 6)
+    assert checked == 4 * (4 * len(ND_OPS) + 2 * len(ND_GATES) + 4)
     assert not problems, "\n".join(problems)
 
 

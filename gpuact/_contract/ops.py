@@ -111,6 +111,31 @@ def derivative_op(op: str) -> str | None:
 DERIVATIVE_OPS = tuple(DERIVATIVE_PREFIX + op for op in SECOND_DERIVATIVE_OPS)
 OPS.update({DERIVATIVE_PREFIX + op: OPS[op] for op in SECOND_DERIVATIVE_OPS})
 
+# The gated linear units: x split in two halves along an axis, one half (the gate) through an
+# elementwise op of the table, times the other. Keras's glu gates its first half by the second,
+# a * sigmoid(b); the GLU variants of Shazeer, "GLU Variants Improve Transformer" (2020), as the
+# LLaMA-style MLPs compute them, put the gate first: op(a) * b. Every path computes them from the
+# op table's forward and first derivative, so a gate is one row here.
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One gated unit: ``op`` (with its canonical ``params``) applied to the half ``gate_half``
+    (0: the first), times the other half."""
+
+    op: str
+    params: tuple[float, ...]
+    gate_half: int
+
+
+GATES: dict[str, Gate] = {
+    "glu": Gate("sigmoid", (), 1),
+    "swiglu": Gate("silu", (), 0),
+    "geglu": Gate("gelu", (), 0),
+    "geglu_tanh": Gate("gelu_tanh", (), 0),
+    "reglu": Gate("relu", (0.0, 0.0, -float("inf"), float("inf")), 0),
+}
+
 ELEMENTWISE_PARAMS: dict[str, tuple[str, ...]] = {name: op.params for name, op in OPS.items()}
 ELEMENTWISE_OPS = tuple(OPS)
 

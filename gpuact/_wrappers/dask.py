@@ -39,7 +39,7 @@ import sys
 
 import numpy as np
 
-from gpuact._contract import calls, checks
+from gpuact._contract import calls, checks, ops
 from gpuact._contract.calls import Request
 
 
@@ -88,8 +88,8 @@ def _softmax_grad(inner, dyb, xb, axes, *, log, mask, bias, backend):
     return inner(Request(calls.SOFTMAX_GRAD, xb, dy=dyb, axis=axes, log=log, mask=mask, bias=bias, backend=backend))
 
 
-def _glu(inner, xb, ax, *, backend):
-    return inner(Request(calls.GLU, xb, axis=ax, backend=backend))
+def _glu(inner, xb, ax, *, gate, backend):
+    return inner(Request(calls.GLU, xb, op=gate, axis=ax, backend=backend))
 
 
 def _sparsemax(inner, xb, ax, *, backend):
@@ -577,7 +577,7 @@ def glu(inner, r: Request):
     masked = _masked_chunks(x)
     if x.numblocks[ax] == 1:
         return _da().map_blocks(
-            lambda xb: _glu(inner, xb, ax, backend=backend),
+            lambda xb: _glu(inner, xb, ax, gate=r.op, backend=backend),
             x,
             dtype=dtype,
             chunks=tuple(c if i != ax else (c[0] // 2,) for i, c in enumerate(x.chunks)),
@@ -590,39 +590,43 @@ def glu(inner, r: Request):
             xp = np.ma  # np.concatenate would drop the masks
         else:
             xp = sys.modules["cupy"] if type(ab).__module__.split(".")[0] == "cupy" else np
-        return _glu(inner, xp.concatenate([ab, bb], axis=ax), ax, backend=backend)
+        return _glu(inner, xp.concatenate([ab, bb], axis=ax), ax, gate=r.op, backend=backend)
 
     return _da().map_blocks(gate, a, b, dtype=dtype, meta=_meta(x, dtype, masked=masked))
 
 
 def glu_grad(inner, r: Request):
-    """da = dy sigmoid(b) and db = dy a sigmoid'(b) (gpuact's sigmoid and its gradient kernel on
-    each chunk), the two halves concatenated back along ``axis``; computed in the result dtype's
-    compute dtype (float16 in float32, as the kernels do: dy a overflows float16 long before the
-    result does), each half rounded once at the end."""
+    """For ``y = op(g) * v`` (g the gate half, v the other): ``dg = dy v op'(g)`` and
+    ``dv = dy op(g)`` (gpuact's op and its gradient kernel on each chunk), the two halves
+    concatenated back along ``axis``; computed in the result dtype's compute dtype (float16 in
+    float32, as the kernels do: dy v overflows float16 long before the result does), each half
+    rounded once at the end."""
     dy, x, axis, out, backend, stream = r.dy, r.x, r.axis, r.out, r.backend, r.stream
     _check_call(x, out, stream, dy=dy)
+    gate = ops.GATES[r.op or "glu"]
     ax = _glu_axis(x, axis)
     half = tuple(x.shape[:ax]) + (x.shape[ax] // 2,) + tuple(x.shape[ax + 1 :])
-    a, b = _halves(x, ax)
-    dy = _dy(dy, x, chunks=a.chunks, shape=half, of="glu's output, and so dy,")
+    halves = _halves(x, ax)
+    g, v = halves[gate.gate_half], halves[1 - gate.gate_half]
+    dy = _dy(dy, x, chunks=g.chunks, shape=half, of="glu's output, and so dy,")
     dtype = _dtype(x, dy)
     compute = np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
     da = _da()
 
-    def grad_a(dyb, bb):
-        s = _elementwise(inner, "sigmoid", bb.astype(compute, copy=False), backend=backend)
+    def grad_value(dyb, gb):
+        s = _elementwise(inner, gate.op, gb.astype(compute, copy=False), gate.params, backend=backend)
         return (dyb.astype(compute, copy=False) * s).astype(dtype, copy=False)
 
-    def grad_b(dyb, ab, bb):
-        dya = dyb.astype(compute, copy=False) * ab.astype(compute, copy=False)
-        db = _elementwise_grad(inner, "sigmoid", dya, bb.astype(compute, copy=False), backend=backend)
-        return db.astype(dtype, copy=False)
+    def grad_gate(dyb, vb, gb):
+        dyv = dyb.astype(compute, copy=False) * vb.astype(compute, copy=False)
+        dg = _elementwise_grad(inner, gate.op, dyv, gb.astype(compute, copy=False), gate.params, backend=backend)
+        return dg.astype(dtype, copy=False)
 
-    first = da.map_blocks(grad_a, dy, b, dtype=dtype, meta=_meta(x, dtype))
-    second = da.map_blocks(grad_b, dy, a, b, dtype=dtype, meta=_meta(x, dtype))
+    d_value = da.map_blocks(grad_value, dy, g, dtype=dtype, meta=_meta(x, dtype))
+    d_gate = da.map_blocks(grad_gate, dy, v, g, dtype=dtype, meta=_meta(x, dtype))
+    parts = [d_gate, d_value] if gate.gate_half == 0 else [d_value, d_gate]
     # the halves are blockwise over the same chunks: their unknown lengths, if any, are the same
-    return da.concatenate([first, second], axis=ax, allow_unknown_chunksizes=True)
+    return da.concatenate(parts, axis=ax, allow_unknown_chunksizes=True)
 
 
 def _one_chunk_along(x, ax, name):

@@ -37,7 +37,7 @@ import cupy  # only imported once a CuPy array arrives or backend="cupy" is forc
 import numpy as np
 
 from gpuact import _kernel_sources as ks
-from gpuact._contract.ops import ELEMENTWISE_PARAMS
+from gpuact._contract.ops import ELEMENTWISE_PARAMS, GATES
 from gpuact.backends import _composite, _interop
 
 _NVRTC_OPTIONS = ()  # CuPy adds its own (--std=c++17, include paths)
@@ -308,7 +308,8 @@ def _vec_kernel(op: str, tag: str, inplace: bool = False):
 
 def _ew_kernel(op: str, compute: np.dtype, kind: str | None = None):
     """The ElementwiseKernel of an op's forward (``kind`` None) or of a training kind
-    (``ks.VEC_TRAINING_KINDS``); ``op`` "glu_grad" / "prelu_grad" with kind "special"."""
+    (``ks.VEC_TRAINING_KINDS``); with kind "special", ``op`` "prelu_grad" or "<gate>_grad", a gated
+    unit's backward (``ks.glu_grad_spec``)."""
     # CuPy's ElementwiseKernel compiles and caches one binary per (argument types, device) itself.
     key = (op, compute, kind)
     kernel = _ew_kernels.get(key)
@@ -316,7 +317,7 @@ def _ew_kernel(op: str, compute: np.dtype, kind: str | None = None):
         if kind is None:
             spec = ks.ew_kernel_spec(op, compute)
         elif kind == "special":
-            spec = {"glu_grad": ks.glu_grad_spec, "prelu_grad": ks.prelu_grad_spec}[op](compute)
+            spec = ks.prelu_grad_spec(compute) if op == "prelu_grad" else ks.glu_grad_spec(compute, op[: -len("_grad")])
         else:
             spec = ks.ew_training_spec(kind, op, compute)
         kernel = _ew_kernels[key] = cupy.ElementwiseKernel(**spec)
@@ -643,20 +644,19 @@ def _run_plan(plan, arrays):
 # glu, prelu: CuPy compositions, all on the device; sparsemax: a fused kernel
 
 
-def glu(x, axis, out, dtype, stream=None):
+def glu(x, axis, out, dtype, stream=None, gate="glu"):
+    """A gated unit (``gate``): ``op(g) * v`` for the gate half ``g`` of ``x`` and the other ``v``,
+    the op's kernel on the gate's view, then one multiply."""
     dtype = np.dtype(dtype)
     compute = _compute_dtype(dtype)
+    unit = GATES[gate]
     with _on(x, stream):
-        half = x.shape[axis] // 2
-        index_a = [slice(None)] * x.ndim
-        index_b = [slice(None)] * x.ndim
-        index_a[axis] = slice(0, half)
-        index_b[axis] = slice(half, 2 * half)
-        a = x[tuple(index_a)].astype(compute, copy=False)
-        sig = elementwise("sigmoid", x[tuple(index_b)], (), None, compute)
-        y = cupy.empty(a.shape, dtype) if out is None else out
-        cupy.multiply(a, sig, out=sig)
-        y[...] = sig
+        halves = _halves(x, axis)
+        g, v = halves[unit.gate_half], halves[1 - unit.gate_half]
+        activated = elementwise(unit.op, g, unit.params, None, compute)
+        y = cupy.empty(g.shape, dtype) if out is None else out
+        cupy.multiply(v.astype(compute, copy=False), activated, out=activated)
+        y[...] = activated
         return y
 
 
@@ -716,17 +716,20 @@ def _halves(a, axis):
     return a[first], a[second]
 
 
-def glu_grad(dy, x, axis, out, dtype, stream=None):
-    """glu's backward, both halves in one pass over views of x and dx (no copies):
-    ``da = dy sigmoid(b)``, ``db = dy a sigmoid'(b)``."""
+def glu_grad(dy, x, axis, out, dtype, stream=None, gate="glu"):
+    """A gated unit's backward, both halves in one pass over views of x and dx (no copies): for
+    ``y = op(g) * v``, ``dg = dy v op'(g)`` and ``dv = dy op(g)``."""
     dtype = np.dtype(dtype)
+    compute = _compute_dtype(dtype)
+    unit = GATES[gate]
     with _on(x, stream):
         dx = cupy.empty(x.shape, dtype) if out is None else out
         if dx.size == 0:
             return dx
-        a, b = _halves(x, axis)
-        da, db = _halves(dx, axis)
-        _ew_kernel("glu_grad", _compute_dtype(dtype), "special")(a, b, dy, da, db)
+        halves, dhalves = _halves(x, axis), _halves(dx, axis)
+        g, v = halves[unit.gate_half], halves[1 - unit.gate_half]
+        dg, dv = dhalves[unit.gate_half], dhalves[1 - unit.gate_half]
+        _ew_kernel(f"{gate}_grad", compute, "special")(v, g, dy, *_params4(unit.op, unit.params, compute), dv, dg)
         return dx
 
 

@@ -33,6 +33,7 @@ from collections import OrderedDict
 import numpy as np
 from numba import cuda
 
+from gpuact._contract.ops import GATES
 from gpuact.backends import _interop
 from gpuact.backends._numba import kernels as K
 from gpuact.backends._numba import plan as P
@@ -926,7 +927,8 @@ def _dummy_mask(stream):
     return m
 
 
-def glu(x, axis, out, dtype, stream=None):
+def glu(x, axis, out, dtype, stream=None, gate="glu"):
+    """A gated unit (``gate``): ``v * op(g)`` for the gate half ``g`` of x and the other ``v``."""
     stream = _stream(stream)
     dtype = np.dtype(dtype)
     half = x.shape[axis] // 2
@@ -935,17 +937,17 @@ def glu(x, axis, out, dtype, stream=None):
     n = y.size
     if n == 0:
         return y
-    # The two halves as strided views of x: a = x[..., :half, ...], b = x[..., half:, ...]. For a
+    # The two halves as strided views of x: x[..., :half, ...] and x[..., half:, ...]. For a
     # contiguous x the merged walk is 2-D, (outer, half * inner), or flat when outer == 1.
-    a = _view(x, shape, x.strides)
-    b = _offset_view(x, axis, half, shape)
+    halves = (_view(x, shape, x.strides), _offset_view(x, axis, half, shape))
+    g, v = halves[GATES[gate].gate_half], halves[1 - GATES[gate].gate_half]
     ft = K.compute_type(dtype)
     xd = np.dtype(x.dtype)
     _run_nd(
-        ("glu", xd, dtype),
-        lambda nd: K.binary_nd("glu", ft, nd),
+        (gate, xd, dtype),
+        lambda nd: K.binary_nd(gate, ft, nd),
         lambda nd: K.binary_nd_signature(xd, xd, dtype, nd),
-        [a, b, y],
+        [v, g, y],
         (),
         stream,
     )
@@ -1167,14 +1169,31 @@ def prelu_grad(dy, x, alpha, out, dtype, stream=None):
     return dx
 
 
-def glu_grad(dy, x, axis, out, dtype, stream=None):
-    """glu's backward in one pass over the output's shape: da = dy sigmoid(b) and
-    db = dy a sigmoid'(b) written into the halves of dx (x's shape)."""
+def glu_grad(dy, x, axis, out, dtype, stream=None, gate="glu"):
+    """A gated unit's backward in one pass over the output's shape: for ``y = v op(g)``,
+    ``dv = dy op(g)`` and ``dg = dy v op'(g)`` written into the halves of dx (x's shape)."""
     stream = _stream(stream)
     dtype = np.dtype(dtype)
     dx = _empty(x.shape, dtype, stream) if out is None else out
     if dx.size == 0:
         return dx
+    half = x.shape[axis] // 2
+    shape = tuple(x.shape[:axis]) + (half,) + tuple(x.shape[axis + 1 :])
+    first = GATES[gate].gate_half
+    halves = (_view(x, shape, x.strides), _offset_view(x, axis, half, shape))
+    dhalves = (_view(dx, shape, dx.strides), _offset_view(dx, axis, half, shape))
+    g, v, dg, dv = halves[first], halves[1 - first], dhalves[first], dhalves[1 - first]
+    ft = K.compute_type(dtype)
+    xd, dyd = np.dtype(x.dtype), np.dtype(dy.dtype)
+    _run_nd(
+        (f"{gate}_grad", xd, dyd, dtype),
+        lambda nd: K.glu_grad_nd(ft, nd, gate),
+        lambda nd: K.glu_grad_nd_signature(xd, dyd, dtype, nd),
+        [v, g, dy, dv, dg],
+        (),
+        stream,
+    )
+    return dx
     half = x.shape[axis] // 2
     shape = tuple(x.shape[:axis]) + (half,) + tuple(x.shape[axis + 1 :])
     a, b = _view(x, shape, x.strides), _offset_view(x, axis, half, shape)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gpuact import _kernel_sources as ks
-from gpuact._contract.ops import ELEMENTWISE_OPS
+from gpuact._contract.ops import ELEMENTWISE_OPS, GATES
 from tests.cuda_shim import gpuact_cuda_build as build
 
 # dtype -> (kind code in the C++ runtime below, its C type)
@@ -102,7 +102,7 @@ def all_specs() -> list[dict]:
         for op in ELEMENTWISE_OPS:
             specs.append(ks.ew_kernel_spec(op, compute))
             specs += [ks.ew_training_spec(kind, op, compute) for kind in ks.VEC_TRAINING_KINDS]
-        specs += [ks.glu_grad_spec(compute), ks.prelu_grad_spec(compute)]
+        specs += [ks.glu_grad_spec(compute, gate) for gate in GATES] + [ks.prelu_grad_spec(compute)]
     return specs
 
 

@@ -14,7 +14,7 @@ as Numba arrays:
                           conditional subtract per axis per element and no 64-bit division in the
                           loop (a signed 64-bit ``//`` or ``%`` is a ~70-instruction subroutine).
 * ``copy_nd``, ``mask_nd`` the same N-D walk for copies (with dtype conversion) and masks.
-* ``binary_nd``           glu (``a * sigmoid(b)`` over two views of x) and prelu (x, alpha).
+* ``binary_nd``           the gated units (``a * op(b)`` over two views of x) and prelu (x, alpha).
 * ``softmax_tile``        a block per tile of columns of a contiguous (outer, L, inner) array
                           (layout in ``plan.py``): per-thread online (max, sum of exp) over its
                           share of L, then a pairwise tree merge in shared memory, then the write.
@@ -55,6 +55,7 @@ import numpy as np
 from numba import cuda, types
 from numba.np.numpy_support import from_dtype
 
+from gpuact._contract.ops import GATES
 from gpuact.backends._numba import plan as P
 from gpuact.backends._numba.scalar import M, device_functions, grad_functions
 
@@ -362,10 +363,15 @@ def mask_nd_signature(in_dtype, ndim):
 
 
 def binary_nd(kind, ft, ndim):
-    """glu: y = a * sigmoid(b); prelu: y = max(x, 0) + alpha * min(x, 0) (a = x, b = alpha)."""
+    """A gated unit (``kind`` a name of ``gpuact._contract.ops.GATES``): y = a * op(b), with a the
+    value half and b the gate half (glu: a * sigmoid(b)); prelu: y = max(x, 0) + alpha * min(x, 0)
+    (a = x, b = alpha)."""
     fns = device_functions(ft)
-    if kind == "glu":
-        body = ["store(y, (IDX), ft(a[IDX]) * sig(ft(b[IDX])))"]
+    ns = {"ft": ft, "fmax": fns["_fmax"], "fmin": fns["_fmin"], "zero": ft(0)}
+    if kind in GATES:
+        gate = GATES[kind]
+        body = ["store(y, (IDX), ft(a[IDX]) * act(ft(b[IDX]), p0, p1, p2, p3))"]
+        ns.update(_gate_namespace(gate, ft, fns))
     elif kind == "prelu":
         # where alpha is 0 (Keras's initial PReLU) the negative part is 0, also at x = -inf (the
         # limit, as leaky_relu), not 0 * -inf
@@ -377,27 +383,36 @@ def binary_nd(kind, ft, ndim):
         ]
     else:  # pragma: no cover
         raise ValueError(kind)
-    ns = {"ft": ft, "sig": fns["_sigmoid_of"], "fmax": fns["_fmax"], "fmin": fns["_fmin"], "zero": ft(0)}
     return _nd_kernel(f"gpuact_{kind}_nd{ndim}", ndim, ["a", "b", "y", "n", "g"], body, ns)
+
+
+def _gate_namespace(gate, ft, fns, grads=None) -> dict:
+    """The gate's op (``act``), its derivative (``act_grad``) and its parameters as constants."""
+    params = tuple(ft(p) for p in gate.params) + (ft(0),) * (4 - len(gate.params))
+    ns = {"act": fns[gate.op], **{f"p{k}": params[k] for k in range(4)}}
+    if grads is not None:
+        ns["act_grad"] = grads[gate.op]
+    return ns
 
 
 def binary_nd_signature(a_dtype, b_dtype, out_dtype, ndim):
     return signature((a_dtype, ndim, "A"), (b_dtype, ndim, "A"), (out_dtype, ndim, "A"), np.int64, steps_type(ndim))
 
 
-def glu_grad_nd(ft, ndim):
-    """glu's backward over the output's shape: a, b the halves of x, da, db those of dx;
-    da = dy sigmoid(b), db = dy a sigmoid'(b), both halves written in one pass."""
+def glu_grad_nd(ft, ndim, gate="glu"):
+    """A gated unit's backward over the output's shape: a (the value half) and b (the gate half)
+    of x, da and db those of dx; for y = a * op(b), da = dy op(b), db = dy a op'(b), both halves
+    written in one pass."""
     fns, grads = device_functions(ft), grad_functions(ft)
     body = [
         "bv = ft(b[IDX])",
         "d = ft(dy[IDX])",
-        "store(da, (IDX), sig(bv) * d)",
-        "store(db, (IDX), sig_grad(bv) * ft(a[IDX]) * d)",
+        "store(da, (IDX), act(bv, p0, p1, p2, p3) * d)",
+        "store(db, (IDX), act_grad(bv, p0, p1, p2, p3) * ft(a[IDX]) * d)",
     ]
-    ns = {"ft": ft, "sig": fns["_sigmoid_of"], "sig_grad": grads["_sigmoid_grad"]}
+    ns = {"ft": ft, **_gate_namespace(GATES[gate], ft, fns, grads)}
     return _nd_kernel(
-        f"gpuact_glu_grad_nd{ndim}", ndim, ["a", "b", "dy", "da", "db", "n", "g"], body, ns, shape_of="db"
+        f"gpuact_{gate}_grad_nd{ndim}", ndim, ["a", "b", "dy", "da", "db", "n", "g"], body, ns, shape_of="db"
     )
 
 
@@ -1634,10 +1649,10 @@ def sparsemax_split_grad_finish_signature(dy_dtype, in_dtype, out_dtype):
 # the catalogue (for the PTX test)
 
 
-def nd_catalogue(dtype, ndims=(1, 2, 3, 4), ops=None):
+def nd_catalogue(dtype, ndims=(1, 2, 3, 4), ops=None, gates=None):
     """(name, python kernel, signature) of the N-D (odometer) kernels at the ranks ``ndims``:
     per op the forward, the forward with a bias, the backward and the backward with a bias
-    (biases of ``dtype``)."""
+    (biases of ``dtype``); per gated unit (``gates``, default all) its forward and backward."""
     from gpuact._contract.ops import ELEMENTWISE_OPS
 
     dtype = np.dtype(dtype)
@@ -1661,8 +1676,11 @@ def nd_catalogue(dtype, ndims=(1, 2, 3, 4), ops=None):
                         grad_nd_signature(dtype, dtype, dtype, nd, dtype if biased else None),
                     )
                 )
-        out.append((f"glu_nd{nd}", binary_nd("glu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
-        out.append((f"glu_grad_nd{nd}", glu_grad_nd(ft, nd), glu_grad_nd_signature(dtype, dtype, dtype, nd)))
+        for gate in GATES if gates is None else gates:
+            out.append((f"{gate}_nd{nd}", binary_nd(gate, ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
+            out.append(
+                (f"{gate}_grad_nd{nd}", glu_grad_nd(ft, nd, gate), glu_grad_nd_signature(dtype, dtype, dtype, nd))
+            )
         out.append((f"prelu_nd{nd}", binary_nd("prelu", ft, nd), binary_nd_signature(dtype, dtype, dtype, nd)))
         out.append(
             (f"prelu_grad_nd{nd}", prelu_grad_nd(ft, nd), prelu_grad_nd_signature(dtype, dtype, dtype, dtype, nd))

@@ -6,59 +6,79 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpuact._contract.ops import GATES
 from gpuact.backends import _composite, _native
 from gpuact.backends.numpy_backend.blocks import buffered_map, gathered_rows, scratch_buffer
 from gpuact.backends.numpy_backend.dtypes import compute_dtype
-from gpuact.backends.numpy_backend.formulas import KERNELS, keep_nan, sigmoid_grad_into, sigmoid_into
+from gpuact.backends.numpy_backend.formulas import GRADS, KERNELS, keep_nan
 
 
-def glu(x, axis, out, dtype, stream=None):
-    """``a * sigmoid(b)`` for the halves ``a, b`` of ``x`` along ``axis``: views of ``x`` read
-    block by block, no copy of either half."""
+def _gate_halves(a, axis, gate):
+    """(the gate half, the other) of ``a`` along ``axis``, as views."""
+    half = a.shape[axis] // 2
+    halves = (a[(slice(None),) * axis + (slice(0, half),)], a[(slice(None),) * axis + (slice(half, 2 * half),)])
+    return halves[gate.gate_half], halves[1 - gate.gate_half]
+
+
+def _gate_into(gate, g, s, scratch, compute):
+    """s = op(g) for the gate's op: its compiled kernel, else its ufunc formula."""
+    kernel = _native.elementwise_kernel(gate.op, compute)
+    m = g.size
+    if kernel is not None:
+        kernel(g, s, 0, m, *gate.params)
+    else:
+        t, u = scratch_buffer(scratch, "t", m, compute), scratch_buffer(scratch, "u", m, compute)
+        KERNELS[gate.op](g, s, t, u, *gate.params)
+
+
+def glu(x, axis, out, dtype, stream=None, gate="glu"):
+    """A gated unit (``gate``, ``gpuact._contract.ops.GATES``): ``op(g) * v`` for the gate half
+    ``g`` of ``x`` along ``axis`` and the other ``v`` (glu: ``a * sigmoid(b)``), views of ``x``
+    read block by block, no copy of either half."""
+    unit = GATES[gate]
     compute = compute_dtype(dtype)
-    half = x.shape[axis] // 2
-    a = x[(slice(None),) * axis + (slice(0, half),)]
-    b = x[(slice(None),) * axis + (slice(half, 2 * half),)]
-    y = np.empty(a.shape, dtype) if out is None else out
+    g, v = _gate_halves(x, axis, unit)
+    y = np.empty(g.shape, dtype) if out is None else out
     if y.size == 0:
         return y
-    sigmoid = _native.elementwise_kernel("sigmoid", compute)
-    sigmoid_formula = KERNELS["sigmoid"]
 
-    def gate(ab, bb, yb, scratch):
-        m = yb.size
-        s = scratch_buffer(scratch, "s", m, compute)
-        if sigmoid is not None:
-            sigmoid(bb, s, 0, m)
-        else:
-            sigmoid_formula(bb, s, scratch_buffer(scratch, "t", m, compute), scratch_buffer(scratch, "u", m, compute))
-        np.multiply(ab, s, out=yb)
+    def gated(gb, vb, yb, scratch):
+        s = scratch_buffer(scratch, "s", yb.size, compute)
+        _gate_into(unit, gb, s, scratch, compute)
+        np.multiply(vb, s, out=yb)
 
-    buffered_map(gate, [a, b], y, compute)
+    buffered_map(gated, [g, v], y, compute)
     return y
 
 
-def glu_grad(dy, x, axis, out, dtype, stream=None):
-    """glu's backward, both halves in one pass: da = dy sigmoid(b), db = dy a sigmoid'(b)."""
+def glu_grad(dy, x, axis, out, dtype, stream=None, gate="glu"):
+    """A gated unit's backward, both halves in one pass: for ``y = op(g) * v``, ``dg = dy v op'(g)``
+    (the op's derivative kernel on ``dy v``) and ``dv = dy op(g)``."""
+    unit = GATES[gate]
     compute = compute_dtype(dtype)
     dx = np.empty(x.shape, dtype) if out is None else out
     if dx.size == 0:
         return dx
-    half = x.shape[axis] // 2
-    first, second = (slice(None),) * axis + (slice(0, half),), (slice(None),) * axis + (slice(half, 2 * half),)
+    g, v = _gate_halves(x, axis, unit)
+    dg, dv = _gate_halves(dx, axis, unit)
+    grad = _native.grad_kernel(unit.op, compute)
+    params = unit.params + (0.0,) * (4 - len(unit.params))
 
-    def gate_grad(ab, bb, dyb, dab, dbb, scratch):
+    def gated_grad(gb, vb, dyb, dgb, dvb, scratch):
         m = dyb.size
         s = scratch_buffer(scratch, "s", m, compute)
-        t = scratch_buffer(scratch, "t", m, compute)
-        ds = scratch_buffer(scratch, "ds", m, compute)
-        sigmoid_into(bb, s, t)
-        sigmoid_grad_into(bb, ds, t)
-        np.multiply(ds, ab, out=ds)
-        np.multiply(ds, dyb, out=dbb)
-        np.multiply(s, dyb, out=dab)
+        dyv = scratch_buffer(scratch, "dyv", m, compute)
+        np.multiply(dyb, vb, out=dyv)
+        if grad is not None:
+            grad.grad(dyv, gb, dgb, 0, m, *params)
+        else:
+            t, u = scratch_buffer(scratch, "t", m, compute), scratch_buffer(scratch, "u", m, compute)
+            GRADS[unit.op](gb, s, t, u, *unit.params)
+            np.multiply(dyv, s, out=dgb)
+        _gate_into(unit, gb, s, scratch, compute)
+        np.multiply(s, dyb, out=dvb)
 
-    buffered_map(gate_grad, [x[first], x[second], dy], [dx[first], dx[second]], compute)
+    buffered_map(gated_grad, [g, v, dy], [dg, dv], compute)
     return dx
 
 
