@@ -1272,6 +1272,133 @@ def glu(
     return _entry.glu(x, axis, out=out, backend=backend, stream=stream)
 
 
+def _gated(gate, x, axis, out, backend, stream):
+    if not isinstance(axis, (int, _np.integer)) or isinstance(axis, bool):
+        raise TypeError(
+            f"axis must be an int; got {axis!r} (the two-tensor form {gate}(a, b) is not supported yet: "
+            f"pass x = concatenate([a, b], axis))"
+        )
+    return _entry.glu(x, axis, gate=gate, out=out, backend=backend, stream=stream)
+
+
+def swiglu(
+    x: Array, axis: int = -1, *, out: Array | None = None, backend: Backend | None = None, stream: Stream = None
+) -> Result:
+    r"""SwiGLU: ``x`` split in halves along ``axis``, SiLU of the first times the second.
+
+    .. math::
+
+        f(x) = \operatorname{silu}(a) \odot b = a \, \sigma(a) \odot b, \qquad x = [a, b] 	ext{ along axis}
+
+    The gated linear unit with a Swish gate of Shazeer, *GLU Variants Improve Transformer* (2020),
+    as LLaMA-style MLPs compute it from their up-projection: the *first* half is the gate (Keras's
+    :func:`glu` gates the first half by the second). The axis length must be even (``ValueError``
+    otherwise); the result has half of it. NaN in either half gives NaN; ``±inf`` follows the
+    product: ``silu(+inf) * b = inf * b``, ``silu(-inf) = 0`` times a finite ``b`` is 0, and
+    ``0 * inf`` is NaN, as IEEE arithmetic gives it.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input, at least 1-D.
+    axis : int, default -1
+        The axis to split.
+    out, backend, stream
+        See :ref:`shared-arguments` (no ``bias``).
+
+    Returns
+    -------
+    array
+        ``x``'s shape with ``axis`` halved, an array of ``x``'s kind.
+
+    Examples
+    --------
+    >>> import numpy as np, gpuact
+    >>> gpuact.swiglu(np.array([1.0, 2.0, 3.0, 0.5], dtype=np.float32))
+    array([2.19318, 0.8808 ], dtype=float32)
+    """
+    return _gated("swiglu", x, axis, out, backend, stream)
+
+
+def geglu(
+    x: Array,
+    axis: int = -1,
+    approximate: bool = False,
+    *,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
+    r"""GeGLU: ``x`` split in halves along ``axis``, GELU of the first times the second.
+
+    .. math::
+
+        f(x) = \operatorname{gelu}(a) \odot b, \qquad x = [a, b] 	ext{ along axis}
+
+    with :func:`gelu`'s exact (erf) form, or its tanh approximation with ``approximate=True``
+    (Shazeer, *GLU Variants Improve Transformer*, 2020). The first half is the gate, as in
+    :func:`swiglu`; the axis length must be even. The limits follow the product, as in :func:`swiglu`.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input, at least 1-D.
+    axis : int, default -1
+        The axis to split.
+    approximate : bool, default False
+        The tanh approximation of GELU.
+    out, backend, stream
+        See :ref:`shared-arguments` (no ``bias``).
+
+    Returns
+    -------
+    array
+        ``x``'s shape with ``axis`` halved, an array of ``x``'s kind.
+
+    Examples
+    --------
+    >>> import numpy as np, gpuact
+    >>> gpuact.geglu(np.array([1.0, 2.0, 3.0, 0.5], dtype=np.float32))
+    array([2.52403, 0.97725], dtype=float32)
+    """
+    return _gated("geglu_tanh" if approximate else "geglu", x, axis, out, backend, stream)
+
+
+def reglu(
+    x: Array, axis: int = -1, *, out: Array | None = None, backend: Backend | None = None, stream: Stream = None
+) -> Result:
+    r"""ReGLU: ``x`` split in halves along ``axis``, ReLU of the first times the second.
+
+    .. math::
+
+        f(x) = \max(a, 0) \odot b, \qquad x = [a, b] 	ext{ along axis}
+
+    (Shazeer, *GLU Variants Improve Transformer*, 2020). The first half is the gate, as in
+    :func:`swiglu`; the axis length must be even. ``relu(a) = 0`` times an infinite ``b`` is NaN.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The input, at least 1-D.
+    axis : int, default -1
+        The axis to split.
+    out, backend, stream
+        See :ref:`shared-arguments` (no ``bias``).
+
+    Returns
+    -------
+    array
+        ``x``'s shape with ``axis`` halved, an array of ``x``'s kind.
+
+    Examples
+    --------
+    >>> import numpy as np, gpuact
+    >>> gpuact.reglu(np.array([-1.0, 2.0, 3.0, 0.5], dtype=np.float32))
+    array([0., 1.], dtype=float32)
+    """
+    return _gated("reglu", x, axis, out, backend, stream)
+
+
 def sparsemax(
     x: Array, axis: int = -1, *, out: Array | None = None, backend: Backend | None = None, stream: Stream = None
 ) -> Result:
@@ -1340,6 +1467,9 @@ __all__ = [
     "log_sigmoid",
     "celu",
     "glu",
+    "swiglu",
+    "geglu",
+    "reglu",
     "hard_tanh",
     "hard_shrink",
     "soft_shrink",

@@ -924,6 +924,144 @@ def glu(
     return _entry.glu_grad(dy, x, axis, out=out, backend=backend, stream=stream)
 
 
+def _gated_grad(gate, dy, x, axis, out, backend, stream):
+    return _entry.glu_grad(dy, x, axis, gate=gate, out=out, backend=backend, stream=stream)
+
+
+def swiglu(
+    dy: Array,
+    x: Array,
+    axis: int = -1,
+    *,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
+    r"""Gradient of :func:`gpuact.swiglu` along ``axis``, one fused pass that recomputes the gate.
+
+    .. math::
+
+        da = dy \odot b \odot \operatorname{silu}'(a), \qquad db = dy \odot \operatorname{silu}(a),
+        \qquad dx = [da, db]
+
+    for the halves :math:`a, b` of ``x`` along ``axis``: ``silu(a)`` is recomputed from ``a``, so
+    the forward needs to keep nothing but ``x``. ``dy`` has the output's shape; ``dx`` has ``x``'s.
+    At ``a = ±inf`` the derivative is its limit (``silu'(+inf) = 1``, ``silu'(-inf) = 0``), as in
+    :func:`silu`'s backward.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at swiglu's output, ``x``'s kind.
+    x : array_like or CUDA array
+        The forward's input.
+    axis : int, default -1
+        The forward's axis.
+    out, backend, stream
+        See :ref:`shared-arguments` (no ``bias``).
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
+    >>> import numpy as np, gpuact
+    >>> gpuact.backward.swiglu(np.ones(1, np.float32), np.array([0.0, 2.0], np.float32))
+    array([1., 0.], dtype=float32)
+    """
+    return _gated_grad("swiglu", dy, x, axis, out, backend, stream)
+
+
+def geglu(
+    dy: Array,
+    x: Array,
+    axis: int = -1,
+    approximate: bool = False,
+    *,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
+    r"""Gradient of :func:`gpuact.geglu` along ``axis``, one fused pass that recomputes the gate.
+
+    .. math::
+
+        da = dy \odot b \odot \operatorname{gelu}'(a), \qquad db = dy \odot \operatorname{gelu}(a),
+        \qquad dx = [da, db]
+
+    with the forward's form of GELU (``approximate``). ``dy`` has the output's shape; ``dx`` has ``x``'s.
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at geglu's output, ``x``'s kind.
+    x : array_like or CUDA array
+        The forward's input.
+    axis : int, default -1
+        The forward's axis.
+    approximate : bool, default False
+        The forward's tanh approximation.
+    out, backend, stream
+        See :ref:`shared-arguments` (no ``bias``).
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
+    >>> import numpy as np, gpuact
+    >>> gpuact.backward.geglu(np.ones(1, np.float32), np.array([0.0, 2.0], np.float32))
+    array([1., 0.], dtype=float32)
+    """
+    return _gated_grad("geglu_tanh" if approximate else "geglu", dy, x, axis, out, backend, stream)
+
+
+def reglu(
+    dy: Array,
+    x: Array,
+    axis: int = -1,
+    *,
+    out: Array | None = None,
+    backend: Backend | None = None,
+    stream: Stream = None,
+) -> Result:
+    r"""Gradient of :func:`gpuact.reglu` along ``axis``, one fused pass.
+
+    .. math::
+
+        da = dy \odot b \odot [a > 0], \qquad db = dy \odot \max(a, 0), \qquad dx = [da, db]
+
+    (``relu'(0) = 0``, the derivative from the left, as :func:`gpuact.backward.relu`).
+
+    Parameters
+    ----------
+    dy : array_like or CUDA array
+        The gradient at reglu's output, ``x``'s kind.
+    x : array_like or CUDA array
+        The forward's input.
+    axis : int, default -1
+        The forward's axis.
+    out, backend, stream
+        See :ref:`shared-arguments` (no ``bias``).
+
+    Returns
+    -------
+    array
+        ``dx``, an array of ``x``'s kind and shape.
+
+    Examples
+    --------
+    >>> import numpy as np, gpuact
+    >>> gpuact.backward.reglu(np.ones(1, np.float32), np.array([1.0, 2.0], np.float32))
+    array([2., 1.], dtype=float32)
+    """
+    return _gated_grad("reglu", dy, x, axis, out, backend, stream)
+
+
 def hard_tanh(
     dy: Array,
     x: Array,

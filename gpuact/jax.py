@@ -4,7 +4,7 @@
 function: its forward calls ``gpuact.<name>`` and its backward ``gpuact.backward.<name>``, each
 as an XLA custom call with the result's shape and dtype declared, so they trace, jit and
 differentiate like any JAX function (and ``bias``, broadcast against ``x``, gets its gradient
-too). softmax, log_softmax, sparsemax and glu take ``axis``.
+too). softmax, log_softmax, sparsemax and the gated units (glu, swiglu, geglu, reglu) take ``axis``.
 
 * **Buffers.** The call is ``jax.experimental.buffer_callback``: gpuact reads XLA's operand
   buffers and writes its result straight into XLA's output buffer (``out=``), on the CPU as NumPy
@@ -50,7 +50,8 @@ except ImportError:  # JAX releases before buffer_callback: the pure_callback pa
 
 _NOT_FORWARDED = ("out", "backend", "stream")
 _SOFTMAX_OPS = ("softmax", "log_softmax")
-_AXIS_OPS = (*_SOFTMAX_OPS, "sparsemax", "glu")
+_GATED = ("glu", "swiglu", "geglu", "reglu")  # x split in halves along the axis
+_AXIS_OPS = (*_SOFTMAX_OPS, "sparsemax", *_GATED)
 # default backends whose custom calls buffer_callback lowers (it refuses any other platform)
 _BUFFER_PLATFORMS = ("cpu", "gpu", "cuda", "rocm")
 _KDL_CPU = 1
@@ -114,7 +115,7 @@ def _checked(name: str, arguments: dict, x) -> tuple:
     _result_dtype(x.dtype)
     if name in _SOFTMAX_OPS:
         values["axis"] = checks.softmax_axes(values["axis"], x.ndim)
-    elif name == "glu":
+    elif name in _GATED:
         values["axis"] = checks.glu_halves(values["axis"], tuple(x.shape))[0]
     elif name == "sparsemax":
         values["axis"] = checks.single_axis(values["axis"], x.ndim)
@@ -152,7 +153,7 @@ def _shifted(key: tuple) -> tuple:
 
 
 def _output_shape(name: str, shape, kwargs: dict) -> tuple:
-    if name != "glu":
+    if name not in _GATED:
         return tuple(shape)
     axis = kwargs["axis"]
     return tuple(shape[:axis]) + (shape[axis] // 2,) + tuple(shape[axis + 1 :])

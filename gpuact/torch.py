@@ -234,29 +234,38 @@ def _(dy, x, bias, axis, log):
     return x.new_empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype))
 
 
-@torch.library.custom_op("gpuact::glu", mutates_args=(), schema="(Tensor x, int axis) -> Tensor")
-def _glu(x, axis):
+@torch.library.custom_op("gpuact::glu", mutates_args=(), schema="(Tensor x, int axis, str gate) -> Tensor")
+def _glu(x, axis, gate):
     y = torch.empty(calls.GLU.result_shape(tuple(x.shape), axis), dtype=_result_dtype(x.dtype), device=x.device)
     with _gpuact_memory(x):
-        _entry.glu(x.detach(), axis, out=y)
+        _entry.glu(x.detach(), axis, gate=gate, out=y)
     return y
 
 
+def _check_gate(gate: str) -> None:
+    if gate not in ops.GATES:
+        raise ValueError(f"gpuact has no gated unit {gate!r}; it has {sorted(ops.GATES)}")
+
+
 @_glu.register_fake
-def _(x, axis):
+def _(x, axis, gate):
+    _check_gate(gate)
     return x.new_empty(calls.GLU.result_shape(tuple(x.shape), axis), dtype=_result_dtype(x.dtype))
 
 
-@torch.library.custom_op("gpuact::glu_backward", mutates_args=(), schema="(Tensor dy, Tensor x, int axis) -> Tensor")
-def _glu_backward(dy, x, axis):
+@torch.library.custom_op(
+    "gpuact::glu_backward", mutates_args=(), schema="(Tensor dy, Tensor x, int axis, str gate) -> Tensor"
+)
+def _glu_backward(dy, x, axis, gate):
     dx = torch.empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype), device=x.device)
     with _gpuact_memory(x):
-        _entry.glu_grad(dy.detach(), x.detach(), axis, out=dx)
+        _entry.glu_grad(dy.detach(), x.detach(), axis, gate=gate, out=dx)
     return dx
 
 
 @_glu_backward.register_fake
-def _(dy, x, axis):
+def _(dy, x, axis, gate):
+    _check_gate(gate)
     want = calls.GLU.forward_shape(tuple(x.shape), axis)
     if tuple(dy.shape) != want:
         raise ValueError(f"dy has shape {tuple(dy.shape)}; glu's output, and so dy, has shape {want}")
@@ -338,8 +347,8 @@ def _softmax_grad(ctx, dy):
 
 
 def _glu_grad(ctx, dy):
-    x, _ = ctx.saved_tensors
-    return torch.ops.gpuact.glu_backward(dy, x, ctx.args[1]), None
+    x, _, _ = ctx.saved_tensors
+    return torch.ops.gpuact.glu_backward(dy, x, ctx.args[1], ctx.args[2]), None, None
 
 
 def _sparsemax_grad(ctx, dy):
@@ -443,16 +452,21 @@ def _sparsemax_grad_grad(ctx, ggx):
 
 
 def _glu_grad_grad(ctx, ggx):
-    dy, x, _ = ctx.saved_tensors
+    dy, x, _, _ = ctx.saved_tensors
+    axis, gate = checks.single_axis(ctx.args[2], x.dim()), ctx.args[3]
     if ctx.needs_input_grad[1]:
-        raise _no_second_derivative("glu")
-    # dx = (dy s(b), dy a s'(b)) for x = (a, b) is linear in dy: its transpose applied to ggx
-    axis = checks.single_axis(ctx.args[2], x.dim())
+        raise _no_second_derivative(gate)
+    # for y = op(g) v: dx = (dy v op'(g), dy op(g)) in the halves' order, linear in dy; its
+    # transpose applied to ggx = (gg, gv) is gg v op'(g) + gv op(g), from the op's kernels
+    unit = ops.GATES[gate]
+    params = list(unit.params)
     dtype = _compute_dtype(_grad_dtype(dy.dtype, x.dtype))
-    a, b = x.to(dtype).chunk(2, axis)
-    ga, gb = ggx.to(dtype).chunk(2, axis)
-    s = torch.sigmoid(b)
-    return (ga * s + gb * a * s * (1 - s)).to(dy.dtype), None, None
+    halves, ghalves = x.chunk(2, axis), ggx.to(dtype).chunk(2, axis)
+    g, v = halves[unit.gate_half], halves[1 - unit.gate_half].to(dtype)
+    gg, gv = ghalves[unit.gate_half], ghalves[1 - unit.gate_half]
+    activated = torch.ops.gpuact.elementwise(g, None, unit.op, params).to(dtype)
+    gdy = torch.ops.gpuact.elementwise_backward(gg * v, g, None, unit.op, params).to(dtype) + gv * activated
+    return gdy.to(dy.dtype), None, None, None
 
 
 _elementwise_backward.register_autograd(_elementwise_grad_grad, setup_context=_save_inputs)
@@ -510,6 +524,10 @@ def _single_axis(axis) -> int:
     return axes[0]
 
 
+# the gated units' public functions (geglu's approximate=True is the gate "geglu_tanh")
+GATED = ("glu", "swiglu", "geglu", "reglu")
+
+
 def _prepare(name: str) -> Callable[..., Callable]:
     """``prepare(**parameters)``: the operator call behind ``gpuact.torch.<name>`` with these
     parameters in canonical form, ``run(x, bias)``."""
@@ -522,14 +540,21 @@ def _prepare(name: str) -> Callable[..., Callable]:
             return lambda x, bias: ops.softmax(x, bias, axes, log)
 
         return softmax
-    if name in ("glu", "sparsemax"):
-        op = ops.glu if name == "glu" else ops.sparsemax
+    if name == "sparsemax":
 
         def shaped(axis):
             single = _single_axis(axis)
-            return lambda x, bias: op(x, single)
+            return lambda x, bias: ops.sparsemax(x, single)
 
         return shaped
+    if name in GATED:
+
+        def gated(axis, approximate=False):
+            single = _single_axis(axis)
+            gate = "geglu_tanh" if name == "geglu" and approximate else name
+            return lambda x, bias: ops.glu(x, single, gate)
+
+        return gated
     params_of = _params_of(name)
 
     def elementwise(**parameters):

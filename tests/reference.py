@@ -276,6 +276,37 @@ def glu(x: np.ndarray, axis=-1) -> np.ndarray:
     return a * elementwise("sigmoid", b)
 
 
+# The gated units (gpuact.glu and the GLU variants): (the gate's op, its reference kwargs, which
+# half is the gate), written from the definitions, independently of gpuact's table.
+GATED = {
+    "glu": ("sigmoid", {}, 1),
+    "swiglu": ("silu", {}, 0),
+    "geglu": ("gelu", {}, 0),
+    "geglu_tanh": ("gelu", {"approximate": True}, 0),
+    "reglu": ("relu", {}, 0),
+}
+
+
+def gated(name: str, x: np.ndarray, axis=-1) -> np.ndarray:
+    """``op(g) * v`` for the gate half ``g`` of ``x`` and the other ``v``, in float64."""
+    op, kwargs, first = GATED[name]
+    halves = np.split(np.asarray(x, np.float64), 2, axis=axis)
+    g, v = halves[first], halves[1 - first]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return elementwise(op, g, **kwargs) * v
+
+
+def gated_grad(name: str, dy: np.ndarray, x: np.ndarray, axis=-1) -> np.ndarray:
+    """``dx`` of ``gated``: ``dg = dy v op'(g)``, ``dv = dy op(g)``, back in the halves' order."""
+    op, kwargs, first = GATED[name]
+    halves = np.split(np.asarray(x, np.float64), 2, axis=axis)
+    g, v = halves[first], halves[1 - first]
+    dy = np.asarray(dy, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        dg, dv = dy * v * grad(op, g, **kwargs), dy * elementwise(op, g, **kwargs)
+    return np.concatenate([dg, dv] if first == 0 else [dv, dg], axis=axis)
+
+
 # The accuracy of docs/contract.rst ("Accuracy") against the float64 reference. float16 results are rounded to 11 bits
 # (half an ulp is 4.9e-4 relative), so 1e-3 allows that rounding plus the float32 compute.
 TOLERANCE = {

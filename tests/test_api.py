@@ -49,6 +49,13 @@ KERAS3_NAMES = [
     "sparse_sigmoid",
     "sparsemax",
 ]
+# not in Keras: the GLU variants of today's transformer MLPs (docs/activations.rst says so)
+GLU_VARIANTS = ["swiglu", "geglu", "reglu"]
+PUBLIC_NAMES = KERAS3_NAMES + GLU_VARIANTS
+
+
+def test_the_public_names_are_keras_s_and_the_glu_variants():
+    assert set(gpuact.activations.__all__) == set(PUBLIC_NAMES) | {"swish", "hard_swish"}
 
 
 @pytest.mark.parametrize("module", [gpuact.activations, gpuact.registry, gpuact.layers, gpuact.backward])
@@ -60,7 +67,7 @@ def test_doctests(module):
 
 
 def test_every_function_has_math_in_its_docstring():
-    for name in KERAS3_NAMES:
+    for name in PUBLIC_NAMES:
         for module in (gpuact, gpuact.backward):
             doc = getattr(module, name).__doc__
             assert doc and ">>>" in doc, f"{module.__name__}.{name}"
@@ -69,7 +76,7 @@ def test_every_function_has_math_in_its_docstring():
 # --- registry ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", KERAS3_NAMES)
+@pytest.mark.parametrize("name", PUBLIC_NAMES)
 def test_get_serialize_deserialize_round_trip(name):
     fn = gpuact.get(name)
     assert fn is getattr(gpuact, name)

@@ -203,6 +203,24 @@ def test_gradients_take_dy_chunked_unlike_x():
         _close(PReLU(a).backward(ldy, lx), PReLU(alpha).backward(dy, x), np.float32)
 
 
+@pytest.mark.parametrize(
+    "name,kwargs", [("swiglu", {}), ("geglu", {}), ("geglu", {"approximate": True}), ("reglu", {})]
+)
+def test_the_glu_variants_chunked_like_glu(name, kwargs):
+    x = _x((10, 12))
+    forward, backward = getattr(gpuact, name), getattr(gpuact.backward, name)
+    for chunks in ((3, 5), (10, -1), (4, 6)):  # halves' chunks misaligned, whole, aligned
+        lx = da.from_array(x, chunks=chunks)
+        for axis in (0, 1):
+            _close(forward(lx, axis=axis, **kwargs), forward(x, axis=axis, **kwargs), np.float32)
+            dy = _x(forward(x, axis=axis, **kwargs).shape, seed=7)
+            _close(
+                backward(da.from_array(dy, chunks=3), lx, axis=axis, **kwargs),
+                backward(dy, x, axis=axis, **kwargs),
+                np.float32,
+            )
+
+
 def test_glu_backward_computes_in_the_result_dtype():
     rng = np.random.default_rng(8)
     x = rng.normal(0, 200, (6, 16)).astype(np.float16)  # dy a reaches 1e5: inf in float16

@@ -29,6 +29,9 @@ FAMILIES = [
     ("sparsemax", {"axis": 0}, False),
     ("glu", {"axis": 0}, False),
     ("glu", {"axis": -1}, False),
+    ("swiglu", {"axis": 0}, False),
+    ("geglu", {"axis": -1, "approximate": True}, False),
+    ("reglu", {"axis": -1}, False),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}{v}' for k, v in p.items())}" for n, p, _ in FAMILIES]
 BIASED = [f for f in FAMILIES if f[2]]

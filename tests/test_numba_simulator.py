@@ -30,6 +30,7 @@ PUBLIC = (
     "test_properties.py",
     "test_backward.py",
     "test_bad_input.py",
+    "test_gated.py",
 )
 # ...and the Numba backend's own tests, forward and backward, which run whole.
 INCLUDED = (*PUBLIC, "test_numba_backend.py", "test_numba_backward.py")

@@ -19,7 +19,8 @@ import gpuact.torch as gt  # noqa: E402
 CALLS = [
     (name, {"threshold": 0.5, "default_value": -1.0} if name == "threshold" else {}) for name in activations.__all__
 ]
-AXIS_OPS = ("softmax", "log_softmax", "sparsemax", "glu")
+GATED = ("glu", "swiglu", "geglu", "reglu")
+AXIS_OPS = ("softmax", "log_softmax", "sparsemax", *GATED)
 
 
 def _x(shape=(6, 8), dtype=torch.float32, seed=0):
@@ -34,7 +35,7 @@ def test_every_function_gives_a_tensor_back(name, kwargs):
     assert isinstance(y, torch.Tensor) and y.device == x.device and y.dtype == x.dtype
     want = getattr(gpuact, name)(x.numpy(), **kwargs)
     np.testing.assert_array_equal(y.numpy(), want)
-    if name != "glu":
+    if name not in GATED:
         dx = getattr(gpuact.backward, name)(torch.ones_like(x), x, **kwargs)
         assert isinstance(dx, torch.Tensor)
         np.testing.assert_array_equal(
@@ -109,7 +110,7 @@ def test_gradcheck(name, kwargs):
     x = _away_from_kinks(name, _x((4, 6), torch.float64, seed=1)).requires_grad_(True)
     fn = getattr(gt, name)
     assert torch.autograd.gradcheck(lambda a: fn(a, **kwargs), (x,))
-    if name not in ("sparsemax", "glu"):
+    if name not in ("sparsemax", *GATED):
         b = _x((6,), torch.float64, seed=2).mul(0.01).requires_grad_(True)  # small: stays off the kinks
         assert torch.autograd.gradcheck(lambda a, c: fn(a, bias=c, **kwargs), (x, b))
 

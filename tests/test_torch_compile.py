@@ -24,8 +24,8 @@ import gpuact.torch as gt  # noqa: E402
 
 
 class EveryFamily(torch.nn.Module):
-    """Elementwise (with and without bias, with parameters), softmax, log_softmax, glu and
-    sparsemax, through both the functions and the Activation layer."""
+    """Elementwise (with and without bias, with parameters), softmax, log_softmax, the gated units
+    and sparsemax, through both the functions and the Activation layer."""
 
     def __init__(self, units=8):
         super().__init__()
@@ -39,7 +39,7 @@ class EveryFamily(torch.nn.Module):
         h = gt.silu(h, bias=self.bias)
         h = gt.relu(h, negative_slope=0.1, max_value=6.0) + gt.elu(h, 0.5, bias=0.25)
         h = gt.softmax(h, bias=self.bias) + gt.log_softmax(h, axis=0)
-        h = gt.glu(h)
+        h = gt.glu(h) + gt.swiglu(h) + gt.geglu(h, approximate=True)
         return self.out(gt.sparsemax(h) + h)
 
 

@@ -46,8 +46,11 @@ def _opcheck_samples():
         ("softmax", ops.softmax, (r(3, 4), r(4), [-1], False)),
         ("softmax_backward", ops.softmax_backward, (r(3, 4), r(3, 4), r(3, 1), [0, 1], False)),
         ("log_softmax_backward", ops.softmax_backward, (r(3, 4), r(3, 4), None, [0], True)),
-        ("glu", ops.glu, (r(3, 4), 1)),
-        ("glu_backward", ops.glu_backward, (r(3, 2), r(3, 4, grad=False), -1)),
+        ("glu", ops.glu, (r(3, 4), 1, "glu")),
+        ("glu_backward", ops.glu_backward, (r(3, 2), r(3, 4, grad=False), -1, "glu")),
+        ("glu-swiglu", ops.glu, (r(3, 4), 1, "swiglu")),
+        ("glu_backward-geglu_tanh", ops.glu_backward, (r(3, 2), r(3, 4, grad=False), -1, "geglu_tanh")),
+        ("glu-reglu", ops.glu, (r(4, 3), 0, "reglu")),
         ("sparsemax", ops.sparsemax, (r(3, 4), -1)),
         ("sparsemax_backward", ops.sparsemax_backward, (r(3, 4), r(3, 4, grad=False), 0)),
     ]
@@ -171,10 +174,11 @@ def test_the_gradient_in_dy_alone_is_given_where_x_needs_none():
     backwards = {
         "mish": lambda dy: ops.elementwise_backward(dy, x, None, "mish", []),
         "sparsemax": lambda dy: ops.sparsemax_backward(dy, x, -1),
-        "glu": lambda dy: ops.glu_backward(dy, x, -1),
+        "glu": lambda dy: ops.glu_backward(dy, x, -1, "glu"),
+        "swiglu": lambda dy: ops.glu_backward(dy, x, -1, "swiglu"),
     }
     for name, backward in backwards.items():
-        dy = _x((4, 3) if name == "glu" else (4, 6), seed=5).requires_grad_(True)
+        dy = _x((4, 3) if name in ("glu", "swiglu") else (4, 6), seed=5).requires_grad_(True)
         assert torch.autograd.gradcheck(backward, (dy,)), name
         assert torch.autograd.gradgradcheck(backward, (dy,)), name
 
