@@ -276,3 +276,43 @@ def test_reference_check_catches_an_off_by_a_little_result():
     y[-1] *= 1.001  # the last element is always in the sample
     ok, msg = C.compare(case, C.sample_view(case, y, slices), C.sample_view(case, x, slices), gpuact=True)
     assert not ok and "1 of" in msg
+
+
+def test_the_glu_variants_rows_and_the_memory_row(tmp_path):
+    # forward and gradient rows of swiglu and geglu on every CPU backend installed, each checked
+    # against the float64 reference (a sampled check at the larger size), and the memory row
+    json_path = tmp_path / "gated.json"
+    proc = _bench(
+        "--ops", "swiglu,geglu", "--cpu-sizes", "2**14", "--device", "cpu", "--min-time", "0", "--min-runs", "3",
+        "--no-progress", "--json", str(json_path),
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(json_path.read_text())
+    rows = {(r["op"], r["backend"]) for r in doc["results"] if r["correct"]}
+    assert not [r for r in doc["results"] if not r["correct"]]
+    for op in ("swiglu", "geglu", "swiglu:grad", "geglu:grad"):
+        assert (op, "numpy") in rows
+    for r in doc["results"]:
+        assert r["shape"][-1] == 2 * C.GATED_UNITS and r["axis"] == -1
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    assert ("swiglu:grad", "torch") in rows and ("swiglu:grad", "gpuact-torch") in rows
+    memory = {m["variant"]: m for m in doc["memory"]}
+    # the fused backward keeps up(x) and recomputes silu(a): the composition also keeps silu(a),
+    # one intermediate-wide activation per token more
+    tokens, _, intermediate = memory["torch"]["shape"]
+    assert memory["torch"]["saved_bytes"] - memory["gpuact-torch"]["saved_bytes"] == tokens * intermediate * 4
+    assert "Memory of one MLP training step" in proc.stdout
+
+
+def test_the_gated_cases_split_their_input():
+    case = C.Case("swiglu:grad", "float32", (4, 2 * C.GATED_UNITS), -1)
+    a = C.make_case_input(case)
+    x, dy, bias = C.split_input(case.op, a)
+    assert x.shape == (4, 2 * C.GATED_UNITS) and dy.shape == (4, C.GATED_UNITS) and bias is None
+    assert case.bytes_moved == 5 * case.elements * 4 // 2
+    got = C.reference("swiglu:grad", a, axis=-1)
+    assert got.shape == x.shape

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-# The seed's nine (the tf.keras 2 reference page), then three of Keras 3's.
+# The seed's nine (the tf.keras 2 reference page), then three of Keras 3's, then two GLU variants.
 DEFAULT_OPS = (
     "relu",
     "sigmoid",
@@ -33,10 +33,17 @@ DEFAULT_OPS = (
     "gelu",
     "silu",
     "log_softmax",
+    "swiglu",
+    "geglu",
     "linear-gelu-linear",
 )
 QUICK_OPS = ("relu", "sigmoid", "gelu", "softmax")
 SOFTMAX_OPS = ("softmax", "log_softmax")
+# The GLU variants (not in Keras): x of (rows, 2 * GATED_UNITS), split along the last axis into the
+# gate a and the value b, op(a) * b of (rows, GATED_UNITS); a peer computes it as its users write
+# it, silu(a) * b (gelu exact for geglu). Their gradient rows take dy of the output's shape.
+GATED_OPS = ("swiglu", "geglu")
+GATED_UNITS = 4096
 ALL_OPS = DEFAULT_OPS
 
 # Training rows. "<op>:grad" is gpuact.backward.<op>(dy, x) (a peer: its autodiff of the op);
@@ -86,6 +93,10 @@ def is_model(op: str) -> bool:
     return base_op(op) == MODEL_OP
 
 
+def is_gated(op: str) -> bool:
+    return base_op(op) in GATED_OPS
+
+
 DTYPES = ("float16", "float32", "float64")
 
 # Size ladders: every other power of two (4x a rung), so a default run stays short.
@@ -127,7 +138,7 @@ class Case:
     op: str
     dtype: str
     shape: tuple[int, ...]
-    axis: int | None  # softmax family only
+    axis: int | None  # the softmax family's, and the gated units' split axis (-1)
 
     @property
     def elements(self) -> int:
@@ -140,7 +151,9 @@ class Case:
     @property
     def bytes_moved(self) -> int:
         """Input read once plus output written once (a gradient: x and dy read, dx written; the
-        bias vector is too small to count)."""
+        bias vector is too small to count). A gated unit's output (and dy) is half of x."""
+        if is_gated(self.op):
+            return (5 if is_grad(self.op) else 3) * self.elements * self.itemsize // 2
         return (3 if is_grad(self.op) else 2) * self.elements * self.itemsize
 
     @property
@@ -235,7 +248,8 @@ def split_input(op: str, a):
             return a[:rows], a[rows : 2 * rows], a[-1]
         return a[:-1], None, a[-1]
     if is_grad(op):
-        return a[0], a[1], None
+        # a gated unit's dy has the output's shape: the first half of the stacked row
+        return a[0], (a[1][..., : a.shape[-1] // 2] if is_gated(op) else a[1]), None
     return a, None, None
 
 
@@ -295,6 +309,11 @@ def build_cases(
                             outer = n // row_length
                             shape = (outer, row_length) if axis == -1 else (row_length, outer)
                             cases.append(Case(op, dtype, shape, axis))
+            elif is_gated(op):
+                width = 2 * GATED_UNITS
+                for n in sorted(sizes):
+                    if n >= width:
+                        cases.append(Case(op, dtype, (n // width, width), -1))
             else:
                 for n in sorted(sizes):
                     cases.append(Case(op, dtype, (n,), None))
@@ -383,6 +402,15 @@ GRAD_REFERENCES: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def _gated_reference(op, x, dy, axis):
+    """swiglu / geglu of x's halves (gate first), or with ``dy`` their gradient ``[da, db]``."""
+    act = "silu" if op == "swiglu" else "gelu"
+    a, b = np.split(x, 2, axis=axis)
+    if dy is None:
+        return REFERENCES[act](a) * b
+    return np.concatenate([dy * b * GRAD_REFERENCES[act](a), dy * REFERENCES[act](a)], axis=axis)
+
+
 def model_weights(units: int = MODEL_UNITS) -> tuple[np.ndarray, ...]:
     """The model row's ``(w1, b1, w2, b2)``, float64, fixed: uniform in +-1/sqrt(units), as
     torch.nn.Linear draws them."""
@@ -411,6 +439,8 @@ def reference(op: str, x: np.ndarray, axis=None) -> np.ndarray:
     base = base_op(op)
     axis = -1 if axis is None else axis
     with np.errstate(all="ignore"):
+        if base in GATED_OPS:
+            return _gated_reference(base, x, dy, axis)
         if dy is None:
             if base in SOFTMAX_OPS:
                 return _softmax(x, axis, log=base == "log_softmax")
@@ -473,7 +503,7 @@ def sample_input(case: Case, a, slices):
         parts = [sample_view(case, x, slices)] + ([] if dy is None else [sample_view(case, dy, slices)])
         return xp.concatenate(parts + [bias.reshape(1, -1)])
     if dy is not None:
-        return xp.stack([sample_view(case, x, slices), sample_view(case, dy, slices)])
+        return xp.stack([sample_view(case, a[0], slices), sample_view(case, a[1], slices)])
     return sample_view(case, a, slices)
 
 

@@ -231,6 +231,7 @@ class Run:
         self.errors: list[dict] = []
         self.copies: list[dict] = []
         self.overhead: list[dict] = []
+        self.memory: list[dict] = []
         self._host_inputs: dict = {}
         self._pool = None
         self._deadline = None if cfg.time_budget is None else time.perf_counter() + cfg.time_budget
@@ -296,6 +297,7 @@ class Run:
                 self._checkpoint()
             self._host_inputs.clear()
             self._overheads()
+            self._memory()
             self._recheck_copies()
         self._derive()
         return self._document()
@@ -435,6 +437,21 @@ class Run:
                     self.copies[self.copies.index(old)] = new
             self._pool = None
 
+    # -- the memory row: what an MLP step with swiglu keeps for its backward
+
+    def _memory(self):
+        if "swiglu" not in self.cfg.train_ops:
+            return
+        from gpuact.bench import memory
+
+        for device, impls in (("cpu", self.cpu), ("gpu", self.gpu)):
+            if not any(i.backend == "gpuact-torch" for i in impls):
+                continue
+            try:
+                self.memory += memory.mlp_step_memory(device)
+            except Exception as exc:  # noqa: BLE001 - a failed row is reported, the run goes on
+                self.out.note(f"the memory row on {device} failed: {type(exc).__name__}: {exc}")
+
     # -- per-call host overhead at a small size
 
     def _overheads(self):
@@ -550,6 +567,7 @@ class Run:
             "copy_gbps_large": {"cpu": largest("cpu"), "gpu": largest("gpu")},
             "copy": self.copies,
             "overhead": self.overhead,
+            "memory": self.memory,
             "backends": [s.as_dict() for s in self.out.statuses],
             "errors": self.errors,
             "suspicious": suspicious,

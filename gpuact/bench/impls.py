@@ -120,6 +120,8 @@ def _training(op, axis, make_forward, make_grad=None, fused_bias=False):
         return make_forward(base, axis)
     if not C.is_bias(op):
         g = make_grad(base, axis)
+        if C.is_gated(op):  # dy has the output's shape: half of the stacked row
+            return lambda a: g(a[0], C.split_input(op, a)[1])
         return lambda a: g(a[0], a[1])
     if not grad:
         if fused:
@@ -139,7 +141,7 @@ def _gpuact_fn(op, axis):
 
     def forward(base, axis, bias=False):
         f = getattr(gpuact, base)
-        if base in SOFTMAX_OPS:
+        if base in SOFTMAX_OPS or base in C.GATED_OPS:
             f = functools.partial(f, axis=axis)
         if bias:
             return lambda x, b: f(x, bias=b)
@@ -147,7 +149,7 @@ def _gpuact_fn(op, axis):
 
     def grad(base, axis, bias=False):
         g = getattr(gpuact.backward, base)
-        if base in SOFTMAX_OPS:
+        if base in SOFTMAX_OPS or base in C.GATED_OPS:
             g = functools.partial(g, axis=axis)
         if bias:
             return lambda x, dy, b: g(dy, x, bias=b)
@@ -172,6 +174,14 @@ def _naive_grad(xp, special, op, axis):
     def sig(x):
         return 1 / (1 + xp.exp(-x))
 
+    if op in C.GATED_OPS:
+        act, act_grad = _naive_forward(xp, special, _GATE[op], axis), _naive_grad(xp, special, _GATE[op], axis)
+
+        def gated_grad(x, dy):
+            a, b = xp.split(x, 2, axis=axis)
+            return xp.concatenate([act_grad(a, dy * b), dy * act(a)], axis=axis)
+
+        return gated_grad
     if op in SOFTMAX_OPS:
 
         def softmax(x):
@@ -207,7 +217,23 @@ def _naive_grad(xp, special, op, axis):
     return table[op]
 
 
+# the gate's activation of each GLU variant, as the peers compose it
+_GATE = {"swiglu": "silu", "geglu": "gelu"}
+
+
+def _gated(split, act, axis):
+    """``act(a) * b`` for the halves of x along ``axis`` (``split(x)`` gives them): the peer's composition."""
+
+    def gated(x):
+        a, b = split(x)
+        return act(a) * b
+
+    return gated
+
+
 def _naive_forward(xp, special, op, axis):
+    if op in C.GATED_OPS:
+        return _gated(lambda x: xp.split(x, 2, axis=axis), _naive_forward(xp, special, _GATE[op], axis), axis)
     if op == "relu":
         return lambda x: xp.maximum(x, 0)
     if op == "sigmoid":
@@ -310,6 +336,8 @@ def _torch_forward(op, axis):
         return lambda x: torch.softmax(x, dim=axis)
     if op == "log_softmax":
         return lambda x: torch.log_softmax(x, dim=axis)
+    if op in C.GATED_OPS:
+        return _gated(lambda x: x.chunk(2, dim=axis), table[_GATE[op]], axis)
     return table[op]
 
 
@@ -351,6 +379,8 @@ def _jax_table(op, axis):
         "softmax": functools.partial(jax.nn.softmax, axis=axis),
         "log_softmax": functools.partial(jax.nn.log_softmax, axis=axis),
     }
+    if op in C.GATED_OPS:
+        return _gated(lambda x: jnp.split(x, 2, axis=axis), table[_GATE[op]], axis)
     return table[op]
 
 
@@ -381,6 +411,8 @@ def _tf_forward(op, axis):
     import tensorflow as tf
 
     acts = tf.keras.activations
+    if op in C.GATED_OPS:
+        return _gated(lambda x: tf.split(x, 2, axis=axis), _tf_forward(_GATE[op], axis), axis)
     if op == "softmax":
         f = functools.partial(acts.softmax, axis=axis)
     elif op == "log_softmax":
@@ -657,12 +689,12 @@ def _gpuact_torch(device):
         if C.is_model(op):
             return _compiled_model(lambda: gt.Activation("gelu"))
         f = getattr(gt, C.base_op(op))
-        if C.base_op(op) in SOFTMAX_OPS:
+        if C.base_op(op) in SOFTMAX_OPS or C.is_gated(op):
             f = functools.partial(f, axis=axis)
 
         def step(a):
             x = a[0].detach().requires_grad_(True)
-            (dx,) = torch.autograd.grad(f(x), x, a[1])
+            (dx,) = torch.autograd.grad(f(x), x, C.split_input(op, a)[1])
             return dx
 
         return step

@@ -224,6 +224,15 @@ class Output:
                     f"  {o['op']:<10} {case_label(o):<14} {o['backend'] + '@' + o['device']:<18} "
                     f"{fmt_time(o['median_s'])}{versus}"
                 )
+        if doc.get("memory"):
+            tokens, hidden, intermediate = doc["memory"][0]["shape"]
+            print(
+                f"Memory of one MLP training step, Linear({hidden}, 2x{intermediate}) -> swiglu -> "
+                f"Linear({intermediate}, {hidden}) on {tokens} tokens (kept for the backward; CUDA peak):"
+            )
+            for m in doc["memory"]:
+                peak = "" if m["peak_bytes"] is None else f"  peak {m['peak_bytes'] / 2**20:.1f} MiB"
+                print(f"  {m['variant'] + '@' + m['device']:<18} saved {m['saved_bytes'] / 2**20:.1f} MiB{peak}")
         wrong = [r for r in doc["results"] if not r["correct"]]
         for r in wrong:
             print(f"WRONG: {r['op']} {r['dtype']} {case_label(r)} {r['backend']}@{r['device']}: {r['error']}")
