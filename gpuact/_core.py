@@ -32,6 +32,11 @@ def run(request: Request):
     foreign = foreign is not None
     dtype = checks.result_dtype(x.dtype)
     dy = None
+    if checks.is_bfloat16(dtype) and name != "numpy":
+        raise TypeError(
+            f"bfloat16 arrays are computed on the NumPy path only so far; the {name} backend reads no "
+            f"bfloat16 yet: pass float16 or float32 on the GPU"
+        )
     if family.grad:
         dy = request.dy
         if dy is None:
@@ -115,6 +120,6 @@ def _bias(backend, bias, x, foreign: bool, dtype, out, stream):
         shape = None
     if shape != tuple(x.shape):
         raise ValueError(f"bias of shape {tuple(bias.shape)} does not broadcast to x's shape {tuple(x.shape)}")
-    if np.dtype(bias.dtype).kind not in "biuf":
+    if np.dtype(bias.dtype).kind not in "biuf" and not checks.is_bfloat16(np.dtype(bias.dtype)):
         raise TypeError(f"bias must be real numbers; got dtype {np.dtype(bias.dtype)}")
     return _unaliased(backend, bias, out, stream, False)

@@ -33,7 +33,15 @@ def result_dtype(dtype) -> np.dtype:
         return np.dtype(np.float32)
     if dtype.kind == "f" and dtype.itemsize in (2, 4, 8):
         return dtype.newbyteorder("=")  # another byte order: computed like NumPy, into native order
+    if is_bfloat16(dtype):
+        return dtype
     raise TypeError(f"gpuact activations take real numbers; got an array of dtype {dtype}")
+
+
+def is_bfloat16(dtype) -> bool:
+    """``ml_dtypes.bfloat16`` (NumPy's dtype of JAX's and PyTorch's bfloat16): kept like float16,
+    computed in float32."""
+    return getattr(dtype, "name", None) == "bfloat16" and type(dtype).__module__.startswith("ml_dtypes")
 
 
 def grad_dtype(dy_dtype, x_dtype) -> np.dtype:

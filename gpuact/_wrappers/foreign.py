@@ -7,8 +7,11 @@
 * Host memory is taken zero-copy through DLPack (``numpy.from_dlpack``): strides, views and
   read-only flags come with it, so a non-contiguous tensor computes like the NumPy view it is and a
   read-only one (a JAX array) is refused as ``out``.
-* bfloat16 (PyTorch's; NumPy has none): computed in float32 and returned as bfloat16, like
-  float16 is computed in float32; an ``out`` of bfloat16 is written from the float32 result.
+* bfloat16: a host tensor or JAX array goes to the NumPy path as an ``ml_dtypes.bfloat16`` array
+  (PyTorch's zero-copy, as a view of its bits), which computes it block by block in float32 and
+  rounds once, like float16; a bfloat16 ``out`` on the host is written directly. Without
+  ``ml_dtypes``, and for CUDA tensors (the GPU kernels read no bfloat16 yet), a bfloat16 tensor is
+  computed from a float32 copy and returned as bfloat16 (an ``out`` written from that result).
 * A backward's result is bfloat16 only where dy and x both are (the wider dtype wins, as for
   float16: ``dy`` float32 with a bfloat16 ``x`` gives float32).
 * PyTorch's lazy negation and conjugation bits (``t.is_neg()``, ``t.is_conj()``: a view such as
@@ -103,7 +106,10 @@ def _unwrapped(inner, request: Request):
         back_to = x  # wrapped zero-copy by the GPU backend, and its result goes back as this kind
     dy, bias = _operand(request.dy, on_host), _operand(request.bias, on_host)
     out = request.out
-    if is_bfloat16(out):
+    if is_bfloat16(out) and on_host and bf16_result and _host_bfloat16_view(out) is not None:
+        _interop.refuse_grad_tensor(out)
+        out = _host_bfloat16_view(out)
+    elif is_bfloat16(out):
         # computed in float32, then copied into out
         shape = request.family.result_shape(tuple(x.shape), request.axis)
         if tuple(out.shape) != shape:
@@ -165,6 +171,25 @@ def is_bfloat16(x) -> bool:
     return torch is not None and x.dtype == torch.bfloat16
 
 
+def _numpy_bfloat16():
+    """NumPy's bfloat16 dtype (``ml_dtypes``, which JAX depends on), or None where it is missing."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _host_bfloat16_view(x):
+    """A host bfloat16 tensor as an ``ml_dtypes.bfloat16`` ndarray over its memory (zero-copy), or
+    None where that cannot be (a CUDA tensor, no ml_dtypes)."""
+    bfloat16 = _numpy_bfloat16()
+    if bfloat16 is None or x.device.type != "cpu":
+        return None
+    torch = _torch(x)
+    return np.from_dlpack(x.detach().view(torch.int16)).view(bfloat16)
+
+
 def for_compute(x):
     """``(x to compute on, the foreign original or None)``: a tensor with the negative or
     conjugate bit resolved (a copy: its storage holds the values un-negated), a bfloat16 tensor as
@@ -176,7 +201,8 @@ def for_compute(x):
         x = x.resolve_conj().resolve_neg()
     if is_bfloat16(x):
         _interop.refuse_grad_tensor(x)
-        return x.float(), x
+        view = _host_bfloat16_view(x)
+        return (x.float(), x) if view is None else (view, x)
     return x, None
 
 
@@ -192,7 +218,7 @@ def host_array(x):
             return np.from_dlpack(x), x
         except (BufferError, TypeError, RuntimeError):
             pass  # a dtype NumPy lacks, say: NumPy's own conversion says what is wrong below
-    return np.asarray(x), (x if _torch(x) is not None else None)
+    return np.asarray(x), (x if _torch(x) is not None or _is_jax(x) else None)
 
 
 def _on_cpu(x) -> bool:
@@ -238,6 +264,13 @@ def back(original, result, bfloat16: bool = True):
     """``result`` (the backend's array) as ``original``'s kind, zero-copy where DLPack allows; a
     bfloat16 ``original``'s float32 result back as bfloat16 where ``bfloat16``."""
     torch = _torch(original)
+    if checks.is_bfloat16(getattr(result, "dtype", None)):
+        # a NumPy bfloat16 result: DLPack cannot carry the ml_dtypes type, its bits can
+        if torch is not None:
+            return torch.from_numpy(result.view(np.int16)).view(torch.bfloat16)
+        if _is_jax(original) and sys.modules.get("jax.numpy") is not None:
+            return sys.modules["jax.numpy"].asarray(result)
+        return result
     if torch is not None:
         if getattr(result, "__dlpack__", None) is not None:
             tensor = torch.from_dlpack(result)

@@ -1,9 +1,11 @@
-"""The compute dtype of the NumPy path: float64 stays float64, everything else (float16, float32,
-integers, booleans) is computed in float32; and what is refused as not real numbers."""
+"""The compute dtype of the NumPy path: float64 stays float64, everything else (float16, bfloat16,
+float32, integers, booleans) is computed in float32; and what is refused as not real numbers."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from gpuact._contract import checks
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
@@ -13,9 +15,8 @@ def compute_dtype(dtype) -> np.dtype:
 
 
 def result_dtype_of(dtype):
-    """Refuses what is not real numbers (TypeError), as gpuact._dispatch.result_dtype does."""
-    if np.dtype(dtype).kind not in "biuf":
-        raise TypeError(f"gpuact activations take real numbers; got an array of dtype {np.dtype(dtype)}")
+    """Refuses what is not real numbers (TypeError), by the contract's rule (bfloat16 included)."""
+    checks.result_dtype(dtype)
 
 
 def contiguous_in(a, compute) -> bool:
