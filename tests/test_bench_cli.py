@@ -316,3 +316,19 @@ def test_the_gated_cases_split_their_input():
     assert case.bytes_moved == 5 * case.elements * 4 // 2
     got = C.reference("swiglu:grad", a, axis=-1)
     assert got.shape == x.shape
+
+
+def test_bfloat16_rows(tmp_path):
+    pytest.importorskip("ml_dtypes")
+    json_path = tmp_path / "bf16.json"
+    proc = _bench(
+        "--ops", "relu,gelu,softmax,swiglu", "--dtype", "bfloat16", "--cpu-sizes", "2**14", "--rows", "1024",
+        "--device", "cpu", "--backends", "numpy,numpy-naive", "--min-time", "0", "--min-runs", "3",
+        "--no-progress", "--json", str(json_path),
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(json_path.read_text())
+    ours = [r for r in doc["results"] if r["backend"] == "numpy"]
+    assert ours and all(r["correct"] and r["dtype"] == "bfloat16" for r in ours)
+    assert {r["op"] for r in ours} >= {"relu", "gelu", "softmax", "swiglu", "gelu:grad", "gelu(x+bias)"}

@@ -97,7 +97,20 @@ def is_gated(op: str) -> bool:
     return base_op(op) in GATED_OPS
 
 
-DTYPES = ("float16", "float32", "float64")
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+try:  # NumPy's bfloat16 (and its name, "bfloat16") come with ml_dtypes
+    import ml_dtypes  # noqa: F401
+except ImportError:  # pragma: no cover - the bfloat16 rows then say what is missing
+    pass
+
+
+def have_bfloat16() -> bool:
+    try:
+        np.dtype("bfloat16")
+    except TypeError:
+        return False
+    return True
+
 
 # Size ladders: every other power of two (4x a rung), so a default run stays short.
 CPU_SIZES = tuple(2**k for k in range(10, 25, 2))  # 2**10 ... 2**24
@@ -428,14 +441,18 @@ def _model_reference(x, dy):
     return (dh @ w1).reshape(shape)
 
 
-def reference(op: str, x: np.ndarray, axis=None) -> np.ndarray:
-    """The float64 result of case op ``op`` on its input ``x`` (converted to float64 first)."""
+def reference(op: str, x: np.ndarray, axis=None, dtype=None) -> np.ndarray:
+    """The float64 result of case op ``op`` on its input ``x`` (converted to float64 first). The
+    add-then-activate rows add in the case's ``dtype`` (where given), as they compute: in bfloat16
+    that rounding alone is up to 2**-9 of the sum."""
     x = np.asarray(x, dtype=np.float64)
     x, dy, bias = split_input(op, x)
     if is_model(op):
         return _model_reference(x, dy)
     if bias is not None:
         x = x + bias
+        if dtype is not None and not op.startswith("gelu+bias"):
+            x = x.astype(dtype).astype(np.float64)
     base = base_op(op)
     axis = -1 if axis is None else axis
     with np.errstate(all="ignore"):
@@ -457,12 +474,24 @@ def reference(op: str, x: np.ndarray, axis=None) -> np.ndarray:
 # Tolerances and the check
 
 # docs/contract.rst ("Accuracy"), for gpuact's own paths.
-GPUACT_TOLERANCE = {"float16": (1e-3, 1e-3), "float32": (1e-5, 1e-6), "float64": (1e-12, 1e-14)}
+# bfloat16: one rounding of the float32 result, 8 significant bits (2**-8 = 3.9e-3 relative).
+GPUACT_TOLERANCE = {
+    "float16": (1e-3, 1e-3),
+    "bfloat16": (8e-3, 1e-6),
+    "float32": (1e-5, 1e-6),
+    "float64": (1e-12, 1e-14),
+}
 # Peers (TensorFlow, PyTorch, JAX, naive expressions) are not held to gpuact's contract: XLA and
 # cuDNN use approximate exp/tanh/erf and the naive formulas round in the input dtype, so they are
 # checked 10x (float16), 10x/10x (float32) and 1000x (float64) looser. A peer outside even these
 # is computing something else and is reported wrong.
-PEER_TOLERANCE = {"float16": (1e-2, 1e-2), "float32": (1e-4, 1e-5), "float64": (1e-9, 1e-11)}
+# A peer's bfloat16 (a PyTorch or NumPy expression rounding each step to 8 bits) gets 5e-2.
+PEER_TOLERANCE = {
+    "float16": (1e-2, 1e-2),
+    "bfloat16": (5e-2, 1e-2),
+    "float32": (1e-4, 1e-5),
+    "float64": (1e-9, 1e-11),
+}
 
 
 def tolerance(dtype: str, gpuact: bool) -> tuple[float, float]:
@@ -522,7 +551,7 @@ def compare(case: Case, got: np.ndarray, x_sample: np.ndarray, gpuact: bool):
     """(ok, message) for ``got`` against the float64 reference computed from ``x_sample``."""
     got = np.asarray(got)
     axis = None if case.axis is None else case.axis
-    ref = reference(case.op, x_sample, axis=axis)
+    ref = reference(case.op, x_sample, axis=axis, dtype=case.dtype)
     if is_bias(case.op) and ref.shape != got.shape:
         ref = ref.reshape(got.shape)
     if got.shape != ref.shape:

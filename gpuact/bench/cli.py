@@ -101,6 +101,8 @@ class Config:
         self.ops = C.parse_list(args.ops, C.ALL_OPS, "op") if args.ops else (C.QUICK_OPS if q else C.DEFAULT_OPS)
         dtypes = ",".join(args.dtypes) if args.dtypes else "float32"
         self.dtypes = C.parse_list(dtypes, C.DTYPES, "dtype")
+        if "bfloat16" in self.dtypes and not C.have_bfloat16():
+            raise ValueError("bfloat16 rows need NumPy's bfloat16: pip install ml_dtypes")
         both = C.parse_sizes(args.sizes) if args.sizes else None
         self.cpu_sizes = (
             C.parse_sizes(args.cpu_sizes) if args.cpu_sizes else both or (C.QUICK_CPU_SIZES if q else C.CPU_SIZES)

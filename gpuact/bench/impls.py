@@ -211,8 +211,15 @@ def _naive_grad(xp, special, op, axis):
         if special is None:
             raise NotImplementedError("naive gelu needs scipy.special.erf (pip install scipy)")
         erf = special.erf
+
+        def no_bfloat16(x):
+            if x.dtype.name == "bfloat16":
+                raise NotImplementedError("scipy.special.erf has no bfloat16 loop")
+            return x
+
         return lambda x, dy: (
-            dy * (0.5 * (1 + erf(x * (1 / math.sqrt(2)))) + x * xp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi)))
+            dy
+            * (0.5 * (1 + erf(no_bfloat16(x) * (1 / math.sqrt(2)))) + x * xp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi))
         )
     return table[op]
 
@@ -254,7 +261,13 @@ def _naive_forward(xp, special, op, axis):
         return lambda x: x / (1 + xp.exp(-x))
     if op == "gelu":
         erf = special.erf
-        return lambda x: 0.5 * x * (1 + erf(x * (1 / math.sqrt(2))))
+
+        def gelu(x):
+            if x.dtype.name == "bfloat16":
+                raise NotImplementedError("scipy.special.erf has no bfloat16 loop")
+            return 0.5 * x * (1 + erf(x * (1 / math.sqrt(2))))
+
+        return gelu
     if op in SOFTMAX_OPS:
         if xp.__name__ == "cupy":  # the library routine CuPy users reach for
             return functools.partial(special.log_softmax if op == "log_softmax" else special.softmax, axis=axis)
@@ -540,10 +553,26 @@ def _numpy_naive():
     return Impl("numpy-naive", "cpu", False, "cpu", _make=make)
 
 
-def _torch_cpu():
+def _tensor_of(a):
+    """A host ndarray as a tensor, zero-copy; bfloat16 (ml_dtypes') through its bits."""
     import torch
 
-    return Impl("torch", "cpu", False, "cpu", _make=_torch_fn, _wrap=torch.from_numpy, _to_array=lambda y: y.numpy())
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _ndarray_of(y):
+    import torch
+
+    if y.dtype == torch.bfloat16:
+        return y.detach().view(torch.int16).numpy().view(np.dtype("bfloat16"))
+    return y.detach().numpy()
+
+
+def _torch_cpu():
+
+    return Impl("torch", "cpu", False, "cpu", _make=_torch_fn, _wrap=_tensor_of, _to_array=_ndarray_of)
 
 
 def _jax_impl(device, need_x64):
@@ -709,8 +738,8 @@ def _gpuact_torch(device):
             False,
             "cpu",
             _make=make,
-            _wrap=torch.from_numpy,
-            _to_array=lambda y: y.numpy(),
+            _wrap=_tensor_of,
+            _to_array=_ndarray_of,
             _supports=supports,
         )
     import cupy
