@@ -164,3 +164,21 @@ def test_dask_chunks():
     lx = da.from_array(x, chunks=(16, 24))
     _close(gpuact.gelu(lx).compute(), reference.elementwise("gelu", x.astype(np.float64)))
     _close(gpuact.softmax(lx, axis=0).compute(), reference.softmax(x.astype(np.float64), 0))
+
+
+def test_gpuact_torch_operators_on_host_bfloat16():
+    torch = pytest.importorskip("torch")
+    import gpuact.torch as gt
+    from gpuact._wrappers import foreign
+
+    x = torch.from_numpy(_x((8, 16), seed=14).view(np.int16)).view(torch.bfloat16).requires_grad_(True)
+    # the operators hand gpuact the tensor's own memory as a bfloat16 ndarray, no float32 copy
+    view, original = foreign.for_compute(x.detach())
+    assert isinstance(view, np.ndarray) and view.dtype == BF16 and original is not None
+    y = gt.swiglu(x)
+    assert y.dtype == torch.bfloat16
+    y.backward(torch.ones_like(y))
+    x64 = x.detach().float().numpy().astype(np.float64)
+    np.testing.assert_allclose(y.detach().float().numpy(), reference.gated("swiglu", x64), rtol=RTOL, atol=ATOL)
+    want = reference.gated_grad("swiglu", np.ones((8, 8)), x64)
+    np.testing.assert_allclose(x.grad.float().numpy(), want, rtol=RTOL, atol=ATOL)
