@@ -182,3 +182,39 @@ def test_gpuact_torch_operators_on_host_bfloat16():
     np.testing.assert_allclose(y.detach().float().numpy(), reference.gated("swiglu", x64), rtol=RTOL, atol=ATOL)
     want = reference.gated_grad("swiglu", np.ones((8, 8)), x64)
     np.testing.assert_allclose(x.grad.float().numpy(), want, rtol=RTOL, atol=ATOL)
+
+
+def test_the_compiled_conversions_round_as_ml_dtypes_does():
+    from gpuact.backends import _native
+
+    conversions = _native.bfloat16_conversions()
+    if conversions is None:
+        pytest.skip(f"compiled CPU kernels not in use: {_native.unavailable_reason()}")
+    widen, narrow = conversions
+    rng = np.random.default_rng(15)
+    special = [math.nan, -math.nan, math.inf, -math.inf, 0.0, -0.0, 3.4e38, -3.39e38, 1e-40, 1.00390625, 1.01171875]
+    wide = rng.normal(0, 1, 10**5) * 10.0 ** rng.integers(-30, 30, 10**5)  # normal, subnormal and huge
+    f = np.concatenate([np.array(special, np.float32), wide.astype(np.float32)])
+    bits = np.empty(f.size, np.uint16)
+    narrow(f, bits, 0, f.size)
+    want = f.astype(BF16).view(np.uint16)
+    same = (bits == want) | (np.isnan(f) & np.isnan(bits.view(BF16).astype(np.float32)))
+    assert same.all(), f[~same][:5]
+    back = np.empty(f.size, np.float32)
+    widen(bits, back, 0, f.size)
+    np.testing.assert_array_equal(back, bits.view(BF16).astype(np.float32))
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled-conversions", "ml_dtypes-casts"])
+def test_both_block_paths_give_the_same_bits(monkeypatch, compiled):
+    from gpuact.backends import _native
+
+    if not compiled:
+        monkeypatch.setattr(_native, "bfloat16_conversions", lambda: None)
+    x = _x((2**18,), seed=16)
+    y = gpuact.silu(x)
+    want = reference.elementwise("silu", x.astype(np.float64))
+    _close(y, want)
+    # one rounding of the same float32 result: both paths agree bit for bit
+    monkeypatch.undo()
+    assert (gpuact.silu(x).view(np.uint16) == y.view(np.uint16)).all()

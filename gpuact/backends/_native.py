@@ -27,7 +27,7 @@ from gpuact._contract.ops import ELEMENTWISE_OPS, OPS
 
 MODULE_NAME = "gpuact._gpuact_cpu"
 # kernels/gpuact_cpu.cc's kAbiVersion: a module built from other sources is not used.
-ABI_VERSION = 6
+ABI_VERSION = 7
 
 # what the entry points call float32 and float64 (the buffer format characters)
 TYPE_CODE = {np.dtype(np.float32): ord("f"), np.dtype(np.float64): ord("d")}
@@ -161,6 +161,20 @@ def elementwise_kernel(op: str, dtype):
     if np.dtype(dtype) == np.float64 and op not in FLOAT64_OPS:
         return None
     return compiled_elementwise(op, dtype)
+
+
+def bfloat16_conversions():
+    """``(widen, narrow)``: ``widen(src_bits, dst, start, stop)`` writes ``bfloat16`` bits (a
+    uint16 view) into float32, ``narrow(src, dst_bits, start, stop)`` rounds float32 to bfloat16
+    bits (to nearest even); or None without the compiled module."""
+    lib = _load()
+    if lib is None:
+        return None
+    run = lib.bfloat16
+    return (
+        lambda src, dst, start, stop: run(0, src, dst, start, stop),
+        lambda src, dst, start, stop: run(1, src, dst, start, stop),
+    )
 
 
 def compiled_softmax_rows(dtype):

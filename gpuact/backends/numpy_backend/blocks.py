@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from gpuact._contract import checks
+from gpuact.backends import _native
 from gpuact.backends.numpy_backend import pool
 
 
@@ -27,6 +29,8 @@ def buffered_map(fn, inputs, y, compute):
         buffered_map(fn, inputs, fresh, compute)
         for a, b in zip(outputs, fresh):
             np.copyto(a, b)
+        return
+    if _bfloat16_blocks(fn, inputs, outputs, compute):
         return
     operands = [*inputs, *outputs]
     op_flags = [["readonly", "contig", "aligned"]] * len(inputs) + [["writeonly", "contig", "aligned"]] * len(outputs)
@@ -52,6 +56,51 @@ def buffered_map(fn, inputs, y, compute):
                 fn(*blocks, scratch)
 
     pool.run_parallel(run, pool.block_ranges(it.itersize))
+
+
+def _bfloat16_blocks(fn, inputs, outputs, compute) -> bool:
+    """``buffered_map`` for contiguous operands of one shape, some bfloat16 and the rest float32:
+    each bfloat16 block widened into a float32 scratch block and each result narrowed back (to
+    nearest even) by the compiled conversions, several times faster than the ml_dtypes casts the
+    iterator would call. False (nothing done) where it does not apply."""
+    operands = [*inputs, *outputs]
+    if compute != np.float32 or not all(isinstance(a, np.ndarray) for a in operands):
+        return False
+    half = [checks.is_bfloat16(a.dtype) for a in operands]
+    shape = outputs[0].shape
+    if not any(half) or not all(
+        a.shape == shape and a.flags.c_contiguous and (h or a.dtype == compute) for a, h in zip(operands, half)
+    ):
+        return False
+    conversions = _native.bfloat16_conversions()
+    if conversions is None:
+        return False
+    widen, narrow = conversions
+    flat = [a.reshape(-1) for a in operands]
+    bits = [f.view(np.uint16) if h else None for f, h in zip(flat, half)]
+    count = len(inputs)
+
+    def run(lo, hi, stop):
+        scratch: dict = {}
+        with np.errstate(all="ignore"):
+            for start, end in pool.pieces(lo, hi, stop, pool.BLOCK):
+                m = end - start
+                blocks = []
+                for k, f in enumerate(flat):
+                    if bits[k] is None:
+                        blocks.append(f[start:end])
+                        continue
+                    block = scratch_buffer(scratch, f"bfloat16 {k}", m, compute)
+                    if k < count:
+                        widen(bits[k][start:end], block, 0, m)
+                    blocks.append(block)
+                fn(*blocks, scratch)
+                for k in range(count, len(flat)):
+                    if bits[k] is not None:
+                        narrow(blocks[k], bits[k][start:end], 0, m)
+
+    pool.run_parallel(run, pool.block_ranges(flat[0].size))
+    return True
 
 
 def scratch_buffer(scratch: dict, name: str, m: int, compute):
