@@ -54,16 +54,24 @@ GRID_X_MAX = 2**31 - 1
 GRID_YZ_MAX = 65535
 
 DTYPE_TAG = {np.dtype(np.float16): "f16", np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+try:  # bfloat16 ("bf16"): NumPy's dtype for it comes with ml_dtypes
+    import ml_dtypes
+
+    DTYPE_TAG[np.dtype(ml_dtypes.bfloat16)] = "bf16"
+except ImportError:  # pragma: no cover - the bf16 kernels still compile; no array can need them
+    pass
 TAG_DTYPE = {tag: dtype for dtype, tag in DTYPE_TAG.items()}
-# storage type in the kernels (float16 is raw 16-bit storage) and compute type
-STORAGE_CTYPE = {"f16": "unsigned short", "f32": "float", "f64": "double"}
-COMPUTE_CTYPE = {"f16": "float", "f32": "float", "f64": "double"}
+# storage type in the kernels (float16 and bfloat16 are raw 16-bit storage, gpuact_half.cuh) and
+# compute type
+STORAGE_CTYPE = {"f16": "unsigned short", "bf16": "ga::bf16", "f32": "float", "f64": "double"}
+COMPUTE_CTYPE = {"f16": "float", "bf16": "float", "f32": "float", "f64": "double"}
 COMPUTE_DTYPE: dict[str, np.dtype[Any]] = {
     "f16": np.dtype(np.float32),
+    "bf16": np.dtype(np.float32),
     "f32": np.dtype(np.float32),
     "f64": np.dtype(np.float64),
 }
-DTYPE_ITEMSIZE = {"f16": 2, "f32": 4, "f64": 8}
+DTYPE_ITEMSIZE = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8}
 
 
 @functools.cache
@@ -703,7 +711,7 @@ def _split_segments(
 
 # The longest row a backward warp kernel holds in registers: its lanes hold dy besides x, twice
 # the forward's values, and 32 doubles of each a lane spill on sm_90 (ptxas; tested).
-WARP_MAX_ROW_GRAD = {"f16": WARP_MAX_ROW, "f32": WARP_MAX_ROW, "f64": WARP_MAX_ROW // 2}
+WARP_MAX_ROW_GRAD = {"f16": WARP_MAX_ROW, "bf16": WARP_MAX_ROW, "f32": WARP_MAX_ROW, "f64": WARP_MAX_ROW // 2}
 
 
 def _warp_max_row(group: str, tag: str) -> int:

@@ -1,6 +1,7 @@
 // gpuact: the vectorised elementwise kernel bodies for contiguous arrays.
 //
-// Each thread moves 16-byte vectors (float4 = 4 floats, double2 = 2 doubles, uint4 = 8 halves),
+// Each thread moves 16-byte vectors (float4 = 4 floats, double2 = 2 doubles, uint4 = 8 halves or
+// 8 bfloat16s),
 // UNROLL of them loaded before any is computed or stored, so that enough bytes are in flight per
 // SM to reach copy bandwidth; a grid-stride loop with 64-bit indices covers any size (> 2**31
 // elements included), and the n % (16 / sizeof(S)) trailing elements are done one by one.
@@ -56,6 +57,20 @@ template <> struct vec16<unsigned short> {  // 8 halves, two per 32-bit word, th
     template <typename G> __device__ __forceinline__ static unsigned int pair(unsigned int w, unsigned int dw, G& g) {
         unsigned int lo = f2h(g(h2f((unsigned short)(w & 0xffffu)), h2f((unsigned short)(dw & 0xffffu))));
         unsigned int hi = f2h(g(h2f((unsigned short)(w >> 16)), h2f((unsigned short)(dw >> 16))));
+        return lo | (hi << 16);
+    }
+    template <typename G> __device__ __forceinline__ static V apply(V v, V d, G& g) {
+        v.x = pair(v.x, d.x, g); v.y = pair(v.y, d.y, g); v.z = pair(v.z, d.z, g); v.w = pair(v.w, d.w, g);
+        return v;
+    }
+};
+
+template <> struct vec16<bf16> {  // 8 bfloat16s, two per 32-bit word, the low one first
+    typedef uint4 V;
+    enum { N = 8 };
+    template <typename G> __device__ __forceinline__ static unsigned int pair(unsigned int w, unsigned int dw, G& g) {
+        unsigned int lo = f2b(g(b2f((unsigned short)(w & 0xffffu)), b2f((unsigned short)(dw & 0xffffu))));
+        unsigned int hi = f2b(g(b2f((unsigned short)(w >> 16)), b2f((unsigned short)(dw >> 16))));
         return lo | (hi << 16);
     }
     template <typename G> __device__ __forceinline__ static V apply(V v, V d, G& g) {

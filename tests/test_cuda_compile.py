@@ -28,7 +28,9 @@ from gpuact._contract.ops import ELEMENTWISE_OPS, GATES  # noqa: E402
 from tests.cuda_shim import gpuact_cuda_build as build
 
 ARCHS = (80, 90)
-TAGS = ("f16", "f32", "f64")
+TAGS = ("f16", "bf16", "f32", "f64")
+# the ElementwiseKernel (strided) units: CuPy types their arrays itself, and takes no bfloat16 here
+EK_TAGS = ("f16", "f32", "f64")
 DTYPES = {"f16": np.float16, "f32": np.float32, "f64": np.float64}
 DOUBLE_WARN = "--warn-on-double-precision-use"
 
@@ -193,7 +195,7 @@ def _units():
 
 def _ek_units(for_nvcc: bool):
     units = []
-    for tag in TAGS:
+    for tag in EK_TAGS:
         for name, make in (("elementwise", ek_unit), ("ektraining", ek_training_unit)):
             src, opts = make(tag, for_nvcc)
             units.append((f"{name}_{tag}", src, opts if for_nvcc else opts + ("--std=c++17",), tag != "f64"))
@@ -296,6 +298,7 @@ def test_vectorised_kernels_use_16_byte_loads():
         ("f32", "ld.global.nc.v4.f32", "st.global.v4.f32"),
         ("f64", "ld.global.nc.v2.f64", "st.global.v2.f64"),
         ("f16", "ld.global.nc.v4.u32", "st.global.v4.u32"),
+        ("bf16", "ld.global.nc.v4.u32", "st.global.v4.u32"),
     ):
         plain = load.replace(".nc", "")
         for kind, source in sources.items():
