@@ -120,6 +120,6 @@ def _bias(backend, bias, x, foreign: bool, dtype, out, stream):
         shape = None
     if shape != tuple(x.shape):
         raise ValueError(f"bias of shape {tuple(bias.shape)} does not broadcast to x's shape {tuple(x.shape)}")
-    if np.dtype(bias.dtype).kind not in "biuf" and not checks.is_bfloat16(np.dtype(bias.dtype)):
+    if not checks.is_real(bias.dtype):
         raise TypeError(f"bias must be real numbers; got dtype {np.dtype(bias.dtype)}")
     return _unaliased(backend, bias, out, stream, False)

@@ -63,24 +63,12 @@ _PROBE = np.zeros(1, np.float32)
 
 
 def _is_bfloat16(dtype) -> bool:
-    return np.dtype(dtype) == jnp.bfloat16
-
-
-def _result_dtype(dtype) -> np.dtype:
-    """The forward's result dtype: gpuact's rule, with bfloat16 kept as float16 is."""
-    return np.dtype(jnp.bfloat16) if _is_bfloat16(dtype) else checks.result_dtype(np.dtype(dtype))
-
-
-def _grad_dtype(dy_dtype, x_dtype) -> np.dtype:
-    """The backward's result dtype: each side by the forward's rule, then the wider of the two
-    (bfloat16 with float16 gives float32, as in JAX's promotion)."""
-    if not (_is_bfloat16(dy_dtype) or _is_bfloat16(x_dtype)):
-        return checks.grad_dtype(np.dtype(dy_dtype), np.dtype(x_dtype))
-    return np.dtype(jnp.promote_types(_result_dtype(dy_dtype), _result_dtype(x_dtype)))
+    return checks.is_bfloat16(np.dtype(dtype))
 
 
 def _computed(a):
-    """An operand as the callback reads it: bfloat16 (which NumPy cannot hold) widened to float32."""
+    """An operand as the callback reads it: bfloat16 widened to float32 (XLA's bfloat16 buffers do not
+    reach NumPy through DLPack)."""
     return a.astype(jnp.float32) if _is_bfloat16(a.dtype) else a
 
 
@@ -112,7 +100,7 @@ def _checked(name: str, arguments: dict, x) -> tuple:
     values = {k: _static(name, k, v) for k, v in arguments.items()}
     if values and name not in _AXIS_OPS:
         getattr(activations, name)(_PROBE, **values)
-    _result_dtype(x.dtype)
+    checks.result_dtype(x.dtype)
     if name in _SOFTMAX_OPS:
         values["axis"] = checks.softmax_axes(values["axis"], x.ndim)
     elif name in _GATED:
@@ -131,11 +119,11 @@ def _checked(name: str, arguments: dict, x) -> tuple:
 def _checked_bias(bias, x):
     """``bias`` as a JAX array that broadcasts to ``x``, or the error plain gpuact raises."""
     if np.ndim(bias) == 0 and isinstance(bias, (int, float, np.integer, np.floating)):
-        dtype = _result_dtype(x.dtype)
+        dtype = checks.result_dtype(x.dtype)
         bias = jnp.asarray(checks.as_param("bias", bias), np.float32 if _is_bfloat16(dtype) else dtype)
     else:
         bias = jnp.asarray(bias)
-        _result_dtype(bias.dtype)  # as plain gpuact takes an array operand: real numbers only
+        checks.result_dtype(bias.dtype)  # as plain gpuact takes an array operand: real numbers only
     try:
         shape = np.broadcast_shapes(tuple(bias.shape), tuple(x.shape))
     except ValueError:
@@ -231,10 +219,10 @@ def _call(name: str, kwargs: dict, grad: bool, via: str, operands: tuple):
     x = wide[arrays - 1]
     if grad:
         shape, computed = x.shape, checks.grad_dtype(wide[0].dtype, x.dtype)
-        want = _grad_dtype(operands[0].dtype, operands[1].dtype)
+        want = checks.grad_dtype(operands[0].dtype, operands[1].dtype)
     else:
         shape, computed = _output_shape(name, x.shape, kwargs), checks.result_dtype(x.dtype)
-        want = _result_dtype(operands[0].dtype)
+        want = checks.result_dtype(operands[0].dtype)
     spec = jax.ShapeDtypeStruct(shape, computed)
     if via == "buffer":
         callback = functools.partial(_write, name, kwargs, grad, arrays)

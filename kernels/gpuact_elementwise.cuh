@@ -51,12 +51,24 @@ template <> struct vec16<double> {
         return v;
     }
 };
-template <> struct vec16<unsigned short> {  // 8 halves, two per 32-bit word, the low one first
+// The 16-bit storage types' conversions on raw bits (gpuact_half.cuh): float16, bfloat16.
+template <typename S> struct bits16;
+template <> struct bits16<unsigned short> {
+    __device__ __forceinline__ static float widen(unsigned short h) { return h2f(h); }
+    __device__ __forceinline__ static unsigned short narrow(float f) { return f2h(f); }
+};
+template <> struct bits16<bf16> {
+    __device__ __forceinline__ static float widen(unsigned short h) { return b2f(h); }
+    __device__ __forceinline__ static unsigned short narrow(float f) { return f2b(f); }
+};
+// 8 16-bit values, two per 32-bit word, the low one first
+template <typename S> struct vec16_halves {
     typedef uint4 V;
     enum { N = 8 };
+    typedef bits16<S> B;
     template <typename G> __device__ __forceinline__ static unsigned int pair(unsigned int w, unsigned int dw, G& g) {
-        unsigned int lo = f2h(g(h2f((unsigned short)(w & 0xffffu)), h2f((unsigned short)(dw & 0xffffu))));
-        unsigned int hi = f2h(g(h2f((unsigned short)(w >> 16)), h2f((unsigned short)(dw >> 16))));
+        unsigned int lo = B::narrow(g(B::widen((unsigned short)(w & 0xffffu)), B::widen((unsigned short)(dw & 0xffffu))));
+        unsigned int hi = B::narrow(g(B::widen((unsigned short)(w >> 16)), B::widen((unsigned short)(dw >> 16))));
         return lo | (hi << 16);
     }
     template <typename G> __device__ __forceinline__ static V apply(V v, V d, G& g) {
@@ -64,20 +76,8 @@ template <> struct vec16<unsigned short> {  // 8 halves, two per 32-bit word, th
         return v;
     }
 };
-
-template <> struct vec16<bf16> {  // 8 bfloat16s, two per 32-bit word, the low one first
-    typedef uint4 V;
-    enum { N = 8 };
-    template <typename G> __device__ __forceinline__ static unsigned int pair(unsigned int w, unsigned int dw, G& g) {
-        unsigned int lo = f2b(g(b2f((unsigned short)(w & 0xffffu)), b2f((unsigned short)(dw & 0xffffu))));
-        unsigned int hi = f2b(g(b2f((unsigned short)(w >> 16)), b2f((unsigned short)(dw >> 16))));
-        return lo | (hi << 16);
-    }
-    template <typename G> __device__ __forceinline__ static V apply(V v, V d, G& g) {
-        v.x = pair(v.x, d.x, g); v.y = pair(v.y, d.y, g); v.z = pair(v.z, d.z, g); v.w = pair(v.w, d.w, g);
-        return v;
-    }
-};
+template <> struct vec16<unsigned short> : vec16_halves<unsigned short> {};
+template <> struct vec16<bf16> : vec16_halves<bf16> {};
 
 // No bias: x as it is.
 struct NoBias {

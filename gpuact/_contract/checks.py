@@ -38,6 +38,13 @@ def result_dtype(dtype) -> np.dtype:
     raise TypeError(f"gpuact activations take real numbers; got an array of dtype {dtype}")
 
 
+def is_real(dtype) -> bool:
+    """Whether an operand of ``dtype`` (a bias, say) holds real numbers: bool, integers, floats and
+    bfloat16."""
+    dtype = np.dtype(dtype)
+    return dtype.kind in "biuf" or is_bfloat16(dtype)
+
+
 def is_bfloat16(dtype) -> bool:
     """``ml_dtypes.bfloat16`` (NumPy's dtype of JAX's and PyTorch's bfloat16): kept like float16,
     computed in float32."""

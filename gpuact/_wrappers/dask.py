@@ -214,7 +214,7 @@ def _bias(bias, x):
     if np.ndim(bias) == 0 and isinstance(bias, (int, float, np.integer, np.floating)):
         return checks.as_param("bias", bias)
     bias = _operand(bias, x, "bias")
-    if np.dtype(bias.dtype).kind not in "biuf" and not checks.is_bfloat16(np.dtype(bias.dtype)):
+    if not checks.is_real(bias.dtype):
         raise TypeError(f"bias must be real numbers; got dtype {np.dtype(bias.dtype)}")
     return bias
 

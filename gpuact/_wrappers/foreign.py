@@ -106,9 +106,10 @@ def _unwrapped(inner, request: Request):
         back_to = x  # wrapped zero-copy by the GPU backend, and its result goes back as this kind
     dy, bias = _operand(request.dy, on_host), _operand(request.bias, on_host)
     out = request.out
-    if is_bfloat16(out) and on_host and bf16_result and _host_bfloat16_view(out) is not None:
+    out_view = _host_bfloat16_view(out) if is_bfloat16(out) and on_host and bf16_result else None
+    if out_view is not None:
         _interop.refuse_grad_tensor(out)
-        out = _host_bfloat16_view(out)
+        out = out_view
     elif is_bfloat16(out):
         # computed in float32, then copied into out
         shape = request.family.result_shape(tuple(x.shape), request.axis)

@@ -927,20 +927,28 @@ def _dummy_mask(stream):
     return m
 
 
+def _half_shape(shape, axis):
+    return tuple(shape[:axis]) + (shape[axis] // 2,) + tuple(shape[axis + 1 :])
+
+
+def _gate_views(a, axis, gate):
+    """(the gate half, the other half) of ``a`` along ``axis`` as strided views: x[..., :half, ...]
+    and x[..., half:, ...] in the order of the gate (``GATES``). For a contiguous ``a`` the merged
+    walk is 2-D, (outer, half * inner), or flat when outer == 1."""
+    shape = _half_shape(a.shape, axis)
+    halves = (_view(a, shape, a.strides), _offset_view(a, axis, shape[axis], shape))
+    first = GATES[gate].gate_half
+    return halves[first], halves[1 - first]
+
+
 def glu(x, axis, out, dtype, stream=None, gate="glu"):
     """A gated unit (``gate``): ``v * op(g)`` for the gate half ``g`` of x and the other ``v``."""
     stream = _stream(stream)
     dtype = np.dtype(dtype)
-    half = x.shape[axis] // 2
-    shape = tuple(x.shape[:axis]) + (half,) + tuple(x.shape[axis + 1 :])
-    y = _empty(shape, dtype, stream) if out is None else out
-    n = y.size
-    if n == 0:
+    y = _empty(_half_shape(x.shape, axis), dtype, stream) if out is None else out
+    if y.size == 0:
         return y
-    # The two halves as strided views of x: x[..., :half, ...] and x[..., half:, ...]. For a
-    # contiguous x the merged walk is 2-D, (outer, half * inner), or flat when outer == 1.
-    halves = (_view(x, shape, x.strides), _offset_view(x, axis, half, shape))
-    g, v = halves[GATES[gate].gate_half], halves[1 - GATES[gate].gate_half]
+    g, v = _gate_views(x, axis, gate)
     ft = K.compute_type(dtype)
     xd = np.dtype(x.dtype)
     _run_nd(
@@ -1177,12 +1185,8 @@ def glu_grad(dy, x, axis, out, dtype, stream=None, gate="glu"):
     dx = _empty(x.shape, dtype, stream) if out is None else out
     if dx.size == 0:
         return dx
-    half = x.shape[axis] // 2
-    shape = tuple(x.shape[:axis]) + (half,) + tuple(x.shape[axis + 1 :])
-    first = GATES[gate].gate_half
-    halves = (_view(x, shape, x.strides), _offset_view(x, axis, half, shape))
-    dhalves = (_view(dx, shape, dx.strides), _offset_view(dx, axis, half, shape))
-    g, v, dg, dv = halves[first], halves[1 - first], dhalves[first], dhalves[1 - first]
+    g, v = _gate_views(x, axis, gate)
+    dg, dv = _gate_views(dx, axis, gate)
     ft = K.compute_type(dtype)
     xd, dyd = np.dtype(x.dtype), np.dtype(dy.dtype)
     _run_nd(
@@ -1190,21 +1194,6 @@ def glu_grad(dy, x, axis, out, dtype, stream=None, gate="glu"):
         lambda nd: K.glu_grad_nd(ft, nd, gate),
         lambda nd: K.glu_grad_nd_signature(xd, dyd, dtype, nd),
         [v, g, dy, dv, dg],
-        (),
-        stream,
-    )
-    return dx
-    half = x.shape[axis] // 2
-    shape = tuple(x.shape[:axis]) + (half,) + tuple(x.shape[axis + 1 :])
-    a, b = _view(x, shape, x.strides), _offset_view(x, axis, half, shape)
-    da, db = _view(dx, shape, dx.strides), _offset_view(dx, axis, half, shape)
-    ft = K.compute_type(dtype)
-    xd, dyd = np.dtype(x.dtype), np.dtype(dy.dtype)
-    _run_nd(
-        ("glu_grad", xd, dyd, dtype),
-        lambda nd: K.glu_grad_nd(ft, nd),
-        lambda nd: K.glu_grad_nd_signature(xd, dyd, dtype, nd),
-        [a, b, dy, da, db],
         (),
         stream,
     )

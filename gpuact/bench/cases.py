@@ -42,7 +42,8 @@ SOFTMAX_OPS = ("softmax", "log_softmax")
 # The GLU variants (not in Keras): x of (rows, 2 * GATED_UNITS), split along the last axis into the
 # gate a and the value b, op(a) * b of (rows, GATED_UNITS); a peer computes it as its users write
 # it, silu(a) * b (gelu exact for geglu). Their gradient rows take dy of the output's shape.
-GATED_OPS = ("swiglu", "geglu")
+GATE_ACTIVATION = {"swiglu": "silu", "geglu": "gelu"}  # the activation of each one's gate
+GATED_OPS = tuple(GATE_ACTIVATION)
 GATED_UNITS = 4096
 ALL_OPS = DEFAULT_OPS
 
@@ -417,7 +418,7 @@ GRAD_REFERENCES: dict[str, Callable[[Any], Any]] = {
 
 def _gated_reference(op, x, dy, axis):
     """swiglu / geglu of x's halves (gate first), or with ``dy`` their gradient ``[da, db]``."""
-    act = "silu" if op == "swiglu" else "gelu"
+    act = GATE_ACTIVATION[op]
     a, b = np.split(x, 2, axis=axis)
     if dy is None:
         return REFERENCES[act](a) * b

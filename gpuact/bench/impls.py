@@ -175,7 +175,8 @@ def _naive_grad(xp, special, op, axis):
         return 1 / (1 + xp.exp(-x))
 
     if op in C.GATED_OPS:
-        act, act_grad = _naive_forward(xp, special, _GATE[op], axis), _naive_grad(xp, special, _GATE[op], axis)
+        gate = C.GATE_ACTIVATION[op]
+        act, act_grad = _naive_forward(xp, special, gate, axis), _naive_grad(xp, special, gate, axis)
 
         def gated_grad(x, dy):
             a, b = xp.split(x, 2, axis=axis)
@@ -224,11 +225,7 @@ def _naive_grad(xp, special, op, axis):
     return table[op]
 
 
-# the gate's activation of each GLU variant, as the peers compose it
-_GATE = {"swiglu": "silu", "geglu": "gelu"}
-
-
-def _gated(split, act, axis):
+def _gated(split, act):
     """``act(a) * b`` for the halves of x along ``axis`` (``split(x)`` gives them): the peer's composition."""
 
     def gated(x):
@@ -240,7 +237,7 @@ def _gated(split, act, axis):
 
 def _naive_forward(xp, special, op, axis):
     if op in C.GATED_OPS:
-        return _gated(lambda x: xp.split(x, 2, axis=axis), _naive_forward(xp, special, _GATE[op], axis), axis)
+        return _gated(lambda x: xp.split(x, 2, axis=axis), _naive_forward(xp, special, C.GATE_ACTIVATION[op], axis))
     if op == "relu":
         return lambda x: xp.maximum(x, 0)
     if op == "sigmoid":
@@ -350,7 +347,7 @@ def _torch_forward(op, axis):
     if op == "log_softmax":
         return lambda x: torch.log_softmax(x, dim=axis)
     if op in C.GATED_OPS:
-        return _gated(lambda x: x.chunk(2, dim=axis), table[_GATE[op]], axis)
+        return _gated(lambda x: x.chunk(2, dim=axis), table[C.GATE_ACTIVATION[op]])
     return table[op]
 
 
@@ -393,7 +390,7 @@ def _jax_table(op, axis):
         "log_softmax": functools.partial(jax.nn.log_softmax, axis=axis),
     }
     if op in C.GATED_OPS:
-        return _gated(lambda x: jnp.split(x, 2, axis=axis), table[_GATE[op]], axis)
+        return _gated(lambda x: jnp.split(x, 2, axis=axis), table[C.GATE_ACTIVATION[op]])
     return table[op]
 
 
@@ -425,7 +422,7 @@ def _tf_forward(op, axis):
 
     acts = tf.keras.activations
     if op in C.GATED_OPS:
-        return _gated(lambda x: tf.split(x, 2, axis=axis), _tf_forward(_GATE[op], axis), axis)
+        return _gated(lambda x: tf.split(x, 2, axis=axis), _tf_forward(C.GATE_ACTIVATION[op], axis))
     if op == "softmax":
         f = functools.partial(acts.softmax, axis=axis)
     elif op == "log_softmax":

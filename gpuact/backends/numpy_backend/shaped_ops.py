@@ -20,15 +20,19 @@ def _gate_halves(a, axis, gate):
     return halves[gate.gate_half], halves[1 - gate.gate_half]
 
 
-def _gate_into(gate, g, s, scratch, compute):
-    """s = op(g) for the gate's op: its compiled kernel, else its ufunc formula."""
-    kernel = _native.elementwise_kernel(gate.op, compute)
-    m = g.size
+def _gate_activation(unit, compute):
+    """``activate(g, s, scratch)``: s = op(g) for the gate's op, by its compiled kernel (looked up
+    once here, not per block) or else its ufunc formula."""
+    kernel = _native.elementwise_kernel(unit.op, compute)
     if kernel is not None:
-        kernel(g, s, 0, m, *gate.params)
-    else:
-        t, u = scratch_buffer(scratch, "t", m, compute), scratch_buffer(scratch, "u", m, compute)
-        KERNELS[gate.op](g, s, t, u, *gate.params)
+        return lambda g, s, scratch: kernel(g, s, 0, g.size, *unit.params)
+    formula = KERNELS[unit.op]
+
+    def activate(g, s, scratch):
+        m = g.size
+        formula(g, s, scratch_buffer(scratch, "t", m, compute), scratch_buffer(scratch, "u", m, compute), *unit.params)
+
+    return activate
 
 
 def glu(x, axis, out, dtype, stream=None, gate="glu"):
@@ -41,10 +45,11 @@ def glu(x, axis, out, dtype, stream=None, gate="glu"):
     y = np.empty(g.shape, dtype) if out is None else out
     if y.size == 0:
         return y
+    activate = _gate_activation(unit, compute)
 
     def gated(gb, vb, yb, scratch):
         s = scratch_buffer(scratch, "s", yb.size, compute)
-        _gate_into(unit, gb, s, scratch, compute)
+        activate(gb, s, scratch)
         np.multiply(vb, s, out=yb)
 
     buffered_map(gated, [g, v], y, compute)
@@ -63,6 +68,7 @@ def glu_grad(dy, x, axis, out, dtype, stream=None, gate="glu"):
     dg, dv = _gate_halves(dx, axis, unit)
     grad = _native.grad_kernel(unit.op, compute)
     params = unit.params + (0.0,) * (4 - len(unit.params))
+    activate = _gate_activation(unit, compute)
 
     def gated_grad(gb, vb, dyb, dgb, dvb, scratch):
         m = dyb.size
@@ -75,7 +81,7 @@ def glu_grad(dy, x, axis, out, dtype, stream=None, gate="glu"):
             t, u = scratch_buffer(scratch, "t", m, compute), scratch_buffer(scratch, "u", m, compute)
             GRADS[unit.op](gb, s, t, u, *unit.params)
             np.multiply(dyv, s, out=dgb)
-        _gate_into(unit, gb, s, scratch, compute)
+        activate(gb, s, scratch)
         np.multiply(s, dyb, out=dvb)
 
     buffered_map(gated_grad, [g, v, dy], [dg, dv], compute)
