@@ -5,13 +5,16 @@
 1. picks the backend (``backend=``, else the one that owns ``x``) and loads it;
 2. ``backend.accept`` takes ``x`` in: the device that holds it, the launch stream (``stream=``,
    else the convention of ``x``'s library), ordered after the stream that produced a foreign ``x``;
-3. checks ``dy`` (a backward), the axis, the result dtype and shape;
+3. checks ``dy`` (a backward), ``b`` (a gated unit's two-tensor form), the axis, the result dtype
+   and shape;
 4. inside ``backend.scope`` (that device and stream current, so every array the call makes is
-   made there): checks ``out`` (kind, device, shape, dtype, writeable), takes the bias, mask and
+   made there): checks ``out`` (kind, device, shape, dtype, writeable; the two-tensor form's
+   backward takes a pair ``(da, db)`` that must not share memory), takes the bias, mask and
    alpha in, copies any input that ``out`` would overwrite while it is still read;
 5. calls the family's backend function by keyword.
 
-It returns the backend's array, or ``out`` as it was handed in. Arrays of other kinds (Dask,
+It returns the backend's array (the pair ``(da, db)`` for the two-tensor form's backward), or
+``out`` as it was handed in. Arrays of other kinds (Dask,
 masked, PyTorch or JAX) have been unwrapped by ``gpuact._wrappers`` before they get here.
 """
 
@@ -37,6 +40,9 @@ def run(request: Request):
             f"bfloat16 arrays are computed on the NumPy path only so far; the {name} backend reads no "
             f"bfloat16 yet: pass float16 or float32 on the GPU"
         )
+    b = None
+    if family.pair:
+        b = _second_operand(backend, request.b, x, foreign)
     if family.grad:
         dy = request.dy
         if dy is None:
@@ -54,11 +60,18 @@ def run(request: Request):
     with backend.scope(x, stream):
         out = request.out
         if out is not None:
-            out = _checked_out(backend, out, x, foreign, shape, dtype)
+            out = (
+                _checked_outs(backend, out, x, foreign, shape, dtype)
+                if family.pair and family.grad
+                else (_checked_out(backend, out, x, foreign, shape, dtype))
+            )
         same_ok = family.out_may_be_x
         arguments = {"x": _unaliased(backend, x, out, stream, same_ok), "out": out, "dtype": dtype, "stream": stream}
         if dy is not None:
             arguments["dy"] = _unaliased(backend, dy, out, stream, same_ok)
+        if b is not None:
+            arguments["b"] = _unaliased(backend, b, out, stream, same_ok)
+            arguments["gate"] = request.op
         if family.op:
             arguments["op"], arguments["params"] = request.op, request.params
         elif family.axis_keyword is not None:
@@ -93,15 +106,40 @@ def _checked_out(backend, out, x, foreign: bool, shape, dtype):
     return out
 
 
+def _checked_outs(backend, outs, x, foreign: bool, shape, dtype):
+    """The two-tensor form's backward ``out``: a pair ``(da, db)``, each checked as ``out`` is,
+    sharing no memory with each other."""
+    if not isinstance(outs, (tuple, list)) or len(outs) != 2:
+        raise TypeError(f"out must be a pair (da, db) for the two-tensor form's backward; got {type(outs).__name__}")
+    pair = tuple(_checked_out(backend, out, x, foreign, shape, dtype) for out in outs)
+    if backend.overlap(*pair) != checks.OVERLAP_NONE:
+        raise ValueError("out's two arrays (da, db) share memory; each must have its own")
+    return pair
+
+
+def _second_operand(backend, b, x, foreign: bool):
+    """A gated unit's ``b`` (two-tensor form) on x's device and of x's kind, shape and dtype."""
+    if b is None:
+        raise TypeError(f"b must be an array (the gated unit's second operand); got {b!r}")
+    b = backend.accept_operand(b, x, foreign, "b")
+    if tuple(b.shape) != tuple(x.shape):
+        raise ValueError(f"b has shape {tuple(b.shape)}; a has shape {tuple(x.shape)} (no broadcasting)")
+    if np.dtype(b.dtype) != np.dtype(x.dtype):
+        raise TypeError(f"a and b must have one dtype; got {np.dtype(x.dtype)} and {np.dtype(b.dtype)}: cast one")
+    return b
+
+
 def _unaliased(backend, a, out, stream, same_ok: bool):
-    """``a``, or a copy of it when writing ``out`` could change it while it is read: ``out``
-    shares memory with ``a`` and is not (``same_ok``) the very same view."""
+    """``a``, or a copy of it when writing ``out`` (or either of a pair of outs) could change it
+    while it is read: ``out`` shares memory with ``a`` and is not (``same_ok``) the very same
+    view."""
     if out is None or a is None:
         return a
-    overlap = backend.overlap(a, out)
-    if overlap == checks.OVERLAP_NONE or (overlap == checks.OVERLAP_SAME and same_ok):
-        return a
-    return backend.copy(a, stream)
+    for each in out if isinstance(out, tuple) else (out,):
+        overlap = backend.overlap(a, each)
+        if not (overlap == checks.OVERLAP_NONE or (overlap == checks.OVERLAP_SAME and same_ok)):
+            return backend.copy(a, stream)
+    return a
 
 
 def _bias(backend, bias, x, foreign: bool, dtype, out, stream):

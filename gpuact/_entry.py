@@ -146,6 +146,17 @@ def glu_grad(dy, x, axis, *, gate="glu", out=None, backend=None, stream=None):
     return run(Request(calls.GLU_GRAD, x, dy=dy, op=gate, axis=axis, out=out, backend=backend, stream=stream))
 
 
+def gated(a, b, *, gate, out=None, backend=None, stream=None):
+    """A gated unit's two-tensor form: ``op(a) * b`` for the gate's op, ``a`` and ``b`` of one
+    shape and dtype."""
+    return run(Request(calls.GATED, a, b=b, op=gate, out=out, backend=backend, stream=stream))
+
+
+def gated_grad(dy, a, b, *, gate, out=None, backend=None, stream=None):
+    """The two-tensor form's backward: the pair ``(dy b op'(a), dy op(a))``."""
+    return run(Request(calls.GATED_GRAD, a, dy=dy, b=b, op=gate, out=out, backend=backend, stream=stream))
+
+
 def sparsemax(x, axis, *, out=None, backend=None, stream=None):
     return run(Request(calls.SPARSEMAX, x, axis=axis, out=out, backend=backend, stream=stream))
 

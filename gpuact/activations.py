@@ -1272,13 +1272,19 @@ def glu(
     return _entry.glu(x, axis, out=out, backend=backend, stream=stream)
 
 
-def _gated(gate, x, axis, out, backend, stream):
-    if not isinstance(axis, (int, _np.integer)) or isinstance(axis, bool):
-        raise TypeError(
-            f"axis must be an int; got {axis!r} (the two-tensor form {gate}(a, b) is not supported yet: "
-            f"pass x = concatenate([a, b], axis))"
-        )
-    return _entry.glu(x, axis, gate=gate, out=out, backend=backend, stream=stream)
+def _gated(gate, x, axis_or_b, out, backend, stream):
+    """The gated unit ``gate`` of ``x``'s halves along an axis, or of two tensors ``(a, b)`` when the
+    second argument is an array rather than an axis."""
+    if _is_axis(axis_or_b):
+        return _entry.glu(x, axis_or_b, gate=gate, out=out, backend=backend, stream=stream)
+    return _entry.gated(x, axis_or_b, gate=gate, out=out, backend=backend, stream=stream)
+
+
+def _is_axis(a) -> bool:
+    """An int, or a tuple of them, is an axis; anything else in its place is the operand ``b``."""
+    if isinstance(a, tuple):
+        return all(_is_axis(each) for each in a)
+    return isinstance(a, (int, _np.integer)) and not isinstance(a, bool)
 
 
 def swiglu(
@@ -1288,7 +1294,7 @@ def swiglu(
 
     .. math::
 
-        f(x) = \operatorname{silu}(a) \odot b = a \, \sigma(a) \odot b, \qquad x = [a, b] 	ext{ along axis}
+        f(x) = \operatorname{silu}(a) \odot b = a \, \sigma(a) \odot b, \qquad x = [a, b] \text{ along axis}
 
     The gated linear unit with a Swish gate of Shazeer, *GLU Variants Improve Transformer* (2020),
     as LLaMA-style MLPs compute it from their up-projection: the *first* half is the gate (Keras's
@@ -1297,24 +1303,31 @@ def swiglu(
     product: ``silu(+inf) * b = inf * b``, ``silu(-inf) = 0`` times a finite ``b`` is 0, and
     ``0 * inf`` is NaN, as IEEE arithmetic gives it.
 
+    **The two-tensor form** ``swiglu(a, b)``, as PyTorch MLPs produce ``a`` and ``b`` from two
+    projections: ``silu(a) * b``, elementwise, fused in one pass. ``b`` is an array of ``a``'s kind,
+    device, shape and dtype (no broadcasting: ``ValueError`` or ``TypeError`` otherwise), and the
+    result has their shape.
+
     Parameters
     ----------
     x : array_like or CUDA array
-        The input, at least 1-D.
+        The input, at least 1-D (``a``, in the two-tensor form).
     axis : int, default -1
-        The axis to split.
+        The axis to split; or, in its place, ``b`` of the two-tensor form.
     out, backend, stream
         See :ref:`shared-arguments` (no ``bias``).
 
     Returns
     -------
     array
-        ``x``'s shape with ``axis`` halved, an array of ``x``'s kind.
+        ``x``'s shape with ``axis`` halved (the two-tensor form: ``a``'s shape), an array of ``x``'s kind.
 
     Examples
     --------
     >>> import numpy as np, gpuact
     >>> gpuact.swiglu(np.array([1.0, 2.0, 3.0, 0.5], dtype=np.float32))
+    array([2.19318, 0.8808 ], dtype=float32)
+    >>> gpuact.swiglu(np.array([1.0, 2.0], np.float32), np.array([3.0, 0.5], np.float32))
     array([2.19318, 0.8808 ], dtype=float32)
     """
     return _gated("swiglu", x, axis, out, backend, stream)
@@ -1333,18 +1346,19 @@ def geglu(
 
     .. math::
 
-        f(x) = \operatorname{gelu}(a) \odot b, \qquad x = [a, b] 	ext{ along axis}
+        f(x) = \operatorname{gelu}(a) \odot b, \qquad x = [a, b] \text{ along axis}
 
     with :func:`gelu`'s exact (erf) form, or its tanh approximation with ``approximate=True``
     (Shazeer, *GLU Variants Improve Transformer*, 2020). The first half is the gate, as in
     :func:`swiglu`; the axis length must be even. The limits follow the product, as in :func:`swiglu`.
+    It takes the two-tensor form ``geglu(a, b, approximate=False)`` as :func:`swiglu` does.
 
     Parameters
     ----------
     x : array_like or CUDA array
-        The input, at least 1-D.
+        The input, at least 1-D (``a``, in the two-tensor form).
     axis : int, default -1
-        The axis to split.
+        The axis to split; or, in its place, ``b`` of the two-tensor form.
     approximate : bool, default False
         The tanh approximation of GELU.
     out, backend, stream
@@ -1353,7 +1367,7 @@ def geglu(
     Returns
     -------
     array
-        ``x``'s shape with ``axis`` halved, an array of ``x``'s kind.
+        ``x``'s shape with ``axis`` halved (the two-tensor form: ``a``'s shape), an array of ``x``'s kind.
 
     Examples
     --------
@@ -1371,24 +1385,25 @@ def reglu(
 
     .. math::
 
-        f(x) = \max(a, 0) \odot b, \qquad x = [a, b] 	ext{ along axis}
+        f(x) = \max(a, 0) \odot b, \qquad x = [a, b] \text{ along axis}
 
     (Shazeer, *GLU Variants Improve Transformer*, 2020). The first half is the gate, as in
     :func:`swiglu`; the axis length must be even. ``relu(a) = 0`` times an infinite ``b`` is NaN.
+    It takes the two-tensor form ``reglu(a, b)`` as :func:`swiglu` does.
 
     Parameters
     ----------
     x : array_like or CUDA array
-        The input, at least 1-D.
+        The input, at least 1-D (``a``, in the two-tensor form).
     axis : int, default -1
-        The axis to split.
+        The axis to split; or, in its place, ``b`` of the two-tensor form.
     out, backend, stream
         See :ref:`shared-arguments` (no ``bias``).
 
     Returns
     -------
     array
-        ``x``'s shape with ``axis`` halved, an array of ``x``'s kind.
+        ``x``'s shape with ``axis`` halved (the two-tensor form: ``a``'s shape), an array of ``x``'s kind.
 
     Examples
     --------

@@ -6,7 +6,8 @@ stream=None)`` returns ``dx``, the gradient of a loss with respect to ``x`` give
 from ``dy`` and ``x`` and written to ``dx`` in one pass; softmax, log_softmax, sparsemax and glu
 recompute their forward inside the kernel.
 
-* ``dy`` and ``x`` are arrays of the same kind and shape (glu: ``dy`` has the output's shape);
+* ``dy`` and ``x`` are arrays of the same kind and shape (glu: ``dy`` has the output's shape;
+  the gated units' two-tensor form ``swiglu(dy, a, b)`` returns the pair ``(da, db)``);
   a mismatch raises ``TypeError`` (kind) or ``ValueError`` (shape) before any work. ``dx`` has
   ``x``'s shape and the dtype the forward rules give for ``dy`` and ``x`` together; ``out=``,
   ``backend=`` and ``stream=`` work as in the forward functions.
@@ -924,8 +925,10 @@ def glu(
     return _entry.glu_grad(dy, x, axis, out=out, backend=backend, stream=stream)
 
 
-def _gated_grad(gate, dy, x, axis, out, backend, stream):
-    return _entry.glu_grad(dy, x, axis, gate=gate, out=out, backend=backend, stream=stream)
+def _gated_grad(gate, dy, x, axis_or_b, out, backend, stream):
+    if activations._is_axis(axis_or_b):
+        return _entry.glu_grad(dy, x, axis_or_b, gate=gate, out=out, backend=backend, stream=stream)
+    return _entry.gated_grad(dy, x, axis_or_b, gate=gate, out=out, backend=backend, stream=stream)
 
 
 def swiglu(
@@ -956,14 +959,16 @@ def swiglu(
     x : array_like or CUDA array
         The forward's input.
     axis : int, default -1
-        The forward's axis.
+        The forward's axis; or, in its place, ``b`` of the two-tensor form ``swiglu(dy, a, b)``,
+        which returns the pair ``(da, db)`` (``out=`` a pair too), ``da = dy * b * silu'(a)``
+        and ``db = dy * silu(a)``, ``dy`` of ``a``'s shape.
     out, backend, stream
         See :ref:`shared-arguments` (no ``bias``).
 
     Returns
     -------
     array
-        ``dx``, an array of ``x``'s kind and shape.
+        ``dx``, an array of ``x``'s kind and shape; the two-tensor form: ``(da, db)``.
 
     Examples
     --------
@@ -1000,7 +1005,9 @@ def geglu(
     x : array_like or CUDA array
         The forward's input.
     axis : int, default -1
-        The forward's axis.
+        The forward's axis; or, in its place, ``b`` of the two-tensor form ``geglu(dy, a, b)``,
+        which returns the pair ``(da, db)`` (``out=`` a pair too), ``da = dy * b * gelu'(a)``
+        and ``db = dy * gelu(a)``, ``dy`` of ``a``'s shape.
     approximate : bool, default False
         The forward's tanh approximation.
     out, backend, stream
@@ -1009,7 +1016,7 @@ def geglu(
     Returns
     -------
     array
-        ``dx``, an array of ``x``'s kind and shape.
+        ``dx``, an array of ``x``'s kind and shape; the two-tensor form: ``(da, db)``.
 
     Examples
     --------
@@ -1044,14 +1051,16 @@ def reglu(
     x : array_like or CUDA array
         The forward's input.
     axis : int, default -1
-        The forward's axis.
+        The forward's axis; or, in its place, ``b`` of the two-tensor form ``reglu(dy, a, b)``,
+        which returns the pair ``(da, db)`` (``out=`` a pair too), ``da = dy * b * relu'(a)``
+        and ``db = dy * relu(a)``, ``dy`` of ``a``'s shape.
     out, backend, stream
         See :ref:`shared-arguments` (no ``bias``).
 
     Returns
     -------
     array
-        ``dx``, an array of ``x``'s kind and shape.
+        ``dx``, an array of ``x``'s kind and shape; the two-tensor form: ``(da, db)``.
 
     Examples
     --------

@@ -20,6 +20,9 @@ too). softmax, log_softmax, sparsemax and the gated units (glu, swiglu, geglu, r
   are checked when the function is traced, with the message plain gpuact gives. Parameters are
   static: Python numbers, NumPy scalars and 0-d arrays (like plain gpuact), or concrete JAX
   scalars; a traced parameter raises ``TypeError``.
+* **The gated units' two-tensor form** (``gpuact.jax.swiglu(a, b)``, geglu, reglu) stacks ``a``
+  and ``b`` along a new leading axis (one copy, made by XLA) and runs the halves form along it: the
+  callbacks take one operand, and the stack's gradient (two slices) is JAX's own.
 * **bfloat16** is computed in float32 and rounded back to bfloat16 (to nearest even), as the
   PyTorch path does; a backward's result dtype ranks bfloat16 as float16 (the wider of ``dy`` and
   ``x`` wins).
@@ -320,6 +323,8 @@ def _differentiable(name: str):
         bound.apply_defaults()
         arguments = dict(bound.arguments)
         x = jnp.asarray(arguments.pop("x"))
+        if name in _GATED and name != "glu" and not activations._is_axis(arguments["axis"]):
+            return _two_tensor(function, x, jnp.asarray(arguments.pop("axis")), arguments)
         bias = arguments.pop("bias", None)
         key = _checked(name, arguments, x)
         if bias is None:
@@ -337,6 +342,16 @@ def _differentiable(name: str):
         f"or NumPy numbers) and checked when the function is traced."
     )
     return function
+
+
+def _two_tensor(halves_form, a, b, arguments: dict):
+    """``gate(a) * b`` as the halves form along a new leading axis of ``stack([a, b])``."""
+    if tuple(b.shape) != tuple(a.shape):
+        raise ValueError(f"b has shape {tuple(b.shape)}; a has shape {tuple(a.shape)} (no broadcasting)")
+    if b.dtype != a.dtype:
+        raise TypeError(f"a and b must have one dtype; got {a.dtype} and {b.dtype}: cast one")
+    y = halves_form(jnp.stack([a, b]), 0, **{k: v for k, v in arguments.items() if k != "axis"})
+    return y.reshape(a.shape)
 
 
 for _name in activations.__all__:

@@ -8,10 +8,11 @@ number or an array, added inside the kernel) gets its gradient too: ``dx`` summe
 it was broadcast along. softmax, log_softmax, sparsemax and glu take ``axis``. Every activation
 of ``gpuact`` is here under its name, aliases included.
 
-The operators are eight ``torch.library.custom_op`` in the ``gpuact`` namespace, one forward and
+The operators are ten ``torch.library.custom_op`` in the ``gpuact`` namespace, one forward and
 one backward per family, each taking the op's canonical parameters (``torch.ops.gpuact.
-elementwise(x, bias, "gelu_tanh", [])``): ``elementwise``, ``softmax``, ``glu``, ``sparsemax`` and
-their ``*_backward``. Each has a fake (meta) kernel and an autograd formula, so
+elementwise(x, bias, "gelu_tanh", [])``): ``elementwise``, ``softmax``, ``glu``, ``gated`` (the
+two-tensor form ``swiglu(a, b)``, whose backward returns ``(da, db)``), ``sparsemax`` and their
+``*_backward``. Each has a fake (meta) kernel and an autograd formula, so
 ``torch.compile(fullgraph=True)`` traces them with no graph break; each result is allocated by
 PyTorch (``torch.empty``) and written by gpuact through ``out=``, so no buffer outlives PyTorch's
 allocator (what CUDA-graph capture needs).
@@ -272,6 +273,50 @@ def _(dy, x, axis, gate):
     return x.new_empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype))
 
 
+@torch.library.custom_op("gpuact::gated", mutates_args=(), schema="(Tensor a, Tensor b, str gate) -> Tensor")
+def _gated(a, b, gate):
+    y = torch.empty(a.shape, dtype=_result_dtype(a.dtype), device=a.device)
+    with _gpuact_memory(a):
+        _entry.gated(a.detach(), b.detach(), gate=gate, out=y)
+    return y
+
+
+def _check_pair(a, b) -> None:
+    if tuple(b.shape) != tuple(a.shape):
+        raise ValueError(f"b has shape {tuple(b.shape)}; a has shape {tuple(a.shape)} (no broadcasting)")
+    if b.dtype != a.dtype:
+        raise TypeError(f"a and b must have one dtype; got {a.dtype} and {b.dtype}: cast one")
+
+
+@_gated.register_fake
+def _(a, b, gate):
+    _check_gate(gate)
+    _check_pair(a, b)
+    return a.new_empty(a.shape, dtype=_result_dtype(a.dtype))
+
+
+@torch.library.custom_op(
+    "gpuact::gated_backward",
+    mutates_args=(),
+    schema="(Tensor dy, Tensor a, Tensor b, str gate) -> (Tensor, Tensor)",
+)
+def _gated_backward(dy, a, b, gate):
+    dtype = _grad_dtype(dy.dtype, a.dtype)
+    da, db = torch.empty(a.shape, dtype=dtype, device=a.device), torch.empty(a.shape, dtype=dtype, device=a.device)
+    with _gpuact_memory(a):
+        _entry.gated_grad(dy.detach(), a.detach(), b.detach(), gate=gate, out=(da, db))
+    return da, db
+
+
+@_gated_backward.register_fake
+def _(dy, a, b, gate):
+    _check_gate(gate)
+    _check_pair(a, b)
+    _check_dy(dy, a.shape, a)
+    dtype = _grad_dtype(dy.dtype, a.dtype)
+    return a.new_empty(a.shape, dtype=dtype), a.new_empty(a.shape, dtype=dtype)
+
+
 @torch.library.custom_op("gpuact::sparsemax", mutates_args=(), schema="(Tensor x, int axis) -> Tensor")
 def _sparsemax(x, axis):
     y = torch.empty(x.shape, dtype=_result_dtype(x.dtype), device=x.device)
@@ -318,6 +363,8 @@ OPS = (
     torch.ops.gpuact.softmax_backward,
     torch.ops.gpuact.glu,
     torch.ops.gpuact.glu_backward,
+    torch.ops.gpuact.gated,
+    torch.ops.gpuact.gated_backward,
     torch.ops.gpuact.sparsemax,
     torch.ops.gpuact.sparsemax_backward,
 )
@@ -351,6 +398,12 @@ def _glu_grad(ctx, dy):
     return torch.ops.gpuact.glu_backward(dy, x, ctx.args[1], ctx.args[2]), None, None
 
 
+def _gated_grad(ctx, dy):
+    a, b, _ = ctx.saved_tensors
+    da, db = torch.ops.gpuact.gated_backward(dy, a, b, ctx.args[2])
+    return da.to(a.dtype), db.to(b.dtype), None
+
+
 def _sparsemax_grad(ctx, dy):
     x, _ = ctx.saved_tensors
     return torch.ops.gpuact.sparsemax_backward(dy, x, ctx.args[1]), None
@@ -368,6 +421,7 @@ def _x_and_bias(ctx, dz: torch.Tensor, bias: torch.Tensor | None, first: int) ->
 _elementwise.register_autograd(_elementwise_grad, setup_context=_save_inputs)
 _softmax.register_autograd(_softmax_grad, setup_context=_save_inputs)
 _glu.register_autograd(_glu_grad, setup_context=_save_inputs)
+_gated.register_autograd(_gated_grad, setup_context=_save_inputs)
 _sparsemax.register_autograd(_sparsemax_grad, setup_context=_save_inputs)
 
 
@@ -469,10 +523,30 @@ def _glu_grad_grad(ctx, ggx):
     return gdy.to(dy.dtype), None, None, None
 
 
+def _gated_grad_grad(ctx, gda, gdb):
+    dy, a, b, _ = ctx.saved_tensors
+    gate = ctx.args[3]
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        raise _no_second_derivative(gate)
+    # (da, db) = (dy b op'(a), dy op(a)) is linear in dy; its transpose on (gda, gdb) is
+    # gda b op'(a) + gdb op(a), from the op's kernels
+    unit = ops.GATES[gate]
+    params = list(unit.params)
+    dtype = _compute_dtype(_grad_dtype(dy.dtype, a.dtype))
+    gdy = torch.zeros((), dtype=dtype, device=a.device)
+    if gda is not None:
+        gda_b = gda.to(dtype) * b.to(dtype)
+        gdy = gdy + torch.ops.gpuact.elementwise_backward(gda_b, a, None, unit.op, params).to(dtype)
+    if gdb is not None:
+        gdy = gdy + gdb.to(dtype) * torch.ops.gpuact.elementwise(a, None, unit.op, params).to(dtype)
+    return gdy.expand(a.shape).to(dy.dtype), None, None, None
+
+
 _elementwise_backward.register_autograd(_elementwise_grad_grad, setup_context=_save_inputs)
 _softmax_backward.register_autograd(_softmax_grad_grad, setup_context=_save_inputs)
 _sparsemax_backward.register_autograd(_sparsemax_grad_grad, setup_context=_save_inputs)
 _glu_backward.register_autograd(_glu_grad_grad, setup_context=_save_inputs)
+_gated_backward.register_autograd(_gated_grad_grad, setup_context=_save_inputs)
 
 
 # ---- the public functions -------------------------------------------------------------------------
@@ -550,8 +624,10 @@ def _prepare(name: str) -> Callable[..., Callable]:
     if name in GATED:
 
         def gated(axis, approximate=False):
-            single = _single_axis(axis)
             gate = "geglu_tanh" if name == "geglu" and approximate else name
+            if isinstance(axis, torch.Tensor) and name != "glu":  # the two-tensor form (a, b)
+                return lambda a, bias: ops.gated(a, axis, gate)
+            single = _single_axis(axis)
             return lambda x, bias: ops.glu(x, single, gate)
 
         return gated

@@ -51,6 +51,8 @@ def _opcheck_samples():
         ("glu-swiglu", ops.glu, (r(3, 4), 1, "swiglu")),
         ("glu_backward-geglu_tanh", ops.glu_backward, (r(3, 2), r(3, 4, grad=False), -1, "geglu_tanh")),
         ("glu-reglu", ops.glu, (r(4, 3), 0, "reglu")),
+        ("gated-swiglu", ops.gated, (r(3, 4), r(3, 4), "swiglu")),
+        ("gated_backward-geglu", ops.gated_backward, (r(3, 4), r(3, 4, grad=False), r(3, 4, grad=False), "geglu")),
         ("sparsemax", ops.sparsemax, (r(3, 4), -1)),
         ("sparsemax_backward", ops.sparsemax_backward, (r(3, 4), r(3, 4, grad=False), 0)),
     ]

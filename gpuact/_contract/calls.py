@@ -1,7 +1,9 @@
 """The ten call families and the request that travels down the layers.
 
-Every public function is one of ten families: five forwards (``elementwise``, ``softmax``,
-``glu``, ``sparsemax``, ``prelu``) and their backwards. A ``Family`` row says what a call of it
+Every public function is one of twelve families: six forwards (``elementwise``, ``softmax``,
+``glu``, ``gated``, ``sparsemax``, ``prelu``) and their backwards. ``gated`` is the two-tensor form
+of the gated units (``swiglu(a, b)``): ``x`` is the gate's input ``a`` and ``b`` the other
+operand, of ``a``'s shape and dtype; its backward returns the pair ``(da, db)``. A ``Family`` row says what a call of it
 takes and returns: which operands, how its axis is read, the result's shape, and whether ``out``
 may be ``x`` itself. ``gpuact._core`` runs any family from its row, and each wrapper of
 ``gpuact._wrappers`` unwraps any family from it, so that no layer repeats a sequence per family.
@@ -34,6 +36,7 @@ class Family:
     bias: bool  # takes ``bias=``
     mask: bool  # takes the Softmax layer's ``mask=``
     alpha: bool  # takes PReLU's ``alpha``
+    pair: bool  # a gated unit's two-tensor form: takes ``b``; its backward returns ``(da, db)``
 
     def forward_shape(self, shape, axis) -> tuple:
         """The forward's result shape for an ``x`` of ``shape`` (``axis`` as given)."""
@@ -42,15 +45,26 @@ class Family:
         return tuple(shape)
 
     def result_shape(self, shape, axis) -> tuple:
-        """The shape of this family's result: a backward's ``dx`` has x's shape."""
+        """The shape of this family's result: a backward's ``dx`` has x's shape (the two-tensor
+        form's backward: each of ``da`` and ``db``)."""
         return tuple(shape) if self.grad else self.forward_shape(shape, axis)
 
 
 def _family(
-    name, *, grad=False, op=False, axis=None, halves=False, out_may_be_x=True, bias=False, mask=False, alpha=False
+    name,
+    *,
+    grad=False,
+    op=False,
+    axis=None,
+    halves=False,
+    out_may_be_x=True,
+    bias=False,
+    mask=False,
+    alpha=False,
+    pair=False,
 ):
     keyword = None if axis is None else ("axes" if axis is checks.softmax_axes else "axis")
-    return Family(name, grad, op, axis, keyword, halves, out_may_be_x, bias, mask, alpha)
+    return Family(name, grad, op, axis, keyword, halves, out_may_be_x, bias, mask, alpha, pair)
 
 
 ELEMENTWISE = _family("elementwise", op=True, bias=True)
@@ -60,6 +74,10 @@ SOFTMAX_GRAD = _family("softmax_grad", grad=True, axis=checks.softmax_axes, bias
 # glu writes half of x's length: an out overlapping x would be written before all of x is read
 GLU = _family("glu", axis=checks.single_axis, halves=True, out_may_be_x=False)
 GLU_GRAD = _family("glu_grad", grad=True, axis=checks.single_axis, halves=True, out_may_be_x=False)
+# the two-tensor form reads a[i] and b[i] before it writes index i: out may be a or b itself; the
+# backward writes two results, and one of them may be read after the other is written
+GATED = _family("gated", pair=True)
+GATED_GRAD = _family("gated_grad", grad=True, pair=True, out_may_be_x=False)
 SPARSEMAX = _family("sparsemax", axis=checks.single_axis)
 SPARSEMAX_GRAD = _family("sparsemax_grad", grad=True, axis=checks.single_axis)
 PRELU = _family("prelu", alpha=True)
@@ -72,6 +90,8 @@ FAMILIES = (
     SOFTMAX_GRAD,
     GLU,
     GLU_GRAD,
+    GATED,
+    GATED_GRAD,
     SPARSEMAX,
     SPARSEMAX_GRAD,
     PRELU,
@@ -86,6 +106,7 @@ class Request:
         "family",
         "x",
         "dy",
+        "b",
         "op",
         "params",
         "axis",
@@ -104,6 +125,7 @@ class Request:
         x,
         *,
         dy=None,
+        b=None,
         op: str | None = None,
         params: tuple = (),
         axis=None,
@@ -118,6 +140,7 @@ class Request:
         self.family = family
         self.x = x
         self.dy = dy
+        self.b = b
         self.op = op
         self.params = params
         self.axis = axis
@@ -138,5 +161,5 @@ class Request:
 
     def operands(self) -> dict[str, Any]:
         """The array arguments that are given, by name (``x`` first)."""
-        named = {"x": self.x, "dy": self.dy, "bias": self.bias, "mask": self.mask, "alpha": self.alpha}
+        named = {"x": self.x, "dy": self.dy, "b": self.b, "bias": self.bias, "mask": self.mask, "alpha": self.alpha}
         return {name: a for name, a in named.items() if a is not None}

@@ -21,6 +21,10 @@ gpuact's own: the graph runs on whatever runs Dask (threads, dask.distributed, d
   slice); glu aligns the two halves' chunks, and its gradient is computed in the result dtype
   (float16 in float32), as the kernels do. Where that needs the length of an axis Dask does not know
   (after boolean indexing), ``ValueError`` says to call ``compute_chunk_sizes()`` first.
+* The gated units' two-tensor form (``swiglu(a, b)``) is one blockwise layer over ``a`` and ``b``
+  aligned to ``a``'s chunks; its backward is one blockwise layer whose chunks hold ``da`` and
+  ``db`` stacked along a new leading axis (each written in place by the kernel), returned as the
+  two lazy slices ``(da, db)``.
 * ``out=`` is refused (Dask arrays are immutable: use ``dask.array.store`` to write into an
   existing array), and so is ``stream=``; a bias, mask or alpha must be a Dask array or an array of
   the chunks' kind (a NumPy array or a list for NumPy chunks), else ``TypeError``; ``dy`` must be a
@@ -90,6 +94,10 @@ def _softmax_grad(inner, dyb, xb, axes, *, log, mask, bias, backend):
 
 def _glu(inner, xb, ax, *, gate, backend):
     return inner(Request(calls.GLU, xb, op=gate, axis=ax, backend=backend))
+
+
+def _gated(inner, ab, bb, *, gate, backend):
+    return inner(Request(calls.GATED, ab, b=bb, op=gate, backend=backend))
 
 
 def _sparsemax(inner, xb, ax, *, backend):
@@ -629,6 +637,55 @@ def glu_grad(inner, r: Request):
     return da.concatenate(parts, axis=ax, allow_unknown_chunksizes=True)
 
 
+def _second_operand(b, x):
+    """The two-tensor form's ``b``: x's shape and dtype (no broadcasting), aligned to x's chunks."""
+    if b is None:
+        raise TypeError(f"b must be an array (the gated unit's second operand); got {b!r}")
+    if np.ndim(b) != x.ndim or any(
+        n != m and not (math.isnan(n) and math.isnan(m)) for n, m in zip(np.shape(b), x.shape)
+    ):
+        raise ValueError(f"b has shape {tuple(np.shape(b))}; a has shape {tuple(x.shape)} (no broadcasting)")
+    b = _operand(b, x, "b")
+    if np.dtype(b.dtype) != np.dtype(x.dtype):
+        raise TypeError(f"a and b must have one dtype; got {np.dtype(x.dtype)} and {np.dtype(b.dtype)}: cast one")
+    return b
+
+
+def gated(inner, r: Request):
+    x, out, backend, stream = r.x, r.out, r.backend, r.stream
+    _check_call(x, out, stream, b=r.b)
+    b = _second_operand(r.b, x)
+    dtype = _dtype(x)
+    return _da().map_blocks(
+        lambda ab, bb: _gated(inner, ab, bb, gate=r.op, backend=backend),
+        x,
+        b,
+        dtype=dtype,
+        meta=_meta(x, dtype, masked=_masked_chunks(x) or _masked_chunks(b)),
+    )
+
+
+def gated_grad(inner, r: Request):
+    """``(da, db)``: one blockwise call per chunk writes both into one stacked chunk."""
+    x, out, backend, stream = r.x, r.out, r.backend, r.stream
+    _check_call(x, out, stream, dy=r.dy, b=r.b)
+    b = _second_operand(r.b, x)
+    if _masked_chunks(b):
+        raise TypeError("gpuact.backward takes plain arrays: pass the masked arrays' data (and mask dy)")
+    dy = _dy(r.dy, x)
+    dtype = _dtype(x, dy)
+
+    def both(dyb, ab, bb):
+        stacked = _chunk_module(x).empty((2,) + tuple(ab.shape), dtype)
+        inner(Request(calls.GATED_GRAD, ab, dy=dyb, b=bb, op=r.op, out=(stacked[0], stacked[1]), backend=backend))
+        return stacked
+
+    stacked = _da().map_blocks(
+        both, dy, x, b, new_axis=0, chunks=((2,), *x.chunks), dtype=dtype, meta=_meta(x, dtype, x.ndim + 1)
+    )
+    return stacked[0], stacked[1]
+
+
 def _one_chunk_along(x, ax, name):
     if x.numblocks[ax] == 1:
         return x
@@ -672,6 +729,8 @@ _FAMILIES = {
     "softmax_grad": softmax_grad,
     "glu": glu,
     "glu_grad": glu_grad,
+    "gated": gated,
+    "gated_grad": gated_grad,
     "sparsemax": sparsemax,
     "sparsemax_grad": sparsemax_grad,
     "prelu": prelu,

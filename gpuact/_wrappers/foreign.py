@@ -60,18 +60,24 @@ def wrap(inner):
     ndarrays, bfloat16 as float32; the result goes back as ``x``'s kind (or into ``out``)."""
 
     def call(request: Request):
-        if not (is_foreign(request.x) or is_foreign(request.dy) or is_foreign(request.bias) or is_foreign(request.out)):
+        arrays = (request.x, request.dy, request.b, request.bias, *_outs(request.out))
+        if not any(is_foreign(a) for a in arrays):
             return inner(request)
         torch = sys.modules.get("torch")
-        if torch is not None and any(
-            isinstance(a, torch.Tensor) for a in (request.x, request.dy, request.bias, request.out)
-        ):
+        if torch is not None and any(isinstance(a, torch.Tensor) for a in arrays):
             # also outside torch.compiler.is_compiling(): a frame Dynamo gave up on runs eagerly,
             # but the frames it calls are still offered to Dynamo
             return _eager(torch)(inner, request)
         return _unwrapped(inner, request)
 
     return call
+
+
+def _outs(out) -> tuple:
+    """``out`` as a tuple of arrays: the two-tensor form's backward takes a pair."""
+    if out is None:
+        return ()
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
 _EAGER: list = []
@@ -92,8 +98,14 @@ def _eager(torch):
 
 
 def _unwrapped(inner, request: Request):
-    _refuse_lazy_out(request.out)
+    outs = _outs(request.out)
+    for out in outs:
+        _refuse_lazy_out(out)
     original = request.x
+    if request.family.pair and is_bfloat16(original) != is_bfloat16(request.b):
+        raise TypeError(
+            f"a and b must have one dtype; got {_dtype_name(original)} and {_dtype_name(request.b)}: cast one"
+        )
     # bfloat16 results only where the result dtype rule gives bfloat16: dy too, in a backward
     bf16_result = is_bfloat16(original) and (request.dy is None or is_bfloat16(request.dy))
     name = request.backend if request.backend is not None else detect_backend(original)
@@ -104,33 +116,54 @@ def _unwrapped(inner, request: Request):
         back_to = back_to if back_to is not None else host_foreign
     elif back_to is None and is_foreign(x) and _interop.is_cuda_array(x):
         back_to = x  # wrapped zero-copy by the GPU backend, and its result goes back as this kind
-    dy, bias = _operand(request.dy, on_host), _operand(request.bias, on_host)
-    out = request.out
-    out_view = _host_bfloat16_view(out) if is_bfloat16(out) and on_host and bf16_result else None
-    if out_view is not None:
-        _interop.refuse_grad_tensor(out)
-        out = out_view
-    elif is_bfloat16(out):
+    dy, b, bias = _operand(request.dy, on_host), _operand(request.b, on_host), _operand(request.bias, on_host)
+    compute = request.replace(x=x, dy=dy, b=b, bias=bias)
+    pair = request.family.pair and request.family.grad
+    if any(is_bfloat16(out) and not (on_host and bf16_result and _host_bfloat16_view(out) is not None) for out in outs):
         # computed in float32, then copied into out
         shape = request.family.result_shape(tuple(x.shape), request.axis)
-        if tuple(out.shape) != shape:
-            raise ValueError(f"out has shape {tuple(out.shape)}; the result has shape {shape}")
+        for out in outs:
+            if tuple(out.shape) != shape:
+                raise ValueError(f"out has shape {tuple(out.shape)}; the result has shape {shape}")
         if not bf16_result:
             dtype = checks.result_dtype(x.dtype) if dy is None else checks.grad_dtype(_dtype_of(dy), x.dtype)
             raise TypeError(f"out is bfloat16; the result has dtype {dtype}")
-        result = inner(request.replace(x=x, dy=dy, bias=bias, out=None))
-        return copy_into(out, result)
-    if out is not None and on_host and is_foreign(out):
-        out = host_out(out)
-    if out is None and on_host and _is_jax(back_to):
+        result = inner(compute.replace(out=None))
+        if isinstance(result, tuple):
+            return tuple(copy_into(out, each) for out, each in zip(outs, result))
+        return copy_into(request.out, result)
+    views = tuple(_out_view(out, on_host) for out in outs)
+    if not outs and on_host and _is_jax(back_to):
         # JAX takes a host result zero-copy only 64-byte aligned: the result is computed into such a buffer
-        shape = request.family.result_shape(tuple(x.shape), request.axis)
         dtype = checks.result_dtype(x.dtype) if dy is None else checks.grad_dtype(np.asarray(dy).dtype, x.dtype)
-        out = host_result_buffer(back_to, shape, dtype)
-    result = inner(request.replace(x=x, dy=dy, bias=bias, out=out))
+        shape = request.family.result_shape(tuple(x.shape), request.axis)
+        views = tuple(host_result_buffer(back_to, shape, dtype) for _ in range(2 if pair else 1))
+    out = None if not views else (views if pair else views[0])
+    result = inner(compute.replace(out=out))
     if request.out is not None:
         return request.out
-    return result if back_to is None else back(back_to, result, bfloat16=bf16_result)
+    if back_to is None:
+        return result
+    if isinstance(result, tuple):
+        return tuple(back(back_to, each, bfloat16=bf16_result) for each in result)
+    return back(back_to, result, bfloat16=bf16_result)
+
+
+def _out_view(out, on_host: bool):
+    """An ``out`` as the backend writes it: a host bfloat16 tensor as its ml_dtypes view, another
+    library's host array as an ndarray view (zero-copy); a CUDA array as it is."""
+    if is_bfloat16(out) and on_host:
+        view = _host_bfloat16_view(out)
+        _interop.refuse_grad_tensor(out)
+        return view
+    if on_host and is_foreign(out):
+        return host_out(out)
+    return out
+
+
+def _dtype_name(a) -> str:
+    dtype = getattr(a, "dtype", None)
+    return str(dtype).rsplit(".", 1)[-1] if dtype is not None else type(a).__name__
 
 
 def _dtype_of(a) -> np.dtype:

@@ -5,7 +5,8 @@
 * softmax and log_softmax leave masked entries out of every slice (as the Softmax layer's
   ``mask``, which they are combined with): masked entries get 0 and stay masked.
 * sparsemax leaves them out likewise (they count as ``-inf``: 0 in the result, and masked).
-* glu's result is masked where either half is.
+* glu's result is masked where either half is; a gated unit's two-tensor form ``swiglu(a, b)``
+  where ``a`` or ``b`` is.
 
 ``out=`` must then be a ``MaskedArray`` too (its data is written and its mask set). Masked arrays
 run on the NumPy path only: forcing a GPU backend, or passing ``stream=``, raises ``TypeError``;
@@ -33,7 +34,7 @@ def wrap(inner):
     normalizing ops, their mask), and the result gets the mask back."""
 
     def call(request: Request):
-        if not (is_masked(request.x) or is_masked(request.dy)):
+        if not (is_masked(request.x) or is_masked(request.dy) or is_masked(request.b)):
             return inner(request)
         family = request.family
         if family.grad:
@@ -55,6 +56,10 @@ def wrap(inner):
             dtype = checks.result_dtype(data.dtype)
             filled = np.where(masked, dtype.type(-np.inf), data.astype(dtype, copy=False))
             return _finish(inner(plain.replace(x=filled)), masked, out)
+        if family.pair:  # the two-tensor form: masked where a or b is
+            b = request.b
+            y = inner(plain.replace(b=np.ma.getdata(b)))
+            return _finish(y, masked | np.ma.getmaskarray(b), out)
         if family.halves:  # glu: masked where either half is
             y = inner(plain)
             ax, half = checks.glu_halves(request.axis, data.shape)

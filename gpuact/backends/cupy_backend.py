@@ -647,17 +647,26 @@ def _run_plan(plan, arrays):
 def glu(x, axis, out, dtype, stream=None, gate="glu"):
     """A gated unit (``gate``): ``op(g) * v`` for the gate half ``g`` of ``x`` and the other ``v``,
     the op's kernel on the gate's view, then one multiply."""
-    dtype = np.dtype(dtype)
-    compute = _compute_dtype(dtype)
     unit = GATES[gate]
     with _on(x, stream):
         halves = _halves(x, axis)
-        g, v = halves[unit.gate_half], halves[1 - unit.gate_half]
-        activated = elementwise(unit.op, g, unit.params, None, compute)
-        y = cupy.empty(g.shape, dtype) if out is None else out
-        cupy.multiply(v.astype(compute, copy=False), activated, out=activated)
-        y[...] = activated
-        return y
+        return _gated_into(unit, halves[unit.gate_half], halves[1 - unit.gate_half], out, dtype)
+
+
+def gated(x, b, out, dtype, stream=None, gate="swiglu"):
+    """The two-tensor form: ``op(x) * b`` for the gate's op."""
+    with _on(x, stream):
+        return _gated_into(GATES[gate], x, b, out, dtype)
+
+
+def _gated_into(unit, g, v, out, dtype):
+    dtype = np.dtype(dtype)
+    compute = _compute_dtype(dtype)
+    activated = elementwise(unit.op, g, unit.params, None, compute)
+    y = cupy.empty(g.shape, dtype) if out is None else out
+    cupy.multiply(v.astype(compute, copy=False), activated, out=activated)
+    y[...] = activated
+    return y
 
 
 def sparsemax(x, axis, out, dtype, stream=None):
@@ -719,18 +728,29 @@ def _halves(a, axis):
 def glu_grad(dy, x, axis, out, dtype, stream=None, gate="glu"):
     """A gated unit's backward, both halves in one pass over views of x and dx (no copies): for
     ``y = op(g) * v``, ``dg = dy v op'(g)`` and ``dv = dy op(g)``."""
-    dtype = np.dtype(dtype)
-    compute = _compute_dtype(dtype)
     unit = GATES[gate]
     with _on(x, stream):
         dx = cupy.empty(x.shape, dtype) if out is None else out
-        if dx.size == 0:
-            return dx
-        halves, dhalves = _halves(x, axis), _halves(dx, axis)
-        g, v = halves[unit.gate_half], halves[1 - unit.gate_half]
-        dg, dv = dhalves[unit.gate_half], dhalves[1 - unit.gate_half]
-        _ew_kernel(f"{gate}_grad", compute, "special")(v, g, dy, *_params4(unit.op, unit.params, compute), dv, dg)
+        if dx.size:
+            halves, dhalves = _halves(x, axis), _halves(dx, axis)
+            first, second = unit.gate_half, 1 - unit.gate_half
+            _gated_grad_into(gate, dy, halves[first], halves[second], dhalves[first], dhalves[second], dtype)
         return dx
+
+
+def gated_grad(dy, x, b, out, dtype, stream=None, gate="swiglu"):
+    """The two-tensor form's backward: ``(da, db) = (dy b op'(a), dy op(a))`` in one pass."""
+    with _on(x, stream):
+        da, db = (cupy.empty(x.shape, dtype), cupy.empty(x.shape, dtype)) if out is None else out
+        if da.size:
+            _gated_grad_into(gate, dy, x, b, da, db, dtype)
+        return da, db
+
+
+def _gated_grad_into(gate, dy, g, v, dg, dv, dtype):
+    compute = _compute_dtype(np.dtype(dtype))
+    unit = GATES[gate]
+    _ew_kernel(f"{gate}_grad", compute, "special")(v, g, dy, *_params4(unit.op, unit.params, compute), dv, dg)
 
 
 def prelu_grad(dy, x, alpha, out, dtype, stream=None):

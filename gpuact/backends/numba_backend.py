@@ -946,11 +946,25 @@ def glu(x, axis, out, dtype, stream=None, gate="glu"):
     stream = _stream(stream)
     dtype = np.dtype(dtype)
     y = _empty(_half_shape(x.shape, axis), dtype, stream) if out is None else out
-    if y.size == 0:
-        return y
-    g, v = _gate_views(x, axis, gate)
+    if y.size:
+        g, v = _gate_views(x, axis, gate)
+        _gated_into(gate, g, v, y, dtype, stream)
+    return y
+
+
+def gated(x, b, out, dtype, stream=None, gate="swiglu"):
+    """The two-tensor form: ``op(x) * b`` for the gate's op."""
+    stream = _stream(stream)
+    dtype = np.dtype(dtype)
+    y = _empty(x.shape, dtype, stream) if out is None else out
+    if y.size:
+        _gated_into(gate, x, b, y, dtype, stream)
+    return y
+
+
+def _gated_into(gate, g, v, y, dtype, stream):
     ft = K.compute_type(dtype)
-    xd = np.dtype(x.dtype)
+    xd = np.dtype(g.dtype)
     _run_nd(
         (gate, xd, dtype),
         lambda nd: K.binary_nd(gate, ft, nd),
@@ -959,7 +973,6 @@ def glu(x, axis, out, dtype, stream=None, gate="glu"):
         (),
         stream,
     )
-    return y
 
 
 def _offset_view(x, axis, start, shape):
@@ -1183,12 +1196,26 @@ def glu_grad(dy, x, axis, out, dtype, stream=None, gate="glu"):
     stream = _stream(stream)
     dtype = np.dtype(dtype)
     dx = _empty(x.shape, dtype, stream) if out is None else out
-    if dx.size == 0:
-        return dx
-    g, v = _gate_views(x, axis, gate)
-    dg, dv = _gate_views(dx, axis, gate)
+    if dx.size:
+        g, v = _gate_views(x, axis, gate)
+        dg, dv = _gate_views(dx, axis, gate)
+        _gated_grad_into(gate, dy, g, v, dg, dv, dtype, stream)
+    return dx
+
+
+def gated_grad(dy, x, b, out, dtype, stream=None, gate="swiglu"):
+    """The two-tensor form's backward: ``(da, db) = (dy b op'(a), dy op(a))`` in one pass."""
+    stream = _stream(stream)
+    dtype = np.dtype(dtype)
+    da, db = (_empty(x.shape, dtype, stream), _empty(x.shape, dtype, stream)) if out is None else out
+    if da.size:
+        _gated_grad_into(gate, dy, x, b, da, db, dtype, stream)
+    return da, db
+
+
+def _gated_grad_into(gate, dy, g, v, dg, dv, dtype, stream):
     ft = K.compute_type(dtype)
-    xd, dyd = np.dtype(x.dtype), np.dtype(dy.dtype)
+    xd, dyd = np.dtype(g.dtype), np.dtype(dy.dtype)
     _run_nd(
         (f"{gate}_grad", xd, dyd, dtype),
         lambda nd: K.glu_grad_nd(ft, nd, gate),
@@ -1197,4 +1224,3 @@ def glu_grad(dy, x, axis, out, dtype, stream=None, gate="glu"):
         (),
         stream,
     )
-    return dx

@@ -7,6 +7,8 @@ a call's arrays in. ``gpuact._core`` calls these, with validated arguments, by k
 * ``out`` is ``None`` or an array of the backend's kind with the result shape and ``dtype``; it
   may be ``x`` itself where the family allows (``gpuact._contract.calls``).
 * ``params`` are Python floats in the order the op table (``gpuact._contract.ops``) gives.
+* ``b`` (the gated units' two-tensor form) has ``x``'s kind, device, shape and dtype; ``out`` of
+  its backward is ``None`` or a pair ``(da, db)`` sharing no memory, and the result is that pair.
 * ``axes`` is a non-empty tuple of distinct, non-negative, sorted ints; ``axis`` one such int.
 * ``stream`` is the launch stream ``accept`` resolved (the NumPy backend has none).
 
@@ -79,6 +81,12 @@ class Backend(Protocol):
     def glu_grad(
         self, *, dy: Any, x: Any, axis: int, out: Any, dtype: Any, stream: Any = ..., gate: str = ...
     ) -> Any: ...
+
+    def gated(self, *, x: Any, b: Any, out: Any, dtype: Any, stream: Any = ..., gate: str = ...) -> Any: ...
+
+    def gated_grad(
+        self, *, dy: Any, x: Any, b: Any, out: Any, dtype: Any, stream: Any = ..., gate: str = ...
+    ) -> tuple[Any, Any]: ...
 
     def sparsemax(self, *, x: Any, axis: int, out: Any, dtype: Any, stream: Any = ...) -> Any: ...
 

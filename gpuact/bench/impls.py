@@ -16,6 +16,8 @@ Backends in the results:
 ``jax``            both    ``jax.nn`` under ``jax.jit``
 ``tensorflow``     cpu     ``tf.keras.activations`` (the reference implementation), eager
 ``gpuact-torch``   both    ``gpuact.torch`` with autograd (training rows only)
+``torch-compile``  both    the ``torch`` peer's function under ``torch.compile`` (Inductor);
+                           opt-in (``--backends``): compiling takes seconds per row
 =================  ======  ================================================================
 
 The compiled-model row (``linear-gelu-linear:grad``, see ``gpuact.bench.cases``) runs on
@@ -40,8 +42,10 @@ from gpuact.bench import cases as C
 from gpuact.bench.cases import SELU_ALPHA, SELU_SCALE, SOFTMAX_OPS, Case
 
 GPUACT_BACKENDS = ("numpy", "cupy", "numba")
-PEERS = ("numpy-naive", "cupy-naive", "torch", "jax", "tensorflow", "gpuact-torch")
+PEERS = ("numpy-naive", "cupy-naive", "torch", "jax", "tensorflow", "gpuact-torch", "torch-compile")
 ALL_BACKENDS = GPUACT_BACKENDS + PEERS
+# what runs without --backends: torch.compile's compile time per row is left to an opt-in
+DEFAULT_BACKENDS = tuple(b for b in ALL_BACKENDS if b != "torch-compile")
 # the torch.compile backend of the compiled-model row (the tests take "aot_eager": no C++ build)
 COMPILE_BACKEND = "inductor"
 
@@ -466,13 +470,17 @@ def gpu_unusable() -> str | None:
 
 def discover(selected=None, devices=("cpu", "gpu"), need_x64=False):
     """(impls, statuses): what will be timed, and every backend/device with used or skip reason."""
-    selected = set(ALL_BACKENDS if selected is None else selected)
+    default = selected is None
+    selected = set(DEFAULT_BACKENDS if default else selected)
     impls: list[Impl] = []
     statuses: list[Status] = []
 
     def add(backend, device, make_impl, reason=None):
         if backend not in selected:
-            statuses.append(Status(backend, device, False, "not selected (--backends)"))
+            opt_in = default and backend not in DEFAULT_BACKENDS
+            statuses.append(
+                Status(backend, device, False, "opt-in (--backends)" if opt_in else "not selected (--backends)")
+            )
             return
         if device not in devices:
             statuses.append(Status(backend, device, False, f"--device excludes {device}"))
@@ -503,6 +511,12 @@ def discover(selected=None, devices=("cpu", "gpu"), need_x64=False):
     add("jax", "cpu", lambda: _jax_impl("cpu", need_x64), None if _installed("jax") else "jax is not installed")
     add("tensorflow", "cpu", _tf_cpu, None if _installed("tensorflow") else "tensorflow is not installed")
     add("gpuact-torch", "cpu", lambda: _gpuact_torch("cpu"), None if _installed("torch") else "torch is not installed")
+    add(
+        "torch-compile",
+        "cpu",
+        lambda: _torch_compiled("cpu"),
+        None if _installed("torch") else "torch is not installed",
+    )
 
     # --- GPU
     add("cupy", "gpu", _gpuact_cupy, gpu_reason)
@@ -522,6 +536,12 @@ def discover(selected=None, devices=("cpu", "gpu"), need_x64=False):
         "gpuact-torch",
         "gpu",
         lambda: _gpuact_torch("gpu"),
+        gpu_reason or (None if _installed("torch") else "torch is not installed"),
+    )
+    add(
+        "torch-compile",
+        "gpu",
+        lambda: _torch_compiled("gpu"),
         gpu_reason or (None if _installed("torch") else "torch is not installed"),
     )
     statuses.append(Status("tensorflow", "gpu", False, "tensorflow is timed on the CPU only"))
@@ -695,6 +715,59 @@ def _torch_gpu():
         _wrap=lambda a: torch.as_tensor(a, device="cuda"),
         _to_array=cupy.asarray,
         _sync=lambda y: torch.cuda.synchronize(),
+    )
+
+
+def _torch_compiled(device):
+    """The torch peer's forward under ``torch.compile(dynamic=False)``, and its gradient through
+    the compiled forward's compiled backward (AOTAutograd), as a PyTorch user trains; one compile
+    per row, done at the row's first (untimed) call."""
+    import torch
+
+    if device == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError("torch was built without CUDA or sees no GPU")
+
+    def forward(base, axis):
+        return torch.compile(_torch_forward(base, axis), dynamic=False, backend=COMPILE_BACKEND)
+
+    def grad(base, axis):
+        f = forward(base, axis)
+
+        def g(x, dy):
+            x = x.detach().requires_grad_(True)
+            (dx,) = torch.autograd.grad(f(x), x, dy)
+            return dx
+
+        return g
+
+    def supports(case):
+        if C.is_model(case.op):
+            return "the compiled-model row is the torch peer's (compiled there)"
+        return "the bias rows are the torch peer's" if C.is_bias(case.op) else None
+
+    if device == "cpu":
+        return Impl(
+            "torch-compile",
+            "cpu",
+            False,
+            "cpu",
+            _make=lambda op, axis: _training(op, axis, forward, grad),
+            _wrap=_tensor_of,
+            _to_array=_ndarray_of,
+            _supports=supports,
+        )
+    import cupy
+
+    return Impl(
+        "torch-compile",
+        "gpu",
+        False,
+        "torch-event",
+        _make=lambda op, axis: _training(op, axis, forward, grad),
+        _wrap=lambda a: torch.as_tensor(a, device="cuda"),
+        _to_array=cupy.asarray,
+        _sync=lambda y: torch.cuda.synchronize(),
+        _supports=supports,
     )
 
 

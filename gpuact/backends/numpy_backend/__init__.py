@@ -21,7 +21,8 @@ This package is the backend module; its submodules, each importing only those li
 * ``blocks``: cache-sized blocks of any layout (``buffered_map``, ``gathered_rows``);
 * ``elementwise_ops``: ``elementwise`` (with its fused bias) and ``elementwise_grad``;
 * ``softmax_ops``: softmax and log-softmax, forward and backward, along any axes;
-* ``shaped_ops``: glu, sparsemax and prelu, forward and backward;
+* ``shaped_ops``: the gated units (glu's halves and the two-tensor form), sparsemax and prelu,
+  forward and backward;
 * ``hooks``: what the dispatcher asks of a backend besides the ops.
 """
 
@@ -42,7 +43,16 @@ from gpuact.backends.numpy_backend.hooks import (
     unavailable_reason,
 )
 from gpuact.backends.numpy_backend.pool import THREADS, compiled_parallel_min
-from gpuact.backends.numpy_backend.shaped_ops import glu, glu_grad, prelu, prelu_grad, sparsemax, sparsemax_grad
+from gpuact.backends.numpy_backend.shaped_ops import (
+    gated,
+    gated_grad,
+    glu,
+    glu_grad,
+    prelu,
+    prelu_grad,
+    sparsemax,
+    sparsemax_grad,
+)
 from gpuact.backends.numpy_backend.softmax_ops import softmax, softmax_grad
 
 __all__ = [
@@ -56,6 +66,8 @@ __all__ = [
     "copy",
     "elementwise",
     "elementwise_grad",
+    "gated",
+    "gated_grad",
     "glu",
     "glu_grad",
     "overlap",

@@ -40,19 +40,28 @@ def glu(x, axis, out, dtype, stream=None, gate="glu"):
     ``g`` of ``x`` along ``axis`` and the other ``v`` (glu: ``a * sigmoid(b)``), views of ``x``
     read block by block, no copy of either half."""
     unit = GATES[gate]
-    compute = compute_dtype(dtype)
     g, v = _gate_halves(x, axis, unit)
+    return _gated_into(unit, g, v, out, dtype)
+
+
+def gated(x, b, out, dtype, stream=None, gate="swiglu"):
+    """The two-tensor form: ``op(x) * b`` for the gate's op, ``x`` and ``b`` of one shape."""
+    return _gated_into(GATES[gate], x, b, out, dtype)
+
+
+def _gated_into(unit, g, v, out, dtype):
+    compute = compute_dtype(dtype)
     y = np.empty(g.shape, dtype) if out is None else out
     if y.size == 0:
         return y
     activate = _gate_activation(unit, compute)
 
-    def gated(gb, vb, yb, scratch):
+    def gated_block(gb, vb, yb, scratch):
         s = scratch_buffer(scratch, "s", yb.size, compute)
         activate(gb, s, scratch)
         np.multiply(vb, s, out=yb)
 
-    buffered_map(gated, [g, v], y, compute)
+    buffered_map(gated_block, [g, v], y, compute)
     return y
 
 
@@ -60,17 +69,29 @@ def glu_grad(dy, x, axis, out, dtype, stream=None, gate="glu"):
     """A gated unit's backward, both halves in one pass: for ``y = op(g) * v``, ``dg = dy v op'(g)``
     (the op's derivative kernel on ``dy v``) and ``dv = dy op(g)``."""
     unit = GATES[gate]
-    compute = compute_dtype(dtype)
     dx = np.empty(x.shape, dtype) if out is None else out
-    if dx.size == 0:
-        return dx
-    g, v = _gate_halves(x, axis, unit)
-    dg, dv = _gate_halves(dx, axis, unit)
+    if dx.size:
+        g, v = _gate_halves(x, axis, unit)
+        dg, dv = _gate_halves(dx, axis, unit)
+        _gated_grad_into(unit, dy, g, v, dg, dv, dtype)
+    return dx
+
+
+def gated_grad(dy, x, b, out, dtype, stream=None, gate="swiglu"):
+    """The two-tensor form's backward: ``(da, db) = (dy b op'(a), dy op(a))`` in one pass."""
+    da, db = (np.empty(x.shape, dtype), np.empty(x.shape, dtype)) if out is None else out
+    if da.size:
+        _gated_grad_into(GATES[gate], dy, x, b, da, db, dtype)
+    return da, db
+
+
+def _gated_grad_into(unit, dy, g, v, dg, dv, dtype):
+    compute = compute_dtype(dtype)
     grad = _native.grad_kernel(unit.op, compute)
     params = unit.params + (0.0,) * (4 - len(unit.params))
     activate = _gate_activation(unit, compute)
 
-    def gated_grad(gb, vb, dyb, dgb, dvb, scratch):
+    def gated_grad_block(gb, vb, dyb, dgb, dvb, scratch):
         m = dyb.size
         s = scratch_buffer(scratch, "s", m, compute)
         dyv = scratch_buffer(scratch, "dyv", m, compute)
@@ -84,8 +105,7 @@ def glu_grad(dy, x, axis, out, dtype, stream=None, gate="glu"):
         activate(gb, s, scratch)
         np.multiply(s, dyb, out=dvb)
 
-    buffered_map(gated_grad, [g, v, dy], [dg, dv], compute)
-    return dx
+    buffered_map(gated_grad_block, [g, v, dy], [dg, dv], compute)
 
 
 def sparsemax(x, axis, out, dtype, stream=None):
