@@ -144,6 +144,33 @@ def test_the_benchmarks_compiled_model_row(monkeypatch):
     assert not np.allclose(C.reference(case.op, a), C.reference("gelu:grad", a))
 
 
+def test_the_benchmarks_torch_compile_peer(monkeypatch):
+    # opt-in (not in the default run); forward and gradient rows in float32 and bfloat16, each
+    # checked against the float64 reference as every row is; the bias and model rows are refused
+    from gpuact.bench import cases as C
+    from gpuact.bench import impls
+
+    monkeypatch.setattr(impls, "COMPILE_BACKEND", "aot_eager")
+    _, statuses = impls.discover(None, devices=("cpu",))
+    assert any(s.backend == "torch-compile" and not s.used and "opt-in" in s.reason for s in statuses)
+    (impl,) = impls.discover(["torch-compile"], devices=("cpu",))[0]
+    pytest.importorskip("ml_dtypes")
+    cases = C.build_cases(("swiglu", "gelu"), ("float32", "bfloat16"), (2**14,), rows=(32,))
+    cases += C.build_training_cases(
+        ("swiglu", "gelu", "softmax"), ("float32", "bfloat16"), (2**14,), rows=(32,), axes=(-1,), bias=False
+    )
+    assert {c.op for c in cases} >= {"swiglu", "gelu:grad", "softmax:grad"}
+    for case in cases:
+        assert impl.unsupported(case) is None
+        a = C.make_case_input(case)
+        torch._dynamo.reset()
+        got = impl.to_array(impl.function(case)(impl.wrap(a)))
+        ok, msg = C.compare(case, got, a, impl.gpuact)
+        assert ok, f"{case.op} {case.dtype}: {msg}"
+    bias_cases = [c for c in C.build_training_cases(("gelu",), ("float32",), (2**14,)) if C.is_bias(c.op)]
+    assert bias_cases and all("bias" in impl.unsupported(c) for c in bias_cases)
+
+
 # ---- GPU ---------------------------------------------------------------------------------------------
 
 
