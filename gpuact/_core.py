@@ -35,10 +35,10 @@ def run(request: Request):
     foreign = foreign is not None
     dtype = checks.result_dtype(x.dtype)
     dy = None
-    if checks.is_bfloat16(dtype) and name != "numpy":
+    if checks.is_bfloat16(dtype) and name == "numba":
         raise TypeError(
-            f"bfloat16 arrays are computed on the NumPy path only so far; the {name} backend reads no "
-            f"bfloat16 yet: pass float16 or float32 on the GPU"
+            "bfloat16 arrays are computed on the NumPy and CuPy paths; the numba backend reads no "
+            "bfloat16 yet: pass a CuPy array, or float16 or float32"
         )
     b = None
     if family.pair:

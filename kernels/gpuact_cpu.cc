@@ -41,7 +41,7 @@
 #endif
 
 // Bumped whenever an entry point is added or changes; gpuact/backends/_native.py refuses another.
-const int kAbiVersion = 7;
+const int kAbiVersion = 8;
 
 namespace {
 
@@ -235,6 +235,39 @@ GA_HD void bias_loop(const T* x, const T* b, T* y, int64_t start, int64_t stop, 
     }
 }
 
+// bfloat16 storage, computed in float: widened exactly (the bits shifted up), narrowed to nearest
+// even with NaN kept a quiet NaN of its sign (ml_dtypes' and CUDA's cvt.rn.bf16.f32 rounding),
+// element by element inside the loops below, so that a bfloat16 array is one pass with no float32
+// copy of it.
+GA_HD float bf16_to_float(uint16_t h) {
+    const uint32_t u = uint32_t(h) << 16;
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+}
+GA_HD uint16_t float_to_bf16(float f) {
+    uint32_t u;
+    __builtin_memcpy(&u, &f, 4);
+    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return uint16_t(nan ? ((u >> 16) | 0x40u) : rounded);
+}
+
+template <float (*Op)(float, float, float, float, float)>
+GA_HD void elementwise_loop_bf16(const uint16_t* x, uint16_t* y, int64_t n, float p0, float p1, float p2,
+                                 float p3) {
+#pragma GCC ivdep
+    for (int64_t i = 0; i < n; ++i) y[i] = float_to_bf16(Op(bf16_to_float(x[i]), p0, p1, p2, p3));
+}
+
+template <float (*Grad)(float, float, float, float, float)>
+GA_HD void grad_loop_bf16(const uint16_t* dy, const uint16_t* x, uint16_t* dx, int64_t n, float p0, float p1,
+                          float p2, float p3) {
+#pragma GCC ivdep
+    for (int64_t i = 0; i < n; ++i)
+        dx[i] = float_to_bf16(bf16_to_float(dy[i]) * Grad(bf16_to_float(x[i]), p0, p1, p2, p3));
+}
+
 // dx = dy * f'(x) (dx may be dy or x itself: element k is read before it is written)
 template <typename T, T (*Grad)(T, T, T, T, T)>
 GA_HD void grad_loop(const T* dy, const T* x, T* dx, int64_t n, T p0, T p1, T p2, T p3) {
@@ -412,7 +445,17 @@ GA_HD void sparsemax_grad_rows(const T* dy, const T* x, T* dx, int64_t rows, int
                                                  double p3) {                                             \
         grad_bias_loop<T, ga::grad_##name<T>>(dy, x, b, dx, start, stop, nb, T(p0), T(p1), T(p2), T(p3)); \
     }
-#define GA_CPU_OP(name) GA_CPU_TYPED(name, float, f32) GA_CPU_TYPED(name, double, f64)
+// ...and on bfloat16 storage, forward and backward (a bias goes through float32 blocks)
+#define GA_CPU_BF16(name)                                                                                 \
+    GA_CLONES static void name##_bf16(const uint16_t* x, uint16_t* y, int64_t n, double p0, double p1,    \
+                                      double p2, double p3) {                                             \
+        elementwise_loop_bf16<ga::name<float>>(x, y, n, float(p0), float(p1), float(p2), float(p3));      \
+    }                                                                                                     \
+    GA_CLONES static void name##_grad_bf16(const uint16_t* dy, const uint16_t* x, uint16_t* dx, int64_t n, \
+                                           double p0, double p1, double p2, double p3) {                  \
+        grad_loop_bf16<ga::grad_##name<float>>(dy, x, dx, n, float(p0), float(p1), float(p2), float(p3)); \
+    }
+#define GA_CPU_OP(name) GA_CPU_TYPED(name, float, f32) GA_CPU_TYPED(name, double, f64) GA_CPU_BF16(name)
 
 // every op of gpuact._contract.ops.OPS, the derivative ops d_<op> last (tests/test_op_table.py
 // checks the list)
@@ -479,15 +522,21 @@ template <typename T> struct UnaryFns {
     void (*grad)(const T*, const T*, T*, int64_t, double, double, double, double);
     void (*grad_bias)(const T*, const T*, const T*, T*, int64_t, int64_t, int64_t, double, double, double, double);
 };
+struct Bfloat16Fns {
+    void (*forward)(const uint16_t*, uint16_t*, int64_t, double, double, double, double);
+    void (*grad)(const uint16_t*, const uint16_t*, uint16_t*, int64_t, double, double, double, double);
+};
 struct UnaryEntry {
     const char* name;
     UnaryFns<float> f32;
     UnaryFns<double> f64;
+    Bfloat16Fns bf16;
 };
 #define GA_CPU_ENTRY(name)                                                                                \
     {#name,                                                                                               \
      {name##_f32, name##_bias_f32, name##_grad_f32, name##_grad_bias_f32},                                 \
-     {name##_f64, name##_bias_f64, name##_grad_f64, name##_grad_bias_f64}},
+     {name##_f64, name##_bias_f64, name##_grad_f64, name##_grad_bias_f64},                                 \
+     {name##_bf16, name##_grad_bf16}},
 const UnaryEntry kUnary[] = {GA_CPU_OPS(GA_CPU_ENTRY)};
 const int kUnaryCount = int(sizeof(kUnary) / sizeof(kUnary[0]));
 
@@ -546,7 +595,8 @@ bool check_range(int64_t start, int64_t stop, int64_t size) {
     return false;
 }
 
-// unary(index, type, x, y, start, stop, p0, p1, p2, p3): y[start:stop] = op(x[start:stop]).
+// unary(index, type, x, y, start, stop, p0, p1, p2, p3): y[start:stop] = op(x[start:stop]);
+// type ord('f'), ord('d'), or ord('H') for bfloat16 bits (uint16 buffers) computed in float32.
 // y may be x itself; it must not partly overlap it (the caller copies first).
 PyObject* unary(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (!check_nargs(nargs, 10, "unary")) return nullptr;
@@ -560,8 +610,8 @@ PyObject* unary(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         return nullptr;
     }
     const int64_t type = PyLong_AsLongLong(args[1]);
-    if (type != 'f' && type != 'd') {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "type must be ord('f') or ord('d')");
+    if (type != 'f' && type != 'd' && type != 'H') {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "type must be ord('f'), ord('d') or ord('H')");
         return nullptr;
     }
     Buffer x, y;
@@ -569,7 +619,10 @@ PyObject* unary(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (!check_range(start, stop, x.size()) || !check_range(start, stop, y.size())) return nullptr;
     const int64_t n = stop - start;
     PyThreadState* saved = n >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
-    if (type == 'f')
+    if (type == 'H')
+        kUnary[index].bf16.forward(static_cast<const uint16_t*>(x.data()) + start,
+                                   static_cast<uint16_t*>(y.data()) + start, n, p[0], p[1], p[2], p[3]);
+    else if (type == 'f')
         kUnary[index].f32.forward(static_cast<const float*>(x.data()) + start, static_cast<float*>(y.data()) + start,
                                   n, p[0], p[1], p[2], p[3]);
     else
@@ -579,8 +632,9 @@ PyObject* unary(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     Py_RETURN_NONE;
 }
 
-// The index and type of an op (args[0], args[1]) and its parameters (the last 4 arguments).
-bool op_args(PyObject* const* args, Py_ssize_t nargs, int64_t& index, int64_t& type, double* p) {
+// The index and type of an op (args[0], args[1]) and its parameters (the last 4 arguments);
+// bfloat16 bits ('H') where `bf16` allows them.
+bool op_args(PyObject* const* args, Py_ssize_t nargs, int64_t& index, int64_t& type, double* p, bool bf16 = false) {
     if (!as_int64(args[0], index) || !as_int64(args[1], type)) return false;
     for (int k = 0; k < 4; ++k)
         if (!as_double(args[nargs - 4 + k], p[k])) return false;
@@ -588,8 +642,9 @@ bool op_args(PyObject* const* args, Py_ssize_t nargs, int64_t& index, int64_t& t
         PyErr_SetString(PyExc_IndexError, "no such kernel");
         return false;
     }
-    if (type != 'f' && type != 'd') {
-        PyErr_SetString(PyExc_ValueError, "type must be ord('f') or ord('d')");
+    if (type != 'f' && type != 'd' && !(bf16 && type == 'H')) {
+        PyErr_SetString(PyExc_ValueError, bf16 ? "type must be ord('f'), ord('d') or ord('H')"
+                                               : "type must be ord('f') or ord('d')");
         return false;
     }
     return true;
@@ -618,12 +673,13 @@ PyObject* unary_bias(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     Py_RETURN_NONE;
 }
 
-// grad(index, type, dy, x, dx, start, stop, p0..p3): dx = dy * f'(x) on [start, stop).
+// grad(index, type, dy, x, dx, start, stop, p0..p3): dx = dy * f'(x) on [start, stop); type as
+// unary's, bfloat16 bits included.
 PyObject* grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (!check_nargs(nargs, 11, "grad")) return nullptr;
     int64_t index, type, start, stop;
     double p[4];
-    if (!op_args(args, nargs, index, type, p) || !as_int64(args[5], start) || !as_int64(args[6], stop))
+    if (!op_args(args, nargs, index, type, p, true) || !as_int64(args[5], start) || !as_int64(args[6], stop))
         return nullptr;
     Buffer dy, x, dx;
     if (dy.get(args[2], char(type), false, "dy") < 0 || x.get(args[3], char(type), false, "x") < 0 ||
@@ -634,7 +690,11 @@ PyObject* grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         return nullptr;
     const int64_t n = stop - start;
     PyThreadState* saved = n >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
-    if (type == 'f')
+    if (type == 'H')
+        kUnary[index].bf16.grad(static_cast<const uint16_t*>(dy.data()) + start,
+                                static_cast<const uint16_t*>(x.data()) + start, static_cast<uint16_t*>(dx.data()) + start,
+                                n, p[0], p[1], p[2], p[3]);
+    else if (type == 'f')
         kUnary[index].f32.grad(static_cast<const float*>(dy.data()) + start, static_cast<const float*>(x.data()) + start,
                                static_cast<float*>(dx.data()) + start, n, p[0], p[1], p[2], p[3]);
     else

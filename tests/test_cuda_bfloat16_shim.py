@@ -3,8 +3,8 @@ narrowed to nearest even) run on the CPU threads shim through the CuPy backend's
 (tests/cuda_shim/backend_shim.py): the 16-byte vector elementwise kernels forward, backward and
 with a bias, and the fused softmax and sparsemax kernels along the last axis and along axis 0.
 
-The GPU backends refuse bfloat16 arrays at the call (gpuact._core) until these kernels have run on
-a GPU; these tests call the CuPy backend's functions directly. Tolerance: one rounding of a float32
+These tests call the CuPy backend's functions directly (tests/test_bfloat16_backends.py runs the
+public functions on the CuPy stand-in). Tolerance: one rounding of a float32
 result to bfloat16's 8 significant bits, rtol 8e-3 against the float64 reference, atol 1e-6.
 """
 

@@ -10,6 +10,7 @@ floating-point state alone.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -169,6 +170,46 @@ def test_compiled_kernels_agree_with_the_ufunc_formulas_across_threads(op, dtype
             expected = np.empty_like(x)
             formulas.KERNELS[op](x, expected, np.empty_like(x), np.empty_like(x), *params)
         assert_close(_run(op, x, *params), expected, dtype)
+
+
+def _bits_range(kernel, bits_in, bits_out, p4, start, stop):
+    kernel(bits_in, bits_out, start, stop, *p4)
+
+
+def _same_bits_nan_as_nan(got, want):
+    """The same bits, but for a NaN's sign and payload (which order of operations gives)."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    numbers = ~np.isnan(want)
+    np.testing.assert_array_equal(got[numbers].view(np.uint16), want[numbers].view(np.uint16))
+
+
+@pytest.mark.parametrize("op", ELEMENTWISE_OPS)
+def test_bfloat16_kernels_round_the_float32_kernels_once(op, threads_from_parallel_min):
+    """The one-pass bfloat16 kernels (bits read and written directly) against the float32 kernel on
+    the widened input, rounded to nearest even by ml_dtypes: the same bits, edges included (NaN
+    positions, infinities, subnormals), forward and backward, cut across every thread."""
+    _skip_unless_loaded()
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    rng = np.random.default_rng(8)
+    n = 3 * pool.PARALLEL_MIN + 12345
+    x = (rng.standard_normal(n) * rng.choice([0.01, 1.0, 10.0, 100.0], n)).astype(bf16)
+    x[: len(EDGES)] = np.array(EDGES, np.float32).astype(bf16)
+    dy = rng.standard_normal(n).astype(bf16)
+    x32, dy32 = x.astype(np.float32), dy.astype(np.float32)
+    kernel = _native.bfloat16_kernel(op)
+    for params in PARAMS.get(op, [()]):
+        p4 = tuple(params) + (0.0,) * (4 - len(params))
+        got, want = np.empty_like(x), _run(op, x32, *p4).astype(bf16)
+        bits_in, bits_out = x.view(np.uint16), got.view(np.uint16)
+        pool.run_ranges(n, functools.partial(_bits_range, kernel, bits_in, bits_out, p4), pool.PARALLEL_MIN)
+        _same_bits_nan_as_nan(got, want)
+        float32_grad = _native.compiled_elementwise(op, np.float32)
+        want_dx = np.empty_like(x32)
+        float32_grad.grad(dy32, x32, want_dx, 0, n, *p4)
+        got_dx = np.empty_like(x)
+        kernel.grad(dy.view(np.uint16), x.view(np.uint16), got_dx.view(np.uint16), 0, n, *p4)
+        _same_bits_nan_as_nan(got_dx, want_dx.astype(bf16))
 
 
 def test_public_calls_use_the_compiled_kernels_and_threads(threads_from_parallel_min):

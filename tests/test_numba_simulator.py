@@ -31,6 +31,7 @@ PUBLIC = (
     "test_backward.py",
     "test_bad_input.py",
     "test_gated.py",
+    "test_bfloat16_backends.py",
 )
 # ...and the Numba backend's own tests, forward and backward, which run whole.
 INCLUDED = (*PUBLIC, "test_numba_backend.py", "test_numba_backward.py")
@@ -59,7 +60,8 @@ def test_numba_backend_under_the_cuda_simulator():
     env.pop("GPUACT_REQUIRE_GPU", None)
     cmd = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider", "-rs", "--no-header"]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    # 943 s alone on the 2-core CI-like VM (2026-12-07): the limit only catches a hang
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=2400)
     elapsed = time.perf_counter() - start
     output = proc.stdout + proc.stderr
     lines = output.strip().splitlines()

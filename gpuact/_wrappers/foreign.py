@@ -9,9 +9,11 @@
   read-only one (a JAX array) is refused as ``out``.
 * bfloat16: a host tensor or JAX array goes to the NumPy path as an ``ml_dtypes.bfloat16`` array
   (PyTorch's zero-copy, as a view of its bits), which computes it block by block in float32 and
-  rounds once, like float16; a bfloat16 ``out`` on the host is written directly. Without
-  ``ml_dtypes``, and for CUDA tensors (the GPU kernels read no bfloat16 yet), a bfloat16 tensor is
-  computed from a float32 copy and returned as bfloat16 (an ``out`` written from that result).
+  rounds once, like float16; a bfloat16 ``out`` on the host is written directly. A CUDA tensor
+  goes to the CuPy backend as it is, which views its bits as bfloat16 (zero-copy; its kernels load
+  and store bfloat16), ``out`` included. Without ``ml_dtypes``, and on the Numba backend (whose
+  kernels read no bfloat16), a bfloat16 tensor is computed from a float32 copy and returned as
+  bfloat16 (an ``out`` written from that result).
 * A backward's result is bfloat16 only where dy and x both are (the wider dtype wins, as for
   float16: ``dy`` float32 with a bfloat16 ``x`` gives float32).
 * PyTorch's lazy negation and conjugation bits (``t.is_neg()``, ``t.is_conj()``: a view such as
@@ -110,16 +112,19 @@ def _unwrapped(inner, request: Request):
     bf16_result = is_bfloat16(original) and (request.dy is None or is_bfloat16(request.dy))
     name = request.backend if request.backend is not None else detect_backend(original)
     on_host = name == "numpy"
-    x, back_to = for_compute(original)
+    # CUDA bfloat16 tensors go to the CuPy backend as they are (it views their bits as bfloat16)
+    device_bf16 = name == "cupy" and _numpy_bfloat16() is not None
+    x, back_to = for_compute(original, device_bf16)
     if on_host and type(x) is not np.ndarray:
         x, host_foreign = host_array(x)
         back_to = back_to if back_to is not None else host_foreign
     elif back_to is None and is_foreign(x) and _interop.is_cuda_array(x):
         back_to = x  # wrapped zero-copy by the GPU backend, and its result goes back as this kind
-    dy, b, bias = _operand(request.dy, on_host), _operand(request.b, on_host), _operand(request.bias, on_host)
+    dy, b, bias = (_operand(a, on_host, device_bf16) for a in (request.dy, request.b, request.bias))
     compute = request.replace(x=x, dy=dy, b=b, bias=bias)
     pair = request.family.pair and request.family.grad
-    if any(is_bfloat16(out) and not (on_host and bf16_result and _host_bfloat16_view(out) is not None) for out in outs):
+    direct = device_bf16 or (on_host and all(_host_bfloat16_view(out) is not None for out in outs if is_bfloat16(out)))
+    if any(is_bfloat16(out) and not (bf16_result and direct) for out in outs):
         # computed in float32, then copied into out
         shape = request.family.result_shape(tuple(x.shape), request.axis)
         for out in outs:
@@ -182,12 +187,12 @@ def _refuse_lazy_out(out) -> None:
         )
 
 
-def _operand(a, on_host: bool):
-    """``dy`` or ``bias``: bfloat16 as float32, and another library's host array as an ndarray
-    when the call runs on the host."""
+def _operand(a, on_host: bool, device_bf16: bool = False):
+    """``dy``, ``b`` or ``bias``: bfloat16 as float32 (or as it is, with ``device_bf16``), and
+    another library's host array as an ndarray when the call runs on the host."""
     if not is_foreign(a):
         return a
-    a, _ = for_compute(a)
+    a, _ = for_compute(a, device_bf16)
     if on_host and not _interop.is_cuda_array(a):
         a, _ = host_array(a)
     return a
@@ -224,10 +229,11 @@ def _host_bfloat16_view(x):
     return np.from_dlpack(x.detach().view(torch.int16)).view(bfloat16)
 
 
-def for_compute(x):
+def for_compute(x, device_bf16: bool = False):
     """``(x to compute on, the foreign original or None)``: a tensor with the negative or
-    conjugate bit resolved (a copy: its storage holds the values un-negated), a bfloat16 tensor as
-    float32 (a copy, on its device); anything else is itself."""
+    conjugate bit resolved (a copy: its storage holds the values un-negated), a host bfloat16
+    tensor as its ml_dtypes view, a CUDA one as it is where ``device_bf16`` (the CuPy backend views
+    its bits), else as float32 (a copy, on its device); anything else is itself."""
     if x is None:
         return None, None
     if _torch(x) is not None and (x.is_neg() or x.is_conj()):
@@ -235,6 +241,8 @@ def for_compute(x):
         x = x.resolve_conj().resolve_neg()
     if is_bfloat16(x):
         _interop.refuse_grad_tensor(x)
+        if device_bf16 and x.device.type != "cpu":
+            return x, x
         view = _host_bfloat16_view(x)
         return (x.float(), x) if view is None else (view, x)
     return x, None
@@ -299,9 +307,9 @@ def back(original, result, bfloat16: bool = True):
     bfloat16 ``original``'s float32 result back as bfloat16 where ``bfloat16``."""
     torch = _torch(original)
     if checks.is_bfloat16(getattr(result, "dtype", None)):
-        # a NumPy bfloat16 result: DLPack cannot carry the ml_dtypes type, its bits can
+        # a NumPy or CuPy bfloat16 result: DLPack cannot carry the ml_dtypes type, its bits can
         if torch is not None:
-            return torch.from_numpy(result.view(np.int16)).view(torch.bfloat16)
+            return torch.from_dlpack(result.view(np.int16)).view(torch.bfloat16)
         if _is_jax(original) and sys.modules.get("jax.numpy") is not None:
             return sys.modules["jax.numpy"].asarray(result)
         return result

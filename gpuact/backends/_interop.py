@@ -27,6 +27,15 @@ def is_cuda_array(x) -> bool:
     return hasattr(x, "__cuda_array_interface__")
 
 
+def bfloat16_bits(x):
+    """A PyTorch bfloat16 tensor as an int16 view of its bits, which exports
+    ``__cuda_array_interface__`` (PyTorch's refuses bfloat16); None for anything else."""
+    torch = torch_tensor_module(x)
+    if torch is None or x.dtype != torch.bfloat16:
+        return None
+    return x.detach().view(torch.int16)
+
+
 def refuse_grad_tensor(x):
     """A tensor that requires grad cannot be read without dropping it from autograd: say so."""
     if torch_tensor_module(x) is not None and x.requires_grad:

@@ -27,10 +27,12 @@ from gpuact._contract.ops import ELEMENTWISE_OPS, OPS
 
 MODULE_NAME = "gpuact._gpuact_cpu"
 # kernels/gpuact_cpu.cc's kAbiVersion: a module built from other sources is not used.
-ABI_VERSION = 7
+ABI_VERSION = 8
 
 # what the entry points call float32 and float64 (the buffer format characters)
 TYPE_CODE = {np.dtype(np.float32): ord("f"), np.dtype(np.float64): ord("d")}
+# ...and bfloat16, whose arrays they take as uint16 views of the bits (computed in float32)
+BFLOAT16_CODE = ord("H")
 
 _state: dict = {}
 
@@ -85,9 +87,10 @@ class Unary:
 
     __slots__ = ("op", "dtype", "_lib", "_run", "_index", "_type")
 
-    def __init__(self, lib, op: str, dtype: np.dtype):
+    def __init__(self, lib, op: str, dtype: np.dtype | None):
         self.op, self.dtype, self._lib = op, dtype, lib
-        self._run, self._index, self._type = lib.unary, _state["unary_index"][op], TYPE_CODE[dtype]
+        code = BFLOAT16_CODE if dtype is None else TYPE_CODE[dtype]
+        self._run, self._index, self._type = lib.unary, _state["unary_index"][op], code
 
     def __call__(self, x, y, start, stop, p0=0.0, p1=0.0, p2=0.0, p3=0.0):
         self._run(self._index, self._type, x, y, start, stop, p0, p1, p2, p3)
@@ -122,6 +125,18 @@ def compiled_elementwise(op: str, dtype):
         ok = lib is not None and dtype in TYPE_CODE and op in _state["unary_index"]
         cache[key] = Unary(lib, op, dtype) if ok else None
     return cache[key]
+
+
+def bfloat16_kernel(op: str):
+    """The module's kernel for ``op`` on bfloat16 storage, or None: ``kernel(x, y, start, stop,
+    *p)`` and ``kernel.grad(dy, x, dx, start, stop, *p)`` on uint16 views of contiguous bfloat16
+    arrays' bits, each element widened, computed in float32 and rounded once to nearest even, in
+    one pass (no bias: a biased call goes through float32 blocks)."""
+    cache = _cache("bfloat16")
+    if op not in cache:
+        lib = _load()
+        cache[op] = Unary(lib, op, None) if lib is not None and op in _state["unary_index"] else None
+    return cache[op]
 
 
 def fast_unary(op: str, dtype):

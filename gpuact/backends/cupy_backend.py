@@ -75,8 +75,7 @@ def accept(x, stream):
     elif _interop.is_cuda_array(x):
         _interop.refuse_grad_tensor(x)
         foreign = x
-        view, producer = _interop.split_stream(x)
-        xa = cupy.asarray(view)
+        xa, producer = _wrapped(x)
     else:
         xa = None
     device = xa.device.id if xa is not None else cupy.cuda.runtime.getDevice()
@@ -157,8 +156,7 @@ def _ordered(a, x=None):
     the call's launch stream ordered after the stream its interface names (as for x, ``accept``).
     ``x``: the call's accepted input when the call's scope may not be entered yet (dy); without
     it, the current device and stream are the call's."""
-    view, producer = _interop.split_stream(a)
-    a = cupy.asarray(view)
+    a, producer = _wrapped(a)
     if producer is not None:
         state = getattr(_call, "state", None)
         launch, ordered = None, None
@@ -168,6 +166,20 @@ def _ordered(a, x=None):
         with cupy.cuda.Device(device):
             _wait_for(producer, launch, ordered)
     return a
+
+
+def _wrapped(a):
+    """``(a foreign CUDA array as a cupy array, zero-copy; the stream its interface names)``: a
+    PyTorch bfloat16 tensor through its bits, viewed as ``ml_dtypes.bfloat16``."""
+    bits = _interop.bfloat16_bits(a)
+    view, producer = _interop.split_stream(a if bits is None else bits)
+    wrapped = cupy.asarray(view)
+    if bits is not None:
+        bfloat16 = ks.TAG_DTYPE.get("bf16")
+        if bfloat16 is None:
+            raise TypeError("a bfloat16 tensor on the CuPy backend needs ml_dtypes (pip install ml_dtypes)")
+        wrapped = wrapped.view(bfloat16)
+    return wrapped, producer
 
 
 def _current(stream):

@@ -58,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"at most N sizes per softmax row length and axis (default {C.SOFTMAX_MAX_SIZES})",
     )
-    p.add_argument("--backends", help=f"comma-separated subset of {','.join(ALL_BACKENDS)} (default: all found but the opt-in torch-compile)")
+    p.add_argument(
+        "--backends",
+        help=f"comma-separated subset of {','.join(ALL_BACKENDS)} (default: all found but the opt-in torch-compile)",
+    )
     p.add_argument("--device", choices=("cpu", "gpu", "all"), default="all", help="where to run (default all)")
     p.add_argument("--min-time", type=float, help="CPU: at least this many seconds of samples (default 0.2)")
     p.add_argument("--min-runs", type=int, help="CPU: at least this many samples (default 10)")

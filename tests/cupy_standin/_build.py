@@ -107,6 +107,7 @@ C_SCALARS = {
     "double": "float64",
     "__half": "float16",
     "half": "float16",
+    "ga::bf16": "bfloat16",  # gpuact's bfloat16 storage (kernels/gpuact_half.cuh): ml_dtypes.bfloat16 arrays
 }
 # array dtypes a pointer to each C type may receive: float16 data is raw 16-bit storage in the
 # kernels, and a bool array is bytes of 0 or 1
@@ -267,6 +268,26 @@ PRELUDE = (
 #include <cstdint>
 #include "cuda_shim.h"
 typedef _Float16 float16;  // CuPy's float16 in ElementwiseKernel code: a float rounded to half
+// CuPy 14's bfloat16 in ElementwiseKernel code (cupy/_core/include/cupy/bfloat16.cuh): 16 bits,
+// widened exactly by operator float, narrowed from float to nearest even (__float2bfloat16), NaN
+// kept NaN; other arithmetic types convert explicitly, through float.
+struct bfloat16 {
+    unsigned short bits_;
+    bfloat16() = default;
+    bfloat16(float v) {
+        unsigned int u;
+        __builtin_memcpy(&u, &v, 4);
+        bits_ = (u & 0x7fffffffu) > 0x7f800000u ? (unsigned short)((u >> 16) | 0x40u)
+                                                : (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+    template <typename T> explicit bfloat16(T v) : bfloat16((float)v) {}
+    operator float() const {
+        unsigned int u = (unsigned int)bits_ << 16;
+        float f;
+        __builtin_memcpy(&f, &u, 4);
+        return f;
+    }
+};
 // The float math library, evaluated in double and rounded once: glibc's float functions are off by
 // an ulp in places where CUDA's are exact (tanhf(1.4e-5f) is x + 1 ulp, so x - tanh(x) < 0 and
 // tanh_shrink stops being monotone). Linked -Bsymbolic, the kernels call these, nothing else does.

@@ -370,6 +370,7 @@ CUPY_CTYPES = {
     "float64": "double",
     "float32": "float",
     "float16": "float16",
+    "bfloat16": "bfloat16",
     "int64": "long long",
     "int32": "int",
     "int16": "short",

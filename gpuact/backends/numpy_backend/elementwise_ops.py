@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpuact._contract.checks import is_bfloat16
 from gpuact.backends import _native
 from gpuact.backends.numpy_backend import pool
 from gpuact.backends.numpy_backend.blocks import buffered_map, scratch_buffer
@@ -45,6 +46,8 @@ def elementwise(op, x, params, out, dtype, stream=None, bias=None):
     y = np.empty(x.shape, dtype) if out is None else out
     if n == 0:
         return y
+    if _bfloat16_in_one_pass(op, params, (x,), y, lambda kernel, *a: kernel(*a)):
+        return y
     native = _native.elementwise_kernel(op, compute)
     direct = y.dtype == compute and y.flags.c_contiguous
     if x.dtype == compute and x.flags.c_contiguous and direct:
@@ -64,6 +67,23 @@ def elementwise(op, x, params, out, dtype, stream=None, bias=None):
         with np.errstate(all="ignore"):  # float16 results beyond its range are inf, as intended
             np.copyto(y, yf.reshape(y.shape), casting="unsafe")
     return y
+
+
+def _bfloat16_in_one_pass(op, params, inputs, y, call) -> bool:
+    """Whether ``y = op(*inputs)`` (``call(kernel, *flat bits, start, stop, *p4)``) ran on the
+    compiled bfloat16 kernels: ``y`` and every input contiguous bfloat16 arrays of one shape, whose
+    bits are read and written directly, every element computed in float32 and rounded once."""
+    if not is_bfloat16(y.dtype) or not y.flags.c_contiguous:
+        return False
+    if any(not (is_bfloat16(a.dtype) and a.flags.c_contiguous and a.shape == y.shape) for a in inputs):
+        return False
+    kernel = _native.bfloat16_kernel(op)
+    if kernel is None:
+        return False
+    bits = [a.reshape(-1).view(np.uint16) for a in (*inputs, y)]
+    p4 = tuple(params) + _NO_PARAMS[len(params)]
+    pool.run_ranges(y.size, lambda start, end: call(kernel, *bits, start, end, *p4), pool.compiled_parallel_min(op))
+    return True
 
 
 def _in_compute_dtype(params, compute):
@@ -206,6 +226,8 @@ def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
     compute = compute_dtype(dtype)
     dx = np.empty(x.shape, dtype) if out is None else out
     if dx.size == 0:
+        return dx
+    if bias is None and _bfloat16_in_one_pass(op, params, (dy, x), dx, lambda kernel, *a: kernel.grad(*a)):
         return dx
     kernel = _native.grad_kernel(op, compute)
     p4 = tuple(params) + _NO_PARAMS[len(params)]
