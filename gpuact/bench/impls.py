@@ -726,6 +726,12 @@ def _torch_compiled(device):
 
     if device == "gpu" and not torch.cuda.is_available():
         raise RuntimeError("torch was built without CUDA or sees no GPU")
+    # one graph per size and dtype of a row (dynamic=False): Dynamo's default of 8 recompiles of a
+    # function would send the larger sizes back to eager, timing torch rather than torch.compile
+    config = torch._dynamo.config
+    for limit in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(config, limit):
+            setattr(config, limit, max(getattr(config, limit), 1024))
 
     def forward(base, axis):
         return torch.compile(_torch_forward(base, axis), dynamic=False, backend=COMPILE_BACKEND)
