@@ -33,6 +33,7 @@
 #include "gpuact_grad.cuh"
 
 #include <cstdint>
+#include <cstdlib>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 #define GA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -41,7 +42,7 @@
 #endif
 
 // Bumped whenever an entry point is added or changes; gpuact/backends/_native.py refuses another.
-const int kAbiVersion = 8;
+const int kAbiVersion = 8;  // 8: bfloat16 elementwise, gradients and softmax rows
 
 namespace {
 
@@ -474,6 +475,19 @@ GA_CLONES static void softmax_rows_f32(const float* x, float* y, int64_t rows, i
 GA_CLONES static void softmax_rows_f64(const double* x, double* y, int64_t rows, int64_t length, int log) {
     softmax_rows<double>(x, y, rows, length, log);
 }
+// bfloat16 rows: each row widened into `buf` (2 * length floats, in cache), the float32 row
+// kernel, its result rounded once to nearest even
+GA_CLONES static void softmax_rows_bf16(const uint16_t* x, uint16_t* y, int64_t rows, int64_t length, int log,
+                                        float* buf) {
+    float* res = buf + length;
+    for (int64_t r = 0; r < rows; ++r) {
+        const uint16_t* xr = x + r * length;
+        uint16_t* yr = y + r * length;
+        for (int64_t k = 0; k < length; ++k) buf[k] = bf16_to_float(xr[k]);
+        softmax_rows<float>(buf, res, 1, length, log);
+        for (int64_t k = 0; k < length; ++k) yr[k] = float_to_bf16(res[k]);
+    }
+}
 GA_CLONES static void softmax_columns_f32(const float* x, float* y, int64_t length, int64_t inner, int64_t width,
                                           int64_t u0, int64_t u1, int log) {
     softmax_columns<float>(x, y, length, inner, width, u0, u1, log);
@@ -775,7 +789,7 @@ PyObject* py_softmax_rows(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (!as_int64(args[0], type) || !as_int64(args[3], row0) || !as_int64(args[4], row1) ||
         !as_int64(args[5], length) || !as_int64(args[6], log))
         return nullptr;
-    if ((type != 'f' && type != 'd') || length < 1) {
+    if ((type != 'f' && type != 'd' && type != 'H') || length < 1) {
         PyErr_SetString(PyExc_ValueError, "softmax_rows: bad type or length");
         return nullptr;
     }
@@ -783,14 +797,21 @@ PyObject* py_softmax_rows(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (x.get(args[1], char(type), false, "x") < 0 || y.get(args[2], char(type), true, "y") < 0) return nullptr;
     const int64_t rows = x.size() / length;
     if (x.size() != y.size() || !check_range(row0, row1, rows)) return nullptr;
+    float* buf = nullptr;
+    if (type == 'H' && (buf = static_cast<float*>(std::malloc(sizeof(float) * 2 * size_t(length)))) == nullptr)
+        return PyErr_NoMemory();
     PyThreadState* saved = (row1 - row0) * length >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
-    if (type == 'f')
+    if (type == 'H')
+        softmax_rows_bf16(static_cast<const uint16_t*>(x.data()) + row0 * length,
+                          static_cast<uint16_t*>(y.data()) + row0 * length, row1 - row0, length, int(log), buf);
+    else if (type == 'f')
         softmax_rows_f32(static_cast<const float*>(x.data()) + row0 * length,
                          static_cast<float*>(y.data()) + row0 * length, row1 - row0, length, int(log));
     else
         softmax_rows_f64(static_cast<const double*>(x.data()) + row0 * length,
                          static_cast<double*>(y.data()) + row0 * length, row1 - row0, length, int(log));
     if (saved) PyEval_RestoreThread(saved);
+    std::free(buf);
     Py_RETURN_NONE;
 }
 
@@ -948,7 +969,7 @@ PyMethodDef kMethods[] = {
     {"unary", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(unary)), METH_FASTCALL,
      "unary(index, type, x, y, start, stop, p0, p1, p2, p3)"},
     {"softmax_rows", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(py_softmax_rows)),
-     METH_FASTCALL, "softmax_rows(type, x, y, row0, row1, length, log)"},
+     METH_FASTCALL, "softmax_rows(type, x, y, row0, row1, length, log); type ord('H'): bfloat16 bits"},
     {"softmax_columns", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(py_softmax_columns)),
      METH_FASTCALL, "softmax_columns(type, x, y, length, inner, width, u0, u1, log)"},
     {"sparsemax_rows", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(py_sparsemax_rows)),

@@ -212,6 +212,22 @@ def test_bfloat16_kernels_round_the_float32_kernels_once(op, threads_from_parall
         _same_bits_nan_as_nan(got_dx, want_dx.astype(bf16))
 
 
+@pytest.mark.parametrize("log", [False, True])
+def test_bfloat16_softmax_rows_round_the_float32_rows_once(log, threads_from_parallel_min):
+    # the public call on contiguous bfloat16 rows takes the compiled bfloat16 row kernel: the same
+    # bits as the float32 kernel's result rounded by ml_dtypes, rows of -inf and NaN included
+    _skip_unless_loaded()
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    x = np.random.default_rng(9).standard_normal((3 * pool.COMPILED_SOFTMAX_PARALLEL_MIN // 1000 + 7, 1000)) * 4
+    x = x.astype(bf16)
+    x[1] = -np.inf
+    x[2, 5] = np.nan
+    x[3, :10] = -np.inf
+    function = gpuact.log_softmax if log else gpuact.softmax
+    _same_bits_nan_as_nan(function(x), function(x.astype(np.float32)).astype(bf16))
+
+
 def test_public_calls_use_the_compiled_kernels_and_threads(threads_from_parallel_min):
     _skip_unless_loaded()
     x = np.random.default_rng(3).standard_normal(4 * pool.PARALLEL_MIN + 7).astype(np.float32)

@@ -203,6 +203,17 @@ def compiled_softmax_rows(dtype):
     return lambda x, y, row0, row1, length, log: run(code, x, y, row0, row1, length, log)
 
 
+def bfloat16_softmax_rows_kernel():
+    """``f(x_bits, y_bits, row0, row1, length, log)``: softmax (or log-softmax) of rows [row0, row1)
+    of contiguous (rows, length) bfloat16 arrays (uint16 views of their bits; ``y`` not ``x``),
+    each row widened into a float32 row in cache, the float32 row kernel, rounded once; or None."""
+    lib = _load()
+    if lib is None:
+        return None
+    run = lib.softmax_rows
+    return lambda x, y, row0, row1, length, log: run(BFLOAT16_CODE, x, y, row0, row1, length, log)
+
+
 def softmax_rows_kernel(dtype):
     """The row softmax the NumPy path uses: float32 only (float64 rows are faster on NumPy's SIMD
     exp, see FLOAT64_OPS)."""

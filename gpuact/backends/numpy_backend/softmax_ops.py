@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from gpuact._contract.checks import is_bfloat16
 from gpuact.backends import _native
 from gpuact.backends.numpy_backend import pool
 from gpuact.backends.numpy_backend.blocks import gathered_rows
@@ -138,6 +139,8 @@ def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
 
     * contiguous float32 without a mask, written into a separate contiguous result: the compiled
       row kernel (last axes) or column kernel (any other adjacent axes), in place on the arrays;
+      contiguous bfloat16 along the last axes: the compiled row kernel on its bits, each row
+      widened in cache and rounded once;
     * contiguous float64 (or no compiled module) with long inner rows: ``_softmax_slabs``;
     * anything else (float16 and integer inputs, views, non-adjacent axes, masks, in place): slices
       gathered a chunk at a time into contiguous scratch rows of the compute dtype, computed there,
@@ -177,6 +180,22 @@ def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
         and y.flags.c_contiguous
         and not np.may_share_memory(x, y)
     )
+    if (
+        merged is not None
+        and merged[2] == 1
+        and mask is None
+        and is_bfloat16(dtype)
+        and x.dtype == dtype
+        and y.dtype == dtype
+        and x.flags.c_contiguous
+        and y.flags.c_contiguous
+        and not np.may_share_memory(x, y)
+        and (kernel := _native.bfloat16_softmax_rows_kernel()) is not None
+    ):
+        # bfloat16 rows: the compiled kernel widens each row in cache and rounds the result once
+        rows2 = (merged[0], merged[1])
+        _native_softmax_rows(kernel, x.reshape(rows2).view(np.uint16), y.reshape(rows2).view(np.uint16), log)
+        return y
     if contiguous:
         outer, length, inner = merged
         x3, y3 = x.reshape(merged), y.reshape(merged)
