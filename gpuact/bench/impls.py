@@ -317,17 +317,20 @@ def _torch_fn(op, axis):
     if C.is_model(op):
         return _compiled_model(torch.nn.GELU)
 
-    def grad(base, axis):
-        f = _torch_forward(base, axis)
+    return _training(op, axis, _torch_forward, lambda base, axis: _through_autograd(_torch_forward(base, axis)))
 
-        def g(x, dy):
-            x = x.detach().requires_grad_(True)
-            (dx,) = torch.autograd.grad(f(x), x, dy)
-            return dx
 
-        return g
+def _through_autograd(f):
+    """``g(x, dy)``: ``dy``'s vector-Jacobian product through ``f`` by autograd, as a PyTorch user
+    trains (the forward run, then its backward)."""
+    import torch
 
-    return _training(op, axis, _torch_forward, grad)
+    def g(x, dy):
+        x = x.detach().requires_grad_(True)
+        (dx,) = torch.autograd.grad(f(x), x, dy)
+        return dx
+
+    return g
 
 
 def _torch_forward(op, axis):
@@ -737,14 +740,7 @@ def _torch_compiled(device):
         return torch.compile(_torch_forward(base, axis), dynamic=False, backend=COMPILE_BACKEND)
 
     def grad(base, axis):
-        f = forward(base, axis)
-
-        def g(x, dy):
-            x = x.detach().requires_grad_(True)
-            (dx,) = torch.autograd.grad(f(x), x, dy)
-            return dx
-
-        return g
+        return _through_autograd(forward(base, axis))
 
     def supports(case):
         if C.is_model(case.op):
