@@ -42,7 +42,7 @@
 #endif
 
 // Bumped whenever an entry point is added or changes; gpuact/backends/_native.py refuses another.
-const int kAbiVersion = 8;  // 8: bfloat16 elementwise, gradients and softmax rows
+const int kAbiVersion = 8;  // 8: bfloat16 elementwise, gradients and softmax rows, forward and backward
 
 namespace {
 
@@ -512,6 +512,21 @@ GA_CLONES static void softmax_grad_rows_f64(const double* dy, const double* x, d
                                             int64_t length, int log) {
     softmax_grad_rows<double>(dy, x, dx, rows, length, log);
 }
+// bfloat16 rows of the softmax backward: dy's and x's rows widened into `buf` (3 * length floats),
+// the float32 row kernel, its result rounded once
+GA_CLONES static void softmax_grad_rows_bf16(const uint16_t* dy, const uint16_t* x, uint16_t* dx, int64_t rows,
+                                             int64_t length, int log, float* buf) {
+    float *bdy = buf, *bx = buf + length, *bdx = buf + 2 * length;
+    for (int64_t r = 0; r < rows; ++r) {
+        const int64_t off = r * length;
+        for (int64_t k = 0; k < length; ++k) {
+            bdy[k] = bf16_to_float(dy[off + k]);
+            bx[k] = bf16_to_float(x[off + k]);
+        }
+        softmax_grad_rows<float>(bdy, bx, bdx, 1, length, log);
+        for (int64_t k = 0; k < length; ++k) dx[off + k] = float_to_bf16(bdx[k]);
+    }
+}
 GA_CLONES static void sparsemax_grad_rows_f32(const float* dy, const float* x, float* dx, int64_t rows,
                                               int64_t length) {
     sparsemax_grad_rows<float>(dy, x, dx, rows, length);
@@ -747,14 +762,16 @@ PyObject* grad_bias(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
 }
 
 // rows_grad(kind, type, dy, x, dx, row0, row1, length, log): the softmax (kind 0) or sparsemax
-// (kind 1) backward of rows [row0, row1) of (rows, length) arrays.
+// (kind 1) backward of rows [row0, row1) of (rows, length) arrays; the softmax one on bfloat16
+// bits too (type ord('H')).
 PyObject* rows_grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (!check_nargs(nargs, 9, "rows_grad")) return nullptr;
     int64_t kind, type, row0, row1, length, log;
     if (!as_int64(args[0], kind) || !as_int64(args[1], type) || !as_int64(args[5], row0) ||
         !as_int64(args[6], row1) || !as_int64(args[7], length) || !as_int64(args[8], log))
         return nullptr;
-    if ((type != 'f' && type != 'd') || length < 1 || (kind != 0 && kind != 1)) {
+    // bfloat16 bits ('H'): the softmax backward only
+    if ((type != 'f' && type != 'd' && !(type == 'H' && kind == 0)) || length < 1 || (kind != 0 && kind != 1)) {
         PyErr_SetString(PyExc_ValueError, "rows_grad: bad kind, type or length");
         return nullptr;
     }
@@ -765,8 +782,15 @@ PyObject* rows_grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     const int64_t rows = x.size() / length;
     if (x.size() != dy.size() || x.size() != dx.size() || !check_range(row0, row1, rows)) return nullptr;
     const int64_t off = row0 * length, count = row1 - row0;
+    float* buf = nullptr;
+    if (type == 'H' && (buf = static_cast<float*>(std::malloc(sizeof(float) * 3 * size_t(length)))) == nullptr)
+        return PyErr_NoMemory();
     PyThreadState* saved = count * length >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
-    if (type == 'f') {
+    if (type == 'H') {
+        softmax_grad_rows_bf16(static_cast<const uint16_t*>(dy.data()) + off,
+                               static_cast<const uint16_t*>(x.data()) + off, static_cast<uint16_t*>(dx.data()) + off,
+                               count, length, int(log), buf);
+    } else if (type == 'f') {
         const float *pdy = static_cast<const float*>(dy.data()) + off, *px = static_cast<const float*>(x.data()) + off;
         float* pdx = static_cast<float*>(dx.data()) + off;
         if (kind == 0) softmax_grad_rows_f32(pdy, px, pdx, count, length, int(log));
@@ -779,6 +803,7 @@ PyObject* rows_grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         else sparsemax_grad_rows_f64(pdy, px, pdx, count, length);
     }
     if (saved) PyEval_RestoreThread(saved);
+    std::free(buf);
     Py_RETURN_NONE;
 }
 

@@ -213,7 +213,7 @@ def test_bfloat16_kernels_round_the_float32_kernels_once(op, threads_from_parall
 
 
 @pytest.mark.parametrize("log", [False, True])
-def test_bfloat16_softmax_rows_round_the_float32_rows_once(log, threads_from_parallel_min):
+def test_bfloat16_softmax_rows_and_their_backward_round_the_float32_rows_once(log, threads_from_parallel_min):
     # the public call on contiguous bfloat16 rows takes the compiled bfloat16 row kernel: the same
     # bits as the float32 kernel's result rounded by ml_dtypes, rows of -inf and NaN included
     _skip_unless_loaded()
@@ -226,6 +226,10 @@ def test_bfloat16_softmax_rows_round_the_float32_rows_once(log, threads_from_par
     x[3, :10] = -np.inf
     function = gpuact.log_softmax if log else gpuact.softmax
     _same_bits_nan_as_nan(function(x), function(x.astype(np.float32)).astype(bf16))
+    # the backward likewise (its bfloat16 row kernel)
+    dy = np.random.default_rng(10).standard_normal(x.shape).astype(bf16)
+    grad = gpuact.backward.log_softmax if log else gpuact.backward.softmax
+    _same_bits_nan_as_nan(grad(dy, x), grad(dy.astype(np.float32), x.astype(np.float32)).astype(bf16))
 
 
 def test_public_calls_use_the_compiled_kernels_and_threads(threads_from_parallel_min):

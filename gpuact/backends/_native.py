@@ -214,6 +214,17 @@ def bfloat16_softmax_rows_kernel():
     return lambda x, y, row0, row1, length, log: run(BFLOAT16_CODE, x, y, row0, row1, length, log)
 
 
+def bfloat16_softmax_grad_rows_kernel():
+    """``f(dy_bits, x_bits, dx_bits, row0, row1, length, log)``: ``rows_grad_kernel("softmax")`` on
+    contiguous bfloat16 arrays' bits, each row widened in cache and the result rounded once; or
+    None."""
+    lib = _load()
+    if lib is None:
+        return None
+    run = lib.rows_grad
+    return lambda dy, x, dx, row0, row1, length, log=0: run(0, BFLOAT16_CODE, dy, x, dx, row0, row1, length, log)
+
+
 def softmax_rows_kernel(dtype):
     """The row softmax the NumPy path uses: float32 only (float64 rows are faster on NumPy's SIMD
     exp, see FLOAT64_OPS)."""

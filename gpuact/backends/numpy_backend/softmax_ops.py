@@ -274,6 +274,25 @@ def softmax_grad(dy, x, axes, out, dtype, *, log, mask=None, bias=None, stream=N
 
         pool.run_parallel(run, pool.parallel_ranges(units, x.size))
         return dx
+    if (
+        merged is not None
+        and merged[2] == 1
+        and mask is None
+        and bias is None
+        and all(is_bfloat16(a.dtype) and a.flags.c_contiguous for a in (dy, x, dx))
+        and not any(np.may_share_memory(a, dx) for a in (dy, x))
+        and (rows := _native.bfloat16_softmax_grad_rows_kernel()) is not None
+    ):
+        # bfloat16 rows along the last axes: the compiled kernel widens each row in cache
+        length = merged[1]
+        bits = [a.reshape(-1, length).view(np.uint16) for a in (dy, x, dx)]
+
+        def run_rows(lo, hi, stop):
+            for start, end in pool.pieces(lo, hi, stop, max(1, pool.PIECE // length)):
+                rows(*bits, start, end, length, int(log))
+
+        pool.run_parallel(run_rows, pool.parallel_ranges(merged[0], x.size))
+        return dx
     kernel = _native.rows_grad_kernel("softmax", compute) if mask is None else None
 
     def rows_fn(src, res, keep, dyc):
