@@ -42,7 +42,7 @@
 #endif
 
 // Bumped whenever an entry point is added or changes; gpuact/backends/_native.py refuses another.
-const int kAbiVersion = 8;  // 8: bfloat16 elementwise, gradients and softmax rows, forward and backward
+const int kAbiVersion = 8;  // 8: bfloat16 elementwise and softmax rows, the gated units' rows
 
 namespace {
 
@@ -269,6 +269,52 @@ GA_HD void grad_loop_bf16(const uint16_t* dy, const uint16_t* x, uint16_t* dx, i
         dx[i] = float_to_bf16(bf16_to_float(dy[i]) * Grad(bf16_to_float(x[i]), p0, p1, p2, p3));
 }
 
+// Storage <-> compute for the gated units' loops: float and double as they are, bfloat16 bits
+// (uint16_t) widened and rounded as above.
+GA_HD float widen(float v) { return v; }
+GA_HD double widen(double v) { return v; }
+GA_HD float widen(uint16_t h) { return bf16_to_float(h); }
+GA_HD float narrow_to(float v, const float*) { return v; }
+GA_HD double narrow_to(double v, const double*) { return v; }
+GA_HD uint16_t narrow_to(float v, const uint16_t*) { return float_to_bf16(v); }
+
+// A gated unit, y = op(g) * v, over rows of `half` elements: row r reads g at g_off + r * in_stride
+// (v at v_off + r * in_stride) and writes y at y_off + r * out_stride. The halves of a contiguous x
+// split along an axis are such rows (in_stride: the split axis's length times the trailing ones),
+// and so are two whole arrays (one row). y never aliases g or v (the caller copies first).
+template <typename S, typename T, T (*Op)(T, T, T, T, T)>
+GA_HD void gated_rows(const S* g, const S* v, S* y, int64_t g_off, int64_t v_off, int64_t y_off, int64_t in_stride,
+                      int64_t out_stride, int64_t row0, int64_t row1, int64_t half, T p0, T p1, T p2, T p3) {
+    for (int64_t r = row0; r < row1; ++r) {
+        const S* gr = g + g_off + r * in_stride;
+        const S* vr = v + v_off + r * in_stride;
+        S* yr = y + y_off + r * out_stride;
+#pragma GCC ivdep
+        for (int64_t k = 0; k < half; ++k) yr[k] = narrow_to(widen(vr[k]) * Op(widen(gr[k]), p0, p1, p2, p3), yr);
+    }
+}
+
+// Its backward in one pass: dg = (dy v) op'(g) and dv = op(g) dy, dy laid out as y, dg and dv as g
+// and v (the halves of dx, or two arrays).
+template <typename S, typename T, T (*Op)(T, T, T, T, T), T (*Grad)(T, T, T, T, T)>
+GA_HD void gated_grad_rows(const S* dy, const S* g, const S* v, S* dg, S* dv, int64_t g_off, int64_t v_off,
+                           int64_t y_off, int64_t in_stride, int64_t out_stride, int64_t row0, int64_t row1,
+                           int64_t half, T p0, T p1, T p2, T p3) {
+    for (int64_t r = row0; r < row1; ++r) {
+        const S* dyr = dy + y_off + r * out_stride;
+        const S* gr = g + g_off + r * in_stride;
+        const S* vr = v + v_off + r * in_stride;
+        S* dgr = dg + g_off + r * in_stride;
+        S* dvr = dv + v_off + r * in_stride;
+#pragma GCC ivdep
+        for (int64_t k = 0; k < half; ++k) {
+            const T d = widen(dyr[k]), a = widen(gr[k]);
+            dgr[k] = narrow_to(T(d * widen(vr[k])) * Grad(a, p0, p1, p2, p3), dgr);
+            dvr[k] = narrow_to(Op(a, p0, p1, p2, p3) * d, dvr);
+        }
+    }
+}
+
 // dx = dy * f'(x) (dx may be dy or x itself: element k is read before it is written)
 template <typename T, T (*Grad)(T, T, T, T, T)>
 GA_HD void grad_loop(const T* dy, const T* x, T* dx, int64_t n, T p0, T p1, T p2, T p3) {
@@ -469,6 +515,29 @@ GA_HD void sparsemax_grad_rows(const T* dy, const T* x, T* dx, int64_t rows, int
 
 GA_CPU_OPS(GA_CPU_OP)
 
+// The ops a gated unit's gate applies (gpuact._contract.ops.GATES), on float32 and bfloat16 storage:
+// forward and backward over rows (gated_rows, gated_grad_rows).
+#define GA_CPU_GATE_OPS(X) X(sigmoid) X(silu) X(gelu) X(gelu_tanh) X(relu)
+#define GA_CPU_GATE_TYPED(name, S, tag)                                                                   \
+    GA_CLONES static void name##_gated_##tag(const S* g, const S* v, S* y, int64_t g_off, int64_t v_off,  \
+                                             int64_t y_off, int64_t in_stride, int64_t out_stride,        \
+                                             int64_t row0, int64_t row1, int64_t half, double p0,         \
+                                             double p1, double p2, double p3) {                           \
+        gated_rows<S, float, ga::name<float>>(g, v, y, g_off, v_off, y_off, in_stride, out_stride, row0,  \
+                                              row1, half, float(p0), float(p1), float(p2), float(p3));    \
+    }                                                                                                     \
+    GA_CLONES static void name##_gated_grad_##tag(const S* dy, const S* g, const S* v, S* dg, S* dv,      \
+                                                  int64_t g_off, int64_t v_off, int64_t y_off,            \
+                                                  int64_t in_stride, int64_t out_stride, int64_t row0,    \
+                                                  int64_t row1, int64_t half, double p0, double p1,       \
+                                                  double p2, double p3) {                                 \
+        gated_grad_rows<S, float, ga::name<float>, ga::grad_##name<float>>(                               \
+            dy, g, v, dg, dv, g_off, v_off, y_off, in_stride, out_stride, row0, row1, half, float(p0),    \
+            float(p1), float(p2), float(p3));                                                             \
+    }
+#define GA_CPU_GATE(name) GA_CPU_GATE_TYPED(name, float, f32) GA_CPU_GATE_TYPED(name, uint16_t, bf16)
+GA_CPU_GATE_OPS(GA_CPU_GATE)
+
 GA_CLONES static void softmax_rows_f32(const float* x, float* y, int64_t rows, int64_t length, int log) {
     softmax_rows<float>(x, y, rows, length, log);
 }
@@ -568,6 +637,21 @@ struct UnaryEntry {
      {name##_bf16, name##_grad_bf16}},
 const UnaryEntry kUnary[] = {GA_CPU_OPS(GA_CPU_ENTRY)};
 const int kUnaryCount = int(sizeof(kUnary) / sizeof(kUnary[0]));
+
+template <typename S> struct GateFns {
+    void (*forward)(const S*, const S*, S*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                    double, double, double, double);
+    void (*grad)(const S*, const S*, const S*, S*, S*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                 int64_t, int64_t, double, double, double, double);
+};
+struct GateEntry {
+    const char* name;
+    GateFns<float> f32;
+    GateFns<uint16_t> bf16;
+};
+#define GA_CPU_GATE_ENTRY(name) {#name, {name##_gated_f32, name##_gated_grad_f32}, {name##_gated_bf16, name##_gated_grad_bf16}},
+const GateEntry kGate[] = {GA_CPU_GATE_OPS(GA_CPU_GATE_ENTRY)};
+const int kGateCount = int(sizeof(kGate) / sizeof(kGate[0]));
 
 // ---- the Python module -------------------------------------------------------------------------------
 
@@ -986,10 +1070,127 @@ PyObject* bfloat16(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     Py_RETURN_NONE;
 }
 
+PyObject* gate_names(PyObject*, PyObject*) {
+    PyObject* names = PyList_New(kGateCount);
+    if (!names) return nullptr;
+    for (int i = 0; i < kGateCount; ++i) {
+        PyObject* name = PyUnicode_FromString(kGate[i].name);
+        if (!name) {
+            Py_DECREF(names);
+            return nullptr;
+        }
+        PyList_SetItem(names, i, name);  // steals the reference
+    }
+    return names;
+}
+
+// Whether rows [row0, row1) of `half` elements from `off` at `stride` lie inside a buffer of `size`.
+bool rows_inside(int64_t off, int64_t stride, int64_t row0, int64_t row1, int64_t half, int64_t size) {
+    if (off < 0 || stride < 0 || half < 0 || row0 < 0 || row1 < row0) return false;
+    return row1 == row0 || off + (row1 - 1) * stride + half <= size;
+}
+
+// The gate's index and type (args[0], args[1]) and the layout ints from args[first] on:
+// g_off, v_off, y_off, in_stride, out_stride, row0, row1, half; the 4 parameters last.
+bool gate_args(PyObject* const* args, Py_ssize_t nargs, Py_ssize_t first, int64_t& index, int64_t& type,
+               int64_t* layout, double* p) {
+    if (!as_int64(args[0], index) || !as_int64(args[1], type)) return false;
+    for (int k = 0; k < 8; ++k)
+        if (!as_int64(args[first + k], layout[k])) return false;
+    for (int k = 0; k < 4; ++k)
+        if (!as_double(args[nargs - 4 + k], p[k])) return false;
+    if (index < 0 || index >= kGateCount) {
+        PyErr_SetString(PyExc_IndexError, "no such gate");
+        return false;
+    }
+    if (type != 'f' && type != 'H') {
+        PyErr_SetString(PyExc_ValueError, "type must be ord('f') or ord('H')");
+        return false;
+    }
+    return true;
+}
+
+bool gate_layout_error() {
+    PyErr_SetString(PyExc_IndexError, "rows outside the buffers");
+    return false;
+}
+
+// gated(index, type, g, v, y, g_off, v_off, y_off, in_stride, out_stride, row0, row1, half, p0..p3):
+// y = op(g) * v over rows (see gated_rows); g and v may be one buffer, y another.
+PyObject* gated(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 17, "gated")) return nullptr;
+    int64_t index, type, l[8];
+    double p[4];
+    if (!gate_args(args, nargs, 5, index, type, l, p)) return nullptr;
+    Buffer g, v, y;
+    if (g.get(args[2], char(type), false, "g") < 0 || v.get(args[3], char(type), false, "v") < 0 ||
+        y.get(args[4], char(type), true, "y") < 0)
+        return nullptr;
+    const int64_t g_off = l[0], v_off = l[1], y_off = l[2], in_stride = l[3], out_stride = l[4], row0 = l[5],
+                  row1 = l[6], half = l[7];
+    if (!rows_inside(g_off, in_stride, row0, row1, half, g.size()) ||
+        !rows_inside(v_off, in_stride, row0, row1, half, v.size()) ||
+        !rows_inside(y_off, out_stride, row0, row1, half, y.size()))
+        return gate_layout_error(), nullptr;
+    PyThreadState* saved = (row1 - row0) * half >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
+    if (type == 'H')
+        kGate[index].bf16.forward(static_cast<const uint16_t*>(g.data()), static_cast<const uint16_t*>(v.data()),
+                                  static_cast<uint16_t*>(y.data()), g_off, v_off, y_off, in_stride, out_stride, row0,
+                                  row1, half, p[0], p[1], p[2], p[3]);
+    else
+        kGate[index].f32.forward(static_cast<const float*>(g.data()), static_cast<const float*>(v.data()),
+                                 static_cast<float*>(y.data()), g_off, v_off, y_off, in_stride, out_stride, row0,
+                                 row1, half, p[0], p[1], p[2], p[3]);
+    if (saved) PyEval_RestoreThread(saved);
+    Py_RETURN_NONE;
+}
+
+// gated_grad(index, type, dy, g, v, dg, dv, g_off, v_off, y_off, in_stride, out_stride, row0, row1,
+// half, p0..p3): dg = (dy v) op'(g), dv = op(g) dy over rows, dy laid out as y, dg and dv as g and
+// v (dg and dv may be one buffer, dx, with g and v's offsets).
+PyObject* gated_grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 19, "gated_grad")) return nullptr;
+    int64_t index, type, l[8];
+    double p[4];
+    if (!gate_args(args, nargs, 7, index, type, l, p)) return nullptr;
+    Buffer dy, g, v, dg, dv;
+    if (dy.get(args[2], char(type), false, "dy") < 0 || g.get(args[3], char(type), false, "g") < 0 ||
+        v.get(args[4], char(type), false, "v") < 0 || dg.get(args[5], char(type), true, "dg") < 0 ||
+        dv.get(args[6], char(type), true, "dv") < 0)
+        return nullptr;
+    const int64_t g_off = l[0], v_off = l[1], y_off = l[2], in_stride = l[3], out_stride = l[4], row0 = l[5],
+                  row1 = l[6], half = l[7];
+    if (!rows_inside(g_off, in_stride, row0, row1, half, g.size()) ||
+        !rows_inside(v_off, in_stride, row0, row1, half, v.size()) ||
+        !rows_inside(g_off, in_stride, row0, row1, half, dg.size()) ||
+        !rows_inside(v_off, in_stride, row0, row1, half, dv.size()) ||
+        !rows_inside(y_off, out_stride, row0, row1, half, dy.size()))
+        return gate_layout_error(), nullptr;
+    PyThreadState* saved = (row1 - row0) * half >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
+    if (type == 'H')
+        kGate[index].bf16.grad(static_cast<const uint16_t*>(dy.data()), static_cast<const uint16_t*>(g.data()),
+                               static_cast<const uint16_t*>(v.data()), static_cast<uint16_t*>(dg.data()),
+                               static_cast<uint16_t*>(dv.data()), g_off, v_off, y_off, in_stride, out_stride, row0,
+                               row1, half, p[0], p[1], p[2], p[3]);
+    else
+        kGate[index].f32.grad(static_cast<const float*>(dy.data()), static_cast<const float*>(g.data()),
+                              static_cast<const float*>(v.data()), static_cast<float*>(dg.data()),
+                              static_cast<float*>(dv.data()), g_off, v_off, y_off, in_stride, out_stride, row0, row1,
+                              half, p[0], p[1], p[2], p[3]);
+    if (saved) PyEval_RestoreThread(saved);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef kMethods[] = {
     {"bfloat16", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(bfloat16)), METH_FASTCALL,
      "bfloat16(direction, src, dst, start, stop)"},
     {"abi_version", abi_version, METH_NOARGS, "The version of these entry points."},
+    {"gate_names", gate_names, METH_NOARGS, "The gates' ops, in the order gated() indexes them."},
+    {"gated", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(gated)), METH_FASTCALL,
+     "gated(index, type, g, v, y, g_off, v_off, y_off, in_stride, out_stride, row0, row1, half, p0, p1, p2, p3)"},
+    {"gated_grad", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(gated_grad)), METH_FASTCALL,
+     "gated_grad(index, type, dy, g, v, dg, dv, g_off, v_off, y_off, in_stride, out_stride, row0, row1, half, "
+     "p0, p1, p2, p3)"},
     {"unary_names", unary_names, METH_NOARGS, "The elementwise ops, in the order unary() indexes them."},
     {"unary", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(unary)), METH_FASTCALL,
      "unary(index, type, x, y, start, stop, p0, p1, p2, p3)"},

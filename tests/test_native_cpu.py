@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import gpuact
-from gpuact._contract.ops import ELEMENTWISE_OPS
+from gpuact._contract.ops import ELEMENTWISE_OPS, GATES
 from gpuact.backends import _native
 from gpuact.backends.numpy_backend import elementwise_ops, formulas, pool
 from tests import reference
@@ -230,6 +230,40 @@ def test_bfloat16_softmax_rows_and_their_backward_round_the_float32_rows_once(lo
     dy = np.random.default_rng(10).standard_normal(x.shape).astype(bf16)
     grad = gpuact.backward.log_softmax if log else gpuact.backward.softmax
     _same_bits_nan_as_nan(grad(dy, x), grad(dy.astype(np.float32), x.astype(np.float32)).astype(bf16))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("gate", sorted(GATES))
+def test_gated_rows_give_the_blocks_bits(gate, dtype, threads_from_parallel_min):
+    """The compiled gated rows (C-contiguous operands) against the block path they replace (the same
+    arrays in Fortran order): the same bits, forward and backward, halves along the first, a middle
+    and the last axis, and the two-tensor form, cut across every thread."""
+    _skip_unless_loaded()
+    if dtype == "bfloat16":
+        dtype = np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    name, kwargs = {"geglu_tanh": ("geglu", {"approximate": True})}.get(gate, (gate, {}))
+    forward, backward = getattr(gpuact, name), getattr(gpuact.backward, name)
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((6, 2 * pool.PARALLEL_MIN // 12 + 2, 4)) * 3).astype(dtype)
+    x.flat[:4] = np.array([np.nan, np.inf, -np.inf, 0.0], np.float32).astype(dtype)
+    for axis in (0, 1, 2):
+        if x.shape[axis] % 2:
+            continue
+        y = forward(x, axis=axis, **kwargs)
+        _same_bits_nan_as_nan(y, forward(np.asfortranarray(x), axis=axis, **kwargs))
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        _same_bits_nan_as_nan(
+            backward(dy, x, axis=axis, **kwargs), backward(dy, np.asfortranarray(x), axis=axis, **kwargs)
+        )
+    if name == "glu":
+        return
+    a, b = x[:, : x.shape[1] // 2].copy(), x[:, x.shape[1] // 2 :].copy()
+    _same_bits_nan_as_nan(forward(a, b, **kwargs), forward(np.asfortranarray(a), np.asfortranarray(b), **kwargs))
+    dy = rng.standard_normal(a.shape).astype(dtype)
+    got = backward(dy, a, b, **kwargs)
+    want = backward(dy, np.asfortranarray(a), np.asfortranarray(b), **kwargs)
+    for g, w in zip(got, want):
+        _same_bits_nan_as_nan(g, w)
 
 
 def test_public_calls_use_the_compiled_kernels_and_threads(threads_from_parallel_min):

@@ -55,6 +55,7 @@ def _load():
             else:
                 lib = candidate
                 _state["unary_index"] = {name: i for i, name in enumerate(lib.unary_names())}
+                _state["gate_index"] = {name: i for i, name in enumerate(lib.gate_names())}
     _state["lib"], _state["reason"] = lib, reason
     return lib
 
@@ -137,6 +138,39 @@ def bfloat16_kernel(op: str):
         lib = _load()
         cache[op] = Unary(lib, op, None) if lib is not None and op in _state["unary_index"] else None
     return cache[op]
+
+
+class Gate:
+    """A gated unit's compiled rows for the gate's op, float32 or bfloat16 (``bits``: arrays passed
+    as uint16 views of their bits):
+
+    * ``forward(g, v, y, g_off, v_off, y_off, in_stride, out_stride, row0, row1, half, *p)``:
+      ``y = op(g) * v`` over rows of ``half`` elements of flat contiguous buffers, row ``r`` of g
+      at ``g_off + r * in_stride`` (v alike) and of y at ``y_off + r * out_stride``;
+    * ``grad(dy, g, v, dg, dv, ...same layout...)``: ``dg = (dy v) op'(g)``, ``dv = op(g) dy``,
+      dy laid out as y, dg and dv as g and v.
+    """
+
+    __slots__ = ("bits", "forward", "grad")
+
+    def __init__(self, lib, op: str, bits: bool):
+        index, code = _state["gate_index"][op], BFLOAT16_CODE if bits else TYPE_CODE[np.dtype(np.float32)]
+        self.bits = bits
+        self.forward = lambda *args: lib.gated(index, code, *args)
+        self.grad = lambda *args: lib.gated_grad(index, code, *args)
+
+
+def gate_kernel(op: str, dtype):
+    """The compiled gated rows of the gate op ``op`` in ``dtype`` (float32 or bfloat16), or None."""
+    cache = _cache("gate")
+    dtype = np.dtype(dtype)
+    bits = dtype.name == "bfloat16" and type(dtype).__module__.startswith("ml_dtypes")
+    key = (op, dtype)
+    if key not in cache:
+        lib = _load()
+        ok = lib is not None and (bits or dtype == np.float32) and op in _state["gate_index"]
+        cache[key] = Gate(lib, op, bits) if ok else None
+    return cache[key]
 
 
 def fast_unary(op: str, dtype):

@@ -1,13 +1,18 @@
 """The ops whose output is not simply one value per input element by a formula of that element:
-glu (halves of an axis), sparsemax (a projection along an axis) and prelu (a parameter array),
-forward and backward, block by block."""
+the gated units (halves of an axis, or two arrays), sparsemax (a projection along an axis) and
+prelu (a parameter array), forward and backward, block by block; the gated units on C-contiguous
+float32 or bfloat16 operands by the compiled module's rows instead (one pass, no block copies)."""
 
 from __future__ import annotations
+
+import functools
+import math
 
 import numpy as np
 
 from gpuact._contract.ops import GATES
 from gpuact.backends import _composite, _native
+from gpuact.backends.numpy_backend import pool
 from gpuact.backends.numpy_backend.blocks import buffered_map, gathered_rows, scratch_buffer
 from gpuact.backends.numpy_backend.dtypes import compute_dtype
 from gpuact.backends.numpy_backend.formulas import GRADS, KERNELS, keep_nan
@@ -18,6 +23,73 @@ def _gate_halves(a, axis, gate):
     half = a.shape[axis] // 2
     halves = (a[(slice(None),) * axis + (slice(0, half),)], a[(slice(None),) * axis + (slice(half, 2 * half),)])
     return halves[gate.gate_half], halves[1 - gate.gate_half]
+
+
+def _half_shape(shape, axis):
+    return tuple(shape[:axis]) + (shape[axis] // 2,) + tuple(shape[axis + 1 :])
+
+
+def _flat(a, bits: bool):
+    """A C-contiguous array as the flat buffer the compiled rows take (bfloat16: its bits)."""
+    flat = a.reshape(-1)
+    return flat.view(np.uint16) if bits else flat
+
+
+def _compiled_kernel(unit, dtype, arrays):
+    """The compiled gated rows for ``unit`` when every array is C-contiguous of ``dtype`` (float32
+    or bfloat16), else None."""
+    if any(a.dtype != dtype or not a.flags.c_contiguous for a in arrays):
+        return None
+    return _native.gate_kernel(unit.op, dtype)
+
+
+def _p4(unit):
+    return unit.params + (0.0,) * (4 - len(unit.params))
+
+
+def _compiled_halves(unit, x, axis, result, dtype, dy) -> bool:
+    """The halves form (``dy`` None: the forward into ``result``; else the backward into ``result``,
+    x's shape) by the compiled rows: a C-contiguous x split along ``axis`` is ``outer`` rows, each a
+    gate half and a value half of ``half`` elements. False where it does not apply."""
+    kernel = _compiled_kernel(unit, dtype, (x, result) if dy is None else (x, result, dy))
+    if kernel is None:
+        return False
+    outer = math.prod(x.shape[:axis])
+    half = x.shape[axis] // 2 * math.prod(x.shape[axis + 1 :])
+    g_off, v_off = (0, half) if unit.gate_half == 0 else (half, 0)
+    xf, rf = _flat(x, kernel.bits), _flat(result, kernel.bits)
+    layout = (g_off, v_off, 0, 2 * half, half)
+    if dy is None:
+        call = functools.partial(kernel.forward, xf, xf, rf, *layout)
+    else:
+        call = functools.partial(kernel.grad, _flat(dy, kernel.bits), xf, xf, rf, rf, *layout)
+    p4 = _p4(unit)
+    step = max(1, pool.PIECE // max(half, 1))
+
+    def run(lo, hi, stop):
+        for start, end in pool.pieces(lo, hi, stop, step):
+            call(start, end, half, *p4)
+
+    pool.run_parallel(run, pool.parallel_ranges(outer, outer * half, pool.compiled_parallel_min(unit.op)))
+    return True
+
+
+def _compiled_pair(unit, inputs, outputs, dtype, dy) -> bool:
+    """The two-tensor form (``inputs`` ``(a, b)`` into ``(y,)``, or ``(dy, a, b)`` into ``(da,
+    db)``) by the compiled rows, as one row cut into pieces among the threads. False where it does
+    not apply."""
+    kernel = _compiled_kernel(unit, dtype, (*inputs, *outputs))
+    if kernel is None:
+        return False
+    flats = [_flat(a, kernel.bits) for a in (*inputs, *outputs)]
+    run = kernel.forward if dy is None else kernel.grad
+    p4 = _p4(unit)
+    pool.run_ranges(
+        flats[0].size,
+        lambda start, end: run(*flats, start, start, start, 0, 0, 0, 1, end - start, *p4),
+        pool.compiled_parallel_min(unit.op),
+    )
+    return True
 
 
 def _gate_activation(unit, compute):
@@ -40,13 +112,20 @@ def glu(x, axis, out, dtype, stream=None, gate="glu"):
     ``g`` of ``x`` along ``axis`` and the other ``v`` (glu: ``a * sigmoid(b)``), views of ``x``
     read block by block, no copy of either half."""
     unit = GATES[gate]
+    y = np.empty(_half_shape(x.shape, axis), dtype) if out is None else out
+    if y.size and _compiled_halves(unit, x, axis, y, dtype, None):
+        return y
     g, v = _gate_halves(x, axis, unit)
-    return _gated_into(unit, g, v, out, dtype)
+    return _gated_into(unit, g, v, y, dtype)
 
 
 def gated(x, b, out, dtype, stream=None, gate="swiglu"):
     """The two-tensor form: ``op(x) * b`` for the gate's op, ``x`` and ``b`` of one shape."""
-    return _gated_into(GATES[gate], x, b, out, dtype)
+    unit = GATES[gate]
+    y = np.empty(x.shape, dtype) if out is None else out
+    if y.size and _compiled_pair(unit, (x, b), (y,), dtype, None):
+        return y
+    return _gated_into(unit, x, b, y, dtype)
 
 
 def _gated_into(unit, g, v, out, dtype):
@@ -70,7 +149,7 @@ def glu_grad(dy, x, axis, out, dtype, stream=None, gate="glu"):
     (the op's derivative kernel on ``dy v``) and ``dv = dy op(g)``."""
     unit = GATES[gate]
     dx = np.empty(x.shape, dtype) if out is None else out
-    if dx.size:
+    if dx.size and not _compiled_halves(unit, x, axis, dx, dtype, dy):
         g, v = _gate_halves(x, axis, unit)
         dg, dv = _gate_halves(dx, axis, unit)
         _gated_grad_into(unit, dy, g, v, dg, dv, dtype)
@@ -80,7 +159,7 @@ def glu_grad(dy, x, axis, out, dtype, stream=None, gate="glu"):
 def gated_grad(dy, x, b, out, dtype, stream=None, gate="swiglu"):
     """The two-tensor form's backward: ``(da, db) = (dy b op'(a), dy op(a))`` in one pass."""
     da, db = (np.empty(x.shape, dtype), np.empty(x.shape, dtype)) if out is None else out
-    if da.size:
+    if da.size and not _compiled_pair(GATES[gate], (dy, x, b), (da, db), dtype, dy):
         _gated_grad_into(GATES[gate], dy, x, b, da, db, dtype)
     return da, db
 
