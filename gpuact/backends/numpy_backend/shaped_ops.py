@@ -51,18 +51,22 @@ def _compiled_halves(unit, x, axis, result, dtype, dy) -> bool:
     """The halves form (``dy`` None: the forward into ``result``; else the backward into ``result``,
     x's shape) by the compiled rows: a C-contiguous x split along ``axis`` is ``outer`` rows, each a
     gate half and a value half of ``half`` elements. False where it does not apply."""
-    kernel = _compiled_kernel(unit, dtype, (x, result) if dy is None else (x, result, dy))
-    if kernel is None:
+    kernel = _compiled_kernel(unit, dtype, (x, result))
+    if kernel is None or (dy is not None and dy.dtype != dtype):
         return False
     outer = math.prod(x.shape[:axis])
     half = x.shape[axis] // 2 * math.prod(x.shape[axis + 1 :])
     g_off, v_off = (0, half) if unit.gate_half == 0 else (half, 0)
     xf, rf = _flat(x, kernel.bits), _flat(result, kernel.bits)
-    layout = (g_off, v_off, 0, 2 * half, half)
     if dy is None:
-        call = functools.partial(kernel.forward, xf, xf, rf, *layout)
+        call = functools.partial(kernel.forward, xf, xf, rf, g_off, v_off, 0, 2 * half, half)
     else:
-        call = functools.partial(kernel.grad, _flat(dy, kernel.bits), xf, xf, rf, rf, *layout)
+        # dy's rows may lie at any stride (a slice of a wider array): read in place from its buffer
+        dy_rows = _rows_in_place(dy, outer, half, kernel.bits)
+        if dy_rows is None:
+            return False
+        dyf, dy_off, dy_stride = dy_rows
+        call = functools.partial(kernel.grad, dyf, xf, xf, rf, rf, g_off, v_off, dy_off, 2 * half, dy_stride)
     p4 = _p4(unit)
     step = max(1, pool.PIECE // max(half, 1))
 
@@ -72,6 +76,36 @@ def _compiled_halves(unit, x, axis, result, dtype, dy) -> bool:
 
     pool.run_parallel(run, pool.parallel_ranges(outer, outer * half, pool.compiled_parallel_min(unit.op)))
     return True
+
+
+def _rows_in_place(a, rows, length, bits: bool):
+    """``(flat buffer, offset, row stride)`` (in elements) through which ``a`` reads as ``rows`` rows
+    of ``length`` contiguous elements at a uniform stride: its own memory when C-contiguous, else
+    the C-contiguous array it is a view of (``a[..., :half]`` of a wider one, say). None otherwise."""
+    if a.flags.c_contiguous:
+        return _flat(a, bits), 0, length
+    view = a.view()
+    try:
+        view.shape = (rows, length)  # refused where that would need a copy
+    except AttributeError:
+        return None
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    size = a.itemsize
+    if (
+        view.strides[1] != size
+        or view.strides[0] < 0
+        or view.strides[0] % size
+        or root.itemsize != size
+        or not root.flags.c_contiguous
+    ):
+        return None
+    start = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    if start < 0 or start % size:
+        return None
+    flat = root.reshape(-1).view(a.dtype)
+    return _flat(flat, bits), start // size, view.strides[0] // size
 
 
 def _compiled_pair(unit, inputs, outputs, dtype, dy) -> bool:
