@@ -1,4 +1,4 @@
-"""The ten call families and the request that travels down the layers.
+"""The twelve call families and the request that travels down the layers.
 
 Every public function is one of twelve families: six forwards (``elementwise``, ``softmax``,
 ``glu``, ``gated``, ``sparsemax``, ``prelu``) and their backwards. ``gated`` is the two-tensor form
