@@ -60,11 +60,8 @@ def run(request: Request):
     with backend.scope(x, stream):
         out = request.out
         if out is not None:
-            out = (
-                _checked_outs(backend, out, x, foreign, shape, dtype)
-                if family.pair and family.grad
-                else (_checked_out(backend, out, x, foreign, shape, dtype))
-            )
+            checked = _checked_outs if family.pair and family.grad else _checked_out
+            out = checked(backend, out, x, foreign, shape, dtype)
         same_ok = family.out_may_be_x
         arguments = {"x": _unaliased(backend, x, out, stream, same_ok), "out": out, "dtype": dtype, "stream": stream}
         if dy is not None:
@@ -122,10 +119,7 @@ def _second_operand(backend, b, x, foreign: bool):
     if b is None:
         raise TypeError(f"b must be an array (the gated unit's second operand); got {b!r}")
     b = backend.accept_operand(b, x, foreign, "b")
-    if tuple(b.shape) != tuple(x.shape):
-        raise ValueError(f"b has shape {tuple(b.shape)}; a has shape {tuple(x.shape)} (no broadcasting)")
-    if np.dtype(b.dtype) != np.dtype(x.dtype):
-        raise TypeError(f"a and b must have one dtype; got {np.dtype(x.dtype)} and {np.dtype(b.dtype)}: cast one")
+    checks.check_pair(x.shape, np.dtype(x.dtype), b.shape, np.dtype(b.dtype))
     return b
 
 

@@ -346,10 +346,7 @@ def _differentiable(name: str):
 
 def _two_tensor(halves_form, a, b, arguments: dict):
     """``gate(a) * b`` as the halves form along a new leading axis of ``stack([a, b])``."""
-    if tuple(b.shape) != tuple(a.shape):
-        raise ValueError(f"b has shape {tuple(b.shape)}; a has shape {tuple(a.shape)} (no broadcasting)")
-    if b.dtype != a.dtype:
-        raise TypeError(f"a and b must have one dtype; got {a.dtype} and {b.dtype}: cast one")
+    checks.check_pair(a.shape, a.dtype, b.shape, b.dtype)
     y = halves_form(jnp.stack([a, b]), 0, **{k: v for k, v in arguments.items() if k != "axis"})
     return y.reshape(a.shape)
 

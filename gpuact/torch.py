@@ -282,10 +282,7 @@ def _gated(a, b, gate):
 
 
 def _check_pair(a, b) -> None:
-    if tuple(b.shape) != tuple(a.shape):
-        raise ValueError(f"b has shape {tuple(b.shape)}; a has shape {tuple(a.shape)} (no broadcasting)")
-    if b.dtype != a.dtype:
-        raise TypeError(f"a and b must have one dtype; got {a.dtype} and {b.dtype}: cast one")
+    checks.check_pair(a.shape, a.dtype, b.shape, b.dtype)
 
 
 @_gated.register_fake

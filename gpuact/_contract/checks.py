@@ -51,6 +51,16 @@ def is_bfloat16(dtype) -> bool:
     return getattr(dtype, "name", None) == "bfloat16" and type(dtype).__module__.startswith("ml_dtypes")
 
 
+def check_pair(a_shape, a_dtype, b_shape, b_dtype) -> None:
+    """The gated units' two-tensor form: ``b`` of ``a``'s shape (no broadcasting; an unknown
+    length, NaN, matches another unknown one) and dtype, else ``ValueError`` or ``TypeError``."""
+    a_shape, b_shape = tuple(a_shape), tuple(b_shape)
+    if len(a_shape) != len(b_shape) or any(n != m and not (n != n and m != m) for n, m in zip(a_shape, b_shape)):
+        raise ValueError(f"b has shape {b_shape}; a has shape {a_shape} (no broadcasting)")
+    if b_dtype != a_dtype:
+        raise TypeError(f"a and b must have one dtype; got {a_dtype} and {b_dtype}: cast one")
+
+
 def grad_dtype(dy_dtype, x_dtype) -> np.dtype:
     """A backward's result dtype: each side by the forward's rule, then the wider of the two."""
     return np.dtype(np.promote_types(result_dtype(dy_dtype), result_dtype(x_dtype)))

@@ -641,13 +641,9 @@ def _second_operand(b, x):
     """The two-tensor form's ``b``: x's shape and dtype (no broadcasting), aligned to x's chunks."""
     if b is None:
         raise TypeError(f"b must be an array (the gated unit's second operand); got {b!r}")
-    if np.ndim(b) != x.ndim or any(
-        n != m and not (math.isnan(n) and math.isnan(m)) for n, m in zip(np.shape(b), x.shape)
-    ):
-        raise ValueError(f"b has shape {tuple(np.shape(b))}; a has shape {tuple(x.shape)} (no broadcasting)")
+    checks.check_pair(x.shape, np.dtype(x.dtype), np.shape(b), np.dtype(x.dtype))  # the shape, before aligning
     b = _operand(b, x, "b")
-    if np.dtype(b.dtype) != np.dtype(x.dtype):
-        raise TypeError(f"a and b must have one dtype; got {np.dtype(x.dtype)} and {np.dtype(b.dtype)}: cast one")
+    checks.check_pair(x.shape, np.dtype(x.dtype), b.shape, np.dtype(b.dtype))
     return b
 
 

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from gpuact._contract.checks import is_bfloat16
 from gpuact._contract.ops import ELEMENTWISE_OPS, OPS
 
 MODULE_NAME = "gpuact._gpuact_cpu"
@@ -164,7 +165,7 @@ def gate_kernel(op: str, dtype):
     """The compiled gated rows of the gate op ``op`` in ``dtype`` (float32 or bfloat16), or None."""
     cache = _cache("gate")
     dtype = np.dtype(dtype)
-    bits = dtype.name == "bfloat16" and type(dtype).__module__.startswith("ml_dtypes")
+    bits = is_bfloat16(dtype)
     key = (op, dtype)
     if key not in cache:
         lib = _load()

@@ -162,9 +162,9 @@ def gated(x, b, out, dtype, stream=None, gate="swiglu"):
     return _gated_into(unit, x, b, y, dtype)
 
 
-def _gated_into(unit, g, v, out, dtype):
+def _gated_into(unit, g, v, y, dtype):
+    """``y = op(g) * v`` block by block (any layouts and dtypes)."""
     compute = compute_dtype(dtype)
-    y = np.empty(g.shape, dtype) if out is None else out
     if y.size == 0:
         return y
     activate = _gate_activation(unit, compute)
