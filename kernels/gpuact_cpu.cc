@@ -46,14 +46,41 @@ const int kAbiVersion = 8;  // 8: bfloat16 elementwise and softmax rows, the gat
 
 namespace {
 
+// bfloat16 storage, computed in float: widened exactly (the bits shifted up), narrowed to nearest
+// even with NaN kept a quiet NaN of its sign (ml_dtypes' and CUDA's cvt.rn.bf16.f32 rounding),
+// element by element inside the loops, so that a bfloat16 array is one pass with no float32 copy of
+// it.
+GA_HD float bf16_to_float(uint16_t h) {
+    const uint32_t u = uint32_t(h) << 16;
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+}
+GA_HD uint16_t float_to_bf16(float f) {
+    uint32_t u;
+    __builtin_memcpy(&u, &f, 4);
+    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return uint16_t(nan ? ((u >> 16) | 0x40u) : rounded);
+}
+
+// Storage <-> compute in the loops below: float and double as they are, bfloat16 bits (uint16_t)
+// widened and rounded as above.
+GA_HD float widen(float v) { return v; }
+GA_HD double widen(double v) { return v; }
+GA_HD float widen(uint16_t h) { return bf16_to_float(h); }
+GA_HD float narrow_to(float v, const float*) { return v; }
+GA_HD double narrow_to(double v, const double*) { return v; }
+GA_HD uint16_t narrow_to(float v, const uint16_t*) { return float_to_bf16(v); }
+
 // y may be x itself (out=x): element i is read once, before it is written, and no other element
 // is touched in between, so there is no dependence between iterations. ivdep says so to GCC, which
 // would otherwise add a run-time overlap check and take its scalar loop for exactly that case.
 // Partly overlapping x and y are never passed (gpuact/backends/numpy_backend/ copies x first).
-template <typename T, T (*Op)(T, T, T, T, T)>
-GA_HD void elementwise_loop(const T* x, T* y, int64_t n, T p0, T p1, T p2, T p3) {
+template <typename S, typename T, T (*Op)(T, T, T, T, T)>
+GA_HD void elementwise_loop(const S* x, S* y, int64_t n, T p0, T p1, T p2, T p3) {
 #pragma GCC ivdep
-    for (int64_t i = 0; i < n; ++i) y[i] = Op(x[i], p0, p1, p2, p3);
+    for (int64_t i = 0; i < n; ++i) y[i] = narrow_to(Op(widen(x[i]), p0, p1, p2, p3), y);
 }
 
 // Softmax of `rows` contiguous rows of `length` (y may not alias x): the row max, then
@@ -236,48 +263,6 @@ GA_HD void bias_loop(const T* x, const T* b, T* y, int64_t start, int64_t stop, 
     }
 }
 
-// bfloat16 storage, computed in float: widened exactly (the bits shifted up), narrowed to nearest
-// even with NaN kept a quiet NaN of its sign (ml_dtypes' and CUDA's cvt.rn.bf16.f32 rounding),
-// element by element inside the loops below, so that a bfloat16 array is one pass with no float32
-// copy of it.
-GA_HD float bf16_to_float(uint16_t h) {
-    const uint32_t u = uint32_t(h) << 16;
-    float f;
-    __builtin_memcpy(&f, &u, 4);
-    return f;
-}
-GA_HD uint16_t float_to_bf16(float f) {
-    uint32_t u;
-    __builtin_memcpy(&u, &f, 4);
-    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    return uint16_t(nan ? ((u >> 16) | 0x40u) : rounded);
-}
-
-template <float (*Op)(float, float, float, float, float)>
-GA_HD void elementwise_loop_bf16(const uint16_t* x, uint16_t* y, int64_t n, float p0, float p1, float p2,
-                                 float p3) {
-#pragma GCC ivdep
-    for (int64_t i = 0; i < n; ++i) y[i] = float_to_bf16(Op(bf16_to_float(x[i]), p0, p1, p2, p3));
-}
-
-template <float (*Grad)(float, float, float, float, float)>
-GA_HD void grad_loop_bf16(const uint16_t* dy, const uint16_t* x, uint16_t* dx, int64_t n, float p0, float p1,
-                          float p2, float p3) {
-#pragma GCC ivdep
-    for (int64_t i = 0; i < n; ++i)
-        dx[i] = float_to_bf16(bf16_to_float(dy[i]) * Grad(bf16_to_float(x[i]), p0, p1, p2, p3));
-}
-
-// Storage <-> compute for the gated units' loops: float and double as they are, bfloat16 bits
-// (uint16_t) widened and rounded as above.
-GA_HD float widen(float v) { return v; }
-GA_HD double widen(double v) { return v; }
-GA_HD float widen(uint16_t h) { return bf16_to_float(h); }
-GA_HD float narrow_to(float v, const float*) { return v; }
-GA_HD double narrow_to(double v, const double*) { return v; }
-GA_HD uint16_t narrow_to(float v, const uint16_t*) { return float_to_bf16(v); }
-
 // A gated unit, y = op(g) * v, over rows of `half` elements: row r reads g at g_off + r * in_stride
 // (v at v_off + r * in_stride) and writes y at y_off + r * out_stride. The halves of a contiguous x
 // split along an axis are such rows (in_stride: the split axis's length times the trailing ones),
@@ -316,10 +301,10 @@ GA_HD void gated_grad_rows(const S* dy, const S* g, const S* v, S* dg, S* dv, in
 }
 
 // dx = dy * f'(x) (dx may be dy or x itself: element k is read before it is written)
-template <typename T, T (*Grad)(T, T, T, T, T)>
-GA_HD void grad_loop(const T* dy, const T* x, T* dx, int64_t n, T p0, T p1, T p2, T p3) {
+template <typename S, typename T, T (*Grad)(T, T, T, T, T)>
+GA_HD void grad_loop(const S* dy, const S* x, S* dx, int64_t n, T p0, T p1, T p2, T p3) {
 #pragma GCC ivdep
-    for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * Grad(x[i], p0, p1, p2, p3);
+    for (int64_t i = 0; i < n; ++i) dx[i] = narrow_to(widen(dy[i]) * Grad(widen(x[i]), p0, p1, p2, p3), dx);
 }
 
 // dx = dy * f'(x + b), b as in bias_loop
@@ -477,7 +462,7 @@ GA_HD void sparsemax_grad_rows(const T* dy, const T* x, T* dx, int64_t rows, int
 #define GA_CPU_TYPED(name, T, tag)                                                                        \
     GA_CLONES static void name##_##tag(const T* x, T* y, int64_t n, double p0, double p1, double p2,      \
                                        double p3) {                                                       \
-        elementwise_loop<T, ga::name<T>>(x, y, n, T(p0), T(p1), T(p2), T(p3));                            \
+        elementwise_loop<T, T, ga::name<T>>(x, y, n, T(p0), T(p1), T(p2), T(p3));                            \
     }                                                                                                     \
     GA_CLONES static void name##_bias_##tag(const T* x, const T* b, T* y, int64_t start, int64_t stop,    \
                                             int64_t nb, double p0, double p1, double p2, double p3) {     \
@@ -485,7 +470,7 @@ GA_HD void sparsemax_grad_rows(const T* dy, const T* x, T* dx, int64_t rows, int
     }                                                                                                     \
     GA_CLONES static void name##_grad_##tag(const T* dy, const T* x, T* dx, int64_t n, double p0,        \
                                             double p1, double p2, double p3) {                            \
-        grad_loop<T, ga::grad_##name<T>>(dy, x, dx, n, T(p0), T(p1), T(p2), T(p3));                       \
+        grad_loop<T, T, ga::grad_##name<T>>(dy, x, dx, n, T(p0), T(p1), T(p2), T(p3));                       \
     }                                                                                                     \
     GA_CLONES static void name##_grad_bias_##tag(const T* dy, const T* x, const T* b, T* dx, int64_t start, \
                                                  int64_t stop, int64_t nb, double p0, double p1, double p2, \
@@ -496,11 +481,13 @@ GA_HD void sparsemax_grad_rows(const T* dy, const T* x, T* dx, int64_t rows, int
 #define GA_CPU_BF16(name)                                                                                 \
     GA_CLONES static void name##_bf16(const uint16_t* x, uint16_t* y, int64_t n, double p0, double p1,    \
                                       double p2, double p3) {                                             \
-        elementwise_loop_bf16<ga::name<float>>(x, y, n, float(p0), float(p1), float(p2), float(p3));      \
+        elementwise_loop<uint16_t, float, ga::name<float>>(x, y, n, float(p0), float(p1), float(p2),     \
+                                                           float(p3));                                    \
     }                                                                                                     \
     GA_CLONES static void name##_grad_bf16(const uint16_t* dy, const uint16_t* x, uint16_t* dx, int64_t n, \
                                            double p0, double p1, double p2, double p3) {                  \
-        grad_loop_bf16<ga::grad_##name<float>>(dy, x, dx, n, float(p0), float(p1), float(p2), float(p3)); \
+        grad_loop<uint16_t, float, ga::grad_##name<float>>(dy, x, dx, n, float(p0), float(p1), float(p2), \
+                                                           float(p3));                                    \
     }
 #define GA_CPU_OP(name) GA_CPU_TYPED(name, float, f32) GA_CPU_TYPED(name, double, f64) GA_CPU_BF16(name)
 
@@ -1013,11 +1000,12 @@ PyObject* columns_grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
 
 PyObject* abi_version(PyObject*, PyObject*) { return PyLong_FromLong(kAbiVersion); }
 
-PyObject* unary_names(PyObject*, PyObject*) {
-    PyObject* names = PyTuple_New(kUnaryCount);
+// The names of a table's entries, a tuple in index order.
+template <typename Entry> PyObject* names_of(const Entry* table, int count) {
+    PyObject* names = PyTuple_New(count);
     if (!names) return nullptr;
-    for (int i = 0; i < kUnaryCount; ++i) {
-        PyObject* name = PyUnicode_FromString(kUnary[i].name);
+    for (int i = 0; i < count; ++i) {
+        PyObject* name = PyUnicode_FromString(table[i].name);
         if (!name) {
             Py_DECREF(names);
             return nullptr;
@@ -1027,23 +1015,15 @@ PyObject* unary_names(PyObject*, PyObject*) {
     return names;
 }
 
-// bfloat16 <-> float32 on raw bits. Widening is exact (the bits shifted up); narrowing rounds to
-// nearest even, as ml_dtypes and the CUDA cvt.rn.bf16.f32 do, overflowing to inf; NaN stays a
-// (quiet) NaN of the same sign. Vectorizable loops, one clone per instruction set.
+PyObject* unary_names(PyObject*, PyObject*) { return names_of(kUnary, kUnaryCount); }
+
+// bfloat16 <-> float32 on raw bits (bf16_to_float, float_to_bf16: the loops' own rounding).
+// Vectorizable loops, one clone per instruction set.
 GA_CLONES static void bf16_widen(const uint16_t* s, float* d, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) {
-        const uint32_t u = uint32_t(s[i]) << 16;
-        __builtin_memcpy(d + i, &u, 4);
-    }
+    for (int64_t i = 0; i < n; ++i) d[i] = bf16_to_float(s[i]);
 }
 GA_CLONES static void bf16_narrow(const float* s, uint16_t* d, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) {
-        uint32_t u;
-        __builtin_memcpy(&u, s + i, 4);
-        const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-        const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-        d[i] = uint16_t(nan ? ((u >> 16) | 0x40u) : rounded);
-    }
+    for (int64_t i = 0; i < n; ++i) d[i] = float_to_bf16(s[i]);
 }
 
 // bfloat16(direction, src, dst, start, stop): direction 0 widens uint16 bits into float32, 1
@@ -1070,19 +1050,7 @@ PyObject* bfloat16(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     Py_RETURN_NONE;
 }
 
-PyObject* gate_names(PyObject*, PyObject*) {
-    PyObject* names = PyList_New(kGateCount);
-    if (!names) return nullptr;
-    for (int i = 0; i < kGateCount; ++i) {
-        PyObject* name = PyUnicode_FromString(kGate[i].name);
-        if (!name) {
-            Py_DECREF(names);
-            return nullptr;
-        }
-        PyList_SetItem(names, i, name);  // steals the reference
-    }
-    return names;
-}
+PyObject* gate_names(PyObject*, PyObject*) { return names_of(kGate, kGateCount); }
 
 // Whether rows [row0, row1) of `half` elements from `off` at `stride` lie inside a buffer of `size`.
 bool rows_inside(int64_t off, int64_t stride, int64_t row0, int64_t row1, int64_t half, int64_t size) {
