@@ -35,11 +35,6 @@ def run(request: Request):
     foreign = foreign is not None
     dtype = checks.result_dtype(x.dtype)
     dy = None
-    if checks.is_bfloat16(dtype) and name == "numba":
-        raise TypeError(
-            "bfloat16 arrays are computed on the NumPy and CuPy paths; the numba backend reads no "
-            "bfloat16 yet: pass a CuPy array, or float16 or float32"
-        )
     b = None
     if family.pair:
         b = _second_operand(backend, request.b, x, foreign)

@@ -4,7 +4,8 @@ The simulator runs kernels as Python without typing them, so a kernel called wit
 explicit signature does not accept (a strided array where the signature says C layout, a float64
 scalar for a float32 parameter, a broadcast array typed as contiguous...) would pass every
 simulator test and fail on a GPU with "No matching definition". ``install()`` wraps every kernel
-the backend builds (``numba_backend._kernel``) so that each launch:
+the backend compiles (``numba_backend._compiled``: what the GPU launches, a bfloat16 array already
+its bits) so that each launch:
 
 * types its arguments as the real CUDA target does (``DeviceNDArray._numba_type_``: C or F layout
   only for contiguous arrays that are not broadcast, else A; NumPy scalars by ``numba.typeof``)
@@ -110,7 +111,7 @@ def install(monkeypatch) -> None:
     """Wrap every kernel ``numba_backend`` builds from now on (and drop the ones it has built)."""
     from gpuact.backends import numba_backend
 
-    original = numba_backend._kernel
+    original = numba_backend._compiled
     checked: dict = {}
 
     def kernel(key, make, make_signature):
@@ -121,7 +122,8 @@ def install(monkeypatch) -> None:
             wrapped = checked[key] = CheckedKernel(inner, make_signature(), name)
         return wrapped
 
-    monkeypatch.setattr(numba_backend, "_kernel", kernel)
+    monkeypatch.setattr(numba_backend, "_compiled", kernel)
+    numba_backend._kernels.clear()
     for cache in ("_launches_default", "_launches_by_stream"):
         if hasattr(numba_backend, cache):
             getattr(numba_backend, cache).clear()

@@ -27,7 +27,13 @@ pytestmark = [
 ]
 
 CCS = [(8, 0), (9, 0)]
-DTYPES = [np.float16, np.float32, np.float64]
+try:
+    import ml_dtypes
+
+    BF16 = [np.dtype(ml_dtypes.bfloat16)]
+except ImportError:  # pragma: no cover - ml_dtypes is in the test extra
+    BF16 = []
+DTYPES = [np.float16, np.float32, np.float64, *BF16]
 
 
 def _ptxas():
@@ -178,3 +184,34 @@ def test_the_division_check_finds_a_division_in_a_loop():
         before, _ = cuda.compile_ptx(in_prologue, sig, cc=(9, 0))
     assert loops_with_64bit_division(looped)
     assert _DIV64.search(before) and not loops_with_64bit_division(before)
+
+
+_BITS_LOAD = re.compile(r"\bld(?:\.global)?\.[ub]16\b")
+_BITS_STORE = re.compile(r"\bst(?:\.global)?\.[ub]16\b")
+_WIDEN = re.compile(r"\bshl\.b32\s+%r\d+,\s*%r\d+,\s*16;")
+# a numeric conversion between float32 and a 16-bit integer: the bits read as a number
+_NUMERIC = re.compile(r"\bcvt\.(?:\w+\.)?(?:[us]16\.f32|f32\.[us]16)\b")
+
+
+@pytest.mark.skipif(not BF16, reason="needs ml_dtypes")
+def test_bfloat16_kernels_widen_and_round_the_bits():
+    """A bfloat16 array reaches the kernels as uint16 bits (``_numba/storage.py``): each kernel
+    loads 16 bits, widens them by a shift (not a conversion of the integer's value) and stores
+    16 bits; a float32-to-integer conversion would store the value's integer part."""
+    pytest.importorskip("numba.cuda")
+    from numba import cuda
+
+    from gpuact.backends._numba import kernels
+
+    wanted = {"relu_contig", "gelu_grad_bias_contig", "softmax_tile", "log_softmax_grad_finish", "swiglu_grad_nd2"}
+    seen = set()
+    with _compile_device_for((9, 0)):
+        for name, fn, sig in kernels.catalogue(BF16[0], ndims=(2,)):
+            if name not in wanted:
+                continue
+            seen.add(name)
+            ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0))
+            assert _BITS_LOAD.search(ptx) and _BITS_STORE.search(ptx), name
+            assert _WIDEN.search(ptx), f"{name}: no 16-bit shift widening the bits"
+            assert not _NUMERIC.search(ptx), f"{name}: {_NUMERIC.findall(ptx)}"
+    assert seen == wanted

@@ -10,10 +10,9 @@
 * bfloat16: a host tensor or JAX array goes to the NumPy path as an ``ml_dtypes.bfloat16`` array
   (PyTorch's zero-copy, as a view of its bits), which computes it block by block in float32 and
   rounds once, like float16; a bfloat16 ``out`` on the host is written directly. A CUDA tensor
-  goes to the CuPy backend as it is, which views its bits as bfloat16 (zero-copy; its kernels load
-  and store bfloat16), ``out`` included. Without ``ml_dtypes``, and on the Numba backend (whose
-  kernels read no bfloat16), a bfloat16 tensor is computed from a float32 copy and returned as
-  bfloat16 (an ``out`` written from that result).
+  goes to the CuPy or Numba backend as it is, which views its bits as bfloat16 (zero-copy; their
+  kernels load and store bfloat16), ``out`` included. Without ``ml_dtypes`` a bfloat16 tensor is
+  computed from a float32 copy and returned as bfloat16 (an ``out`` written from that result).
 * A backward's result is bfloat16 only where dy and x both are (the wider dtype wins, as for
   float16: ``dy`` float32 with a bfloat16 ``x`` gives float32).
 * PyTorch's lazy negation and conjugation bits (``t.is_neg()``, ``t.is_conj()``: a view such as
@@ -112,8 +111,8 @@ def _unwrapped(inner, request: Request):
     bf16_result = is_bfloat16(original) and (request.dy is None or is_bfloat16(request.dy))
     name = request.backend if request.backend is not None else detect_backend(original)
     on_host = name == "numpy"
-    # CUDA bfloat16 tensors go to the CuPy backend as they are (it views their bits as bfloat16)
-    device_bf16 = name == "cupy" and _numpy_bfloat16() is not None
+    # CUDA bfloat16 tensors go to the GPU backends as they are (they view their bits as bfloat16)
+    device_bf16 = not on_host and _numpy_bfloat16() is not None
     x, back_to = for_compute(original, device_bf16)
     if on_host and type(x) is not np.ndarray:
         x, host_foreign = host_array(x)
@@ -232,7 +231,7 @@ def _host_bfloat16_view(x):
 def for_compute(x, device_bf16: bool = False):
     """``(x to compute on, the foreign original or None)``: a tensor with the negative or
     conjugate bit resolved (a copy: its storage holds the values un-negated), a host bfloat16
-    tensor as its ml_dtypes view, a CUDA one as it is where ``device_bf16`` (the CuPy backend views
+    tensor as its ml_dtypes view, a CUDA one as it is where ``device_bf16`` (the GPU backends view
     its bits), else as float32 (a copy, on its device); anything else is itself."""
     if x is None:
         return None, None
@@ -307,9 +306,13 @@ def back(original, result, bfloat16: bool = True):
     bfloat16 ``original``'s float32 result back as bfloat16 where ``bfloat16``."""
     torch = _torch(original)
     if checks.is_bfloat16(getattr(result, "dtype", None)):
-        # a NumPy or CuPy bfloat16 result: DLPack cannot carry the ml_dtypes type, its bits can
+        # a NumPy, CuPy or Numba bfloat16 result: DLPack cannot carry the ml_dtypes type, its bits
+        # can (a Numba device array has no DLPack: its __cuda_array_interface__ instead)
         if torch is not None:
-            return torch.from_dlpack(result.view(np.int16)).view(torch.bfloat16)
+            bits = result.view(np.int16)
+            if getattr(bits, "__dlpack__", None) is None:
+                return torch.as_tensor(bits, device=original.device).view(torch.bfloat16)
+            return torch.from_dlpack(bits).view(torch.bfloat16)
         if _is_jax(original) and sys.modules.get("jax.numpy") is not None:
             return sys.modules["jax.numpy"].asarray(result)
         return result

@@ -33,11 +33,13 @@ from collections import OrderedDict
 import numpy as np
 from numba import cuda
 
+from gpuact._contract import checks
 from gpuact._contract.ops import GATES
 from gpuact.backends import _interop
 from gpuact.backends._numba import kernels as K
 from gpuact.backends._numba import plan as P
 from gpuact.backends._numba import pool as _pool
+from gpuact.backends._numba import storage
 from gpuact.backends._numba.scalar import SIMULATOR, host_params
 
 if SIMULATOR:
@@ -94,17 +96,34 @@ class _HostInterface:
         }
 
 
+def _interface_source(x):
+    """What exports ``x``'s ``__cuda_array_interface__``: a PyTorch bfloat16 tensor's int16 bits
+    (PyTorch's own interface refuses bfloat16), else ``x``."""
+    bits = _interop.bfloat16_bits(x)
+    return x if bits is None else bits
+
+
 def _wrap(x):
     """A zero-copy device array for a CUDA array (its interface's stream dropped: see ``accept``),
     made in the context of the device that holds its memory (``as_cuda_array`` takes the current
-    one, which for another device's memory would give the array the wrong device)."""
+    one, which for another device's memory would give the array the wrong device). A PyTorch
+    bfloat16 tensor comes through its bits, viewed as ``ml_dtypes.bfloat16``."""
     if owns(x):
         return x
-    view, _ = _interop.split_stream(x)
+    source = _interface_source(x)
+    view, _ = _interop.split_stream(source)
     if SIMULATOR:
-        return _DeviceArray(np.asarray(_HostInterface(view, view.__cuda_array_interface__)))
-    with _device_scope(_pointer_device(view.__cuda_array_interface__["data"][0])):
-        return cuda.as_cuda_array(view, sync=False)
+        wrapped = _DeviceArray(np.asarray(_HostInterface(view, view.__cuda_array_interface__)))
+    else:
+        with _device_scope(_pointer_device(view.__cuda_array_interface__["data"][0])):
+            wrapped = cuda.as_cuda_array(view, sync=False)
+    return wrapped if source is x else wrapped.view(_bfloat16())
+
+
+def _bfloat16():
+    import ml_dtypes  # a PyTorch bfloat16 tensor on this path: the foreign wrapper checked for it
+
+    return np.dtype(ml_dtypes.bfloat16)
 
 
 def _pointer_device(ptr: int) -> int | None:
@@ -149,7 +168,7 @@ def accept(x, stream):
         _interop.refuse_grad_tensor(x)
         foreign = x
         xa = _wrap(x)
-        handle = _interop.split_stream(x)[1]
+        handle = _interop.split_stream(_interface_source(x))[1]
     else:
         xa = None
     ordered: set = set()
@@ -221,7 +240,7 @@ def _ordered(a, x=None):
     if owns(a):
         array = a
     else:
-        handle = _interop.split_stream(a)[1]
+        handle = _interop.split_stream(_interface_source(a))[1]
         array = _wrap(a)
     state = getattr(_call, "state", None)
     if state is None or (x is not None and state[0] is not x):
@@ -460,10 +479,35 @@ _kernels: dict = {}
 def _kernel(key, make, make_signature):
     kern = _kernels.get(key)
     if kern is None:
-        fn = make()
-        kern = cuda.jit(K.for_simulator(fn)) if SIMULATOR else cuda.jit(make_signature())(fn)
+        kern = _compiled(key, make, make_signature)
+        if any(isinstance(k, np.dtype) and checks.is_bfloat16(k) for k in key):
+            kern = _BitsKernel(kern)
         _kernels[key] = kern
     return kern
+
+
+def _compiled(key, make, make_signature):
+    """The kernel ``make()`` compiled with ``make_signature()`` (under the simulator, run as Python)."""
+    fn = make()
+    return cuda.jit(K.for_simulator(fn)) if SIMULATOR else cuda.jit(make_signature())(fn)
+
+
+class _BitsKernel:
+    """A kernel compiled for bfloat16 data, whose signature takes each bfloat16 array as its
+    ``uint16`` bits (``_numba/storage.py``): ``kernel[config](*args)`` passes those views."""
+
+    __slots__ = ("_kernel",)
+
+    def __init__(self, kernel):
+        self._kernel = kernel
+
+    def __getitem__(self, config):
+        launch = self._kernel[config]
+
+        def run(*args):
+            return launch(*(a.view(storage.BITS) if checks.is_bfloat16(getattr(a, "dtype", None)) else a for a in args))
+
+        return run
 
 
 _sm_count = None

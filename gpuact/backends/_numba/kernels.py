@@ -58,6 +58,7 @@ from numba.np.numpy_support import from_dtype
 from gpuact._contract.ops import GATES
 from gpuact.backends._numba import plan as P
 from gpuact.backends._numba.scalar import M, device_functions, grad_functions
+from gpuact.backends._numba.storage import kernel_dtype, load, store
 
 BLOCK = P.BLOCK  # threads per block of the reduction kernels, at most (shared-memory slots)
 # sparsemax's tau search: Michelot's steps alone first (2-12 steps on every family tried in a host
@@ -72,12 +73,6 @@ SPARSEMAX_MAX_STEPS = 512
 def compute_type(out_dtype):
     """numpy scalar type the math runs in: float64 for float64 results, else float32."""
     return np.float64 if np.dtype(out_dtype) == np.float64 else np.float32
-
-
-@cuda.jit(device=True)
-def store(a, i, v):
-    """a[i] = v (converting to a's dtype; float16 rounds beyond its range to ±inf)."""
-    a[i] = v
 
 
 def for_simulator(fn):
@@ -102,7 +97,7 @@ def for_simulator(fn):
 
 
 def array_type(dtype, ndim, layout="A"):
-    return types.Array(from_dtype(np.dtype(dtype)), ndim, layout)
+    return types.Array(from_dtype(kernel_dtype(dtype)), ndim, layout)
 
 
 def signature(*args):
@@ -134,7 +129,7 @@ def elementwise_contig(op, ft):
         i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
         step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
         while i < n:
-            store(y, i, f(ft(x[i]), p0, p1, p2, p3))
+            store(y, i, f(ft(load(x, i)), p0, p1, p2, p3))
             i += step
 
     kernel.__name__ = f"gpuact_{op}_contig"
@@ -179,7 +174,7 @@ def _nd_kernel(name, ndim, args, body, namespace, shape_of="y"):
             f"            d{k - 1} += 1",
         ]
     lines.append("        d0 += g0")
-    ns = {"np": np, "cuda": cuda, "store": store, **namespace}
+    ns = {"np": np, "cuda": cuda, "load": load, "store": store, **namespace}
     exec("\n".join(lines), ns)  # noqa: S102 - generated from the fixed templates above
     return ns[name]
 
@@ -190,7 +185,7 @@ def elementwise_nd(op, ft, ndim):
         f"gpuact_{op}_nd{ndim}",
         ndim,
         ["x", "y", "n", "g", "p0", "p1", "p2", "p3"],
-        ["store(y, (IDX), f(ft(x[IDX]), p0, p1, p2, p3))"],
+        ["store(y, (IDX), f(ft(load(x, (IDX))), p0, p1, p2, p3))"],
         {"f": f, "ft": ft},
     )
 
@@ -216,7 +211,7 @@ def elementwise_bias_contig(op, ft):
         step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
         col = i % nb
         while i < n:
-            store(y, i, f(ft(x[i]) + ft(b[col]), p0, p1, p2, p3))
+            store(y, i, f(ft(load(x, i)) + ft(load(b, col)), p0, p1, p2, p3))
             i += step
             col += cstep
             if col >= nb:
@@ -240,7 +235,7 @@ def elementwise_bias_nd(op, ft, ndim):
         f"gpuact_{op}_bias_nd{ndim}",
         ndim,
         ["x", "b", "y", "n", "g", "p0", "p1", "p2", "p3"],
-        ["store(y, (IDX), f(ft(x[IDX]) + ft(b[IDX]), p0, p1, p2, p3))"],
+        ["store(y, (IDX), f(ft(load(x, (IDX))) + ft(load(b, (IDX))), p0, p1, p2, p3))"],
         {"f": f, "ft": ft},
     )
 
@@ -272,7 +267,7 @@ def grad_contig(op, ft, biased=False):
             step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
             col = i % nb
             while i < n:
-                store(dx, i, ft(dy[i]) * g(ft(x[i]) + ft(b[col]), p0, p1, p2, p3))
+                store(dx, i, ft(load(dy, i)) * g(ft(load(x, i)) + ft(load(b, col)), p0, p1, p2, p3))
                 i += step
                 col += cstep
                 if col >= nb:
@@ -283,7 +278,7 @@ def grad_contig(op, ft, biased=False):
             i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
             step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
             while i < n:
-                store(dx, i, ft(dy[i]) * g(ft(x[i]), p0, p1, p2, p3))
+                store(dx, i, ft(load(dy, i)) * g(ft(load(x, i)), p0, p1, p2, p3))
                 i += step
 
     kernel.__name__ = f"gpuact_{op}_grad{'_bias' if biased else ''}_contig"
@@ -313,15 +308,15 @@ def grad_nd(op, ft, ndim, biased=False):
     """dx = dy * op'(x [+ b]) over N-D views (the bias a broadcast view of x's shape)."""
     g = grad_functions(ft)[op]
     if biased:
-        args, value = ["dy", "x", "b", "dx"], "ft(x[IDX]) + ft(b[IDX])"
+        args, value = ["dy", "x", "b", "dx"], "ft(load(x, (IDX))) + ft(load(b, (IDX)))"
     else:
-        args, value = ["dy", "x", "dx"], "ft(x[IDX])"
+        args, value = ["dy", "x", "dx"], "ft(load(x, (IDX)))"
     name = f"gpuact_{op}_grad{'_bias' if biased else ''}_nd{ndim}"
     return _nd_kernel(
         name,
         ndim,
         args + ["n", "g", "p0", "p1", "p2", "p3"],
-        [f"store(dx, (IDX), ft(dy[IDX]) * gf({value}, p0, p1, p2, p3))"],
+        [f"store(dx, (IDX), ft(load(dy, (IDX))) * gf({value}, p0, p1, p2, p3))"],
         {"gf": g, "ft": ft},
         shape_of="dx",
     )
@@ -336,10 +331,13 @@ def grad_nd_signature(dy_dtype, in_dtype, out_dtype, ndim, bias_dtype=None):
 
 
 def copy_nd(ndim, in_dtype, out_dtype):
-    """y = x elementwise with a dtype conversion (float16 goes through float32)."""
+    """y = x elementwise with a dtype conversion (float16 and bfloat16 go through float32)."""
     in_dtype, out_dtype = np.dtype(in_dtype), np.dtype(out_dtype)
-    if np.float16 in (in_dtype, out_dtype) and in_dtype != out_dtype:
-        body = ["store(y, (IDX), np.float32(x[IDX]))"]
+    halves = [d for d in (in_dtype, out_dtype) if d == np.float16 or kernel_dtype(d) != d]
+    if in_dtype == out_dtype:
+        body = ["y[IDX] = x[IDX]"]  # the same bits, bfloat16's included
+    elif halves:
+        body = ["store(y, (IDX), np.float32(load(x, (IDX))))"]
     else:
         body = ["store(y, (IDX), x[IDX])"]
     return _nd_kernel(f"gpuact_copy_nd{ndim}", ndim, ["x", "y", "n", "g"], body, {})
@@ -354,7 +352,7 @@ def mask_nd(ndim, in_dtype):
     if np.dtype(in_dtype) == np.bool_:
         body = ["y[IDX] = np.uint8(1) if x[IDX] else np.uint8(0)"]
     else:
-        body = ["y[IDX] = np.uint8(1) if np.float64(x[IDX]) > 0.5 else np.uint8(0)"]
+        body = ["y[IDX] = np.uint8(1) if np.float64(load(x, (IDX))) > 0.5 else np.uint8(0)"]
     return _nd_kernel(f"gpuact_mask_nd{ndim}", ndim, ["x", "y", "n", "g"], body, {})
 
 
@@ -370,14 +368,14 @@ def binary_nd(kind, ft, ndim):
     ns = {"ft": ft, "fmax": fns["_fmax"], "fmin": fns["_fmin"], "zero": ft(0)}
     if kind in GATES:
         gate = GATES[kind]
-        body = ["store(y, (IDX), ft(a[IDX]) * act(ft(b[IDX]), p0, p1, p2, p3))"]
+        body = ["store(y, (IDX), ft(load(a, (IDX))) * act(ft(load(b, (IDX))), p0, p1, p2, p3))"]
         ns.update(_gate_namespace(gate, ft, fns))
     elif kind == "prelu":
         # where alpha is 0 (Keras's initial PReLU) the negative part is 0, also at x = -inf (the
         # limit, as leaky_relu), not 0 * -inf
         body = [
-            "v = ft(a[IDX])",
-            "al = ft(b[IDX])",
+            "v = ft(load(a, (IDX)))",
+            "al = ft(load(b, (IDX)))",
             "neg = al * fmin(v, zero) if al != zero else zero",
             "store(y, (IDX), fmax(v, zero) + neg)",
         ]
@@ -405,10 +403,10 @@ def glu_grad_nd(ft, ndim, gate="glu"):
     written in one pass."""
     fns, grads = device_functions(ft), grad_functions(ft)
     body = [
-        "bv = ft(b[IDX])",
-        "d = ft(dy[IDX])",
+        "bv = ft(load(b, (IDX)))",
+        "d = ft(load(dy, (IDX)))",
         "store(da, (IDX), act(bv, p0, p1, p2, p3) * d)",
-        "store(db, (IDX), act_grad(bv, p0, p1, p2, p3) * ft(a[IDX]) * d)",
+        "store(db, (IDX), act_grad(bv, p0, p1, p2, p3) * ft(load(a, (IDX))) * d)",
     ]
     ns = {"ft": ft, **_gate_namespace(GATES[gate], ft, fns, grads)}
     return _nd_kernel(
@@ -432,10 +430,10 @@ def prelu_grad_nd(ft, ndim):
     """dx = dy where x > 0, dy * alpha elsewhere (the left derivative at 0); NaN in x stays."""
     # alpha is loaded unconditionally: a load under the branch doubled the registers (70 at sm_90)
     body = [
-        "v = ft(x[IDX])",
-        "al = ft(alpha[IDX])",
+        "v = ft(load(x, (IDX)))",
+        "al = ft(load(alpha, (IDX)))",
         "gv = one if v > zero else al",
-        "store(dx, (IDX), ft(dy[IDX]) * (v if v != v else gv))",
+        "store(dx, (IDX), ft(load(dy, (IDX))) * (v if v != v else gv))",
     ]
     ns = {"ft": ft, "one": ft(1), "zero": ft(0)}
     return _nd_kernel(
@@ -628,9 +626,9 @@ def _value(ft, biased):
 
     @cuda.jit(device=True)
     def value(x, b, idx, boff):
-        v = ft(x[idx])
+        v = ft(load(x, idx))
         if biased:
-            v = v + ft(b[boff])
+            v = v + ft(load(b, boff))
         return v
 
     _parts_cache[key] = value
@@ -879,7 +877,7 @@ def _softmax_grad_parts(ft, log, masked, biased):
         bstride = TY * bl
         while k < k1:
             if not masked or msk[idx] != 0:
-                m, s, c, t, ct = online_add(m, s, c, t, ct, value(x, b, idx, boff), one, ft(dy[idx]))
+                m, s, c, t, ct = online_add(m, s, c, t, ct, value(x, b, idx, boff), one, ft(load(dy, idx)))
             k += TY
             idx += stride
             boff += bstride
@@ -898,7 +896,7 @@ def _softmax_grad_parts(ft, log, masked, biased):
         stride = TY * inner
         bstride = TY * bl
         while k < k1:
-            w = ft(dy[idx])
+            w = ft(load(dy, idx))
             e = M.exp(value(x, b, idx, boff) - m)
             if not finite:
                 r = nan
@@ -1114,7 +1112,7 @@ def _sparsemax_search(ft, cached, michelot_steps):
             k = ty
             idx = base + k * inner
             while k < L:
-                v = ft(x[idx])
+                v = ft(load(x, idx))
                 if cached:
                     zc[k * TX + tx] = v
                 mx = fmax(mx, v)
@@ -1136,7 +1134,7 @@ def _sparsemax_search(ft, cached, michelot_steps):
                 k = ty
                 idx = base + k * inner
                 while k < L:
-                    z = (zc[k * TX + tx] if cached else ft(x[idx])) - mx
+                    z = (zc[k * TX + tx] if cached else ft(load(x, idx))) - mx
                     if z > t:
                         s, comp = neumaier(s, comp, z)
                         cnt += 1
@@ -1196,7 +1194,7 @@ def sparsemax_tile(ft, cached, michelot_steps=SPARSEMAX_MICHELOT_STEPS):
                 k = ty
                 idx = base + k * inner
                 while k < L:
-                    z = (zc[k * TX + tx] if cached else ft(x[idx])) - mx
+                    z = (zc[k * TX + tx] if cached else ft(load(x, idx))) - mx
                     store(y, idx, fmax(z - tm, zero) if finite else nan)
                     k += TY
                     idx += stride
@@ -1241,8 +1239,8 @@ def sparsemax_grad_tile(ft, cached, michelot_steps=SPARSEMAX_MICHELOT_STEPS):
                 k = ty
                 idx = base + k * inner
                 while k < L:
-                    if (zc[k * TX + tx] if cached else ft(x[idx])) - mx > tm:
-                        s, comp = neumaier(s, comp, ft(dy[idx]))
+                    if (zc[k * TX + tx] if cached else ft(load(x, idx))) - mx > tm:
+                        s, comp = neumaier(s, comp, ft(load(dy, idx)))
                         cnt += 1
                     k += TY
                     idx += stride
@@ -1252,8 +1250,8 @@ def sparsemax_grad_tile(ft, cached, michelot_steps=SPARSEMAX_MICHELOT_STEPS):
                 k = ty
                 idx = base + k * inner
                 while k < L:
-                    inside = (zc[k * TX + tx] if cached else ft(x[idx])) - mx > tm
-                    r = ft(dy[idx]) - mean if inside else zero
+                    inside = (zc[k * TX + tx] if cached else ft(load(x, idx))) - mx > tm
+                    r = ft(load(dy, idx)) - mean if inside else zero
                     store(dx, idx, r if finite else nan)
                     k += TY
                     idx += stride
@@ -1324,7 +1322,7 @@ def _sparsemax_split_parts(ft, michelot_steps):
         idx = base + k * inner
         stride = TY * inner
         while k < k1:
-            z = ft(x[idx]) - mx
+            z = ft(load(x, idx)) - mx
             if z > t:
                 s, comp = neumaier(s, comp, z)
                 cnt += 1
@@ -1415,7 +1413,7 @@ def sparsemax_split_max(ft):
             k = k0 + ty
             idx = base + k * inner
             while k < k1:
-                mx = fmax(mx, ft(x[idx]))
+                mx = fmax(mx, ft(load(x, idx)))
                 k += TY
                 idx += TY * inner
         mx = block_max(shs, tx, ty, TX, TY, mx)
@@ -1533,7 +1531,7 @@ def sparsemax_split_finish(ft):
             k1 = min(L, seg * seg_len + seg_len)
             idx = column_base(c, L, inner) + k * inner
             while k < k1:
-                store(y, idx, fmax(ft(x[idx]) - mx - tm, zero) if finite else nan)
+                store(y, idx, fmax(ft(load(x, idx)) - mx - tm, zero) if finite else nan)
                 k += TY
                 idx += TY * inner
 
@@ -1572,8 +1570,8 @@ def sparsemax_split_grad_sums(ft):
             k1 = min(L, seg * seg_len + seg_len)
             idx = column_base(c, L, inner) + k * inner
             while k < k1:
-                if ft(x[idx]) - mx > tm:
-                    s, comp = neumaier(s, comp, ft(dy[idx]))
+                if ft(load(x, idx)) - mx > tm:
+                    s, comp = neumaier(s, comp, ft(load(dy, idx)))
                     cnt += 1
                 k += TY
                 idx += TY * inner
@@ -1623,8 +1621,8 @@ def sparsemax_split_grad_finish(ft):
             k1 = min(L, seg * seg_len + seg_len)
             idx = column_base(c, L, inner) + k * inner
             while k < k1:
-                inside = ft(x[idx]) - mx > tm
-                r = ft(dy[idx]) - mean if inside else zero
+                inside = ft(load(x, idx)) - mx > tm
+                r = ft(load(dy, idx)) - mean if inside else zero
                 store(dx, idx, r if finite else nan)
                 k += TY
                 idx += TY * inner

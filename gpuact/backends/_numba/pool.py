@@ -28,6 +28,7 @@ import numpy as np
 from numba import cuda
 
 from gpuact.backends._numba.scalar import SIMULATOR
+from gpuact.backends._numba.storage import kernel_dtype
 
 # Sizes are rounded up to one of four classes per octave (at most 25% over), at least MIN_BLOCK.
 MIN_BLOCK = 512
@@ -211,5 +212,7 @@ def to_device(host, stream):
     """A device copy of the C-contiguous host array ``host``, on ``stream``."""
     device = POOL.empty(host.shape, host.dtype, stream)
     if device.size:
-        device.copy_to_device(host, stream=stream)
+        # bfloat16 as its bits: the copy moves bytes, and Numba has no type for ml_dtypes' dtype
+        bits = kernel_dtype(host.dtype)
+        device.view(bits).copy_to_device(host.view(bits), stream=stream)
     return device
