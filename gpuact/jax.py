@@ -23,9 +23,12 @@ too). softmax, log_softmax, sparsemax and the gated units (glu, swiglu, geglu, r
 * **The gated units' two-tensor form** (``gpuact.jax.swiglu(a, b)``, geglu, reglu) stacks ``a``
   and ``b`` along a new leading axis (one copy, made by XLA) and runs the halves form along it: the
   callbacks take one operand, and the stack's gradient (two slices) is JAX's own.
-* **bfloat16** is computed in float32 and rounded back to bfloat16 (to nearest even), as the
-  PyTorch path does; a backward's result dtype ranks bfloat16 as float16 (the wider of ``dy`` and
-  ``x`` wins).
+* **bfloat16** goes to gpuact as it is, computed in float32 and rounded once to nearest even by
+  gpuact's kernels (the compiled CPU module, CuPy's or Numba's), with no float32 copy: XLA's
+  bfloat16 buffers cannot be read through DLPack, so each bfloat16 operand and result crosses the
+  custom call as its ``uint16`` bits (``lax.bitcast_convert_type``, no conversion), which the
+  callback views as ``ml_dtypes.bfloat16``. A backward's result dtype ranks bfloat16 as float16
+  (the wider of ``dy`` and ``x`` wins).
 
 >>> import jax, jax.numpy as jnp, gpuact.jax
 >>> [round(v, 4) for v in jax.grad(lambda x: gpuact.jax.gelu(x).sum())(jnp.array([-1.0, 0.5, 2.0])).tolist()]
@@ -69,10 +72,19 @@ def _is_bfloat16(dtype) -> bool:
     return checks.is_bfloat16(np.dtype(dtype))
 
 
-def _computed(a):
-    """An operand as the callback reads it: bfloat16 widened to float32 (XLA's bfloat16 buffers do not
-    reach NumPy through DLPack)."""
-    return a.astype(jnp.float32) if _is_bfloat16(a.dtype) else a
+def _as_bits(a):
+    """An operand as it crosses the custom call: bfloat16 as its uint16 bits (XLA's bfloat16
+    buffers do not reach NumPy, CuPy or Numba through DLPack or the CUDA array interface)."""
+    return jax.lax.bitcast_convert_type(a, jnp.uint16) if _is_bfloat16(a.dtype) else a
+
+
+def _from_bits(arrays, bits: tuple):
+    """The callback's arrays, those flagged in ``bits`` viewed as bfloat16 (zero-copy)."""
+    if not any(bits):
+        return arrays
+    import ml_dtypes  # JAX depends on it
+
+    return tuple(a.view(ml_dtypes.bfloat16) if flag else a for a, flag in zip(arrays, bits))
 
 
 # ---- static parameters, checked at trace time --------------------------------------------------
@@ -190,8 +202,9 @@ def _function_of(name: str, grad: bool):
     return getattr(gpuact.backward if grad else gpuact, name)
 
 
-def _write(name: str, kwargs: dict, grad: bool, arrays: int, ctx, out, *operands) -> None:
-    """buffer_callback's callback: gpuact reads XLA's operand buffers and writes into ``out``."""
+def _write(name: str, kwargs: dict, grad: bool, arrays: int, bits: tuple, ctx, out, *operands) -> None:
+    """buffer_callback's callback: gpuact reads XLA's operand buffers and writes into ``out``
+    (``bits``: which of the operands and, last, the result are bfloat16 as uint16 bits)."""
     options = {}
     if out.__dlpack_device__()[0] == _KDL_CPU:
         operands = tuple(np.asarray(b) for b in operands)
@@ -202,39 +215,41 @@ def _write(name: str, kwargs: dict, grad: bool, arrays: int, ctx, out, *operands
         target = wrap(out)
         stream = ctx.stream
         options["stream"] = _XlaStream(int(stream() if callable(stream) else stream))
+    *operands, target = _from_bits((*operands, target), bits)
     if len(operands) > arrays:
         options["bias"] = operands[arrays]
     _function_of(name, grad)(*operands[:arrays], **kwargs, **options, out=target)
 
 
-def _host(name: str, kwargs: dict, grad: bool, arrays: int, *operands):
-    """pure_callback's callback: host arrays in, a host array out (copied into XLA's buffer by JAX)."""
-    operands = tuple(np.asarray(a) for a in operands)
+def _host(name: str, kwargs: dict, grad: bool, arrays: int, bits: tuple, *operands):
+    """pure_callback's callback: host arrays in, a host array out (copied into XLA's buffer by JAX);
+    ``bits`` as for ``_write``."""
+    operands = _from_bits(tuple(np.asarray(a) for a in operands), bits)
     options = {"bias": operands[arrays]} if len(operands) > arrays else {}
-    return np.asarray(_function_of(name, grad)(*operands[:arrays], **kwargs, **options))
+    result = np.asarray(_function_of(name, grad)(*operands[:arrays], **kwargs, **options))
+    return result.view(np.uint16) if bits[-1] else result
 
 
 def _call(name: str, kwargs: dict, grad: bool, via: str, operands: tuple):
     """One forward (``x[, bias]``) or backward (``dy, x[, bias]``) call of gpuact on these
     operands, as a custom call whose result shape and dtype are read from them."""
     arrays = 2 if grad else 1
-    wide = tuple(_computed(a) for a in operands)
-    x = wide[arrays - 1]
+    x = operands[arrays - 1]
     if grad:
-        shape, computed = x.shape, checks.grad_dtype(wide[0].dtype, x.dtype)
-        want = checks.grad_dtype(operands[0].dtype, operands[1].dtype)
+        shape, dtype = x.shape, checks.grad_dtype(operands[0].dtype, x.dtype)
     else:
-        shape, computed = _output_shape(name, x.shape, kwargs), checks.result_dtype(x.dtype)
-        want = checks.result_dtype(operands[0].dtype)
-    spec = jax.ShapeDtypeStruct(shape, computed)
+        shape, dtype = _output_shape(name, x.shape, kwargs), checks.result_dtype(x.dtype)
+    bits = tuple(_is_bfloat16(a.dtype) for a in operands) + (_is_bfloat16(dtype),)
+    spec = jax.ShapeDtypeStruct(shape, np.uint16 if bits[-1] else dtype)
+    crossing = tuple(_as_bits(a) for a in operands)
     if via == "buffer":
-        callback = functools.partial(_write, name, kwargs, grad, arrays)
-        result = _buffer_callback(callback, spec)(*wide)
+        callback = functools.partial(_write, name, kwargs, grad, arrays, bits)
+        result = _buffer_callback(callback, spec)(*crossing)
     else:
         # no vmap_method (older JAX releases take none): the custom_vmap rule around this call batches it
-        callback = functools.partial(_host, name, kwargs, grad, arrays)
-        result = jax.pure_callback(callback, spec, *wide)
-    return result if result.dtype == want else result.astype(want)
+        callback = functools.partial(_host, name, kwargs, grad, arrays, bits)
+        result = jax.pure_callback(callback, spec, *crossing)
+    return jax.lax.bitcast_convert_type(result, jnp.bfloat16) if bits[-1] else result
 
 
 @functools.cache

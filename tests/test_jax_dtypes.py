@@ -1,5 +1,6 @@
-"""gpuact.jax's dtypes: bfloat16 computed in float32 and rounded back to bfloat16 (to nearest
-even), eagerly, under jit, grad and vmap; the backward's result dtype ranks bfloat16 as float16."""
+"""gpuact.jax's dtypes: bfloat16 handed to gpuact as bfloat16 (its bits across the custom call),
+computed in float32 and rounded once to nearest even, eagerly, under jit, grad and vmap; the
+backward's result dtype ranks bfloat16 as float16."""
 
 from __future__ import annotations
 
@@ -38,6 +39,36 @@ def test_bfloat16_is_computed_in_float32_and_rounded_to_nearest_even(name, kwarg
     for y in (eager, jitted):
         assert y.dtype == BF16
         np.testing.assert_array_equal(np.asarray(y).view(np.uint16), want.view(np.uint16))
+
+
+@pytest.mark.parametrize("via", ["buffer", "pure"])
+def test_gpuact_gets_bfloat16_arrays_not_float32_copies(monkeypatch, via):
+    # the callback views XLA's uint16 bits as bfloat16: gpuact reads x and writes out as bfloat16,
+    # with no float32 copy made, in the custom call and (pure_callback) on the host
+    seen = []
+    real = gpuact.backward.silu
+
+    def recording(dy, x, **kwargs):
+        seen.append((dy.dtype, x.dtype, None if kwargs.get("out") is None else kwargs["out"].dtype))
+        return real(dy, x, **kwargs)
+
+    monkeypatch.setattr(gpuact.backward, "silu", recording)
+    monkeypatch.setattr(gj, "_via", lambda: via)
+    gj._function.cache_clear()
+    gj._kernel.cache_clear()
+    try:
+        x = _x(seed=9)
+        dx = jax.jit(jax.grad(lambda a: gj.silu(a).astype(jnp.float32).sum()))(x)
+    finally:
+        gj._function.cache_clear()
+        gj._kernel.cache_clear()
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    assert seen and seen[0][:2] == (bf16, bf16)
+    assert seen[0][2] == (bf16 if via == "buffer" else None)
+    assert dx.dtype == BF16
+    x32 = np.asarray(x, np.float32)
+    want = gpuact.backward.silu(np.ones_like(x, np.float32).astype(bf16), x32.astype(bf16))
+    np.testing.assert_array_equal(np.asarray(dx).view(np.uint16), want.view(np.uint16))
 
 
 def test_round_to_nearest_even_at_the_ties():
