@@ -159,6 +159,26 @@ def test_cuda_bfloat16_tensors_are_computed_as_bfloat16(backend):
     )
 
 
+@pytest.mark.gpu
+def test_jax_gpu_bfloat16_arrays_come_back_as_bfloat16():
+    # an eager JAX bfloat16 array on a GPU, through DLPack to the GPU backend and back as a JAX
+    # array on the device (what JAX's own CUDA build hands gpuact)
+    jax = pytest.importorskip("jax")
+    from tests.conftest import skip_unless_usable
+
+    skip_unless_usable("cupy")
+    try:
+        device = jax.devices("gpu")[0]
+    except RuntimeError:
+        pytest.skip("this JAX build sees no GPU")
+    x = jax.device_put(_x(seed=10), device)
+    y = gpuact.gelu(x)
+    assert y.dtype == BF16 and next(iter(y.devices())).platform == "gpu"
+    got = np.asarray(jax.device_get(y), np.float64)
+    want = reference.elementwise("gelu", np.asarray(jax.device_get(x), np.float64))
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
 def test_the_numba_kernels_round_bfloat16_as_ml_dtypes():
     # the integer rounding every Numba kernel stores bfloat16 with (a CUDA device function; the
     # simulator runs it as Python), compiled here by Numba's CPU target, whose integer typing the
