@@ -33,6 +33,7 @@ FLAGS = [
     "-shared",
     "-std=c++17",
     "-fvisibility=hidden",
+    "-pthread",  # the module's own threads (split passes), std::thread on any glibc
 ]
 # The stable ABI from Python 3.11 (the first with the buffer protocol in it): one build then
 # serves every later Python; 3.10 gets a build for itself.

@@ -6,8 +6,12 @@
 // The math is gpuact_math.cuh's, the same templates the CUDA kernels use, compiled for the host
 // with GA_HOST_SIMD so that float32 exp, expm1, log1p, tanh and erfc are gpuact_host_simd.h's
 // vectorizable versions. Each op is one fused pass (input read once, output written once), where
-// NumPy needs a ufunc pass per step. Threads are the caller's: _native.py calls these on disjoint
-// ranges from its thread pool, and the module releases the GIL for any range worth it.
+// NumPy needs a ufunc pass per step. Threads: most entry points run on the caller's thread, which
+// _native.py's callers give disjoint ranges from their thread pool, and the module releases the GIL
+// for any range worth it. The elementwise passes (unary, unary_bias, grad, grad_bias) take an
+// optional last argument, a thread count, and then cut their range among the module's own threads
+// (SplitPool below), which wait for work spinning for a while before they sleep: a Python pool
+// thread takes 50-200 us to wake on a VM, the time of a whole pass over a few MiB.
 //
 // The entry points take Python buffers, not raw addresses: the buffer protocol checks that an
 // output is writeable and every range lies inside its buffers, so a wrong call raises instead of
@@ -32,8 +36,17 @@
 #include "gpuact_math.cuh"
 #include "gpuact_grad.cuh"
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <pthread.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 #define GA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -42,7 +55,7 @@
 #endif
 
 // Bumped whenever an entry point is added or changes; gpuact/backends/_native.py refuses another.
-const int kAbiVersion = 8;  // 8: bfloat16 elementwise and softmax rows, the gated units' rows
+const int kAbiVersion = 9;  // 9: the elementwise passes split among the module's threads
 
 namespace {
 
@@ -640,9 +653,127 @@ struct GateEntry {
 const GateEntry kGate[] = {GA_CPU_GATE_OPS(GA_CPU_GATE_ENTRY)};
 const int kGateCount = int(sizeof(kGate) / sizeof(kGate[0]));
 
+// ---- the module's threads -----------------------------------------------------------------------------
+
+namespace {
+
+// Workers that run one split pass at a time: part k of `parts` on worker k - 1, part 0 on the
+// caller. A worker that finishes spins on the pass counter for kSpin before it sleeps on the
+// condition variable, so back-to-back passes (a training step, a benchmark loop) start at once, as
+// OpenMP's threads do; the caller spins until every part is done (a part is at least a few hundred
+// microseconds of work, never worth a sleep). One pass at a time: a second caller that finds the pool
+// busy runs its pass alone. After fork() the child starts with no workers (the parent's do not exist
+// there) and makes new ones.
+class SplitPool {
+public:
+    static SplitPool& get() {
+        static SplitPool* pool = [] {
+            pthread_atfork(nullptr, nullptr, [] { SplitPool::get().forget_workers(); });
+            return new SplitPool();  // never destroyed: its detached workers outlive any exit path
+        }();
+        return *pool;
+    }
+
+    // part(k) for k in [0, parts); false (nothing run) when another pass holds the pool
+    bool run(int parts, const std::function<void(int)>& part) {
+        std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+        if (!busy.owns_lock()) return false;
+        grow(parts - 1);
+        part_ = &part;
+        active_ = parts - 1;
+        pending_.store(parts - 1, std::memory_order_relaxed);
+        {
+            std::lock_guard<std::mutex> lock(sleep_);
+            pass_.fetch_add(1, std::memory_order_release);
+        }
+        wake_.notify_all();
+        part(0);
+        while (pending_.load(std::memory_order_acquire) != 0) relax();
+        return true;
+    }
+
+private:
+    static constexpr std::chrono::microseconds kSpin{300};
+
+    static void relax() {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#else
+        std::this_thread::yield();
+#endif
+    }
+
+    void grow(int want) {
+        while (int(workers_) < want) {
+            const int k = int(workers_++);
+            std::thread([this, k, seen = pass_.load()] { work(k, seen); }).detach();
+        }
+    }
+
+    void forget_workers() {
+        // the child of a fork: the workers were the parent's; the locks may have been held there
+        new (&busy_) std::mutex();
+        new (&sleep_) std::mutex();
+        new (&wake_) std::condition_variable();
+        workers_ = 0;
+    }
+
+    void work(int k, uint64_t seen) {
+        for (;;) {
+            const auto until = std::chrono::steady_clock::now() + kSpin;
+            uint64_t pass;
+            while ((pass = pass_.load(std::memory_order_acquire)) == seen) {
+                if (std::chrono::steady_clock::now() > until) {
+                    std::unique_lock<std::mutex> lock(sleep_);
+                    wake_.wait(lock, [&] { return pass_.load(std::memory_order_acquire) != seen; });
+                }
+                relax();
+            }
+            seen = pass;
+            if (k < active_) {
+                (*part_)(k + 1);
+                pending_.fetch_sub(1, std::memory_order_release);
+            }
+        }
+    }
+
+    std::mutex busy_, sleep_;
+    std::condition_variable wake_;
+    std::atomic<uint64_t> pass_{0};
+    std::atomic<int> pending_{0};
+    const std::function<void(int)>* part_ = nullptr;
+    int active_ = 0;
+    size_t workers_ = 0;
+};
+
+// Elements per unit of a split: whole cache lines of any dtype, as _native.py's ranges are.
+const int64_t kSplitUnit = 1024;
+
+// job(lo, hi) over [start, stop): on this thread, or cut into `threads` ranges of whole units run
+// by the pool and this thread (alone when the pool is busy with another caller's pass).
+template <typename Job> void run_split(int64_t start, int64_t stop, int64_t threads, const Job& job) {
+    const int64_t units = (stop - start + kSplitUnit - 1) / kSplitUnit;
+    const int parts = int(threads < units ? threads : units);
+    if (parts > 1) {
+        const int64_t per = (units + parts - 1) / parts;
+        const std::function<void(int)> part = [&](int k) {
+            const int64_t lo = start + k * per * kSplitUnit;
+            const int64_t hi = lo + per * kSplitUnit < stop ? lo + per * kSplitUnit : stop;
+            if (lo < hi) job(lo, hi);
+        };
+        if (SplitPool::get().run(parts, part)) return;
+    }
+    job(start, stop);
+}
+
+}  // namespace
+
 // ---- the Python module -------------------------------------------------------------------------------
 
 namespace {
+
+// The most threads a split pass takes (_native.py passes the NumPy path's thread count).
+const int64_t kMaxSplit = 64;
 
 // Below this many elements a call keeps the GIL: releasing and taking it back costs more.
 const int64_t kReleaseGilFrom = 16384;
@@ -689,20 +820,41 @@ bool check_nargs(Py_ssize_t nargs, Py_ssize_t want, const char* name) {
     return false;
 }
 
+// An elementwise pass's optional last argument (args[at], when given): how many threads to cut its
+// range among, 1 to kMaxSplit.
+bool split_threads(PyObject* const* args, Py_ssize_t nargs, Py_ssize_t at, int64_t& threads) {
+    threads = 1;
+    if (nargs <= at) return true;
+    if (!as_int64(args[at], threads)) return false;
+    if (threads < 1 || threads > kMaxSplit) {
+        PyErr_SetString(PyExc_ValueError, "threads must be 1 to 64");
+        return false;
+    }
+    return true;
+}
+
+bool check_nargs_split(Py_ssize_t nargs, Py_ssize_t want, const char* name) {
+    if (nargs == want || nargs == want + 1) return true;
+    PyErr_Format(PyExc_TypeError, "%s takes %d or %d arguments (%d given)", name, int(want), int(want + 1), int(nargs));
+    return false;
+}
+
 bool check_range(int64_t start, int64_t stop, int64_t size) {
     if (0 <= start && start <= stop && stop <= size) return true;
     PyErr_SetString(PyExc_IndexError, "range outside the buffers");
     return false;
 }
 
-// unary(index, type, x, y, start, stop, p0, p1, p2, p3): y[start:stop] = op(x[start:stop]);
+// unary(index, type, x, y, start, stop, p0, p1, p2, p3[, threads]): y[start:stop] = op(x[start:stop]);
 // type ord('f'), ord('d'), or ord('H') for bfloat16 bits (uint16 buffers) computed in float32.
 // y may be x itself; it must not partly overlap it (the caller copies first).
 PyObject* unary(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-    if (!check_nargs(nargs, 10, "unary")) return nullptr;
-    int64_t index, start, stop;
+    if (!check_nargs_split(nargs, 10, "unary")) return nullptr;
+    int64_t index, start, stop, threads;
     double p[4];
-    if (!as_int64(args[0], index) || !as_int64(args[4], start) || !as_int64(args[5], stop)) return nullptr;
+    if (!as_int64(args[0], index) || !as_int64(args[4], start) || !as_int64(args[5], stop) ||
+        !split_threads(args, nargs, 10, threads))
+        return nullptr;
     for (int k = 0; k < 4; ++k)
         if (!as_double(args[6 + k], p[k])) return nullptr;
     if (index < 0 || index >= kUnaryCount) {
@@ -719,25 +871,27 @@ PyObject* unary(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (!check_range(start, stop, x.size()) || !check_range(start, stop, y.size())) return nullptr;
     const int64_t n = stop - start;
     PyThreadState* saved = n >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
-    if (type == 'H')
-        kUnary[index].bf16.forward(static_cast<const uint16_t*>(x.data()) + start,
-                                   static_cast<uint16_t*>(y.data()) + start, n, p[0], p[1], p[2], p[3]);
-    else if (type == 'f')
-        kUnary[index].f32.forward(static_cast<const float*>(x.data()) + start, static_cast<float*>(y.data()) + start,
-                                  n, p[0], p[1], p[2], p[3]);
-    else
-        kUnary[index].f64.forward(static_cast<const double*>(x.data()) + start,
-                                  static_cast<double*>(y.data()) + start, n, p[0], p[1], p[2], p[3]);
+    run_split(start, stop, threads, [&](int64_t lo, int64_t hi) {
+        if (type == 'H')
+            kUnary[index].bf16.forward(static_cast<const uint16_t*>(x.data()) + lo,
+                                       static_cast<uint16_t*>(y.data()) + lo, hi - lo, p[0], p[1], p[2], p[3]);
+        else if (type == 'f')
+            kUnary[index].f32.forward(static_cast<const float*>(x.data()) + lo, static_cast<float*>(y.data()) + lo,
+                                      hi - lo, p[0], p[1], p[2], p[3]);
+        else
+            kUnary[index].f64.forward(static_cast<const double*>(x.data()) + lo,
+                                      static_cast<double*>(y.data()) + lo, hi - lo, p[0], p[1], p[2], p[3]);
+    });
     if (saved) PyEval_RestoreThread(saved);
     Py_RETURN_NONE;
 }
 
-// The index and type of an op (args[0], args[1]) and its parameters (the last 4 arguments);
+// The index and type of an op (args[0], args[1]) and its parameters (the 4 arguments from args[at]);
 // bfloat16 bits ('H') where `bf16` allows them.
-bool op_args(PyObject* const* args, Py_ssize_t nargs, int64_t& index, int64_t& type, double* p, bool bf16 = false) {
+bool op_args(PyObject* const* args, Py_ssize_t at, int64_t& index, int64_t& type, double* p, bool bf16 = false) {
     if (!as_int64(args[0], index) || !as_int64(args[1], type)) return false;
     for (int k = 0; k < 4; ++k)
-        if (!as_double(args[nargs - 4 + k], p[k])) return false;
+        if (!as_double(args[at + k], p[k])) return false;
     if (index < 0 || index >= kUnaryCount) {
         PyErr_SetString(PyExc_IndexError, "no such kernel");
         return false;
@@ -750,12 +904,13 @@ bool op_args(PyObject* const* args, Py_ssize_t nargs, int64_t& index, int64_t& t
     return true;
 }
 
-// unary_bias(index, type, x, b, y, start, stop, p0..p3): y[i] = op(x[i] + b[i % len(b)]).
+// unary_bias(index, type, x, b, y, start, stop, p0..p3[, threads]): y[i] = op(x[i] + b[i % len(b)]).
 PyObject* unary_bias(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-    if (!check_nargs(nargs, 11, "unary_bias")) return nullptr;
-    int64_t index, type, start, stop;
+    if (!check_nargs_split(nargs, 11, "unary_bias")) return nullptr;
+    int64_t index, type, start, stop, threads;
     double p[4];
-    if (!op_args(args, nargs, index, type, p) || !as_int64(args[5], start) || !as_int64(args[6], stop))
+    if (!op_args(args, 7, index, type, p) || !as_int64(args[5], start) || !as_int64(args[6], stop) ||
+        !split_threads(args, nargs, 11, threads))
         return nullptr;
     Buffer x, b, y;
     if (x.get(args[2], char(type), false, "x") < 0 || b.get(args[3], char(type), false, "bias") < 0 ||
@@ -763,23 +918,26 @@ PyObject* unary_bias(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         return nullptr;
     if (!check_range(start, stop, x.size()) || !check_range(start, stop, y.size()) || b.size() < 1) return nullptr;
     PyThreadState* saved = stop - start >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
-    if (type == 'f')
-        kUnary[index].f32.forward_bias(static_cast<const float*>(x.data()), static_cast<const float*>(b.data()),
-                                       static_cast<float*>(y.data()), start, stop, b.size(), p[0], p[1], p[2], p[3]);
-    else
-        kUnary[index].f64.forward_bias(static_cast<const double*>(x.data()), static_cast<const double*>(b.data()),
-                                       static_cast<double*>(y.data()), start, stop, b.size(), p[0], p[1], p[2], p[3]);
+    run_split(start, stop, threads, [&](int64_t lo, int64_t hi) {
+        if (type == 'f')
+            kUnary[index].f32.forward_bias(static_cast<const float*>(x.data()), static_cast<const float*>(b.data()),
+                                           static_cast<float*>(y.data()), lo, hi, b.size(), p[0], p[1], p[2], p[3]);
+        else
+            kUnary[index].f64.forward_bias(static_cast<const double*>(x.data()), static_cast<const double*>(b.data()),
+                                           static_cast<double*>(y.data()), lo, hi, b.size(), p[0], p[1], p[2], p[3]);
+    });
     if (saved) PyEval_RestoreThread(saved);
     Py_RETURN_NONE;
 }
 
-// grad(index, type, dy, x, dx, start, stop, p0..p3): dx = dy * f'(x) on [start, stop); type as
-// unary's, bfloat16 bits included.
+// grad(index, type, dy, x, dx, start, stop, p0..p3[, threads]): dx = dy * f'(x) on [start, stop); type
+// as unary's, bfloat16 bits included.
 PyObject* grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-    if (!check_nargs(nargs, 11, "grad")) return nullptr;
-    int64_t index, type, start, stop;
+    if (!check_nargs_split(nargs, 11, "grad")) return nullptr;
+    int64_t index, type, start, stop, threads;
     double p[4];
-    if (!op_args(args, nargs, index, type, p, true) || !as_int64(args[5], start) || !as_int64(args[6], stop))
+    if (!op_args(args, 7, index, type, p, true) || !as_int64(args[5], start) || !as_int64(args[6], stop) ||
+        !split_threads(args, nargs, 11, threads))
         return nullptr;
     Buffer dy, x, dx;
     if (dy.get(args[2], char(type), false, "dy") < 0 || x.get(args[3], char(type), false, "x") < 0 ||
@@ -790,27 +948,30 @@ PyObject* grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         return nullptr;
     const int64_t n = stop - start;
     PyThreadState* saved = n >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
-    if (type == 'H')
-        kUnary[index].bf16.grad(static_cast<const uint16_t*>(dy.data()) + start,
-                                static_cast<const uint16_t*>(x.data()) + start, static_cast<uint16_t*>(dx.data()) + start,
-                                n, p[0], p[1], p[2], p[3]);
-    else if (type == 'f')
-        kUnary[index].f32.grad(static_cast<const float*>(dy.data()) + start, static_cast<const float*>(x.data()) + start,
-                               static_cast<float*>(dx.data()) + start, n, p[0], p[1], p[2], p[3]);
-    else
-        kUnary[index].f64.grad(static_cast<const double*>(dy.data()) + start,
-                               static_cast<const double*>(x.data()) + start, static_cast<double*>(dx.data()) + start,
-                               n, p[0], p[1], p[2], p[3]);
+    run_split(start, stop, threads, [&](int64_t lo, int64_t hi) {
+        if (type == 'H')
+            kUnary[index].bf16.grad(static_cast<const uint16_t*>(dy.data()) + lo,
+                                    static_cast<const uint16_t*>(x.data()) + lo, static_cast<uint16_t*>(dx.data()) + lo,
+                                    hi - lo, p[0], p[1], p[2], p[3]);
+        else if (type == 'f')
+            kUnary[index].f32.grad(static_cast<const float*>(dy.data()) + lo, static_cast<const float*>(x.data()) + lo,
+                                   static_cast<float*>(dx.data()) + lo, hi - lo, p[0], p[1], p[2], p[3]);
+        else
+            kUnary[index].f64.grad(static_cast<const double*>(dy.data()) + lo,
+                                   static_cast<const double*>(x.data()) + lo, static_cast<double*>(dx.data()) + lo,
+                                   hi - lo, p[0], p[1], p[2], p[3]);
+    });
     if (saved) PyEval_RestoreThread(saved);
     Py_RETURN_NONE;
 }
 
-// grad_bias(index, type, dy, x, b, dx, start, stop, p0..p3): dx = dy * f'(x + b[i % len(b)]).
+// grad_bias(index, type, dy, x, b, dx, start, stop, p0..p3[, threads]): dx = dy * f'(x + b[i % len(b)]).
 PyObject* grad_bias(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-    if (!check_nargs(nargs, 12, "grad_bias")) return nullptr;
-    int64_t index, type, start, stop;
+    if (!check_nargs_split(nargs, 12, "grad_bias")) return nullptr;
+    int64_t index, type, start, stop, threads;
     double p[4];
-    if (!op_args(args, nargs, index, type, p) || !as_int64(args[6], start) || !as_int64(args[7], stop))
+    if (!op_args(args, 8, index, type, p) || !as_int64(args[6], start) || !as_int64(args[7], stop) ||
+        !split_threads(args, nargs, 12, threads))
         return nullptr;
     Buffer dy, x, b, dx;
     if (dy.get(args[2], char(type), false, "dy") < 0 || x.get(args[3], char(type), false, "x") < 0 ||
@@ -820,14 +981,16 @@ PyObject* grad_bias(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         !check_range(start, stop, dx.size()) || b.size() < 1)
         return nullptr;
     PyThreadState* saved = stop - start >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
-    if (type == 'f')
-        kUnary[index].f32.grad_bias(static_cast<const float*>(dy.data()), static_cast<const float*>(x.data()),
-                                    static_cast<const float*>(b.data()), static_cast<float*>(dx.data()), start, stop,
-                                    b.size(), p[0], p[1], p[2], p[3]);
-    else
-        kUnary[index].f64.grad_bias(static_cast<const double*>(dy.data()), static_cast<const double*>(x.data()),
-                                    static_cast<const double*>(b.data()), static_cast<double*>(dx.data()), start,
-                                    stop, b.size(), p[0], p[1], p[2], p[3]);
+    run_split(start, stop, threads, [&](int64_t lo, int64_t hi) {
+        if (type == 'f')
+            kUnary[index].f32.grad_bias(static_cast<const float*>(dy.data()), static_cast<const float*>(x.data()),
+                                        static_cast<const float*>(b.data()), static_cast<float*>(dx.data()), lo, hi,
+                                        b.size(), p[0], p[1], p[2], p[3]);
+        else
+            kUnary[index].f64.grad_bias(static_cast<const double*>(dy.data()), static_cast<const double*>(x.data()),
+                                        static_cast<const double*>(b.data()), static_cast<double*>(dx.data()), lo, hi,
+                                        b.size(), p[0], p[1], p[2], p[3]);
+    });
     if (saved) PyEval_RestoreThread(saved);
     Py_RETURN_NONE;
 }

@@ -27,13 +27,13 @@ namespace ga {
 
 // sigmoid'(t) = e / (1 + e)**2 with e = exp(-|t|) (symmetric in t)
 template <typename T> GA_HD T sigmoid_grad_core(T t) {
-    T e = exp_(-abs_(t));
+    T e = exp_negative_(-abs_(t));
     T r = T(1) / (T(1) + e);
     return e * r * r;
 }
 // sech(x)**2 = 4 e2 / (1 + e2)**2 with e2 = exp(-2|x|): tanh' without 1 - tanh**2's cancellation
 template <typename T> GA_HD T sech2(T x) {
-    T e2 = exp_(T(-2) * abs_(x));
+    T e2 = exp_negative_(T(-2) * abs_(x));
     T r = T(1) / (T(1) + e2);
     return T(4) * e2 * r * r;
 }
@@ -73,7 +73,7 @@ GA_GRAD(leaky_relu) { GA_UNUSED; return GA_NAN_OR((x > T(0)) ? T(1) : p0); }
 GA_GRAD(silu) {
     GA_UNUSED;
     T u = clip_(x, -GA_GRAD_SAT, GA_GRAD_SAT);
-    T e = exp_(-abs_(u));  // s(u) and s(-u) from one exp and one division
+    T e = exp_negative_(-abs_(u));  // s(u) and s(-u) from one exp and one division
     T r = T(1) / (T(1) + e);
     T s_pos = u >= T(0) ? r : e * r;
     T s_neg = u >= T(0) ? e * r : r;
@@ -183,7 +183,7 @@ GA_GRAD(d_gelu) {
     GA_UNUSED;
     T u = clip_(x, -GA_GRAD_SAT, GA_GRAD_SAT);
     T u2 = u * u;
-    return exp_(u2 * T(-0.5)) * T(0.39894228040143267793994605993438) * (T(2) - u2);
+    return exp_negative_(u2 * T(-0.5)) * T(0.39894228040143267793994605993438) * (T(2) - u2);
 }
 // x (1 + tanh(z)) / 2, z = c (x + k x**3): f'' = sech(z)**2 (z' + x (z'' - 2 tanh(z) z'**2) / 2)
 GA_GRAD(d_gelu_tanh) {
@@ -196,10 +196,10 @@ GA_GRAD(d_gelu_tanh) {
 }
 GA_GRAD(d_softplus) { GA_UNUSED; return sigmoid_grad_core(x); }
 // 0 above 0, alpha e**x up to 0 (the left derivative at 0)
-GA_GRAD(d_elu) { GA_UNUSED; return GA_NAN_OR((x > T(0)) ? T(0) : p0 * exp_(min_(x, T(0)))); }
+GA_GRAD(d_elu) { GA_UNUSED; return GA_NAN_OR((x > T(0)) ? T(0) : p0 * exp_negative_(min_(x, T(0)))); }
 GA_GRAD(d_selu) {
     GA_UNUSED;
-    return GA_NAN_OR((x > T(0)) ? T(0) : (selu_scale<T>() * selu_alpha<T>()) * exp_(min_(x, T(0))));
+    return GA_NAN_OR((x > T(0)) ? T(0) : (selu_scale<T>() * selu_alpha<T>()) * exp_negative_(min_(x, T(0))));
 }
 
 #undef GA_GRAD

@@ -5,7 +5,8 @@
 //
 // Accuracy, checked against float64 NumPy over the whole float32 range by tests/test_native_cpu.py:
 // exp and expm1 within 2 ulp, log1p within 4, tanh within 5, erfc as gelu's NumPy path (its fitted
-// polynomial, shared with gpuact/backends/numpy_backend/formulas.py). Subnormal inputs and results are kept
+// polynomial, shared with gpuact/backends/numpy_backend/formulas.py), gelu within 2e-6 relative
+// (a fitted tail of the normal distribution, normal_tail_gauss). Subnormal inputs and results are kept
 // (no flush to zero), NaN propagates, and +-inf give the limits.
 #ifndef GPUACT_HOST_SIMD_H
 #define GPUACT_HOST_SIMD_H
@@ -95,6 +96,17 @@ GA_SIMD_INLINE float exp(float x) {
     int32_t half = ni >> 1;
     float y = er * pow2i(half) * pow2i(ni - half);
     return is_nan(x) ? x : y;
+}
+
+// e**t for t <= 0 (or NaN), bit for bit exp(t) (subnormal results included) with neither exp's
+// upper clamp nor its two-step scaling: 2**n for n in [-150, 0] is applied as 2**(n + 64), a normal
+// power that scales exactly, times 2**-64, the one rounding (the last step of exp's two as well).
+// sigmoid, softplus and the normal density only ever take e**-|t|, where this is a fifth cheaper.
+GA_SIMD_INLINE float exp_negative(float t) {
+    float tc = t > -104.0f ? t : -104.0f;  // below: 0 in float32; NaN -> -104, put back below
+    float n;
+    float y = exp_reduced(reduce_ln2(tc, n)) * pow2i(int32_t(n) + 64) * 5.42101086242752217e-20f;
+    return is_nan(t) ? t : y;
 }
 
 // e**t for t <= 0 (or NaN), softmax's exp(x - max): no overflow to handle, and results below the
@@ -230,8 +242,19 @@ GA_SIMD_INLINE float normal_tail_gauss(float u, float& gauss) {
     h = h * w + 0.13973574321921381f;
     h = h * w + 0.34358031747478196f;
     h = h * w + 0.51079135671462783f;
-    gauss = exp(u * u * -0.5f);
+    gauss = exp_negative(u * u * -0.5f);
     return 0.5f * s * h * gauss;
+}
+
+// gelu(u) = u Phi(u) for u >= -1e4 (or NaN) from the tail Phi(-|u|): u (1 - tail) above 0, u tail
+// at or below (-0 stays -0). One exp and one division, against erfc's form, which computes the
+// same tail and then 2 - erfc for the positive half; beyond 1e4, u itself.
+GA_SIMD_INLINE float gelu(float u) {
+    float a = u > 1.0e4f ? 1.0e4f : u;  // keeps inf * 0 out of the tail's product (and NaN in)
+    float gauss;
+    float tail = normal_tail_gauss(a, gauss);
+    float y = a > 0.0f ? a - a * tail : a * tail;
+    return u > 1.0e4f ? u : y;  // NaN fails the comparisons and propagates through the tail
 }
 
 // sqrt(x**2 + y**2) in double: exact enough, never overflows for float inputs, and vectorizes.

@@ -61,6 +61,8 @@ GA_HD float expm1_(float x) { return simd::expm1(x); }
 GA_HD float log1p_(float x) { return simd::log1p(x); }
 GA_HD float log1p_unit_(float x) { return simd::log1p_unit(x); }
 GA_HD float exp_nonpositive_(float x) { return simd::exp_nonpositive(x); }
+GA_HD float exp_negative_(float x) { return simd::exp_negative(x); }
+GA_HD float gelu_of_(float u) { return simd::gelu(u); }
 GA_HD float log_(float x) { return simd::log(x); }
 GA_HD float tanh_(float x) { return simd::tanh(x); }
 GA_HD float erfc_(float x) { return simd::erfc(x); }
@@ -114,6 +116,8 @@ template <typename T> GA_HD T selu_scale() { return T(1.050700987355480493419334
 #if !defined(GA_HOST_SIMD) || defined(__CUDACC__) || defined(__CUDACC_RTC__)
 GA_HD float log1p_unit_(float x) { return log1p_(x); }
 GA_HD float exp_nonpositive_(float x) { return exp_(x); }
+GA_HD float exp_negative_(float x) { return exp_(x); }
+GA_HD float gelu_of_(float u) { return erfc_(u * -0.70710678118654752f) * 0.5f * u; }
 GA_HD float normal_tail_gauss_(float u, float& gauss) {
     gauss = exp_(u * u * -0.5f);
     return erfc_(abs_(u) * 0.70710678118654752f) * 0.5f;
@@ -122,6 +126,10 @@ GA_HD float normal_tail_gauss_(float u, float& gauss) {
 GA_HD float normal_tail_gauss_(float u, float& gauss) { return simd::normal_tail_gauss(u, gauss); }
 #endif
 GA_HD double exp_nonpositive_(double x) { return exp_(x); }  // e**x for x <= 0 (softmax)
+// e**x for x <= 0 with subnormal results (the CPU build's float32 skips exp's overflow handling)
+GA_HD double exp_negative_(double x) { return exp_(x); }
+// x * Phi(x) = 0.5 * x * erfc(-x / sqrt(2)) for x >= -1e4 (the CPU build's float32: simd::gelu)
+GA_HD double gelu_of_(double u) { return erfc_(u * -0.70710678118654752440084436210485) * 0.5 * u; }
 // Phi(-|u|) = erfc(|u| / sqrt 2) / 2 and gauss = e**(-u**2 / 2), for |u| <= 1e4 (gelu's
 // derivative needs both; the CPU build's float32 shares one exp between them)
 GA_HD double normal_tail_gauss_(double u, double& gauss) {
@@ -130,7 +138,7 @@ GA_HD double normal_tail_gauss_(double u, double& gauss) {
 }
 GA_HD double log1p_unit_(double x) { return log1p_(x); }  // ln(1 + x) for x in [0, 1]
 // log1p(exp(-|x|)), the smooth part of softplus / log_sigmoid / mish
-template <typename T> GA_HD T log1p_exp_neg_abs(T x) { return log1p_unit_(exp_(-abs_(x))); }
+template <typename T> GA_HD T log1p_exp_neg_abs(T x) { return log1p_unit_(exp_negative_(-abs_(x))); }
 // y = max(x, 0) + alpha * expm1(min(x, 0) / divisor): a division, not a product with 1 / divisor,
 // so that a tiny celu alpha (1 / alpha = inf) still gives x for x >= 0, not 0 * inf = NaN
 template <typename T> GA_HD T elu_core(T x, T alpha, T divisor) {
@@ -140,7 +148,7 @@ template <typename T> GA_HD T elu_core(T x, T alpha, T divisor) {
 // results below the smallest normal float stay subnormal (sigmoid(-100) in float32 is 3.8e-44,
 // where 1 / (1 + e**100) = 1 / inf gives 0). NaN fails the comparison and stays NaN.
 template <typename T> GA_HD T sigmoid_core(T t) {
-    T e = exp_(-abs_(t));
+    T e = exp_negative_(-abs_(t));
     T r = T(1) / (T(1) + e);
     return t >= T(0) ? r : e * r;
 }
@@ -192,8 +200,7 @@ GA_OP(gelu_tanh) {
 // x * Phi(x) = 0.5 * x * erfc(-x / sqrt(2))
 GA_OP(gelu) {
     GA_UNUSED;
-    T u = max_(x, GA_NEG_SAT);
-    return erfc_(u * T(-0.70710678118654752440084436210485)) * T(0.5) * u;
+    return gelu_of_(max_(x, GA_NEG_SAT));
 }
 template <typename T> GA_HD T hard_sigmoid_core(T x) { return min_(max_(x + T(3), T(0)), T(6)) / T(6); }
 GA_OP(hard_sigmoid) { GA_UNUSED; return hard_sigmoid_core(x); }

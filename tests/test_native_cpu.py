@@ -343,3 +343,96 @@ def test_thread_thresholds_follow_the_cost_classes():
     assert all(pool.compiled_parallel_min(op) >= pool.PARALLEL_MIN for op in ELEMENTWISE_OPS)
     cheap, exp, heavy = (pool.compiled_parallel_min(op) for op in ("relu", "sigmoid", "gelu"))
     assert cheap > exp > heavy
+
+
+# ---- the module's own threads (split passes) -----------------------------------------------------
+
+
+def _split_operands(n, seed=11):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    dy = rng.standard_normal(n).astype(np.float32)
+    b = rng.standard_normal(1000).astype(np.float32)  # not a divisor of the range's cut points
+    return x, dy, b
+
+
+@pytest.mark.parametrize("threads", [2, 3, 8])
+@pytest.mark.parametrize("n", [1, 1023, 5 * 1024 + 7, 300_001])
+def test_a_split_pass_gives_the_bits_of_one_thread(n, threads):
+    """unary, unary_bias, grad and grad_bias cut among the module's threads (whole 1024-element
+    units, the last range short, more threads than units) write every element once, with the bits
+    the same pass on one thread writes, over a sub-range too."""
+    _skip_unless_loaded()
+    x, dy, b = _split_operands(n)
+    for op, params in (("gelu", ()), ("elu", (0.7,)), ("relu", (0.1, 0.5, -1.0, 6.0))):
+        kernel = _native.compiled_elementwise(op, np.float32)
+        p4 = tuple(params) + (0.0,) * (4 - len(params))
+        lo = n // 3
+        for method, operands in (
+            (kernel, (x,)),
+            (kernel.bias, (x, b)),
+            (kernel.grad, (dy, x)),
+            (kernel.grad_bias, (dy, x, b)),
+        ):
+            one, split = np.full(n, -7.0, np.float32), np.full(n, -7.0, np.float32)
+            method(*operands, one, lo, n, *p4, threads=1)
+            method(*operands, split, lo, n, *p4, threads=threads)
+            np.testing.assert_array_equal(split.view(np.uint32), one.view(np.uint32))
+            assert (split[:lo] == -7.0).all()
+
+
+def test_split_passes_from_two_python_threads_at_once():
+    """A pass that finds the module's threads busy with another caller's runs on its own thread:
+    both results are right."""
+    _skip_unless_loaded()
+    import threading
+
+    x, dy, _ = _split_operands(1 << 20)
+    kernel = _native.compiled_elementwise("sigmoid", np.float32)
+    want = np.empty_like(x)
+    kernel(x, want, 0, x.size)
+    outs = [np.empty_like(x) for _ in range(2)]
+
+    def work(out):
+        for _ in range(30):
+            kernel(x, out, 0, x.size, threads=2)
+
+    threads = [threading.Thread(target=work, args=(out,)) for out in outs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for out in outs:
+        np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_a_forked_child_makes_its_own_split_threads():
+    """The parent's threads do not exist in a forked child (a DataLoader worker): its split passes
+    start new ones instead of waiting for them."""
+    _skip_unless_loaded()
+    import multiprocessing
+
+    x, _, _ = _split_operands(1 << 20)
+    kernel = _native.compiled_elementwise("tanh", np.float32)
+    want = np.empty_like(x)
+    kernel(x, want, 0, x.size, threads=2)  # the parent's workers exist before the fork
+    with multiprocessing.get_context("fork").Pool(1) as workers:
+        got = workers.apply_async(_split_in_child, (x,)).get(timeout=60)
+    np.testing.assert_array_equal(got, want)
+
+
+def _split_in_child(x):
+    kernel = _native.compiled_elementwise("tanh", np.float32)
+    y = np.empty_like(x)
+    kernel(x, y, 0, x.size, threads=2)
+    return y
+
+
+def test_a_split_pass_refuses_a_bad_thread_count():
+    _skip_unless_loaded()
+    kernel = _native.compiled_elementwise("relu", np.float32)
+    x = np.zeros(4096, np.float32)
+    for bad in (0, -1, 65):
+        with pytest.raises(ValueError, match="threads"):
+            kernel(x, x.copy(), 0, x.size, threads=bad)

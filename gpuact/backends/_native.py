@@ -28,7 +28,7 @@ from gpuact._contract.ops import ELEMENTWISE_OPS, OPS
 
 MODULE_NAME = "gpuact._gpuact_cpu"
 # kernels/gpuact_cpu.cc's kAbiVersion: a module built from other sources is not used.
-ABI_VERSION = 8
+ABI_VERSION = 9
 
 # what the entry points call float32 and float64 (the buffer format characters)
 TYPE_CODE = {np.dtype(np.float32): ord("f"), np.dtype(np.float64): ord("d")}
@@ -84,7 +84,8 @@ class Unary:
     * ``kernel.grad(dy, x, dx, start, stop, *p)``: ``dx = dy * op'(x)``;
     * ``kernel.grad_bias(dy, x, b, dx, start, stop, *p)``: ``dx = dy * op'(x + b)``.
 
-    ``p`` are the op's four canonical parameters.
+    ``p`` are the op's four canonical parameters. ``threads`` (default 1): the module cuts the range
+    among that many of its own threads (see ``kernels/gpuact_cpu.cc``, ``SplitPool``).
     """
 
     __slots__ = ("op", "dtype", "_lib", "_run", "_index", "_type")
@@ -94,17 +95,17 @@ class Unary:
         code = BFLOAT16_CODE if dtype is None else TYPE_CODE[dtype]
         self._run, self._index, self._type = lib.unary, _state["unary_index"][op], code
 
-    def __call__(self, x, y, start, stop, p0=0.0, p1=0.0, p2=0.0, p3=0.0):
-        self._run(self._index, self._type, x, y, start, stop, p0, p1, p2, p3)
+    def __call__(self, x, y, start, stop, p0=0.0, p1=0.0, p2=0.0, p3=0.0, threads=1):
+        self._run(self._index, self._type, x, y, start, stop, p0, p1, p2, p3, threads)
 
-    def bias(self, x, b, y, start, stop, p0=0.0, p1=0.0, p2=0.0, p3=0.0):
-        self._lib.unary_bias(self._index, self._type, x, b, y, start, stop, p0, p1, p2, p3)
+    def bias(self, x, b, y, start, stop, p0=0.0, p1=0.0, p2=0.0, p3=0.0, threads=1):
+        self._lib.unary_bias(self._index, self._type, x, b, y, start, stop, p0, p1, p2, p3, threads)
 
-    def grad(self, dy, x, dx, start, stop, p0=0.0, p1=0.0, p2=0.0, p3=0.0):
-        self._lib.grad(self._index, self._type, dy, x, dx, start, stop, p0, p1, p2, p3)
+    def grad(self, dy, x, dx, start, stop, p0=0.0, p1=0.0, p2=0.0, p3=0.0, threads=1):
+        self._lib.grad(self._index, self._type, dy, x, dx, start, stop, p0, p1, p2, p3, threads)
 
-    def grad_bias(self, dy, x, b, dx, start, stop, p0=0.0, p1=0.0, p2=0.0, p3=0.0):
-        self._lib.grad_bias(self._index, self._type, dy, x, b, dx, start, stop, p0, p1, p2, p3)
+    def grad_bias(self, dy, x, b, dx, start, stop, p0=0.0, p1=0.0, p2=0.0, p3=0.0, threads=1):
+        self._lib.grad_bias(self._index, self._type, dy, x, b, dx, start, stop, p0, p1, p2, p3, threads)
 
 
 def _cache(name: str) -> dict:

@@ -82,7 +82,8 @@ def _bfloat16_in_one_pass(op, params, inputs, y, call) -> bool:
         return False
     bits = [a.reshape(-1).view(np.uint16) for a in (*inputs, y)]
     p4 = tuple(params) + _NO_PARAMS[len(params)]
-    pool.run_ranges(y.size, lambda start, end: call(kernel, *bits, start, end, *p4), pool.compiled_parallel_min(op))
+    minimum = pool.compiled_parallel_min(op)
+    pool.run_split(y.size, lambda start, end, threads: call(kernel, *bits, start, end, *p4, threads), minimum)
     return True
 
 
@@ -95,7 +96,7 @@ def _in_compute_dtype(params, compute):
 def _native_elementwise(kernel, xf, yf, params, minimum):
     """``yf = op(xf)`` by a compiled kernel (``params`` padded to 4), on every core from
     ``minimum`` elements; ``xf`` is ``yf`` or does not overlap it."""
-    pool.run_ranges(xf.size, lambda start, end: kernel(xf, yf, start, end, *params), minimum)
+    pool.run_split(xf.size, lambda start, end, threads: kernel(xf, yf, start, end, *params, threads), minimum)
 
 
 def _ufunc_elementwise(op, xf, yf, params, compute):
@@ -184,8 +185,10 @@ def _elementwise_bias(op, x, params, out, dtype, bias):
     flat_bias = _trailing_bias(bias, x.shape, compute)
     if native is not None and flat_bias is not None and contiguous_in(x, compute) and contiguous_in(y, compute):
         xf, yf = x.reshape(-1), y.reshape(-1)
-        pool.run_ranges(
-            xf.size, lambda start, end: native.bias(xf, flat_bias, yf, start, end, *p4), pool.compiled_parallel_min(op)
+        pool.run_split(
+            xf.size,
+            lambda start, end, threads: native.bias(xf, flat_bias, yf, start, end, *p4, threads),
+            pool.compiled_parallel_min(op),
         )
         return y
     kernel, cparams = KERNELS[op], _in_compute_dtype(params, compute)
@@ -242,10 +245,14 @@ def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
         dyf, xf, dxf = dy.reshape(-1), x.reshape(-1), dx.reshape(-1)
         minimum = pool.compiled_parallel_min(op)
         if bias is None:
-            pool.run_ranges(xf.size, lambda start, end: kernel.grad(dyf, xf, dxf, start, end, *p4), minimum)
+            pool.run_split(
+                xf.size, lambda start, end, threads: kernel.grad(dyf, xf, dxf, start, end, *p4, threads), minimum
+            )
         else:
-            pool.run_ranges(
-                xf.size, lambda start, end: kernel.grad_bias(dyf, xf, flat_bias, dxf, start, end, *p4), minimum
+            pool.run_split(
+                xf.size,
+                lambda start, end, threads: kernel.grad_bias(dyf, xf, flat_bias, dxf, start, end, *p4, threads),
+                minimum,
             )
         return dx
     derivative, cparams = GRADS[op], _in_compute_dtype(params, compute)

@@ -140,6 +140,21 @@ def each_in_parallel(fn, count):
 # The compiled kernels run in chunks of whole cache lines, one contiguous range a thread.
 _NATIVE_CHUNK = 1024
 
+# The most elements one split pass covers (see run_split): the module's threads cannot be stopped
+# inside a pass, so an interrupt waits for at most this much work (16 MiB of float32, a few ms).
+SPLIT_PIECE = 1 << 22
+
+
+def run_split(n: int, call, minimum: int):
+    """``call(start, end, threads)`` over [0, n): a compiled elementwise pass that the module cuts
+    among ``threads`` of its own threads (``THREADS`` from ``minimum`` elements, else 1;
+    ``kernels/gpuact_cpu.cc``'s ``SplitPool``, whose threads wake in microseconds where this
+    module's Python pool takes 50-200), in pieces of at most ``SPLIT_PIECE`` between which an
+    interrupt (Ctrl-C) is taken."""
+    threads = THREADS if n >= minimum else 1
+    for start in range(0, n, SPLIT_PIECE) if threads > 1 else (0,):
+        call(start, min(n, start + SPLIT_PIECE) if threads > 1 else n, threads)
+
 
 def run_ranges(n: int, call, minimum: int):
     """``call(start, end)`` over [0, n) in whole cache lines, on every core from ``minimum``
