@@ -342,7 +342,9 @@ GA_HD void grad_bias_loop(const T* dy, const T* x, const T* b, T* dx, int64_t st
 // dx first and overwritten in the last pass. Sums in double, as the forward. Rows whose max is not
 // finite (all -inf, +inf, NaN) give NaN, as the forward does.
 template <typename T>
-GA_HD void softmax_grad_rows(const T* dy, const T* x, T* dx, int64_t rows, int64_t length, int log) {
+// `e` is a row of scratch (length values): each exp(x - max) is computed once and read back from
+// it (in cache) by the later passes, which recomputed it before. dx may be x or dy itself.
+GA_HD void softmax_grad_rows(const T* dy, const T* x, T* dx, int64_t rows, int64_t length, int log, T* e) {
     for (int64_t r = 0; r < rows; ++r) {
         const T* xr = x + r * length;
         const T* dyr = dy + r * length;
@@ -353,7 +355,8 @@ GA_HD void softmax_grad_rows(const T* dy, const T* x, T* dx, int64_t rows, int64
         double s = 0.0, sdy = 0.0;
 #pragma omp simd reduction(+ : s, sdy)
         for (int64_t k = 0; k < length; ++k) {
-            s += double(ga::exp_nonpositive_(T(xr[k] - m)));
+            e[k] = ga::exp_nonpositive_(T(xr[k] - m));
+            s += double(e[k]);
             sdy += double(dyr[k]);
         }
         if (!(m > -__builtin_inf() && m < __builtin_inf())) s = __builtin_nan("");
@@ -361,20 +364,14 @@ GA_HD void softmax_grad_rows(const T* dy, const T* x, T* dx, int64_t rows, int64
         if (log) {
             const T scale = T(sdy / s);
 #pragma omp simd
-            for (int64_t k = 0; k < length; ++k) dxr[k] = dyr[k] - ga::exp_nonpositive_(T(xr[k] - m)) * scale;
+            for (int64_t k = 0; k < length; ++k) dxr[k] = dyr[k] - e[k] * scale;
         } else {
             double dot = 0.0;
 #pragma omp simd reduction(+ : dot)
-            for (int64_t k = 0; k < length; ++k) {
-                const T y = ga::exp_nonpositive_(T(xr[k] - m)) * inv;
-                dot += double(dyr[k]) * double(y);
-            }
+            for (int64_t k = 0; k < length; ++k) dot += double(dyr[k]) * double(e[k] * inv);
             const T d = T(dot);
 #pragma omp simd
-            for (int64_t k = 0; k < length; ++k) {
-                const T y = ga::exp_nonpositive_(T(xr[k] - m)) * inv;
-                dxr[k] = y * (dyr[k] - d);
-            }
+            for (int64_t k = 0; k < length; ++k) dxr[k] = (e[k] * inv) * (dyr[k] - d);
         }
     }
 }
@@ -574,25 +571,25 @@ GA_CLONES static void sparsemax_rows_f64(const double* x, double* y, int64_t row
 }
 
 GA_CLONES static void softmax_grad_rows_f32(const float* dy, const float* x, float* dx, int64_t rows, int64_t length,
-                                            int log) {
-    softmax_grad_rows<float>(dy, x, dx, rows, length, log);
+                                            int log, float* e) {
+    softmax_grad_rows<float>(dy, x, dx, rows, length, log, e);
 }
 GA_CLONES static void softmax_grad_rows_f64(const double* dy, const double* x, double* dx, int64_t rows,
-                                            int64_t length, int log) {
-    softmax_grad_rows<double>(dy, x, dx, rows, length, log);
+                                            int64_t length, int log, double* e) {
+    softmax_grad_rows<double>(dy, x, dx, rows, length, log, e);
 }
-// bfloat16 rows of the softmax backward: dy's and x's rows widened into `buf` (3 * length floats),
-// the float32 row kernel, its result rounded once
+// bfloat16 rows of the softmax backward: dy's and x's rows widened into `buf` (4 * length floats:
+// those two, the result and the row kernel's scratch), the float32 row kernel, its result rounded once
 GA_CLONES static void softmax_grad_rows_bf16(const uint16_t* dy, const uint16_t* x, uint16_t* dx, int64_t rows,
                                              int64_t length, int log, float* buf) {
-    float *bdy = buf, *bx = buf + length, *bdx = buf + 2 * length;
+    float *bdy = buf, *bx = buf + length, *bdx = buf + 2 * length, *e = buf + 3 * length;
     for (int64_t r = 0; r < rows; ++r) {
         const int64_t off = r * length;
         for (int64_t k = 0; k < length; ++k) {
             bdy[k] = bf16_to_float(dy[off + k]);
             bx[k] = bf16_to_float(x[off + k]);
         }
-        softmax_grad_rows<float>(bdy, bx, bdx, 1, length, log);
+        softmax_grad_rows<float>(bdy, bx, bdx, 1, length, log, e);
         for (int64_t k = 0; k < length; ++k) dx[off + k] = float_to_bf16(bdx[k]);
     }
 }
@@ -1017,8 +1014,11 @@ PyObject* rows_grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (x.size() != dy.size() || x.size() != dx.size() || !check_range(row0, row1, rows)) return nullptr;
     const int64_t off = row0 * length, count = row1 - row0;
     float* buf = nullptr;
-    if (type == 'H' && (buf = static_cast<float*>(std::malloc(sizeof(float) * 3 * size_t(length)))) == nullptr)
-        return PyErr_NoMemory();
+    // the softmax rows' scratch: a row of exps (bfloat16: and its rows widened, 4 rows of floats)
+    const size_t scratch = kind != 0 ? 0 : size_t(length) * (type == 'H' ? 4 * sizeof(float) : (type == 'f' ? 4 : 8));
+    void* raw = scratch ? std::malloc(scratch) : nullptr;
+    if (scratch && raw == nullptr) return PyErr_NoMemory();
+    buf = static_cast<float*>(raw);
     PyThreadState* saved = count * length >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
     if (type == 'H') {
         softmax_grad_rows_bf16(static_cast<const uint16_t*>(dy.data()) + off,
@@ -1027,13 +1027,13 @@ PyObject* rows_grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     } else if (type == 'f') {
         const float *pdy = static_cast<const float*>(dy.data()) + off, *px = static_cast<const float*>(x.data()) + off;
         float* pdx = static_cast<float*>(dx.data()) + off;
-        if (kind == 0) softmax_grad_rows_f32(pdy, px, pdx, count, length, int(log));
+        if (kind == 0) softmax_grad_rows_f32(pdy, px, pdx, count, length, int(log), buf);
         else sparsemax_grad_rows_f32(pdy, px, pdx, count, length);
     } else {
         const double *pdy = static_cast<const double*>(dy.data()) + off,
                      *px = static_cast<const double*>(x.data()) + off;
         double* pdx = static_cast<double*>(dx.data()) + off;
-        if (kind == 0) softmax_grad_rows_f64(pdy, px, pdx, count, length, int(log));
+        if (kind == 0) softmax_grad_rows_f64(pdy, px, pdx, count, length, int(log), static_cast<double*>(raw));
         else sparsemax_grad_rows_f64(pdy, px, pdx, count, length);
     }
     if (saved) PyEval_RestoreThread(saved);

@@ -436,3 +436,19 @@ def test_a_split_pass_refuses_a_bad_thread_count():
     for bad in (0, -1, 65):
         with pytest.raises(ValueError, match="threads"):
             kernel(x, x.copy(), 0, x.size, threads=bad)
+
+
+def test_exp_of_negative_arguments_keeps_subnormal_results():
+    """sigmoid, softplus and gelu's tail take e**-|t| by a cheaper exp for t <= 0 (no overflow to
+    handle, one scaling): results below the smallest normal float stay subnormal, within one of
+    their ulps (2**-149) of the float64 value, as exp's own."""
+    _skip_unless_loaded()
+    x = np.linspace(-103.0, -87.0, 4001, dtype=np.float32)
+    got = _run("sigmoid", x)
+    want = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    assert (got[want > 2.0**-149] > 0).all()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=2.0**-149)
+    g = np.linspace(-14.0, -13.2, 801, dtype=np.float32)  # gelu's results there are subnormal
+    special = pytest.importorskip("scipy.special")
+    exact = 0.5 * g.astype(np.float64) * special.erfc(-g.astype(np.float64) / np.sqrt(2.0))
+    np.testing.assert_allclose(_run("gelu", g), exact, rtol=1e-4, atol=2.0**-149 * 16)

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from gpuact.bench import cases as C
-from gpuact.bench import report, timing
+from gpuact.bench import peers, report, timing
 from gpuact.bench.impls import ALL_BACKENDS, discover, library_versions
 
 SCHEMA = "gpuact-bench/1"
@@ -85,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
         "expression and gpuact's NumPy path on the whole array",
     )
     p.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="only the side-by-side section: gpuact's NumPy path against PyTorch eager, JAX jit and "
+        "TensorFlow on the CPU, interleaved rounds, float32 2**22 elements and 4096x1024 softmax along "
+        "both axes, forward and gradient, with the ratio (part of every full run; not of --quick)",
+    )
+    p.add_argument("--no-side-by-side", action="store_true", help="leave the side-by-side section out")
+    p.add_argument(
         "--time-budget",
         type=float,
         metavar="SECONDS",
@@ -136,6 +144,11 @@ class Config:
         self.train_cpu_sizes = C.QUICK_TRAIN_CPU_SIZES if q else C.TRAIN_CPU_SIZES
         self.train_gpu_sizes = C.QUICK_TRAIN_GPU_SIZES if q else C.TRAIN_GPU_SIZES
         self.train_rows = C.QUICK_TRAIN_ROWS if q else C.TRAIN_ROWS
+        if args.side_by_side and args.no_side_by_side:
+            raise ValueError("--side-by-side and --no-side-by-side exclude each other")
+        if args.side_by_side:  # that section alone
+            self.forward, self.train_ops = False, ()
+        self.side_by_side = "cpu" in self.devices and (args.side_by_side or not (q or args.no_side_by_side))
 
     def as_dict(self):
         return {
@@ -156,6 +169,7 @@ class Config:
             "train_cpu_sizes": list(self.train_cpu_sizes),
             "train_gpu_sizes": list(self.train_gpu_sizes),
             "train_rows": list(self.train_rows),
+            "side_by_side": self.side_by_side,
         }
 
 
@@ -199,7 +213,9 @@ def main(argv=None) -> int:
     doc = run.execute()
     doc["wall_s"] = round(time.perf_counter() - started, 3)
 
-    out.table(doc)
+    if doc["results"]:
+        out.table(doc)
+    out.side_by_side(doc)
     out.summary(doc)
     if args.json:
         _write_json_atomically(doc, args.json)
@@ -237,6 +253,7 @@ class Run:
         self.copies: list[dict] = []
         self.overhead: list[dict] = []
         self.memory: list[dict] = []
+        self.side_by_side: list[dict] = []
         self._host_inputs: dict = {}
         self._pool = None
         self._deadline = None if cfg.time_budget is None else time.perf_counter() + cfg.time_budget
@@ -285,6 +302,8 @@ class Run:
                     cfg.train_ops, cfg.dtypes, cfg.train_gpu_sizes, cfg.train_rows, bias=bias
                 )
         total = len(cpu_cases) * len(self.cpu) + len(gpu_cases) * len(self.gpu)
+        if cfg.side_by_side:
+            total += len(peers.default_cases()) * peers.ROUNDS
         with self.out.progress(total, enabled=self.progress) as tick:
             self._copies(cpu_cases, gpu_cases)
             self._checkpoint()
@@ -301,6 +320,8 @@ class Run:
                 self._cpu_case(case, tick)
                 self._checkpoint()
             self._host_inputs.clear()
+            if cfg.side_by_side:
+                self.side_by_side = peers.side_by_side(self.cpu, peers.default_cases(), tick=tick)
             self._overheads()
             self._memory()
             self._recheck_copies()
@@ -573,6 +594,7 @@ class Run:
             "copy": self.copies,
             "overhead": self.overhead,
             "memory": self.memory,
+            "side_by_side": self.side_by_side,
             "backends": [s.as_dict() for s in self.out.statuses],
             "errors": self.errors,
             "suspicious": suspicious,
@@ -596,6 +618,9 @@ METHOD = {
     "check": "every result is compared with a float64 NumPy reference before it is timed (all elements up to "
     "2**20, else a deterministic sample of whole slices); gpuact within the contract's tolerances, "
     "peers 10x looser",
+    "side_by_side": "per case, rounds of every backend in turn (the order rotated each round), each the median of "
+    "a few back-to-back calls; a backend's time is the median of its round medians; ratio = gpuact numpy / "
+    "the peer; frac_of_copy = the time of np.copyto moving as many bytes / gpuact's time",
     "overhead": "wall time of 200 back-to-back calls / 200 with one sync at the end, median of 5; elementwise at "
     "16 elements, softmax at 32x32; vs_reference = gpuact / (CPU: the plain NumPy expression, "
     "numpy-naive; GPU: a bare CuPy RawKernel launch, cupy-launch), added_s = the difference",

@@ -5,9 +5,9 @@ turbo, another process) moves one backend's rows against another's. This section
 gpuact ahead of PyTorch, JAX and TensorFlow on this machine" with the drift taken out: for each
 case, ``rounds`` rounds, each timing every backend in turn (``calls`` calls, their median), the
 order rotated between rounds; a backend's time is the median of its round medians, and the
-ratio is gpuact's time over the peer's (above 1: gpuact is slower). The copy roof
-(``np.copyto`` of the input into a preallocated output) is timed in the same rounds, so a
-bandwidth-bound op's fraction of it is measured beside it.
+ratio is gpuact's time over the peer's (above 1: gpuact is slower). The copy roof (``np.copyto``
+between two arrays of as many bytes as the case moves: input read plus output written) is timed in
+the same rounds, so a bandwidth-bound op's fraction of it is measured beside it.
 
 The cases are the ones the performance goal names: float32, 2**22 elements for the elementwise
 ops and their gradients, softmax on 4096x1024 along the last axis and along axis 0.
@@ -49,9 +49,12 @@ def _median_of(fn, x, calls: int) -> float:
     return statistics.median(samples)
 
 
-def _copy_roof(x):
-    y = np.empty_like(x)
-    return lambda a: np.copyto(y, a)
+def _copy_roof(case: C.Case):
+    """A copy moving the case's bytes (``Case.bytes_moved``: half read, half written)."""
+    elements = max(1, case.bytes_moved // (2 * case.itemsize))
+    src = C.make_input((elements,), case.dtype)
+    dst = np.empty_like(src)
+    return (lambda a: np.copyto(dst, a)), src
 
 
 def side_by_side(impls, cases, rounds: int = ROUNDS, calls: int = CALLS, tick=None) -> list[dict]:
@@ -78,7 +81,7 @@ def side_by_side(impls, cases, rounds: int = ROUNDS, calls: int = CALLS, tick=No
                 skipped[impl.backend] = f"{type(exc).__name__}: {exc}"
         if "numpy" not in runners:
             continue
-        runners[COPY] = (_copy_roof(x), x)
+        runners[COPY] = _copy_roof(case)
         names = list(runners)
         medians: dict = {name: [] for name in names}
         for r in range(rounds):
@@ -110,12 +113,19 @@ def side_by_side(impls, cases, rounds: int = ROUNDS, calls: int = CALLS, tick=No
 
 
 def table_rows(entries) -> list[list[str]]:
-    """Rows of the printed table: op, shape, gpuact's time, each peer's ratio, the copy fraction."""
+    """Rows of the printed table: op, shape, gpuact's time, its ratio to each peer, the copy
+    fraction (the copy's time over gpuact's: 1 is the copy's speed)."""
     rows = []
     for e in entries:
         ratios = [f"{e['ratio'][p]:.2f}" if p in e["ratio"] else "-" for p in PEER_BACKENDS]
-        rows.append([e["op"], e["label"], f"{e['seconds']['numpy'] * 1e3:.3f} ms", *ratios, f"{e['frac_of_copy']:.2f}"])
+        copy = "-" if e["frac_of_copy"] is None else f"{e['frac_of_copy']:.2f}"
+        rows.append([e["op"], e["label"], f"{e['seconds']['numpy'] * 1e3:.3f} ms", *ratios, copy])
     return rows
 
 
-HEADER = ["op", "shape", "gpuact", *(f"/{p}" for p in PEER_BACKENDS), "copy/gpuact"]
+HEADER = ["op", "shape", "gpuact", *(f"gpuact/{p}" for p in PEER_BACKENDS), "of copy"]
+TITLE = (
+    "Side by side on the CPU, interleaved ({rounds} rounds of {calls} calls, median of the round medians): "
+    "gpuact/X = gpuact's time / X's (below 1: gpuact is faster); 'of copy' = a copy of as many bytes' "
+    "time / gpuact's"
+)

@@ -204,6 +204,32 @@ class Output:
                 print("  ".join(c.ljust(w) if i < 5 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))))
         sys.stdout.flush()
 
+    def side_by_side(self, doc):
+        from gpuact.bench import peers
+
+        entries = doc.get("side_by_side") or []
+        if not entries:
+            return
+        title = peers.TITLE.format(rounds=entries[0]["rounds"], calls=entries[0]["calls"])
+        rows = peers.table_rows(entries)
+        if self.rich is not None:
+            from rich.table import Table
+
+            table = Table(title=title, title_justify="left", pad_edge=False)
+            for h in peers.HEADER:
+                table.add_column(h, justify="left" if h in ("op", "shape") else "right", no_wrap=True)
+            for e, cells in zip(entries, rows):
+                behind = any(r > 1.0 for r in e["ratio"].values())
+                table.add_row(*cells, style="yellow" if behind else None)
+            self.rich.print(table)
+        else:
+            print(title)
+            widths = [max(len(h), *(len(c[i]) for c in rows)) for i, h in enumerate(peers.HEADER)]
+            print("  ".join(h.rjust(w) for h, w in zip(peers.HEADER, widths)))
+            for cells in rows:
+                print("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
+        sys.stdout.flush()
+
     def summary(self, doc):
         cg = doc["copy_gbps"]
         large = doc.get("copy_gbps_large", {})

@@ -245,6 +245,22 @@ def _softmax_grad_block(dy, x, dx, log, keep):
         np.copyto(dx, 0.0, where=~keep)
 
 
+def _contiguous_rows_grad(dy, x, dx, merged, compute, kernel, plain):
+    """``(the compiled rows backward, its (dy, x, dx) as (rows, length) arrays)`` when the softmax
+    axes are the last ones of C-contiguous dy, x and dx in the compute dtype (or all bfloat16, as
+    their bits), with neither mask nor bias (``plain``) and dx sharing memory with neither input;
+    else ``(None, None)`` (the gathering path)."""
+    if merged is None or merged[2] != 1 or not plain or any(np.may_share_memory(a, dx) for a in (dy, x)):
+        return None, None
+    length = merged[1]
+    if all(is_bfloat16(a.dtype) and a.flags.c_contiguous for a in (dy, x, dx)):
+        rows = _native.bfloat16_softmax_grad_rows_kernel()
+        return rows, [a.reshape(-1, length).view(np.uint16) for a in (dy, x, dx)]
+    if kernel is not None and all(contiguous_in(a, compute) for a in (dy, x, dx)):
+        return kernel, [a.reshape(-1, length) for a in (dy, x, dx)]
+    return None, None
+
+
 def softmax_grad(dy, x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
     """The softmax / log_softmax backward along ``axes``: slices of x (plus the bias) and dy
     gathered in chunks, the forward recomputed per slice, one compiled pass (float32 and float64,
@@ -274,26 +290,18 @@ def softmax_grad(dy, x, axes, out, dtype, *, log, mask=None, bias=None, stream=N
 
         pool.run_parallel(run, pool.parallel_ranges(units, x.size))
         return dx
-    if (
-        merged is not None
-        and merged[2] == 1
-        and mask is None
-        and bias is None
-        and all(is_bfloat16(a.dtype) and a.flags.c_contiguous for a in (dy, x, dx))
-        and not any(np.may_share_memory(a, dx) for a in (dy, x))
-        and (rows := _native.bfloat16_softmax_grad_rows_kernel()) is not None
-    ):
-        # bfloat16 rows along the last axes: the compiled kernel widens each row in cache
+    kernel = _native.rows_grad_kernel("softmax", compute) if mask is None else None
+    rows, operands = _contiguous_rows_grad(dy, x, dx, merged, compute, kernel, mask is None and bias is None)
+    if rows is not None:
+        # rows along the last axes, read and written in place (bfloat16 widened a row at a time in cache)
         length = merged[1]
-        bits = [a.reshape(-1, length).view(np.uint16) for a in (dy, x, dx)]
 
         def run_rows(lo, hi, stop):
             for start, end in pool.pieces(lo, hi, stop, max(1, pool.PIECE // length)):
-                rows(*bits, start, end, length, int(log))
+                rows(*operands, start, end, length, int(log))
 
         pool.run_parallel(run_rows, pool.parallel_ranges(merged[0], x.size))
         return dx
-    kernel = _native.rows_grad_kernel("softmax", compute) if mask is None else None
 
     def rows_fn(src, res, keep, dyc):
         if kernel is not None:
