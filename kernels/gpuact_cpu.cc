@@ -55,7 +55,7 @@
 #endif
 
 // Bumped whenever an entry point is added or changes; gpuact/backends/_native.py refuses another.
-const int kAbiVersion = 9;  // 9: the elementwise passes split among the module's threads
+const int kAbiVersion = 9;  // 9: the module's own threads (elementwise passes, softmax along long rows)
 
 namespace {
 
@@ -188,6 +188,61 @@ GA_HD void softmax_columns(const T* x, T* y, int64_t length, int64_t inner, int6
 #pragma omp simd
                 for (int64_t j = 0; j < w; ++j) yl[j] *= f[j];
             }
+        }
+    }
+}
+
+// Softmax along the middle axis of a contiguous (outer, length, inner) array whose rows (inner
+// values) are long: the threads take ranges of whole rows, not of columns, so that every pass
+// streams through memory (a unit of columns reads row segments a whole row apart, a page each for
+// rows of 4 KiB, and its writes ran at a quarter of a contiguous pass's speed). Two phases per
+// outer index: each part of the rows keeps every column's running max m and sum s of e**(x - m)
+// (column_stats), the parts' (m, s) are merged, then each part writes its rows (column_write).
+// column_stats goes block by block of kColumnBlock rows: the block's max first (from L1), s
+// rescaled by e**(m_old - m_new) where the max moved, then the block's exps added. NaN and -inf
+// columns behave as in softmax_columns; sums are in double.
+const int64_t kColumnBlock = 16;
+
+template <typename T>
+GA_HD void column_stats(const T* x, int64_t inner, int64_t l0, int64_t l1, T* m, double* s, T* bm) {
+    for (int64_t j = 0; j < inner; ++j) {
+        m[j] = -__builtin_inf();
+        s[j] = 0.0;
+    }
+    for (int64_t b0 = l0; b0 < l1; b0 += kColumnBlock) {
+        const int64_t b1 = b0 + kColumnBlock < l1 ? b0 + kColumnBlock : l1;
+        for (int64_t j = 0; j < inner; ++j) bm[j] = m[j];
+        for (int64_t l = b0; l < b1; ++l) {
+            const T* xl = x + l * inner;
+#pragma omp simd
+            for (int64_t j = 0; j < inner; ++j) bm[j] = xl[j] > bm[j] ? xl[j] : bm[j];
+        }
+        // an unchanged max (-inf or +inf against itself too) keeps s as it is
+#pragma omp simd
+        for (int64_t j = 0; j < inner; ++j) {
+            s[j] *= double(bm[j] == m[j] ? T(1) : ga::exp_nonpositive_(T(m[j] - bm[j])));
+            m[j] = bm[j];
+        }
+        for (int64_t l = b0; l < b1; ++l) {
+            const T* xl = x + l * inner;
+#pragma omp simd
+            for (int64_t j = 0; j < inner; ++j) s[j] += double(ga::exp_nonpositive_(T(xl[j] - m[j])));
+        }
+    }
+}
+
+// rows [l0, l1): y = e**(x - m) * f, f = 1 / s (log: y = x - m - f, f = log s)
+template <typename T>
+GA_HD void column_write(const T* x, T* y, int64_t inner, int64_t l0, int64_t l1, const T* m, const T* f, int log) {
+    for (int64_t l = l0; l < l1; ++l) {
+        const T* xl = x + l * inner;
+        T* yl = y + l * inner;
+        if (log) {
+#pragma omp simd
+            for (int64_t j = 0; j < inner; ++j) yl[j] = T(xl[j] - m[j]) - f[j];
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < inner; ++j) yl[j] = ga::exp_nonpositive_(T(xl[j] - m[j])) * f[j];
         }
     }
 }
@@ -563,6 +618,22 @@ GA_CLONES static void softmax_columns_f64(const double* x, double* y, int64_t le
     softmax_columns<double>(x, y, length, inner, width, u0, u1, log);
 }
 
+GA_CLONES static void column_stats_f32(const float* x, int64_t inner, int64_t l0, int64_t l1, float* m, double* s,
+                                       float* bm) {
+    column_stats<float>(x, inner, l0, l1, m, s, bm);
+}
+GA_CLONES static void column_stats_f64(const double* x, int64_t inner, int64_t l0, int64_t l1, double* m, double* s,
+                                       double* bm) {
+    column_stats<double>(x, inner, l0, l1, m, s, bm);
+}
+GA_CLONES static void column_write_f32(const float* x, float* y, int64_t inner, int64_t l0, int64_t l1,
+                                       const float* m, const float* f, int log) {
+    column_write<float>(x, y, inner, l0, l1, m, f, log);
+}
+GA_CLONES static void column_write_f64(const double* x, double* y, int64_t inner, int64_t l0, int64_t l1,
+                                       const double* m, const double* f, int log) {
+    column_write<double>(x, y, inner, l0, l1, m, f, log);
+}
 GA_CLONES static void sparsemax_rows_f32(const float* x, float* y, int64_t rows, int64_t length) {
     sparsemax_rows<float>(x, y, rows, length);
 }
@@ -1103,6 +1174,91 @@ PyObject* py_softmax_columns(PyObject*, PyObject* const* args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+// The merge of the parts' (m, s) of one column and the factor the write takes: the largest m,
+// the sum of each part's s rescaled to it, f = 1 / s (log: log s).
+template <typename T>
+void merge_column_parts(int parts, int64_t inner, const T* m, const double* s, T* mm, T* f, int log) {
+    for (int64_t j = 0; j < inner; ++j) {
+        T top = m[j];
+        for (int k = 1; k < parts; ++k) top = m[k * inner + j] > top ? m[k * inner + j] : top;
+        double sum = 0.0;
+        for (int k = 0; k < parts; ++k) {
+            const T mk = m[k * inner + j];
+            sum += s[k * inner + j] * double(mk == top ? T(1) : ga::exp_nonpositive_(T(mk - top)));
+        }
+        mm[j] = top;
+        f[j] = log ? T(std::log(sum)) : T(1.0 / sum);
+    }
+}
+
+template <typename T, typename Stats, typename Write>
+void softmax_columns_split(const T* x, T* y, int64_t outer, int64_t length, int64_t inner, int log, int64_t threads,
+                           T* scratch, double* sums, Stats stats, Write write) {
+    const int64_t blocks = (length + kColumnBlock - 1) / kColumnBlock;
+    const int parts = int(threads < blocks ? threads : blocks);
+    const int64_t per = (blocks + parts - 1) / parts * kColumnBlock;
+    T *m = scratch, *bm = scratch + parts * inner, *mm = bm + parts * inner, *f = mm + inner;
+    for (int64_t o = 0; o < outer; ++o) {
+        const T* xo = x + o * length * inner;
+        T* yo = y + o * length * inner;
+        const std::function<void(int)> gather = [&](int k) {
+            const int64_t l0 = k * per < length ? k * per : length, l1 = l0 + per < length ? l0 + per : length;
+            stats(xo, inner, l0, l1, m + k * inner, sums + k * inner, bm + k * inner);
+        };
+        if (parts < 2 || !SplitPool::get().run(parts, gather))
+            for (int k = 0; k < parts; ++k) gather(k);
+        merge_column_parts<T>(parts, inner, m, sums, mm, f, log);
+        const std::function<void(int)> scatter = [&](int k) {
+            const int64_t l0 = k * per < length ? k * per : length, l1 = l0 + per < length ? l0 + per : length;
+            write(xo, yo, inner, l0, l1, mm, f, log);
+        };
+        if (parts < 2 || !SplitPool::get().run(parts, scatter))
+            for (int k = 0; k < parts; ++k) scatter(k);
+    }
+}
+
+// softmax_columns_split(type, x, y, length, inner, log, threads): softmax along the middle axis of
+// a contiguous (outer, length, inner) array, the rows shared among `threads` of the module's
+// threads (see column_stats); y must not overlap x.
+PyObject* py_softmax_columns_split(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (!check_nargs(nargs, 7, "softmax_columns_split")) return nullptr;
+    int64_t type, length, inner, log, threads;
+    if (!as_int64(args[0], type) || !as_int64(args[3], length) || !as_int64(args[4], inner) ||
+        !as_int64(args[5], log) || !split_threads(args, nargs, 6, threads))
+        return nullptr;
+    if ((type != 'f' && type != 'd') || length < 1 || inner < 1) {
+        PyErr_SetString(PyExc_ValueError, "softmax_columns_split: bad type or shape");
+        return nullptr;
+    }
+    Buffer x, y;
+    if (x.get(args[1], char(type), false, "x") < 0 || y.get(args[2], char(type), true, "y") < 0) return nullptr;
+    const int64_t slice = length * inner;
+    const int64_t outer = x.size() / slice;
+    if (x.size() != y.size() || x.size() != outer * slice) {
+        PyErr_SetString(PyExc_ValueError, "softmax_columns_split: x and y must hold (outer, length, inner) values");
+        return nullptr;
+    }
+    const size_t item = type == 'f' ? sizeof(float) : sizeof(double);
+    // per part: m and bm (items) and s (doubles); then the merged m and f (items)
+    const size_t count = size_t(threads) * size_t(inner);
+    void* raw = std::malloc(count * (2 * item + sizeof(double)) + 2 * size_t(inner) * item);
+    if (raw == nullptr) return PyErr_NoMemory();
+    double* sums = static_cast<double*>(raw);
+    void* scratch = sums + count;
+    PyThreadState* saved = x.size() >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
+    if (type == 'f')
+        softmax_columns_split<float>(static_cast<const float*>(x.data()), static_cast<float*>(y.data()), outer, length,
+                                     inner, int(log), threads, static_cast<float*>(scratch), sums, column_stats_f32,
+                                     column_write_f32);
+    else
+        softmax_columns_split<double>(static_cast<const double*>(x.data()), static_cast<double*>(y.data()), outer,
+                                      length, inner, int(log), threads, static_cast<double*>(scratch), sums,
+                                      column_stats_f64, column_write_f64);
+    if (saved) PyEval_RestoreThread(saved);
+    std::free(raw);
+    Py_RETURN_NONE;
+}
+
 // sparsemax_rows(type, x, y, row0, row1, length): rows [row0, row1) of a (rows, length) array; y may be x.
 PyObject* py_sparsemax_rows(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (!check_nargs(nargs, 6, "sparsemax_rows")) return nullptr;
@@ -1327,6 +1483,9 @@ PyMethodDef kMethods[] = {
      "unary(index, type, x, y, start, stop, p0, p1, p2, p3)"},
     {"softmax_rows", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(py_softmax_rows)),
      METH_FASTCALL, "softmax_rows(type, x, y, row0, row1, length, log); type ord('H'): bfloat16 bits"},
+    {"softmax_columns_split",
+     reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(py_softmax_columns_split)), METH_FASTCALL,
+     "Softmax along the middle axis of long rows, the rows shared among the module's threads."},
     {"softmax_columns", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(py_softmax_columns)),
      METH_FASTCALL, "softmax_columns(type, x, y, length, inner, width, u0, u1, log)"},
     {"sparsemax_rows", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(py_sparsemax_rows)),

@@ -452,3 +452,34 @@ def test_exp_of_negative_arguments_keeps_subnormal_results():
     special = pytest.importorskip("scipy.special")
     exact = 0.5 * g.astype(np.float64) * special.erfc(-g.astype(np.float64) / np.sqrt(2.0))
     np.testing.assert_allclose(_run("gelu", g), exact, rtol=1e-4, atol=2.0**-149 * 16)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(1, 100, 300), (3, 37, 256), (2, 1000, 257)])
+@pytest.mark.parametrize("log", [0, 1])
+def test_softmax_along_long_rows_split_among_threads(shape, log, threads):
+    """The column softmax that shares whole rows among the module's threads (running max and sum
+    per column, block by block, merged across the parts) against the column kernel it replaces for
+    long rows: rows whose maximum rises block after block (every rescale taken), columns of -inf, a
+    +inf, a NaN, and lengths that are no multiple of the block; same NaN positions, values within
+    the contract's tolerance."""
+    _skip_unless_loaded()
+    rng = np.random.default_rng(5)
+    outer, length, inner = shape
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    x[:, :, 0] = np.linspace(-50, 80, length, dtype=np.float32)  # the max moves in every block
+    x[:, :, 1] = -np.inf
+    x[0, length // 2, 2] = np.inf
+    x[0, length // 3, 3] = np.nan
+    x[:, :, 4] = np.float32(-1e30)  # one value a column, far below: exps of 0
+    x[:, 0, 4] = 0.0
+    want = np.empty_like(x)
+    old = _native.softmax_columns_kernel(np.float32)
+    old(x, want, length, inner, 64, 0, outer * -(-inner // 64), log)
+    got = np.full_like(x, 7.0)
+    _native.softmax_columns_split_kernel(np.float32)(x, got, length, inner, log, threads)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert_close(got, want, np.float32)
+    inplace = x.copy()
+    _native.softmax_columns_split_kernel(np.float32)(inplace, inplace, length, inner, log, threads)
+    np.testing.assert_array_equal(inplace.view(np.uint32), got.view(np.uint32))

@@ -277,6 +277,17 @@ def softmax_columns_kernel(dtype):
     return lambda x, y, length, inner, width, u0, u1, log: run(code, x, y, length, inner, width, u0, u1, log)
 
 
+def softmax_columns_split_kernel(dtype):
+    """``f(x, y, length, inner, log, threads)``: softmax along the middle axis of a contiguous
+    float32 (outer, length, inner) array, its rows shared among ``threads`` of the module's
+    threads (y is x or does not overlap it), or None."""
+    lib = _load()
+    if lib is None or np.dtype(dtype) != np.float32:
+        return None
+    run, code = lib.softmax_columns_split, TYPE_CODE[np.dtype(np.float32)]
+    return lambda x, y, length, inner, log, threads: run(code, x, y, length, inner, log, threads)
+
+
 def sparsemax_rows_kernel(dtype):
     """``f(x, y, row0, row1, length)``: sparsemax of rows [row0, row1) of a contiguous
     (rows, length) array in ``dtype`` (float32 or float64; ``y`` may be ``x``), or None."""
