@@ -817,21 +817,27 @@ private:
 // Elements per unit of a split: whole cache lines of any dtype, as _native.py's ranges are.
 const int64_t kSplitUnit = 1024;
 
-// job(lo, hi) over [start, stop): on this thread, or cut into `threads` ranges of whole units run
-// by the pool and this thread (alone when the pool is busy with another caller's pass).
-template <typename Job> void run_split(int64_t start, int64_t stop, int64_t threads, const Job& job) {
-    const int64_t units = (stop - start + kSplitUnit - 1) / kSplitUnit;
+// job(k, lo, hi) over [start, stop): on this thread (k = 0), or cut into `threads` ranges of whole
+// units of `unit` items, range k run by the pool's worker k - 1 (k = 0: this thread); alone when the
+// pool is busy with another caller's pass. k < threads always (a part's scratch slot).
+template <typename Job> void run_parts(int64_t start, int64_t stop, int64_t threads, int64_t unit, const Job& job) {
+    const int64_t units = (stop - start + unit - 1) / unit;
     const int parts = int(threads < units ? threads : units);
     if (parts > 1) {
-        const int64_t per = (units + parts - 1) / parts;
+        const int64_t per = (units + parts - 1) / parts * unit;
         const std::function<void(int)> part = [&](int k) {
-            const int64_t lo = start + k * per * kSplitUnit;
-            const int64_t hi = lo + per * kSplitUnit < stop ? lo + per * kSplitUnit : stop;
-            if (lo < hi) job(lo, hi);
+            const int64_t lo = start + k * per < stop ? start + k * per : stop;
+            const int64_t hi = lo + per < stop ? lo + per : stop;
+            if (lo < hi) job(k, lo, hi);
         };
         if (SplitPool::get().run(parts, part)) return;
     }
-    job(start, stop);
+    job(0, start, stop);
+}
+
+// job(lo, hi) over [start, stop) in whole units of kSplitUnit elements (see run_parts)
+template <typename Job> void run_split(int64_t start, int64_t stop, int64_t threads, const Job& job) {
+    run_parts(start, stop, threads, kSplitUnit, [&](int, int64_t lo, int64_t hi) { job(lo, hi); });
 }
 
 }  // namespace
@@ -1063,14 +1069,15 @@ PyObject* grad_bias(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     Py_RETURN_NONE;
 }
 
-// rows_grad(kind, type, dy, x, dx, row0, row1, length, log): the softmax (kind 0) or sparsemax
+// rows_grad(kind, type, dy, x, dx, row0, row1, length, log[, threads]): the softmax (kind 0) or sparsemax
 // (kind 1) backward of rows [row0, row1) of (rows, length) arrays; the softmax one on bfloat16
 // bits too (type ord('H')).
 PyObject* rows_grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-    if (!check_nargs(nargs, 9, "rows_grad")) return nullptr;
-    int64_t kind, type, row0, row1, length, log;
+    if (!check_nargs_split(nargs, 9, "rows_grad")) return nullptr;
+    int64_t kind, type, row0, row1, length, log, threads;
     if (!as_int64(args[0], kind) || !as_int64(args[1], type) || !as_int64(args[5], row0) ||
-        !as_int64(args[6], row1) || !as_int64(args[7], length) || !as_int64(args[8], log))
+        !as_int64(args[6], row1) || !as_int64(args[7], length) || !as_int64(args[8], log) ||
+        !split_threads(args, nargs, 9, threads))
         return nullptr;
     // bfloat16 bits ('H'): the softmax backward only
     if ((type != 'f' && type != 'd' && !(type == 'H' && kind == 0)) || length < 1 || (kind != 0 && kind != 1)) {
@@ -1083,41 +1090,46 @@ PyObject* rows_grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         return nullptr;
     const int64_t rows = x.size() / length;
     if (x.size() != dy.size() || x.size() != dx.size() || !check_range(row0, row1, rows)) return nullptr;
-    const int64_t off = row0 * length, count = row1 - row0;
-    float* buf = nullptr;
-    // the softmax rows' scratch: a row of exps (bfloat16: and its rows widened, 4 rows of floats)
-    const size_t scratch = kind != 0 ? 0 : size_t(length) * (type == 'H' ? 4 * sizeof(float) : (type == 'f' ? 4 : 8));
-    void* raw = scratch ? std::malloc(scratch) : nullptr;
-    if (scratch && raw == nullptr) return PyErr_NoMemory();
-    buf = static_cast<float*>(raw);
-    PyThreadState* saved = count * length >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
-    if (type == 'H') {
-        softmax_grad_rows_bf16(static_cast<const uint16_t*>(dy.data()) + off,
-                               static_cast<const uint16_t*>(x.data()) + off, static_cast<uint16_t*>(dx.data()) + off,
-                               count, length, int(log), buf);
-    } else if (type == 'f') {
-        const float *pdy = static_cast<const float*>(dy.data()) + off, *px = static_cast<const float*>(x.data()) + off;
-        float* pdx = static_cast<float*>(dx.data()) + off;
-        if (kind == 0) softmax_grad_rows_f32(pdy, px, pdx, count, length, int(log), buf);
-        else sparsemax_grad_rows_f32(pdy, px, pdx, count, length);
-    } else {
-        const double *pdy = static_cast<const double*>(dy.data()) + off,
-                     *px = static_cast<const double*>(x.data()) + off;
-        double* pdx = static_cast<double*>(dx.data()) + off;
-        if (kind == 0) softmax_grad_rows_f64(pdy, px, pdx, count, length, int(log), static_cast<double*>(raw));
-        else sparsemax_grad_rows_f64(pdy, px, pdx, count, length);
-    }
+    // each part's scratch for the softmax rows: a row of exps (bfloat16: and its rows widened, 4 rows
+    // of floats)
+    const size_t part_bytes = kind != 0 ? 0 : size_t(length) * (type == 'H' ? 4 * sizeof(float) : (type == 'f' ? 4 : 8));
+    char* raw = part_bytes ? static_cast<char*>(std::malloc(part_bytes * size_t(threads))) : nullptr;
+    if (part_bytes && raw == nullptr) return PyErr_NoMemory();
+    PyThreadState* saved = (row1 - row0) * length >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
+    run_parts(row0, row1, threads, 1, [&](int k, int64_t r0, int64_t r1) {
+        const int64_t off = r0 * length, count = r1 - r0;
+        void* scratch = raw + k * part_bytes;
+        if (type == 'H') {
+            softmax_grad_rows_bf16(static_cast<const uint16_t*>(dy.data()) + off,
+                                   static_cast<const uint16_t*>(x.data()) + off,
+                                   static_cast<uint16_t*>(dx.data()) + off, count, length, int(log),
+                                   static_cast<float*>(scratch));
+        } else if (type == 'f') {
+            const float *pdy = static_cast<const float*>(dy.data()) + off,
+                        *px = static_cast<const float*>(x.data()) + off;
+            float* pdx = static_cast<float*>(dx.data()) + off;
+            if (kind == 0) softmax_grad_rows_f32(pdy, px, pdx, count, length, int(log), static_cast<float*>(scratch));
+            else sparsemax_grad_rows_f32(pdy, px, pdx, count, length);
+        } else {
+            const double *pdy = static_cast<const double*>(dy.data()) + off,
+                         *px = static_cast<const double*>(x.data()) + off;
+            double* pdx = static_cast<double*>(dx.data()) + off;
+            if (kind == 0) softmax_grad_rows_f64(pdy, px, pdx, count, length, int(log), static_cast<double*>(scratch));
+            else sparsemax_grad_rows_f64(pdy, px, pdx, count, length);
+        }
+    });
     if (saved) PyEval_RestoreThread(saved);
-    std::free(buf);
+    std::free(raw);
     Py_RETURN_NONE;
 }
 
-// softmax_rows(type, x, y, row0, row1, length, log): rows [row0, row1) of a (rows, length) array.
+// softmax_rows(type, x, y, row0, row1, length, log[, threads]): rows [row0, row1) of a (rows, length)
+// array, shared among `threads` of the module's threads.
 PyObject* py_softmax_rows(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-    if (!check_nargs(nargs, 7, "softmax_rows")) return nullptr;
-    int64_t type, row0, row1, length, log;
+    if (!check_nargs_split(nargs, 7, "softmax_rows")) return nullptr;
+    int64_t type, row0, row1, length, log, threads;
     if (!as_int64(args[0], type) || !as_int64(args[3], row0) || !as_int64(args[4], row1) ||
-        !as_int64(args[5], length) || !as_int64(args[6], log))
+        !as_int64(args[5], length) || !as_int64(args[6], log) || !split_threads(args, nargs, 7, threads))
         return nullptr;
     if ((type != 'f' && type != 'd' && type != 'H') || length < 1) {
         PyErr_SetString(PyExc_ValueError, "softmax_rows: bad type or length");
@@ -1127,19 +1139,24 @@ PyObject* py_softmax_rows(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (x.get(args[1], char(type), false, "x") < 0 || y.get(args[2], char(type), true, "y") < 0) return nullptr;
     const int64_t rows = x.size() / length;
     if (x.size() != y.size() || !check_range(row0, row1, rows)) return nullptr;
+    // bfloat16: each part's two rows of floats
+    const size_t part_floats = 2 * size_t(length);
     float* buf = nullptr;
-    if (type == 'H' && (buf = static_cast<float*>(std::malloc(sizeof(float) * 2 * size_t(length)))) == nullptr)
+    if (type == 'H' && (buf = static_cast<float*>(std::malloc(sizeof(float) * part_floats * size_t(threads)))) == nullptr)
         return PyErr_NoMemory();
     PyThreadState* saved = (row1 - row0) * length >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
-    if (type == 'H')
-        softmax_rows_bf16(static_cast<const uint16_t*>(x.data()) + row0 * length,
-                          static_cast<uint16_t*>(y.data()) + row0 * length, row1 - row0, length, int(log), buf);
-    else if (type == 'f')
-        softmax_rows_f32(static_cast<const float*>(x.data()) + row0 * length,
-                         static_cast<float*>(y.data()) + row0 * length, row1 - row0, length, int(log));
-    else
-        softmax_rows_f64(static_cast<const double*>(x.data()) + row0 * length,
-                         static_cast<double*>(y.data()) + row0 * length, row1 - row0, length, int(log));
+    run_parts(row0, row1, threads, 1, [&](int k, int64_t r0, int64_t r1) {
+        if (type == 'H')
+            softmax_rows_bf16(static_cast<const uint16_t*>(x.data()) + r0 * length,
+                              static_cast<uint16_t*>(y.data()) + r0 * length, r1 - r0, length, int(log),
+                              buf + k * part_floats);
+        else if (type == 'f')
+            softmax_rows_f32(static_cast<const float*>(x.data()) + r0 * length,
+                             static_cast<float*>(y.data()) + r0 * length, r1 - r0, length, int(log));
+        else
+            softmax_rows_f64(static_cast<const double*>(x.data()) + r0 * length,
+                             static_cast<double*>(y.data()) + r0 * length, r1 - r0, length, int(log));
+    });
     if (saved) PyEval_RestoreThread(saved);
     std::free(buf);
     Py_RETURN_NONE;

@@ -332,3 +332,54 @@ def test_bfloat16_rows(tmp_path):
     ours = [r for r in doc["results"] if r["backend"] == "numpy"]
     assert ours and all(r["correct"] and r["dtype"] == "bfloat16" for r in ours)
     assert {r["op"] for r in ours} >= {"relu", "gelu", "softmax", "swiglu", "gelu:grad", "gelu(x+bias)"}
+
+
+def test_the_side_by_side_section_interleaves_and_takes_ratios(monkeypatch):
+    # small cases, fake peers of known relative speed: gpuact's NumPy path (the real one) against a
+    # peer that does twice the work, and one that cannot run the case (listed as skipped)
+    from gpuact.bench import peers
+
+    def peer(backend, repeats):
+        def make(op, axis):
+            def f(x):
+                for _ in range(repeats):
+                    y = gpuact_relu(x)
+                return y
+
+            return f
+
+        return Impl(backend, "cpu", False, "cpu", _make=make)
+
+    import gpuact
+
+    gpuact_relu = gpuact.relu
+    numpy_impl = Impl("numpy", "cpu", True, "cpu", _make=lambda op, axis: gpuact.relu)
+
+    def broken(op, axis):
+        raise RuntimeError("no such op here")
+
+    cases = [C.Case("relu", "float32", (2**16,), None)]
+    entries = peers.side_by_side(
+        [numpy_impl, peer("torch", 3), Impl("jax", "cpu", False, "cpu", _make=broken)], cases, rounds=5, calls=3
+    )
+    (entry,) = entries
+    assert set(entry["seconds"]) == {"numpy", "torch", peers.COPY}
+    assert all(len(v) == 5 for v in entry["round_medians"].values())
+    assert 0.1 < entry["ratio"]["torch"] < 0.9  # the peer does three passes to gpuact's one
+    assert "no such op here" in entry["skipped"]["jax"]
+    assert entry["frac_of_copy"] > 0
+    rows = peers.table_rows(entries)
+    assert rows[0][:2] == ["relu", "2**16"] and rows[0][4] == "-"  # jax: no ratio
+    # no peer, no section
+    assert peers.side_by_side([numpy_impl], cases) == []
+
+
+def test_the_side_by_side_section_runs_by_default_and_alone():
+    parse = cli._parser().parse_args
+    assert cli.Config(parse([])).side_by_side
+    assert not cli.Config(parse(["--quick"])).side_by_side
+    assert not cli.Config(parse(["--ops", "relu"])).side_by_side
+    assert not cli.Config(parse(["--no-side-by-side"])).side_by_side
+    assert not cli.Config(parse(["--device", "gpu"])).side_by_side
+    alone = cli.Config(parse(["--side-by-side"]))
+    assert alone.side_by_side and not alone.forward and not alone.train_ops

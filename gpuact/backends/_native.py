@@ -229,14 +229,15 @@ def bfloat16_conversions():
 
 
 def compiled_softmax_rows(dtype):
-    """``f(x, y, row0, row1, length, log)``: softmax (or log-softmax) of rows [row0, row1) of a
-    contiguous (rows, length) array in ``dtype`` (float32 or float64), or None."""
+    """``f(x, y, row0, row1, length, log, threads=1)``: softmax (or log-softmax) of rows [row0, row1)
+    of a contiguous (rows, length) array in ``dtype`` (float32 or float64), the rows shared among
+    ``threads`` of the module's threads; or None."""
     dtype = np.dtype(dtype)
     lib = _load()
     if lib is None or dtype not in TYPE_CODE:
         return None
     run, code = lib.softmax_rows, TYPE_CODE[dtype]
-    return lambda x, y, row0, row1, length, log: run(code, x, y, row0, row1, length, log)
+    return lambda x, y, row0, row1, length, log, threads=1: run(code, x, y, row0, row1, length, log, threads)
 
 
 def bfloat16_softmax_rows_kernel():
@@ -247,7 +248,7 @@ def bfloat16_softmax_rows_kernel():
     if lib is None:
         return None
     run = lib.softmax_rows
-    return lambda x, y, row0, row1, length, log: run(BFLOAT16_CODE, x, y, row0, row1, length, log)
+    return lambda x, y, row0, row1, length, log, threads=1: run(BFLOAT16_CODE, x, y, row0, row1, length, log, threads)
 
 
 def bfloat16_softmax_grad_rows_kernel():
@@ -258,7 +259,9 @@ def bfloat16_softmax_grad_rows_kernel():
     if lib is None:
         return None
     run = lib.rows_grad
-    return lambda dy, x, dx, row0, row1, length, log=0: run(0, BFLOAT16_CODE, dy, x, dx, row0, row1, length, log)
+    return lambda dy, x, dx, row0, row1, length, log=0, threads=1: run(
+        0, BFLOAT16_CODE, dy, x, dx, row0, row1, length, log, threads
+    )
 
 
 def softmax_rows_kernel(dtype):
@@ -307,15 +310,18 @@ def grad_kernel(op: str, dtype):
 
 
 def rows_grad_kernel(kind: str, dtype):
-    """``f(dy, x, dx, row0, row1, length, log)``: the backward of softmax (``kind="softmax"``,
-    ``log`` selecting log_softmax) or sparsemax over rows [row0, row1) of contiguous (rows, length)
-    arrays in ``dtype``, the forward recomputed per row; or None."""
+    """``f(dy, x, dx, row0, row1, length, log, threads=1)``: the backward of softmax
+    (``kind="softmax"``, ``log`` selecting log_softmax) or sparsemax over rows [row0, row1) of
+    contiguous (rows, length) arrays in ``dtype``, the forward recomputed per row, the rows shared
+    among ``threads`` of the module's threads; or None."""
     dtype = np.dtype(dtype)
     lib = _load()
     if lib is None or dtype not in TYPE_CODE:
         return None
     run, code, which = lib.rows_grad, TYPE_CODE[dtype], {"softmax": 0, "sparsemax": 1}[kind]
-    return lambda dy, x, dx, row0, row1, length, log=0: run(which, code, dy, x, dx, row0, row1, length, log)
+    return lambda dy, x, dx, row0, row1, length, log=0, threads=1: run(
+        which, code, dy, x, dx, row0, row1, length, log, threads
+    )
 
 
 def columns_grad_kernel(dtype):

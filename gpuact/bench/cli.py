@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only the side-by-side section: gpuact's NumPy path against PyTorch eager, JAX jit and "
         "TensorFlow on the CPU, interleaved rounds, float32 2**22 elements and 4096x1024 softmax along "
-        "both axes, forward and gradient, with the ratio (part of every full run; not of --quick)",
+        "both axes, forward and gradient, with the ratio (part of the default run; not of --quick, nor of "
+        "a run whose --ops or sizes choose other cases)",
     )
     p.add_argument("--no-side-by-side", action="store_true", help="leave the side-by-side section out")
     p.add_argument(
@@ -148,7 +149,8 @@ class Config:
             raise ValueError("--side-by-side and --no-side-by-side exclude each other")
         if args.side_by_side:  # that section alone
             self.forward, self.train_ops = False, ()
-        self.side_by_side = "cpu" in self.devices and (args.side_by_side or not (q or args.no_side_by_side))
+        chosen = args.ops or args.sizes or args.cpu_sizes or args.backward
+        self.side_by_side = "cpu" in self.devices and (args.side_by_side or not (q or chosen or args.no_side_by_side))
 
     def as_dict(self):
         return {

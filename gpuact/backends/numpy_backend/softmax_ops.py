@@ -108,17 +108,26 @@ def _softmax_slabs(x3, y3, log, mask3):
 _COLUMN_WIDTH = 256
 
 
+def _native_rows(call, rows, length, minimum):
+    """``call(row0, row1, threads)`` over [0, rows) rows of ``length``: the module shares each call's
+    rows among ``pool.THREADS`` of its threads from ``minimum`` elements, in pieces of about
+    ``pool.SPLIT_PIECE`` elements between which an interrupt is taken."""
+    threads = pool.THREADS if rows * length >= minimum and rows > 1 else 1
+    step = max(1, pool.SPLIT_PIECE // length)
+    for start in range(0, rows, step):
+        call(start, min(rows, start + step), threads)
+
+
 def _native_softmax_rows(kernel, x2, y2, log):
     """Softmax along the last axis of contiguous 2-D arrays: one fused compiled pass a row, the
-    rows shared among the threads (in pieces of about ``pool.PIECE`` elements between stop checks)."""
+    rows shared among the module's threads."""
     rows, length = x2.shape
-    step = max(1, pool.PIECE // length)
-
-    def run(lo, hi, stop):
-        for start, end in pool.pieces(lo, hi, stop, step):
-            kernel(x2, y2, start, end, length, int(log))
-
-    pool.run_parallel(run, pool.parallel_ranges(rows, x2.size, pool.COMPILED_SOFTMAX_PARALLEL_MIN))
+    _native_rows(
+        lambda r0, r1, threads: kernel(x2, y2, r0, r1, length, int(log), threads),
+        rows,
+        length,
+        pool.COMPILED_SOFTMAX_PARALLEL_MIN,
+    )
 
 
 def _native_softmax_columns(kernel, x3, y3, log):
@@ -322,12 +331,12 @@ def softmax_grad(dy, x, axes, out, dtype, *, log, mask=None, bias=None, stream=N
     if rows is not None:
         # rows along the last axes, read and written in place (bfloat16 widened a row at a time in cache)
         length = merged[1]
-
-        def run_rows(lo, hi, stop):
-            for start, end in pool.pieces(lo, hi, stop, max(1, pool.PIECE // length)):
-                rows(*operands, start, end, length, int(log))
-
-        pool.run_parallel(run_rows, pool.parallel_ranges(merged[0], x.size))
+        _native_rows(
+            lambda r0, r1, threads: rows(*operands, r0, r1, length, int(log), threads),
+            merged[0],
+            length,
+            pool.PARALLEL_MIN,
+        )
         return dx
 
     def rows_fn(src, res, keep, dyc):
