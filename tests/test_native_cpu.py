@@ -483,3 +483,34 @@ def test_softmax_along_long_rows_split_among_threads(shape, log, threads):
     inplace = x.copy()
     _native.softmax_columns_split_kernel(np.float32)(inplace, inplace, length, inner, log, threads)
     np.testing.assert_array_equal(inplace.view(np.uint32), got.view(np.uint32))
+
+
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_rows_shared_among_the_module_threads_give_the_bits_of_one(threads):
+    """softmax_rows and rows_grad with a thread count: each part its own rows and its own scratch
+    (bfloat16's widened rows, the backward's row of exps); the bits of one thread, rows outside the
+    range untouched."""
+    _skip_unless_loaded()
+    rng = np.random.default_rng(3)
+    rows, length = 37, 300
+    x = (rng.standard_normal((rows, length)) * 3).astype(np.float32)
+    dy = rng.standard_normal((rows, length)).astype(np.float32)
+    r0, r1 = 2, 35
+    cases = [
+        (_native.compiled_softmax_rows(np.float32), (x,)),
+        (_native.rows_grad_kernel("softmax", np.float32), (dy, x)),
+        (_native.rows_grad_kernel("sparsemax", np.float32), (dy, x)),
+    ]
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bits = [a.astype(ml_dtypes.bfloat16).view(np.uint16) for a in (dy, x)]
+    cases += [
+        (_native.bfloat16_softmax_rows_kernel(), (bits[1],)),
+        (_native.bfloat16_softmax_grad_rows_kernel(), tuple(bits)),
+    ]
+    for kernel, operands in cases:
+        for log in (0, 1):
+            one, split = np.full_like(operands[0], 7), np.full_like(operands[0], 7)
+            kernel(*operands, one, r0, r1, length, log)
+            kernel(*operands, split, r0, r1, length, log, threads)
+            np.testing.assert_array_equal(split, one)
+            assert (split[:r0] == 7).all() and (split[r1:] == 7).all()
