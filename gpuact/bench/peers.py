@@ -5,7 +5,10 @@ turbo, another process) moves one backend's rows against another's. This section
 gpuact ahead of PyTorch, JAX and TensorFlow on this machine" with the drift taken out: for each
 case, ``rounds`` rounds, each timing every backend in turn (``calls`` calls, their median), the
 order rotated between rounds; a backend's time is the median of its round medians, and the
-ratio is gpuact's time over the peer's (above 1: gpuact is slower). The copy roof (``np.copyto``
+ratio is gpuact's time over the peer's (above 1: gpuact is slower). Each backend's calls start
+after a pause (``SETTLE_S``) in which threads the previous backend left spinning go to sleep, and
+one untimed call that wakes its own. The
+copy roof (``np.copyto``
 between two arrays of as many bytes as the case moves: input read plus output written) is timed in
 the same rounds, so a bandwidth-bound op's fraction of it is measured beside it.
 
@@ -26,8 +29,12 @@ ELEMENTWISE = ("relu", "sigmoid", "tanh", "gelu", "silu", "softsign", "linear", 
 GRADIENTS = ("relu", "sigmoid", "tanh", "gelu", "silu", "softsign", "elu", "softplus")
 SIZE = 2**22
 SOFTMAX_SHAPE = (4096, 1024)
-ROUNDS = 7
+ROUNDS = 9
 CALLS = 5
+# A pause before each backend's calls: PyTorch's OpenMP threads, TensorFlow's and XLA's pools and
+# gpuact's own threads spin for a while after a call before they sleep, and on a machine with few
+# cores the next backend would share them with those spinners.
+SETTLE_S = 0.01
 PEER_BACKENDS = ("torch", "jax", "tensorflow")
 COPY = "copy"
 
@@ -90,6 +97,8 @@ def side_by_side(impls, cases, rounds: int = ROUNDS, calls: int = CALLS, tick=No
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 fn, xn = runners[name]
+                time.sleep(SETTLE_S)
+                fn(xn)  # wakes this backend's own threads (and the core) after the pause, untimed
                 medians[name].append(_median_of(fn, xn, calls))
         times = {name: statistics.median(ts) for name, ts in medians.items()}
         ours = times["numpy"]
