@@ -196,8 +196,8 @@ GA_HD void softmax_columns(const T* x, T* y, int64_t length, int64_t inner, int6
 // values) are long: the threads take ranges of whole rows, not of columns, so that every pass
 // streams through memory (a unit of columns reads row segments a whole row apart, a page each for
 // rows of 4 KiB, and its writes ran at a quarter of a contiguous pass's speed). Two phases per
-// outer index: each part of the rows keeps every column's running max m and sum s of e**(x - m)
-// (column_stats), the parts' (m, s) are merged, then each part writes its rows (column_write).
+// outer index: each chunk of the rows keeps every column's running max m and sum s of e**(x - m)
+// (column_stats), the chunks' (m, s) are merged, then each chunk's rows are written (column_write).
 // column_stats goes block by block of kColumnBlock rows: the block's max first (from L1), s
 // rescaled by e**(m_old - m_new) where the max moved, then the block's exps added. NaN and -inf
 // columns behave as in softmax_columns; sums are in double.
@@ -725,12 +725,15 @@ const int kGateCount = int(sizeof(kGate) / sizeof(kGate[0]));
 
 namespace {
 
-// Workers that run one split pass at a time: part k of `parts` on worker k - 1, part 0 on the
-// caller. A worker that finishes spins on the pass counter for kSpin before it sleeps on the
-// condition variable, so back-to-back passes (a training step, a benchmark loop) start at once, as
-// OpenMP's threads do; the caller spins until every part is done (a part is at least a few hundred
-// microseconds of work, never worth a sleep). One pass at a time: a second caller that finds the pool
-// busy runs its pass alone. After fork() the child starts with no workers (the parent's do not exist
+// Workers that help with one pass at a time. run(helpers, part) calls part(0) on the caller and
+// part(k) on each worker k - 1 (k <= helpers) that joins before the caller's part(0) returns; a
+// pass's parts share its work out dynamically (chunks taken from a shared counter, see run_parts),
+// so the caller alone finishes whatever no worker took, and a worker still asleep when the work is
+// done is not waited for (a worker takes 50-200 us to wake on a VM, the time of a whole pass over a
+// few hundred thousand elements). A worker that finishes spins on the pass counter for kSpin before
+// it sleeps on the condition variable, so back-to-back passes (a training step, a benchmark loop)
+// find it awake, as OpenMP's threads do. One pass at a time: a second caller that finds the pool busy
+// runs its pass alone. After fork() the child starts with no workers (the parent's do not exist
 // there) and makes new ones.
 class SplitPool {
 public:
@@ -742,26 +745,29 @@ public:
         return *pool;
     }
 
-    // part(k) for k in [0, parts); false (nothing run) when another pass holds the pool
-    bool run(int parts, const std::function<void(int)>& part) {
+    // false (nothing run) when another pass holds the pool
+    bool run(int helpers, const std::function<void(int)>& part) {
         std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
         if (!busy.owns_lock()) return false;
-        grow(parts - 1);
+        grow(helpers);
         part_ = &part;
-        active_ = parts - 1;
-        pending_.store(parts - 1, std::memory_order_relaxed);
+        helpers_ = helpers;
+        joined_.store(0, std::memory_order_release);  // open; a worker that joins sees part_ above
         {
             std::lock_guard<std::mutex> lock(sleep_);
             pass_.fetch_add(1, std::memory_order_release);
         }
         wake_.notify_all();
         part(0);
-        while (pending_.load(std::memory_order_acquire) != 0) relax();
+        // closed: no worker joins from now on; those that did are finishing their last chunk
+        joined_.fetch_or(kClosed, std::memory_order_acq_rel);
+        while ((joined_.load(std::memory_order_acquire) & ~kClosed) != 0) relax();
         return true;
     }
 
 private:
     static constexpr std::chrono::microseconds kSpin{300};
+    static constexpr int kClosed = 1 << 30;
 
     static void relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -798,39 +804,48 @@ private:
                 relax();
             }
             seen = pass;
-            if (k < active_) {
-                (*part_)(k + 1);
-                pending_.fetch_sub(1, std::memory_order_release);
+            int joined = joined_.load(std::memory_order_acquire);
+            while (!(joined & kClosed) &&
+                   !joined_.compare_exchange_weak(joined, joined + 1, std::memory_order_acq_rel)) {
             }
+            if (joined & kClosed) continue;  // the pass is over (or closing): nothing left to help with
+            if (k < helpers_) (*part_)(k + 1);
+            joined_.fetch_sub(1, std::memory_order_release);
         }
     }
 
     std::mutex busy_, sleep_;
     std::condition_variable wake_;
     std::atomic<uint64_t> pass_{0};
-    std::atomic<int> pending_{0};
+    std::atomic<int> joined_{kClosed};
     const std::function<void(int)>* part_ = nullptr;
-    int active_ = 0;
+    int helpers_ = 0;
     size_t workers_ = 0;
 };
 
 // Elements per unit of a split: whole cache lines of any dtype, as _native.py's ranges are.
 const int64_t kSplitUnit = 1024;
 
-// job(k, lo, hi) over [start, stop): on this thread (k = 0), or cut into `threads` ranges of whole
-// units of `unit` items, range k run by the pool's worker k - 1 (k = 0: this thread); alone when the
-// pool is busy with another caller's pass. k < threads always (a part's scratch slot).
+// Chunks a participant of a pass takes, about, when all take part: enough that a worker that joins
+// late leaves its share to the others, few enough that the shared counter costs nothing.
+const int64_t kChunksPerPart = 4;
+
+// job(k, lo, hi) over [start, stop) in whole units of `unit` items: on this thread (k = 0), or in
+// chunks taken in turn by this thread and up to threads - 1 of the pool's (k their participant
+// index, below threads: a participant's scratch slot); alone when the pool is busy with another
+// caller's pass.
 template <typename Job> void run_parts(int64_t start, int64_t stop, int64_t threads, int64_t unit, const Job& job) {
     const int64_t units = (stop - start + unit - 1) / unit;
     const int parts = int(threads < units ? threads : units);
     if (parts > 1) {
-        const int64_t per = (units + parts - 1) / parts * unit;
+        const int64_t per = units / (parts * kChunksPerPart);
+        const int64_t chunk = (per > 1 ? per : 1) * unit;
+        std::atomic<int64_t> next{start};
         const std::function<void(int)> part = [&](int k) {
-            const int64_t lo = start + k * per < stop ? start + k * per : stop;
-            const int64_t hi = lo + per < stop ? lo + per : stop;
-            if (lo < hi) job(k, lo, hi);
+            for (int64_t lo; (lo = next.fetch_add(chunk, std::memory_order_relaxed)) < stop;)
+                job(k, lo, lo + chunk < stop ? lo + chunk : stop);
         };
-        if (SplitPool::get().run(parts, part)) return;
+        if (SplitPool::get().run(parts - 1, part)) return;
     }
     job(0, start, stop);
 }
@@ -1191,8 +1206,8 @@ PyObject* py_softmax_columns(PyObject*, PyObject* const* args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-// The merge of the parts' (m, s) of one column and the factor the write takes: the largest m,
-// the sum of each part's s rescaled to it, f = 1 / s (log: log s).
+// The merge of the chunks' (m, s) of each column and the factor the write takes: the largest m,
+// the sum of each chunk's s rescaled to it, f = 1 / s (log: log s).
 template <typename T>
 void merge_column_parts(int parts, int64_t inner, const T* m, const double* s, T* mm, T* f, int log) {
     for (int64_t j = 0; j < inner; ++j) {
@@ -1208,29 +1223,38 @@ void merge_column_parts(int parts, int64_t inner, const T* m, const double* s, T
     }
 }
 
+// The rows of each slab cut into chunks of whole blocks, each with its own slot of partial (m, s),
+// taken in turn by this thread and the pool's (see run_parts): the chunks' partials merged, then
+// the chunks' rows written the same way.
 template <typename T, typename Stats, typename Write>
 void softmax_columns_split(const T* x, T* y, int64_t outer, int64_t length, int64_t inner, int log, int64_t threads,
                            T* scratch, double* sums, Stats stats, Write write) {
     const int64_t blocks = (length + kColumnBlock - 1) / kColumnBlock;
     const int parts = int(threads < blocks ? threads : blocks);
-    const int64_t per = (blocks + parts - 1) / parts * kColumnBlock;
-    T *m = scratch, *bm = scratch + parts * inner, *mm = bm + parts * inner, *f = mm + inner;
+    const int64_t most = parts > 1 ? parts * kChunksPerPart : 1;
+    const int64_t rows_per = (blocks + most - 1) / most * kColumnBlock;
+    const int64_t chunks = (length + rows_per - 1) / rows_per;
+    T *m = scratch, *bm = scratch + chunks * inner, *mm = bm + chunks * inner, *f = mm + inner;
     for (int64_t o = 0; o < outer; ++o) {
         const T* xo = x + o * length * inner;
         T* yo = y + o * length * inner;
-        const std::function<void(int)> gather = [&](int k) {
-            const int64_t l0 = k * per < length ? k * per : length, l1 = l0 + per < length ? l0 + per : length;
-            stats(xo, inner, l0, l1, m + k * inner, sums + k * inner, bm + k * inner);
+        std::atomic<int64_t> next{0};
+        const std::function<void(int)> gather = [&](int) {
+            for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+                const int64_t l0 = c * rows_per, l1 = l0 + rows_per < length ? l0 + rows_per : length;
+                stats(xo, inner, l0, l1, m + c * inner, sums + c * inner, bm + c * inner);
+            }
         };
-        if (parts < 2 || !SplitPool::get().run(parts, gather))
-            for (int k = 0; k < parts; ++k) gather(k);
-        merge_column_parts<T>(parts, inner, m, sums, mm, f, log);
-        const std::function<void(int)> scatter = [&](int k) {
-            const int64_t l0 = k * per < length ? k * per : length, l1 = l0 + per < length ? l0 + per : length;
-            write(xo, yo, inner, l0, l1, mm, f, log);
+        if (parts < 2 || !SplitPool::get().run(parts - 1, gather)) gather(0);
+        merge_column_parts<T>(int(chunks), inner, m, sums, mm, f, log);
+        next.store(0, std::memory_order_relaxed);
+        const std::function<void(int)> scatter = [&](int) {
+            for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+                const int64_t l0 = c * rows_per, l1 = l0 + rows_per < length ? l0 + rows_per : length;
+                write(xo, yo, inner, l0, l1, mm, f, log);
+            }
         };
-        if (parts < 2 || !SplitPool::get().run(parts, scatter))
-            for (int k = 0; k < parts; ++k) scatter(k);
+        if (parts < 2 || !SplitPool::get().run(parts - 1, scatter)) scatter(0);
     }
 }
 
@@ -1256,8 +1280,9 @@ PyObject* py_softmax_columns_split(PyObject*, PyObject* const* args, Py_ssize_t 
         return nullptr;
     }
     const size_t item = type == 'f' ? sizeof(float) : sizeof(double);
-    // per part: m and bm (items) and s (doubles); then the merged m and f (items)
-    const size_t count = size_t(threads) * size_t(inner);
+    // per chunk (at most kChunksPerPart a thread): m and bm (items) and s (doubles); then the merged m
+    // and f (items)
+    const size_t count = size_t(threads) * size_t(kChunksPerPart) * size_t(inner);
     void* raw = std::malloc(count * (2 * item + sizeof(double)) + 2 * size_t(inner) * item);
     if (raw == nullptr) return PyErr_NoMemory();
     double* sums = static_cast<double*>(raw);

@@ -82,7 +82,9 @@ def threads_from_parallel_min(monkeypatch):
     are 2**18 to 2**21), so that the tests' arrays cross threads at a few hundred thousand
     elements."""
     monkeypatch.setattr(pool, "compiled_parallel_min", lambda op: pool.PARALLEL_MIN)
+    monkeypatch.setattr(pool, "pooled_parallel_min", lambda op: pool.PARALLEL_MIN)
     monkeypatch.setattr(pool, "COMPILED_SOFTMAX_PARALLEL_MIN", pool.PARALLEL_MIN)
+    monkeypatch.setattr(pool, "POOLED_SOFTMAX_PARALLEL_MIN", pool.PARALLEL_MIN)
 
 
 # (op, params, exact float64 function, input ranges, ulp bound). The bounds are what

@@ -1,8 +1,8 @@
 """The NumPy path's threads: the pool, the thresholds from which work is shared out, and the
 drivers that cut a call into one range per thread and stop every range when one fails.
 
-Tests shrink ``BLOCK``, ``PARALLEL_MIN``, ``THREADS``, ``COMPILED_SOFTMAX_PARALLEL_MIN`` and
-``compiled_parallel_min`` here to send small inputs down the routes large ones take; the sibling
+Tests shrink ``BLOCK``, ``PARALLEL_MIN``, ``THREADS``, ``COMPILED_SOFTMAX_PARALLEL_MIN``,
+``POOLED_SOFTMAX_PARALLEL_MIN``, ``compiled_parallel_min`` and ``pooled_parallel_min`` here to send small inputs down the routes large ones take; the sibling
 modules therefore read them as ``pool.NAME`` at call time, never as names imported once.
 """
 
@@ -25,19 +25,33 @@ from gpuact._contract.ops import OPS, Cost
 # little more.
 BLOCK = 131072
 # Below this many elements a second thread costs more (start-up, cache traffic) than it saves: the
-# ufunc formulas' passes. The compiled kernels do far more per element and microsecond, so they
-# share a pass out only from longer arrays, by the op's cost class in the op table (the
-# measurements are there), and a compiled softmax from COMPILED_SOFTMAX_PARALLEL_MIN (measured,
-# float32, rows of 1024, one thread against two: 131 us against 145 at 2**18, 269 against 210 at
-# 2**19).
+# ufunc formulas' passes, on this module's Python pool.
 PARALLEL_MIN = 1 << 16
-COMPILED_SOFTMAX_PARALLEL_MIN = 1 << 19
-_COMPILED_PARALLEL_MIN: dict[Cost, int] = {"cheap": 1 << 21, "exp": 1 << 19, "heavy": 1 << 18}
+# The compiled passes that the module cuts among its own threads (kernels/gpuact_cpu.cc, SplitPool:
+# awake within microseconds when calls come back to back, and never waited for when asleep) share
+# out from far fewer elements, by the op's cost class in the op table. Measured, float32,
+# back-to-back calls on the 2-core EPYC, one thread against two: relu 15.6 against 9.6 us at 2**17,
+# 24.6 against 16.9 at 2**18; sigmoid 23.4 against 23.6 at 2**16, 57.8 against 30.7 at 2**17; gelu
+# 52.3 against 27.6 at 2**16; softmax rows of 1024, 38.3 against 20.3 at 2**16. An isolated call,
+# whose helper is asleep, takes at most a few microseconds longer than on one thread.
+COMPILED_SOFTMAX_PARALLEL_MIN = 1 << 16
+_COMPILED_PARALLEL_MIN: dict[Cost, int] = {"cheap": 1 << 18, "exp": 1 << 17, "heavy": 1 << 16}
+# The compiled passes still shared out on the Python pool (the gated rows, the narrow-column
+# softmax), whose threads take 50-200 us to wake: from longer arrays (measured the same way:
+# softmax rows, 131 us against 145 at 2**18, 269 against 210 at 2**19).
+_POOLED_PARALLEL_MIN: dict[Cost, int] = {"cheap": 1 << 21, "exp": 1 << 19, "heavy": 1 << 18}
+POOLED_SOFTMAX_PARALLEL_MIN = 1 << 19
+
+
+def pooled_parallel_min(op: str) -> int:
+    """Elements from which a compiled pass of ``op`` run on the Python pool (the gated rows) is
+    shared among its threads."""
+    return _POOLED_PARALLEL_MIN[OPS[op].cost]
 
 
 def compiled_parallel_min(op: str) -> int:
     """Elements from which a compiled elementwise pass of ``op`` (forward, bias or backward) is
-    shared among the threads."""
+    shared among the module's threads."""
     return _COMPILED_PARALLEL_MIN[OPS[op].cost]
 
 

@@ -74,7 +74,7 @@ def _compiled_halves(unit, x, axis, result, dtype, dy) -> bool:
         for start, end in pool.pieces(lo, hi, stop, step):
             call(start, end, half, *p4)
 
-    pool.run_parallel(run, pool.parallel_ranges(outer, outer * half, pool.compiled_parallel_min(unit.op)))
+    pool.run_parallel(run, pool.parallel_ranges(outer, outer * half, pool.pooled_parallel_min(unit.op)))
     return True
 
 
@@ -121,7 +121,7 @@ def _compiled_pair(unit, inputs, outputs, dtype, dy) -> bool:
     pool.run_ranges(
         flats[0].size,
         lambda start, end: run(*flats, start, start, start, 0, 0, 0, 1, end - start, *p4),
-        pool.compiled_parallel_min(unit.op),
+        pool.pooled_parallel_min(unit.op),
     )
     return True
 

@@ -140,7 +140,7 @@ def _native_softmax_columns(kernel, x3, y3, log):
         for start, end in pool.pieces(lo, hi, stop, step):
             kernel(x3, y3, length, inner, width, start, end, int(log))
 
-    pool.run_parallel(run, pool.parallel_ranges(units, x3.size, pool.COMPILED_SOFTMAX_PARALLEL_MIN))
+    pool.run_parallel(run, pool.parallel_ranges(units, x3.size, pool.POOLED_SOFTMAX_PARALLEL_MIN))
 
 
 # From this many columns (a row of 1 KiB of float32) the softmax along a middle axis shares the rows
