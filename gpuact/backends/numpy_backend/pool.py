@@ -2,8 +2,9 @@
 drivers that cut a call into one range per thread and stop every range when one fails.
 
 Tests shrink ``BLOCK``, ``PARALLEL_MIN``, ``THREADS``, ``COMPILED_SOFTMAX_PARALLEL_MIN``,
-``POOLED_SOFTMAX_PARALLEL_MIN``, ``compiled_parallel_min`` and ``pooled_parallel_min`` here to send small inputs down the routes large ones take; the sibling
-modules therefore read them as ``pool.NAME`` at call time, never as names imported once.
+``POOLED_SOFTMAX_PARALLEL_MIN``, ``compiled_parallel_min`` and ``pooled_parallel_min`` here to send
+small inputs down the routes large ones take; the sibling modules therefore read them as
+``pool.NAME`` at call time, never as names imported once.
 """
 
 from __future__ import annotations
