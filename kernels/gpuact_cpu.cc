@@ -4,7 +4,7 @@
 // scalar libm exp/tanh in double is slower than NumPy's SIMD loops.)
 //
 // The math is gpuact_math.cuh's, the same templates the CUDA kernels use, compiled for the host
-// with GA_HOST_SIMD so that float32 exp, expm1, log1p, tanh and erfc are gpuact_host_simd.h's
+// with GA_HOST_SIMD so that float32 exp, expm1, log1p, tanh and gelu are gpuact_host_simd.h's
 // vectorizable versions. Each op is one fused pass (input read once, output written once), where
 // NumPy needs a ufunc pass per step. Threads: most entry points run on the caller's thread, which
 // _native.py's callers give disjoint ranges from their thread pool, and the module releases the GIL

@@ -1,12 +1,11 @@
-// gpuact: float32 exp, expm1, log, log1p, tanh, erfc and hypot for the CPU build, written so that
+// gpuact: float32 exp, expm1, log, log1p, tanh, gelu's normal tail and hypot for the CPU build, written so that
 // GCC vectorizes a loop that calls them (no branches, no calls, no errno): every special case is a
 // select at the end, never an early return. Included by gpuact_math.cuh only when GA_HOST_SIMD is
 // defined (kernels/gpuact_cpu.cc); the CUDA build and the plain host tests use the C library.
 //
 // Accuracy, checked against float64 NumPy over the whole float32 range by tests/test_native_cpu.py:
-// exp and expm1 within 2 ulp, log1p within 4, tanh within 5, erfc as gelu's NumPy path (its fitted
-// polynomial, shared with gpuact/backends/numpy_backend/formulas.py), gelu within 5e-6 relative
-// (a fitted tail of the normal distribution, normal_tail_gauss). Subnormal inputs and results are kept
+// exp and expm1 within 2 ulp, log1p within 4, tanh within 5, gelu within 5e-6 relative (a fitted
+// tail of the normal distribution, normal_tail_gauss). Subnormal inputs and results are kept
 // (no flush to zero), NaN propagates, and +-inf give the limits.
 #ifndef GPUACT_HOST_SIMD_H
 #define GPUACT_HOST_SIMD_H
@@ -196,30 +195,6 @@ GA_SIMD_INLINE float tanh(float x) {
     float y = p / q;
     y = abs(x) < 0.0004f ? x : y;  // tanh x rounds to x there; keeps -0 and subnormals exact
     return is_nan(x) ? x : y;
-}
-
-// erfc(a) for a >= 0 as s * e**(-a**2 + g(2s - 1)), s = 1 / (1 + a/2): g is
-// gpuact/backends/numpy_backend/formulas.py's ERFC_G32 (relative error below 1e-7); negative z by
-// erfc(z) = 2 - erfc(-z).
-GA_SIMD_INLINE float erfc(float z) {
-    float a = abs(z);
-    a = a > 1.0e4f ? 1.0e4f : a;  // e**(-a**2) is 0 long before; keeps inf * 0 out
-    float s = 1.0f / (1.0f + 0.5f * a);
-    float w = 2.0f * s - 1.0f;
-    float g = 7.86440864730578e-06f;
-    g = g * w + 0.0003338040634112046f;
-    g = g * w - 0.00022760422912714836f;
-    g = g * w - 0.002048871097483392f;
-    g = g * w + 0.0017938276801523656f;
-    g = g * w + 0.008703901505034192f;
-    g = g * w - 0.009879944772132698f;
-    g = g * w - 0.046874909480877386f;
-    g = g * w + 0.047343879625403464f;
-    g = g * w + 0.6726422184868442f;
-    g = g * w - 0.6717940915476512f;
-    float e = s * exp(g - a * a);
-    float y = z < 0.0f ? 2.0f - e : e;
-    return is_nan(z) ? z : y;
 }
 
 // Phi(-|u|) = erfc(a) / 2 with a = |u| / sqrt 2 (|u| at most 1e4), and gauss = e**(-u**2 / 2),

@@ -65,7 +65,6 @@ GA_HD float exp_negative_(float x) { return simd::exp_negative(x); }
 GA_HD float gelu_of_(float u) { return simd::gelu(u); }
 GA_HD float log_(float x) { return simd::log(x); }
 GA_HD float tanh_(float x) { return simd::tanh(x); }
-GA_HD float erfc_(float x) { return simd::erfc(x); }
 GA_HD float hypot_(float x, float y) { return simd::hypot(x, y); }
 #else
 GA_HD float exp_(float x) { return std::exp(x); }

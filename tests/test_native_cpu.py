@@ -516,3 +516,22 @@ def test_rows_shared_among_the_module_threads_give_the_bits_of_one(threads):
             kernel(*operands, split, r0, r1, length, log, threads)
             np.testing.assert_array_equal(split, one)
             assert (split[:r0] == 7).all() and (split[r1:] == 7).all()
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_the_numpy_path_takes_the_long_row_split_for_softmax_along_axis_0(log, monkeypatch):
+    """gpuact.softmax along axis 0 of 2048 rows of 300: the route to the split kernel (and its
+    thread count from the size), against the float64 reference."""
+    _skip_unless_loaded()
+    calls = []
+    real = _native.softmax_columns_split_kernel
+
+    def recording(dtype):
+        kernel = real(dtype)
+        return None if kernel is None else (lambda *a: (calls.append(a[-1]), kernel(*a)))
+
+    monkeypatch.setattr(_native, "softmax_columns_split_kernel", recording)
+    x = (np.random.default_rng(2).standard_normal((2048, 300)) * 5).astype(np.float32)
+    fn = gpuact.log_softmax if log else gpuact.softmax
+    assert_close(fn(x, axis=0), reference.softmax(x.astype(np.float64), axis=0, log=log), np.float32)
+    assert calls and calls[0] == pool.THREADS
