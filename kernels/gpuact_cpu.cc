@@ -789,6 +789,7 @@ private:
         new (&busy_) std::mutex();
         new (&sleep_) std::mutex();
         new (&wake_) std::condition_variable();
+        joined_.store(kClosed);  // a pass the parent was in the middle of is not the child's
         workers_ = 0;
     }
 
