@@ -865,7 +865,7 @@ const int64_t kSplitUnit = 1024;
 
 // Chunks a participant of a pass takes, about, when all take part: enough that a worker that joins
 // late leaves its share to the others, few enough that the shared counter costs nothing.
-const int64_t kChunksPerPart = 4;
+const int64_t kChunksPerPart = 16;
 
 // job(k, lo, hi) over [start, stop) in whole units of `unit` items: on this thread (k = 0), or in
 // chunks taken in turn by this thread and up to threads - 1 of the pool's (k their participant
