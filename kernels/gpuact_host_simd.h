@@ -99,22 +99,25 @@ GA_SIMD_INLINE float exp(float x) {
     return is_nan(x) ? x : y;
 }
 
-// e**t for t <= 0 (or NaN), bit for bit exp(t) (subnormal results included) with neither exp's
+// e**t for t <= 0, bit for bit exp(t) (subnormal results included) with neither exp's
 // upper clamp nor its two-step scaling: 2**n for n in [-150, 0] is applied as 2**(n + 64), a normal
 // power that scales exactly, times 2**-64, the one rounding (the last step of exp's two as well).
 // n comes as an integer from the rounding itself: v = t / ln2 + 1.5 * 2**23 holds n in its low
 // mantissa bits (its bits are 0x4B400000 + n), so (bits + 64 + 127) << 23, the 0x4B4 shifted out,
 // is 2**(n + 64) with no float-to-int conversion. sigmoid, softplus and the normal density only
 // ever take e**-|t|, where this is a quarter cheaper than exp.
-GA_SIMD_INLINE float exp_negative(float t) {
-    float tc = t > -104.0f ? t : -104.0f;  // below: 0 in float32; NaN -> -104, put back below
+GA_SIMD_INLINE float exp_negative_unchecked(float t) {
+    float tc = t > -104.0f ? t : -104.0f;  // below: 0 in float32; NaN -> -104 (e**-104, 0)
     float v = tc * kLog2e + 12582912.0f;   // round_small's first step, as reduce_ln2 takes it
     float n = v - 12582912.0f;
     float r = tc - n * kLn2Hi - n * kLn2Lo;
     float scale = bits_to_float(int32_t((uint32_t(float_to_bits(v)) + 191u) << 23));
-    float y = exp_reduced(r) * scale * 5.42101086242752217e-20f;
-    return is_nan(t) ? t : y;
+    return exp_reduced(r) * scale * 5.42101086242752217e-20f;
 }
+
+// NaN kept; exp_negative_unchecked (NaN gives 0) serves a caller whose other operands carry a NaN
+// input to its result anyway (gelu's tail), two operations fewer.
+GA_SIMD_INLINE float exp_negative(float t) { return is_nan(t) ? t : exp_negative_unchecked(t); }
 
 // e**t for t <= 0 (or NaN), softmax's exp(x - max): no overflow to handle, and results below the
 // smallest normal float (t < -87.34) come out as 0 instead of subnormal, so 2**n is one exponent
@@ -225,7 +228,7 @@ GA_SIMD_INLINE float normal_tail_gauss(float u, float& gauss) {
     h = h * s + 0.12302740156573208f;
     h = h * s + 0.14105954331514536f;
     h = h * s + 0.1410473344857188f;
-    gauss = exp_negative(u * u * -0.5f);
+    gauss = exp_negative_unchecked(u * u * -0.5f);  // NaN u: s, and so the tail, is NaN
     return h * s * gauss;
 }
 
