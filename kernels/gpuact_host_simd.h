@@ -126,8 +126,10 @@ GA_SIMD_INLINE float exp_negative(float t) { return is_nan(t) ? t : exp_negative
 GA_SIMD_INLINE float exp_nonpositive(float t) {
     const float kMinArg = -87.33654475f;  // ln 2**-126
     float tc = t > kMinArg ? t : kMinArg;  // NaN fails the comparison too; the last select keeps it
-    float n;
-    float y = exp_reduced(reduce_ln2(tc, n)) * pow2i(int32_t(n));
+    float v = tc * kLog2e + 12582912.0f;  // n in v's low bits, as in exp_negative_unchecked
+    float n = v - 12582912.0f;
+    float r = tc - n * kLn2Hi - n * kLn2Lo;
+    float y = exp_reduced(r) * bits_to_float(int32_t((uint32_t(float_to_bits(v)) + 127u) << 23));
     y = t < kMinArg ? 0.0f : y;
     return is_nan(t) ? t : y;
 }
