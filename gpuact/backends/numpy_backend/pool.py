@@ -160,15 +160,17 @@ _NATIVE_CHUNK = 1024
 SPLIT_PIECE = 1 << 22
 
 
-def run_split(n: int, call, minimum: int):
-    """``call(start, end, threads)`` over [0, n): a compiled elementwise pass that the module cuts
-    among ``threads`` of its own threads (``THREADS`` from ``minimum`` elements, else 1;
+def run_split(count: int, call, minimum: int, item: int = 1, share: bool = True):
+    """``call(start, end, threads)`` over [0, count) items of ``item`` elements each (elements,
+    rows, slabs): a compiled pass that the module cuts among ``threads`` of its own threads
+    (``THREADS`` when the pass has ``minimum`` elements and ``share`` allows, else 1;
     ``kernels/gpuact_cpu.cc``'s ``SplitPool``, whose threads wake in microseconds where this
-    module's Python pool takes 50-200), in pieces of at most ``SPLIT_PIECE`` between which an
-    interrupt (Ctrl-C) is taken."""
-    threads = THREADS if n >= minimum else 1
-    for start in range(0, n, SPLIT_PIECE) if threads > 1 else (0,):
-        call(start, min(n, start + SPLIT_PIECE) if threads > 1 else n, threads)
+    module's Python pool takes 50-200), in pieces of about ``SPLIT_PIECE`` elements (at least one
+    item) between which an interrupt (Ctrl-C) is taken."""
+    threads = THREADS if share and count * item >= minimum else 1
+    step = max(1, SPLIT_PIECE // item)
+    for start in range(0, count, step):
+        call(start, min(count, start + step), threads)
 
 
 def run_ranges(n: int, call, minimum: int):

@@ -108,25 +108,16 @@ def _softmax_slabs(x3, y3, log, mask3):
 _COLUMN_WIDTH = 256
 
 
-def _native_rows(call, rows, length, minimum):
-    """``call(row0, row1, threads)`` over [0, rows) rows of ``length``: the module shares each call's
-    rows among ``pool.THREADS`` of its threads from ``minimum`` elements, in pieces of about
-    ``pool.SPLIT_PIECE`` elements between which an interrupt is taken."""
-    threads = pool.THREADS if rows * length >= minimum and rows > 1 else 1
-    step = max(1, pool.SPLIT_PIECE // length)
-    for start in range(0, rows, step):
-        call(start, min(rows, start + step), threads)
-
-
 def _native_softmax_rows(kernel, x2, y2, log):
     """Softmax along the last axis of contiguous 2-D arrays: one fused compiled pass a row, the
     rows shared among the module's threads."""
     rows, length = x2.shape
-    _native_rows(
-        lambda r0, r1, threads: kernel(x2, y2, r0, r1, length, int(log), threads),
+    pool.run_split(
         rows,
-        length,
+        lambda r0, r1, threads: kernel(x2, y2, r0, r1, length, int(log), threads),
         pool.COMPILED_SOFTMAX_PARALLEL_MIN,
+        item=length,
+        share=rows > 1,
     )
 
 
@@ -160,10 +151,13 @@ _SPLIT_MIN_SLAB = 1 << 16
 def _native_softmax_split(kernel, x3, y3, log):
     outer, length, inner = x3.shape
     slab = length * inner
-    threads = pool.THREADS if x3.size >= pool.COMPILED_SOFTMAX_PARALLEL_MIN and slab >= _SPLIT_MIN_SLAB else 1
-    step = max(1, pool.SPLIT_PIECE // slab)  # pieces between which an interrupt is taken
-    for o in range(0, outer, step):
-        kernel(x3[o : o + step], y3[o : o + step], length, inner, int(log), threads)
+    pool.run_split(
+        outer,
+        lambda o0, o1, threads: kernel(x3[o0:o1], y3[o0:o1], length, inner, int(log), threads),
+        pool.COMPILED_SOFTMAX_PARALLEL_MIN,
+        item=slab,
+        share=slab >= _SPLIT_MIN_SLAB,
+    )
 
 
 def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
@@ -335,11 +329,12 @@ def softmax_grad(dy, x, axes, out, dtype, *, log, mask=None, bias=None, stream=N
     if rows is not None:
         # rows along the last axes, read and written in place (bfloat16 widened a row at a time in cache)
         length = merged[1]
-        _native_rows(
-            lambda r0, r1, threads: rows(*operands, r0, r1, length, int(log), threads),
+        pool.run_split(
             merged[0],
-            length,
+            lambda r0, r1, threads: rows(*operands, r0, r1, length, int(log), threads),
             pool.PARALLEL_MIN,
+            item=length,
+            share=merged[0] > 1,
         )
         return dx
 
