@@ -99,25 +99,24 @@ GA_SIMD_INLINE float exp(float x) {
     return is_nan(x) ? x : y;
 }
 
-// e**t for t <= 0, bit for bit exp(t) (subnormal results included) with neither exp's
+// e**t for t <= 0, bit for bit exp(t) (subnormal results included; NaN gives a NaN) with neither exp's
 // upper clamp nor its two-step scaling: 2**n for n in [-150, 0] is applied as 2**(n + 64), a normal
 // power that scales exactly, times 2**-64, the one rounding (the last step of exp's two as well).
 // n comes as an integer from the rounding itself: v = t / ln2 + 1.5 * 2**23 holds n in its low
 // mantissa bits (its bits are 0x4B400000 + n), so (bits + 64 + 127) << 23, the 0x4B4 shifted out,
 // is 2**(n + 64) with no float-to-int conversion. sigmoid, softplus and the normal density only
 // ever take e**-|t|, where this is a quarter cheaper than exp.
-GA_SIMD_INLINE float exp_negative_unchecked(float t) {
-    float tc = t > -104.0f ? t : -104.0f;  // below: 0 in float32; NaN -> -104 (e**-104, 0)
-    float v = tc * kLog2e + 12582912.0f;   // round_small's first step, as reduce_ln2 takes it
+GA_SIMD_INLINE float exp_negative(float t) {
+    // below -104: 0 in float32. NaN fails the comparison and flows through every step below (2**n
+    // from its bits is some finite or infinite power, and NaN times it is NaN), so no select at
+    // the end is needed to keep it
+    float tc = t < -104.0f ? -104.0f : t;
+    float v = tc * kLog2e + 12582912.0f;  // round_small's first step, as reduce_ln2 takes it
     float n = v - 12582912.0f;
     float r = tc - n * kLn2Hi - n * kLn2Lo;
     float scale = bits_to_float(int32_t((uint32_t(float_to_bits(v)) + 191u) << 23));
     return exp_reduced(r) * scale * 5.42101086242752217e-20f;
 }
-
-// NaN kept; exp_negative_unchecked (NaN gives 0) serves a caller whose other operands carry a NaN
-// input to its result anyway (gelu's tail), two operations fewer.
-GA_SIMD_INLINE float exp_negative(float t) { return is_nan(t) ? t : exp_negative_unchecked(t); }
 
 // e**t for t <= 0 (or NaN), softmax's exp(x - max): no overflow to handle, and results below the
 // smallest normal float (t < -87.34) come out as 0 instead of subnormal, so 2**n is one exponent
@@ -125,13 +124,12 @@ GA_SIMD_INLINE float exp_negative(float t) { return is_nan(t) ? t : exp_negative
 // dropping the two-step scaling and the upper clamp makes it a fifth cheaper than exp.
 GA_SIMD_INLINE float exp_nonpositive(float t) {
     const float kMinArg = -87.33654475f;  // ln 2**-126
-    float tc = t > kMinArg ? t : kMinArg;  // NaN fails the comparison too; the last select keeps it
-    float v = tc * kLog2e + 12582912.0f;  // n in v's low bits, as in exp_negative_unchecked
+    float tc = t < kMinArg ? kMinArg : t;  // NaN fails both comparisons and flows through, as in exp_negative
+    float v = tc * kLog2e + 12582912.0f;  // n in v's low bits, as in exp_negative
     float n = v - 12582912.0f;
     float r = tc - n * kLn2Hi - n * kLn2Lo;
     float y = exp_reduced(r) * bits_to_float(int32_t((uint32_t(float_to_bits(v)) + 127u) << 23));
-    y = t < kMinArg ? 0.0f : y;
-    return is_nan(t) ? t : y;
+    return t < kMinArg ? 0.0f : y;
 }
 
 // e**x - 1 = 2**n (e**r - 1) + (2**n - 1), evaluated as 2 (h (e**r - 1) + (h - 1/2)) with
@@ -228,7 +226,7 @@ GA_SIMD_INLINE float normal_tail_gauss(float u, float& gauss) {
     h = h * s + 0.1403820535498218f;
     h = h * s + 0.13885985292326922f;
     h = h * s + 0.1411607532742013f;
-    gauss = exp_negative_unchecked(u * u * -0.5f);  // NaN u: s, and so the tail, is NaN
+    gauss = exp_negative(u * u * -0.5f);
     return h * s * gauss;
 }
 
