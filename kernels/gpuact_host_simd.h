@@ -236,13 +236,12 @@ GA_SIMD_INLINE float normal_tail_gauss(float u, float& gauss) {
 
 // gelu(u) = u Phi(u) for u >= -1e4 (or NaN) from the tail Phi(-|u|): u (1 - tail) above 0, u tail
 // at or below (-0 stays -0). One exp and one division, against erfc's form, which computes the
-// same tail and then 2 - erfc for the positive half; beyond 1e4, u itself.
+// same tail and then 2 - erfc for the positive half. Written as u times a factor, u = +inf needs no
+// case of its own: its tail is 0 (s is 0 and the exp's clamp gives 0), and inf (1 - 0) is inf.
 GA_SIMD_INLINE float gelu(float u) {
-    float a = u > 1.0e4f ? 1.0e4f : u;  // keeps inf * 0 out of the tail's product (and NaN in)
     float gauss;
-    float tail = normal_tail_gauss(a, gauss);
-    float y = a > 0.0f ? a - a * tail : a * tail;
-    return u > 1.0e4f ? u : y;  // NaN fails the comparisons and propagates through the tail
+    float tail = normal_tail_gauss(u, gauss);
+    return u * (u > 0.0f ? 1.0f - tail : tail);  // NaN propagates through the tail
 }
 
 // sqrt(x**2 + y**2) in double: exact enough, never overflows for float inputs, and vectorizes.
