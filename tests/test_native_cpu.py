@@ -499,7 +499,7 @@ def test_the_workers_keep_their_affinity_and_the_bits(one_cpu):
     (SplitPool::move_off). Put there between passes, the workers give the bits of one thread and
     end with the affinity they had; with one CPU allowed there is nowhere to go and the pass still
     runs. Whether a worker is still on the caller's CPU when it joins is the scheduler's to say
-    (here it often is not), so the move itself is measured (docs/benchmarks.rst), not asserted.
+    (here it often is not), so the move itself is measured (docs/backends.rst), not asserted.
     In a child process, whose threads this test pins."""
     _skip_unless_loaded()
     import subprocess
