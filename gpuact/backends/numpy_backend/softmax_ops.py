@@ -165,6 +165,8 @@ def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
 
     * contiguous float32 without a mask, written into a separate contiguous result: the compiled
       row kernel (last axes) or column kernel (any other adjacent axes), in place on the arrays;
+      along other axes also into ``out=x`` itself (the long-row split, and the column kernel for
+      softmax), so that in place gives the plain call's bits;
       contiguous bfloat16 along the last axes: the compiled row kernel on its bits, each row
       widened in cache and rounded once;
     * contiguous float64 (or no compiled module) with long inner rows: ``_softmax_slabs``;
@@ -222,10 +224,24 @@ def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
         rows2 = (merged[0], merged[1])
         _native_softmax_rows(kernel, x.reshape(rows2).view(np.uint16), y.reshape(rows2).view(np.uint16), log)
         return y
-    if contiguous:
+    # out=x exactly: the long-row split reads every value before it writes it, and so does the
+    # column kernel for softmax (log_softmax reads x again after writing exp), so those run in place
+    # and give the plain call's bits, where the gathered rows would sum in another order
+    in_place = (
+        not contiguous
+        and merged is not None
+        and mask is None
+        and x.dtype == compute
+        and y.dtype == compute
+        and x.flags.c_contiguous
+        and y.flags.c_contiguous
+        and x.shape == y.shape
+        and x.__array_interface__["data"][0] == y.__array_interface__["data"][0]
+    )
+    if contiguous or in_place:
         outer, length, inner = merged
         x3, y3 = x.reshape(merged), y.reshape(merged)
-        if mask is None and inner == 1 and (kernel := _native.softmax_rows_kernel(compute)) is not None:
+        if contiguous and mask is None and inner == 1 and (kernel := _native.softmax_rows_kernel(compute)) is not None:
             _native_softmax_rows(kernel, x3[:, :, 0], y3[:, :, 0], log)
             return y
         if (
@@ -236,10 +252,15 @@ def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
         ):
             _native_softmax_split(kernel, x3, y3, log)
             return y
-        if mask is None and inner > 1 and (kernel := _native.softmax_columns_kernel(compute)) is not None:
+        if (
+            mask is None
+            and inner > 1
+            and (contiguous or not log)
+            and (kernel := _native.softmax_columns_kernel(compute)) is not None
+        ):
             _native_softmax_columns(kernel, x3, y3, log)
             return y
-        if inner > 1 and length * inner > pool.BLOCK:
+        if contiguous and inner > 1 and length * inner > pool.BLOCK:
             mask3 = None if mask is None else np.ascontiguousarray(mask).reshape(merged)
             _softmax_slabs(x3, y3, log, mask3)
             return y
