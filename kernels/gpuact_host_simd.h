@@ -43,6 +43,20 @@ GA_SIMD_INLINE float reduce_ln2(float x, float& n) {
     return x - n * kLn2Hi - n * kLn2Lo;
 }
 
+// reduce_ln2's r, with n given as bits: v = x / ln2 + 1.5 * 2**23 (round_small's first step) holds
+// n in its low mantissa bits (its bits are 0x4B400000 + n), so pow2_from_bits gives 2**(n + k) as
+// (bits + 127 + k) << 23, the 0x4B4 shifted out, with no float-to-int conversion
+GA_SIMD_INLINE float reduce_ln2_bits(float x, uint32_t& n_bits) {
+    float v = x * kLog2e + 12582912.0f;
+    n_bits = uint32_t(float_to_bits(v));
+    float n = v - 12582912.0f;
+    return x - n * kLn2Hi - n * kLn2Lo;
+}
+// 2**(n + k) for n from reduce_ln2_bits and biased_k = 127 + k, n + biased_k in [1, 254]
+GA_SIMD_INLINE float pow2_from_bits(uint32_t n_bits, uint32_t biased_k) {
+    return bits_to_float(int32_t((n_bits + biased_k) << 23));
+}
+
 // e**r for |r| <= ln2 / 2: 1 + r + c2 r**2 + ... + c6 r**6 in Horner's form (6 FMAs), c2..c6 a
 // least-squares fit of the relative error (3.6e-9, against float32's 6e-8 spacing; within 1 ulp
 // evaluated in float32). Cephes's degree-7 form costs two operations more for no visible gain.
@@ -102,9 +116,7 @@ GA_SIMD_INLINE float exp(float x) {
 // e**t for t <= 0, bit for bit exp(t) (subnormal results included; NaN gives a NaN) with neither exp's
 // upper clamp nor its two-step scaling: 2**n for n in [-150, 0] is applied as 2**(n + 64), a normal
 // power that scales exactly, times 2**-64, the one rounding (the last step of exp's two as well).
-// n comes as an integer from the rounding itself: v = t / ln2 + 1.5 * 2**23 holds n in its low
-// mantissa bits (its bits are 0x4B400000 + n), so (bits + 64 + 127) << 23, the 0x4B4 shifted out,
-// is 2**(n + 64) with no float-to-int conversion. sigmoid, softplus and the normal density only
+// n comes as bits from the rounding itself (reduce_ln2_bits). sigmoid, softplus and the normal density only
 // ever take e**-|t|, where this is cheaper than exp: no upper clamp, one scaling, no conversion and
 // no NaN select.
 GA_SIMD_INLINE float exp_negative(float t) {
@@ -112,11 +124,9 @@ GA_SIMD_INLINE float exp_negative(float t) {
     // from its bits is some finite or infinite power, and NaN times it is NaN), so no select at
     // the end is needed to keep it
     float tc = t < -104.0f ? -104.0f : t;
-    float v = tc * kLog2e + 12582912.0f;  // round_small's first step, as reduce_ln2 takes it
-    float n = v - 12582912.0f;
-    float r = tc - n * kLn2Hi - n * kLn2Lo;
-    float scale = bits_to_float(int32_t((uint32_t(float_to_bits(v)) + 191u) << 23));
-    return exp_reduced(r) * scale * 5.42101086242752217e-20f;
+    uint32_t n_bits;
+    float r = reduce_ln2_bits(tc, n_bits);
+    return exp_reduced(r) * pow2_from_bits(n_bits, 127u + 64u) * 5.42101086242752217e-20f;
 }
 
 // e**t for t <= 0 (or NaN), softmax's exp(x - max): no overflow to handle, and results below the
@@ -126,10 +136,9 @@ GA_SIMD_INLINE float exp_negative(float t) {
 GA_SIMD_INLINE float exp_nonpositive(float t) {
     const float kMinArg = -87.33654475f;  // ln 2**-126
     float tc = t < kMinArg ? kMinArg : t;  // NaN fails both comparisons and flows through, as in exp_negative
-    float v = tc * kLog2e + 12582912.0f;  // n in v's low bits, as in exp_negative
-    float n = v - 12582912.0f;
-    float r = tc - n * kLn2Hi - n * kLn2Lo;
-    float y = exp_reduced(r) * bits_to_float(int32_t((uint32_t(float_to_bits(v)) + 127u) << 23));
+    uint32_t n_bits;
+    float r = reduce_ln2_bits(tc, n_bits);
+    float y = exp_reduced(r) * pow2_from_bits(n_bits, 127u);
     return t < kMinArg ? 0.0f : y;
 }
 

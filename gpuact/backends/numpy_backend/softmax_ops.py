@@ -200,14 +200,14 @@ def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
     if n == 0:
         return y
     merged = _merged_axis(x.shape, axes)
-    contiguous = (
+    dense = (
         merged is not None
         and x.dtype == compute
         and y.dtype == compute
         and x.flags.c_contiguous
         and y.flags.c_contiguous
-        and not np.may_share_memory(x, y)
     )
+    contiguous = dense and not np.may_share_memory(x, y)
     if (
         merged is not None
         and merged[2] == 1
@@ -228,14 +228,9 @@ def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
     # column kernel for softmax (log_softmax reads x again after writing exp), so those run in place
     # and give the plain call's bits, where the gathered rows would sum in another order
     in_place = (
-        not contiguous
-        and merged is not None
+        dense
+        and not contiguous
         and mask is None
-        and x.dtype == compute
-        and y.dtype == compute
-        and x.flags.c_contiguous
-        and y.flags.c_contiguous
-        and x.shape == y.shape
         and x.__array_interface__["data"][0] == y.__array_interface__["data"][0]
     )
     if contiguous or in_place:
