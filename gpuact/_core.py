@@ -45,12 +45,13 @@ def run(request: Request):
         dy = backend.accept_operand(dy, x, foreign, "dy")
         dtype = checks.grad_dtype(dy.dtype, x.dtype)
     axis = None if family.axis is None else family.axis(request.axis, x.ndim)
-    shape = family.result_shape(x.shape, request.axis)
+    shape = family.result_shape(x.shape, request.axis, request.op)
     if dy is not None:
-        want = family.forward_shape(x.shape, request.axis)
+        want = family.forward_shape(x.shape, request.axis, request.op)
         if tuple(dy.shape) != want:
             if family.halves:
-                raise ValueError(f"dy has shape {tuple(dy.shape)}; glu's output, and so dy, has shape {want}")
+                name = checks.gated_name(request.op)
+                raise ValueError(f"dy has shape {tuple(dy.shape)}; {name}'s output, and so dy, has shape {want}")
             raise ValueError(f"dy has shape {tuple(dy.shape)}; x has shape {tuple(x.shape)}")
     with backend.scope(x, stream):
         out = request.out

@@ -119,7 +119,7 @@ def _checked(name: str, arguments: dict, x) -> tuple:
     if name in _SOFTMAX_OPS:
         values["axis"] = checks.softmax_axes(values["axis"], x.ndim)
     elif name in _GATED:
-        values["axis"] = checks.glu_halves(values["axis"], tuple(x.shape))[0]
+        values["axis"] = checks.glu_halves(values["axis"], tuple(x.shape), name)[0]
     elif name == "sparsemax":
         values["axis"] = checks.single_axis(values["axis"], x.ndim)
     try:

@@ -237,7 +237,7 @@ def _(dy, x, bias, axis, log):
 
 @torch.library.custom_op("gpuact::glu", mutates_args=(), schema="(Tensor x, int axis, str gate) -> Tensor")
 def _glu(x, axis, gate):
-    y = torch.empty(calls.GLU.result_shape(tuple(x.shape), axis), dtype=_result_dtype(x.dtype), device=x.device)
+    y = torch.empty(calls.GLU.result_shape(tuple(x.shape), axis, gate), dtype=_result_dtype(x.dtype), device=x.device)
     with _gpuact_memory(x):
         _entry.glu(x.detach(), axis, gate=gate, out=y)
     return y
@@ -251,7 +251,7 @@ def _check_gate(gate: str) -> None:
 @_glu.register_fake
 def _(x, axis, gate):
     _check_gate(gate)
-    return x.new_empty(calls.GLU.result_shape(tuple(x.shape), axis), dtype=_result_dtype(x.dtype))
+    return x.new_empty(calls.GLU.result_shape(tuple(x.shape), axis, gate), dtype=_result_dtype(x.dtype))
 
 
 @torch.library.custom_op(
@@ -267,9 +267,10 @@ def _glu_backward(dy, x, axis, gate):
 @_glu_backward.register_fake
 def _(dy, x, axis, gate):
     _check_gate(gate)
-    want = calls.GLU.forward_shape(tuple(x.shape), axis)
+    want = calls.GLU.forward_shape(tuple(x.shape), axis, gate)
     if tuple(dy.shape) != want:
-        raise ValueError(f"dy has shape {tuple(dy.shape)}; glu's output, and so dy, has shape {want}")
+        name = checks.gated_name(gate)
+        raise ValueError(f"dy has shape {tuple(dy.shape)}; {name}'s output, and so dy, has shape {want}")
     return x.new_empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype))
 
 

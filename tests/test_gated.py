@@ -101,13 +101,26 @@ def test_nan_and_infinities_follow_the_product(be, name, kwargs, gate):
     assert_close(got, expected, np.float32)
 
 
-@pytest.mark.parametrize("name", ["swiglu", "geglu", "reglu"])
-def test_bad_calls_raise(be, name):
+@pytest.mark.parametrize("name,kwargs,gate", UNITS, ids=IDS)
+def test_bad_calls_raise(be, name, kwargs, gate):
+    # the messages name the function called, not the glu they share
     fn = getattr(gpuact, name)
-    with pytest.raises(ValueError, match="odd"):
-        fn(be.asarray(np.ones((2, 5), np.float32)))
-    with pytest.raises(ValueError, match="shape"):
-        getattr(gpuact.backward, name)(be.asarray(np.ones(4, np.float32)), be.asarray(np.ones(4, np.float32)))
+    with pytest.raises(ValueError, match=f"^{name} splits axis -1 in two halves; its length 5 is odd$"):
+        fn(be.asarray(np.ones((2, 5), np.float32)), **kwargs)
+    with pytest.raises(ValueError, match=rf"^dy has shape \(4,\); {name}'s output, and so dy, has shape \(2,\)$"):
+        getattr(gpuact.backward, name)(be.asarray(np.ones(4, np.float32)), be.asarray(np.ones(4, np.float32)), **kwargs)
+
+
+@pytest.mark.parametrize("name,kwargs,gate", UNITS, ids=IDS)
+def test_odd_axis_messages_name_the_function_on_every_kind_of_array(name, kwargs, gate):
+    x = np.ones((2, 5), np.float32)
+    message = f"{name} splits axis -1 in two halves; its length 5 is odd"
+    kinds = [np.ma.masked_array(x, mask=x > 2)]
+    da = pytest.importorskip("dask.array")
+    kinds.append(da.from_array(x, chunks=(1, 5)))
+    for arr in kinds:
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            getattr(gpuact, name)(arr, **kwargs)
 
 
 # ---- the two-tensor form: gate(a) * b ---------------------------------------------------------------
@@ -291,3 +304,23 @@ def test_against_the_torch_and_jax_compositions():
     assert_close(gpuact.swiglu(x32), np.asarray(jax.nn.silu(ja) * jb, np.float64), np.float32)
     assert_close(gpuact.geglu(x32), np.asarray(jax.nn.gelu(ja, approximate=False) * jb, np.float64), np.float32)
     assert_close(gpuact.geglu(x32, approximate=True), np.asarray(jax.nn.gelu(ja) * jb, np.float64), np.float32)
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+@pytest.mark.parametrize("name,kwargs,gate", UNITS, ids=IDS)
+def test_odd_axis_messages_name_the_function_in_torch_and_jax(framework, name, kwargs, gate):
+    pytest.importorskip(framework)
+    if framework == "torch":
+        import torch
+
+        import gpuact.torch as wrapped
+
+        x = torch.ones(2, 5)
+    else:
+        import jax.numpy as jnp
+
+        import gpuact.jax as wrapped
+
+        x = jnp.ones((2, 5))
+    with pytest.raises(ValueError, match=f"^{name} splits axis -1 in two halves; its length 5 is odd$"):
+        getattr(wrapped, name)(x, **kwargs)

@@ -38,16 +38,17 @@ class Family:
     alpha: bool  # takes PReLU's ``alpha``
     pair: bool  # a gated unit's two-tensor form: takes ``b``; its backward returns ``(da, db)``
 
-    def forward_shape(self, shape, axis) -> tuple:
-        """The forward's result shape for an ``x`` of ``shape`` (``axis`` as given)."""
+    def forward_shape(self, shape, axis, gate: str | None = None) -> tuple:
+        """The forward's result shape for an ``x`` of ``shape`` (``axis`` as given; ``gate``, a
+        gated unit's name, for the message when its axis cannot be split)."""
         if self.halves:
-            return checks.glu_halves(axis, shape)[1]
+            return checks.glu_halves(axis, shape, gate)[1]
         return tuple(shape)
 
-    def result_shape(self, shape, axis) -> tuple:
+    def result_shape(self, shape, axis, gate: str | None = None) -> tuple:
         """The shape of this family's result: a backward's ``dx`` has x's shape (the two-tensor
         form's backward: each of ``da`` and ``db``)."""
-        return tuple(shape) if self.grad else self.forward_shape(shape, axis)
+        return tuple(shape) if self.grad else self.forward_shape(shape, axis, gate)
 
 
 def _family(

@@ -101,16 +101,24 @@ def single_axis(axis, ndim: int) -> int:
     return normalize_axes(axis, ndim)[0]
 
 
-def glu_halves(axis, shape) -> tuple[int, tuple[int, ...]]:
-    """``(the normalised axis, the shape of one half)`` for glu's split of ``shape`` along ``axis``."""
+def gated_name(gate: str | None) -> str:
+    """The public function a gated unit's kernel name belongs to, for messages: ``geglu_tanh`` is
+    ``geglu(approximate=True)``; no name is ``glu``."""
+    return (gate or "glu").removesuffix("_tanh")
+
+
+def glu_halves(axis, shape, gate: str | None = None) -> tuple[int, tuple[int, ...]]:
+    """``(the normalised axis, the shape of one half)`` for a gated unit's split of ``shape`` along
+    ``axis`` (``gate``: its name in ``ops.GATES``, which the messages give)."""
+    name = gated_name(gate)
     ax = single_axis(axis, len(shape))
     length = shape[ax]
     if length != length or length is None:  # Dask's unknown chunk sizes (NaN)
         raise ValueError(
-            f"glu splits axis {axis} in two halves, and its length is unknown; call x.compute_chunk_sizes() first"
+            f"{name} splits axis {axis} in two halves, and its length is unknown; call x.compute_chunk_sizes() first"
         )
     if length % 2:
-        raise ValueError(f"glu splits axis {axis} in two halves; its length {length} is odd")
+        raise ValueError(f"{name} splits axis {axis} in two halves; its length {length} is odd")
     return ax, tuple(shape[:ax]) + (length // 2,) + tuple(shape[ax + 1 :])
 
 

@@ -560,12 +560,13 @@ def softmax_grad(inner, r: Request):
 # ---- glu, sparsemax ---------------------------------------------------------------------------------
 
 
-def _glu_axis(x, axis):
+def _glu_axis(x, axis, gate):
     ax = checks.single_axis(axis, x.ndim)
+    name = checks.gated_name(gate)
     if math.isnan(x.shape[ax]):
-        raise _unknown_length(ax, f"glu splits axis {ax} in two halves")
+        raise _unknown_length(ax, f"{name} splits axis {ax} in two halves")
     if x.shape[ax] % 2:
-        raise ValueError(f"glu splits axis {axis} in two halves; its length {x.shape[ax]} is odd")
+        raise ValueError(f"{name} splits axis {axis} in two halves; its length {x.shape[ax]} is odd")
     return ax
 
 
@@ -580,7 +581,7 @@ def _halves(x, ax):
 def glu(inner, r: Request):
     x, axis, out, backend, stream = r.x, r.axis, r.out, r.backend, r.stream
     _check_call(x, out, stream)
-    ax = _glu_axis(x, axis)
+    ax = _glu_axis(x, axis, r.op)
     dtype = _dtype(x)
     masked = _masked_chunks(x)
     if x.numblocks[ax] == 1:
@@ -612,11 +613,11 @@ def glu_grad(inner, r: Request):
     dy, x, axis, out, backend, stream = r.dy, r.x, r.axis, r.out, r.backend, r.stream
     _check_call(x, out, stream, dy=dy)
     gate = ops.GATES[r.op or "glu"]
-    ax = _glu_axis(x, axis)
+    ax = _glu_axis(x, axis, r.op)
     half = tuple(x.shape[:ax]) + (x.shape[ax] // 2,) + tuple(x.shape[ax + 1 :])
     halves = _halves(x, ax)
     g, v = halves[gate.gate_half], halves[1 - gate.gate_half]
-    dy = _dy(dy, x, chunks=g.chunks, shape=half, of="glu's output, and so dy,")
+    dy = _dy(dy, x, chunks=g.chunks, shape=half, of=f"{checks.gated_name(r.op)}'s output, and so dy,")
     dtype = _dtype(x, dy)
     compute = np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
     da = _da()

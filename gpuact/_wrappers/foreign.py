@@ -125,7 +125,7 @@ def _unwrapped(inner, request: Request):
     direct = device_bf16 or (on_host and all(_host_bfloat16_view(out) is not None for out in outs if is_bfloat16(out)))
     if any(is_bfloat16(out) and not (bf16_result and direct) for out in outs):
         # computed in float32, then copied into out
-        shape = request.family.result_shape(tuple(x.shape), request.axis)
+        shape = request.family.result_shape(tuple(x.shape), request.axis, request.op)
         for out in outs:
             if tuple(out.shape) != shape:
                 raise ValueError(f"out has shape {tuple(out.shape)}; the result has shape {shape}")
@@ -140,7 +140,7 @@ def _unwrapped(inner, request: Request):
     if not outs and on_host and _is_jax(back_to):
         # JAX takes a host result zero-copy only 64-byte aligned: the result is computed into such a buffer
         dtype = checks.result_dtype(x.dtype) if dy is None else checks.grad_dtype(np.asarray(dy).dtype, x.dtype)
-        shape = request.family.result_shape(tuple(x.shape), request.axis)
+        shape = request.family.result_shape(tuple(x.shape), request.axis, request.op)
         views = tuple(host_result_buffer(back_to, shape, dtype) for _ in range(2 if pair else 1))
     out = None if not views else (views if pair else views[0])
     result = inner(compute.replace(out=out))

@@ -62,7 +62,7 @@ def wrap(inner):
             return _finish(y, masked | np.ma.getmaskarray(b), out)
         if family.halves:  # glu: masked where either half is
             y = inner(plain)
-            ax, half = checks.glu_halves(request.axis, data.shape)
+            ax, half = checks.glu_halves(request.axis, data.shape, request.op)
             first = masked[(slice(None),) * ax + (slice(0, half[ax]),)]
             second = masked[(slice(None),) * ax + (slice(half[ax], 2 * half[ax]),)]
             return _finish(y, first | second, out)
