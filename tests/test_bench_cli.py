@@ -12,6 +12,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -353,16 +354,29 @@ def test_the_side_by_side_section_interleaves_and_takes_ratios(monkeypatch):
     import gpuact
 
     gpuact_relu = gpuact.relu
-    numpy_impl = Impl("numpy", "cpu", True, "cpu", _make=lambda op, axis: gpuact.relu)
+    ours_calls = []
+
+    def ours(x):
+        ours_calls.append(time.perf_counter())
+        return gpuact_relu(x)
+
+    numpy_impl = Impl("numpy", "cpu", True, "cpu", _make=lambda op, axis: ours)
 
     def broken(op, axis):
         raise RuntimeError("no such op here")
 
     cases = [C.Case("relu", "float32", (2**16,), None)]
     entries = peers.side_by_side(
-        [numpy_impl, peer("torch", 3), Impl("jax", "cpu", False, "cpu", _make=broken)], cases, rounds=5, calls=3
+        [numpy_impl, peer("torch", 3), Impl("jax", "cpu", False, "cpu", _make=broken)],
+        cases,
+        rounds=5,
+        calls=3,
+        warm_s=0.02,
     )
     (entry,) = entries
+    # one warm-up call, then per round untimed calls for warm_s (at least one) and the 3 timed ones:
+    # far more than 1 + 5 * 4 calls, since one call of 2**16 takes well under a millisecond
+    assert len(ours_calls) > 1 + 5 * 4 + 5 * 5 and entry["warm_s"] == 0.02
     assert set(entry["seconds"]) == {"numpy", "torch", peers.COPY}
     assert all(len(v) == 5 for v in entry["round_medians"].values())
     assert 0.1 < entry["ratio"]["torch"] < 0.9  # the peer does three passes to gpuact's one

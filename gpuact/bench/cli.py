@@ -620,9 +620,10 @@ METHOD = {
     "check": "every result is compared with a float64 NumPy reference before it is timed (all elements up to "
     "2**20, else a deterministic sample of whole slices); gpuact within the contract's tolerances, "
     "peers 10x looser",
-    "side_by_side": "per case, rounds of every backend in turn (the order rotated each round), each the median of "
-    "a few back-to-back calls; a backend's time is the median of its round medians; ratio = gpuact numpy / "
-    "the peer; frac_of_copy = the time of np.copyto moving as many bytes / gpuact's time",
+    "side_by_side": "per case, rounds of every backend in turn (the order rotated each round), each after a "
+    "10 ms pause and warm_s of untimed calls, the median of a few back-to-back calls; a backend's time is the "
+    "median of its round medians; ratio = gpuact numpy / the peer; frac_of_copy = the time of np.copyto moving "
+    "as many bytes / gpuact's time",
     "overhead": "wall time of 200 back-to-back calls / 200 with one sync at the end, median of 5; elementwise at "
     "16 elements, softmax at 32x32; vs_reference = gpuact / (CPU: the plain NumPy expression, "
     "numpy-naive; GPU: a bare CuPy RawKernel launch, cupy-launch), added_s = the difference",

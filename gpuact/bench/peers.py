@@ -6,9 +6,9 @@ gpuact ahead of PyTorch, JAX and TensorFlow on this machine" with the drift take
 case, ``rounds`` rounds, each timing every backend in turn (``calls`` calls, their median), the
 order rotated between rounds; a backend's time is the median of its round medians, and the
 ratio is gpuact's time over the peer's (above 1: gpuact is slower). Each backend's calls start
-after a pause (``SETTLE_S``) in which threads the previous backend left spinning go to sleep, and
-one untimed call that wakes its own. The
-copy roof (``np.copyto``
+after a pause (``SETTLE_S``) in which threads the previous backend left spinning go to sleep, then
+untimed calls for ``WARM_S`` (at least one), which wake its own threads and bring the machine back
+to its steady speed. The copy roof (``np.copyto``
 between two arrays of as many bytes as the case moves: input read plus output written) is timed in
 the same rounds, so a bandwidth-bound op's fraction of it is measured beside it.
 
@@ -35,6 +35,12 @@ CALLS = 5
 # gpuact's own threads spin for a while after a call before they sleep, and on a machine with few
 # cores the next backend would share them with those spinners.
 SETTLE_S = 0.01
+# Untimed calls after the pause, for at least this long: on the project's 2-core VM a pass over 32
+# MiB runs at about half its speed right after a 10 ms idle and takes some 10 calls (8 ms) to get
+# back, np.copyto of 16 MiB as much as gpuact's relu (1.64 ms in the first call, 0.78 ms from the
+# twelfth on; median over 8 rounds), while a loop on data in L1 shows no such ramp. With one untimed
+# call the timed calls fell in that ramp, and every backend's time was mostly the machine's.
+WARM_S = 0.02
 PEER_BACKENDS = ("torch", "jax", "tensorflow")
 COPY = "copy"
 
@@ -64,7 +70,9 @@ def _copy_roof(case: C.Case):
     return (lambda a: np.copyto(dst, a)), src
 
 
-def side_by_side(impls, cases, rounds: int = ROUNDS, calls: int = CALLS, tick=None) -> list[dict]:
+def side_by_side(
+    impls, cases, rounds: int = ROUNDS, calls: int = CALLS, tick=None, warm_s: float = WARM_S
+) -> list[dict]:
     """One entry per case: every backend's median-of-medians time and gpuact's ratio to each."""
     numpy_impl = next((i for i in impls if i.backend == "numpy" and i.device == "cpu"), None)
     peers = [i for i in impls if i.device == "cpu" and i.backend in PEER_BACKENDS]
@@ -98,7 +106,10 @@ def side_by_side(impls, cases, rounds: int = ROUNDS, calls: int = CALLS, tick=No
             for name in order:
                 fn, xn = runners[name]
                 time.sleep(SETTLE_S)
-                fn(xn)  # wakes this backend's own threads (and the core) after the pause, untimed
+                warm_until = time.perf_counter() + warm_s
+                fn(xn)
+                while time.perf_counter() < warm_until:
+                    fn(xn)
                 medians[name].append(_median_of(fn, xn, calls))
         times = {name: statistics.median(ts) for name, ts in medians.items()}
         ours = times["numpy"]
@@ -111,6 +122,7 @@ def side_by_side(impls, cases, rounds: int = ROUNDS, calls: int = CALLS, tick=No
                 "label": case.label,
                 "rounds": rounds,
                 "calls": calls,
+                "warm_s": warm_s,
                 "seconds": times,
                 "round_medians": medians,
                 "ratio": {name: ours / t for name, t in times.items() if name not in ("numpy", COPY) and t > 0},
