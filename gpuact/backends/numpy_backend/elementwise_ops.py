@@ -30,17 +30,20 @@ def elementwise(op, x, params, out, dtype, stream=None, bias=None):
         return _elementwise_bias(op, x, params, out, dtype, bias)
     n = x.size
     if (
-        n < pool.compiled_parallel_min(op)
+        n <= pool.SPLIT_PIECE
         and x.dtype is dtype
         and x.flags.c_contiguous
         and (out is None or (out.dtype is dtype and out.flags.c_contiguous))
     ):
-        # The small common call, kept to a few hundred nanoseconds on top of the kernel itself.
+        # The common call, kept to a few hundred nanoseconds on top of the kernel itself: one pass,
+        # shared among the module's threads from the op's threshold (run_split's choice, in one
+        # piece). The general path below costs some 5 us more a call (2-core EPYC).
         entry = _native.fast_unary(op, dtype)
         if entry:
             run, index, code = entry
             y = np.empty_like(x) if out is None else out
-            run(index, code, x, y, 0, n, *params, *_NO_PARAMS[len(params)])
+            threads = pool.THREADS if n >= pool.compiled_parallel_min(op) else 1
+            run(index, code, x, y, 0, n, *params, *_NO_PARAMS[len(params)], threads)
             return y
     compute = compute_dtype(dtype)
     y = np.empty(x.shape, dtype) if out is None else out
@@ -212,19 +215,20 @@ def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
     n = x.size
     if (
         bias is None
-        and n < pool.compiled_parallel_min(op)
+        and n <= pool.SPLIT_PIECE
         and x.dtype is dtype
         and dy.dtype is dtype
         and x.flags.c_contiguous
         and dy.flags.c_contiguous
         and (out is None or (out.dtype is dtype and out.flags.c_contiguous))
     ):
-        # the small common call: no views, no ranges, no wrapper
+        # the common call: no views, no ranges, no wrapper (as in elementwise)
         entry = _native.fast_grad(op, dtype)
         if entry:
             run, index, code = entry
             dx = np.empty_like(x) if out is None else out
-            run(index, code, dy, x, dx, 0, n, *params, *_NO_PARAMS[len(params)])
+            threads = pool.THREADS if n >= pool.compiled_parallel_min(op) else 1
+            run(index, code, dy, x, dx, 0, n, *params, *_NO_PARAMS[len(params)], threads)
             return dx
     compute = compute_dtype(dtype)
     dx = np.empty(x.shape, dtype) if out is None else out

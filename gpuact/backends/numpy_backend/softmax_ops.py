@@ -183,17 +183,20 @@ def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
     if (
         out is None
         and mask is None
-        and n < pool.COMPILED_SOFTMAX_PARALLEL_MIN
+        and n <= pool.SPLIT_PIECE
         and axes[0] == x.ndim - 1
         and x.dtype is dtype
         and x.flags.c_contiguous
     ):
-        # the small common call: one compiled pass over the rows, nothing else
+        # the common call: one compiled pass over the rows, shared among the module's threads
+        # from the threshold (as _native_softmax_rows does it, in one piece), nothing else
         entry = _native.fast_softmax_rows(dtype)
         if entry and n:
             y = np.empty_like(x)
             length = x.shape[-1]
-            entry(x, y, 0, n // length, length, int(log))
+            rows = n // length
+            threads = pool.THREADS if n >= pool.COMPILED_SOFTMAX_PARALLEL_MIN and rows > 1 else 1
+            entry(x, y, 0, rows, length, int(log), threads)
             return y
     compute = compute_dtype(dtype)
     y = np.empty(x.shape, dtype) if out is None else out
