@@ -176,8 +176,9 @@ def gate_kernel(op: str, dtype):
 
 
 def fast_unary(op: str, dtype):
-    """``(run, index, type)`` such that ``run(index, type, x, y, start, stop, p0, p1, p2, p3)`` is
-    the NumPy path's kernel for ``op`` in ``dtype`` with no wrapper object on the call, or False."""
+    """``(run, index, type)`` such that ``run(index, type, x, y, start, stop, p0, p1, p2, p3[,
+    threads])`` is the NumPy path's kernel for ``op`` in ``dtype`` with no wrapper object on the
+    call, or False."""
     cache = _cache("fast_unary")
     entry = cache.get((op, dtype))
     if entry is None:
@@ -187,8 +188,9 @@ def fast_unary(op: str, dtype):
 
 
 def fast_grad(op: str, dtype):
-    """``(run, index, type)`` such that ``run(index, type, dy, x, dx, start, stop, p0, p1, p2, p3)``
-    is ``grad_kernel(op, dtype)``'s backward with no wrapper object on the call, or False."""
+    """``(run, index, type)`` such that ``run(index, type, dy, x, dx, start, stop, p0, p1, p2, p3[,
+    threads])`` is ``grad_kernel(op, dtype)``'s backward with no wrapper object on the call, or
+    False."""
     cache = _cache("fast_grad")
     entry = cache.get((op, dtype))
     if entry is None:
