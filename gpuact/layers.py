@@ -245,7 +245,7 @@ class PReLU(_Layer):
     def __init__(self, alpha: Array | float, shared_axes: int | Sequence[int] | None = None) -> None:
         if alpha is None:
             raise ValueError("alpha of a PReLU layer cannot be None")
-        kind = np.dtype(alpha.dtype).kind if hasattr(alpha, "dtype") else np.asarray(alpha).dtype.kind
+        kind = checks.dtype_kind(alpha)
         if kind not in "biuf":
             raise TypeError(f"alpha of a PReLU layer must be real numbers; got dtype kind {kind!r}")
         if shared_axes is not None:

@@ -207,3 +207,23 @@ def test_the_kernels_read_and_write_the_tensors_memory(monkeypatch):
     x = _x((64, 64))
     y = gpuact.silu(x)
     assert seen["x"] == x.data_ptr() and seen["y"] == y.data_ptr()
+
+
+@pytest.mark.parametrize("alpha_dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_prelu_layer_takes_a_tensor_alpha(alpha_dtype):
+    # the slopes as a tensor, as a PyTorch user has them (a bfloat16 one included): the layer's
+    # forward and backward against the definition, the result a tensor of x's dtype
+    from gpuact.layers import PReLU
+
+    x = _x((5, 4))
+    alpha = torch.tensor([0.0, 0.25, -0.5, 2.0]).to(alpha_dtype)
+    layer = PReLU(alpha)
+    slopes = alpha.to(torch.float64)
+    want = torch.where(x > 0, x.double(), slopes * x.double())
+    y = layer(x)
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), want, rtol=1e-6, atol=1e-7)
+    dx = layer.backward(torch.ones_like(x), x)
+    torch.testing.assert_close(dx.double(), torch.where(x > 0, 1.0, slopes.expand_as(x)).double(), rtol=0, atol=0)
+    with pytest.raises(TypeError, match="real numbers"):
+        PReLU(torch.zeros(4, dtype=torch.complex64))

@@ -51,6 +51,26 @@ def is_bfloat16(dtype) -> bool:
     return getattr(dtype, "name", None) == "bfloat16" and type(dtype).__module__.startswith("ml_dtypes")
 
 
+def dtype_kind(a) -> str:
+    """NumPy's kind letter (``"f"``, ``"i"``, ``"c"``...) of an array's or a scalar's dtype, for an
+    array of any library: NumPy's and CuPy's dtypes are NumPy's, PyTorch's print as
+    ``torch.float32`` (its bfloat16 is ``"f"`` without ml_dtypes loaded); a dtype none of these
+    name raises ``TypeError`` saying what it is."""
+    dtype = getattr(a, "dtype", None)
+    if dtype is None:
+        return np.asarray(a).dtype.kind
+    try:
+        return np.dtype(dtype).kind
+    except TypeError:
+        name = str(dtype).rsplit(".", 1)[-1]
+        if name == "bfloat16":
+            return "f"
+        try:
+            return np.dtype(name).kind
+        except TypeError:
+            raise TypeError(f"the dtype {dtype} is not one NumPy knows") from None
+
+
 def check_pair(a_shape, a_dtype, b_shape, b_dtype) -> None:
     """The gated units' two-tensor form: ``b`` of ``a``'s shape (no broadcasting; an unknown
     length, NaN, matches another unknown one) and dtype, else ``ValueError`` or ``TypeError``."""

@@ -120,7 +120,9 @@ def _unwrapped(inner, request: Request):
     elif back_to is None and is_foreign(x) and _interop.is_cuda_array(x):
         back_to = x  # wrapped zero-copy by the GPU backend, and its result goes back as this kind
     dy, b, bias = (_operand(a, on_host, device_bf16) for a in (request.dy, request.b, request.bias))
-    compute = request.replace(x=x, dy=dy, b=b, bias=bias)
+    # PReLU's alpha, a parameter array: bfloat16 widened to float32 on every path (exact, and small)
+    alpha = _operand(request.alpha, on_host)
+    compute = request.replace(x=x, dy=dy, b=b, bias=bias, alpha=alpha)
     pair = request.family.pair and request.family.grad
     direct = device_bf16 or (on_host and all(_host_bfloat16_view(out) is not None for out in outs if is_bfloat16(out)))
     if any(is_bfloat16(out) and not (bf16_result and direct) for out in outs):
@@ -187,7 +189,7 @@ def _refuse_lazy_out(out) -> None:
 
 
 def _operand(a, on_host: bool, device_bf16: bool = False):
-    """``dy``, ``b`` or ``bias``: bfloat16 as float32 (or as it is, with ``device_bf16``), and
+    """``dy``, ``b``, ``bias`` or ``alpha``: bfloat16 as float32 (or as it is, with ``device_bf16``), and
     another library's host array as an ndarray when the call runs on the host."""
     if not is_foreign(a):
         return a
