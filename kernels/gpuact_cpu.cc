@@ -58,7 +58,7 @@
 #endif
 
 // Bumped whenever an entry point is added or changes; gpuact/backends/_native.py refuses another.
-const int kAbiVersion = 9;  // 9: the module's own threads (elementwise passes, softmax along long rows)
+const int kAbiVersion = 10;  // 10: the gated rows on the module's threads (gated, gated_grad take threads)
 
 namespace {
 
@@ -1501,14 +1501,13 @@ bool rows_inside(int64_t off, int64_t stride, int64_t row0, int64_t row1, int64_
 }
 
 // The gate's index and type (args[0], args[1]) and the layout ints from args[first] on:
-// g_off, v_off, y_off, in_stride, out_stride, row0, row1, half; the 4 parameters last.
-bool gate_args(PyObject* const* args, Py_ssize_t nargs, Py_ssize_t first, int64_t& index, int64_t& type,
-               int64_t* layout, double* p) {
+// g_off, v_off, y_off, in_stride, out_stride, row0, row1, half; the 4 parameters after them.
+bool gate_args(PyObject* const* args, Py_ssize_t first, int64_t& index, int64_t& type, int64_t* layout, double* p) {
     if (!as_int64(args[0], index) || !as_int64(args[1], type)) return false;
     for (int k = 0; k < 8; ++k)
         if (!as_int64(args[first + k], layout[k])) return false;
     for (int k = 0; k < 4; ++k)
-        if (!as_double(args[nargs - 4 + k], p[k])) return false;
+        if (!as_double(args[first + 8 + k], p[k])) return false;
     if (index < 0 || index >= kGateCount) {
         PyErr_SetString(PyExc_IndexError, "no such gate");
         return false;
@@ -1525,13 +1524,27 @@ bool gate_layout_error() {
     return false;
 }
 
-// gated(index, type, g, v, y, g_off, v_off, y_off, in_stride, out_stride, row0, row1, half, p0..p3):
-// y = op(g) * v over rows (see gated_rows); g and v may be one buffer, y another.
+// rows(offset, r0, r1, count): the gated rows [r0, r1) from `offset` elements into each row, `count`
+// of them, over rows [row0, row1) of `half` elements shared among `threads`: whole rows (a unit
+// of about kSplitUnit elements), or, for one row (the two-tensor form is one row of every
+// element), its elements. Each element is computed alone, so any split gives the same bits.
+template <typename Rows>
+void run_gated_rows(int64_t row0, int64_t row1, int64_t half, int64_t threads, const Rows& rows) {
+    if (row1 - row0 == 1) {
+        run_split(0, half, threads, [&](int64_t lo, int64_t hi) { rows(lo, row0, row1, hi - lo); });
+        return;
+    }
+    const int64_t unit = half >= kSplitUnit ? 1 : (half > 0 ? kSplitUnit / half : kSplitUnit);
+    run_parts(row0, row1, threads, unit, [&](int, int64_t r0, int64_t r1) { rows(0, r0, r1, half); });
+}
+
+// gated(index, type, g, v, y, g_off, v_off, y_off, in_stride, out_stride, row0, row1, half, p0..p3
+// [, threads]): y = op(g) * v over rows (see gated_rows); g and v may be one buffer, y another.
 PyObject* gated(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-    if (!check_nargs(nargs, 17, "gated")) return nullptr;
-    int64_t index, type, l[8];
+    if (!check_nargs_split(nargs, 17, "gated")) return nullptr;
+    int64_t index, type, l[8], threads;
     double p[4];
-    if (!gate_args(args, nargs, 5, index, type, l, p)) return nullptr;
+    if (!gate_args(args, 5, index, type, l, p) || !split_threads(args, nargs, 17, threads)) return nullptr;
     Buffer g, v, y;
     if (g.get(args[2], char(type), false, "g") < 0 || v.get(args[3], char(type), false, "v") < 0 ||
         y.get(args[4], char(type), true, "y") < 0)
@@ -1543,26 +1556,28 @@ PyObject* gated(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         !rows_inside(y_off, out_stride, row0, row1, half, y.size()))
         return gate_layout_error(), nullptr;
     PyThreadState* saved = (row1 - row0) * half >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
-    if (type == 'H')
-        kGate[index].bf16.forward(static_cast<const uint16_t*>(g.data()), static_cast<const uint16_t*>(v.data()),
-                                  static_cast<uint16_t*>(y.data()), g_off, v_off, y_off, in_stride, out_stride, row0,
-                                  row1, half, p[0], p[1], p[2], p[3]);
-    else
-        kGate[index].f32.forward(static_cast<const float*>(g.data()), static_cast<const float*>(v.data()),
-                                 static_cast<float*>(y.data()), g_off, v_off, y_off, in_stride, out_stride, row0,
-                                 row1, half, p[0], p[1], p[2], p[3]);
+    run_gated_rows(row0, row1, half, threads, [&](int64_t at, int64_t r0, int64_t r1, int64_t count) {
+        if (type == 'H')
+            kGate[index].bf16.forward(static_cast<const uint16_t*>(g.data()), static_cast<const uint16_t*>(v.data()),
+                                      static_cast<uint16_t*>(y.data()), g_off + at, v_off + at, y_off + at, in_stride,
+                                      out_stride, r0, r1, count, p[0], p[1], p[2], p[3]);
+        else
+            kGate[index].f32.forward(static_cast<const float*>(g.data()), static_cast<const float*>(v.data()),
+                                     static_cast<float*>(y.data()), g_off + at, v_off + at, y_off + at, in_stride,
+                                     out_stride, r0, r1, count, p[0], p[1], p[2], p[3]);
+    });
     if (saved) PyEval_RestoreThread(saved);
     Py_RETURN_NONE;
 }
 
 // gated_grad(index, type, dy, g, v, dg, dv, g_off, v_off, y_off, in_stride, out_stride, row0, row1,
-// half, p0..p3): dg = (dy v) op'(g), dv = op(g) dy over rows, dy laid out as y, dg and dv as g and
-// v (dg and dv may be one buffer, dx, with g and v's offsets).
+// half, p0..p3[, threads]): dg = (dy v) op'(g), dv = op(g) dy over rows, dy laid out as y, dg and dv
+// as g and v (dg and dv may be one buffer, dx, with g and v's offsets).
 PyObject* gated_grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-    if (!check_nargs(nargs, 19, "gated_grad")) return nullptr;
-    int64_t index, type, l[8];
+    if (!check_nargs_split(nargs, 19, "gated_grad")) return nullptr;
+    int64_t index, type, l[8], threads;
     double p[4];
-    if (!gate_args(args, nargs, 7, index, type, l, p)) return nullptr;
+    if (!gate_args(args, 7, index, type, l, p) || !split_threads(args, nargs, 19, threads)) return nullptr;
     Buffer dy, g, v, dg, dv;
     if (dy.get(args[2], char(type), false, "dy") < 0 || g.get(args[3], char(type), false, "g") < 0 ||
         v.get(args[4], char(type), false, "v") < 0 || dg.get(args[5], char(type), true, "dg") < 0 ||
@@ -1577,16 +1592,18 @@ PyObject* gated_grad(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         !rows_inside(y_off, out_stride, row0, row1, half, dy.size()))
         return gate_layout_error(), nullptr;
     PyThreadState* saved = (row1 - row0) * half >= kReleaseGilFrom ? PyEval_SaveThread() : nullptr;
-    if (type == 'H')
-        kGate[index].bf16.grad(static_cast<const uint16_t*>(dy.data()), static_cast<const uint16_t*>(g.data()),
-                               static_cast<const uint16_t*>(v.data()), static_cast<uint16_t*>(dg.data()),
-                               static_cast<uint16_t*>(dv.data()), g_off, v_off, y_off, in_stride, out_stride, row0,
-                               row1, half, p[0], p[1], p[2], p[3]);
-    else
-        kGate[index].f32.grad(static_cast<const float*>(dy.data()), static_cast<const float*>(g.data()),
-                              static_cast<const float*>(v.data()), static_cast<float*>(dg.data()),
-                              static_cast<float*>(dv.data()), g_off, v_off, y_off, in_stride, out_stride, row0, row1,
-                              half, p[0], p[1], p[2], p[3]);
+    run_gated_rows(row0, row1, half, threads, [&](int64_t at, int64_t r0, int64_t r1, int64_t count) {
+        if (type == 'H')
+            kGate[index].bf16.grad(static_cast<const uint16_t*>(dy.data()), static_cast<const uint16_t*>(g.data()),
+                                   static_cast<const uint16_t*>(v.data()), static_cast<uint16_t*>(dg.data()),
+                                   static_cast<uint16_t*>(dv.data()), g_off + at, v_off + at, y_off + at, in_stride,
+                                   out_stride, r0, r1, count, p[0], p[1], p[2], p[3]);
+        else
+            kGate[index].f32.grad(static_cast<const float*>(dy.data()), static_cast<const float*>(g.data()),
+                                  static_cast<const float*>(v.data()), static_cast<float*>(dg.data()),
+                                  static_cast<float*>(dv.data()), g_off + at, v_off + at, y_off + at, in_stride,
+                                  out_stride, r0, r1, count, p[0], p[1], p[2], p[3]);
+    });
     if (saved) PyEval_RestoreThread(saved);
     Py_RETURN_NONE;
 }
@@ -1597,10 +1614,11 @@ PyMethodDef kMethods[] = {
     {"abi_version", abi_version, METH_NOARGS, "The version of these entry points."},
     {"gate_names", gate_names, METH_NOARGS, "The gates' ops, in the order gated() indexes them."},
     {"gated", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(gated)), METH_FASTCALL,
-     "gated(index, type, g, v, y, g_off, v_off, y_off, in_stride, out_stride, row0, row1, half, p0, p1, p2, p3)"},
+     "gated(index, type, g, v, y, g_off, v_off, y_off, in_stride, out_stride, row0, row1, half, p0, p1, p2, p3"
+     "[, threads])"},
     {"gated_grad", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(gated_grad)), METH_FASTCALL,
      "gated_grad(index, type, dy, g, v, dg, dv, g_off, v_off, y_off, in_stride, out_stride, row0, row1, half, "
-     "p0, p1, p2, p3)"},
+     "p0, p1, p2, p3[, threads])"},
     {"unary_names", unary_names, METH_NOARGS, "The elementwise ops, in the order unary() indexes them."},
     {"unary", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(unary)), METH_FASTCALL,
      "unary(index, type, x, y, start, stop, p0, p1, p2, p3)"},

@@ -79,10 +79,9 @@ def _run(op, x, *params):
 @pytest.fixture
 def threads_from_parallel_min(monkeypatch):
     """The compiled passes shared among the threads from PARALLEL_MIN elements (their own thresholds
-    are 2**18 to 2**21), so that the tests' arrays cross threads at a few hundred thousand
+    are 2**16 to 2**19), so that the tests' arrays cross threads at a few hundred thousand
     elements."""
     monkeypatch.setattr(pool, "compiled_parallel_min", lambda op: pool.PARALLEL_MIN)
-    monkeypatch.setattr(pool, "pooled_parallel_min", lambda op: pool.PARALLEL_MIN)
     monkeypatch.setattr(pool, "COMPILED_SOFTMAX_PARALLEL_MIN", pool.PARALLEL_MIN)
     monkeypatch.setattr(pool, "POOLED_SOFTMAX_PARALLEL_MIN", pool.PARALLEL_MIN)
 

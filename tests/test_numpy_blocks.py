@@ -19,7 +19,6 @@ def small_blocks(request, monkeypatch):
     monkeypatch.setattr(numpy_pool, "BLOCK", block)
     monkeypatch.setattr(numpy_pool, "PARALLEL_MIN", parallel_min)
     monkeypatch.setattr(numpy_pool, "compiled_parallel_min", lambda op: parallel_min)
-    monkeypatch.setattr(numpy_pool, "pooled_parallel_min", lambda op: parallel_min)
     monkeypatch.setattr(numpy_pool, "COMPILED_SOFTMAX_PARALLEL_MIN", parallel_min)
     monkeypatch.setattr(numpy_pool, "POOLED_SOFTMAX_PARALLEL_MIN", parallel_min)
     monkeypatch.setattr(numpy_pool, "THREADS", 2)

@@ -2,7 +2,7 @@
 drivers that cut a call into one range per thread and stop every range when one fails.
 
 Tests shrink ``BLOCK``, ``PARALLEL_MIN``, ``THREADS``, ``COMPILED_SOFTMAX_PARALLEL_MIN``,
-``POOLED_SOFTMAX_PARALLEL_MIN``, ``compiled_parallel_min`` and ``pooled_parallel_min`` here to send
+``POOLED_SOFTMAX_PARALLEL_MIN`` and ``compiled_parallel_min`` here to send
 small inputs down the routes large ones take; the sibling modules therefore read them as
 ``pool.NAME`` at call time, never as names imported once.
 """
@@ -37,22 +37,15 @@ PARALLEL_MIN = 1 << 16
 # whose helper is asleep, takes at most a few microseconds longer than on one thread.
 COMPILED_SOFTMAX_PARALLEL_MIN = 1 << 16
 _COMPILED_PARALLEL_MIN: dict[Cost, int] = {"cheap": 1 << 18, "exp": 1 << 17, "heavy": 1 << 16}
-# The compiled passes still shared out on the Python pool (the gated rows, the narrow-column
-# softmax), whose threads take 50-200 us to wake: from longer arrays (measured the same way:
-# softmax rows, 131 us against 145 at 2**18, 269 against 210 at 2**19).
-_POOLED_PARALLEL_MIN: dict[Cost, int] = {"cheap": 1 << 21, "exp": 1 << 19, "heavy": 1 << 18}
+# The compiled pass still shared out on the Python pool (the narrow-column softmax), whose threads
+# take 50-200 us to wake: from longer arrays (measured the same way: softmax rows, 131 us against
+# 145 at 2**18, 269 against 210 at 2**19).
 POOLED_SOFTMAX_PARALLEL_MIN = 1 << 19
 
 
-def pooled_parallel_min(op: str) -> int:
-    """Elements from which a compiled pass of ``op`` run on the Python pool (the gated rows) is
-    shared among its threads."""
-    return _POOLED_PARALLEL_MIN[OPS[op].cost]
-
-
 def compiled_parallel_min(op: str) -> int:
-    """Elements from which a compiled elementwise pass of ``op`` (forward, bias or backward) is
-    shared among the module's threads."""
+    """Elements from which a compiled elementwise pass of ``op`` (forward, bias or backward, and
+    the gated rows of a gate applying ``op``) is shared among the module's threads."""
     return _COMPILED_PARALLEL_MIN[OPS[op].cost]
 
 

@@ -68,13 +68,12 @@ def _compiled_halves(unit, x, axis, result, dtype, dy) -> bool:
         dyf, dy_off, dy_stride = dy_rows
         call = functools.partial(kernel.grad, dyf, xf, xf, rf, rf, g_off, v_off, dy_off, 2 * half, dy_stride)
     p4 = _p4(unit)
-    step = max(1, pool.PIECE // max(half, 1))
-
-    def run(lo, hi, stop):
-        for start, end in pool.pieces(lo, hi, stop, step):
-            call(start, end, half, *p4)
-
-    pool.run_parallel(run, pool.parallel_ranges(outer, outer * half, pool.pooled_parallel_min(unit.op)))
+    pool.run_split(
+        outer,
+        lambda row0, row1, threads: call(row0, row1, half, *p4, threads),
+        pool.compiled_parallel_min(unit.op),
+        item=max(half, 1),
+    )
     return True
 
 
@@ -118,10 +117,10 @@ def _compiled_pair(unit, inputs, outputs, dtype, dy) -> bool:
     flats = [_flat(a, kernel.bits) for a in (*inputs, *outputs)]
     run = kernel.forward if dy is None else kernel.grad
     p4 = _p4(unit)
-    pool.run_ranges(
+    pool.run_split(
         flats[0].size,
-        lambda start, end: run(*flats, start, start, start, 0, 0, 0, 1, end - start, *p4),
-        pool.pooled_parallel_min(unit.op),
+        lambda start, end, threads: run(*flats, start, start, start, 0, 0, 0, 1, end - start, *p4, threads),
+        pool.compiled_parallel_min(unit.op),
     )
     return True
 
