@@ -156,12 +156,14 @@ def test_numbers_are_consistent(quick):
         copy = copies[(r["device"], nbytes // arrays)]
         assert copy["gbps"] == pytest.approx(2 * (nbytes // arrays) / copy["median_s"] / 1e9, rel=1e-9)
         assert r["frac_of_copy"] == pytest.approx(r["gbps"] / copy["gbps"], rel=1e-9)
-        # flagged exactly when faster than 1.1x the same-size copy; gpuact's own paths never beat
-        # the peak copy (a peer can, in cache: PyTorch's relu at 1 MiB on its own threads, say,
-        # and is then reported as suspicious, which the line above checks)
+        # flagged exactly when faster than 1.1x the same-size copy (a peer can be, in cache:
+        # PyTorch's relu at 1 MiB on its own threads, say; so can gpuact's NumPy path on its
+        # threads, relu at 2**18 on two cores' caches), which the line above checks; but no path
+        # of gpuact's beats the peak copy, one thread's, by more than its threads can
         assert r["suspicious"] == (r["frac_of_copy"] > cli.SUSPICIOUS_FRAC)
         if r["backend"] in ("numpy", "cupy", "numba"):
-            assert r["gbps"] <= cli.SUSPICIOUS_FRAC * doc["copy_gbps"][r["device"]], r
+            threads = doc["machine"]["gpuact_numpy_threads"] if r["device"] == "cpu" else 1
+            assert r["gbps"] <= cli.SUSPICIOUS_FRAC * threads * doc["copy_gbps"][r["device"]], r
         base = numpy_time.get((r["op"], r["dtype"], tuple(r["shape"]), r["axis"]))
         if base is not None:
             assert r["speedup_vs_numpy"] == pytest.approx(base / r["median_s"], rel=1e-9)
