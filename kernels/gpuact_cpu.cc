@@ -99,16 +99,19 @@ GA_HD void elementwise_loop(const S* x, S* y, int64_t n, T p0, T p1, T p2, T p3)
     for (int64_t i = 0; i < n; ++i) y[i] = narrow_to(Op(widen(x[i]), p0, p1, p2, p3), y);
 }
 
-// Softmax of `rows` contiguous rows of `length` (y may not alias x): the row max, then
-// y = exp(x - max) summed in the same pass, then the scaling. `omp simd reduction` (compiled with
-// -fopenmp-simd: the pragmas only, no OpenMP runtime) lets GCC keep vector partial maxima and
-// sums, which it may not do on its own without reassociation flags. The max may ignore a NaN;
-// that changes nothing, since the NaN still reaches the row's sum and so every output of the row,
-// as with NumPy's max. The sum is accumulated in double whatever T is: a float32 sum of 2**25
-// terms drifts by ~1e-4 relative (and stops growing at 2**24 ones), where the documented
-// tolerance holds for any length only with the wider accumulator. It also makes the result
-// independent of the order of the terms in practice (the vector width of the machine's clone, or
-// the column kernels' order): a float32 partial sum first was a fifth faster and broke that.
+// The row pieces softmax_rows and log_softmax_short_rows share: the same loops, so the same bits.
+template <typename T> GA_HD T row_max(const T* xr, int64_t length) {
+    T m = -__builtin_inf();
+#pragma omp simd reduction(max : m)
+    for (int64_t k = 0; k < length; ++k) m = xr[k] > m ? xr[k] : m;
+    return m;
+}
+// log_softmax's result: y = (x - max) - log(sum)
+template <typename T> GA_HD void row_log_softmax(const T* xr, T* yr, int64_t length, T m, T log_s) {
+#pragma omp simd
+    for (int64_t k = 0; k < length; ++k) yr[k] = T(xr[k] - m) - log_s;
+}
+
 // log_softmax of short rows (up to kShortRow values), kShortRowBlock rows at a time: the rows'
 // maxima and sums first, then their logs, then the results. The scalar log a row, waited on before
 // its row could be written, cost rows of 32 a third more than softmax (10.5 ns a row, one thread);
@@ -127,9 +130,7 @@ GA_HD void log_softmax_short_rows(const T* x, T* y, int64_t rows, int64_t length
         T logs[kShortRowBlock];
         for (int64_t j = 0; j < block; ++j) {
             const T* xr = x + (r0 + j) * length;
-            T m = -__builtin_inf();
-#pragma omp simd reduction(max : m)
-            for (int64_t k = 0; k < length; ++k) m = xr[k] > m ? xr[k] : m;
+            const T m = row_max(xr, length);
             double s = 0.0;
 #pragma omp simd reduction(+ : s)
             for (int64_t k = 0; k < length; ++k) s += double(ga::exp_nonpositive_(T(xr[k] - m)));
@@ -137,16 +138,21 @@ GA_HD void log_softmax_short_rows(const T* x, T* y, int64_t rows, int64_t length
             sums[j] = s;
         }
         for (int64_t j = 0; j < block; ++j) logs[j] = T(std::log(sums[j]));
-        for (int64_t j = 0; j < block; ++j) {
-            const T* xr = x + (r0 + j) * length;
-            T* yr = y + (r0 + j) * length;
-            const T m = maxima[j], log_s = logs[j];
-#pragma omp simd
-            for (int64_t k = 0; k < length; ++k) yr[k] = T(xr[k] - m) - log_s;
-        }
+        for (int64_t j = 0; j < block; ++j)
+            row_log_softmax(x + (r0 + j) * length, y + (r0 + j) * length, length, maxima[j], logs[j]);
     }
 }
 
+// Softmax of `rows` contiguous rows of `length` (y may not alias x): the row max, then
+// y = exp(x - max) summed in the same pass, then the scaling. `omp simd reduction` (compiled with
+// -fopenmp-simd: the pragmas only, no OpenMP runtime) lets GCC keep vector partial maxima and
+// sums, which it may not do on its own without reassociation flags. The max may ignore a NaN;
+// that changes nothing, since the NaN still reaches the row's sum and so every output of the row,
+// as with NumPy's max. The sum is accumulated in double whatever T is: a float32 sum of 2**25
+// terms drifts by ~1e-4 relative (and stops growing at 2**24 ones), where the documented
+// tolerance holds for any length only with the wider accumulator. It also makes the result
+// independent of the order of the terms in practice (the vector width of the machine's clone, or
+// the column kernels' order): a float32 partial sum first was a fifth faster and broke that.
 template <typename T>
 GA_HD void softmax_rows(const T* x, T* y, int64_t rows, int64_t length, int log) {
     if (log && length <= kShortRow) {
@@ -156,9 +162,7 @@ GA_HD void softmax_rows(const T* x, T* y, int64_t rows, int64_t length, int log)
     for (int64_t r = 0; r < rows; ++r) {
         const T* xr = x + r * length;
         T* yr = y + r * length;
-        T m = -__builtin_inf();
-#pragma omp simd reduction(max : m)
-        for (int64_t k = 0; k < length; ++k) m = xr[k] > m ? xr[k] : m;
+        const T m = row_max(xr, length);
         // The next row streams in while this one is computed on from L1; left to the hardware
         // prefetcher, the max pass of every row would wait on memory with the vector units idle.
         if (r + 1 < rows && length <= 16384)
@@ -173,9 +177,7 @@ GA_HD void softmax_rows(const T* x, T* y, int64_t rows, int64_t length, int log)
         if (log) {
             // one scalar log a row: the C library's, not simd::log, whose selects cost more than the
             // whole row for short rows (rows of 32: 1.67 against 0.95 ns an element)
-            T log_s = T(std::log(s));
-#pragma omp simd
-            for (int64_t k = 0; k < length; ++k) yr[k] = T(xr[k] - m) - log_s;
+            row_log_softmax(xr, yr, length, m, T(std::log(s)));
         } else {
             T inv = T(1.0 / s);
 #pragma omp simd
