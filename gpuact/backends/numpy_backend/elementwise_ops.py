@@ -42,7 +42,7 @@ def elementwise(op, x, params, out, dtype, stream=None, bias=None):
         if entry:
             run, index, code = entry
             y = np.empty_like(x) if out is None else out
-            threads = pool.THREADS if n >= pool.compiled_parallel_min(op) else 1
+            threads = pool.split_threads(n, pool.compiled_parallel_min(op))
             run(index, code, x, y, 0, n, *params, *_NO_PARAMS[len(params)], threads)
             return y
     compute = compute_dtype(dtype)
@@ -227,7 +227,7 @@ def elementwise_grad(op, dy, x, params, out, dtype, stream=None, bias=None):
         if entry:
             run, index, code = entry
             dx = np.empty_like(x) if out is None else out
-            threads = pool.THREADS if n >= pool.compiled_parallel_min(op) else 1
+            threads = pool.split_threads(n, pool.compiled_parallel_min(op))
             run(index, code, dy, x, dx, 0, n, *params, *_NO_PARAMS[len(params)], threads)
             return dx
     compute = compute_dtype(dtype)

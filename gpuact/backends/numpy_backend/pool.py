@@ -153,6 +153,13 @@ _NATIVE_CHUNK = 1024
 SPLIT_PIECE = 1 << 22
 
 
+def split_threads(elements: int, minimum: int, share: bool = True) -> int:
+    """How many of the module's threads a compiled pass of ``elements`` takes: ``THREADS`` from
+    ``minimum`` elements where ``share`` allows, else 1 (run_split's choice, and the direct calls'
+    that skip it)."""
+    return THREADS if share and elements >= minimum else 1
+
+
 def run_split(count: int, call, minimum: int, item: int = 1, share: bool = True):
     """``call(start, end, threads)`` over [0, count) items of ``item`` elements each (elements,
     rows, slabs): a compiled pass that the module cuts among ``threads`` of its own threads
@@ -160,7 +167,7 @@ def run_split(count: int, call, minimum: int, item: int = 1, share: bool = True)
     ``kernels/gpuact_cpu.cc``'s ``SplitPool``, whose threads wake in microseconds where this
     module's Python pool takes 50-200), in pieces of about ``SPLIT_PIECE`` elements (at least one
     item) between which an interrupt (Ctrl-C) is taken."""
-    threads = THREADS if share and count * item >= minimum else 1
+    threads = split_threads(count * item, minimum, share)
     step = max(1, SPLIT_PIECE // item)
     for start in range(0, count, step):
         call(start, min(count, start + step), threads)

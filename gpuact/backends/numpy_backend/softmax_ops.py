@@ -195,7 +195,7 @@ def softmax(x, axes, out, dtype, *, log, mask=None, bias=None, stream=None):
             y = np.empty_like(x)
             length = x.shape[-1]
             rows = n // length
-            threads = pool.THREADS if n >= pool.COMPILED_SOFTMAX_PARALLEL_MIN and rows > 1 else 1
+            threads = pool.split_threads(n, pool.COMPILED_SOFTMAX_PARALLEL_MIN, share=rows > 1)
             entry(x, y, 0, rows, length, int(log), threads)
             return y
     compute = compute_dtype(dtype)
