@@ -50,8 +50,7 @@ def run(request: Request):
         want = family.forward_shape(x.shape, request.axis, request.op)
         if tuple(dy.shape) != want:
             if family.halves:
-                name = checks.gated_name(request.op)
-                raise ValueError(f"dy has shape {tuple(dy.shape)}; {name}'s output, and so dy, has shape {want}")
+                raise checks.gated_dy_shape_error(dy.shape, want, request.op)
             raise ValueError(f"dy has shape {tuple(dy.shape)}; x has shape {tuple(x.shape)}")
     with backend.scope(x, stream):
         out = request.out

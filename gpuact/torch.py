@@ -269,8 +269,7 @@ def _(dy, x, axis, gate):
     _check_gate(gate)
     want = calls.GLU.forward_shape(tuple(x.shape), axis, gate)
     if tuple(dy.shape) != want:
-        name = checks.gated_name(gate)
-        raise ValueError(f"dy has shape {tuple(dy.shape)}; {name}'s output, and so dy, has shape {want}")
+        raise checks.gated_dy_shape_error(dy.shape, want, gate)
     return x.new_empty(x.shape, dtype=_grad_dtype(dy.dtype, x.dtype))
 
 

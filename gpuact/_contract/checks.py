@@ -127,6 +127,11 @@ def gated_name(gate: str | None) -> str:
     return (gate or "glu").removesuffix("_tanh")
 
 
+def gated_dy_shape_error(dy_shape, want, gate: str | None) -> ValueError:
+    """The error for a gated unit's backward given a ``dy`` not of its forward's (half) shape."""
+    return ValueError(f"dy has shape {tuple(dy_shape)}; {gated_name(gate)}'s output, and so dy, has shape {want}")
+
+
 def glu_halves(axis, shape, gate: str | None = None) -> tuple[int, tuple[int, ...]]:
     """``(the normalised axis, the shape of one half)`` for a gated unit's split of ``shape`` along
     ``axis`` (``gate``: its name in ``ops.GATES``, which the messages give)."""
